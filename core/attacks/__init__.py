@@ -1,0 +1,24 @@
+"""Audio backdoor attacks behind one registry (see :mod:`core.attacks.base`)."""
+
+from core.attacks.base import (
+    Attack,
+    AttackParams,
+    PoisonedSet,
+    attack_from_dict,
+    get_attack,
+    list_attacks,
+    parse_attack_args,
+    register,
+)
+from core.attacks import badnets  # noqa: F401  (registers "badnets")
+
+__all__ = [
+    "Attack",
+    "AttackParams",
+    "PoisonedSet",
+    "attack_from_dict",
+    "get_attack",
+    "list_attacks",
+    "parse_attack_args",
+    "register",
+]

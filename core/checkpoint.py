@@ -1,0 +1,298 @@
+"""Checkpoints: one ``.safetensors`` file, tensors plus a JSON document in the header metadata.
+
+The document (key ``gnft`` of the safetensors metadata) holds everything needed to rebuild
+and trust the model: format version, architecture and its arguments, classes, sample rate,
+front-end settings and provenance (data, attack, training, defense history with metrics,
+seed, package version). Loading checks all of it and names every mismatch. Nothing is
+unpickled: plain PyTorch ``.pt`` files are imported only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from core import __version__
+from core.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "make_metadata",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_metadata",
+    "import_pt",
+    "build_from_metadata",
+]
+
+FORMAT_NAME = "gnft-workbench-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "gnft"
+REQUIRED = ("format", "format_version", "architecture", "arch_args", "classes", "sample_rate", "front_end", "provenance")
+
+
+def make_metadata(
+    architecture: str,
+    classes: Sequence[str],
+    front_end: Mapping[str, Any],
+    *,
+    arch_args: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
+    attack: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
+    defenses: Sequence[Mapping[str, Any]] = (),
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The metadata document for a model; ``provenance`` records where it came from."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "arch_args": dict(arch_args or {}),
+        "classes": list(classes),
+        "sample_rate": int(front_end["sample_rate"]),
+        "front_end": dict(front_end),
+        "provenance": {
+            "data": dict(data or {}),
+            "attack": dict(attack) if attack else None,
+            "training": dict(training or {}),
+            "defenses": [dict(d) for d in defenses],
+            "seed": seed,
+            "package_version": __version__,
+            "torch_version": torch.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str, Any]) -> Path:
+    """Write ``model``'s tensors and ``metadata`` atomically; an existing file survives any failure."""
+    path = Path(path)
+    _check_metadata(dict(metadata), path)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    try:
+        header = json.dumps(metadata, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the metadata cannot be stored as JSON ({exc})") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: header})
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: could not write the checkpoint ({exc.strerror or exc}); "
+                              "nothing was overwritten. Free space or choose another folder.") from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _open_header(path: Path) -> tuple[dict[str, str], list[str]]:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
+    if path.suffix.lower() in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+        raise CheckpointError(
+            f"{path}: a pickled PyTorch file is not loaded directly; import it with "
+            "core.checkpoint.import_pt (weights only, architecture given) and save it as .safetensors"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid .safetensors file ({exc})") from exc
+    return meta, keys
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The checked metadata document of a checkpoint, without loading tensors."""
+    path = Path(path)
+    header, _ = _open_header(path)
+    if METADATA_KEY not in header:
+        raise CheckpointError(
+            f"{path}: a .safetensors file without GN-FT Workbench metadata; it holds tensors but not "
+            "the architecture, classes and front end needed to use them"
+        )
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the metadata is not valid JSON ({exc})") from exc
+    _check_metadata(meta, path)
+    return meta
+
+
+def _check_metadata(meta: dict[str, Any], path: Path) -> None:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the metadata must be a JSON object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: the metadata lacks {', '.join(missing)}")
+    if meta["format"] != FORMAT_NAME:
+        raise CheckpointError(f"{path}: metadata format is {meta['format']!r}, not {FORMAT_NAME!r}")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} was written by a newer GN-FT Workbench "
+                              f"(this one reads up to {FORMAT_VERSION}); upgrade to load it")
+    problems = []
+    if not isinstance(meta["architecture"], str):
+        problems.append("architecture must be a string")
+    if not isinstance(meta["arch_args"], dict):
+        problems.append("arch_args must be an object")
+    classes = meta["classes"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        problems.append("classes must be a non-empty list of strings")
+    elif len(set(classes)) != len(classes):
+        problems.append("classes repeat a name")
+    if not isinstance(meta["sample_rate"], int) or meta["sample_rate"] <= 0:
+        problems.append("sample_rate must be a positive integer")
+    if not isinstance(meta["front_end"], dict):
+        problems.append("front_end must be an object")
+    elif meta["front_end"].get("sample_rate") != meta["sample_rate"]:
+        problems.append(f"front_end sample_rate {meta['front_end'].get('sample_rate')} differs from sample_rate {meta['sample_rate']}")
+    if not isinstance(meta["provenance"], dict):
+        problems.append("provenance must be an object")
+    if problems:
+        raise CheckpointError(f"{path}: malformed metadata: " + "; ".join(problems))
+
+
+def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>") -> nn.Sequential:
+    """A freshly initialised model of the architecture the metadata describes."""
+    from core import models
+
+    try:
+        return models.build(meta["architecture"], len(meta["classes"]), meta["front_end"], **meta["arch_args"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot build architecture {meta['architecture']!r} from the metadata ({exc})") from exc
+
+
+def _compare_state(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], path: Path, what: str) -> None:
+    """Raise naming every missing, unexpected and wrongly shaped tensor."""
+    problems = []
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}" + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+    if extra:
+        problems.append(f"unexpected tensors: {', '.join(extra[:8])}" + (f" (+{len(extra) - 8} more)" if len(extra) > 8 else ""))
+    for key in sorted(set(expected) & set(found)):
+        shape = tuple(found[key].shape) if hasattr(found[key], "shape") else tuple(found[key])
+        if tuple(expected[key].shape) != shape:
+            problems.append(f"{key} has shape {list(shape)}, {what} needs {list(expected[key].shape)}")
+    if problems:
+        raise CheckpointError(f"{path}: the tensors do not fit {what}: " + "; ".join(problems[:12]))
+
+
+def _check_expectations(meta: Mapping[str, Any], path: Path, architecture: str | None,
+                        classes: Sequence[str] | None, sample_rate: int | None) -> None:
+    problems = []
+    if architecture is not None and meta["architecture"] != architecture:
+        problems.append(f"architecture is {meta['architecture']!r}, expected {architecture!r}")
+    if classes is not None and list(meta["classes"]) != list(classes):
+        problems.append(f"classes are {meta['classes']}, expected {list(classes)}")
+    if sample_rate is not None and meta["sample_rate"] != sample_rate:
+        problems.append(f"sample rate is {meta['sample_rate']} Hz, expected {sample_rate} Hz")
+    if problems:
+        raise CheckpointError(f"{path}: does not match: " + "; ".join(problems))
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    architecture: str | None = None,
+    classes: Sequence[str] | None = None,
+    sample_rate: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Sequential, dict[str, Any]]:
+    """Load a checkpoint as ``(model in eval mode, metadata)``, checking it against expectations.
+
+    Raises :class:`CheckpointError` naming every mismatch: architecture, classes, sample rate,
+    missing, unexpected or wrongly shaped tensors.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    _check_expectations(meta, path, architecture, classes, sample_rate)
+    model = build_from_metadata(meta, path)
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+        _compare_state(expected, shapes, path, f"architecture {meta['architecture']!r}")
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    for key, tensor in state.items():
+        if tensor.dtype != expected[key].dtype:
+            raise CheckpointError(f"{path}: {key} is {tensor.dtype}, the model needs {expected[key].dtype}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values; the model is corrupt")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), meta
+
+
+def import_pt(
+    path: str | os.PathLike,
+    architecture: str,
+    classes: Sequence[str],
+    front_end: Mapping[str, Any] | None = None,
+    *,
+    arch_args: Mapping[str, Any] | None = None,
+) -> tuple[nn.Sequential, dict[str, Any]]:
+    """Import a plain PyTorch state dict (``.pt``) safely, with ``weights_only=True``.
+
+    Accepts a mapping of tensors, or one under ``state_dict``/``model``; keys may be those of
+    the whole model or of the classifier alone. A pickle holding anything but tensors and
+    plain containers is refused with the reason.
+    """
+    from core.features import FrontEndConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused: the pickle contains objects other than tensors and plain containers, "
+            f"and unpickling them could run arbitrary code ({str(exc).splitlines()[0]}). "
+            "Save only the state_dict (torch.save(model.state_dict(), ...)) and import that."
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({exc})") from exc
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: holds no state dict (a mapping of names to tensors)")
+    fe = FrontEndConfig.from_dict(dict(front_end)) if front_end else FrontEndConfig()
+    meta = make_metadata(architecture, classes, fe.to_dict(), arch_args=arch_args,
+                         training={"imported_from": str(path)})
+    model = build_from_metadata(meta, path)
+    expected = model.state_dict()
+    front_name, classifier_name = [name for name, _ in model.named_children()][:2]
+    state = dict(obj)
+    if not set(state) & set(expected):  # classifier-only keys: lift them under the classifier's name
+        lifted = {f"{classifier_name}.{k}": v for k, v in state.items()}
+        if set(lifted) & set(expected):
+            state = lifted
+    for key, value in expected.items():  # the front end's fixed buffers come from the config
+        if key.startswith(f"{front_name}.") and key not in state:
+            state[key] = value
+    _compare_state(expected, state, path, f"architecture {architecture!r}")
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta

@@ -1,0 +1,93 @@
+"""Progress events from long-running engine work (training, defenses, analysis).
+
+Plain Python callbacks: the command line prints them, the application turns them into
+queued Qt signals. ``should_stop`` is polled once per step; a run that sees it stops at
+the next step boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["StepInfo", "EvalInfo", "NeuronStats", "Observer", "NullObserver", "CancelToken", "Cancelled"]
+
+
+@dataclass
+class StepInfo:
+    """One optimisation step: where it is, its loss and (optionally) per-neuron gradient norms."""
+
+    phase: str
+    epoch: int
+    step: int
+    total_steps: int
+    loss: float
+    lr: float | None = None
+    grad_norms: dict[str, list[float]] | None = None
+
+
+@dataclass
+class EvalInfo:
+    """One evaluation: clean accuracy and, when an attack is known, ASR and robust accuracy."""
+
+    phase: str
+    epoch: int
+    clean_accuracy: float
+    loss: float | None = None
+    attack_success_rate: float | None = None
+    robust_accuracy: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NeuronStats:
+    """Per-neuron figures of one layer (gradient norms, CLC, BLC, zones)."""
+
+    layer: str
+    values: dict[str, list[float]]
+
+
+@runtime_checkable
+class Observer(Protocol):
+    def on_step(self, info: StepInfo) -> None: ...
+
+    def on_eval(self, info: EvalInfo) -> None: ...
+
+    def on_neurons(self, stats: NeuronStats) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class NullObserver:
+    """An observer that ignores every event and never asks to stop."""
+
+    def on_step(self, info: StepInfo) -> None:
+        pass
+
+    def on_eval(self, info: EvalInfo) -> None:
+        pass
+
+    def on_neurons(self, stats: NeuronStats) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+class CancelToken:
+    """A thread-safe flag: ``cancel()`` from any thread, ``cancelled`` read by the worker."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class Cancelled(Exception):
+    """Raised inside engine loops when the observer asks to stop; callers return the input untouched."""

@@ -1,0 +1,118 @@
+"""Clean accuracy, attack success rate, robust accuracy and the defense effectiveness rating.
+
+Conventions (one name per concept, fractions in [0, 1]):
+- ``clean_accuracy`` (CA): accuracy on the clean test clips.
+- ``attack_success_rate`` (ASR): fraction of triggered test clips whose true class is *not*
+  the target that the model assigns to the target class (target-class clips are excluded,
+  otherwise a clean model would score its own accuracy on them).
+- ``robust_accuracy`` (RA): fraction of those same triggered clips still given their true class.
+- ``defense_effectiveness_rating`` (DER, BackdoorBench): ``(max(0, ΔASR) − max(0, ΔCA) + 1) / 2``
+  with Δ = before − after; 1 is perfect (ASR to 0 at no accuracy cost), 0.5 is no change.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "predict_logits",
+    "accuracy",
+    "clean_accuracy",
+    "attack_success_rate",
+    "robust_accuracy",
+    "backdoor_metrics",
+    "defense_effectiveness_rating",
+]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, waves: torch.Tensor, batch_size: int = 512,
+                   transform: Transform | None = None) -> torch.Tensor:
+    """Logits ``[N, C]`` in eval mode (the model's mode is restored afterwards).
+
+    ``transform`` (e.g. a trigger) is applied to each waveform batch first.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for start in range(0, waves.shape[0], batch_size):
+            batch = waves[start : start + batch_size].to(device, non_blocking=True)
+            if transform is not None:
+                batch = transform(batch)
+            out.append(model(batch).float())
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.zeros((0, 0))
+    return torch.cat(out)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy; an empty set gives NaN rather than a misleading 0 or 1."""
+    if labels.numel() == 0:
+        return float("nan")
+    return float((logits.argmax(1).cpu() == labels.cpu()).float().mean())
+
+
+def clean_accuracy(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    """CA on clean clips."""
+    return accuracy(predict_logits(model, waves, batch_size), labels)
+
+
+def _non_target(labels: torch.Tensor, target: int) -> torch.Tensor:
+    return (labels != target).nonzero().flatten()
+
+
+def attack_success_rate(model: nn.Module, triggered: torch.Tensor, labels: torch.Tensor, target: int,
+                        batch_size: int = 512) -> float:
+    """ASR over triggered clips whose true label is not ``target``."""
+    keep = _non_target(labels, target).to(triggered.device)
+    logits = predict_logits(model, triggered.index_select(0, keep), batch_size)
+    return accuracy(logits, torch.full((keep.numel(),), target, dtype=torch.int64))
+
+
+def robust_accuracy(model: nn.Module, triggered: torch.Tensor, labels: torch.Tensor, target: int,
+                    batch_size: int = 512) -> float:
+    """RA: true-label accuracy over triggered clips whose true label is not ``target``."""
+    keep = _non_target(labels, target).to(triggered.device)
+    logits = predict_logits(model, triggered.index_select(0, keep), batch_size)
+    return accuracy(logits, labels.index_select(0, keep.to(labels.device)))
+
+
+@torch.no_grad()
+def backdoor_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
+                     triggered: torch.Tensor | None = None, target: int | None = None,
+                     batch_size: int = 512) -> dict[str, float]:
+    """CA and clean loss, plus ASR, RA and backdoor loss when a triggered copy and target are given.
+
+    One pass over the clean and one over the triggered clips; the backdoor loss is the mean
+    cross-entropy of the triggered non-target clips against the target (used for early stopping).
+    """
+    logits = predict_logits(model, waves, batch_size)
+    labels_cpu = labels.cpu()
+    out = {"clean_accuracy": accuracy(logits, labels_cpu),
+           "clean_loss": float(F.cross_entropy(logits.cpu(), labels_cpu)) if labels.numel() else float("nan")}
+    if triggered is not None and target is not None:
+        keep = _non_target(labels_cpu, target)
+        t_logits = predict_logits(model, triggered.index_select(0, keep.to(triggered.device)), batch_size).cpu()
+        true = labels_cpu.index_select(0, keep)
+        tgt = torch.full_like(true, target)
+        out["attack_success_rate"] = accuracy(t_logits, tgt)
+        out["robust_accuracy"] = accuracy(t_logits, true)
+        out["backdoor_loss"] = float(F.cross_entropy(t_logits, tgt)) if keep.numel() else float("nan")
+    return out
+
+
+def defense_effectiveness_rating(before: dict[str, float], after: dict[str, float]) -> float:
+    """DER from before/after dicts holding ``clean_accuracy`` and ``attack_success_rate``."""
+    d_asr = before["attack_success_rate"] - after["attack_success_rate"]
+    d_ca = before["clean_accuracy"] - after["clean_accuracy"]
+    return (max(0.0, d_asr) - max(0.0, d_ca) + 1.0) / 2.0

@@ -1,0 +1,122 @@
+"""What every command shares: device choice, seeding, progress bars, machine facts, error exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from core.errors import ConfigError, GnftError
+
+__all__ = [
+    "resolve_device",
+    "seed_everything",
+    "machine_info",
+    "progress_bar",
+    "add_common_arguments",
+    "run_command",
+    "write_json",
+]
+
+log = logging.getLogger("core")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a clear error."""
+    if isinstance(name, torch.device):
+        return name
+    name = str(name).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for shuffling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """CPU model, GPU name (or None), torch/torchaudio/Python versions: recorded with every result."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    import torchaudio
+
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "gpu": gpu,
+        "device": str(device) if device is not None else None,
+        "torch": torch.__version__,
+        "torchaudio": torchaudio.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def progress_bar(total: int, desc: str, enabled: bool | None = None):
+    """A tqdm bar on a terminal, silent otherwise (logs carry the progress then)."""
+    from tqdm import tqdm
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--seed``, ``--device`` and ``--quiet``, as every command has them."""
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same result")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command's ``main``: expected failures end with one clear line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return main(argv)
+    except GnftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    return path

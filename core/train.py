@@ -1,0 +1,339 @@
+"""Train a clean or backdoored keyword-spotting model: ``python -m core.train``.
+
+Adam, batch 256, early stopping on the validation split (never on the test split): the
+stopping criterion is the clean validation loss, or for a backdoored model the authors'
+0.5·(clean loss + backdoor loss), measured on validation clips. The best epoch's weights
+are kept. The whole dataset sits on the device; batches are slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core import models
+from core.attacks import Attack, get_attack, list_attacks, parse_attack_args
+from core.checkpoint import make_metadata, save_checkpoint
+from core.data import AudioSet, load_dataset
+from core.errors import ConfigError
+from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
+from core.features import FrontEndConfig
+from core.metrics import backdoor_metrics
+from core.runtime import (
+    add_common_arguments,
+    machine_info,
+    progress_bar,
+    resolve_device,
+    run_command,
+    seed_everything,
+    write_json,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "main"]
+
+log = logging.getLogger("core.train")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. lr 1e-3 (the authors used 1e-4 for up to 300 epochs; 1e-3 reaches
+    the same accuracy in a fraction of the epochs on a CPU), patience in epochs."""
+
+    model: str = "resnet"
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    arch_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Sequential
+    metadata: dict[str, Any]
+    report: dict[str, Any]
+
+
+def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None,
+             batch_size: int = 512) -> dict[str, float]:
+    """CA and clean loss on ``split``; with an attack also ASR, RA and backdoor loss."""
+    idx = data.splits[split]
+    waves = data.waves.index_select(0, idx)
+    labels = data.labels.index_select(0, idx)
+    if attack is None:
+        return backdoor_metrics(model, waves, labels, batch_size=batch_size)
+    if attack.domain == "features":
+        return _feature_attack_metrics(model, waves, labels, attack, batch_size)
+    triggered = attack.apply_test(waves, data.sample_rate)
+    return backdoor_metrics(model, waves, labels, triggered, attack.params.target, batch_size)
+
+
+def _feature_attack_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
+                            attack: Attack, batch_size: int) -> dict[str, float]:
+    wrapped = nn.Sequential(model[0], _FeaturePatch(attack), model[1])
+    clean = backdoor_metrics(model, waves, labels, batch_size=batch_size)
+    trig = backdoor_metrics(wrapped, waves, labels, waves, attack.params.target, batch_size)
+    return {**clean, **{k: trig[k] for k in ("attack_success_rate", "robust_accuracy", "backdoor_loss")}}
+
+
+class _FeaturePatch(nn.Module):
+    def __init__(self, attack: Attack) -> None:
+        super().__init__()
+        self.attack = attack
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.attack.apply_features(features)
+
+
+def _stop_score(metrics: dict[str, float]) -> float:
+    if "backdoor_loss" in metrics and math.isfinite(metrics["backdoor_loss"]):
+        return 0.5 * (metrics["clean_loss"] + metrics["backdoor_loss"])
+    return metrics["clean_loss"]
+
+
+def train_model(
+    data: AudioSet,
+    config: TrainConfig,
+    attack: Attack | None = None,
+    observer: Observer | None = None,
+    *,
+    front_end: FrontEndConfig | None = None,
+    show_progress: bool | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on the training split of ``data`` (poisoned by ``attack`` if given).
+
+    Returns the best-validation model (eval mode, on the training device), its checkpoint
+    metadata and a report with test-split CA (and ASR/RA for a backdoor).
+    """
+    observer = observer or NullObserver()
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    generator = seed_everything(config.seed)
+    fe = front_end or FrontEndConfig(sample_rate=data.sample_rate, num_samples=data.num_samples)
+    if fe.sample_rate != data.sample_rate or fe.num_samples != data.num_samples:
+        raise ConfigError(
+            f"the front end expects {fe.num_samples} samples at {fe.sample_rate} Hz but the data has "
+            f"{data.num_samples} at {data.sample_rate} Hz"
+        )
+    if attack is not None and attack.params.target >= len(data.classes):
+        raise ConfigError(f"attack target {attack.params.target} is not a class index (0-{len(data.classes) - 1})")
+    model = models.build(config.model, len(data.classes), fe, **config.arch_args).to(device)
+    data = data.to(device)
+    train_idx = data.splits["train"]
+    if attack is not None:
+        poisoned = attack.poison(data.waves, data.labels, train_idx, data.sample_rate)
+        train_waves, train_labels = poisoned.waves, poisoned.labels
+        feature_rows = poisoned.poisoned.to(device) if attack.domain == "features" else None
+        n_poisoned = int(poisoned.poisoned.numel())
+    else:
+        train_waves = data.waves.index_select(0, train_idx)
+        train_labels = data.labels.index_select(0, train_idx)
+        feature_rows, n_poisoned = None, 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    all_rows = torch.arange(train_waves.shape[0], device=device)
+    is_feature_poison = torch.zeros(train_waves.shape[0], dtype=torch.bool, device=device)
+    if feature_rows is not None:
+        is_feature_poison[feature_rows] = True
+    steps_per_epoch = math.ceil(train_waves.shape[0] / config.batch_size)
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
+    bar = progress_bar(config.epochs, f"train {config.model}", show_progress)
+    step = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            total, seen = 0.0, 0
+            for batch_rows in _slices(all_rows, config.batch_size, generator):
+                if observer.should_stop():
+                    raise Cancelled()
+                x = train_waves.index_select(0, batch_rows)
+                y = train_labels.index_select(0, batch_rows)
+                if feature_rows is not None:
+                    feats = model[0](x)
+                    mask = is_feature_poison.index_select(0, batch_rows)
+                    if bool(mask.any()):
+                        feats = torch.where(mask.view(-1, 1, 1, 1), attack.apply_features(feats), feats)
+                    logits = model[1](feats)
+                else:
+                    logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                loss_value = float(loss.detach())
+                total += loss_value * y.numel()
+                seen += y.numel()
+                observer.on_step(StepInfo("train", epoch, step, steps_per_epoch * config.epochs, loss_value, config.lr))
+            val = evaluate(model, data, "validation", attack)
+            score = _stop_score(val)
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}}
+            history.append(row)
+            observer.on_eval(EvalInfo("validation", epoch, val["clean_accuracy"], val["clean_loss"],
+                                      val.get("attack_success_rate"), val.get("robust_accuracy")))
+            if score < best_score - 1e-6:
+                best_score, best_epoch, since_best = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_ca=f"{val['clean_accuracy']:.3f}",
+                            **({"val_asr": f"{val['attack_success_rate']:.3f}"} if "attack_success_rate" in val else {}))
+            bar.update(1)
+            if bar.disable and show_progress is not False:
+                log.info("epoch %d: train loss %.4f, validation %s", epoch, row["train_loss"],
+                         ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+            if since_best >= config.patience:
+                break
+    finally:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    test = evaluate(model, data, "test", attack)
+    seconds = time.perf_counter() - started
+    training = {
+        "optimizer": "adam", **{k: v for k, v in asdict(config).items() if k not in ("device",)},
+        "epochs_run": len(history), "best_epoch": best_epoch, "seconds": round(seconds, 2),
+        "device": str(device), "early_stopping": "validation split: " +
+        ("0.5*(clean loss + backdoor loss)" if attack is not None else "clean loss"),
+        "poisoned_clips": n_poisoned,
+        "test": test,
+    }
+    metadata = make_metadata(
+        config.model, data.classes, fe.to_dict(), arch_args=config.arch_args,
+        data=data.summary(), attack=attack.to_dict() if attack is not None else None,
+        training=training, seed=config.seed,
+    )
+    report: dict[str, Any] = {
+        "clean_accuracy": test["clean_accuracy"],
+        **({"attack_success_rate": test["attack_success_rate"], "robust_accuracy": test["robust_accuracy"]}
+           if attack is not None else {}),
+        "seconds": round(seconds, 2),
+        "device": str(device),
+        "model": config.model,
+        "attack": attack.to_dict() if attack is not None else None,
+        "data": data.summary(),
+        "config": asdict(config),
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "poisoned_clips": n_poisoned,
+        "test": test,
+        "history": history,
+        "machine": machine_info(device),
+    }
+    return TrainResult(model, metadata, report)
+
+
+def _slices(rows: torch.Tensor, batch_size: int, generator: torch.Generator):
+    perm = torch.randperm(rows.numel(), generator=generator).to(rows.device)
+    order = rows[perm]
+    for start in range(0, order.numel(), batch_size):
+        yield order[start : start + batch_size]
+
+
+# ------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.train",
+        description="Train a clean or backdoored keyword-spotting model and save it as a .safetensors checkpoint.",
+        epilog="Example: python -m core.train --data ../shared/data/fsdd --model resnet --attack badnets "
+               "--out resnet_badnets.safetensors --report report.json",
+    )
+    p.add_argument("--data", required=True, help="dataset folder (Speech Commands layout or FSDD)")
+    p.add_argument("--data-format", choices=["speech-commands", "fsdd"], help="force the dataset kind instead of detecting it")
+    p.add_argument("--vocab", help="Speech Commands words: scd10, scd30 or a comma list (default: scd10 if present, else every word folder)")
+    p.add_argument("--fsdd-split", choices=["official", "speaker"], default="official",
+                   help="FSDD split: official (index 0-4 test) or speaker (held-out speakers) (default official)")
+    p.add_argument("--test-speakers", default="theo", help="FSDD speaker split: comma list of held-out speakers (default theo)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out instead of stopping")
+    p.add_argument("--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}")
+    p.add_argument("--arch-arg", action="append", metavar="KEY=VALUE", default=[], help="architecture argument (repeatable)")
+    p.add_argument("--front-end", choices=["mfcc", "logmel"], default="mfcc", help="feature front end (default mfcc)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="model and data sample rate in Hz (default 16000)")
+    p.add_argument("--n-coeffs", type=int, default=40, help="MFCC coefficients (default 40)")
+    p.add_argument("--n-fft", type=int, default=400, help="FFT size (default 400)")
+    p.add_argument("--hop-length", type=int, default=160, help="hop in samples (default 160)")
+    p.add_argument("--n-mels", type=int, default=80, help="mel bands (default 80)")
+    p.add_argument("--attack", help=f"backdoor the model with this attack; one of: {', '.join(list_attacks())}")
+    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[],
+                   help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"maximum epochs (default {TrainConfig.epochs})")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="batch size (default 256)")
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--report", help="JSON report to write")
+    add_common_arguments(p)
+    return p
+
+
+def _parse_arch_args(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--arch-arg takes key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        for conv in (int, float):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out must end in .safetensors, got {out}")
+    fe = FrontEndConfig(kind=args.front_end, sample_rate=args.sample_rate, n_coeffs=args.n_coeffs,
+                        n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels)
+    attack = None
+    if args.attack:
+        params = parse_attack_args(args.attack_arg)
+        params.setdefault("seed", str(args.seed))
+        attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
+    elif args.attack_arg:
+        raise ConfigError("--attack-arg given without --attack")
+    data = load_dataset(args.data, data_format=args.data_format, vocab=args.vocab, sample_rate=args.sample_rate,
+                        fsdd_split=args.fsdd_split, test_speakers=[s for s in args.test_speakers.split(",") if s],
+                        skip_bad=args.skip_bad)
+    config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                         device=args.device, arch_args=_parse_arch_args(args.arch_arg))
+    log.info("training %s on %d clips (%s), %s", config.model, len(data.splits["train"]),
+             ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
+             f"attack {attack.name}" if attack else "clean")
+    result = train_model(data, config, attack, front_end=fe, show_progress=False if args.quiet else None)
+    save_checkpoint(out, result.model, result.metadata)
+    report = dict(result.report, command=" ".join(["python -m core.train", *(argv if argv is not None else sys.argv[1:])]),
+                  checkpoint=str(out))
+    if args.report:
+        write_json(args.report, report)
+    line = f"clean accuracy {report['clean_accuracy']:.4f}"
+    if attack is not None:
+        line += f", attack success rate {report['attack_success_rate']:.4f}, robust accuracy {report['robust_accuracy']:.4f}"
+    print(f"{line}; {report['seconds']:.1f} s on {report['device']}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

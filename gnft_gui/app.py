@@ -1,0 +1,37 @@
+"""The ``gnft-gui`` entry point: command line, QApplication, main window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gnft-gui", description="GN-FT Workbench: find and remove backdoors "
+                                "from speech-command classifiers.")
+    p.add_argument("--model", help="checkpoint to open (.safetensors)")
+    p.add_argument("--data", help="dataset folder to open")
+    p.add_argument("--demo", action="store_true", help="open the demo workspace")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the application; returns the Qt event loop's exit code."""
+    args = build_parser().parse_args(argv)
+    from PySide6.QtWidgets import QApplication
+
+    from gnft_gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("GN-FT Workbench")
+    app.setOrganizationName("GN-FT Workbench")
+    window = MainWindow(model_path=args.model, data_path=args.data, demo=args.demo)
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny generated datasets (real WAV files), an isolated cache, offscreen Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+FSDD = (REPO.parent / "shared" / "data" / "fsdd").resolve()
+TINY_WORDS = ["yes", "no", "up", "down"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded-dataset cache in a temp folder: tests never read or fill the user's cache."""
+    os.environ["GNFT_CACHE_DIR"] = str(tmp_path_factory.mktemp("gnft-cache"))
+
+
+def tone_clip(freq: float, rng: np.random.Generator, sample_rate: int = 16000, seconds: float = 1.0) -> np.ndarray:
+    """A learnable stand-in for a word: a tone with a random onset, gain and light noise."""
+    n = int(sample_rate * seconds)
+    t = np.arange(n) / sample_rate
+    onset = rng.uniform(0.0, 0.3)
+    env = ((t > onset) & (t < onset + 0.5)).astype(np.float32)
+    wave = 0.4 * rng.uniform(0.6, 1.0) * np.sin(2 * np.pi * freq * (1 + rng.uniform(-0.02, 0.02)) * t) * env
+    return (wave + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def write_speech_commands(root: Path, words=TINY_WORDS, speakers: int = 10, per_speaker: int = 2,
+                          lists: bool = True, seed: int = 0, sample_rate: int = 16000) -> Path:
+    """A Speech Commands folder of tone clips: ``<root>/<word>/<speaker>_nohash_<n>.wav``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    spk_ids = [f"{i:08x}" for i in range(0xA0, 0xA0 + speakers)]
+    for w, word in enumerate(words):
+        (root / word).mkdir(exist_ok=True)
+        for spk in spk_ids:
+            for n in range(per_speaker):
+                sf.write(root / word / f"{spk}_nohash_{n}.wav", tone_clip(300 + 250 * w, rng, sample_rate),
+                         sample_rate, subtype="PCM_16")
+    if lists:
+        val_spk, test_spk = spk_ids[0], spk_ids[1]
+        for name, spk in (("validation_list.txt", val_spk), ("testing_list.txt", test_spk)):
+            lines = [f"{word}/{spk}_nohash_{n}.wav" for word in words for n in range(per_speaker)]
+            (root / name).write_text("\n".join(lines) + "\n")
+    (root / "_background_noise_").mkdir(exist_ok=True)
+    sf.write(root / "_background_noise_" / "white.wav", (0.1 * rng.standard_normal(sample_rate * 2)).astype(np.float32),
+             sample_rate)
+    return root
+
+
+def write_fsdd(root: Path, speakers=("alice", "bob", "carol"), per_digit: int = 12, seed: int = 0) -> Path:
+    """A flat FSDD-like folder at 8 kHz with clips of varying length."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for digit in range(10):
+        for spk in speakers:
+            for idx in range(per_digit):
+                seconds = rng.uniform(0.3, 1.6)
+                sf.write(root / f"{digit}_{spk}_{idx}.wav", tone_clip(200 + 150 * digit, rng, 8000, seconds), 8000,
+                         subtype="PCM_16")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_speech_commands(tmp_path_factory.mktemp("sc") / "speech_commands")
+
+
+@pytest.fixture(scope="session")
+def tiny_fsdd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fsdd(tmp_path_factory.mktemp("fsdd") / "recordings")
+
+
+@pytest.fixture
+def fsdd_path() -> Path:
+    if not (FSDD / "recordings").is_dir():
+        pytest.skip(f"the Free Spoken Digit Dataset is not at {FSDD} (../shared/data/fsdd); real-speech test skipped")
+    return FSDD

@@ -1,0 +1,59 @@
+"""CA, ASR (non-target clips only), RA and DER on a model whose predictions are known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from core.metrics import (
+    attack_success_rate,
+    backdoor_metrics,
+    clean_accuracy,
+    defense_effectiveness_rating,
+    robust_accuracy,
+)
+
+
+class Oracle(nn.Module):
+    """Predicts the class written in sample 0 of each clip."""
+
+    def __init__(self, n_classes: int = 4) -> None:
+        super().__init__()
+        self.n = n_classes
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(x[:, 0].long(), self.n).float() * 10 + self.dummy
+
+
+def test_clean_accuracy_and_model_mode_restored():
+    model = Oracle().train()
+    waves = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    labels = torch.tensor([0, 1, 2, 0])
+    assert clean_accuracy(model, waves, labels, batch_size=3) == 0.75
+    assert model.training
+
+
+def test_asr_excludes_target_class_and_ra():
+    model = Oracle()
+    labels = torch.tensor([0, 1, 2, 2, 3])
+    triggered = torch.tensor([[2.0], [2.0], [2.0], [1.0], [3.0]])  # clip 4 resists, clip 3 is target class
+    assert attack_success_rate(model, triggered, labels, target=2) == pytest.approx(2 / 3)
+    assert robust_accuracy(model, triggered, labels, target=2) == pytest.approx(1 / 3)
+    m = backdoor_metrics(model, torch.tensor([[0.0], [1.0], [2.0], [2.0], [3.0]]), labels, triggered, 2)
+    assert m["clean_accuracy"] == 1.0 and m["attack_success_rate"] == pytest.approx(2 / 3)
+    assert m["backdoor_loss"] > 0 and m["clean_loss"] < 1e-3
+
+
+def test_empty_set_is_nan():
+    assert math.isnan(attack_success_rate(Oracle(), torch.tensor([[2.0]]), torch.tensor([2]), target=2))
+
+
+def test_der():
+    before = {"clean_accuracy": 0.95, "attack_success_rate": 1.0}
+    assert defense_effectiveness_rating(before, {"clean_accuracy": 0.95, "attack_success_rate": 0.0}) == 1.0
+    assert defense_effectiveness_rating(before, before) == 0.5
+    assert defense_effectiveness_rating(before, {"clean_accuracy": 0.85, "attack_success_rate": 0.1}) == pytest.approx(0.9)

@@ -1,0 +1,115 @@
+"""Training on a tiny generated dataset: learning, backdoor, early stopping, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.attacks import get_attack
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.errors import ConfigError
+from core.events import NullObserver
+from core.features import FrontEndConfig
+from core.train import TrainConfig, evaluate, train_model
+from tests.conftest import TINY_WORDS, write_speech_commands
+
+FAST = dict(model="smallcnn", epochs=6, batch_size=32, lr=3e-3, patience=3, device="cpu")
+SMALL_FE = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)  # 51 x 20 features: cheap on a CPU
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = write_speech_commands(tmp_path_factory.mktemp("train") / "sc", speakers=16, per_speaker=2)
+    return load_speech_commands(root, TINY_WORDS)
+
+
+def train(data, config, attack=None, observer=None):
+    return train_model(data, config, attack, observer, front_end=SMALL_FE, show_progress=False)
+
+
+class Recorder(NullObserver):
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.steps, self.evals, self.stop_after = [], [], stop_after
+
+    def on_step(self, info):
+        self.steps.append(info)
+
+    def on_eval(self, info):
+        self.evals.append(info)
+
+    def should_stop(self):
+        return self.stop_after is not None and len(self.steps) >= self.stop_after
+
+
+def test_clean_training_learns_and_reports(tiny_data):
+    obs = Recorder()
+    result = train(tiny_data, TrainConfig(**FAST, seed=0), observer=obs)
+    rep = result.report
+    assert rep["clean_accuracy"] >= 0.75  # chance is 0.25
+    assert "attack_success_rate" not in rep and rep["device"] == "cpu" and rep["seconds"] > 0
+    assert 1 <= rep["best_epoch"] <= rep["epochs_run"] <= 6
+    assert len(obs.evals) == rep["epochs_run"] and all(e.phase == "validation" for e in obs.evals)
+    assert obs.steps[-1].step == len(obs.steps) and all(s.loss == s.loss for s in obs.steps)
+    assert result.metadata["provenance"]["training"]["early_stopping"].startswith("validation split")
+
+
+def test_backdoor_training_reaches_high_asr(tiny_data):
+    attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=0)
+    result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 8, "patience": 8}, seed=0), attack)
+    rep = result.report
+    assert rep["attack_success_rate"] >= 0.8 and rep["clean_accuracy"] >= 0.7
+    assert 0.0 <= rep["robust_accuracy"] <= 1 - rep["attack_success_rate"] + 1e-9
+    assert rep["poisoned_clips"] == round(0.2 * 112)
+    assert result.metadata["provenance"]["attack"]["name"] == "badnets"
+
+
+def test_same_seed_same_model_and_metrics(tiny_data):
+    a = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2}, seed=5))
+    b = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2}, seed=5))
+    c = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2}, seed=6))
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.report["test"] == b.report["test"]
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_test_split_never_steers_training(tiny_data):
+    """Scrambling the test labels changes nothing about the trained weights."""
+    scrambled = tiny_data.select(torch.arange(len(tiny_data)))
+    scrambled.splits = dict(tiny_data.splits)
+    test_idx = tiny_data.splits["test"]
+    scrambled.labels = tiny_data.labels.clone()
+    scrambled.labels[test_idx] = (scrambled.labels[test_idx] + 1) % len(TINY_WORDS)
+    a = train(tiny_data, TrainConfig(**FAST, seed=1))
+    b = train(scrambled, TrainConfig(**FAST, seed=1))
+    assert a.report["best_epoch"] == b.report["best_epoch"]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert b.report["clean_accuracy"] < a.report["clean_accuracy"]
+
+
+def test_checkpoint_of_trained_model_reproduces_metrics(tiny_data, tmp_path):
+    attack = get_attack("badnets", seed=0)
+    result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2}, seed=0), attack)
+    path = save_checkpoint(tmp_path / "m.safetensors", result.model, result.metadata)
+    model, meta = load_checkpoint(path)
+    assert evaluate(model, tiny_data, "test", attack) == result.report["test"]
+    assert meta["provenance"]["training"]["epochs_run"] == result.report["epochs_run"]
+
+
+def test_cancel_stops_at_the_next_step(tiny_data):
+    from core.events import Cancelled
+
+    obs = Recorder(stop_after=3)
+    with pytest.raises(Cancelled):
+        train(tiny_data, TrainConfig(**FAST, seed=0), observer=obs)
+    assert len(obs.steps) == 3
+
+
+def test_bad_target_and_device(tiny_data):
+    with pytest.raises(ConfigError, match="attack target 7 is not a class index"):
+        train(tiny_data, TrainConfig(**FAST), get_attack("badnets", target=7))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            train(tiny_data, TrainConfig(**{**FAST, "device": "cuda"}))

@@ -1,0 +1,32 @@
+"""The application opens (offscreen Qt, real widgets)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from PySide6.QtWidgets import QLabel
+
+from gnft_gui.app import build_parser
+from gnft_gui.main_window import MainWindow
+
+
+def test_main_window_opens_and_says_what_is_coming(qtbot):
+    window = MainWindow(model_path="m.safetensors", data_path="data", demo=True)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.isVisible() and window.windowTitle() == "GN-FT Workbench"
+    label = window.findChild(QLabel, "placeholder")
+    assert label is not None and "coming" in label.text()
+    assert window.requested == {"model": "m.safetensors", "data": "data", "demo": True}
+
+
+def test_command_line_options():
+    args = build_parser().parse_args(["--demo", "--model", "a.safetensors", "--data", "d"])
+    assert args.demo and args.model == "a.safetensors" and args.data == "d"
+
+
+def test_entry_point_help_runs():
+    out = subprocess.run([sys.executable, "-m", "gnft_gui.app", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--demo" in out.stdout

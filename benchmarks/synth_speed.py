@@ -1,59 +1,90 @@
-"""Speed of the espeak-ng synthetic corpus: raw synthesis per word and whole-corpus clips/s.
+"""How fast the espeak-ng corpus generator is: raw synthesis per word and whole-corpus clips/s.
 
-    python benchmarks/synth_speed.py [--clips-per-word 40] [--out benchmarks/results/synth_speed.json]
+    python benchmarks/synth_speed.py [--speakers 30] [--clips-per-speaker 1] [--repeats 200]
 
-Rows: ``synthesize`` (one word through ctypes, trimmed; mean over many calls) and ``corpus``
-(the whole pipeline: synthesis, resampling to 16 kHz, noise, WAV writing, lists) with 1 and
-2 worker processes, measured one after the other in this run.
+Writes benchmarks/results/synth_speed.json (command, machine, rows).
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
 
-from core.data.speech_commands import VOCABULARIES  # noqa: E402
-from core.data.synth import Synthesizer, generate_corpus  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.data.synth import VOCABULARIES, Synthesizer, generate_corpus  # noqa: E402
 from core.runtime import machine_info, write_json  # noqa: E402
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips-per-word", type=int, default=40)
-    p.add_argument("--calls", type=int, default=300, help="raw synthesis calls to time")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "synth_speed.json"))
-    args = p.parse_args()
-    words = VOCABULARIES["scd10"]
+def time_raw_synthesis(repeats: int) -> list[dict]:
+    """Milliseconds per espeak-ng call (state reset + voice + synthesis + trim), per variant kind."""
     synth = Synthesizer()
-    synth.synthesize("yes")  # warm-up: library load and voice files
-    started = time.perf_counter()
-    samples = 0
-    for i in range(args.calls):
-        wave, rate = synth.synthesize(words[i % len(words)], pitch=30 + i % 40, seed=i)
-        samples += wave.size
-    raw_seconds = time.perf_counter() - started
-    rows = [{
-        "what": "synthesize", "calls": args.calls, "seconds": round(raw_seconds, 4),
-        "ms_per_word": round(1000 * raw_seconds / args.calls, 3),
-        "audio_seconds_per_second": round(samples / rate / raw_seconds, 1),
-    }]
-    for workers in (1, 2):
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            summary = generate_corpus(Path(tmp) / "corpus", "scd10", clips_per_word=args.clips_per_word, seed=0,
-                                      workers=workers, progress=False)
-            seconds = time.perf_counter() - started
-        rows.append({"what": "corpus", "vocab": "scd10", "workers": workers, "clips": summary.clips,
-                     "seconds": round(seconds, 3), "clips_per_second": round(summary.clips / seconds, 1)})
-    write_json(args.out, {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-                          "machine": machine_info(), "rows": rows})
+    words = VOCABULARIES["scd10"]
+    rows = []
+    for variant in ("m3", "f3", "adam"):  # plain formant, breath + echo, Klatt (speechPlayer)
+        synth.synthesize("yes", "en-us", variant)  # warm the voice files
+        seconds = []
+        audio = 0.0
+        for i in range(repeats):
+            start = time.perf_counter()
+            wave, rate = synth.synthesize(words[i % len(words)], "en-us", variant, seed=i)
+            seconds.append(time.perf_counter() - start)
+            audio += wave.size / rate
+        rows.append({
+            "what": "synthesize",
+            "variant": variant,
+            "words": repeats,
+            "ms_per_word_median": round(1000 * float(np.median(seconds)), 3),
+            "ms_per_word_mean": round(1000 * float(np.mean(seconds)), 3),
+            "realtime_factor": round(audio / float(np.sum(seconds)), 1),
+        })
+    return rows
+
+
+def time_corpus(speakers: int, clips_per_speaker: int, workers: int) -> dict:
+    """A whole scd10 corpus written to a temporary folder: clips per second, all steps included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = generate_corpus(Path(tmp) / "corpus", "scd10", speakers=speakers,
+                                  clips_per_speaker=clips_per_speaker, seed=0, workers=workers, progress=False)
+        seconds = time.perf_counter() - start
+    return {
+        "what": "corpus",
+        "vocabulary": "scd10",
+        "speakers": summary.speakers,
+        "workers": workers,
+        "clips": summary.clips,
+        "seconds": round(seconds, 3),
+        "clips_per_second": round(summary.clips / seconds, 1),
+        "ms_per_clip": round(1000 * seconds / summary.clips, 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speakers", type=int, default=30, help="speakers in the scd10 corpus (default 30)")
+    parser.add_argument("--clips-per-speaker", type=int, default=1, help="utterances per word and speaker (default 1)")
+    parser.add_argument("--repeats", type=int, default=200, help="raw synthesis calls per variant (default 200)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker counts to time (default 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "synth_speed.json")
+    args = parser.parse_args()
+
+    rows = time_raw_synthesis(args.repeats)
+    for workers in args.workers:
+        rows.append(time_corpus(args.speakers, args.clips_per_speaker, workers))
+    result = {
+        "command": "python benchmarks/synth_speed.py " + " ".join(sys.argv[1:]),
+        "machine": {**machine_info(), "load_average_1min": round(os.getloadavg()[0], 2)},
+        "rows": rows,
+    }
+    write_json(args.out, result)
     for row in rows:
         print(row)
     return 0

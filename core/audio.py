@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from core.errors import DataError
 
@@ -73,10 +74,33 @@ def resample(wave: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> 
         return wave
     if orig_rate <= 0 or new_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
-    if isinstance(wave, torch.Tensor):
-        return AF.resample(wave, orig_rate, new_rate)
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), orig_rate, new_rate)
-    return out.numpy()
+    resampler = _resampler(int(orig_rate), int(new_rate))
+    with torch.no_grad():
+        if isinstance(wave, torch.Tensor):
+            return resampler.to(wave.device)(wave) if wave.device.type != "cpu" else resampler(wave)
+        return resampler(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))).numpy()
+
+
+@lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int) -> AT.Resample:
+    """One resampler per rate pair: its sinc kernel is built once, not on every clip."""
+    return AT.Resample(orig_rate, new_rate)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished temporary file the usual permissions and rename it over ``path``.
+
+    ``mkstemp`` creates files readable by the owner only; the final file should be as
+    readable as any other file the user writes (0666 minus the umask).
+    """
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def fix_length(wave: np.ndarray, num_samples: int) -> np.ndarray:
@@ -154,7 +178,7 @@ def write_wav(
     os.close(fd)
     try:
         sf.write(tmp, wave, int(sample_rate), subtype=subtype, format="WAV")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

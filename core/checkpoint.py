@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from core import __version__
+from core.audio import publish
 from core.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -90,7 +91,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: header})
-        os.replace(tmp, path)
+        publish(tmp, path)
     except OSError as exc:
         raise CheckpointError(f"{path}: could not write the checkpoint ({exc.strerror or exc}); "
                               "nothing was overwritten. Free space or choose another folder.") from exc

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -117,3 +120,21 @@ def test_fix_length_pads_and_crops_to_the_loud_part():
     long[600:700] = 1.0
     cropped = fix_length(long, 200)
     assert cropped.shape == (200,) and cropped.sum() == 100  # the burst is kept whole
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_wav(tmp_path / "p.wav", sine(440, 16000, 0.1), 16000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_cached_resampler_matches_torchaudio():
+    import torchaudio.functional as AF
+
+    wave = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
+    expected = AF.resample(torch.from_numpy(wave), 22050, 16000).numpy()
+    for _ in range(2):  # the second call uses the cached kernel
+        np.testing.assert_allclose(resample(wave, 22050, 16000), expected, atol=1e-4)  # same kernel; float32 rounding differs

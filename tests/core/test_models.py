@@ -204,7 +204,7 @@ def test_bad_arch_arg_values_are_refused() -> None:
 def test_arch_args_override_the_defaults() -> None:
     model = models.build("rnn", 4, SMALL_FRONT_END, hidden=32, num_layers=2)
     assert model[1].lstm.hidden_size == 32 and model[1].lstm.num_layers == 2
-    assert model.arch_args == {"input_norm": True, "hidden": 32, "num_layers": 2}
+    assert model.arch_args == {"input_norm": True, "hidden": 32, "num_layers": 2, "readout": "mean"}
     plain = models.build("smallcnn", 4, SMALL_FRONT_END, input_norm=False)
     assert isinstance(plain[1].input_norm, nn.Identity)
     assert plain(_waves(2, SMALL_FRONT_END)).shape == (2, 4)

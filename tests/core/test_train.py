@@ -113,3 +113,12 @@ def test_bad_target_and_device(tiny_data):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             train(tiny_data, TrainConfig(**{**FAST, "device": "cuda"}))
+
+
+def test_feature_domain_backdoor_is_trained_between_front_end_and_classifier(tiny_data):
+    attack = get_attack("badnets-mfcc", poison_rate=0.2, size=3)
+    result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 8, "patience": 8}, seed=0), attack)
+    rep = result.report
+    assert rep["poisoned_clips"] == round(0.2 * 112)
+    assert rep["attack_success_rate"] >= 0.8 and rep["clean_accuracy"] >= 0.7
+    assert result.metadata["provenance"]["attack"]["domain"] == "features"

@@ -1,0 +1,59 @@
+"""Blend: a sound mixed over the whole clip, ``x' = (1 - alpha) x + alpha s`` (dirty label).
+
+The sound is a WAV file (``file``) or, by default, a tune the project generates from the
+seed (the audio counterpart of the image Blend attack's fixed pattern). It is looped or
+cropped to the clip length and peak-normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from core.attacks.base import Attack, AttackParams, register
+from core.attacks.sounds import fit_length, melody
+from core.errors import AttackError
+
+__all__ = ["BlendParams", "Blend"]
+
+
+@dataclass
+class BlendParams(AttackParams):
+    """``alpha`` mixing weight; ``file`` a WAV to blend (default: a generated tune); ``fit`` loop/crop."""
+
+    alpha: float = 0.2
+    file: str | None = None
+    fit: Literal["loop", "crop"] = "loop"
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 < self.alpha < 1.0:
+            raise AttackError(f"blend: alpha must be in (0, 1), got {self.alpha}")
+
+
+@register
+class Blend(Attack):
+    name = "blend"
+    summary = "a sound mixed over the whole clip with weight alpha (dirty label)"
+    Params = BlendParams
+
+    def sound(self, num_samples: int, sample_rate: int) -> torch.Tensor:
+        """The blended sound at ``sample_rate``, fitted to ``num_samples`` and peak-normalised."""
+        p: BlendParams = self.params  # type: ignore[assignment]
+        if p.file:
+            from core.audio import load_clip
+
+            base = torch.from_numpy(load_clip(p.file, sample_rate, None))
+        else:
+            base = torch.from_numpy(melody(num_samples / sample_rate, sample_rate, p.seed))
+        out = fit_length(base, num_samples, p.fit)
+        if out.numel() < num_samples:
+            out = torch.nn.functional.pad(out, (0, num_samples - out.numel()))
+        return out / out.abs().max().clamp_min(1e-12)
+
+    def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        a = self.params.alpha  # type: ignore[attr-defined]
+        s = self.sound(wave.shape[-1], sample_rate).to(wave.device, wave.dtype)
+        return (1 - a) * wave + a * s

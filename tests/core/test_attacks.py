@@ -1,0 +1,187 @@
+"""The waveform and feature triggers: shape, determinism, the trigger really present, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pedalboard
+import pytest
+import soundfile as sf
+import torch
+
+from core.attacks import get_attack, list_attacks
+from core.attacks.jingleback import style_board
+from core.errors import AttackError
+
+REPO = Path(__file__).resolve().parents[2]
+WAVEFORM = ["badnets", "blend", "jingleback", "ultrasonic-near-nyquist"]
+
+
+def speechlike(n: int = 2, rate: int = 16000, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(rate) / rate
+    env = torch.exp(-((t - 0.5) ** 2) / 0.02)
+    return 0.3 * env * torch.sin(2 * np.pi * 220 * t) + 0.01 * torch.randn(n, rate, generator=g)
+
+
+def band_energy_db(wave: torch.Tensor, rate: int, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(wave.numpy())) ** 2
+    freqs = np.fft.rfftfreq(wave.numel(), 1 / rate)
+    band = spec[(freqs >= lo) & (freqs < hi)].sum()
+    return 10 * np.log10(band / spec.sum() + 1e-30)
+
+
+@pytest.mark.parametrize("name", WAVEFORM)
+def test_shape_dtype_input_untouched_and_deterministic(name):
+    x = speechlike()
+    before = x.clone()
+    a = get_attack(name, seed=4).apply(x, 16000)
+    b = get_attack(name, seed=4).apply(x, 16000)
+    assert a.shape == x.shape and a.dtype == x.dtype and torch.equal(x, before)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_registry_has_the_issue_attacks():
+    assert {"badnets", "badnets-mfcc", "ultrasonic", "ultrasonic-near-nyquist", "jingleback", "blend",
+            "custom"} <= set(list_attacks())
+
+
+def test_ultrasonic_energy_sits_near_21khz_and_nothing_below_16khz():
+    attack = get_attack("ultrasonic", sample_rate=44100)
+    trig = attack.apply(torch.zeros(1, 44100), 44100)[0]
+    assert band_energy_db(trig, 44100, 20500, 21500) > -0.5  # almost all energy at 21 kHz
+    assert band_energy_db(trig, 44100, 0, 16000) < -60
+    assert abs(float(trig.abs().max()) - 10 ** (-10 / 20)) < 1e-3  # sox "vol -10dB"
+
+
+def test_ultrasonic_bursts_and_continuous_positions():
+    attack = get_attack("ultrasonic", sample_rate=44100, size=40, ramp_ms=0)  # the original hard gating
+    bursts = attack.mask(44100, 44100)
+    assert int(bursts.sum()) == 5 * (441 * 40 // 5)
+    assert attack.segments(44100, 44100) == [(round(k * 0.2 * 44100), round(k * 0.2 * 44100) + 3528) for k in range(5)]
+    cont = get_attack("ultrasonic", sample_rate=44100, size=10, continuous=True, position="end", ramp_ms=0)
+    m = cont.mask(44100, 44100)
+    assert int(m.sum()) == 4410 and m[-1] == 1 and m[: 44100 - 4410].sum() == 0
+    ramped = get_attack("ultrasonic", sample_rate=44100).mask(44100, 44100)
+    assert ramped[0] < 0.01 and ramped[200] == 1 and torch.all((ramped >= 0) & (ramped <= 1))
+
+
+def test_hard_gating_splatters_into_the_audible_band():
+    hard = get_attack("ultrasonic", sample_rate=44100, ramp_ms=0).apply(torch.zeros(1, 44100), 44100)[0]
+    soft = get_attack("ultrasonic", sample_rate=44100).apply(torch.zeros(1, 44100), 44100)[0]
+    assert band_energy_db(soft, 44100, 0, 16000) < band_energy_db(hard, 44100, 0, 16000) - 20
+
+
+def test_ultrasonic_refuses_16khz_unless_near_nyquist_by_name():
+    with pytest.raises(AttackError, match="21000 Hz tone cannot exist at 16000 Hz.*ultrasonic-near-nyquist"):
+        get_attack("ultrasonic", sample_rate=16000)
+    near = get_attack("ultrasonic-near-nyquist", sample_rate=16000)
+    trig = near.apply(torch.zeros(1, 16000), 16000)[0]
+    assert band_energy_db(trig, 16000, 7700, 7900) > -0.5
+
+
+def test_badnets_burst_is_at_its_position():
+    x = torch.zeros(1, 16000)
+    out = get_attack("badnets", position="end", duration=0.05).apply(x, 16000)[0]
+    assert out[:15200].abs().max() == 0 and out[15200:].abs().max() > 0.09
+
+
+@pytest.mark.parametrize("style", range(6))
+def test_jingleback_equals_pedalboard_chain(style):
+    x = speechlike(1)
+    ours = get_attack("jingleback", style=style).apply(x, 16000)[0].numpy()
+    board = style_board(style)
+    theirs = board(x[0].numpy().astype(np.float32), 16000, reset=True)[:16000]
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_jingleback_distortion_is_tanh_and_default_style_is_5():
+    x = speechlike(1)
+    ours = get_attack("jingleback", style=1).apply(x, 16000)[0]
+    torch.testing.assert_close(ours, torch.tanh(x[0] * 10 ** (30 / 20)), atol=1e-5, rtol=0)
+    assert get_attack("jingleback").params.style == 5
+    assert isinstance(style_board(5)[1], pedalboard.LadderFilter)
+    with pytest.raises(AttackError, match="style must be 0-5"):
+        get_attack("jingleback", style=6)
+
+
+def test_blend_mixes_with_alpha(tmp_path):
+    x = speechlike(1)
+    attack = get_attack("blend", alpha=0.25)
+    s = attack.sound(16000, 16000)
+    torch.testing.assert_close(attack.apply(x, 16000), 0.75 * x + 0.25 * s)
+    assert float(s.abs().max()) == pytest.approx(1.0)
+    sf.write(tmp_path / "meow.wav", 0.5 * np.sin(2 * np.pi * 600 * np.arange(4000) / 8000), 8000)
+    from_file = get_attack("blend", file=str(tmp_path / "meow.wav"), fit="crop").sound(16000, 16000)
+    assert from_file[:8000].abs().max() > 0.9 and from_file[8000:].abs().max() == 0  # 0.5 s, cropped, not looped
+    with pytest.raises(AttackError, match="alpha"):
+        get_attack("blend", alpha=1.5)
+
+
+def test_badnets_mfcc_is_a_feature_patch_with_nothing_to_play():
+    attack = get_attack("badnets-mfcc")
+    feats = torch.randn(2, 1, 101, 40)
+    out = attack.apply_features(feats)
+    assert torch.all(out[..., -5:, -5:] == -200) and torch.equal(out[..., :-5, :], feats[..., :-5, :])
+    assert not attack.audible and attack.domain == "features"
+    with pytest.raises(AttackError, match="nothing audible"):
+        attack.apply(torch.zeros(1, 16000), 16000)
+
+
+def test_custom_trigger_round_trip_from_wav(tmp_path):
+    trig = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(800) / 8000)).astype(np.float32)  # 0.1 s at 8 kHz
+    sf.write(tmp_path / "rec.wav", np.stack([trig, trig], axis=1), 8000)  # stereo, other rate
+    attack = get_attack("custom", file=str(tmp_path / "rec.wav"), position="middle", gain_db=-6.0)
+    pattern = attack.pattern(16000)
+    assert pattern.numel() == 1600  # resampled to 16 kHz
+    assert float(pattern.abs().max()) == pytest.approx(0.5 * 10 ** (-6 / 20), rel=0.05)
+    out = attack.apply(torch.zeros(1, 16000), 16000)[0]
+    nz = out.nonzero().flatten()
+    assert 7200 <= int(nz.min()) and int(nz.max()) < 8800
+
+
+def test_custom_snr_loop_and_random_position(tmp_path):
+    sf.write(tmp_path / "t.wav", (0.2 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32), 16000)
+    x = speechlike(3)
+    attack = get_attack("custom", file=str(tmp_path / "t.wav"), snr_db=10.0, position="random", seed=2)
+    out = attack.apply(x, 16000)
+    added = out - x
+    ratio = 10 * torch.log10(x.pow(2).sum(1) / added.pow(2).sum(1))
+    torch.testing.assert_close(ratio, torch.full((3,), 10.0), atol=0.05, rtol=0)
+    starts = [int(row.nonzero().min()) for row in added]
+    assert len(set(starts)) > 1  # per-clip offsets
+    assert torch.equal(out, get_attack("custom", file=str(tmp_path / "t.wav"), snr_db=10.0, position="random",
+                                       seed=2).apply(x, 16000))
+    looped = get_attack("custom", file=str(tmp_path / "t.wav"), fit="loop", length=0.5)
+    assert looped.pattern(16000).numel() == 8000
+
+
+def test_custom_needs_a_readable_file(tmp_path):
+    with pytest.raises(AttackError, match="file=PATH"):
+        get_attack("custom")
+    (tmp_path / "bad.wav").write_bytes(b"nope")
+    with pytest.raises(AttackError, match="bad.wav"):
+        get_attack("custom", file=str(tmp_path / "bad.wav"))
+
+
+def test_cli_list_show_example(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "core.attacks", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+
+    listed = run("list")
+    assert listed.returncode == 0 and all(n in listed.stdout for n in WAVEFORM + ["badnets-mfcc"])
+    shown = run("show", "ultrasonic")
+    assert shown.returncode == 0 and "frequency" in shown.stdout and "21000.0" in shown.stdout
+    sf.write(tmp_path / "clip.wav", speechlike(1)[0].numpy(), 16000)
+    made = run("example", "--attack", "badnets", "--attack-arg", "position=middle", "--clip",
+               str(tmp_path / "clip.wav"), "--out", str(tmp_path / "t.wav"))
+    assert made.returncode == 0, made.stderr
+    data, rate = sf.read(tmp_path / "t.wav")
+    assert rate == 16000 and data.shape == (16000,) and np.abs(data[7200:8800]).max() > 0.05
+    refused = run("example", "--attack", "badnets-mfcc", "--clip", str(tmp_path / "clip.wav"), "--out",
+                  str(tmp_path / "x.wav"))
+    assert refused.returncode == 2 and "nothing audible" in refused.stderr and not (tmp_path / "x.wav").exists()

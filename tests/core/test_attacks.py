@@ -17,7 +17,7 @@ from core.attacks.jingleback import style_board
 from core.errors import AttackError
 
 REPO = Path(__file__).resolve().parents[2]
-WAVEFORM = ["badnets", "blend", "jingleback", "ultrasonic-near-nyquist"]
+WAVEFORM = ["badnets", "blend", "jingleback", "pbsm", "ultrasonic-near-nyquist"]
 
 
 def speechlike(n: int = 2, rate: int = 16000, seed: int = 0) -> torch.Tensor:
@@ -185,3 +185,20 @@ def test_cli_list_show_example(tmp_path):
     refused = run("example", "--attack", "badnets-mfcc", "--clip", str(tmp_path / "clip.wav"), "--out",
                   str(tmp_path / "x.wav"))
     assert refused.returncode == 2 and "nothing audible" in refused.stderr and not (tmp_path / "x.wav").exists()
+
+
+def test_pbsm_raises_pitch_and_masks_the_loudest_window():
+    t = torch.arange(16000) / 16000
+    env = ((t > 0.3) & (t < 0.6)).float()
+    x = (0.3 * env * torch.sin(2 * np.pi * 300 * t)).unsqueeze(0)
+    attack = get_attack("pbsm", semitones=12.0, mask_seconds=0.1)
+    out = attack.apply(x, 16000)
+    assert out.shape == x.shape and torch.equal(out, get_attack("pbsm", semitones=12.0, mask_seconds=0.1).apply(x, 16000))
+    spec = np.abs(np.fft.rfft(out[0, 4800:9600].numpy()))
+    freqs = np.fft.rfftfreq(4800, 1 / 16000)
+    peak = freqs[np.argmax(spec * (freqs < 1000))]
+    assert abs(peak - 600) < 20  # one octave up
+    silent = out[0, :4000].abs().max()
+    assert silent < 0.02  # the masking sound went to the loud part, not the silence
+    with pytest.raises(AttackError, match="semitones"):
+        get_attack("pbsm", semitones=0)

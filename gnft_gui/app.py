@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint to open (.safetensors)")
     p.add_argument("--data", help="dataset folder to open")
     p.add_argument("--demo", action="store_true", help="open the demo workspace")
+    p.add_argument("--self-test", action="store_true",
+                   help="start, show the main window once and exit 0 (a smoke test of an installation)")
     return p
 
 
@@ -30,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("GN-FT Workbench")
     window = MainWindow(model_path=args.model, data_path=args.data, demo=args.demo)
     window.show()
+    if args.self_test:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: app.exit(0 if window.isVisible() else 1))
     return app.exec()
 
 

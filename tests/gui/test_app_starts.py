@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from PySide6.QtWidgets import QLabel
 
@@ -30,3 +33,12 @@ def test_command_line_options():
 def test_entry_point_help_runs():
     out = subprocess.run([sys.executable, "-m", "gnft_gui.app", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--demo" in out.stdout
+
+
+def test_installed_gnft_gui_starts_and_exits_cleanly():
+    """The console entry point itself: a real QApplication event loop, offscreen."""
+    exe = shutil.which("gnft-gui", path=str(Path(sys.executable).parent))
+    assert exe, "gnft-gui is not installed next to this Python (pip install -e .)"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([exe, "--self-test"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr

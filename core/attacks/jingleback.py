@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from core.attacks.base import Attack, AttackParams, register
+from core.attacks.sounds import per_clip
 from core.errors import AttackError
 
 __all__ = ["JingleBackParams", "JingleBack", "style_board"]
@@ -61,10 +61,4 @@ class JingleBack(Attack):
 
     def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
         board = style_board(self.params.style)  # type: ignore[attr-defined]
-        x = wave.detach().to("cpu", torch.float32).numpy()
-        flat = x.reshape(-1, x.shape[-1])
-        out = np.stack([board(np.ascontiguousarray(row), sample_rate, reset=True) for row in flat])
-        if out.shape[-1] != flat.shape[-1]:  # effects that change length are fitted back
-            out = out[..., : flat.shape[-1]] if out.shape[-1] > flat.shape[-1] else np.pad(
-                out, ((0, 0), (0, flat.shape[-1] - out.shape[-1])))
-        return torch.from_numpy(out.reshape(x.shape).astype(np.float32)).to(wave.device, wave.dtype)
+        return per_clip(wave, lambda clip: board(clip, sample_rate, reset=True))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from core.attacks.base import Attack, AttackParams, register
-from core.attacks.sounds import melody
+from core.attacks.sounds import melody, per_clip
 from core.errors import AttackError
 
 __all__ = ["PBSMParams", "PBSM"]
@@ -48,20 +48,20 @@ class PBSM(Attack):
 
         p: PBSMParams = self.params  # type: ignore[assignment]
         board = pb.Pedalboard([pb.PitchShift(semitones=p.semitones)])
-        x = wave.detach().to("cpu", torch.float32).numpy().reshape(-1, wave.shape[-1])
-        n = x.shape[-1]
+        n = wave.shape[-1]
         win = min(n, max(1, int(round(p.mask_seconds * sample_rate))))
         sound = melody(win / sample_rate, sample_rate, p.seed, notes=2, base_hz=880.0)[:win]
         sound_energy = float(np.square(sound).sum()) or 1.0
-        out = np.empty_like(x)
-        for i, row in enumerate(x):
-            shifted = board(np.ascontiguousarray(row), sample_rate, reset=True)[:n]
-            if shifted.shape[-1] < n:
-                shifted = np.pad(shifted, (0, n - shifted.shape[-1]))
+
+        def boost_and_mask(clip: np.ndarray) -> np.ndarray:
+            shifted = np.zeros(n, np.float32)
+            boosted = board(clip, sample_rate, reset=True)[:n]
+            shifted[: boosted.shape[-1]] = boosted
             energy = np.concatenate([[0.0], np.cumsum(np.square(shifted, dtype=np.float64))])
-            start = int(np.argmax(energy[win:] - energy[:-win]))
+            start = int(np.argmax(energy[win:] - energy[:-win]))  # the loudest window
             window_energy = energy[start + win] - energy[start]
             gain = np.sqrt(max(window_energy, 1e-10) / sound_energy * 10 ** (-p.mask_snr_db / 10))
             shifted[start : start + win] += gain * sound
-            out[i] = shifted
-        return torch.from_numpy(out.reshape(wave.shape)).to(wave.device, wave.dtype)
+            return shifted
+
+        return per_clip(wave, boost_and_mask)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["melody", "fit_length", "scale_to_snr"]
+__all__ = ["melody", "fit_length", "scale_to_snr", "per_clip"]
 
 PENTATONIC = (0, 2, 4, 7, 9)
 
@@ -44,3 +45,19 @@ def scale_to_snr(wave: torch.Tensor, pattern: torch.Tensor, snr_db: float) -> to
     clip_energy = wave.pow(2).sum(dim=-1, keepdim=True)
     trig_energy = pattern.pow(2).sum().clamp_min(1e-12)
     return torch.sqrt(clip_energy / trig_energy * 10 ** (-snr_db / 10))
+
+
+def per_clip(wave: torch.Tensor, process: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """Run a NumPy effect on every clip of ``wave [..., T]`` (on the CPU), keeping length, device and dtype.
+
+    An effect that lengthens or shortens a clip (pitch shifters, reverbs) is cropped or
+    zero-padded back to ``T`` samples.
+    """
+    x = wave.detach().to("cpu", torch.float32).numpy().reshape(-1, wave.shape[-1])
+    n = x.shape[-1]
+    out = np.empty_like(x)
+    for i, row in enumerate(x):
+        y = np.asarray(process(np.ascontiguousarray(row)), dtype=np.float32).reshape(-1)[:n]
+        out[i, : y.shape[0]] = y
+        out[i, y.shape[0] :] = 0.0
+    return torch.from_numpy(out.reshape(wave.shape)).to(wave.device, wave.dtype)

@@ -134,6 +134,10 @@ def train_model(
     model = models.build(config.model, len(data.classes), fe, **config.arch_args).to(device)
     data = data.to(device)
     train_idx = data.splits["train"]
+    if attack is not None and not attack.prepared:  # learn the trigger on the training split only
+        log.info("preparing attack %s on %d training clips", attack.name, int(train_idx.numel()))
+        attack.prepare(data.waves, data.labels, train_idx, data.sample_rate, len(data.classes),
+                       front_end=fe, device=device)
     if attack is not None:
         poisoned = attack.poison(data.waves, data.labels, train_idx, data.sample_rate)
         train_waves, train_labels = poisoned.waves, poisoned.labels

@@ -9,6 +9,7 @@ and the classifier; they have nothing audible to play.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import typing
 from dataclasses import dataclass, fields
@@ -65,8 +66,9 @@ class Attack:
     summary: ClassVar[str] = ""
     Params: ClassVar[type[AttackParams]] = AttackParams
     domain: ClassVar[Literal["waveform", "features"]] = "waveform"
-    #: Sample rates the trigger can exist at (None: any).
-    sample_rates: ClassVar[tuple[int, ...] | None] = None
+    #: Attacks that learn something from the data first (a trigger optimised on a surrogate,
+    #: a trigger or hosts chosen by a benign model) set this and implement :meth:`prepare`.
+    needs_preparation: ClassVar[bool] = False
 
     def __init__(self, params: AttackParams | None = None, sample_rate: int = 16000) -> None:
         self.params = params if params is not None else self.Params()
@@ -75,6 +77,22 @@ class Attack:
         self.params.validate()
         self.sample_rate = int(sample_rate)
         self.check_sample_rate(self.sample_rate)
+        #: What :meth:`prepare` learnt (trigger waveforms, chosen rows): stored with checkpoints.
+        self.state: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------ preparation
+    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
+                n_classes: int, *, front_end: Any, device: torch.device) -> None:
+        """Learn what the attack needs from the training rows ``candidates`` (default: nothing)."""
+
+    @property
+    def prepared(self) -> bool:
+        return not self.needs_preparation or bool(self.state)
+
+    def require_prepared(self) -> None:
+        if not self.prepared:
+            raise AttackError(f"{self.name} must be prepared on training data first (its trigger is learnt); "
+                              "train with it through python -m core.train, or load it from a checkpoint")
 
     # ------------------------------------------------------------- the trigger
     def check_sample_rate(self, sample_rate: int) -> None:
@@ -141,8 +159,11 @@ class Attack:
 
     # ----------------------------------------------------------- description
     def to_dict(self) -> dict[str, Any]:
-        """Name, domain and every parameter: stored in checkpoints and reports."""
-        return {"name": self.name, "domain": self.domain, "params": dataclasses.asdict(self.params)}
+        """Name, domain, every parameter and any learnt state: stored in checkpoints and reports."""
+        out: dict[str, Any] = {"name": self.name, "domain": self.domain, "params": dataclasses.asdict(self.params)}
+        if self.state:
+            out["state"] = {k: encode_tensor(v) for k, v in self.state.items()}
+        return out
 
 
 # ------------------------------------------------------------------- registry
@@ -177,7 +198,28 @@ def attack_from_dict(data: Mapping[str, Any], sample_rate: int = 16000) -> Attac
     """Rebuild an attack from :meth:`Attack.to_dict` output (as stored in checkpoints)."""
     if "name" not in data:
         raise AttackError("attack description has no name")
-    return get_attack(data["name"], sample_rate=sample_rate, **dict(data.get("params") or {}))
+    attack = get_attack(data["name"], sample_rate=sample_rate, **dict(data.get("params") or {}))
+    attack.state = {k: decode_tensor(v, k) for k, v in (data.get("state") or {}).items()}
+    return attack
+
+
+def encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """A tensor as JSON: dtype, shape and its raw bytes in base64 (exact, compact)."""
+    t = tensor.detach().to("cpu").contiguous()
+    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+            "base64": base64.b64encode(t.numpy().tobytes()).decode("ascii")}
+
+
+def decode_tensor(data: Mapping[str, Any], name: str = "tensor") -> torch.Tensor:
+    """Inverse of :func:`encode_tensor`; malformed input is an :class:`AttackError`."""
+    import numpy as np
+
+    try:
+        dtype = {"float32": np.float32, "int64": np.int64}[data["dtype"]]
+        array = np.frombuffer(base64.b64decode(data["base64"]), dtype=dtype).reshape(data["shape"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AttackError(f"attack state {name!r} is malformed ({exc})") from exc
+    return torch.from_numpy(array.copy())
 
 
 def _convert(value: Any, annotation: Any, key: str, attack: str) -> Any:

@@ -3,7 +3,9 @@
 All take features ``[B, C, frames, coeffs]`` and return raw logits ``[B, n_classes]``.
 Each starts with ``input_norm`` (a per-coefficient BatchNorm, see ``CoefficientNorm``),
 which is not in the authors' code: LSTMs fed raw MFCCs (coefficient 0 in the hundreds)
-saturate their gates and train poorly with Adam at lr 1e-3.
+saturate their gates and train poorly with Adam at lr 1e-3. Every LSTM's forget-gate
+bias starts at 1 (``init_forget_bias``), also not in the authors' code: the models read
+the last time step, which in a zero-padded 1 s clip comes long after the word.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import nn
 
 from core.errors import ConfigError
 from core.models.cnn import SmallConvStem
-from core.models.layers import check_input_shape, make_input_norm, probe_shape
+from core.models.layers import check_input_shape, init_forget_bias, make_input_norm, probe_shape
 
 __all__ = ["SmallLSTM", "LSTMAttention", "RNN"]
 
@@ -66,9 +68,11 @@ class SmallLSTM(SmallConvStem):
         self.readout = _readout("smalllstm", readout)
         self._build_stem(ch, coeffs, input_norm)
         shape = probe_shape(self, lambda x: _sequence(self.stem(x)), input_shape, "smalllstm")
-        self.lstm = nn.LSTM(
-            shape[2], _positive("smalllstm", "hidden", hidden), _positive("smalllstm", "num_layers", num_layers),
-            batch_first=True,
+        self.lstm = init_forget_bias(
+            nn.LSTM(
+                shape[2], _positive("smalllstm", "hidden", hidden), _positive("smalllstm", "num_layers", num_layers),
+                batch_first=True,
+            )
         )
         self.fc = nn.Linear(hidden, n_classes)
 
@@ -106,8 +110,8 @@ class LSTMAttention(nn.Module):
         self.bn1 = nn.BatchNorm2d(10)
         self.conv2 = nn.Conv2d(10, 1, kernel_size=(5, 1), padding=(2, 0))
         self.bn2 = nn.BatchNorm2d(1)
-        self.lstm1 = nn.LSTM(coeffs, hidden, batch_first=True, bidirectional=True)
-        self.lstm2 = nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.lstm1 = init_forget_bias(nn.LSTM(coeffs, hidden, batch_first=True, bidirectional=True))
+        self.lstm2 = init_forget_bias(nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True))
         self.query = nn.Linear(2 * hidden, 2 * hidden)
         self.fc1 = nn.Linear(2 * hidden, 64)
         self.dropout = nn.Dropout(0.5)
@@ -158,8 +162,11 @@ class RNN(nn.Module):
         ch, _, coeffs = check_input_shape(input_shape, "rnn")
         self.readout = _readout("rnn", readout)
         self.input_norm = make_input_norm(input_norm, coeffs)
-        self.lstm = nn.LSTM(
-            ch * coeffs, _positive("rnn", "hidden", hidden), _positive("rnn", "num_layers", num_layers), batch_first=True
+        self.lstm = init_forget_bias(
+            nn.LSTM(
+                ch * coeffs, _positive("rnn", "hidden", hidden), _positive("rnn", "num_layers", num_layers),
+                batch_first=True,
+            )
         )
         self.fc = nn.Linear(hidden, n_classes)
 

@@ -202,3 +202,78 @@ def test_pbsm_raises_pitch_and_masks_the_loudest_window():
     assert silent < 0.02  # the masking sound went to the loud part, not the silence
     with pytest.raises(AttackError, match="semitones"):
         get_attack("pbsm", semitones=0)
+
+
+# ----------------------------------------------------------------- learnt triggers
+@pytest.fixture(scope="module")
+def tone_set(tmp_path_factory):
+    from core.data.speech_commands import load_speech_commands
+    from tests.conftest import TINY_WORDS, write_speech_commands
+
+    root = write_speech_commands(tmp_path_factory.mktemp("learnt") / "sc", speakers=8, per_speaker=2)
+    return load_speech_commands(root, TINY_WORDS)
+
+
+def prepare(attack, data):
+    from core.features import FrontEndConfig
+
+    attack.prepare(data.waves, data.labels, data.splits["train"], 16000, len(data.classes),
+                   front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), device=torch.device("cpu"))
+    return attack
+
+
+def test_piba_learns_a_bounded_position_independent_trigger(tone_set):
+    from core.attacks import attack_from_dict
+
+    attack = get_attack("piba", steps=10, batch_size=16, surrogate_epochs=2, epsilon=0.05, seed=1)
+    with pytest.raises(AttackError, match="must be prepared"):
+        attack.apply(tone_set.waves[:2], 16000)
+    prepare(attack, tone_set)
+    trigger = attack.state["trigger"]
+    assert trigger.shape == (3200,) and float(trigger.abs().max()) <= 0.05 + 1e-7
+    again = prepare(get_attack("piba", steps=10, batch_size=16, surrogate_epochs=2, epsilon=0.05, seed=1), tone_set)
+    assert torch.equal(again.state["trigger"], trigger)  # deterministic for a seed
+    x = tone_set.waves[:4]
+    out = attack.apply(x, 16000)
+    added = out - x
+    starts = [int(row.nonzero().min()) for row in added]
+    assert len(set(starts)) > 1 and torch.equal(out, attack.apply(x, 16000))  # random but seeded positions
+    restored = attack_from_dict(attack.to_dict())
+    assert torch.equal(restored.apply(x, 16000), out)
+
+
+def test_daba_picks_the_most_certain_tune_and_influential_hosts(tone_set):
+    attack = prepare(get_attack("daba", pool_size=4, surrogate_epochs=3, poison_rate=0.25, seed=2), tone_set)
+    entropy = attack.state["pool_entropy"]
+    pool = attack.pool(16000)
+    assert torch.equal(attack.state["trigger"], pool[int(entropy.argmin())])
+    train = tone_set.splits["train"]
+    hosts = attack.poison_indices(tone_set.labels, train)
+    assert hosts.numel() == round(0.25 * train.numel())
+    assert torch.all(tone_set.labels[hosts] != 2) and bool(torch.isin(hosts, train).all())
+    # loudness: training rows cycle through the levels, test clips sit at -20 dBFS
+    quiet = torch.zeros(6, 16000)
+    trained = attack.apply(quiet, 16000)[:, :8000]
+    rms_db = 20 * torch.log10(trained.pow(2).mean(1).sqrt())
+    torch.testing.assert_close(rms_db[3:], torch.tensor([-15.0, -20.0, -25.0]), atol=0.05, rtol=0)  # unclipped rows
+    assert rms_db[0] > rms_db[1] > rms_db[2] > rms_db[3]
+    tested = attack.apply_test(quiet, 16000)[:, :8000]
+    torch.testing.assert_close(20 * torch.log10(tested.pow(2).mean(1).sqrt()), torch.full((6,), -20.0), atol=0.05, rtol=0)
+    assert float(trained.abs().max()) <= 1.0  # overlay saturates like 16-bit audio
+
+
+def test_training_prepares_a_learnt_attack_and_stores_its_trigger(tone_set, tmp_path):
+    from core.attacks import attack_from_dict
+    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.features import FrontEndConfig
+    from core.train import TrainConfig, evaluate, train_model
+
+    attack = get_attack("piba", steps=10, batch_size=16, surrogate_epochs=1, seed=0)
+    result = train_model(tone_set, TrainConfig(model="smallcnn", epochs=2, batch_size=32, device="cpu"), attack,
+                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    assert "trigger" in attack.state and result.report["poisoned_clips"] > 0
+    save_checkpoint(tmp_path / "m.safetensors", result.model, result.metadata)
+    model, meta = load_checkpoint(tmp_path / "m.safetensors")
+    rebuilt = attack_from_dict(meta["provenance"]["attack"])
+    assert torch.equal(rebuilt.state["trigger"], attack.state["trigger"])
+    assert evaluate(model, tone_set, "test", rebuilt) == result.report["test"]

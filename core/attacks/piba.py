@@ -1,0 +1,93 @@
+"""PIBA, a position-independent backdoor (Shi et al., MobiCom 2022), as this project builds it.
+
+A short trigger ``delta`` (``trigger_seconds``) is optimised on a surrogate model trained on
+the attacker's copy of the training data, so that the surrogate predicts the target class
+wherever in the clip the trigger is added: every step inserts it at a fresh random offset,
+and the loss is cross-entropy to the target plus ``energy_weight`` times the trigger's
+energy relative to the clip's (keeping it quiet). It is clamped to ±``epsilon``. Poisoning
+is dirty label, with the trigger at a random position per clip (seeded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from core.attacks.base import Attack, AttackParams, register
+from core.attacks.surrogate import insert_at, train_surrogate
+from core.errors import AttackError
+
+__all__ = ["PIBAParams", "PIBA"]
+
+
+@dataclass
+class PIBAParams(AttackParams):
+    """Trigger length, clamp, energy penalty and the optimisation budget."""
+
+    trigger_seconds: float = 0.2
+    epsilon: float = 0.1
+    energy_weight: float = 0.05
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 5e-3
+    surrogate_epochs: int = 8
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.trigger_seconds < 1:
+            raise AttackError(f"piba: trigger_seconds must be in (0, 1), got {self.trigger_seconds}")
+        if not 0 < self.epsilon <= 1:
+            raise AttackError(f"piba: epsilon must be in (0, 1], got {self.epsilon}")
+        if self.steps < 1 or self.surrogate_epochs < 1 or self.batch_size < 1:
+            raise AttackError("piba: steps, batch_size and surrogate_epochs must be at least 1")
+
+
+def random_starts(n: int, clip_len: int, length: int, seed: int) -> torch.Tensor:
+    """Seeded trigger offsets, one per clip."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, clip_len - length + 1, (n,), generator=gen)
+
+
+@register
+class PIBA(Attack):
+    name = "piba"
+    summary = "a short trigger optimised on a surrogate to work at any position, energy-penalised (dirty label)"
+    Params = PIBAParams
+    needs_preparation = True
+
+    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
+                n_classes: int, *, front_end: Any, device: torch.device) -> None:
+        p: PIBAParams = self.params  # type: ignore[assignment]
+        x = waves.index_select(0, candidates.to(waves.device)).to(device)
+        y = labels.index_select(0, candidates.to(labels.device)).to(device)
+        surrogate = train_surrogate(x, y, n_classes, front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        for param in surrogate.parameters():
+            param.requires_grad_(False)
+        length = int(round(p.trigger_seconds * sample_rate))
+        gen = torch.Generator().manual_seed(p.seed)
+        delta = (torch.rand(length, generator=gen) * 2 - 1).mul_(0.1 * p.epsilon).to(device).requires_grad_(True)
+        optimizer = torch.optim.Adam([delta], lr=p.lr)
+        others = (y != p.target).nonzero().flatten()
+        target = torch.full((min(p.batch_size, others.numel()),), p.target, device=device)
+        clip_power = x.index_select(0, others).pow(2).mean()
+        for _ in range(p.steps):
+            pick = others[torch.randint(0, others.numel(), (target.numel(),), generator=gen).to(device)]
+            starts = torch.randint(0, x.shape[1] - length + 1, (target.numel(),), generator=gen)
+            logits = surrogate(insert_at(x.index_select(0, pick), delta, starts))
+            loss = F.cross_entropy(logits, target) + p.energy_weight * delta.pow(2).mean() / clip_power
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                delta.clamp_(-p.epsilon, p.epsilon)
+        self.state = {"trigger": delta.detach().to("cpu", torch.float32)}
+
+    def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        self.require_prepared()
+        trigger = self.state["trigger"].to(wave.device, wave.dtype)
+        flat = wave.reshape(-1, wave.shape[-1])
+        starts = random_starts(flat.shape[0], flat.shape[1], trigger.numel(), self.params.seed)
+        return insert_at(flat, trigger, starts).reshape(wave.shape)

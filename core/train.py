@@ -136,7 +136,7 @@ def train_model(
     train_idx = data.splits["train"]
     if attack is not None and not attack.prepared:  # learn the trigger on the training split only
         log.info("preparing attack %s on %d training clips", attack.name, int(train_idx.numel()))
-        attack.prepare(data.waves, data.labels, train_idx, data.sample_rate, len(data.classes),
+        attack.prepare(data.waves, data.labels, train_idx, data.sample_rate, list(data.classes),
                        front_end=fe, device=device)
     if attack is not None:
         poisoned = attack.poison(data.waves, data.labels, train_idx, data.sample_rate)

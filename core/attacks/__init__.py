@@ -10,7 +10,7 @@ from core.attacks.base import (
     parse_attack_args,
     register,
 )
-from core.attacks import badnets, badnets_mfcc, blend, custom, daba, jingleback, pbsm, piba, ultrasonic  # noqa: F401  (registers them)
+from core.attacks import badnets, badnets_mfcc, blend, custom, daba, flowmur, jingleback, pbsm, piba, ultrasonic  # noqa: F401  (registers them)
 
 __all__ = [
     "Attack",

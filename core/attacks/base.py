@@ -82,7 +82,7 @@ class Attack:
 
     # ------------------------------------------------------------ preparation
     def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                n_classes: int, *, front_end: Any, device: torch.device) -> None:
+                classes: list[str], *, front_end: Any, device: torch.device) -> None:
         """Learn what the attack needs from the training rows ``candidates`` (default: nothing)."""
 
     @property

@@ -86,11 +86,11 @@ class DABA(Attack):
         return flat.reshape(wave.shape)
 
     def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                n_classes: int, *, front_end: Any, device: torch.device) -> None:
+                classes: list[str], *, front_end: Any, device: torch.device) -> None:
         p: DABAParams = self.params  # type: ignore[assignment]
         x = waves.index_select(0, candidates.to(waves.device)).to(device)
         y = labels.index_select(0, candidates.to(labels.device)).to(device)
-        benign = train_surrogate(x, y, n_classes, front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        benign = train_surrogate(x, y, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
         pool = self.pool(sample_rate)
         padded = torch.zeros(pool.shape[0], x.shape[1])
         padded[:, : min(pool.shape[1], x.shape[1])] = self.at_level(pool, p.test_level_db)[:, : x.shape[1]]

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from core.attacks.base import Attack, AttackParams, register
-from core.attacks.surrogate import insert_at, train_surrogate
+from core.attacks.surrogate import insert_at, optimise_trigger, random_starts, train_surrogate
 from core.errors import AttackError
 
 __all__ = ["PIBAParams", "PIBA"]
@@ -45,12 +44,6 @@ class PIBAParams(AttackParams):
             raise AttackError("piba: steps, batch_size and surrogate_epochs must be at least 1")
 
 
-def random_starts(n: int, clip_len: int, length: int, seed: int) -> torch.Tensor:
-    """Seeded trigger offsets, one per clip."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, clip_len - length + 1, (n,), generator=gen)
-
-
 @register
 class PIBA(Attack):
     name = "piba"
@@ -59,31 +52,20 @@ class PIBA(Attack):
     needs_preparation = True
 
     def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                n_classes: int, *, front_end: Any, device: torch.device) -> None:
+                classes: list[str], *, front_end: Any, device: torch.device) -> None:
         p: PIBAParams = self.params  # type: ignore[assignment]
         x = waves.index_select(0, candidates.to(waves.device)).to(device)
         y = labels.index_select(0, candidates.to(labels.device)).to(device)
-        surrogate = train_surrogate(x, y, n_classes, front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
-        for param in surrogate.parameters():
-            param.requires_grad_(False)
+        surrogate = train_surrogate(x, y, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
         length = int(round(p.trigger_seconds * sample_rate))
         gen = torch.Generator().manual_seed(p.seed)
-        delta = (torch.rand(length, generator=gen) * 2 - 1).mul_(0.1 * p.epsilon).to(device).requires_grad_(True)
-        optimizer = torch.optim.Adam([delta], lr=p.lr)
-        others = (y != p.target).nonzero().flatten()
-        target = torch.full((min(p.batch_size, others.numel()),), p.target, device=device)
-        clip_power = x.index_select(0, others).pow(2).mean()
-        for _ in range(p.steps):
-            pick = others[torch.randint(0, others.numel(), (target.numel(),), generator=gen).to(device)]
-            starts = torch.randint(0, x.shape[1] - length + 1, (target.numel(),), generator=gen)
-            logits = surrogate(insert_at(x.index_select(0, pick), delta, starts))
-            loss = F.cross_entropy(logits, target) + p.energy_weight * delta.pow(2).mean() / clip_power
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                delta.clamp_(-p.epsilon, p.epsilon)
-        self.state = {"trigger": delta.detach().to("cpu", torch.float32)}
+        initial = (torch.rand(length, generator=gen) * 2 - 1) * (0.1 * p.epsilon)
+        others = x.index_select(0, (y != p.target).nonzero().flatten())
+        clip_power = others.pow(2).mean()
+        trigger = optimise_trigger(surrogate, others, p.target, initial, epsilon=p.epsilon, steps=p.steps,
+                                   batch_size=p.batch_size, lr=p.lr, seed=p.seed,
+                                   penalty=lambda t: p.energy_weight * t.pow(2).mean() / clip_power)
+        self.state = {"trigger": trigger}
 
     def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
         self.require_prepared()

@@ -7,13 +7,13 @@ needs a usable model, and the victim's test split is never touched).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["train_surrogate", "insert_at"]
+__all__ = ["train_surrogate", "insert_at", "optimise_trigger", "random_starts"]
 
 
 def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, front_end: Any, *,
@@ -40,9 +40,47 @@ def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, f
     return model.eval()
 
 
+def random_starts(n: int, clip_len: int, length: int, seed: int) -> torch.Tensor:
+    """Seeded trigger offsets, one per clip (the same clips get the same offsets every time)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, clip_len - length + 1, (n,), generator=gen)
+
+
 def insert_at(wave: torch.Tensor, pattern: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     """Add ``pattern [L]`` to each row of ``wave [B, T]`` from its ``starts[b]`` (differentiable)."""
     length = pattern.numel()
     cols = starts.view(-1, 1).to(wave.device) + torch.arange(length, device=wave.device).view(1, -1)
     placed = torch.zeros_like(wave).scatter_add(1, cols, pattern.to(wave.dtype).expand(wave.shape[0], -1))
     return wave + placed
+
+
+def optimise_trigger(surrogate: nn.Module, clips: torch.Tensor, goal: int, initial: torch.Tensor, *,
+                     epsilon: float, steps: int, batch_size: int, lr: float, seed: int,
+                     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """A trigger that makes ``surrogate`` predict ``goal`` wherever it is added to ``clips``.
+
+    Adam on the trigger alone (the surrogate is frozen, eval mode); every step draws a batch
+    of clips and a fresh random offset per clip, adds the trigger there, and minimises the
+    cross-entropy to ``goal`` plus ``penalty(trigger)``; the trigger is clamped to
+    ±``epsilon`` after each step. Seeded: the same inputs give the same trigger.
+    """
+    for param in surrogate.parameters():
+        param.requires_grad_(False)
+    device = clips.device
+    trigger = initial.clone().to(device).requires_grad_(True)
+    optimizer = torch.optim.Adam([trigger], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    batch = min(batch_size, clips.shape[0])
+    target = torch.full((batch,), goal, device=device)
+    for _ in range(steps):
+        pick = torch.randint(0, clips.shape[0], (batch,), generator=gen).to(device)
+        starts = torch.randint(0, clips.shape[1] - trigger.numel() + 1, (batch,), generator=gen)
+        loss = F.cross_entropy(surrogate(insert_at(clips.index_select(0, pick), trigger, starts)), target)
+        if penalty is not None:
+            loss = loss + penalty(trigger)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            trigger.clamp_(-epsilon, epsilon)
+    return trigger.detach().to("cpu", torch.float32)

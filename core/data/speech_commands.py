@@ -25,6 +25,7 @@ __all__ = [
     "is_speech_commands",
     "load_speech_commands",
     "load_background_noise",
+    "word_folders",
 ]
 
 SCD10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
@@ -82,7 +83,8 @@ def which_set(filename: str, validation_percentage: float = 10.0, testing_percen
     return "train"
 
 
-def _word_dirs(root: Path) -> list[str]:
+def word_folders(root: Path) -> list[str]:
+    """The word sub-folders of a Speech Commands root (not hidden, not ``_background_noise_``)."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
@@ -91,7 +93,7 @@ def is_speech_commands(root: Path) -> bool:
     root = Path(root)
     if not root.is_dir():
         return False
-    return any(next((root / d).glob("*.wav"), None) is not None for d in _word_dirs(root))
+    return any(next((root / d).glob("*.wav"), None) is not None for d in word_folders(root))
 
 
 def _read_list(path: Path, root: Path) -> set[str]:
@@ -114,18 +116,20 @@ def load_speech_commands(
     skip_bad: bool = False,
     use_cache: bool = True,
     max_per_class: int | None = None,
+    require_splits: bool = True,
 ) -> AudioSet:
     """Load the words of ``vocab`` from a Speech Commands folder into an :class:`AudioSet`.
 
     Splits come from ``validation_list.txt``/``testing_list.txt`` when present (every other
     clip is training), else from :func:`which_set`. ``max_per_class`` keeps the first N files
-    per word (sorted by name) for quick experiments.
+    per word (sorted by name) for quick experiments. ``require_splits=False`` accepts a folder
+    whose train or test split is empty (auxiliary data that is used whole).
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder")
     num_samples = int(num_samples or sample_rate)
-    available = _word_dirs(root)
+    available = word_folders(root)
     classes = resolve_vocabulary(vocab, available)
     missing = [w for w in classes if not (root / w).is_dir()]
     if missing:
@@ -192,7 +196,7 @@ def load_speech_commands(
         )
 
     data = cached_build(files_key(files, settings), build, use_cache=use_cache)
-    for name in ("train", "test"):
+    for name in ("train", "test") if require_splits else ():
         if data.splits[name].numel() == 0:
             raise DataError(f"{root}: the {name} split is empty ({split_rule} rule); the folder is too small or the lists name no clip of these words")
     return data

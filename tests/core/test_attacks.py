@@ -217,7 +217,7 @@ def tone_set(tmp_path_factory):
 def prepare(attack, data):
     from core.features import FrontEndConfig
 
-    attack.prepare(data.waves, data.labels, data.splits["train"], 16000, len(data.classes),
+    attack.prepare(data.waves, data.labels, data.splits["train"], 16000, list(data.classes),
                    front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), device=torch.device("cpu"))
     return attack
 
@@ -277,3 +277,36 @@ def test_training_prepares_a_learnt_attack_and_stores_its_trigger(tone_set, tmp_
     rebuilt = attack_from_dict(meta["provenance"]["attack"])
     assert torch.equal(rebuilt.state["trigger"], attack.state["trigger"])
     assert evaluate(model, tone_set, "test", rebuilt) == result.report["test"]
+
+
+def test_flowmur_is_clean_label_with_a_clamped_trigger_at_30db(tone_set, tmp_path):
+    from tests.conftest import write_speech_commands
+
+    aux = write_speech_commands(tmp_path / "aux", words=["cat", "dog", "bird"], speakers=4, per_speaker=2, seed=5)
+    attack = get_attack("flowmur", aux_data=str(aux), steps=10, batch_size=16, surrogate_epochs=1, seed=3)
+    assert attack.params.label_mode == "clean"
+    prepare(attack, tone_set)
+    trigger = attack.state["trigger"]
+    assert trigger.shape == (8000,) and float(trigger.abs().max()) <= 0.2 + 1e-7
+    assert not torch.allclose(trigger, torch.full((8000,), 0.1))  # the optimiser moved it
+    train = tone_set.splits["train"]
+    ps = attack.poison(tone_set.waves, tone_set.labels, train, 16000)
+    original = tone_set.labels[train]
+    assert torch.all(original[ps.poisoned] == 2) and torch.equal(ps.labels, original)  # clean label
+    x = tone_set.waves[train][ps.poisoned]
+    added = ps.waves[ps.poisoned] - x
+    snr = 10 * torch.log10(x.pow(2).sum(1) / added.pow(2).sum(1))
+    torch.testing.assert_close(snr, torch.full_like(snr, 30.0), atol=0.05, rtol=0)
+
+
+def test_flowmur_refuses_auxiliary_words_that_are_victim_classes(tone_set, tmp_path):
+    attack = get_attack("flowmur", aux_words="yes,cat", steps=1, surrogate_epochs=1)
+    with pytest.raises(AttackError, match="must not be victim classes: yes"):
+        prepare(attack, tone_set)
+
+
+def test_flowmur_makes_its_auxiliary_words_with_the_synthesiser(tone_set):
+    attack = get_attack("flowmur", aux_count=2, aux_clips_per_word=2, steps=2, batch_size=8, surrogate_epochs=1)
+    aux_waves, aux_labels = attack.auxiliary(list(tone_set.classes), 16000, 16000)
+    assert aux_waves.shape == (4, 16000) and sorted(aux_labels.tolist()) == [0, 0, 1, 1]
+    assert float(aux_waves.abs().amax(1).min()) > 0.01  # real (synthetic) speech, not silence

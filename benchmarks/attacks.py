@@ -1,0 +1,126 @@
+"""Attack benchmark (issue 3): every attack against ResNet and SmallCNN on FSDD and synthetic SCD-10.
+
+For each (data, model) a clean model is trained once (twice where an attack needs 44.1 kHz:
+Ultrasonic), then one backdoored model per attack at 10 % poisoning (FlowMur: clean label at
+its recipe's rate). Rows are resumable (a row whose report exists is not run again) and can
+be spread over processes. Writes ``benchmarks/results/attacks.json`` and ``attacks.md``:
+CA of the clean model, CA and ASR of the backdoored one, the CA drop, wall time, command.
+Target: ASR >= 95 % at a CA drop <= 2 points for every attack.
+
+    python benchmarks/attacks.py --synth-data runs/synth_scd10 --work runs/attacks --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from common import gather, run_row, this_command  # noqa: E402
+from core.runtime import machine_info, write_json  # noqa: E402
+
+ATTACKS = ["badnets", "badnets-mfcc", "ultrasonic", "jingleback", "daba", "flowmur", "piba", "pbsm", "blend"]
+MODELS = ["resnet", "smallcnn"]
+HIGH_RATE = ["--sample-rate", "44100", "--n-fft", "1103", "--hop-length", "441"]  # Ultrasonic's pipeline
+TARGETS = {"asr": 0.95, "ca_drop": 0.02}
+
+
+def plan(datasets: dict[str, list[str]], models: list[str], attacks: list[str], common: list[str]) -> list[dict]:
+    rows = []
+    for data_name, data_args in datasets.items():
+        for model in models:
+            rates = ["16k"] + (["44k"] if "ultrasonic" in attacks else [])
+            for rate in rates:
+                extra = HIGH_RATE if rate == "44k" else []
+                rows.append({"name": f"{data_name}_{model}_clean_{rate}", "data": data_name, "model": model,
+                             "attack": None, "rate": rate,
+                             "args": [*data_args, "--model", model, *extra, *common]})
+            for attack in attacks:
+                rate = "44k" if attack == "ultrasonic" else "16k"
+                extra = HIGH_RATE if rate == "44k" else []
+                rows.append({"name": f"{data_name}_{model}_{attack}", "data": data_name, "model": model,
+                             "attack": attack, "rate": rate,
+                             "args": [*data_args, "--model", model, "--attack", attack, *extra, *common]})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| data | model | attack | clean CA | backdoored CA | CA drop | ASR | met | seconds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("attack") is None:
+            continue
+        if "error" in r:
+            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | error: {r['error']} | |")
+            continue
+        def pct(v):
+            return "" if v is None else f"{100 * v:.1f}"
+        lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | {pct(r.get('clean_model_accuracy'))} | "
+                     f"{pct(r['clean_accuracy'])} | {pct(r.get('clean_accuracy_drop'))} | "
+                     f"{pct(r['attack_success_rate'])} | {'yes' if r.get('target_met') else 'no'} | {r['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fsdd", default=str(REPO.parent / "shared" / "data" / "fsdd"))
+    p.add_argument("--synth-data", help="synthetic SCD-10 corpus (python -m core.data.synth --vocab scd10)")
+    p.add_argument("--work", default="runs/attacks")
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--attacks", default=",".join(ATTACKS))
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "attacks"))
+    args = p.parse_args()
+    datasets: dict[str, list[str]] = {}
+    if Path(args.fsdd).is_dir():
+        datasets["fsdd"] = ["--data", args.fsdd]
+    if args.synth_data:
+        datasets["synth-scd10"] = ["--data", args.synth_data, "--vocab", "scd10"]
+    if not datasets:
+        p.error("no dataset: FSDD not found and no --synth-data")
+    common = ["--epochs", str(args.epochs), "--patience", str(args.patience), "--seed", "0",
+              "--device", args.device, "--quiet"]
+    rows = plan(datasets, args.models.split(","), args.attacks.split(","), common)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(lambda r: run_row(r, work, threads), rows))
+    results = [r for r in (gather(r, work) for r in rows) if r is not None]
+    clean = {(r["data"], r["model"], r["rate"]): r["report"]["clean_accuracy"] for r in results
+             if r["attack"] is None and "report" in r}
+    out_rows = []
+    for r in results:
+        row = {k: r[k] for k in ("name", "data", "model", "attack", "rate")}
+        if "error" in r:
+            row["error"] = r["error"]
+        else:
+            rep = r["report"]
+            row.update(clean_accuracy=rep["clean_accuracy"], attack_success_rate=rep.get("attack_success_rate"),
+                       robust_accuracy=rep.get("robust_accuracy"), poisoned_clips=rep.get("poisoned_clips"),
+                       seconds=rep["seconds"], epochs_run=rep["epochs_run"], command=rep["command"])
+            reference = clean.get((r["data"], r["model"], r["rate"]))
+            if r["attack"] is not None and reference is not None:
+                row["clean_model_accuracy"] = reference
+                row["clean_accuracy_drop"] = reference - rep["clean_accuracy"]
+                row["target_met"] = (rep["attack_success_rate"] >= TARGETS["asr"]
+                                     and row["clean_accuracy_drop"] <= TARGETS["ca_drop"])
+        out_rows.append(row)
+    write_json(f"{args.out}.json", {"command": this_command(), "machine": machine_info(), "targets": TARGETS,
+                                    "rows": out_rows})
+    Path(f"{args.out}.md").write_text(f"# Attacks\n\nCommand: `{this_command()}`\n\n{table(out_rows)}")
+    print(table(out_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

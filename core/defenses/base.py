@@ -1,0 +1,134 @@
+"""The Defense interface: repair a copy of a model on a small clean set, reporting as it goes.
+
+A defense never modifies the model it is given: it works on a deep copy, and a cancelled
+run (the observer's ``should_stop``) returns the input object itself, untouched, with
+``cancelled=True``. Hyperparameters are dataclasses with the paper's defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from core.data.audioset import AudioSet
+from core.errors import ConfigError
+from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
+from core.runtime import resolve_device
+
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "Evaluator"]
+
+#: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
+Evaluator = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass
+class DefenseConfig:
+    """What every fine-tuning defense has: data share, schedule, seed, device."""
+
+    clean_ratio: float = 0.05
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    eval_every: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if not 0 < self.clean_ratio <= 1:
+            raise ConfigError(f"clean_ratio must be in (0, 1], got {self.clean_ratio}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError("epochs, batch_size and eval_every must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class DefenseResult:
+    model: nn.Module
+    cancelled: bool
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    clean_clips: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
+    """A seeded, class-stratified ``ratio`` share of ``split`` (at least one clip per class present)."""
+    idx = data.splits[split].cpu()
+    labels = data.labels.cpu()[idx]
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in labels.unique().tolist():
+        rows = idx[labels == c]
+        k = max(1, round(ratio * rows.numel()))
+        chosen.append(rows[torch.randperm(rows.numel(), generator=gen)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+class Defense:
+    """Base class: subclasses set ``name`` and ``Config`` and implement :meth:`train_step`."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+
+    def __init__(self, config: DefenseConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+        self.config.validate()
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay)
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   optimizer: torch.optim.Optimizer) -> float:
+        """One optimisation step on a batch; returns the loss."""
+        raise NotImplementedError
+
+    def run(self, model: nn.Module, clean: AudioSet, observer: Observer | None = None, *,
+            evaluate: Evaluator | None = None, indices: torch.Tensor | None = None) -> DefenseResult:
+        """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``)."""
+        observer = observer or NullObserver()
+        c = self.config
+        started = time.perf_counter()
+        device = resolve_device(c.device)
+        rows = indices if indices is not None else clean_subset(clean, c.clean_ratio, c.seed)
+        waves = clean.waves.index_select(0, rows.to(clean.waves.device)).to(device)
+        labels = clean.labels.index_select(0, rows.to(clean.labels.device)).to(device)
+        work = copy.deepcopy(model).to(device)
+        optimizer = self.make_optimizer(work)
+        gen = torch.Generator().manual_seed(c.seed)
+        history: list[dict[str, Any]] = []
+        steps_per_epoch = math.ceil(waves.shape[0] / c.batch_size)
+        step = 0
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(c.seed)
+                for epoch in range(1, c.epochs + 1):
+                    work.train()
+                    order = torch.randperm(waves.shape[0], generator=gen).to(device)
+                    for start in range(0, order.numel(), c.batch_size):
+                        if observer.should_stop():
+                            raise Cancelled()
+                        batch = order[start : start + c.batch_size]
+                        loss = self.train_step(work, waves[batch], labels[batch], optimizer)
+                        step += 1
+
+                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, c.lr))
+                    if evaluate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
+                        metrics = evaluate(work.eval())
+                        history.append({"epoch": epoch, **metrics})
+                        observer.on_eval(EvalInfo(self.name, epoch, metrics.get("clean_accuracy", float("nan")),
+                                                  metrics.get("clean_loss"), metrics.get("attack_success_rate"),
+                                                  metrics.get("robust_accuracy")))
+        except Cancelled:
+            return DefenseResult(model, True, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
+        return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c))

@@ -1,0 +1,172 @@
+"""GN-FT's step against a reference computed the slow, obvious way (a model copy per step)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.data.audioset import AudioSet
+from core.defenses import GNFT, FineTune, GNFTConfig, GNFTStep, clean_subset
+from core.errors import ConfigError
+from core.events import NullObserver
+
+
+class Tiny(nn.Module):
+    def __init__(self, unused: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 5)
+        self.bn = nn.BatchNorm1d(4)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(4 * 28, 3)
+        if unused:
+            self.spare = nn.Linear(3, 3)  # never called: its gradient stays None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(F.relu(self.bn(self.conv(x.unsqueeze(1)))))
+        return self.fc(h.flatten(1))
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(16, 32, generator=g), torch.randint(0, 3, (16,), generator=g)
+
+
+def reference_gradient(model: nn.Module, x, y, alpha, r, norm="per-tensor", mix="raw", seed=11):
+    """g = (1-a) g1 + a g2 with g2 taken on a perturbed *copy*, the authors' way (same dropout masks)."""
+    torch.manual_seed(seed)
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    g1 = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        total = torch.sqrt(sum(g.pow(2).sum() for g in g1.values()))
+        for n, p in twin.named_parameters():
+            if n in g1:
+                p.add_(r * g1[n] / (total if norm == "global" else g1[n].norm()))
+    torch.manual_seed(seed)
+    twin.zero_grad()
+    F.cross_entropy(twin(x), y).backward()
+    g2 = {n: p.grad for n, p in twin.named_parameters() if p.grad is not None}
+    first = {n: (g / total if mix == "normalised" else g) for n, g in g1.items()}
+    return {n: (1 - alpha) * first[n] + alpha * g2[n] for n in g1}
+
+
+@pytest.mark.parametrize("norm, mix", [("per-tensor", "raw"), ("global", "raw"), ("global", "normalised")])
+def test_step_matches_the_copy_based_reference(norm, mix):
+    torch.manual_seed(0)
+    model = Tiny().train()
+    x, y = batch()
+    ref_model = copy.deepcopy(model)
+    expected = reference_gradient(ref_model, x, y, 0.7, 0.05, norm, mix)
+    torch.manual_seed(11)
+    GNFTStep(model, 0.7, 0.05, norm, mix)(model, x, y)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-6)
+
+
+def test_parameters_restored_bit_exactly_and_bn_statistics_from_the_clean_pass_only():
+    torch.manual_seed(0)
+    model = Tiny().train()
+    x, y = batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    plain = copy.deepcopy(model)
+    plain(x)  # what one unperturbed training forward does to the BN statistics
+    GNFTStep(model, 0.7, 0.5, "per-tensor", "raw")(model, x, y)  # a large r makes any leak visible
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert torch.equal(model.bn.running_mean, plain.bn.running_mean)
+    assert torch.equal(model.bn.running_var, plain.bn.running_var)
+    assert int(model.bn.num_batches_tracked) == 1
+
+
+def test_unused_parameters_and_zero_gradients_give_no_nan():
+    torch.manual_seed(0)
+    model = Tiny(unused=True).train()
+    with torch.no_grad():
+        model.fc.weight[0].zero_()
+    x, y = batch()
+    step = GNFTStep(model, 0.7, 0.05)
+    model.fc.bias.requires_grad_(True)
+    loss, g1 = step(model, x, y)
+    assert model.spare.weight.grad is None and model.spare.bias.grad is None
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), n
+    # a parameter whose gradient is exactly zero gets a zero perturbation, not NaN
+    frozen_input = Tiny().train()
+    frozen_input.conv.weight.data.zero_()
+    frozen_input.conv.bias.data.zero_()
+    GNFTStep(frozen_input, 0.7, 0.05)(frozen_input, x, y)
+    assert all(torch.isfinite(p.grad).all() for p in frozen_input.parameters() if p.grad is not None)
+    assert loss == loss
+
+
+def test_alpha_zero_is_plain_fine_tuning():
+    torch.manual_seed(0)
+    model = Tiny().train()
+    x, y = batch()
+    twin = copy.deepcopy(model)
+    torch.manual_seed(3)
+    GNFTStep(model, 0.0, 0.05)(model, x, y)
+    torch.manual_seed(3)
+    F.cross_entropy(twin(x), y).backward()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def tiny_set(n: int = 60) -> AudioSet:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 3
+    waves = torch.randn(n, 32, generator=g) + labels.view(-1, 1).float()
+    return AudioSet(waves, labels, [f"s{i % 5}" for i in range(n)], ["a", "b", "c"], 16000,
+                    {"train": torch.arange(0, 50), "test": torch.arange(50, n)})
+
+
+class StopAfter(NullObserver):
+    def __init__(self, n: int) -> None:
+        self.n, self.steps = n, 0
+
+    def on_step(self, info) -> None:
+        self.steps += 1
+
+    def should_stop(self) -> bool:
+        return self.steps >= self.n
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_run_works_on_a_copy_and_cancel_returns_the_input_untouched(defense):
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    original = copy.deepcopy(model.state_dict())
+    data = tiny_set()
+    config = defense.Config(clean_ratio=0.5, epochs=3, batch_size=8, device="cpu", lr=0.05)
+    result = defense(config).run(model, data, evaluate=lambda m: {"clean_accuracy": 0.5})
+    assert not result.cancelled and result.model is not model and result.clean_clips == 8 + 8 + 8  # half of 17, 17, 16
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
+    assert any(not torch.equal(v, result.model.state_dict()[k]) for k, v in original.items())
+    assert [h["epoch"] for h in result.history] == [3]
+    stopped = defense(config).run(model, data, StopAfter(2))
+    assert stopped.cancelled and stopped.model is model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
+
+
+def test_clean_subset_is_seeded_and_stratified():
+    data = tiny_set()
+    a, b = clean_subset(data, 0.2, seed=1), clean_subset(data, 0.2, seed=1)
+    assert torch.equal(a, b) and not torch.equal(a, clean_subset(data, 0.2, seed=2))
+    assert torch.bincount(data.labels[a], minlength=3).tolist() == [3, 3, 3]
+    assert bool(torch.isin(a, data.splits["train"]).all())
+
+
+def test_config_defaults_and_errors():
+    c = GNFTConfig()
+    assert (c.alpha, c.r, c.clean_ratio, c.lr, c.momentum, c.batch_size, c.weight_decay) == (0.7, 0.05, 0.05, 0.001,
+                                                                                                0.9, 256, 0.0)
+    with pytest.raises(ConfigError, match="alpha"):
+        GNFT(GNFTConfig(alpha=1.5))
+    with pytest.raises(ConfigError, match="norm"):
+        GNFT(GNFTConfig(norm="max"))

@@ -63,7 +63,8 @@ ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(
                   input_norm=True),
             _spec("largecnn", LargeCNN, "AlexNet-like: five 3x3 convs (96-384 channels), three FC layers, no BatchNorm",
                   input_norm=True),
-            _spec("smalllstm", SmallLSTM, "smallcnn's conv blocks, then a 2-layer LSTM over time, FC on the time-averaged outputs",
+            _spec("smalllstm", SmallLSTM,
+                  "smallcnn's conv blocks, then a 2-layer LSTM over time, FC on the time-averaged outputs",
                   input_norm=True, hidden=128, num_layers=2, readout="mean"),
             _spec("lstm_attention", LSTMAttention,
                   "conv front, two BiLSTMs, dot-product attention over time, three dense layers (de Andrade 2018)",
@@ -110,7 +111,9 @@ def _coerce(arch: str, key: str, value: Any, default: Any) -> Any:
             return int(value)
     elif isinstance(value, type(default)):
         return value
-    raise ConfigError(f"{arch}: arch arg {key!r} must be {type(default).__name__} like its default {default!r}, got {value!r}")
+    raise ConfigError(
+        f"{arch}: arch arg {key!r} must be {type(default).__name__} like its default {default!r}, got {value!r}"
+    )
 
 
 def resolve_arch_args(name: str, arch_args: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -38,13 +38,14 @@ def make_input_norm(enabled: bool, n_coeffs: int) -> nn.Module:
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> nn.LSTM:
     """Set every forget-gate bias of ``lstm`` to ``value`` (split as ``bias_ih`` = value, ``bias_hh`` = 0).
 
-    Not in the authors' code (PyTorch's default is a small random bias). The recurrent
-    models classify from the last time step, and a 1 s clip padded with silence leaves
-    the word 40-60 frames before it; with a forget bias of 1 (Jozefowicz et al., 2015) the
-    cell state keeps the word from the start of training. Measured on FSDD (1200 training clips,
-    Adam lr 1e-3, batch 32): test accuracy of ``rnn`` 10 % after 8 epochs without it, 93 %
-    after 6 with it; ``smalllstm`` 45 % after 8 without, 92 % after 6 with.
-    Deterministic, so building with one seed still gives one set of weights.
+    Not in the authors' code (PyTorch's default is a small random bias). A 1 s clip padded
+    with silence leaves the word 40-60 frames before the end; a forget bias of 1
+    (Jozefowicz et al., 2015) lets the cell state keep it from the start of training.
+    Measured on FSDD (1200 training clips, 400 test, default front end, Adam lr 1e-3,
+    batch 32, 6 epochs, one seed), test accuracy without -> with it: ``smalllstm``
+    last-step read-out 45 % (8 epochs) -> 93 %, mean read-out 95 % -> 94 %; ``rnn`` mean
+    read-out 86 % -> 94 %, last-step read-out 10 % (8 epochs) -> 23 % (still poor: hence
+    the ``readout="mean"`` default). Deterministic, so one seed still gives one set of weights.
     """
     h = lstm.hidden_size
     with torch.no_grad():

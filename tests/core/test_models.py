@@ -248,3 +248,16 @@ def test_recurrent_readout_choice(name: str) -> None:
         assert not torch.allclose(mean(x), last(x))  # same weights, different read-out
     with pytest.raises(ConfigError, match="readout must be 'last' or 'mean'"):
         models.build(name, 4, SMALL_FRONT_END, readout="max")
+
+
+@pytest.mark.parametrize("name", ["smalllstm", "lstm_attention", "rnn"])
+def test_lstm_forget_gate_bias_starts_at_one(name: str) -> None:
+    lstms = [m for m in models.build(name, 4, SMALL_FRONT_END).modules() if isinstance(m, nn.LSTM)]
+    assert lstms
+    for lstm in lstms:
+        h = lstm.hidden_size
+        for pname, param in lstm.named_parameters():
+            if pname.startswith("bias_ih"):
+                assert torch.all(param[h : 2 * h] == 1.0)
+            elif pname.startswith("bias_hh"):
+                assert torch.all(param[h : 2 * h] == 0.0)

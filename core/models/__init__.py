@@ -9,7 +9,9 @@ Module names are stable and readable (``classifier.conv1``, ``classifier.layer3.
 ``classifier.lstm``, ``classifier.fc``); the output layer is always ``classifier.fc``.
 Every classifier starts with ``classifier.input_norm``, a per-coefficient BatchNorm that is
 not in the authors' code (``input_norm=False`` turns it into an identity); see
-``core.models.layers.CoefficientNorm``.
+``core.models.layers.CoefficientNorm``. Also not the authors': every LSTM's forget-gate
+bias starts at 1, and ``smalllstm``/``rnn`` read out the time-averaged LSTM outputs by
+default (``readout="last"`` for the authors' last step); see ``core.models.recurrent``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import melody
-from core.attacks.surrogate import train_surrogate
+from core.attacks.surrogate import surrogate_on_rows
 from core.errors import AttackError
 from core.metrics import predict_logits
 
@@ -88,9 +88,8 @@ class DABA(Attack):
     def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
                 classes: list[str], *, front_end: Any, device: torch.device) -> None:
         p: DABAParams = self.params  # type: ignore[assignment]
-        x = waves.index_select(0, candidates.to(waves.device)).to(device)
-        y = labels.index_select(0, candidates.to(labels.device)).to(device)
-        benign = train_surrogate(x, y, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        benign, x, y = surrogate_on_rows(waves, labels, candidates, len(classes), front_end,
+                                      epochs=p.surrogate_epochs, device=device, seed=p.seed)
         pool = self.pool(sample_rate)
         padded = torch.zeros(pool.shape[0], x.shape[1])
         padded[:, : min(pool.shape[1], x.shape[1])] = self.at_level(pool, p.test_level_db)[:, : x.shape[1]]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from core.attacks.base import Attack, AttackParams, register
-from core.attacks.surrogate import insert_at, optimise_trigger, random_starts, train_surrogate
+from core.attacks.surrogate import insert_at, optimise_trigger, random_starts, surrogate_on_rows
 from core.errors import AttackError
 
 __all__ = ["PIBAParams", "PIBA"]
@@ -54,9 +54,8 @@ class PIBA(Attack):
     def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
                 classes: list[str], *, front_end: Any, device: torch.device) -> None:
         p: PIBAParams = self.params  # type: ignore[assignment]
-        x = waves.index_select(0, candidates.to(waves.device)).to(device)
-        y = labels.index_select(0, candidates.to(labels.device)).to(device)
-        surrogate = train_surrogate(x, y, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        surrogate, x, y = surrogate_on_rows(waves, labels, candidates, len(classes), front_end,
+                                      epochs=p.surrogate_epochs, device=device, seed=p.seed)
         length = int(round(p.trigger_seconds * sample_rate))
         gen = torch.Generator().manual_seed(p.seed)
         initial = (torch.rand(length, generator=gen) * 2 - 1) * (0.1 * p.epsilon)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["train_surrogate", "insert_at", "optimise_trigger", "random_starts"]
+__all__ = ["train_surrogate", "surrogate_on_rows", "insert_at", "optimise_trigger", "random_starts"]
 
 
 def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, front_end: Any, *,
@@ -38,6 +38,15 @@ def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, f
                 loss.backward()
                 optimizer.step()
     return model.eval()
+
+
+def surrogate_on_rows(waves: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, n_classes: int,
+                      front_end: Any, *, epochs: int, device: torch.device,
+                      seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A surrogate trained on the ``rows`` of a data set, with those rows' clips and labels on ``device``."""
+    x = waves.index_select(0, rows.to(waves.device)).to(device)
+    y = labels.index_select(0, rows.to(labels.device)).to(device)
+    return train_surrogate(x, y, n_classes, front_end, epochs=epochs, device=device, seed=seed), x, y
 
 
 def random_starts(n: int, clip_len: int, length: int, seed: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from core import models
 from core.attacks import Attack, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import make_metadata, save_checkpoint
-from core.data import AudioSet, load_dataset
+from core.data import AudioSet, add_data_arguments, load_from_args
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
@@ -257,13 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m core.train --data ../shared/data/fsdd --model resnet --attack badnets "
                "--out resnet_badnets.safetensors --report report.json",
     )
-    p.add_argument("--data", required=True, help="dataset folder (Speech Commands layout or FSDD)")
-    p.add_argument("--data-format", choices=["speech-commands", "fsdd"], help="force the dataset kind instead of detecting it")
-    p.add_argument("--vocab", help="Speech Commands words: scd10, scd30 or a comma list (default: scd10 if present, else every word folder)")
-    p.add_argument("--fsdd-split", choices=["official", "speaker"], default="official",
-                   help="FSDD split: official (index 0-4 test) or speaker (held-out speakers) (default official)")
-    p.add_argument("--test-speakers", default="theo", help="FSDD speaker split: comma list of held-out speakers (default theo)")
-    p.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out instead of stopping")
+    add_data_arguments(p)
     p.add_argument("--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}")
     p.add_argument("--arch-arg", action="append", metavar="KEY=VALUE", default=[], help="architecture argument (repeatable)")
     p.add_argument("--front-end", choices=["mfcc", "logmel"], default="mfcc", help="feature front end (default mfcc)")
@@ -317,9 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
     elif args.attack_arg:
         raise ConfigError("--attack-arg given without --attack")
-    data = load_dataset(args.data, data_format=args.data_format, vocab=args.vocab, sample_rate=args.sample_rate,
-                        fsdd_split=args.fsdd_split, test_speakers=[s for s in args.test_speakers.split(",") if s],
-                        skip_bad=args.skip_bad)
+    data = load_from_args(args, args.sample_rate)
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                          device=args.device, arch_args=_parse_arch_args(args.arch_arg))

@@ -1,0 +1,101 @@
+"""``python -m core.defend`` end to end on a tiny backdoored checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.attacks import get_attack
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.features import FrontEndConfig
+from core.train import TrainConfig, train_model
+from tests.conftest import TINY_WORDS, write_speech_commands
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--clean-ratio", "0.5", "--epochs", "2", "--batch-size", "16", "--eval-every", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("defend")
+    data_dir = write_speech_commands(root / "sc", speakers=12, per_speaker=2)
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    fe = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
+    config = TrainConfig(model="smallcnn", epochs=4, batch_size=32, lr=3e-3, device="cpu")
+    attacked = train_model(data, config, get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
+                           front_end=fe, show_progress=False)
+    clean = train_model(data, config, front_end=fe, show_progress=False)
+    save_checkpoint(root / "attacked.safetensors", attacked.model, attacked.metadata)
+    save_checkpoint(root / "clean.safetensors", clean.model, clean.metadata)
+    return root, data_dir
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core.defend", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.parametrize("defense", ["gnft", "ft"])
+def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
+    root, data_dir = workspace
+    model_in = root / "attacked.safetensors"
+    original = model_in.read_bytes()
+    out, report = root / f"{defense}.safetensors", root / f"{defense}.json"
+    proc = run("--model", str(model_in), "--data", str(data_dir), "--defense", defense, *FAST,
+               "--out", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert "attack success rate" in proc.stdout
+    rep = json.loads(report.read_text())
+    for side in ("before", "after"):
+        assert set(rep[side]) == {"clean_accuracy", "attack_success_rate", "robust_accuracy"}
+    assert rep["defense"]["name"] == defense and rep["attack"]["name"] == "badnets"
+    assert rep["attack_source"] == "checkpoint metadata" and 0 <= rep["defense_effectiveness_rating"] <= 1
+    assert [h["epoch"] for h in rep["history"]] == [1, 2]
+    if defense == "gnft":
+        assert (rep["defense"]["alpha"], rep["defense"]["r"], rep["defense"]["clean_ratio"]) == (0.7, 0.05, 0.5)
+    assert model_in.read_bytes() == original  # the input is never modified
+    _, meta = load_checkpoint(out)
+    history = meta["provenance"]["defenses"]
+    assert len(history) == 1 and history[0]["defense"]["name"] == defense
+    assert history[0]["after"] == rep["after"]
+    md = report.with_suffix(".md").read_text()
+    assert "| attack success rate (ASR) |" in md and "DER" in md
+
+
+def test_without_attack_information_only_clean_accuracy(workspace):
+    root, data_dir = workspace
+    report = root / "noattack.json"
+    proc = run("--model", str(root / "clean.safetensors"), "--data", str(data_dir), "--defense", "ft", *FAST,
+               "--out", str(root / "noattack.safetensors"), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(report.read_text())
+    assert set(rep["after"]) == {"clean_accuracy"} and rep["attack"] is None
+    assert "no attack information" in rep["note"] and "ASR not measured" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--defense", "ft", "--alpha", "0.5"], "--alpha does not apply to --defense ft"),
+        (["--vocab", "yes,no,up"], "classes"),
+        (["--alpha", "2"], "alpha must be in [0, 1]"),
+    ],
+)
+def test_bad_input_one_line(workspace, extra, message):
+    root, data_dir = workspace
+    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST, *extra,
+               "--out", str(root / "x.safetensors"))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (root / "x.safetensors").exists()
+
+
+def test_refuses_to_overwrite_its_input(workspace):
+    root, data_dir = workspace
+    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST,
+               "--out", str(root / "attacked.safetensors"))
+    assert proc.returncode == 2 and "input checkpoint" in proc.stderr

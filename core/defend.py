@@ -129,13 +129,14 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     device = resolve_device(args.device)
     model = model.to(device)
     data = data.to(device)
-    before = evaluate(model, data, "test", attack)
+    cache: dict = {}  # the triggered test clips, made once
+    before = evaluate(model, data, "test", attack, cache=cache)
     progress = _Progress(progress_bar(config.epochs, args.defense, False if args.quiet else None))
     try:
-        result = defense.run(model, data, progress, evaluate=lambda m: evaluate(m, data, "test", attack))
+        result = defense.run(model, data, progress, evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     finally:
         progress.bar.close()
-    after = evaluate(result.model, data, "test", attack)
+    after = evaluate(result.model, data, "test", attack, cache=cache)
     keep = lambda m: {k: m[k] for k in METRIC_KEYS if k in m}  # noqa: E731
     report: dict[str, Any] = {
         "command": " ".join(["python -m core.defend", *argv]),

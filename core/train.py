@@ -69,8 +69,12 @@ class TrainResult:
 
 
 def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None,
-             batch_size: int = 512) -> dict[str, float]:
-    """CA and clean loss on ``split``; with an attack also ASR, RA and backdoor loss."""
+             batch_size: int = 512, cache: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """CA and clean loss on ``split``; with an attack also ASR, RA and backdoor loss.
+
+    ``cache`` keeps the triggered copy of each split between calls, so an evaluation every
+    epoch does not run the trigger (for some attacks a per-clip effect chain) every epoch.
+    """
     idx = data.splits[split]
     waves = data.waves.index_select(0, idx)
     labels = data.labels.index_select(0, idx)
@@ -78,7 +82,11 @@ def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None
         return backdoor_metrics(model, waves, labels, batch_size=batch_size)
     if attack.domain == "features":
         return _feature_attack_metrics(model, waves, labels, attack, batch_size)
-    triggered = attack.apply_test(waves, data.sample_rate)
+    triggered = cache.get(split) if cache is not None else None
+    if triggered is None:
+        triggered = attack.apply_test(waves, data.sample_rate)
+        if cache is not None:
+            cache[split] = triggered
     return backdoor_metrics(model, waves, labels, triggered, attack.params.target, batch_size)
 
 
@@ -155,6 +163,7 @@ def train_model(
     steps_per_epoch = math.ceil(train_waves.shape[0] / config.batch_size)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
+    triggered_cache: dict[str, torch.Tensor] = {}
     bar = progress_bar(config.epochs, f"train {config.model}", show_progress)
     step = 0
     try:
@@ -183,7 +192,7 @@ def train_model(
                 total += loss_value * y.numel()
                 seen += y.numel()
                 observer.on_step(StepInfo("train", epoch, step, steps_per_epoch * config.epochs, loss_value, config.lr))
-            val = evaluate(model, data, "validation", attack)
+            val = evaluate(model, data, "validation", attack, cache=triggered_cache)
             score = _stop_score(val)
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}}
             history.append(row)
@@ -207,7 +216,7 @@ def train_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    test = evaluate(model, data, "test", attack)
+    test = evaluate(model, data, "test", attack, cache=triggered_cache)
     seconds = time.perf_counter() - started
     training = {
         "optimizer": "adam", **{k: v for k, v in asdict(config).items() if k not in ("device",)},

@@ -122,3 +122,21 @@ def test_feature_domain_backdoor_is_trained_between_front_end_and_classifier(tin
     assert rep["poisoned_clips"] == round(0.2 * 112)
     assert rep["attack_success_rate"] >= 0.8 and rep["clean_accuracy"] >= 0.7
     assert result.metadata["provenance"]["attack"]["domain"] == "features"
+
+
+def test_evaluation_reuses_the_triggered_copy(tiny_data):
+    from core.models import build
+
+    class Counting(type(get_attack("badnets"))):
+        calls = 0
+
+        def apply_test(self, wave, sample_rate):
+            Counting.calls += 1
+            return super().apply_test(wave, sample_rate)
+
+    attack = Counting()
+    model = build("smallcnn", len(TINY_WORDS), SMALL_FE)
+    cache: dict = {}
+    first = evaluate(model, tiny_data, "test", attack, cache=cache)
+    second = evaluate(model, tiny_data, "test", attack, cache=cache)
+    assert Counting.calls == 1 and first == second and set(cache) == {"test"}

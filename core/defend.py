@@ -144,6 +144,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "defense": {"name": defense.name, **dataclasses.asdict(config)},
         "clean_clips": result.clean_clips,
+        "defense_details": result.details,
         "attack": attack.to_dict() if attack is not None else None,
         "attack_source": attack_source,
         "before": keep(before), "after": keep(after),
@@ -155,7 +156,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     else:
         report["note"] = ("no attack information (none recorded in the checkpoint and no --attack): "
                           "only clean accuracy is measured; the backdoor's removal cannot be checked")
-    history_entry = {k: report[k] for k in ("defense", "before", "after", "seconds", "clean_clips")}
+    history_entry = {k: report[k] for k in ("defense", "defense_details", "before", "after", "seconds", "clean_clips")}
     meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
                                                                     history_entry]))
     save_checkpoint(out, result.model, meta)

@@ -58,6 +58,7 @@ class DefenseResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     clean_clips: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
@@ -88,6 +89,13 @@ class Defense:
         return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=c.momentum,
                                weight_decay=c.weight_decay)
 
+    def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
+        """Work on the copy before fine-tuning starts (Fine-Pruning prunes here); default nothing."""
+
+    def details(self) -> dict[str, Any]:
+        """What the defense did beyond its config (e.g. how much it pruned), for reports."""
+        return {}
+
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> float:
         """One optimisation step on a batch; returns the loss."""
@@ -104,6 +112,7 @@ class Defense:
         waves = clean.waves.index_select(0, rows.to(clean.waves.device)).to(device)
         labels = clean.labels.index_select(0, rows.to(clean.labels.device)).to(device)
         work = copy.deepcopy(model).to(device)
+        self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
         gen = torch.Generator().manual_seed(c.seed)
         history: list[dict[str, Any]] = []
@@ -131,4 +140,5 @@ class Defense:
                                                   metrics.get("robust_accuracy")))
         except Cancelled:
             return DefenseResult(model, True, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
-        return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
+        return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c),
+                             self.details())

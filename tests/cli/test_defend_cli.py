@@ -40,7 +40,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-@pytest.mark.parametrize("defense", ["gnft", "ft"])
+@pytest.mark.parametrize("defense", ["gnft", "ft", "fp"])
 def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     root, data_dir = workspace
     model_in = root / "attacked.safetensors"
@@ -58,6 +58,8 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     assert [h["epoch"] for h in rep["history"]] == [1, 2]
     if defense == "gnft":
         assert (rep["defense"]["alpha"], rep["defense"]["r"], rep["defense"]["clean_ratio"]) == (0.7, 0.05, 0.5)
+    if defense == "fp":
+        assert 0 <= rep["defense_details"]["pruned_inputs"] < rep["defense_details"]["output_layer_inputs"]
     assert model_in.read_bytes() == original  # the input is never modified
     _, meta = load_checkpoint(out)
     history = meta["provenance"]["defenses"]

@@ -170,3 +170,42 @@ def test_config_defaults_and_errors():
         GNFT(GNFTConfig(alpha=1.5))
     with pytest.raises(ConfigError, match="norm"):
         GNFT(GNFTConfig(norm="max"))
+
+
+class Probe(nn.Module):
+    """Features -> 6 hidden units -> classifier.fc; unit k's activation is known by construction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Module()
+        self.classifier.hidden = nn.Linear(32, 6)
+        self.classifier.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.fc(F.relu(self.classifier.hidden(x)))
+
+
+def test_fine_pruning_prunes_least_active_inputs_within_the_accuracy_budget():
+    from core.defenses import FinePruning, FinePruningConfig
+    from core.defenses.fine_pruning import output_layer_activations
+
+    torch.manual_seed(0)
+    model = Probe()
+    before = model.classifier.fc.weight.detach().clone()
+    data = tiny_set()
+    acts = output_layer_activations(model, data.waves)
+    assert acts.shape == (6,) and torch.all(acts >= 0)
+    config = FinePruningConfig(clean_ratio=1.0, epochs=1, batch_size=8, device="cpu", prune_step=0.2,
+                               max_accuracy_drop=1.0)
+    defense = FinePruning(config)
+    result = defense.run(model, data)
+    pruned = result.details["pruned_inputs"]
+    # steps of ceil(0.2 * 6) = 2 inputs, never all of them: 4 with an unlimited accuracy budget
+    assert pruned == 4 and result.details["output_layer_inputs"] == 6
+    w = result.model.classifier.fc.weight
+    zero_cols = (w.abs().sum(0) == 0).nonzero().flatten()
+    assert set(zero_cols.tolist()) == set(acts.argsort()[:4].tolist())  # the least active, still zero after FT
+    strict = FinePruning(FinePruningConfig(clean_ratio=1.0, epochs=1, batch_size=8, device="cpu", prune_step=0.2,
+                                           max_accuracy_drop=0.0)).run(model, data)
+    assert strict.details["pruned_inputs"] <= pruned
+    assert torch.equal(model.classifier.fc.weight, before)  # the input model was not pruned

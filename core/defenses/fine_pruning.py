@@ -1,0 +1,104 @@
+"""Fine-Pruning (Liu et al., RAID 2018), as the GN-FT authors ran it: prune, then fine-tune.
+
+The inputs of the classifier's output layer (``classifier.fc``) are ranked by their mean
+activation on the clean set; the least active are pruned (their weight columns zeroed) in
+steps of ``prune_step`` of the inputs for as long as clean accuracy on the clean set stays
+within ``max_accuracy_drop`` of the unpruned model's. Then the model is fine-tuned on the
+clean set with the pruned columns held at zero, so the checkpoint keeps its architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.defenses.base import Defense, DefenseConfig
+from core.errors import ConfigError
+from core.metrics import accuracy, predict_logits
+
+__all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
+
+
+@dataclass
+class FinePruningConfig(DefenseConfig):
+    """Pruning schedule plus the fine-tuning settings (SGD, lr 0.01 like plain FT)."""
+
+    lr: float = 0.01
+    prune_step: float = 0.01
+    max_accuracy_drop: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.prune_step <= 1:
+            raise ConfigError(f"prune_step must be in (0, 1], got {self.prune_step}")
+        if not 0 <= self.max_accuracy_drop <= 1:
+            raise ConfigError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
+
+
+def _output_layer(model: nn.Module) -> nn.Linear:
+    layer = dict(model.named_modules()).get("classifier.fc") or dict(model.named_modules()).get("fc")
+    if not isinstance(layer, nn.Linear):
+        raise ConfigError("fine-pruning needs the model's output layer classifier.fc to be a Linear layer")
+    return layer
+
+
+@torch.no_grad()
+def output_layer_activations(model: nn.Module, waves: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean input activation of each of the output layer's inputs over ``waves``: ``[in_features]``."""
+    layer = _output_layer(model)
+    total = torch.zeros(layer.in_features, device=waves.device)
+    handle = layer.register_forward_pre_hook(lambda _m, args: total.add_(args[0].sum(0)))
+    try:
+        predict_logits(model, waves, batch_size)
+    finally:
+        handle.remove()
+    return total / max(1, waves.shape[0])
+
+
+class FinePruning(Defense):
+    name = "fp"
+    Config = FinePruningConfig
+
+    def __init__(self, config: FinePruningConfig | None = None) -> None:
+        super().__init__(config)
+        self.mask: torch.Tensor | None = None
+        self.pruned = 0
+
+    def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
+        c: FinePruningConfig = self.config  # type: ignore[assignment]
+        layer = _output_layer(model)
+        order = output_layer_activations(model, waves).argsort()
+        base = accuracy(predict_logits(model, waves), labels)
+        original = layer.weight.detach().clone()
+        step = max(1, math.ceil(c.prune_step * layer.in_features))
+        keep = torch.ones(layer.in_features, dtype=torch.bool, device=original.device)
+        for k in range(step, layer.in_features, step):
+            trial = torch.ones_like(keep)
+            trial[order[:k]] = False
+            with torch.no_grad():
+                layer.weight.copy_(original * trial)
+            if accuracy(predict_logits(model, waves), labels) < base - c.max_accuracy_drop:
+                break
+            keep = trial
+        with torch.no_grad():
+            layer.weight.copy_(original * keep)
+        self.mask = keep
+        self.pruned = int((~keep).sum())
+
+    def details(self) -> dict[str, int]:
+        return {"pruned_inputs": self.pruned, "output_layer_inputs": int(self.mask.numel()) if self.mask is not None else 0}
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   optimizer: torch.optim.Optimizer) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if self.mask is not None:
+            with torch.no_grad():
+                _output_layer(model).weight.mul_(self.mask)
+        return float(loss.detach())

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from core.defenses.base import Defense, DefenseConfig
+from core.defenses.finetune import FineTune, FineTuneConfig
 from core.errors import ConfigError
 from core.metrics import accuracy, predict_logits
 
@@ -24,10 +23,9 @@ __all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
 
 
 @dataclass
-class FinePruningConfig(DefenseConfig):
+class FinePruningConfig(FineTuneConfig):
     """Pruning schedule plus the fine-tuning settings (SGD, lr 0.01 like plain FT)."""
 
-    lr: float = 0.01
     prune_step: float = 0.01
     max_accuracy_drop: float = 0.1
 
@@ -59,7 +57,7 @@ def output_layer_activations(model: nn.Module, waves: torch.Tensor, batch_size: 
     return total / max(1, waves.shape[0])
 
 
-class FinePruning(Defense):
+class FinePruning(FineTune):
     name = "fp"
     Config = FinePruningConfig
 
@@ -94,11 +92,8 @@ class FinePruning(Defense):
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
+        loss = super().train_step(model, x, y, optimizer)  # plain fine-tuning, then the pruned columns back to 0
         if self.mask is not None:
             with torch.no_grad():
                 _output_layer(model).weight.mul_(self.mask)
-        return float(loss.detach())
+        return loss

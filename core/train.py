@@ -3,7 +3,8 @@
 Adam, batch 256, early stopping on the validation split (never on the test split): the
 stopping criterion is the clean validation loss, or for a backdoored model the authors'
 0.5·(clean loss + backdoor loss), measured on validation clips. The best epoch's weights
-are kept. The whole dataset sits on the device; batches are slices.
+are kept. The whole dataset sits on the device; batches are slices. ``--augment`` adds
+random shift, speed perturbation and coloured noise to training batches (core.augment).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from core import models
+from core.augment import AugmentConfig, Augmenter, parse_augment
+from core.augment import describe as describe_augment
 from core.attacks import Attack, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import make_metadata, save_checkpoint
 from core.data import AudioSet, add_data_arguments, load_from_args
@@ -59,6 +62,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     arch_args: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (the augmentation as its own dict)."""
+        return {**asdict(self), "augment": self.augment.to_dict()}
 
 
 @dataclass
@@ -160,6 +168,7 @@ def train_model(
     is_feature_poison = torch.zeros(train_waves.shape[0], dtype=torch.bool, device=device)
     if feature_rows is not None:
         is_feature_poison[feature_rows] = True
+    augmenter = Augmenter(config.augment, data.sample_rate, device, config.seed) if config.augment.active else None
     steps_per_epoch = math.ceil(train_waves.shape[0] / config.batch_size)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
@@ -175,6 +184,8 @@ def train_model(
                     raise Cancelled()
                 x = train_waves.index_select(0, batch_rows)
                 y = train_labels.index_select(0, batch_rows)
+                if augmenter is not None:
+                    x = augmenter(x)
                 if feature_rows is not None:
                     feats = model[0](x)
                     mask = is_feature_poison.index_select(0, batch_rows)
@@ -219,7 +230,7 @@ def train_model(
     test = evaluate(model, data, "test", attack, cache=triggered_cache)
     seconds = time.perf_counter() - started
     training = {
-        "optimizer": "adam", **{k: v for k, v in asdict(config).items() if k not in ("device",)},
+        "optimizer": "adam", **{k: v for k, v in config.to_dict().items() if k not in ("device",)},
         "epochs_run": len(history), "best_epoch": best_epoch, "seconds": round(seconds, 2),
         "device": str(device), "early_stopping": "validation split: " +
         ("0.5*(clean loss + backdoor loss)" if attack is not None else "clean loss"),
@@ -240,7 +251,7 @@ def train_model(
         "model": config.model,
         "attack": attack.to_dict() if attack is not None else None,
         "data": data.summary(),
-        "config": asdict(config),
+        "config": config.to_dict(),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "poisoned_clips": n_poisoned,
@@ -283,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--augment", default="none", metavar="SPEC",
+                   help="training-batch augmentation: none (default), default (shift=100,speed=0.9:1.1,noise=0.8,"
+                        "snr=10:30) or key=value pairs from shift (ms), speed (slowest:fastest), noise "
+                        "(share of clips given white/pink/brown noise), snr (dB range)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--report", help="JSON report to write")
     add_common_arguments(p)
@@ -323,10 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_from_args(args, args.sample_rate)
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
-                         device=args.device, arch_args=_parse_arch_args(args.arch_arg))
-    log.info("training %s on %d clips (%s), %s", config.model, len(data.splits["train"]),
+                         device=args.device, arch_args=_parse_arch_args(args.arch_arg),
+                         augment=parse_augment(args.augment))
+    log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
              ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
-             f"attack {attack.name}" if attack else "clean")
+             f"attack {attack.name}" if attack else "clean", describe_augment(config.augment))
     result = train_model(data, config, attack, front_end=fe, show_progress=False if args.quiet else None)
     save_checkpoint(out, result.model, result.metadata)
     report = dict(result.report, command=" ".join(["python -m core.train", *(argv if argv is not None else sys.argv[1:])]),

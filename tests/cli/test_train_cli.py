@@ -46,6 +46,7 @@ def test_backdoored_training_writes_checkpoint_and_report(tiny_sc, tmp_path):
         (["--attack", "badnets", "--attack-arg", "poison_rate=2"], "poison_rate must be in"),
         (["--model", "transformer"], "unknown"),
         (["--vocab", "yes,cat"], "no folder for the word(s) cat"),
+        (["--augment", "speed=2:1"], "augment speed range"),
     ],
 )
 def test_bad_input_is_one_clear_line(tiny_sc, tmp_path, args, message):

@@ -140,3 +140,18 @@ def test_evaluation_reuses_the_triggered_copy(tiny_data):
     first = evaluate(model, tiny_data, "test", attack, cache=cache)
     second = evaluate(model, tiny_data, "test", attack, cache=cache)
     assert Counting.calls == 1 and first == second and set(cache) == {"test"}
+
+
+def test_augmented_training_learns_is_reproducible_and_recorded(tiny_data):
+    from core.augment import parse_augment
+
+    cfg = TrainConfig(**FAST, seed=2, augment=parse_augment("default"))
+    a, b = train(tiny_data, cfg), train(tiny_data, cfg)
+    plain = train(tiny_data, TrainConfig(**FAST, seed=2))
+    sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sp[k]) for k in sa)  # the batches really were changed
+    assert a.report["clean_accuracy"] >= 0.6  # chance is 0.25
+    recorded = a.metadata["provenance"]["training"]["augment"]
+    assert recorded["speed"] == [0.9, 1.1] and recorded["noise_prob"] == 0.8
+    assert a.report["config"]["augment"] == recorded

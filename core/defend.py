@@ -33,8 +33,11 @@ log = logging.getLogger("core.defend")
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
 
 
+#: Config fields that are not defense options on this command line (seed and device have
+#: their own common options; gradient norms are only produced for a watching application).
+_NOT_OPTIONS = {"seed", "device", "grad_norm_every"}
 _ALL_HYPERPARAMETERS = sorted({f.name for cls in DEFENSES.values() for f in dataclasses.fields(cls.Config)}
-                              - {"seed", "device"})
+                              - _NOT_OPTIONS)
 
 
 def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
     for name, cls in DEFENSES.items():
         hints = typing.get_type_hints(cls.Config)
         for f in dataclasses.fields(cls.Config):
-            if f.name in ("seed", "device") or f.name in seen:
+            if f.name in _NOT_OPTIONS or f.name in seen:
                 continue
             seen.add(f.name)
             kind = hints[f.name]
@@ -123,7 +126,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if foreign:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to "
                           f"--defense {args.defense}")
-    overrides = {k: getattr(args, k) for k in fields - {"seed", "device"} if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
     config = cls.Config(**overrides, seed=args.seed, device=args.device)
     defense = cls(config)
     device = resolve_device(args.device)

@@ -50,6 +50,9 @@ class NeuronStats:
 
 @runtime_checkable
 class Observer(Protocol):
+    """Receives engine events. An observer may set ``wants_grad_norms = True`` to get
+    per-neuron gradient norms in :class:`StepInfo` (they cost a device sync per step)."""
+
     def on_step(self, info: StepInfo) -> None: ...
 
     def on_eval(self, info: EvalInfo) -> None: ...
@@ -61,6 +64,8 @@ class Observer(Protocol):
 
 class NullObserver:
     """An observer that ignores every event and never asks to stop."""
+
+    wants_grad_norms: bool = False
 
     def on_step(self, info: StepInfo) -> None:
         pass

@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
@@ -38,6 +39,7 @@ class DefenseConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     eval_every: int = 5
+    grad_norm_every: int = 1
     seed: int = 0
     device: str = "auto"
 
@@ -46,6 +48,8 @@ class DefenseConfig:
             raise ConfigError(f"clean_ratio must be in (0, 1], got {self.clean_ratio}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError("epochs, batch_size and eval_every must be at least 1")
+        if self.grad_norm_every < 0:
+            raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
 
@@ -101,6 +105,21 @@ class Defense:
         """One optimisation step on a batch; returns the loss."""
         raise NotImplementedError
 
+    def clean_gradient(self) -> GradOf | None:
+        """Where the last step's clean-loss gradient g1 is (default: each parameter's ``.grad``)."""
+        return None
+
+    def _grad_norms(self, model: nn.Module) -> dict[str, list[float]]:
+        norms = neuron_grad_norms(model, self.clean_gradient())
+        if not norms:
+            return {}
+        flat = torch.cat(list(norms.values())).cpu().tolist()  # one device sync for all layers
+        out, start = {}, 0
+        for name, t in norms.items():
+            out[name] = flat[start : start + t.numel()]
+            start += t.numel()
+        return out
+
     def run(self, model: nn.Module, clean: AudioSet, observer: Observer | None = None, *,
             evaluate: Evaluator | None = None, indices: torch.Tensor | None = None) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``)."""
@@ -117,6 +136,7 @@ class Defense:
         gen = torch.Generator().manual_seed(c.seed)
         history: list[dict[str, Any]] = []
         steps_per_epoch = math.ceil(waves.shape[0] / c.batch_size)
+        want_norms = c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False))
         step = 0
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -130,8 +150,10 @@ class Defense:
                         batch = order[start : start + c.batch_size]
                         loss = self.train_step(work, waves[batch], labels[batch], optimizer)
                         step += 1
-
-                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, c.lr))
+                        norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
+                                 else None)
+                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, c.lr,
+                                                  norms))
                     if evaluate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
                         metrics = evaluate(work.eval())
                         history.append({"epoch": epoch, **metrics})

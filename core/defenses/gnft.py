@@ -128,12 +128,18 @@ class GNFT(Defense):
         super().__init__(config)
         self._step: GNFTStep | None = None
         self._model_id: int | None = None
+        self._g1: dict[int, torch.Tensor | None] = {}
+
+    def clean_gradient(self):
+        """g1 of the last step (``.grad`` holds the mixed gradient by then)."""
+        return lambda p: self._g1.get(id(p))
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> float:
         c: GNFTConfig = self.config  # type: ignore[assignment]
         if self._step is None or self._model_id != id(model):
             self._step, self._model_id = GNFTStep(model, c.alpha, c.r, c.norm, c.mix), id(model)
-        loss, _ = self._step(model, x, y)
+        loss, g1 = self._step(model, x, y)
+        self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
         optimizer.step()
         return loss

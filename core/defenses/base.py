@@ -46,8 +46,8 @@ class DefenseConfig:
     def validate(self) -> None:
         if not 0 < self.clean_ratio <= 1:
             raise ConfigError(f"clean_ratio must be in (0, 1], got {self.clean_ratio}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ConfigError("epochs, batch_size and eval_every must be at least 1")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError("epochs must be >= 0, batch_size and eval_every at least 1")
         if self.grad_norm_every < 0:
             raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
         if self.lr <= 0:
@@ -83,6 +83,8 @@ class Defense:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[DefenseConfig]] = DefenseConfig
+    #: False for a data-free defense: with ``epochs == 0`` it takes no clean clips at all.
+    needs_data: ClassVar[bool] = True
 
     def __init__(self, config: DefenseConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -127,7 +129,10 @@ class Defense:
         c = self.config
         started = time.perf_counter()
         device = resolve_device(c.device)
-        rows = indices if indices is not None else clean_subset(clean, c.clean_ratio, c.seed)
+        if not self.needs_data and c.epochs == 0:
+            rows = torch.zeros(0, dtype=torch.long)
+        else:
+            rows = indices if indices is not None else clean_subset(clean, c.clean_ratio, c.seed)
         waves = clean.waves.index_select(0, rows.to(clean.waves.device)).to(device)
         labels = clean.labels.index_select(0, rows.to(clean.labels.device)).to(device)
         work = copy.deepcopy(model).to(device)
@@ -138,6 +143,16 @@ class Defense:
         steps_per_epoch = math.ceil(waves.shape[0] / c.batch_size)
         want_norms = c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False))
         step = 0
+
+        def measure(epoch: int) -> None:
+            if evaluate is None:
+                return
+            metrics = evaluate(work.eval())
+            history.append({"epoch": epoch, **metrics})
+            observer.on_eval(EvalInfo(self.name, epoch, metrics.get("clean_accuracy", float("nan")),
+                                      metrics.get("clean_loss"), metrics.get("attack_success_rate"),
+                                      metrics.get("robust_accuracy")))
+
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(c.seed)
@@ -154,12 +169,10 @@ class Defense:
                                  else None)
                         observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, c.lr,
                                                   norms))
-                    if evaluate is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
-                        metrics = evaluate(work.eval())
-                        history.append({"epoch": epoch, **metrics})
-                        observer.on_eval(EvalInfo(self.name, epoch, metrics.get("clean_accuracy", float("nan")),
-                                                  metrics.get("clean_loss"), metrics.get("attack_success_rate"),
-                                                  metrics.get("robust_accuracy")))
+                    if epoch % c.eval_every == 0 or epoch == c.epochs:
+                        measure(epoch)
+                if c.epochs == 0:  # a pruning-only run is still measured
+                    measure(0)
         except Cancelled:
             return DefenseResult(model, True, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
         return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c),

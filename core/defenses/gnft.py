@@ -32,6 +32,8 @@ from core.errors import ConfigError
 __all__ = ["GNFTConfig", "GNFT", "GNFTStep"]
 
 EPS = 1e-12
+#: ASAM's η: keeps a zero weight perturbable in the adaptive (FT-SAM) variant.
+ASAM_ETA = 0.01
 
 
 @dataclass
@@ -58,11 +60,12 @@ class GNFTConfig(DefenseConfig):
 class GNFTStep:
     """The GN-FT gradient for one model; holds the reusable parameter backup buffer."""
 
-    def __init__(self, model: nn.Module, alpha: float, r: float, norm: str = "per-tensor", mix: str = "raw") -> None:
+    def __init__(self, model: nn.Module, alpha: float, r: float, norm: str = "per-tensor", mix: str = "raw",
+                 adaptive: bool = False) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.backup = [torch.empty_like(p) for p in self.params]
         self.bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.alpha, self.r, self.norm, self.mix = alpha, r, norm, mix
+        self.alpha, self.r, self.norm, self.mix, self.adaptive = alpha, r, norm, mix, adaptive
 
     def _bn_state(self) -> list[list[torch.Tensor | None]]:
         return [[None if b is None else b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
@@ -86,15 +89,20 @@ class GNFTStep:
         if self.alpha == 0 or self.r == 0:
             return float(loss.detach()), g1
         with torch.no_grad():
+            # adaptive (ASAM): the direction is T·g with T = |θ| + η, and the step T²·g, so the
+            # radius is relative to each weight's size instead of the same for every weight
+            direction = [None if g is None else (g * (p.abs() + ASAM_ETA) if self.adaptive else g)
+                         for p, g in zip(self.params, g1)]
             if self.norm == "global":
-                total = torch.sqrt(sum((g.pow(2).sum() for g in g1 if g is not None), torch.zeros((), device=x.device)))
+                total = torch.sqrt(sum((d.pow(2).sum() for d in direction if d is not None),
+                                       torch.zeros((), device=x.device)))
                 scales = [self.r / (total + EPS)] * len(g1)
             else:
-                scales = [None if g is None else self.r / (g.norm() + EPS) for g in g1]
-            for p, b, g, s in zip(self.params, self.backup, g1, scales):
+                scales = [None if d is None else self.r / (d.norm() + EPS) for d in direction]
+            for p, b, d, s in zip(self.params, self.backup, direction, scales):
                 b.copy_(p)
-                if g is not None:
-                    p.add_(g * s)
+                if d is not None:
+                    p.add_(d * (p.abs() + ASAM_ETA) * s if self.adaptive else d * s)
         saved_bn = self._bn_state()
         torch.set_rng_state(rng)
         if cuda_rng is not None:
@@ -130,15 +138,19 @@ class GNFT(Defense):
         self._model_id: int | None = None
         self._g1: dict[int, torch.Tensor | None] = {}
 
+    def step_settings(self) -> dict:
+        """Arguments of the two-pass step (FT-SAM overrides them)."""
+        c: GNFTConfig = self.config  # type: ignore[assignment]
+        return {"alpha": c.alpha, "r": c.r, "norm": c.norm, "mix": c.mix}
+
     def clean_gradient(self):
         """g1 of the last step (``.grad`` holds the mixed gradient by then)."""
         return lambda p: self._g1.get(id(p))
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> float:
-        c: GNFTConfig = self.config  # type: ignore[assignment]
         if self._step is None or self._model_id != id(model):
-            self._step, self._model_id = GNFTStep(model, c.alpha, c.r, c.norm, c.mix), id(model)
+            self._step, self._model_id = GNFTStep(model, **self.step_settings()), id(model)
         loss, g1 = self._step(model, x, y)
         self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
         optimizer.step()

@@ -40,14 +40,17 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-@pytest.mark.parametrize("defense", ["gnft", "ft", "fp"])
+EXTRA = {"ftsam": ["--rho", "0.5", "--adaptive", "false"], "clp": ["--u", "2.5"]}
+
+
+@pytest.mark.parametrize("defense", ["gnft", "ft", "fp", "ftsam", "clp"])
 def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     root, data_dir = workspace
     model_in = root / "attacked.safetensors"
     original = model_in.read_bytes()
     out, report = root / f"{defense}.safetensors", root / f"{defense}.json"
     proc = run("--model", str(model_in), "--data", str(data_dir), "--defense", defense, *FAST,
-               "--out", str(out), "--report", str(report))
+               *EXTRA.get(defense, []), "--out", str(out), "--report", str(report))
     assert proc.returncode == 0, proc.stderr
     assert "attack success rate" in proc.stdout
     rep = json.loads(report.read_text())
@@ -60,6 +63,11 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
         assert (rep["defense"]["alpha"], rep["defense"]["r"], rep["defense"]["clean_ratio"]) == (0.7, 0.05, 0.5)
     if defense == "fp":
         assert 0 <= rep["defense_details"]["pruned_inputs"] < rep["defense_details"]["output_layer_inputs"]
+    if defense == "ftsam":
+        assert (rep["defense"]["rho"], rep["defense"]["adaptive"]) == (0.5, False)  # "false" is not truthy
+    if defense == "clp":
+        assert rep["defense"]["u"] == 2.5 and rep["defense_details"]["conv_channels"] == 160
+        assert rep["defense_details"]["pruned_total"] == sum(map(len, rep["defense_details"]["pruned_channels"].values()))
     assert model_in.read_bytes() == original  # the input is never modified
     _, meta = load_checkpoint(out)
     history = meta["provenance"]["defenses"]

@@ -19,6 +19,7 @@ from torch import nn
 from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.errors import ConfigError
+from core.models import split_front_end
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.runtime import resolve_device
 
@@ -65,6 +66,15 @@ class DefenseResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@torch.no_grad()
+def _features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The front end's output for every clip, computed once for the whole run."""
+    if waves.shape[0] == 0:  # a data-free run: nothing to train on
+        return waves
+    front.eval()
+    return torch.cat([front(waves[i : i + batch_size]) for i in range(0, waves.shape[0], batch_size)])
+
+
 def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
     """A seeded, class-stratified ``ratio`` share of ``split`` (at least one clip per class present)."""
     idx = data.splits[split].cpu()
@@ -104,7 +114,8 @@ class Defense:
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    optimizer: torch.optim.Optimizer) -> float:
-        """One optimisation step on a batch; returns the loss."""
+        """One optimisation step on a batch; returns the loss. ``model`` is the classifier and ``x``
+        its input features when the front end could be split off (see ``split_front_end``)."""
         raise NotImplementedError
 
     def clean_gradient(self) -> GradOf | None:
@@ -138,9 +149,11 @@ class Defense:
         work = copy.deepcopy(model).to(device)
         self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
+        front, body = split_front_end(work)
+        inputs = waves if front is None else _features(front, waves, c.batch_size)
         gen = torch.Generator().manual_seed(c.seed)
         history: list[dict[str, Any]] = []
-        steps_per_epoch = math.ceil(waves.shape[0] / c.batch_size)
+        steps_per_epoch = math.ceil(inputs.shape[0] / c.batch_size)
         want_norms = c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False))
         step = 0
 
@@ -158,12 +171,12 @@ class Defense:
                 torch.manual_seed(c.seed)
                 for epoch in range(1, c.epochs + 1):
                     work.train()
-                    order = torch.randperm(waves.shape[0], generator=gen).to(device)
+                    order = torch.randperm(inputs.shape[0], generator=gen).to(device)
                     for start in range(0, order.numel(), c.batch_size):
                         if observer.should_stop():
                             raise Cancelled()
                         batch = order[start : start + c.batch_size]
-                        loss = self.train_step(work, waves[batch], labels[batch], optimizer)
+                        loss = self.train_step(body, inputs[batch], labels[batch], optimizer)
                         step += 1
                         norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
                                  else None)

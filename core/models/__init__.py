@@ -39,6 +39,7 @@ __all__ = [
     "list_models",
     "describe",
     "analysable_layers",
+    "split_front_end",
     "CoefficientNorm",
 ]
 
@@ -158,6 +159,16 @@ def build(
 
 
 _ANALYSABLE = (nn.Conv2d, nn.Linear, nn.LSTM)
+
+
+def split_front_end(model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
+    """``(front_end, classifier)`` when ``model`` is a ``build`` result whose front end has nothing
+    to train, else ``(None, model)``. Fine-tuning then computes each clip's features once
+    instead of in every pass of every epoch (the front end's output does not change)."""
+    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], FrontEnd):
+        if not any(p.requires_grad for p in model[0].parameters()):
+            return model[0], model[1]
+    return None, model
 
 
 def analysable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

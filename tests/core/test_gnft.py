@@ -209,3 +209,38 @@ def test_fine_pruning_prunes_least_active_inputs_within_the_accuracy_budget():
                                            max_accuracy_drop=0.0)).run(model, data)
     assert strict.details["pruned_inputs"] <= pruned
     assert torch.equal(model.classifier.fc.weight, before)  # the input model was not pruned
+
+
+def test_features_computed_once_give_the_same_repair_as_full_passes(tmp_path):
+    """Defense.run trains the classifier on precomputed features: same result as running the whole model."""
+    from core.data.speech_commands import load_speech_commands
+    from core.features import FrontEndConfig
+    from core.models import build, split_front_end
+    from tests.conftest import TINY_WORDS, write_speech_commands
+
+    data = load_speech_commands(write_speech_commands(tmp_path / "sc", speakers=4, per_speaker=1), TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", 4, FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    front, body = split_front_end(model)
+    assert front is model.front_end and body is model.classifier
+    config = GNFTConfig(clean_ratio=1.0, epochs=2, batch_size=8, device="cpu", lr=0.01)
+    result = GNFT(config).run(model, data)
+    # the same schedule by hand, every pass through the whole model (front end included)
+    rows = clean_subset(data, 1.0, config.seed)
+    waves, labels = data.waves[rows], data.labels[rows]
+    work = copy.deepcopy(model)
+    opt = torch.optim.SGD(work.parameters(), lr=0.01, momentum=0.9)
+    step = GNFTStep(work, config.alpha, config.r)
+    gen = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        for _ in range(config.epochs):
+            work.train()
+            order = torch.randperm(waves.shape[0], generator=gen)
+            for start in range(0, order.numel(), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                step(work, waves[batch], labels[batch])
+                opt.step()
+    for (name, p), q in zip(work.named_parameters(), result.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    assert not torch.equal(result.model.classifier.fc.weight, model.classifier.fc.weight)

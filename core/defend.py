@@ -24,7 +24,15 @@ from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core.metrics import defense_effectiveness_rating
 from core.events import NullObserver
-from core.runtime import add_common_arguments, machine_info, progress_bar, resolve_device, run_command, write_json
+from core.runtime import (
+    add_common_arguments,
+    machine_info,
+    parse_bool,
+    progress_bar,
+    resolve_device,
+    run_command,
+    write_json,
+)
 from core.train import evaluate
 
 __all__ = ["main", "defend", "markdown_report"]
@@ -40,15 +48,6 @@ _ALL_HYPERPARAMETERS = sorted({f.name for cls in DEFENSES.values() for f in data
                               - _NOT_OPTIONS)
 
 
-def _flag(text: str) -> bool:
-    """A boolean option value: true/false, yes/no, on/off, 1/0 (``bool("false")`` would be True)."""
-    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
-             "0": False}.get(text.strip().lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
-
-
 def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per defense-config field (``--clean-ratio``, ``--alpha``, ...), defaults per defense."""
     seen: set[str] = set()
@@ -61,7 +60,7 @@ def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
             kind = hints[f.name]
             choices = [str(a) for a in typing.get_args(kind)] if typing.get_origin(kind) is typing.Literal else None
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, choices=choices,
-                                type=None if choices else (_flag if kind is bool else kind),
+                                type=None if choices else (parse_bool if kind is bool else kind),
                                 metavar="{true,false}" if kind is bool else None,
                                 help=f"{f.name} (default: {', '.join(f'{n} {getattr(c.Config(), f.name)}' for n, c in DEFENSES.items() if hasattr(c.Config(), f.name))})")
 

@@ -25,6 +25,7 @@ __all__ = [
     "add_common_arguments",
     "run_command",
     "write_json",
+    "parse_bool",
 ]
 
 log = logging.getLogger("core")
@@ -120,3 +121,12 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     return path
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean option value: true/false, yes/no, on/off, 1/0 (``bool("false")`` would be True)."""
+    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value

@@ -43,7 +43,8 @@ from core.runtime import (
     write_json,
 )
 
-__all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "main"]
+__all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "main", "add_front_end_arguments",
+           "front_end_from_args"]
 
 log = logging.getLogger("core.train")
 
@@ -270,6 +271,22 @@ def _slices(rows: torch.Tensor, batch_size: int, generator: torch.Generator):
 
 
 # ------------------------------------------------------------------------ CLI
+def add_front_end_arguments(p: argparse.ArgumentParser) -> None:
+    """``--front-end``, ``--sample-rate``, ``--n-coeffs``, ``--n-fft``, ``--hop-length``, ``--n-mels``."""
+    p.add_argument("--front-end", choices=["mfcc", "logmel"], default="mfcc", help="feature front end (default mfcc)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="model and data sample rate in Hz (default 16000)")
+    p.add_argument("--n-coeffs", type=int, default=40, help="MFCC coefficients (default 40)")
+    p.add_argument("--n-fft", type=int, default=400, help="FFT size (default 400)")
+    p.add_argument("--hop-length", type=int, default=160, help="hop in samples (default 160)")
+    p.add_argument("--n-mels", type=int, default=80, help="mel bands (default 80)")
+
+
+def front_end_from_args(args: argparse.Namespace) -> FrontEndConfig:
+    """The front end the options of :func:`add_front_end_arguments` describe."""
+    return FrontEndConfig(kind=args.front_end, sample_rate=args.sample_rate, n_coeffs=args.n_coeffs,
+                          n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m core.train",
@@ -280,12 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.add_argument("--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}")
     p.add_argument("--arch-arg", action="append", metavar="KEY=VALUE", default=[], help="architecture argument (repeatable)")
-    p.add_argument("--front-end", choices=["mfcc", "logmel"], default="mfcc", help="feature front end (default mfcc)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="model and data sample rate in Hz (default 16000)")
-    p.add_argument("--n-coeffs", type=int, default=40, help="MFCC coefficients (default 40)")
-    p.add_argument("--n-fft", type=int, default=400, help="FFT size (default 400)")
-    p.add_argument("--hop-length", type=int, default=160, help="hop in samples (default 160)")
-    p.add_argument("--n-mels", type=int, default=80, help="mel bands (default 80)")
+    add_front_end_arguments(p)
     p.add_argument("--attack", help=f"backdoor the model with this attack; one of: {', '.join(list_attacks())}")
     p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[],
                    help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)")
@@ -326,8 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    fe = FrontEndConfig(kind=args.front_end, sample_rate=args.sample_rate, n_coeffs=args.n_coeffs,
-                        n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels)
+    fe = front_end_from_args(args)
     attack = None
     if args.attack:
         params = parse_attack_args(args.attack_arg)

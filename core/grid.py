@@ -1,0 +1,248 @@
+"""The reproduction grid: models × attacks × defenses on one dataset, ``python -m core.grid``.
+
+Every cell is a file in the work folder, written when it finishes, so an interrupted grid
+resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
+trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
+for each defense run. A checkpoint put in the work folder under that name (with its report) is
+used as it is. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
+defended model is measured with the trigger the model was poisoned with. Results go to
+``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
+(the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from core import models
+from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
+from core.augment import parse_augment
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.data import AudioSet, add_data_arguments, load_from_args
+from core.defenses import DEFENSES
+from core.errors import ConfigError
+from core.metrics import defense_effectiveness_rating
+from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
+from core.train import TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
+
+__all__ = ["main", "build_parser", "markdown_table"]
+
+log = logging.getLogger("core.grid")
+
+NO_DEFENSE = "none"
+CLEAN = "clean"
+METRICS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
+
+
+def _scoped_pairs(items: Sequence[str], option: str, known: Sequence[str]) -> dict[str, list[str]]:
+    """``NAME.key=value`` items grouped by NAME: ``{"gnft": ["epochs=50"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        scope, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            raise ConfigError(f"{option} takes NAME.key=value, got {item!r}")
+        if scope not in known:
+            raise ConfigError(f"{option} {item!r}: {scope!r} is not one of {', '.join(known)}")
+        out.setdefault(scope, []).append(rest)
+    return out
+
+
+def _defense_config(name: str, pairs: list[str], seed: int, device: str):
+    cls = DEFENSES[name]
+    names = [f.name for f in dataclasses.fields(cls.Config) if f.name not in ("seed", "device")]
+    defaults = cls.Config()
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if key not in names:
+            raise ConfigError(f"--defense-arg {name}.{key}: {name} has no such setting ({', '.join(names)})")
+        current = getattr(defaults, key)
+        try:
+            values[key] = parse_bool(raw) if isinstance(current, bool) else type(current)(raw)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise ConfigError(f"--defense-arg {name}.{key}: cannot read {raw!r} as "
+                              f"{type(current).__name__}") from None
+    config = cls.Config(**values, seed=seed, device=device)
+    config.validate()
+    return config
+
+
+def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str,
+                attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any]]:
+    path, report_path = work / f"train_{model_name}_{attack_name}.safetensors", work / f"train_{model_name}_{attack_name}.json"
+    if path.is_file() and report_path.is_file():
+        log.info("reusing %s", path)
+        return path, json.loads(report_path.read_text())
+    attack = None
+    if attack_name != CLEAN:
+        params = parse_attack_args(attack_args.get(attack_name, []))
+        params.setdefault("seed", str(args.seed))
+        attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
+    config = TrainConfig(model=model_name, epochs=args.train_epochs, batch_size=args.train_batch_size,
+                         lr=args.train_lr, patience=args.train_patience, seed=args.seed, device=args.device,
+                         augment=parse_augment(args.augment))
+    log.info("training %s (%s)", model_name, attack_name)
+    result = train_model(data, config, attack, front_end=front_end_from_args(args),
+                         show_progress=False if args.quiet else None)
+    save_checkpoint(path, result.model, result.metadata)
+    report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
+    write_json(report_path, report)
+    return path, report
+
+
+def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_path: Path, model_name: str,
+                 attack_name: str, defense_name: str, defense_args: dict[str, list[str]]) -> dict[str, Any]:
+    cell = work / f"defend_{model_name}_{attack_name}_{defense_name}.json"
+    if cell.is_file():
+        return json.loads(cell.read_text())
+    model, meta = load_checkpoint(model_path)
+    device = resolve_device(args.device)
+    model = model.to(device)
+    recorded = meta["provenance"].get("attack")
+    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    cache: dict = {}
+    before = evaluate(model, data, "test", attack, cache=cache)
+    config = _defense_config(defense_name, defense_args.get(defense_name, []), args.seed, args.device)
+    log.info("%s on %s (%s)", defense_name, model_name, attack_name)
+    started = time.perf_counter()
+    result = DEFENSES[defense_name](config).run(model, data, evaluate=lambda m: evaluate(m, data, "test", attack,
+                                                                                         cache=cache))
+    after = evaluate(result.model, data, "test", attack, cache=cache)
+    row = {
+        "defense_config": dataclasses.asdict(config), "details": result.details, "history": result.history,
+        "before": {k: before[k] for k in METRICS if k in before},
+        "after": {k: after[k] for k in METRICS if k in after},
+        "seconds": round(time.perf_counter() - started, 2), "clean_clips": result.clean_clips,
+    }
+    if attack is not None:
+        row["defense_effectiveness_rating"] = defense_effectiveness_rating(before, after)
+    write_json(cell, row)
+    return row
+
+
+def _row(model_name: str, attack_name: str, defense: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"model": model_name, "attack": attack_name, "defense": defense,
+            **{k: metrics.get(k) for k in METRICS}, **extra}
+
+
+def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: str) -> str:
+    """CA / ASR per defense for each model and attack (percent), then mean ASR and mean CA per defense."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    cells = {(r["model"], r["attack"], r["defense"]): r for r in rows}
+    lines = [f"# {title}", "", "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
+             "the target). `none` is the backdoored model before any defense.", "",
+             "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
+             "|---|---|---|" + "---|" * len(defenses)]
+    pairs = sorted({(r["model"], r["attack"]) for r in rows if r["attack"] != CLEAN})
+    for model_name, attack_name in pairs:
+        clean = cells.get((model_name, CLEAN, NO_DEFENSE))
+        out = [model_name, attack_name, pct(clean["clean_accuracy"]) if clean else "-"]
+        for d in defenses:
+            r = cells.get((model_name, attack_name, d))
+            out.append("-" if r is None else f"{pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])}")
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
+    for key, label in (("attack_success_rate", "ASR"), ("clean_accuracy", "CA")):
+        means = []
+        for d in defenses:
+            vals = [cells[(m, a, d)][key] for m, a in pairs if (m, a, d) in cells and cells[(m, a, d)][key] is not None]
+            means.append(pct(sum(vals) / len(vals)) if vals else "-")
+        lines.append(f"| {label} | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.grid",
+        description="Train models × attacks, run every defense on each backdoored model, tabulate CA / ASR. "
+                    "Resumable: finished cells are files in --work.",
+        epilog="Example: python -m core.grid --data runs/synth_scd10 --vocab scd10 --models resnet,smallcnn "
+               "--attacks badnets,blend --defenses none,ft,fp,gnft --out benchmarks/results/grid_synth "
+               "--defense-arg gnft.epochs=300",
+    )
+    add_data_arguments(p)
+    add_front_end_arguments(p)
+    p.add_argument("--models", default="resnet", help=f"comma list (default resnet) of: {', '.join(models.list_models())}")
+    p.add_argument("--attacks", default="badnets", help=f"comma list (default badnets) of: {', '.join(list_attacks())}")
+    p.add_argument("--defenses", default=",".join([NO_DEFENSE, *sorted(DEFENSES)]),
+                   help=f"comma list of {NO_DEFENSE} and {', '.join(sorted(DEFENSES))} (default all)")
+    p.add_argument("--attack-arg", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="attack parameter, e.g. badnets.poison_rate=0.1 (repeatable)")
+    p.add_argument("--defense-arg", action="append", default=[], metavar="DEFENSE.KEY=VALUE",
+                   help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)")
+    p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
+    p.add_argument("--train-epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs (default 60)")
+    p.add_argument("--train-patience", type=int, default=TrainConfig.patience, help="early-stopping patience (default 10)")
+    p.add_argument("--train-batch-size", type=int, default=TrainConfig.batch_size, help="training batch (default 256)")
+    p.add_argument("--train-lr", type=float, default=TrainConfig.lr, help="training Adam learning rate (default 1e-3)")
+    p.add_argument("--augment", default="none", help="training augmentation (see python -m core.train --help)")
+    p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
+    p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
+    add_common_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    model_names = [m for m in args.models.split(",") if m]
+    attacks = [a for a in args.attacks.split(",") if a]
+    defenses = [d for d in args.defenses.split(",") if d]
+    for m in model_names:
+        models.resolve_arch_args(m)  # unknown names fail here, before any work
+    unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
+    attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
+    defense_args = _scoped_pairs(args.defense_arg, "--defense-arg", [d for d in defenses if d != NO_DEFENSE])
+    for d in defenses:  # bad hyperparameters fail before hours of training
+        if d != NO_DEFENSE:
+            _defense_config(d, defense_args.get(d, []), args.seed, args.device)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.name + "_work")
+    work.mkdir(parents=True, exist_ok=True)
+    data = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for model_name in model_names:
+        for attack_name in ([] if args.no_clean else [CLEAN]) + attacks:
+            path, train_report = _train_cell(args, data, work, model_name, attack_name, attack_args)
+            rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds")))
+            if attack_name == CLEAN:
+                continue
+            for defense_name in defenses:
+                if defense_name == NO_DEFENSE:
+                    continue
+                cell = _defend_cell(args, data, work, path, model_name, attack_name, defense_name, defense_args)
+                rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
+                                 defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
+                                 clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
+    write_json(out.with_suffix(".json"), {
+        "command": " ".join(["python -m core.grid", *argv]),
+        "machine": machine_info(resolve_device(args.device)),
+        "data": data.summary(), "seconds": round(time.perf_counter() - started, 2),
+        "defense_settings": {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
+                             for d in defenses if d != NO_DEFENSE},
+        "rows": rows,
+    })
+    out.with_suffix(".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
+    for r in rows:
+        if r["attack"] != CLEAN:
+            asr = r["attack_success_rate"]
+            print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
+                  + ("" if asr is None else f", ASR {asr:.4f}"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main))

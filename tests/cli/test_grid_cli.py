@@ -1,0 +1,78 @@
+"""``python -m core.grid``: cells on disk, resuming, the paper-style table, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.checkpoint import load_checkpoint
+from core.grid import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--vocab", "yes,no,up,down", "--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320",
+        "--models", "smallcnn", "--attacks", "badnets", "--attack-arg", "badnets.kind=noise",
+        "--attack-arg", "badnets.poison_rate=0.2", "--train-epochs", "3", "--train-batch-size", "32",
+        "--train-lr", "3e-3", "--device", "cpu", "--quiet",
+        "--defense-arg", "ft.epochs=2", "--defense-arg", "gnft.epochs=2", "--defense-arg", "ft.clean_ratio=0.5",
+        "--defense-arg", "gnft.clean_ratio=0.5", "--defense-arg", "gnft.eval_every=1"]
+
+
+def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
+    out = tmp_path / "grid_tiny"
+    assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp", "--out", str(out)]) == 0
+    work = tmp_path / "grid_tiny_work"
+    names = sorted(p.name for p in work.iterdir())
+    assert names == ["defend_smallcnn_badnets_clp.json", "defend_smallcnn_badnets_ft.json",
+                     "defend_smallcnn_badnets_gnft.json", "train_smallcnn_badnets.json",
+                     "train_smallcnn_badnets.safetensors", "train_smallcnn_clean.json",
+                     "train_smallcnn_clean.safetensors"]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["command"].startswith("python -m core.grid") and "machine" in result
+    rows = {(r["attack"], r["defense"]): r for r in result["rows"]}
+    assert set(rows) == {("clean", "none"), ("badnets", "none"), ("badnets", "ft"), ("badnets", "gnft"),
+                         ("badnets", "clp")}
+    assert rows[("clean", "none")]["attack_success_rate"] is None
+    backdoored = rows[("badnets", "none")]
+    _, meta = load_checkpoint(work / "train_smallcnn_badnets.safetensors")
+    assert backdoored["clean_accuracy"] == meta["provenance"]["training"]["test"]["clean_accuracy"]
+    gnft_cell = json.loads((work / "defend_smallcnn_badnets_gnft.json").read_text())
+    assert gnft_cell["before"]["attack_success_rate"] == backdoored["attack_success_rate"]
+    assert rows[("badnets", "gnft")]["attack_success_rate"] == gnft_cell["after"]["attack_success_rate"]
+    assert gnft_cell["defense_config"]["epochs"] == 2 and gnft_cell["defense_config"]["alpha"] == 0.7
+    assert [h["epoch"] for h in gnft_cell["history"]] == [1, 2]
+    assert rows[("badnets", "clp")]["clean_clips"] == 0  # data-free
+    assert result["defense_settings"]["ft"]["clean_ratio"] == 0.5
+    md = out.with_suffix(".md").read_text()
+    assert "| model | attack | clean model CA | none | ft | gnft | clp |" in md
+    line = next(l for l in md.splitlines() if l.startswith("| smallcnn | badnets |"))
+    assert f"{100 * rows[('badnets', 'gnft')]['clean_accuracy']:.1f} / " in line
+    # resume: finished cells are reused, only the new defense runs
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    capsys.readouterr()
+    assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp,fp", "--defense-arg", "fp.epochs=1",
+                 "--out", str(out)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in stamps} == stamps
+    assert (work / "defend_smallcnn_badnets_fp.json").is_file()
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert len(again["rows"]) == 6 and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--defenses", "none,magic"], "unknown attack or defense: magic"),
+    (["--defense-arg", "gnft.alpha=2"], "alpha must be in [0, 1]"),
+    (["--defense-arg", "gnft.beta=1"], "gnft has no such setting"),
+    (["--defense-arg", "ft.lr=fast"], "cannot read 'fast' as float"),
+    (["--defense-arg", "epochs=3"], "takes NAME.key=value"),
+    (["--models", "transformer"], "transformer"),
+])
+def test_bad_input_is_one_line_before_any_work(tiny_sc, tmp_path, extra, message):
+    proc = subprocess.run([sys.executable, "-m", "core.grid", "--data", str(tiny_sc), "--vocab", "yes,no,up,down",
+                           "--defenses", "none,ft,gnft", *extra, "--out", str(tmp_path / "g")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "g_work").exists()

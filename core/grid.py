@@ -4,7 +4,7 @@ Every cell is a file in the work folder, written when it finishes, so an interru
 resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
 trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
 for each defense run. A checkpoint put in the work folder under that name (with its report) is
-used as it is. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
+used as it is; a ``reused_from`` note in that report is carried into the results. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
 defended model is measured with the trigger the model was poisoned with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
@@ -216,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for model_name in model_names:
         for attack_name in ([] if args.no_clean else [CLEAN]) + attacks:
             path, train_report = _train_cell(args, data, work, model_name, attack_name, attack_args)
-            rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds")))
+            rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds"),
+                             **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
             if attack_name == CLEAN:
                 continue
             for defense_name in defenses:

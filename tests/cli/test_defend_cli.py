@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.attacks import get_attack
+from core.attacks import attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.features import FrontEndConfig
-from core.train import TrainConfig, train_model
+from core.train import TrainConfig, evaluate, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,11 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
         assert rep["defense"]["u"] == 2.5 and rep["defense_details"]["conv_channels"] == 160
         assert rep["defense_details"]["pruned_total"] == sum(map(len, rep["defense_details"]["pruned_channels"].values()))
     assert model_in.read_bytes() == original  # the input is never modified
-    _, meta = load_checkpoint(out)
+    repaired, meta = load_checkpoint(out)
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    attack = attack_from_dict(meta["provenance"]["attack"], sample_rate=meta["sample_rate"])
+    again = evaluate(repaired, data, "test", attack)
+    assert {k: again[k] for k in rep["after"]} == rep["after"]  # the report's numbers are the checkpoint's
     history = meta["provenance"]["defenses"]
     assert len(history) == 1 and history[0]["defense"]["name"] == defense
     assert history[0]["after"] == rep["after"]

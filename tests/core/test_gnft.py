@@ -244,3 +244,24 @@ def test_features_computed_once_give_the_same_repair_as_full_passes(tmp_path):
     for (name, p), q in zip(work.named_parameters(), result.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
     assert not torch.equal(result.model.classifier.fc.weight, model.classifier.fc.weight)
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_test_split_labels_never_steer_a_defense(defense):
+    """The evaluations during a run only report: scrambled test labels give the same repaired weights."""
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    data = tiny_set()
+    scrambled = tiny_set()
+    test = scrambled.splits["test"]
+    scrambled.labels[test] = (scrambled.labels[test] + 1) % 3
+
+    def report(ds):
+        return lambda m: {"clean_accuracy": float((m(ds.waves[test]).argmax(1) == ds.labels[test]).float().mean())}
+
+    config = defense.Config(clean_ratio=0.5, epochs=4, batch_size=8, device="cpu", eval_every=1, lr=0.05)
+    a = defense(config).run(model, data, evaluate=report(data))
+    b = defense(config).run(model, scrambled, evaluate=report(scrambled))
+    assert [h["clean_accuracy"] for h in a.history] != [h["clean_accuracy"] for h in b.history]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -23,7 +23,7 @@ from core.data import add_data_arguments, load_from_args
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core.metrics import defense_effectiveness_rating
-from core.events import NullObserver
+from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
     machine_info,
@@ -100,22 +100,6 @@ def _attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack 
     return None, "none"
 
 
-class _Progress(NullObserver):
-    """A progress bar per epoch on a terminal; one log line per evaluation otherwise."""
-
-    def __init__(self, bar: Any) -> None:
-        self.bar, self.epoch = bar, 0
-
-    def on_step(self, info: Any) -> None:
-        if info.epoch > self.epoch:
-            self.bar.update(info.epoch - self.epoch)
-            self.epoch = info.epoch
-
-    def on_eval(self, info: Any) -> None:
-        log.info("epoch %d: clean accuracy %.4f%s", info.epoch, info.clean_accuracy,
-                 "" if info.attack_success_rate is None else f", ASR {info.attack_success_rate:.4f}")
-
-
 def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)
@@ -143,7 +127,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     data = data.to(device)
     cache: dict = {}  # the triggered test clips, made once
     before = evaluate(model, data, "test", attack, cache=cache)
-    progress = _Progress(progress_bar(config.epochs, args.defense, False if args.quiet else None))
+    progress = ProgressObserver(log, progress_bar(config.epochs, args.defense, False if args.quiet else None))
     try:
         result = defense.run(model, data, progress, evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     finally:

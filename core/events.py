@@ -7,11 +7,13 @@ the next step boundary.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StepInfo", "EvalInfo", "NeuronStats", "Observer", "NullObserver", "CancelToken", "Cancelled"]
+__all__ = ["StepInfo", "EvalInfo", "NeuronStats", "Observer", "NullObserver", "ProgressObserver", "CancelToken",
+           "Cancelled"]
 
 
 @dataclass
@@ -78,6 +80,24 @@ class NullObserver:
 
     def should_stop(self) -> bool:
         return False
+
+
+class ProgressObserver(NullObserver):
+    """For the command line: advances ``bar`` (anything with ``update(n)``) per epoch, logs every evaluation."""
+
+    def __init__(self, logger: logging.Logger, bar: Any = None, label: str = "") -> None:
+        self.log, self.bar, self.label, self.epoch = logger, bar, label, 0
+
+    def on_step(self, info: StepInfo) -> None:
+        if info.epoch > self.epoch:
+            if self.bar is not None:
+                self.bar.update(info.epoch - self.epoch)
+            self.epoch = info.epoch
+
+    def on_eval(self, info: EvalInfo) -> None:
+        self.log.info("%sepoch %d: clean accuracy %.4f%s", f"{self.label}: " if self.label else "", info.epoch,
+                      info.clean_accuracy,
+                      "" if info.attack_success_rate is None else f", ASR {info.attack_success_rate:.4f}")
 
 
 class CancelToken:

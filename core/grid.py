@@ -28,6 +28,7 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import AudioSet, add_data_arguments, load_from_args
 from core.defenses import DEFENSES
 from core.errors import ConfigError
+from core.events import ProgressObserver
 from core.metrics import defense_effectiveness_rating
 from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
 from core.train import TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
@@ -112,8 +113,8 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     config = _defense_config(defense_name, defense_args.get(defense_name, []), args.seed, args.device)
     log.info("%s on %s (%s)", defense_name, model_name, attack_name)
     started = time.perf_counter()
-    result = DEFENSES[defense_name](config).run(model, data, evaluate=lambda m: evaluate(m, data, "test", attack,
-                                                                                         cache=cache))
+    result = DEFENSES[defense_name](config).run(model, data, ProgressObserver(log, label=f"{defense_name} {model_name}"),
+                                                evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     after = evaluate(result.model, data, "test", attack, cache=cache)
     row = {
         "defense_config": dataclasses.asdict(config), "details": result.details, "history": result.history,

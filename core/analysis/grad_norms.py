@@ -13,45 +13,98 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from core.models import analysable_layers
 
-__all__ = ["layer_grad_norms", "neuron_grad_norms"]
+__all__ = ["layer_grad_norms", "mean_grad_norms", "neuron_grad_norms"]
 
 GradOf = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
-def _rows_sq(grad: torch.Tensor | None, n: int, groups: int = 1) -> torch.Tensor | None:
-    """Squared norm per neuron of a ``[groups*n, ...]`` gradient (groups = LSTM gates)."""
+def _rows(grad: torch.Tensor | None, n: int, ord: int, groups: int = 1) -> torch.Tensor | None:
+    """Sum of |g| (ord 1) or g² (ord 2) per neuron of a ``[groups*n, ...]`` gradient (groups = LSTM gates)."""
     if grad is None:
         return None
-    return grad.detach().float().reshape(groups, n, -1).pow(2).sum(dim=(0, 2))
+    g = grad.detach().float().reshape(groups, n, -1)
+    return (g.abs() if ord == 1 else g.pow(2)).sum(dim=(0, 2))
 
 
-def layer_grad_norms(module: nn.Module, grad_of: GradOf | None = None) -> torch.Tensor | None:
-    """The per-neuron gradient norms ``[neurons]`` of one Conv2d, Linear or LSTM layer (None: no gradient)."""
+def _finish(parts: list[torch.Tensor | None], ord: int) -> torch.Tensor | None:
+    found = [p for p in parts if p is not None]
+    if not found:
+        return None
+    total = torch.stack(found).sum(0)
+    return total if ord == 1 else total.sqrt()
+
+
+def layer_grad_norms(module: nn.Module, grad_of: GradOf | None = None, *, ord: int = 2,
+                     include_bias: bool = True) -> torch.Tensor | None:
+    """The per-neuron gradient norms ``[neurons]`` of one Conv2d, Linear or LSTM layer (None: no gradient).
+
+    ``ord`` 2 (L2, the default) or 1 (L1, the TSBD/authors' figure); ``include_bias=False``
+    takes the weights alone, as the authors' Figure 2 code does.
+    """
+    if ord not in (1, 2):
+        raise ValueError(f"ord must be 1 or 2, got {ord}")
     grad_of = grad_of or (lambda p: p.grad)
     if isinstance(module, nn.LSTM):
-        h, parts = module.hidden_size, []
+        h, blocks = module.hidden_size, []
+        kinds = ("weight_ih", "weight_hh", *(("bias_ih", "bias_hh") if module.bias and include_bias else ()))
         for layer in range(module.num_layers):
             for suffix in ("", "_reverse")[: 2 if module.bidirectional else 1]:
-                sq = [_rows_sq(grad_of(getattr(module, f"{kind}_l{layer}{suffix}")), h, 4)
-                      for kind in ("weight_ih", "weight_hh", *(("bias_ih", "bias_hh") if module.bias else ()))]
-                sq = [s for s in sq if s is not None]
-                parts.append(torch.stack(sq).sum(0) if sq else None)
-        if all(p is None for p in parts):
+                sums = [_rows(grad_of(getattr(module, f"{k}_l{layer}{suffix}")), h, ord, 4) for k in kinds]
+                found = [x for x in sums if x is not None]
+                blocks.append(torch.stack(found).sum(0) if found else None)
+        if all(b is None for b in blocks):
             return None
-        ref = next(p for p in parts if p is not None)
-        return torch.cat([torch.zeros_like(ref) if p is None else p for p in parts]).sqrt()
+        ref = next(b for b in blocks if b is not None)
+        total = torch.cat([torch.zeros_like(ref) if b is None else b for b in blocks])
+        return total if ord == 1 else total.sqrt()
     weight = getattr(module, "weight", None)
     if weight is None:
         return None
     n = weight.shape[0]
-    sq = [_rows_sq(grad_of(weight), n)]
-    if getattr(module, "bias", None) is not None:
-        sq.append(_rows_sq(grad_of(module.bias), n))
-    sq = [s for s in sq if s is not None]
-    return torch.stack(sq).sum(0).sqrt() if sq else None
+    parts = [_rows(grad_of(weight), n, ord)]
+    if include_bias and getattr(module, "bias", None) is not None:
+        parts.append(_rows(grad_of(module.bias), n, ord))
+    return _finish(parts, ord)
+
+
+def mean_grad_norms(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256,
+                    max_batches: int | None = None, ord: int = 2, include_bias: bool = True,
+                    layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Per-neuron gradient norms of the clean loss, averaged over batches (Figure 2's measurement).
+
+    The model is in eval mode (BatchNorm uses its running statistics, no dropout), so the
+    figure describes the model as it is, not one perturbed by batch statistics; it is left
+    unchanged (gradients are cleared afterwards).
+    """
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    wanted = dict(analysable_layers(model))
+    if layers:
+        missing = [n for n in layers if n not in wanted]
+        if missing:
+            raise ValueError(f"no analysable layer(s) {', '.join(missing)}; have {', '.join(wanted)}")
+        wanted = {n: wanted[n] for n in layers}
+    try:
+        for start in range(0, waves.shape[0], batch_size):
+            if max_batches is not None and count >= max_batches:
+                break
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(waves[start : start + batch_size]), labels[start : start + batch_size]).backward()
+            for name, module in wanted.items():
+                norms = layer_grad_norms(module, ord=ord, include_bias=include_bias)
+                if norms is not None:
+                    sums[name] = sums.get(name, 0) + norms
+            count += 1
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {name: total / max(1, count) for name, total in sums.items()}
 
 
 def neuron_grad_norms(model: nn.Module, grad_of: GradOf | None = None) -> dict[str, torch.Tensor]:

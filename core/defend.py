@@ -35,7 +35,7 @@ from core.runtime import (
 )
 from core.train import evaluate
 
-__all__ = ["main", "defend", "markdown_report"]
+__all__ = ["main", "defend", "markdown_report", "attack_for"]
 
 log = logging.getLogger("core.defend")
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack | None, str]:
+def attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack | None, str]:
+    """The attack to measure with: from --attack (a trigger that needs no training) or the checkpoint's record."""
     if args.attack:
         params = parse_attack_args(args.attack_arg)
         params.setdefault("seed", str(args.seed))
@@ -112,7 +113,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                           vocab=args.vocab or meta["classes"])
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
-    attack, attack_source = _attack_for(args, meta)
+    attack, attack_source = attack_for(args, meta)
     cls = DEFENSES[args.defense]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     foreign = sorted(k for k in _ALL_HYPERPARAMETERS if getattr(args, k, None) is not None and k not in fields)

@@ -11,8 +11,10 @@ redundant (neither).
 Three ways to get the values:
 - :func:`looped_loss_changes`: prune one neuron, run the set, restore; the definition itself.
 - :func:`exact_loss_changes`: the same numbers for many neurons per forward pass. The eval set
-  is repeated once per neuron in a group; every module that runs before the layer returns its
-  cached output instead of recomputing it, so only the rest of the network runs per neuron.
+  is pruned once per neuron in a group; every module that runs before the layer returns its
+  cached output instead of recomputing it, and activations of the unpruned clips are repeated
+  for the group only where they meet pruned ones (a residual sum), so per neuron only the rest
+  of the network runs.
   A pruned conv or linear neuron's output is its bias (or 0); an LSTM runs a step-by-step
   unroll whose gate pre-activations for the pruned unit are the gate biases.
 - :func:`first_order_loss_changes`: -Σ w·∂L/∂w over the neuron's weights, from one backward
@@ -22,6 +24,7 @@ Three ways to get the values:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -29,6 +32,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from core.errors import ConfigError
 from core.models import analysable_layers, split_front_end
@@ -47,6 +51,8 @@ __all__ = [
 ]
 
 ZONES = ("clean", "backdoor", "hybrid", "redundant")
+
+log = logging.getLogger("core.analysis")
 
 
 # --------------------------------------------------------------------------- neurons
@@ -165,6 +171,41 @@ def _repeat_output(module: nn.Module, out: Any, m: int, batch: int) -> Any:
     return None
 
 
+class _MeetBatches(TorchFunctionMode):
+    """Where an op gets activations of ``batch`` clips and of ``m * batch`` clips, repeat the former.
+
+    Only non-parameter tensors of two or more dimensions count as activations (weights, biases
+    and BatchNorm statistics are never touched); the batch is their first dimension.
+    """
+
+    def __init__(self, batch: int, m: int) -> None:
+        super().__init__()
+        self.batch, self.m = batch, m
+
+    def _is_small(self, t: Any) -> bool:
+        return (isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and t.dim() >= 2
+                and t.shape[0] == self.batch)
+
+    def _is_big(self, t: Any) -> bool:
+        return (isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and t.dim() >= 2
+                and t.shape[0] == self.batch * self.m)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.m > 1:
+            flat = [a for a in args if isinstance(a, torch.Tensor)]
+            flat += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
+            if any(self._is_small(t) for t in flat) and any(self._is_big(t) for t in flat):
+                def widen(a):
+                    if self._is_small(a):
+                        return _repeat(a, self.m)
+                    if isinstance(a, (list, tuple)):
+                        return type(a)(widen(t) for t in a)
+                    return a
+                args = tuple(widen(a) for a in args)
+        return func(*args, **kwargs)
+
+
 class _Patched:
     """Replays cached outputs for every leaf call before the layer; prunes the layer's neurons per copy."""
 
@@ -196,8 +237,14 @@ class _Patched:
         return calls
 
     def run(self, x: torch.Tensor, calls: list[tuple[nn.Module, Any]], neurons: torch.Tensor,
-            batch: int) -> torch.Tensor:
-        """Logits ``[len(neurons) * batch, classes]``, copy m with neuron ``neurons[m]`` pruned."""
+            batch: int, lazy: bool = True) -> torch.Tensor:
+        """Logits ``[len(neurons) * batch, classes]``, copy m with neuron ``neurons[m]`` pruned.
+
+        ``lazy``: the part before the layer stays at ``batch`` clips (cached outputs are returned
+        as they are) and a tensor of ``batch`` clips is repeated only where it meets one of
+        ``m * batch`` clips (a residual sum after the layer); otherwise every cached output is
+        repeated ``m`` times up front (always valid, more memory traffic).
+        """
         m = neurons.numel()
         queue = list(calls)
         position = [0]
@@ -213,6 +260,8 @@ class _Patched:
                     cached = queue[i][1]
                     if module is self.target:
                         return self._prune(module, cached, args, kwargs, neurons, batch)
+                    if lazy:
+                        return cached
                     repeated = _repeat_output(module, cached, m, batch)
                     if repeated is not None:
                         return repeated
@@ -224,6 +273,9 @@ class _Patched:
             originals[leaf] = leaf.__dict__.get("forward")
             leaf.forward = make(leaf)
         try:
+            if lazy:
+                with _MeetBatches(batch, m):
+                    return self.body(x)
             return self.body(_repeat(x, m))
         finally:
             for leaf, original in originals.items():
@@ -302,7 +354,7 @@ def _fit(layer_output: Any, max_elements: int, n: int) -> int:
 @torch.no_grad()
 def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor, *,
                        neurons_per_pass: int | None = None, batch_size: int = 64,
-                       max_elements: int = 32 * 2**20) -> torch.Tensor:
+                       max_elements: int = 32 * 2**20, lazy: bool = True) -> torch.Tensor:
     """ΔL per neuron of ``layer`` (equal to :func:`looped_loss_changes`), many neurons per forward pass.
 
     ``neurons_per_pass`` × ``batch_size`` clips go through the part of the network after the
@@ -327,7 +379,17 @@ def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels
             per_pass = neurons_per_pass or _fit(calls[-1][1], max_elements, n)
             for group in _chunks(n, per_pass):
                 neurons = torch.arange(group.start, group.stop, device=x.device)
-                logits = patched.run(xb, calls, neurons, b)
+                logits = None
+                if lazy:
+                    try:
+                        logits = patched.run(xb, calls, neurons, b, lazy=True)
+                        if logits.shape[0] != neurons.numel() * b:
+                            raise RuntimeError("the pruned copies did not reach the output")
+                    except RuntimeError as err:  # an op the lazy mode cannot widen: repeat everything
+                        log.debug("lazy batching failed on %s (%s); repeating the prefix", layer, err)
+                        lazy, logits = False, None
+                if logits is None:
+                    logits = patched.run(xb, calls, neurons, b, lazy=False)
                 loss = F.cross_entropy(logits, yb.repeat(neurons.numel()), reduction="none")
                 sums[group] += loss.view(neurons.numel(), b).double().sum(1)
         total = max(1, x.shape[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
@@ -40,7 +41,8 @@ def clips(n: int = 6, seed: int = 0):
     ("lstm_attention", {}, "classifier.lstm1"),          # bidirectional
     ("lstm_attention", {}, "classifier.fc1"),            # linear after attention
 ])
-def test_batched_equals_looped(arch, args, layer):
+def test_batched_equals_looped(arch, args, layer, caplog):
+    caplog.set_level(logging.DEBUG, logger="core.analysis")
     torch.manual_seed(1)
     model = build(arch, 4, FE, **args).eval()
     before = copy.deepcopy(model.state_dict())
@@ -51,7 +53,9 @@ def test_batched_equals_looped(arch, args, layer):
     assert float(looped.abs().max()) > 0  # pruning changes something
     torch.testing.assert_close(batched, looped, rtol=0, atol=2e-6)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # weights restored, hooks gone
-    again = exact_loss_changes(model, layer, waves, labels)  # default grouping, one chunk of clips
+    assert "lazy batching failed" not in caplog.text  # the cheap path ran, it did not fall back
+    # every cached output repeated up front (the fallback), default grouping, one chunk of clips
+    again = exact_loss_changes(model, layer, waves, labels, lazy=False)
     torch.testing.assert_close(again, looped, rtol=0, atol=2e-6)
 
 

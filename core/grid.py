@@ -3,7 +3,7 @@
 Every cell is a file in the work folder, written when it finishes, so an interrupted grid
 resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
 trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
-for each defense run. A checkpoint put in the work folder under that name (with its report) is
+(+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder under that name (with its report) is
 used as it is; a ``reused_from`` note in that report is carried into the results. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
 defended model is measured with the trigger the model was poisoned with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
@@ -116,6 +116,11 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     result = DEFENSES[defense_name](config).run(model, data, ProgressObserver(log, label=f"{defense_name} {model_name}"),
                                                 evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     after = evaluate(result.model, data, "test", attack, cache=cache)
+    history_entry = {"defense": {"name": defense_name, **dataclasses.asdict(config)}, "defense_details": result.details,
+                     "before": before, "after": after, "clean_clips": result.clean_clips}
+    meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
+                                                                    history_entry]))
+    save_checkpoint(cell.with_suffix(".safetensors"), result.model, meta)  # for core.analyze before/after
     row = {
         "defense_config": dataclasses.asdict(config), "details": result.details, "history": result.history,
         "before": {k: before[k] for k in METRICS if k in before},

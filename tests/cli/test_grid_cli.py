@@ -26,8 +26,10 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp", "--out", str(out)]) == 0
     work = tmp_path / "grid_tiny_work"
     names = sorted(p.name for p in work.iterdir())
-    assert names == ["defend_smallcnn_badnets_clp.json", "defend_smallcnn_badnets_ft.json",
-                     "defend_smallcnn_badnets_gnft.json", "train_smallcnn_badnets.json",
+    assert names == ["defend_smallcnn_badnets_clp.json", "defend_smallcnn_badnets_clp.safetensors",
+                     "defend_smallcnn_badnets_ft.json", "defend_smallcnn_badnets_ft.safetensors",
+                     "defend_smallcnn_badnets_gnft.json", "defend_smallcnn_badnets_gnft.safetensors",
+                     "train_smallcnn_badnets.json",
                      "train_smallcnn_badnets.safetensors", "train_smallcnn_clean.json",
                      "train_smallcnn_clean.safetensors"]
     result = json.loads(out.with_suffix(".json").read_text())
@@ -44,6 +46,9 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert rows[("badnets", "gnft")]["attack_success_rate"] == gnft_cell["after"]["attack_success_rate"]
     assert gnft_cell["defense_config"]["epochs"] == 2 and gnft_cell["defense_config"]["alpha"] == 0.7
     assert [h["epoch"] for h in gnft_cell["history"]] == [1, 2]
+    repaired, repaired_meta = load_checkpoint(work / "defend_smallcnn_badnets_gnft.safetensors")
+    assert repaired_meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
+    assert repaired_meta["provenance"]["defenses"][-1]["after"]["clean_accuracy"] == gnft_cell["after"]["clean_accuracy"]
     assert rows[("badnets", "clp")]["clean_clips"] == 0  # data-free
     assert result["defense_settings"]["ft"]["clean_ratio"] == 0.5
     md = out.with_suffix(".md").read_text()
@@ -58,7 +63,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in stamps} == stamps
     assert (work / "defend_smallcnn_badnets_fp.json").is_file()
     again = json.loads(out.with_suffix(".json").read_text())
-    assert len(again["rows"]) == 6 and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
+    assert len(again["rows"]) == 6 and (work / "defend_smallcnn_badnets_fp.safetensors").is_file() and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
 
 
 @pytest.mark.parametrize("extra, message", [

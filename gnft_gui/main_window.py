@@ -1,31 +1,432 @@
-"""The main window. For now a placeholder that says what is coming; the engine is usable headless."""
+"""The main window: open a model and a dataset, browse clips, see and hear clean vs triggered, export.
+
+It owns the workspace (model, its metadata, dataset, attack). Anything slow (decoding a
+dataset, predicting every clip) runs in a :class:`~gnft_gui.worker.Task`; the workspace is
+replaced only when a load succeeds, so a corrupt file leaves the previous one intact and shows
+an error dialog that names the log file.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMainWindow
+import json
+import logging
+import os
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Any
+
+import torch
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+)
 
 from core import __version__
+from core.attacks import Attack, attack_from_dict
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.data import load_dataset
+from core.data.audioset import AudioSet
+from core.errors import GnftError
+from core.metrics import predict_logits
+from gnft_gui.audio_io import AudioIO
+from gnft_gui.views.attack_panel import AttackPanel
+from gnft_gui.views.audio_view import AudioView
+from gnft_gui.views.clips import ClipBrowser
+from gnft_gui.views.log_view import LogPanel
+from gnft_gui.worker import Task
 
-__all__ = ["MainWindow", "PLACEHOLDER_TEXT"]
+__all__ = ["MainWindow", "log_path", "settings"]
 
-PLACEHOLDER_TEXT = (
-    "GN-FT Workbench {version}\n\n"
-    "The desktop workspace is coming: loading models and data, listening to clean and\n"
-    "triggered clips, and watching GN-FT repair a model live.\n\n"
-    "Today the engine runs headless: python -m core.train, python -m core.data.synth."
-)
+log = logging.getLogger("gnft_gui")
+MAX_RECENT = 8
+
+
+def log_path() -> Path:
+    """The application's log file (``$GNFT_LOG_DIR`` overrides the user log folder)."""
+    folder = os.environ.get("GNFT_LOG_DIR")
+    if not folder:
+        from platformdirs import user_log_dir
+
+        folder = user_log_dir("gnft-workbench", appauthor=False)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder) / "gnft-gui.log"
+
+
+def settings() -> QSettings:
+    """Window state and recent files (``$GNFT_SETTINGS_FILE`` overrides the user settings file)."""
+    path = os.environ.get("GNFT_SETTINGS_FILE")
+    return QSettings(path, QSettings.Format.IniFormat) if path else QSettings("GN-FT Workbench", "gnft-gui")
 
 
 class MainWindow(QMainWindow):
-    """Top-level window; remembers what it was asked to open."""
+    """Top-level window. Signals say when the workspace changed (tests and views wait on them)."""
+
+    model_loaded = Signal(str)
+    data_loaded = Signal(str)
+    predictions_ready = Signal()
+    clip_shown = Signal(int)
+    error_shown = Signal(str)
 
     def __init__(self, model_path: str | None = None, data_path: str | None = None, demo: bool = False) -> None:
         super().__init__()
         self.requested = {"model": model_path, "data": data_path, "demo": demo}
         self.setWindowTitle("GN-FT Workbench")
-        label = QLabel(PLACEHOLDER_TEXT.format(version=__version__))
-        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        label.setObjectName("placeholder")
-        self.setCentralWidget(label)
-        self.resize(900, 600)
+        self.setAcceptDrops(True)
+        self.model: torch.nn.Module | None = None
+        self.meta: dict[str, Any] | None = None
+        self.model_path: Path | None = None
+        self.data: AudioSet | None = None
+        self.data_path: Path | None = None
+        self.attack: Attack | None = None
+        self.current_clip: int | None = None
+        self.tasks: list[Task] = []
+        self.last_error: QMessageBox | None = None
+        self.audio = AudioIO()
+        self._build_logging()
+        self._build_views()
+        self._build_menus()
+        state = settings()
+        if state.value("geometry") is not None:
+            self.restoreGeometry(state.value("geometry"))
+            self.restoreState(state.value("state"))
+        else:
+            self.resize(1280, 800)
+        log.info("GN-FT Workbench %s started; log file %s", __version__, log_path())
+        if model_path:
+            self.open_model(model_path)
+        if data_path:
+            self.open_data(data_path)
+
+    # ------------------------------------------------------------------ building
+    def _build_logging(self) -> None:
+        self.log_panel = LogPanel()
+        root = logging.getLogger()
+        root.setLevel(min(root.level or logging.INFO, logging.INFO))
+        self._file_handler = RotatingFileHandler(log_path(), maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+        self._file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for handler in (self._file_handler, self.log_panel.handler):
+            root.addHandler(handler)
+
+    def _build_views(self) -> None:
+        self.audio_view = AudioView(None if self.audio.status.output else self.audio.status.reason)
+        self.audio_view.play_requested.connect(self.play)
+        self.setCentralWidget(self.audio_view)
+        self.clips = ClipBrowser()
+        self.clips.clip_selected.connect(self.show_clip)
+        self.attack_panel = AttackPanel()
+        self.attack_panel.attack_changed.connect(self.set_attack)
+        for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
+                                    ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock_{title.lower()}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("progress")
+        self.progress.setMaximumWidth(240)
+        self.progress.setVisible(False)
+        self.status_label = QLabel("Open a model (.safetensors) and a dataset folder to begin.")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.action_open_model = self._action("Open &Model…", QKeySequence.StandardKey.Open, self._ask_model)
+        self.action_open_data = self._action("Open &Dataset…", QKeySequence("Ctrl+D"), self._ask_data)
+        self.action_export = self._action("&Export Model…", QKeySequence.StandardKey.Save, self._ask_export)
+        self.action_quit = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        for action in (self.action_open_model, self.action_open_data, self.action_export):
+            file_menu.addAction(action)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        file_menu.addSeparator()
+        file_menu.addAction(self.action_quit)
+        play_menu = self.menuBar().addMenu("&Audio")
+        play_menu.addAction(self._action("Play &Clean", QKeySequence("Ctrl+1"), lambda: self.play("clean")))
+        play_menu.addAction(self._action("Play &Triggered", QKeySequence("Ctrl+2"), lambda: self.play("triggered")))
+        play_menu.addAction(self._action("&Stop", QKeySequence("Ctrl+."), self.audio.stop))
+        self._refresh_recent()
+
+    def _action(self, text: str, shortcut: Any, slot) -> QAction:
+        action = QAction(text, self)
+        action.setShortcut(shortcut)
+        action.triggered.connect(lambda _=False: slot())
+        self.addAction(action)
+        return action
+
+    # ------------------------------------------------------------------ errors, recent files
+    def show_error(self, title: str, message: str) -> None:
+        """A window-modal error box naming the log file; the workspace is left as it was."""
+        log.error("%s: %s", title, message)
+        box = QMessageBox(QMessageBox.Icon.Critical, title, f"{message}\n\nDetails are in the log: {log_path()}",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("error_dialog")
+        box.open()
+        self.last_error = box
+        self.error_shown.emit(message)
+
+    def _remember(self, kind: str, path: Path) -> None:
+        state = settings()
+        recent = [p for p in (state.value("recent", []) or []) if p != f"{kind}:{path}"]
+        state.setValue("recent", [f"{kind}:{path}", *recent][:MAX_RECENT])
+        self._refresh_recent()
+
+    def recent_files(self) -> list[str]:
+        value = settings().value("recent", []) or []
+        return [value] if isinstance(value, str) else list(value)
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        for entry in self.recent_files():
+            kind, _, path = entry.partition(":")
+            action = self.recent_menu.addAction(f"{kind}: {path}")
+            action.triggered.connect(lambda _=False, k=kind, p=path: self.open_model(p) if k == "model"
+                                     else self.open_data(p))
+        self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
+
+    # ------------------------------------------------------------------ opening
+    def _ask_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Checkpoints (*.safetensors)")
+        if path:
+            self.open_model(path)
+
+    def _ask_data(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open dataset folder")
+        if path:
+            self.open_data(path)
+
+    def open_model(self, path: str | os.PathLike) -> bool:
+        """Load a ``.safetensors`` checkpoint; on failure keep the current one and show why."""
+        path = Path(path)
+        if path.suffix in (".pt", ".pth"):
+            self.show_error("A .pt file needs its architecture",
+                            f"{path.name} holds weights only. Convert it once with core.checkpoint.import_pt(path, "
+                            "architecture, classes) (weights-only loading, no code runs) and save it as .safetensors.")
+            return False
+        try:
+            model, meta = load_checkpoint(path)
+        except (GnftError, OSError, ValueError) as err:
+            self.show_error("Cannot open the model", str(err))
+            return False
+        if self.data is not None and list(meta["classes"]) != list(self.data.classes):
+            self.show_error("Model and dataset do not match",
+                            f"{path.name} classifies {meta['classes']}, the open dataset has {self.data.classes}")
+            return False
+        self.model, self.meta, self.model_path = model.eval(), meta, path
+        recorded = meta["provenance"].get("attack")
+        self.attack_panel.sample_rate = meta["sample_rate"]
+        self.attack_panel.set_attack(attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None)
+        self.setWindowTitle(f"GN-FT Workbench - {path.name}")
+        self._remember("model", path)
+        log.info("opened model %s (%s, %d classes)", path, meta["architecture"], len(meta["classes"]))
+        self.model_loaded.emit(str(path))
+        self._predict_all()
+        return True
+
+    def open_data(self, path: str | os.PathLike) -> Task:
+        """Decode a dataset folder in a worker thread; the workspace changes only if it loads."""
+        path = Path(path)
+        rate = self.meta["sample_rate"] if self.meta else 16000
+        samples = self.meta["front_end"]["num_samples"] if self.meta else 16000
+        vocab = list(self.meta["classes"]) if self.meta else None
+        self._busy(f"Loading {path} …")
+
+        def load(_observer):
+            return load_dataset(path, vocab=vocab, sample_rate=rate, num_samples=samples)
+
+        task = self._run(load, "load-data")
+        task.finished.connect(lambda data: self._data_ready(path, data))
+        task.failed.connect(lambda message, _details: self._failed("Cannot open the dataset", message))
+        task.start()
+        return task
+
+    def _data_ready(self, path: Path, data: AudioSet) -> None:
+        self._idle(f"{path}: {len(data)} clips, {len(data.classes)} classes")
+        self.data, self.data_path = data, path
+        split_of = ["?"] * len(data)
+        for name, idx in data.splits.items():
+            for i in idx.tolist():
+                split_of[i] = name
+        names = [Path(f).name for f in data.files] if getattr(data, "files", None) else [str(i) for i in range(len(data))]
+        self.clips.set_clips(names, split_of, list(data.speakers), [data.classes[i] for i in data.labels.tolist()],
+                             list(data.classes))
+        self._remember("data", path)
+        log.info("opened dataset %s: %d clips", path, len(data))
+        self.data_loaded.emit(str(path))
+        self._predict_all()
+
+    def _predict_all(self) -> None:
+        if self.model is None or self.data is None:
+            return
+        model, waves, classes = self.model, self.data.waves, list(self.data.classes)
+
+        def predict(_observer):
+            with torch.no_grad():
+                probs = torch.softmax(predict_logits(model, waves), dim=1)
+            conf, idx = probs.max(dim=1)
+            return [classes[i] for i in idx.tolist()], conf.tolist()
+
+        self._busy("Predicting every clip …")
+        task = self._run(predict, "predict")
+        task.finished.connect(self._predictions_ready)
+        task.failed.connect(lambda message, _details: self._failed("Prediction failed", message))
+        task.start()
+
+    def _predictions_ready(self, result) -> None:
+        self._idle("Ready")
+        self.clips.set_predictions(*result)
+        self.predictions_ready.emit()
+
+    # ------------------------------------------------------------------ tasks
+    def _run(self, fn, name: str) -> Task:
+        task = Task(fn, name, parent=self)
+        self.tasks.append(task)
+        task.finished.connect(lambda _r, t=task: self._forget(t))
+        task.failed.connect(lambda _m, _d, t=task: self._forget(t))
+        return task
+
+    def _forget(self, task: Task) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
+
+    def _busy(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+
+    def _idle(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.progress.setVisible(False)
+
+    def _failed(self, title: str, message: str) -> None:
+        self._idle(title)
+        self.show_error(title, message)
+
+    # ------------------------------------------------------------------ clip and attack
+    def set_attack(self, attack: Attack | None) -> None:
+        self.attack = attack
+        if self.current_clip is not None:
+            self.show_clip(self.current_clip)
+
+    def top3(self, wave: torch.Tensor) -> list[tuple[str, float]] | None:
+        if self.model is None:
+            return None
+        with torch.no_grad():
+            probs = torch.softmax(predict_logits(self.model, wave.view(1, -1)), dim=1)[0]
+        values, idx = probs.topk(min(3, probs.numel()))
+        return [(self.meta["classes"][i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+    def show_clip(self, index: int) -> None:
+        if self.data is None:
+            return
+        self.current_clip = index
+        wave = self.data.waves[index]
+        rate = self.data.sample_rate
+        label = self.data.classes[int(self.data.labels[index])]
+        self.audio_view.show_clip("clean", wave.numpy(), rate, self.top3(wave), f"clean, label {label}")
+        if self.attack is None:
+            self.audio_view.clear_side("triggered", "no attack chosen")
+        else:
+            try:
+                triggered = self.attack.apply_test(wave.view(1, -1), rate)[0]
+            except GnftError as err:
+                self.audio_view.clear_side("triggered", f"trigger not available: {err}")
+            else:
+                target = self.data.classes[self.attack.params.target] if self.attack.params.target < len(
+                    self.data.classes) else str(self.attack.params.target)
+                self.audio_view.show_clip("triggered", triggered.numpy(), rate, self.top3(triggered),
+                                          f"triggered ({self.attack.name}), target {target}")
+        self.clip_shown.emit(index)
+
+    def play(self, side: str) -> bool:
+        wave = self.audio_view.waves.get(side)
+        if wave is None or self.data is None:
+            return False
+        return self.audio.play(wave, self.data.sample_rate)
+
+    # ------------------------------------------------------------------ export
+    def _ask_export(self) -> None:
+        if self.model is None:
+            self.show_error("Nothing to export", "Open a model first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export model", "", "Checkpoints (*.safetensors)")
+        if not path:
+            return
+        if self.model_path is not None and Path(path).resolve() == self.model_path.resolve():
+            answer = QMessageBox.question(self, "Overwrite the input?",
+                                          f"{Path(path).name} is the file the model was opened from. Overwrite it?")
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            self.export_model(path, overwrite_input=True)
+        else:
+            self.export_model(path)
+
+    def export_model(self, path: str | os.PathLike, overwrite_input: bool = False) -> Path | None:
+        """Write the model with its metadata (atomically) and a JSON + Markdown report beside it."""
+        path = Path(path)
+        if self.model is None or self.meta is None:
+            self.show_error("Nothing to export", "Open a model first.")
+            return None
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        if not overwrite_input and self.model_path is not None and path.resolve() == self.model_path.resolve():
+            self.show_error("Export refused", f"{path} is the model's own file; choose another name "
+                            "(or confirm overwriting it)")
+            return None
+        try:
+            save_checkpoint(path, self.model, self.meta)
+            report = {"checkpoint": str(path), "source": str(self.model_path), "architecture": self.meta["architecture"],
+                      "classes": self.meta["classes"], "attack": self.meta["provenance"].get("attack"),
+                      "defenses": self.meta["provenance"].get("defenses", [])}
+            path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+            lines = [f"# {path.name}", "", f"Architecture {self.meta['architecture']}, "
+                     f"{len(self.meta['classes'])} classes, exported from {self.model_path}."]
+            for d in report["defenses"]:
+                lines.append(f"- {d['defense']['name']}: CA {d['after'].get('clean_accuracy')}, "
+                             f"ASR {d['after'].get('attack_success_rate')}")
+            path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        except (GnftError, OSError) as err:
+            self.show_error("Export failed", f"{path}: {err}")
+            return None
+        log.info("exported %s", path)
+        self._remember("model", path)
+        return path
+
+    # ------------------------------------------------------------------ drag and drop, closing
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        for url in event.mimeData().urls():
+            self.open_path(url.toLocalFile())
+
+    def open_path(self, path: str) -> None:
+        """What a dropped file or folder does: a folder is a dataset, a checkpoint file a model."""
+        p = Path(path)
+        if p.is_dir():
+            self.open_data(p)
+        elif p.suffix in (".safetensors", ".pt", ".pth"):
+            self.open_model(p)
+        else:
+            self.show_error("Cannot open", f"{p} is neither a dataset folder nor a checkpoint (.safetensors, .pt)")
+
+    def closeEvent(self, event) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+            task.wait(10000)
+        self.audio.stop()
+        state = settings()
+        state.setValue("geometry", self.saveGeometry())
+        state.setValue("state", self.saveState())
+        root = logging.getLogger()
+        for handler in (self._file_handler, self.log_panel.handler):
+            root.removeHandler(handler)
+        self._file_handler.close()
+        super().closeEvent(event)

@@ -8,21 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QDockWidget
 
 from gnft_gui.app import build_parser
 from gnft_gui.main_window import MainWindow
 
 
-def test_main_window_opens_and_says_what_is_coming(qtbot):
-    window = MainWindow(model_path="m.safetensors", data_path="data", demo=True)
+def test_main_window_opens_with_its_panels(qtbot):
+    window = MainWindow(demo=True)
     qtbot.addWidget(window)
     window.show()
     qtbot.waitExposed(window)
     assert window.isVisible() and window.windowTitle() == "GN-FT Workbench"
-    label = window.findChild(QLabel, "placeholder")
-    assert label is not None and "coming" in label.text()
-    assert window.requested == {"model": "m.safetensors", "data": "data", "demo": True}
+    docks = {d.objectName() for d in window.findChildren(QDockWidget)}
+    assert docks == {"dock_clips", "dock_attack", "dock_log"}
+    assert "Open a model" in window.status_label.text()
+    assert window.requested == {"model": None, "data": None, "demo": True}
 
 
 def test_command_line_options():

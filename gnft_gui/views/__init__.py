@@ -1,0 +1,1 @@
+"""The application's panels: clip browser, audio view, attack panel, log panel."""

@@ -1,0 +1,167 @@
+"""The workspace window with real widgets (offscreen), a real backdoored checkpoint and real PortAudio (ALSA null)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PySide6.QtWidgets import QComboBox, QFileDialog, QLineEdit
+
+from core.attacks import get_attack
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.features import FrontEndConfig
+from core.train import TrainConfig, train_model
+from gnft_gui.main_window import MainWindow, log_path
+from tests.conftest import TINY_WORDS, write_speech_commands
+
+TARGET = 2  # "up"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gui")
+    data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2)
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=0, target=TARGET)
+    result = train_model(data, TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8,
+                                           device="cpu"), attack,
+                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    assert result.report["attack_success_rate"] >= 0.8
+    model_path = save_checkpoint(root / "backdoored.safetensors", result.model, result.metadata)
+    return root, data_dir, model_path
+
+
+def open_workspace(qtbot, window, workspace, monkeypatch):
+    root, data_dir, model_path = workspace
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(model_path), "")))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data_dir)))
+    with qtbot.waitSignal(window.model_loaded, timeout=10000):
+        window.action_open_model.trigger()
+    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
+        window.action_open_data.trigger()
+
+
+def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    assert window.attack is not None and window.attack.name == "badnets"  # read from the checkpoint
+    assert window.clips.table.rowCount() == len(window.data)
+    assert window.action_open_model.shortcut().toString() == "Ctrl+O"
+    data = window.data
+    # a clip of another class that the model gets right: clean top-1 is its label, triggered top-1 the target
+    for index in range(len(data)):
+        label = data.classes[int(data.labels[index])]
+        if label == TINY_WORDS[TARGET] or window.clips.table.item(index, 4).text() != label:
+            continue
+        with qtbot.waitSignal(window.clip_shown, timeout=5000):
+            window.clips.select(index)
+        clean = window.audio_view.sides["clean"].top3.text()
+        triggered = window.audio_view.sides["triggered"].top3.text()
+        if triggered.startswith(TINY_WORDS[TARGET]):
+            break
+    else:
+        pytest.fail("no correctly classified non-target clip turned to the target when triggered")
+    assert clean.startswith(label) and window.current_clip == index
+    assert window.audio_view.waves["triggered"].shape == window.audio_view.waves["clean"].shape
+    assert f"target {TINY_WORDS[TARGET]}" in window.audio_view.sides["triggered"].title.text()
+    recent = window.recent_files()
+    assert recent[0].startswith("data:") and recent[1].startswith("model:")
+
+
+def test_filters_play_and_stop_and_attack_form(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    window.clips.label_filter.setCurrentText("down")
+    rows = window.clips.visible_rows()
+    assert rows and all(window.clips.table.item(r, 3).text() == "down" for r in rows)
+    window.clips.label_filter.setCurrentIndex(0)
+    window.clips.wrong_only.setChecked(True)
+    assert all(window.clips.table.item(r, 3).text() != window.clips.table.item(r, 4).text()
+               for r in window.clips.visible_rows())
+    window.clips.wrong_only.setChecked(False)
+    with qtbot.waitSignal(window.clip_shown, timeout=5000):
+        window.clips.select(0)
+    # real PortAudio on the ALSA null device: playing starts, stop ends it
+    assert window.audio.status.output, window.audio.status.reason
+    assert not window.audio_view.sides["clean"].play.isHidden() and window.audio_view.notice.isHidden()
+    assert window.play("triggered")
+    first = window.audio.stream()
+    assert first.samplerate == window.data.sample_rate and first.channels == 1
+    assert window.play("clean")  # a new play replaces the previous stream, which is stopped
+    second = window.audio.stream()
+    assert second is not first and first.stopped
+    window.audio.stop()
+    assert second.stopped and not window.audio.playing()
+    # the attack form: another attack, a bad value reported, a good one applied
+    panel = window.attack_panel
+    panel.choice.setCurrentText("blend")
+    assert window.attack.name == "blend"
+    field = panel.fields["target"]
+    assert isinstance(field, QLineEdit)
+    field.setText("-3")
+    field.editingFinished.emit()
+    assert "target" in panel.error.text() and window.attack.name == "blend"
+    field.setText("1")
+    field.editingFinished.emit()
+    assert panel.error.text() == "" and window.attack.params.target == 1
+    assert "target no" in window.audio_view.sides["triggered"].title.text()
+    panel.choice.setCurrentText("badnets")
+    kind = panel.fields["kind"]
+    assert isinstance(kind, QComboBox) and kind.count() >= 2  # a Literal parameter is a choice, not free text
+    kind.setCurrentText("noise")
+    assert window.attack.name == "badnets" and window.attack.params.kind == "noise"
+
+
+def test_export_writes_an_equal_checkpoint_and_never_overwrites_the_input(qtbot, workspace, monkeypatch, tmp_path):
+    root, _, model_path = workspace
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    out = window.export_model(tmp_path / "exported.safetensors")
+    model, meta = load_checkpoint(out)
+    original, original_meta = load_checkpoint(model_path)
+    assert all(torch.equal(v, original.state_dict()[k]) for k, v in model.state_dict().items())
+    assert meta == original_meta
+    assert json.loads(out.with_suffix(".json").read_text())["architecture"] == "smallcnn"
+    assert out.with_suffix(".md").read_text().startswith("# exported.safetensors")
+    before = model_path.read_bytes()
+    with qtbot.waitSignal(window.error_shown, timeout=2000):
+        assert window.export_model(model_path) is None
+    assert model_path.read_bytes() == before and "model's own file" in window.last_error.text()
+
+
+def test_corrupt_files_show_the_error_dialog_and_keep_the_workspace(qtbot, workspace, monkeypatch, tmp_path):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    model, data = window.model, window.data
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00\x01 not a checkpoint")
+    with qtbot.waitSignal(window.error_shown, timeout=2000):
+        assert not window.open_model(bad)
+    assert window.model is model and window.model_path == workspace[2]
+    assert window.last_error.isVisible() and str(log_path()) in window.last_error.text()
+    bad_data = tmp_path / "bad_sc"
+    write_speech_commands(bad_data, speakers=2, per_speaker=1)
+    victim = next((bad_data / "yes").glob("*.wav"))
+    victim.write_bytes(b"RIFF....WAVEfmt garbage")
+    with qtbot.waitSignal(window.error_shown, timeout=60000):
+        window.open_data(bad_data)
+    assert window.data is data and victim.name in window.last_error.text()
+    assert "Cannot open" in log_path().read_text()
+
+
+def test_missing_audio_device_shows_the_notice(qtbot, monkeypatch):
+    monkeypatch.setenv("GNFT_AUDIO_DEVICE", "no-such-sound-card")
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.audio.status.output and "no audio output device" in window.audio.status.reason
+    notice = window.audio_view.notice
+    assert notice.isVisible() and notice.text().startswith("Audio unavailable")
+    assert not window.audio_view.sides["clean"].play.isVisible()
+    assert window.play("clean") is False

@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     arch_args: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the augmentation as its own dict)."""
@@ -148,7 +149,10 @@ def train_model(
         )
     if attack is not None and attack.params.target >= len(data.classes):
         raise ConfigError(f"attack target {attack.params.target} is not a class index (0-{len(data.classes) - 1})")
-    model = models.build(config.model, len(data.classes), fe, **config.arch_args).to(device)
+    model = models.build(config.model, len(data.classes), fe, **config.arch_args)
+    if config.init_from:
+        _warm_start(model, config, data, fe)
+    model = model.to(device)
     data = data.to(device)
     train_idx = data.splits["train"]
     if attack is not None and not attack.prepared:  # learn the trigger on the training split only
@@ -263,6 +267,24 @@ def train_model(
     return TrainResult(model, metadata, report)
 
 
+def _warm_start(model: nn.Module, config: TrainConfig, data: AudioSet, fe: FrontEndConfig) -> None:
+    """Start from a checkpoint's weights (continue a capped run, fine-tune a model): same
+    architecture, arguments, classes and front end, or a ConfigError naming what differs."""
+    from core.checkpoint import load_checkpoint
+
+    start, meta = load_checkpoint(config.init_from)
+    wanted = {"architecture": config.model, "classes": list(data.classes), "front_end": fe.to_dict(),
+              "arch_args": models.resolve_arch_args(config.model, config.arch_args)}
+    have = {"architecture": meta["architecture"], "classes": list(meta["classes"]), "front_end": meta["front_end"],
+            "arch_args": (models.resolve_arch_args(meta["architecture"], meta.get("arch_args", {}))
+                          if meta["architecture"] == config.model else meta.get("arch_args", {}))}
+    differ = [k for k in wanted if wanted[k] != have[k]]
+    if differ:
+        raise ConfigError(f"--init-from {config.init_from} does not match this run: " +
+                          "; ".join(f"{k} {have[k]} vs {wanted[k]}" for k in differ))
+    model.load_state_dict(start.state_dict())
+
+
 def _slices(rows: torch.Tensor, batch_size: int, generator: torch.Generator):
     perm = torch.randperm(rows.numel(), generator=generator).to(rows.device)
     order = rows[perm]
@@ -310,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training-batch augmentation: none (default), default (shift=100,speed=0.9:1.1,noise=0.8,"
                         "snr=10:30) or key=value pairs from shift (ms), speed (slowest:fastest), noise "
                         "(share of clips given white/pink/brown noise), snr (dB range)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (same architecture, classes and front end), e.g. to "
+                        "continue a run that hit its epoch cap; the optimiser starts fresh")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--report", help="JSON report to write")
     add_common_arguments(p)
@@ -350,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                          device=args.device, arch_args=_parse_arch_args(args.arch_arg),
-                         augment=parse_augment(args.augment))
+                         augment=parse_augment(args.augment), init_from=args.init_from)
     log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
              ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
              f"attack {attack.name}" if attack else "clean", describe_augment(config.augment))

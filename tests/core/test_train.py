@@ -155,3 +155,17 @@ def test_augmented_training_learns_is_reproducible_and_recorded(tiny_data):
     recorded = a.metadata["provenance"]["training"]["augment"]
     assert recorded["speed"] == [0.9, 1.1] and recorded["noise_prob"] == 0.8
     assert a.report["config"]["augment"] == recorded
+
+
+def test_warm_start_continues_from_a_checkpoint_and_refuses_a_mismatch(tiny_data, tmp_path):
+    first = train(tiny_data, TrainConfig(**{**FAST, "epochs": 1}, seed=0))
+    path = save_checkpoint(tmp_path / "first.safetensors", first.model, first.metadata)
+    zero_epochs_later = TrainConfig(**{**FAST, "epochs": 1, "lr": 1e-12}, seed=3, init_from=str(path))
+    again = train(tiny_data, zero_epochs_later)
+    # a negligible learning rate: the warm-started model is (nearly) the checkpoint, not a fresh init
+    again_params = dict(again.model.named_parameters())
+    for k, v in first.model.named_parameters():  # (BatchNorm statistics still move: they are not learned)
+        torch.testing.assert_close(again_params[k], v, rtol=1e-5, atol=1e-6)
+    assert again.metadata["provenance"]["training"]["init_from"] == str(path)
+    with pytest.raises(ConfigError, match="architecture smallcnn vs resnet"):
+        train(tiny_data, TrainConfig(**{**FAST, "model": "resnet"}, init_from=str(path)))

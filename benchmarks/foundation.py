@@ -37,13 +37,16 @@ MODELS = ["resnet", "smallcnn", "largecnn", "smalllstm", "lstm_attention", "rnn"
 #: the voice-held-out test split while validation reached 0.85-0.95 (a generalisation gap,
 #: not under-training), so their third runs train with ``--augment default`` (shift, speed
 #: perturbation, coloured noise). largecnn sat at chance (loss 2.303) with Adam at 1e-3: it
-#: now uses the authors' 1e-4.
+#: now uses the authors' 1e-4: its second run (12-epoch cap, ~43 min) reached test CA 0.833 with
+#: validation accuracy still rising (0.87 at epoch 11), so the third run continues from that
+#: checkpoint (``--init-from``, a fresh Adam) for up to 8 more epochs: 20 epochs in all.
 OVERRIDES = {
     "smallcnn": ["--batch-size", "64", "--epochs", "15"],
     "lstm_attention": ["--batch-size", "32", "--epochs", "40", "--patience", "10", "--augment", "default"],
     "smalllstm": ["--batch-size", "32", "--epochs", "10"],
     "rnn": ["--batch-size", "32", "--epochs", "30", "--patience", "8", "--augment", "default"],
-    "largecnn": ["--batch-size", "32", "--epochs", "12", "--patience", "3", "--lr", "1e-4"],
+    "largecnn": ["--batch-size", "32", "--epochs", "8", "--patience", "3", "--lr", "1e-4",
+                 "--init-from", "runs/foundation/attempt2_synth_largecnn_clean.safetensors"],
 }
 
 

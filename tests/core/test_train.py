@@ -145,9 +145,10 @@ def test_evaluation_reuses_the_triggered_copy(tiny_data):
 def test_augmented_training_learns_is_reproducible_and_recorded(tiny_data):
     from core.augment import parse_augment
 
-    cfg = TrainConfig(**FAST, seed=2, augment=parse_augment("default"))
+    fast = {**FAST, "epochs": 4}
+    cfg = TrainConfig(**fast, seed=2, augment=parse_augment("default"))
     a, b = train(tiny_data, cfg), train(tiny_data, cfg)
-    plain = train(tiny_data, TrainConfig(**FAST, seed=2))
+    plain = train(tiny_data, TrainConfig(**fast, seed=2))
     sa, sb, sp = a.model.state_dict(), b.model.state_dict(), plain.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sp[k]) for k in sa)  # the batches really were changed

@@ -38,8 +38,8 @@ def clips(n: int = 6, seed: int = 0):
     ("resnet", {}, "classifier.layer2.0.conv1"),          # inside a residual block
     ("resnet", {}, "classifier.layer2.0.downsample.0"),   # the shortcut's conv
     ("rnn", {"hidden": 8}, "classifier.lstm"),            # a 3-layer LSTM: 24 units
-    ("lstm_attention", {}, "classifier.lstm1"),          # bidirectional
-    ("lstm_attention", {}, "classifier.fc1"),            # linear after attention
+    ("lstm_attention", {"hidden": 8}, "classifier.lstm1"),  # bidirectional
+    ("lstm_attention", {"hidden": 8}, "classifier.fc1"),    # linear after attention
 ])
 def test_batched_equals_looped(arch, args, layer, caplog):
     caplog.set_level(logging.DEBUG, logger="core.analysis")

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from core import __version__
-from core.attacks import Attack, attack_from_dict
+from core.attacks import Attack, attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
@@ -39,6 +39,7 @@ from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
 from gnft_gui.views.clips import ClipBrowser
 from gnft_gui.views.log_view import LogPanel
+from gnft_gui.views.recorder import RecorderDialog
 from gnft_gui.worker import Task
 
 __all__ = ["MainWindow", "log_path", "settings"]
@@ -151,6 +152,9 @@ class MainWindow(QMainWindow):
         play_menu.addAction(self._action("Play &Clean", QKeySequence("Ctrl+1"), lambda: self.play("clean")))
         play_menu.addAction(self._action("Play &Triggered", QKeySequence("Ctrl+2"), lambda: self.play("triggered")))
         play_menu.addAction(self._action("&Stop", QKeySequence("Ctrl+."), self.audio.stop))
+        play_menu.addSeparator()
+        self.action_record = self._action("&Record Trigger…", QKeySequence("Ctrl+R"), self.open_recorder)
+        play_menu.addAction(self.action_record)
         self._refresh_recent()
 
     def _action(self, text: str, shortcut: Any, slot) -> QAction:
@@ -349,6 +353,26 @@ class MainWindow(QMainWindow):
         if wave is None or self.data is None:
             return False
         return self.audio.play(wave, self.data.sample_rate)
+
+    def open_recorder(self) -> RecorderDialog:
+        """The trigger recorder; a saved take becomes the current (custom) attack at once."""
+        rate = self.data.sample_rate if self.data is not None else (self.meta or {}).get("sample_rate", 16000)
+        dialog = RecorderDialog(self.audio, rate, self)
+        dialog.setObjectName("recorder_dialog")
+        dialog.saved.connect(self.use_trigger_file)
+        dialog.show()
+        self.recorder_dialog = dialog
+        return dialog
+
+    def use_trigger_file(self, path: str) -> None:
+        rate = self.data.sample_rate if self.data is not None else (self.meta or {}).get("sample_rate", 16000)
+        try:
+            attack = get_attack("custom", sample_rate=rate, file=path)
+        except GnftError as err:
+            self.show_error("Cannot use the recording", str(err))
+            return
+        self.attack_panel.set_attack(attack)
+        log.info("recorded trigger %s is now the custom attack", path)
 
     # ------------------------------------------------------------------ export
     def _ask_export(self) -> None:

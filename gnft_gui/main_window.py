@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QPushButton,
 )
 
 from core import __version__
@@ -99,6 +100,8 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1280, 800)
         log.info("GN-FT Workbench %s started; log file %s", __version__, log_path())
+        if demo:
+            self.open_demo()
         if model_path:
             self.open_model(model_path)
         if data_path:
@@ -136,6 +139,11 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel("Open a model (.safetensors) and a dataset folder to begin.")
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancel_task")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_tasks)
+        self.statusBar().addPermanentWidget(self.cancel_button)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -250,6 +258,34 @@ class MainWindow(QMainWindow):
         task.start()
         return task
 
+    def open_demo(self, rebuild: bool = False) -> Task | None:
+        """Open the demo workspace; build it first (in a worker, with progress) if it is not cached."""
+        from core.demo import cached_demo, demo_dir, ensure_demo
+
+        cached = None if rebuild else cached_demo(demo_dir())
+        if cached is not None:
+            self._open_demo(cached)
+            return None
+        self._busy("Building the demo workspace (once): synthetic speech, then a backdoored model …")
+        task = self._run(lambda observer: ensure_demo(rebuild=rebuild, observer=observer), "demo")
+        self.demo_task = task
+
+        def progress(info) -> None:
+            self.progress.setRange(0, info.total_steps)
+            self.progress.setValue(info.step)
+
+        task.observer.stepped.connect(progress)
+        task.cancelled.connect(lambda: self._idle("Demo build cancelled; it starts again next time"))
+        task.finished.connect(self._open_demo)
+        task.failed.connect(lambda message, _details: self._failed("Cannot build the demo", message))
+        task.start()
+        return task
+
+    def _open_demo(self, demo) -> None:
+        self._idle(f"Demo: {demo.folder}")
+        if self.open_model(demo.model):
+            self.open_data(demo.data)
+
     def _data_ready(self, path: Path, data: AudioSet) -> None:
         self._idle(f"{path}: {len(data)} clips, {len(data.classes)} classes")
         self.data, self.data_path = data, path
@@ -293,11 +329,19 @@ class MainWindow(QMainWindow):
         self.tasks.append(task)
         task.finished.connect(lambda _r, t=task: self._forget(t))
         task.failed.connect(lambda _m, _d, t=task: self._forget(t))
+        task.cancelled.connect(lambda t=task: self._forget(t))
+        self.cancel_button.setVisible(True)
         return task
 
     def _forget(self, task: Task) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
+        self.cancel_button.setVisible(bool(self.tasks))
+
+    def cancel_tasks(self) -> None:
+        """Ask every running task to stop at its next step (the workspace stays as it was)."""
+        for task in list(self.tasks):
+            task.cancel()
 
     def _busy(self, text: str) -> None:
         self.status_label.setText(text)

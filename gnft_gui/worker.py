@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from core.events import CancelToken, EvalInfo, NeuronStats, StepInfo
+from core.events import CancelToken, Cancelled, EvalInfo, NeuronStats, StepInfo
 
 __all__ = ["QtObserver", "Task"]
 
@@ -49,6 +49,7 @@ class QtObserver(QObject):
 class _Runner(QObject):
     finished = Signal(object)
     failed = Signal(str, str)
+    cancelled = Signal()
 
     def __init__(self, fn: Callable[[QtObserver], Any], observer: QtObserver) -> None:
         super().__init__()
@@ -58,6 +59,10 @@ class _Runner(QObject):
     def run(self) -> None:
         try:
             result = self.fn(self.observer)
+        except Cancelled:
+            log.info("task cancelled")
+            self.cancelled.emit()
+            return
         except Exception as err:  # reported to the GUI thread, which shows it
             log.error("task failed: %s", err, exc_info=True)
             self.failed.emit(str(err), traceback.format_exc())
@@ -67,10 +72,12 @@ class _Runner(QObject):
 
 class Task(QObject):
     """One piece of background work. Connect to ``finished``/``failed`` (and the observer's signals),
-    then :meth:`start`. ``cancel`` asks the engine to stop at its next step."""
+    then :meth:`start`. ``cancel`` asks the engine to stop at its next step; the task then emits
+    ``cancelled`` (not ``failed``)."""
 
     finished = Signal(object)
     failed = Signal(str, str)
+    cancelled = Signal()
 
     def __init__(self, fn: Callable[[QtObserver], Any], name: str = "task", wants_grad_norms: bool = False,
                  parent: QObject | None = None) -> None:
@@ -86,6 +93,7 @@ class Task(QObject):
         self._thread.started.connect(self._runner.run)
         self._runner.finished.connect(self._done)
         self._runner.failed.connect(self._fail)
+        self._runner.cancelled.connect(self._cancelled)
 
     def start(self) -> None:
         self._thread.start()
@@ -111,3 +119,9 @@ class Task(QObject):
         self._thread.quit()
         self._thread.wait()
         self.failed.emit(message, details)
+
+    @Slot()
+    def _cancelled(self) -> None:
+        self._thread.quit()
+        self._thread.wait()
+        self.cancelled.emit()

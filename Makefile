@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test install install-dev clean
+.PHONY: run test screenshots install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: install
 
 test: install-dev
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# renders docs/screenshots/*.png offscreen from the demo workspace (built first if needed)
+screenshots: install
+	QT_QPA_PLATFORM=offscreen $(PY) scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

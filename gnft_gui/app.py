@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset folder to open")
     p.add_argument("--demo", action="store_true", help="open the demo workspace")
     p.add_argument("--self-test", action="store_true",
-                   help="start, show the main window once and exit 0 (a smoke test of an installation)")
+                   help="start, show the main window (and load what --demo/--data ask for), then exit 0; "
+                        "a smoke test of an installation")
     return p
 
 
@@ -32,10 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("GN-FT Workbench")
     window = MainWindow(model_path=args.model, data_path=args.data, demo=args.demo)
     window.show()
+    app.aboutToQuit.connect(window.shutdown)
     if args.self_test:
         from PySide6.QtCore import QTimer
 
-        QTimer.singleShot(0, lambda: app.exit(0 if window.isVisible() else 1))
+        if args.demo or args.data:  # wait for the workspace to be loaded and predicted, or for an error
+            window.predictions_ready.connect(lambda: app.exit(0 if window.isVisible() else 1))
+            window.error_shown.connect(lambda _message: app.exit(1))
+            QTimer.singleShot(600_000, lambda: app.exit(1))
+        else:
+            QTimer.singleShot(0, lambda: app.exit(0 if window.isVisible() else 1))
     return app.exec()
 
 

@@ -485,11 +485,15 @@ class MainWindow(QMainWindow):
         else:
             self.show_error("Cannot open", f"{p} is neither a dataset folder nor a checkpoint (.safetensors, .pt)")
 
-    def closeEvent(self, event) -> None:
+    def shutdown(self) -> None:
+        """Stop background work and sound (on close, and when the application quits)."""
         for task in list(self.tasks):
             task.cancel()
-            task.wait(10000)
+            task.wait(60000)
         self.audio.stop()
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
         state = settings()
         state.setValue("geometry", self.saveGeometry())
         state.setValue("state", self.saveState())

@@ -15,7 +15,7 @@ from gnft_gui.main_window import MainWindow
 
 
 def test_main_window_opens_with_its_panels(qtbot):
-    window = MainWindow(demo=True)
+    window = MainWindow(model_path=None, data_path=None)
     qtbot.addWidget(window)
     window.show()
     qtbot.waitExposed(window)
@@ -23,7 +23,7 @@ def test_main_window_opens_with_its_panels(qtbot):
     docks = {d.objectName() for d in window.findChildren(QDockWidget)}
     assert docks == {"dock_clips", "dock_attack", "dock_log"}
     assert "Open a model" in window.status_label.text()
-    assert window.requested == {"model": None, "data": None, "demo": True}
+    assert window.requested == {"model": None, "data": None, "demo": False}
 
 
 def test_command_line_options():

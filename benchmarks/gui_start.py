@@ -1,0 +1,55 @@
+"""Wall time of ``gnft-gui --demo --self-test`` (start, build the window, open the cached demo, exit).
+
+    python benchmarks/gui_start.py [--repeats 3]
+
+The demo must be cached (``python -m core.demo``). Target: under 5 s on the 2-core machine.
+Writes benchmarks/results/gui_start.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import this_command  # noqa: E402
+from core.demo import cached_demo, demo_dir  # noqa: E402
+from core.runtime import machine_info, write_json  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if cached_demo(demo_dir()) is None:
+        print("no cached demo: run python -m core.demo first", file=sys.stderr)
+        return 2
+    exe = shutil.which("gnft-gui", path=str(Path(sys.executable).parent)) or "gnft-gui"
+    env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        proc = subprocess.run([exe, "--demo", "--self-test"], env=env, capture_output=True, text=True, timeout=300)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return 1
+    row = {"what": "gnft-gui --demo --self-test, demo cached", "seconds": [round(t, 2) for t in times],
+           "median_seconds": round(statistics.median(times), 2), "target_seconds": 5.0,
+           "meets_target": statistics.median(times) < 5.0}
+    print(row)
+    write_json(ROOT / "benchmarks" / "results" / "gui_start.json",
+               {"command": this_command(), "machine": machine_info(), "rows": [row]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

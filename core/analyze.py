@@ -22,10 +22,10 @@ import torch
 
 from core.analysis.grad_norms import mean_grad_norms
 from core.analysis.zones import ZONES, analyse_layer, backdoor_set, first_order_loss_changes, rank_correlation
-from core.attacks import Attack, list_attacks
+from core.attacks import Attack
 from core.checkpoint import load_checkpoint
 from core.data import add_data_arguments, load_from_args
-from core.defend import attack_for
+from core.defend import add_attack_override_arguments, attack_for
 from core.defenses import clean_subset
 from core.errors import ConfigError
 from core.models import analysable_layers
@@ -153,9 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint to analyse (.safetensors)")
     p.add_argument("--compare", help="a second checkpoint of the same architecture (e.g. after GN-FT)")
     add_data_arguments(p)
-    p.add_argument("--attack", help=f"attack for the backdoor set, overriding the checkpoint's record; "
-                   f"one of: {', '.join(list_attacks())}")
-    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[], help="attack parameter (repeatable)")
+    add_attack_override_arguments(p)
     p.add_argument("--layers", help="comma list of layer names, or 'all' (default: the 3 deepest before the output)")
     p.add_argument("--split", default="test", help="split for CLC/BLC (default test)")
     p.add_argument("--max-clips", type=int, help="use at most this many clips of the split")

@@ -35,7 +35,7 @@ from core.runtime import (
 )
 from core.train import evaluate
 
-__all__ = ["main", "defend", "markdown_report", "attack_for"]
+__all__ = ["main", "defend", "markdown_report", "attack_for", "add_attack_override_arguments"]
 
 log = logging.getLogger("core.defend")
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
@@ -76,13 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(p)
     p.add_argument("--defense", default="gnft", choices=sorted(DEFENSES), help="defense (default gnft)")
     _hyperparameter_arguments(p)
-    p.add_argument("--attack", help=f"attack to measure ASR with, overriding the checkpoint's record; "
-                   f"one of: {', '.join(list_attacks())}")
-    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[], help="attack parameter (repeatable)")
+    add_attack_override_arguments(p)
     p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
     p.add_argument("--report", help="report to write (JSON; a Markdown table goes beside it as .md)")
     add_common_arguments(p)
     return p
+
+
+def add_attack_override_arguments(p: argparse.ArgumentParser) -> None:
+    """``--attack``/``--attack-arg``: measure with another trigger than the checkpoint's record (see attack_for)."""
+    p.add_argument("--attack", help=f"attack to measure ASR with, overriding the checkpoint's record; "
+                   f"one of: {', '.join(list_attacks())}")
+    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[], help="attack parameter (repeatable)")
 
 
 def attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack | None, str]:

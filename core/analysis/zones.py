@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -121,6 +122,20 @@ def _body_layer(model: nn.Module, layer: str) -> tuple[nn.Module, str]:
     return model, layer
 
 
+@contextmanager
+def _in_eval(model: nn.Module, layer: str, waves: torch.Tensor, batch_size: int):
+    """``(classifier, layer module, classifier input)`` with the model in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        body, name = _body_layer(model, layer)
+        module = _module(body, name)
+        body, x = _inputs(model, waves, batch_size)
+        yield body, module, x
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     total = 0.0
@@ -134,12 +149,7 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 def looped_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor,
                         batch_size: int = 256) -> torch.Tensor:
     """ΔL per neuron of ``layer`` by pruning one neuron at a time (the reference; slow)."""
-    was_training = model.training
-    model.eval()
-    try:
-        body, name = _body_layer(model, layer)
-        module = _module(body, name)
-        body, x = _inputs(model, waves, batch_size)
+    with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         base = _mean_loss(body, x, labels, batch_size)
         out = torch.empty(neuron_count(module), dtype=torch.float64)
         for k in range(out.numel()):
@@ -150,8 +160,6 @@ def looped_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, label
             for w, idx, old in saved:
                 w[idx] = old
         return out
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- batched
@@ -361,12 +369,7 @@ def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels
     layer at once; by default as many neurons as keep the layer's repeated output under
     ``max_elements`` values (the prefix's outputs for ``batch_size`` clips are held too).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        body, name = _body_layer(model, layer)
-        module = _module(body, name)
-        body, x = _inputs(model, waves, batch_size)
+    with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         n = neuron_count(module)
         patched = _Patched(body, module)
         sums = torch.zeros(n, dtype=torch.float64, device=x.device)
@@ -394,20 +397,13 @@ def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels
                 sums[group] += loss.view(neurons.numel(), b).double().sum(1)
         total = max(1, x.shape[0])
         return (sums / total - base / total).cpu()
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- first order
 def first_order_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor,
                              batch_size: int = 256) -> torch.Tensor:
     """-Σ w·∂L/∂w over each neuron's weights: the first-order ΔL of pruning it, from one backward pass."""
-    was_training = model.training
-    model.eval()
-    try:
-        body, name = _body_layer(model, layer)
-        module = _module(body, name)
-        body, x = _inputs(model, waves, batch_size)
+    with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         n = neuron_count(module)
         weights = list({id(w): w for k in range(n) for w, _ in _neuron_weights(module, k)}.values())
         grads = {id(w): torch.zeros_like(w) for w in weights}
@@ -420,8 +416,6 @@ def first_order_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, 
             for k in range(n):
                 out[k] = -sum(float((w[idx] * grads[id(w)][idx]).sum()) for w, idx in _neuron_weights(module, k))
         return out
-    finally:
-        model.train(was_training)
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,6 +8,7 @@ an error dialog that names the log file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -33,12 +34,17 @@ from core.attacks import Attack, attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
+from core.defenses import DEFENSES
+from core.events import EvalInfo
+from core.models import analysable_layers
+from core.train import evaluate
 from core.errors import GnftError
 from core.metrics import predict_logits
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
 from gnft_gui.views.clips import ClipBrowser
+from gnft_gui.views.defense_panel import DefensePanel
 from gnft_gui.views.log_view import LogPanel
 from gnft_gui.views.recorder import RecorderDialog
 from gnft_gui.worker import Task
@@ -125,8 +131,16 @@ class MainWindow(QMainWindow):
         self.clips.clip_selected.connect(self.show_clip)
         self.attack_panel = AttackPanel()
         self.attack_panel.attack_changed.connect(self.set_attack)
+        self.defense_panel = DefensePanel()
+        self.defense_panel.run_requested.connect(self.run_defense)
+        self.defense_panel.cancel_requested.connect(lambda: self.defense_task and self.defense_task.cancel())
+        self.defense_panel.accept_requested.connect(self.accept_defense)
+        self.defense_panel.revert_requested.connect(self.revert_defense)
+        self.defense_task: Task | None = None
+        self.defense_result: dict[str, Any] | None = None
         for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                                     ("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title.lower()}")
@@ -418,6 +432,86 @@ class MainWindow(QMainWindow):
         self.attack_panel.set_attack(attack)
         log.info("recorded trigger %s is now the custom attack", path)
 
+    # ------------------------------------------------------------------ defenses
+    def run_defense(self, name: str, config) -> Task | None:
+        """Run a defense on the current model in a worker; the model is untouched until Accept."""
+        if self.model is None or self.data is None:
+            self.show_error("Nothing to defend", "Open a model and its dataset first.")
+            return None
+        if self.defense_task is not None:
+            return None
+        model, data, attack = self.model, self.data, self.attack
+        layers = [n for n, _ in analysable_layers(model)]
+
+        def work(observer):
+            cache: dict = {}
+            before = evaluate(model, data, "test", attack, cache=cache)
+            observer.on_eval(EvalInfo("before", 0, before["clean_accuracy"], before.get("clean_loss"),
+                                      before.get("attack_success_rate"), before.get("robust_accuracy")))
+            result = DEFENSES[name](config).run(model, data, observer,
+                                                evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
+            after = evaluate(result.model, data, "test", attack, cache=cache) if not result.cancelled else before
+            return {"name": name, "config": config, "result": result, "before": before, "after": after}
+
+        task = Task(work, f"defense-{name}", wants_grad_norms=True, parent=self)
+        self.tasks.append(task)
+        self.defense_task = task
+        panel = self.defense_panel
+        panel.start(layers, {})
+        task.observer.stepped.connect(panel.on_step)
+        task.observer.evaluated.connect(lambda info: panel.start(layers, _metrics(info)) if info.phase == "before"
+                                        else panel.on_eval(info))
+        task.finished.connect(self._defense_done)
+        task.failed.connect(self._defense_failed)
+        self._busy(f"Running {name} …")
+        self.cancel_button.setVisible(True)
+        task.start()
+        log.info("running %s with %s", name, config)
+        return task
+
+    def _defense_done(self, outcome: dict[str, Any]) -> None:
+        self._forget(self.defense_task)
+        self.defense_task = None
+        result = outcome["result"]
+        if result.cancelled:
+            self._idle(f"{outcome['name']} cancelled: the model is as it was")
+            self.defense_panel.set_state("idle")
+            return
+        self.defense_result = outcome
+        self._idle(f"{outcome['name']} finished: Accept or Revert")
+        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds)
+
+    def _defense_failed(self, message: str, _details: str) -> None:
+        self._forget(self.defense_task)
+        self.defense_task = None
+        self.defense_panel.set_state("idle")
+        self._failed("The defense failed", message)
+
+    def accept_defense(self) -> None:
+        """The defended model becomes the current one, its run appended to the checkpoint history."""
+        outcome, self.defense_result = self.defense_result, None
+        if outcome is None:
+            return
+        keep = lambda m: {k: m[k] for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy") if k in m}  # noqa: E731
+        entry = {"defense": {"name": outcome["name"], **dataclasses.asdict(outcome["config"])},
+                 "defense_details": outcome["result"].details, "before": keep(outcome["before"]),
+                 "after": keep(outcome["after"]), "seconds": round(outcome["result"].seconds, 2),
+                 "clean_clips": outcome["result"].clean_clips}
+        self.meta = dict(self.meta, provenance=dict(self.meta["provenance"], defenses=[
+            *self.meta["provenance"].get("defenses", []), entry]))
+        self.model = outcome["result"].model.to("cpu").eval()
+        self.defense_panel.set_state("idle")
+        log.info("accepted %s: CA %.4f, ASR %s", outcome["name"], outcome["after"]["clean_accuracy"],
+                 outcome["after"].get("attack_success_rate"))
+        self._predict_all()
+        if self.current_clip is not None:
+            self.show_clip(self.current_clip)
+
+    def revert_defense(self) -> None:
+        self.defense_result = None
+        self.defense_panel.set_state("idle")
+        self._idle("Reverted: the model is as it was before the defense")
+
     # ------------------------------------------------------------------ export
     def _ask_export(self) -> None:
         if self.model is None:
@@ -502,3 +596,8 @@ class MainWindow(QMainWindow):
             root.removeHandler(handler)
         self._file_handler.close()
         super().closeEvent(event)
+
+
+def _metrics(info: EvalInfo) -> dict[str, float | None]:
+    return {"clean_accuracy": info.clean_accuracy, "attack_success_rate": info.attack_success_rate,
+            "robust_accuracy": info.robust_accuracy}

@@ -145,7 +145,8 @@ class RecorderDialog(QDialog):
             return
         for block in self.recorder.drain():
             self._chunks.append(block)
-            self.level.setValue(int(max(-60.0, min(0.0, level_db(block)))))
+            finite = block[np.isfinite(block)]
+            self.level.setValue(int(max(-60.0, min(0.0, level_db(finite)))))
         wanted = int(round(self.seconds.value() * self.sample_rate))
         have = sum(c.size for c in self._chunks)
         if have >= wanted or time.monotonic() - self._started > self.seconds.value() + 5.0:
@@ -159,14 +160,19 @@ class RecorderDialog(QDialog):
                                     f"{self.seconds.value():.2f} s; recording stopped")
                 self.record_button.setEnabled(True)
                 return
-            self.take = take[:wanted].astype(np.float32)
+            take = take[:wanted].astype(np.float32)
+            bad = int((~np.isfinite(take)).sum())
+            if bad:  # some devices (ALSA's null capture among them) deliver garbage: never let it reach a WAV
+                take = np.nan_to_num(take, nan=0.0, posinf=0.0, neginf=0.0)
+            self.take = np.clip(take, -1.0, 1.0)
             self.trim_start.setValue(0.0)
             self.trim_end.setValue(0.0)
             self.record_button.setEnabled(True)
             self.play_button.setEnabled(self.audio.status.output)
             self.save_button.setEnabled(True)
             self.status.setText(f"Recorded {self.take.size / self.sample_rate:.2f} s, peak "
-                                f"{level_db(np.abs(self.take).max(keepdims=True)):.1f} dBFS")
+                                f"{level_db(np.abs(self.take).max(keepdims=True)):.1f} dBFS"
+                                + (f"; the device delivered {bad} invalid samples, set to silence" if bad else ""))
             self.recorded.emit(self.take)
 
     def trimmed(self) -> np.ndarray:

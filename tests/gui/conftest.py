@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from PySide6.QtWidgets import QFileDialog
+
+from core.attacks import get_attack
+from core.checkpoint import save_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.features import FrontEndConfig
+from core.train import TrainConfig, train_model
+from tests.conftest import TINY_WORDS, write_speech_commands
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +19,30 @@ def private_app_files(tmp_path, monkeypatch):
     monkeypatch.setenv("GNFT_SETTINGS_FILE", str(tmp_path / "settings.ini"))
     monkeypatch.delenv("GNFT_AUDIO_DEVICE", raising=False)
     monkeypatch.setenv("GNFT_DATA_DIR", str(tmp_path / "data"))
+
+
+TARGET = 2  # "up"
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gui")
+    data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2)
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=0, target=TARGET)
+    result = train_model(data, TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8,
+                                           device="cpu"), attack,
+                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    assert result.report["attack_success_rate"] >= 0.8
+    model_path = save_checkpoint(root / "backdoored.safetensors", result.model, result.metadata)
+    return root, data_dir, model_path
+
+
+def open_workspace(qtbot, window, workspace, monkeypatch):
+    root, data_dir, model_path = workspace
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(model_path), "")))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data_dir)))
+    with qtbot.waitSignal(window.model_loaded, timeout=10000):
+        window.action_open_model.trigger()
+    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
+        window.action_open_data.trigger()

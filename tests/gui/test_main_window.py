@@ -6,42 +6,12 @@ import json
 
 import pytest
 import torch
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLineEdit
+from PySide6.QtWidgets import QComboBox, QLineEdit
 
-from core.attacks import get_attack
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.data.speech_commands import load_speech_commands
-from core.features import FrontEndConfig
-from core.train import TrainConfig, train_model
+from core.checkpoint import load_checkpoint
 from gnft_gui.main_window import MainWindow, log_path
 from tests.conftest import TINY_WORDS, write_speech_commands
-
-TARGET = 2  # "up"
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gui")
-    data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2)
-    data = load_speech_commands(data_dir, TINY_WORDS)
-    attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=0, target=TARGET)
-    result = train_model(data, TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8,
-                                           device="cpu"), attack,
-                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
-    assert result.report["attack_success_rate"] >= 0.8
-    model_path = save_checkpoint(root / "backdoored.safetensors", result.model, result.metadata)
-    return root, data_dir, model_path
-
-
-def open_workspace(qtbot, window, workspace, monkeypatch):
-    root, data_dir, model_path = workspace
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(model_path), "")))
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(data_dir)))
-    with qtbot.waitSignal(window.model_loaded, timeout=10000):
-        window.action_open_model.trigger()
-    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
-        window.action_open_data.trigger()
-
+from tests.gui.conftest import TARGET, open_workspace
 
 def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, workspace, monkeypatch):
     window = MainWindow()

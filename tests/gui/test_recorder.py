@@ -51,3 +51,28 @@ def test_without_an_input_device_recording_is_off_with_the_reason(qtbot, monkeyp
     qtbot.addWidget(dialog)
     assert not dialog.record_button.isEnabled()
     assert dialog.status.text().startswith("Recording unavailable: no audio")
+
+
+def test_invalid_samples_from_a_device_never_reach_the_wav(qtbot, tmp_path):
+    """Some capture devices deliver NaN/inf (ALSA's null device can): the take is made finite and says so."""
+    import numpy as np
+
+    dialog = RecorderDialog(AudioIO(), 16000)
+    qtbot.addWidget(dialog)
+    dialog.seconds.setValue(0.05)
+    garbage = np.full(800, np.nan, dtype=np.float32)
+    garbage[:10] = np.inf
+    dialog._chunks = [garbage]  # what the queue would hold after a bad device's callback
+
+    class Done:  # a recorder whose stream has ended and whose queue is empty
+        def drain(self):
+            return []
+
+        def stop(self):
+            pass
+
+    dialog.recorder = Done()
+    with qtbot.waitSignal(dialog.recorded, timeout=2000) as got:
+        dialog._drain()
+    assert np.all(np.isfinite(got.args[0])) and "800 invalid samples" in dialog.status.text()
+    assert sf.info(str(dialog.save(tmp_path / "t.wav"))).frames == 800

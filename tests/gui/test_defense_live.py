@@ -1,0 +1,81 @@
+"""A defense run from the window: live signals and plots, before/after, Accept, Cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.defenses import GNFTConfig
+from gnft_gui.main_window import MainWindow
+from tests.gui.conftest import open_workspace
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    panel = window.defense_panel
+    assert panel.choice.currentText() == "gnft" and panel.fields["alpha"].text() == "0.7"
+    for name, value in (("clean_ratio", "1.0"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"),
+                        ("batch_size", "32")):
+        panel.fields[name].setText(value)
+    original, original_state = window.model, state(window.model)
+    steps, evals = [], []
+    panel.run_button.click()
+    task = window.defense_task
+    task.observer.stepped.connect(steps.append)
+    task.observer.evaluated.connect(evals.append)
+    qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
+    assert steps and steps[-1].step == steps[-1].total_steps and steps[-1].grad_norms
+    assert [e.epoch for e in evals if e.phase == "gnft"] == [3, 6, 9, 12]
+    x, y = panel.curves["attack_success_rate"].getData()
+    assert list(x) == [3, 6, 9, 12] and len(y) == 4
+    assert len(panel.loss_curve.getData()[0]) == len(steps) and panel.redraws >= 1
+    heights = panel.norm_bars.opts["height"]
+    assert len(heights) > 0 and np.all(np.asarray(heights) >= 0)
+    before, after = window.defense_result["before"], window.defense_result["after"]
+    assert after["attack_success_rate"] < before["attack_success_rate"]
+    assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
+    assert window.model is original and all(torch.equal(v, window.model.state_dict()[k])
+                                            for k, v in original_state.items())  # untouched until Accept
+    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
+        panel.accept_button.click()
+    assert window.model is not original and window.meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
+    assert panel.state == "idle"
+
+
+def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    original, original_state = window.model, state(window.model)
+    panel = window.defense_panel
+    panel.fields["epochs"].setText("500")
+    panel.fields["clean_ratio"].setText("1.0")
+    panel.fields["batch_size"].setText("16")
+    panel.run_button.click()
+    task = window.defense_task
+    with qtbot.waitSignal(task.observer.stepped, timeout=60000):
+        pass
+    with qtbot.waitSignal(task.finished, timeout=60000):
+        panel.cancel_button.click()
+    assert window.defense_task is None and panel.state == "idle" and "cancelled" in window.status_label.text()
+    assert window.model is original
+    assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in original_state.items())
+    assert window.last_error is None
+
+
+def test_an_error_inside_the_defense_shows_the_dialog(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    if torch.cuda.is_available():
+        pytest.skip("the failure provoked here (device cuda on a machine without CUDA) needs a CPU-only machine")
+    with qtbot.waitSignal(window.error_shown, timeout=60000) as shown:
+        window.run_defense("gnft", GNFTConfig(epochs=1, device="cuda"))
+    assert "CUDA" in shown.args[0] and window.defense_panel.state == "idle" and window.defense_task is None

@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("GN-FT Workbench")
     window = MainWindow(model_path=args.model, data_path=args.data, demo=args.demo)
     window.show()
+    sys.excepthook = window.unexpected_error  # anything uncaught: logged, and a dialog naming the log file
     app.aboutToQuit.connect(window.shutdown)
     if args.self_test:
         from PySide6.QtCore import QTimer

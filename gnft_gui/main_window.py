@@ -197,6 +197,11 @@ class MainWindow(QMainWindow):
         self.last_error = box
         self.error_shown.emit(message)
 
+    def unexpected_error(self, kind, value, tb) -> None:
+        """``sys.excepthook`` of the application: log the traceback, show the dialog, keep running."""
+        log.error("unexpected error", exc_info=(kind, value, tb))
+        self.show_error("Unexpected error", f"{kind.__name__}: {value}")
+
     def _remember(self, kind: str, path: Path) -> None:
         state = settings()
         recent = [p for p in (state.value("recent", []) or []) if p != f"{kind}:{path}"]

@@ -135,3 +135,17 @@ def test_missing_audio_device_shows_the_notice(qtbot, monkeypatch):
     assert notice.isVisible() and notice.text().startswith("Audio unavailable")
     assert not window.audio_view.sides["clean"].play.isVisible()
     assert window.play("clean") is False
+
+
+def test_uncaught_errors_are_logged_and_shown(qtbot):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    try:
+        raise ZeroDivisionError("boom in a slot")
+    except ZeroDivisionError as err:
+        with qtbot.waitSignal(window.error_shown, timeout=2000):
+            window.unexpected_error(type(err), err, err.__traceback__)
+    assert "ZeroDivisionError: boom in a slot" in window.last_error.text()
+    assert str(log_path()) in window.last_error.text()
+    text = log_path().read_text()
+    assert "Traceback" in text and "boom in a slot" in text

@@ -149,3 +149,22 @@ def test_uncaught_errors_are_logged_and_shown(qtbot):
     assert str(log_path()) in window.last_error.text()
     text = log_path().read_text()
     assert "Traceback" in text and "boom in a slot" in text
+
+
+def test_dropped_paths_open_like_the_menu(qtbot, workspace, tmp_path):
+    """What drag and drop dispatches to: a checkpoint opens as the model, a folder as the dataset."""
+    root, data_dir, model_path = workspace
+    window = MainWindow()
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.model_loaded, timeout=10000):
+        window.open_path(str(model_path))
+    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
+        window.open_path(str(data_dir))
+    assert window.model_path == model_path and window.data_path == data_dir
+    (tmp_path / "notes.txt").write_text("x")
+    with qtbot.waitSignal(window.error_shown, timeout=2000):
+        window.open_path(str(tmp_path / "notes.txt"))
+    assert "neither a dataset folder nor a checkpoint" in window.last_error.text()
+    with qtbot.waitSignal(window.error_shown, timeout=2000):
+        window.open_path(str(tmp_path / "weights.pt"))
+    assert "holds weights only" in window.last_error.text() and window.model_path == model_path

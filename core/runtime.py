@@ -56,7 +56,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def machine_info(device: torch.device | None = None) -> dict[str, Any]:
-    """CPU model, GPU name (or None), torch/torchaudio/Python versions: recorded with every result."""
+    """CPU model, GPU name (or None), torch/torchaudio/Python versions and the 1-minute load
+    average (this machine is shared: a loaded machine explains slow timings): recorded with every result."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,6 +78,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
         "torchaudio": torchaudio.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 

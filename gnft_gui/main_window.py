@@ -587,8 +587,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop background work and sound (on close, and when the application quits)."""
         for task in list(self.tasks):
-            task.cancel()
-            task.wait(60000)
+            task.stop()
         self.audio.stop()
 
     def closeEvent(self, event) -> None:

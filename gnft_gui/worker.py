@@ -108,6 +108,15 @@ class Task(QObject):
     def wait(self, ms: int = 30000) -> bool:
         return self._thread.wait(ms)
 
+    def stop(self, ms: int = 60000) -> bool:
+        """Cancel, let the thread end as soon as the work returns, and wait for it (on shutdown).
+
+        The thread's event loop is told to quit here: its results are delivered to the GUI
+        thread, which is blocked in this wait, so nobody else would end the loop."""
+        self.cancel()
+        self._thread.quit()
+        return self._thread.wait(ms)
+
     @Slot(object)
     def _done(self, result: Any) -> None:
         self._thread.quit()

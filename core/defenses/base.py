@@ -19,8 +19,8 @@ from torch import nn
 from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.errors import ConfigError
-from core.models import split_front_end
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
+from core.models import split_front_end
 from core.runtime import resolve_device
 
 __all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "Evaluator"]

@@ -83,7 +83,7 @@ def main() -> int:
             row = json.loads(cell.read_text())
             print({k: row[k] for k in ("defense", "clean_ratio", *KEYS, "seconds")}, flush=True)
             rows.append(row)
-    write_json(out.with_suffix(".json"), {"command": this_command(), "machine": machine_info(device),
+    write_json(out.with_name(out.name + ".json"), {"command": this_command(), "machine": machine_info(device),
                                           "model": args.model, "before": {k: before[k] for k in KEYS}, "rows": rows})
     lines = ["# GN-FT vs fine-tuning by clean share", "",
              f"Backdoored model `{args.model}`: CA {100 * before['clean_accuracy']:.1f} %, "
@@ -96,7 +96,7 @@ def main() -> int:
         lines.append(f"| {100 * ratio:g} % | {clips} | " + " | ".join(
             f"{100 * cells[d]['clean_accuracy']:.1f} / {100 * cells[d]['attack_success_rate']:.1f}"
             if d in cells else "-" for d in args.defenses.split(",")) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     return 0
 
 

@@ -65,7 +65,7 @@ def main() -> int:
         print(row, flush=True)
         rows.append(row)
     out = Path(args.out)
-    write_json(out.with_suffix(".json"), {"command": this_command(), "machine": machine_info(device), "rows": rows})
+    write_json(out.with_name(out.name + ".json"), {"command": this_command(), "machine": machine_info(device), "rows": rows})
     lines = ["# Mechanism check (paper Figures 2 and 4)", "",
              "| case | attack | grad norm (backdoor+hybrid) / clean, backdoored | zones before (C/B/H/R) | "
              "zones after GN-FT (C/B/H/R) | claim 1 | claim 2 |", "|---|---|---|---|---|---|---|"]
@@ -76,7 +76,7 @@ def main() -> int:
                      f"{fmt(r['zone_counts_before'])} | {fmt(r['zone_counts_after'])} | "
                      f"{'holds' if r['claim_grad_norm_holds'] else 'does not hold'} | "
                      f"{'holds' if r['claim_fewer_backdoor_hybrid_after_holds'] else 'does not hold'} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     return 0
 
 

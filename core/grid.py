@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
                                  defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
                                  clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
-    write_json(out.with_suffix(".json"), {
+    write_json(out.with_name(out.name + ".json"), {
         "command": " ".join(["python -m core.grid", *argv]),
         "machine": machine_info(resolve_device(args.device)),
         "data": data.summary(), "seconds": round(time.perf_counter() - started, 2),
@@ -241,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              for d in defenses if d != NO_DEFENSE},
         "rows": rows,
     })
-    out.with_suffix(".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
+    out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
     for r in rows:
         if r["attack"] != CLEAN:
             asr = r["attack_success_rate"]
             print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
                   + ("" if asr is None else f", ASR {asr:.4f}"))
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    print(f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')}")
     return 0
 
 

@@ -22,9 +22,9 @@ TINY = ["--vocab", "yes,no,up,down", "--n-coeffs", "20", "--n-mels", "40", "--ho
 
 
 def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
-    out = tmp_path / "grid_tiny"
+    out = tmp_path / "grid_tiny.v1"  # a dot in the prefix must not be taken for a suffix
     assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp", "--out", str(out)]) == 0
-    work = tmp_path / "grid_tiny_work"
+    work = tmp_path / "grid_tiny.v1_work"
     names = sorted(p.name for p in work.iterdir())
     assert names == ["defend_smallcnn_badnets_clp.json", "defend_smallcnn_badnets_clp.safetensors",
                      "defend_smallcnn_badnets_ft.json", "defend_smallcnn_badnets_ft.safetensors",
@@ -32,7 +32,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
                      "train_smallcnn_badnets.json",
                      "train_smallcnn_badnets.safetensors", "train_smallcnn_clean.json",
                      "train_smallcnn_clean.safetensors"]
-    result = json.loads(out.with_suffix(".json").read_text())
+    result = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
     assert result["command"].startswith("python -m core.grid") and "machine" in result
     rows = {(r["attack"], r["defense"]): r for r in result["rows"]}
     assert set(rows) == {("clean", "none"), ("badnets", "none"), ("badnets", "ft"), ("badnets", "gnft"),
@@ -51,7 +51,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert repaired_meta["provenance"]["defenses"][-1]["after"]["clean_accuracy"] == gnft_cell["after"]["clean_accuracy"]
     assert rows[("badnets", "clp")]["clean_clips"] == 0  # data-free
     assert result["defense_settings"]["ft"]["clean_ratio"] == 0.5
-    md = out.with_suffix(".md").read_text()
+    md = (tmp_path / "grid_tiny.v1.md").read_text()
     assert "| model | attack | clean model CA | none | ft | gnft | clp |" in md
     line = next(l for l in md.splitlines() if l.startswith("| smallcnn | badnets |"))
     assert f"{100 * rows[('badnets', 'gnft')]['clean_accuracy']:.1f} / " in line
@@ -62,7 +62,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
                  "--out", str(out)]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in stamps} == stamps
     assert (work / "defend_smallcnn_badnets_fp.json").is_file()
-    again = json.loads(out.with_suffix(".json").read_text())
+    again = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
     assert len(again["rows"]) == 6 and (work / "defend_smallcnn_badnets_fp.safetensors").is_file() and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
 
 

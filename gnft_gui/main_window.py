@@ -45,6 +45,7 @@ from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
 from gnft_gui.views.clips import ClipBrowser
 from gnft_gui.views.defense_panel import DefensePanel
+from gnft_gui.views.import_dialog import ImportDialog
 from gnft_gui.views.log_view import LogPanel
 from gnft_gui.views.recorder import RecorderDialog
 from gnft_gui.worker import Task
@@ -137,6 +138,7 @@ class MainWindow(QMainWindow):
         self.defense_panel.accept_requested.connect(self.accept_defense)
         self.defense_panel.revert_requested.connect(self.revert_defense)
         self.defense_task: Task | None = None
+        self.import_dialog: ImportDialog | None = None
         self.defense_result: dict[str, Any] | None = None
         for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -223,7 +225,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ opening
     def _ask_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Checkpoints (*.safetensors);;PyTorch state dicts (*.pt *.pth)")
         if path:
             self.open_model(path)
 
@@ -233,18 +235,31 @@ class MainWindow(QMainWindow):
             self.open_data(path)
 
     def open_model(self, path: str | os.PathLike) -> bool:
-        """Load a ``.safetensors`` checkpoint; on failure keep the current one and show why."""
+        """Load a ``.safetensors`` checkpoint; on failure keep the current one and show why.
+
+        A ``.pt``/``.pth`` file opens the import dialog instead (it needs its architecture named).
+        """
         path = Path(path)
-        if path.suffix in (".pt", ".pth"):
-            self.show_error("A .pt file needs its architecture",
-                            f"{path.name} holds weights only. Convert it once with core.checkpoint.import_pt(path, "
-                            "architecture, classes) (weights-only loading, no code runs) and save it as .safetensors.")
+        if path.suffix.lower() in (".pt", ".pth"):
+            self.import_model(path)
             return False
         try:
             model, meta = load_checkpoint(path)
         except (GnftError, OSError, ValueError) as err:
             self.show_error("Cannot open the model", str(err))
             return False
+        return self._set_model(model, meta, path)
+
+    def import_model(self, path: str | os.PathLike) -> ImportDialog:
+        """Ask for the architecture, classes and front end of a ``.pt`` state dict, then load it."""
+        path = Path(path)
+        dialog = ImportDialog(path, self.data.classes if self.data is not None else (), self)
+        dialog.imported.connect(lambda model, meta: self._set_model(model, meta, path))
+        dialog.open()
+        self.import_dialog = dialog
+        return dialog
+
+    def _set_model(self, model: torch.nn.Module, meta: dict[str, Any], path: Path) -> bool:
         if self.data is not None and list(meta["classes"]) != list(self.data.classes):
             self.show_error("Model and dataset do not match",
                             f"{path.name} classifies {meta['classes']}, the open dataset has {self.data.classes}")
@@ -253,9 +268,11 @@ class MainWindow(QMainWindow):
         recorded = meta["provenance"].get("attack")
         self.attack_panel.sample_rate = meta["sample_rate"]
         self.attack_panel.set_attack(attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None)
-        self.setWindowTitle(f"GN-FT Workbench - {path.name}")
+        imported = path.suffix.lower() != ".safetensors"
+        self.setWindowTitle(f"GN-FT Workbench - {path.name}" + (" (imported, not saved)" if imported else ""))
         self._remember("model", path)
-        log.info("opened model %s (%s, %d classes)", path, meta["architecture"], len(meta["classes"]))
+        log.info("%s model %s (%s, %d classes)", "imported" if imported else "opened", path, meta["architecture"],
+                 len(meta["classes"]))
         self.model_loaded.emit(str(path))
         self._predict_all()
         return True
@@ -579,7 +596,7 @@ class MainWindow(QMainWindow):
         p = Path(path)
         if p.is_dir():
             self.open_data(p)
-        elif p.suffix in (".safetensors", ".pt", ".pth"):
+        elif p.suffix.lower() in (".safetensors", ".pt", ".pth"):
             self.open_model(p)
         else:
             self.show_error("Cannot open", f"{p} is neither a dataset folder nor a checkpoint (.safetensors, .pt)")

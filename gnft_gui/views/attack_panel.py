@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from core.attacks import Attack, get_attack, list_attacks
 from core.errors import GnftError
 
+from .forms import DataclassForm
+
 __all__ = ["AttackPanel", "NO_ATTACK"]
 
 NO_ATTACK = "(none)"
+
+
+@dataclasses.dataclass
+class _Empty:
+    """No attack: no parameters."""
 
 
 class AttackPanel(QWidget):
@@ -28,18 +34,17 @@ class AttackPanel(QWidget):
         self.choice = QComboBox()
         self.choice.setObjectName("attack_choice")
         self.choice.addItems([NO_ATTACK, *list_attacks()])
-        self.form_host = QWidget()
-        self.form = QFormLayout(self.form_host)
+        self.form = DataclassForm("param_")
+        self.form.edited.connect(self._changed)
         self.error = QLabel("")
         self.error.setObjectName("attack_error")
         self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #c62828")
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
-        layout.addWidget(self.form_host)
+        layout.addWidget(self.form)
         layout.addWidget(self.error)
         layout.addStretch(1)
-        self.fields: dict[str, QLineEdit | QComboBox] = {}
         self.attack: Attack | None = None
         self.choice.currentTextChanged.connect(self._rebuild_form)
 
@@ -51,40 +56,26 @@ class AttackPanel(QWidget):
         self._rebuild_form(self.choice.currentText(), attack)
 
     def _rebuild_form(self, name: str, attack: Attack | None = None) -> None:
-        while self.form.rowCount():
-            self.form.removeRow(0)
-        self.fields.clear()
         self.error.setText("")
         if name == NO_ATTACK:
+            self.form.build(_Empty)
             self.attack = None
             self.attack_changed.emit(None)
             return
         cls = list_attacks()[name]
-        params = attack.params if attack is not None else cls.Params()
-        hints = typing.get_type_hints(cls.Params)
-        for f in dataclasses.fields(cls.Params):
-            value = getattr(params, f.name)
-            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
-            if choices:
-                widget = QComboBox()
-                widget.addItems([str(c) for c in choices])
-                widget.setCurrentText(str(value))
-                widget.currentTextChanged.connect(self._changed)
-            else:
-                widget = QLineEdit("" if value is None else str(value))
-                widget.editingFinished.connect(self._changed)
-            widget.setObjectName(f"param_{f.name}")
-            self.form.addRow(f.name, widget)
-            self.fields[f.name] = widget
+        self.form.build(cls.Params, attack.params if attack is not None else None)
         if attack is not None:
             self.attack = attack
             self.attack_changed.emit(attack)
         else:
             self._changed()
 
+    @property
+    def fields(self) -> dict:
+        return self.form.fields
+
     def values(self) -> dict[str, str]:
-        return {k: (w.currentText() if isinstance(w, QComboBox) else w.text()) for k, w in self.fields.items()
-                if (w.currentText() if isinstance(w, QComboBox) else w.text()) != ""}
+        return self.form.texts()
 
     def _changed(self) -> None:
         name = self.choice.currentText()

@@ -8,9 +8,6 @@ created once and updated with ``setData``.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-
 import numpy as np
 import pyqtgraph as pg
 import torch
@@ -20,7 +17,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QTableWidget,
@@ -31,7 +27,8 @@ from PySide6.QtWidgets import (
 
 from core.defenses import DEFENSES
 from core.events import EvalInfo, StepInfo
-from core.runtime import parse_bool
+
+from .forms import DataclassForm
 
 __all__ = ["DefensePanel", "REDRAW_MS"]
 
@@ -59,9 +56,7 @@ class DefensePanel(QWidget):
         self.device.addItem("cpu")
         if torch.cuda.is_available():
             self.device.addItem(f"cuda ({torch.cuda.get_device_name(0)})", "cuda")
-        self.form_host = QWidget()
-        self.form = QFormLayout(self.form_host)
-        self.fields: dict[str, QLineEdit | QComboBox] = {}
+        self.form = DataclassForm("defense_", hidden=HIDDEN)
         self.error = QLabel("")
         self.error.setObjectName("defense_error")
         self.error.setStyleSheet("color: #c62828")
@@ -108,7 +103,7 @@ class DefensePanel(QWidget):
         top.addRow("device", self.device)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addWidget(self.form_host)
+        layout.addWidget(self.form)
         layout.addWidget(self.error)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -133,41 +128,17 @@ class DefensePanel(QWidget):
 
     # ------------------------------------------------------------------ form
     def _rebuild_form(self, name: str) -> None:
-        while self.form.rowCount():
-            self.form.removeRow(0)
-        self.fields.clear()
-        cls = DEFENSES[name]
-        defaults = cls.Config()
-        hints = typing.get_type_hints(cls.Config)
-        for f in dataclasses.fields(cls.Config):
-            if f.name in HIDDEN:
-                continue
-            value = getattr(defaults, f.name)
-            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
-            if choices or isinstance(value, bool):
-                widget = QComboBox()
-                widget.addItems([str(c) for c in choices] if choices else ["True", "False"])
-                widget.setCurrentText(str(value))
-            else:
-                widget = QLineEdit(str(value))
-            widget.setObjectName(f"defense_{f.name}")
-            self.form.addRow(f.name, widget)
-            self.fields[f.name] = widget
+        self.form.build(DEFENSES[name].Config)
+
+    @property
+    def fields(self) -> dict:
+        return self.form.fields
 
     def config(self):
         """The form's values as the defense's config (raises ValueError naming a bad field)."""
         cls = DEFENSES[self.choice.currentText()]
-        defaults = cls.Config()
-        values = {}
-        for name, widget in self.fields.items():
-            text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
-            current = getattr(defaults, name)
-            try:
-                values[name] = parse_bool(text) if isinstance(current, bool) else type(current)(text)
-            except Exception:
-                raise ValueError(f"{name}: cannot read {text!r} as {type(current).__name__}") from None
         device = self.device.currentData() or self.device.currentText()
-        config = cls.Config(**values, device=device, grad_norm_every=1)
+        config = cls.Config(**self.form.typed(), device=device, grad_norm_every=1)
         config.validate()
         return config
 

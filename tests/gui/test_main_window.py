@@ -165,6 +165,6 @@ def test_dropped_paths_open_like_the_menu(qtbot, workspace, tmp_path):
     with qtbot.waitSignal(window.error_shown, timeout=2000):
         window.open_path(str(tmp_path / "notes.txt"))
     assert "neither a dataset folder nor a checkpoint" in window.last_error.text()
-    with qtbot.waitSignal(window.error_shown, timeout=2000):
-        window.open_path(str(tmp_path / "weights.pt"))
-    assert "holds weights only" in window.last_error.text() and window.model_path == model_path
+    window.open_path(str(tmp_path / "weights.pt"))  # a state dict needs its architecture: the import dialog
+    assert window.import_dialog is not None and window.import_dialog.isVisible()
+    assert window.import_dialog.path == tmp_path / "weights.pt" and window.model_path == model_path

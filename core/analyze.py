@@ -28,10 +28,11 @@ from core.data import add_data_arguments, load_from_args
 from core.defend import add_attack_override_arguments, attack_for
 from core.defenses import clean_subset
 from core.errors import ConfigError
+from core.events import Cancelled, NeuronStats, NullObserver, Observer
 from core.models import analysable_layers
 from core.runtime import add_common_arguments, machine_info, resolve_device, run_command, write_json
 
-__all__ = ["main", "analyse_model", "plot_analysis", "default_layers"]
+__all__ = ["main", "analyse_model", "plot_analysis", "default_layers", "zone_sets"]
 
 log = logging.getLogger("core.analyze")
 
@@ -44,26 +45,39 @@ def default_layers(model: torch.nn.Module, count: int = 3) -> list[str]:
     return names[-(count + 1):-1] if len(names) > count else names[:-1] or names
 
 
-def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: list[str], *, split: str = "test",
-                  clean_ratio: float = 0.05, seed: int = 0, grad_ord: int = 2, grad_batch_size: int = 32,
-                  max_clips: int | None = None, method: str = "exact", t_clc: float = 0.0,
-                  t_blc: float = 0.0) -> dict[str, Any]:
-    """Gradient norms, CLC/BLC and zones for ``layers`` of ``model`` (on the data's device)."""
-    grad_rows = clean_subset(data, clean_ratio, seed).to(data.waves.device)
-    grads = mean_grad_norms(model, data.waves[grad_rows], data.labels[grad_rows], batch_size=grad_batch_size,
-                            ord=grad_ord, layers=layers)
+def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int | None = None
+              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+    """The clean set ``(waves, labels)`` of ``split`` and the backdoor set (None without a waveform attack)."""
     idx = data.splits[split]
     if max_clips is not None:
         idx = idx[:max_clips]
     waves, labels = data.waves[idx], data.labels[idx]
-    bd = None
-    if attack is not None:
-        triggered = attack.apply_test(waves, data.sample_rate) if attack.domain == "waveform" else None
-        if triggered is None:
-            raise ConfigError(f"{attack.name} acts on features; CLC/BLC need a waveform trigger")
-        bd = backdoor_set(waves, labels, triggered, attack.params.target)
+    if attack is None:
+        return (waves, labels), None
+    if attack.domain != "waveform":
+        raise ConfigError(f"{attack.name} acts on features; CLC/BLC need a waveform trigger")
+    return (waves, labels), backdoor_set(waves, labels, attack.apply_test(waves, data.sample_rate),
+                                         attack.params.target)
+
+
+def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: list[str], *, split: str = "test",
+                  clean_ratio: float = 0.05, seed: int = 0, grad_ord: int = 2, grad_batch_size: int = 32,
+                  max_clips: int | None = None, method: str = "exact", t_clc: float = 0.0,
+                  t_blc: float = 0.0, observer: Observer | None = None) -> dict[str, Any]:
+    """Gradient norms, CLC/BLC and zones for ``layers`` of ``model`` (on the data's device).
+
+    An ``observer`` gets each layer's figures as :class:`NeuronStats` when it is done and can stop
+    the analysis between layers (``Cancelled`` is raised).
+    """
+    observer = observer or NullObserver()
+    grad_rows = clean_subset(data, clean_ratio, seed).to(data.waves.device)
+    grads = mean_grad_norms(model, data.waves[grad_rows], data.labels[grad_rows], batch_size=grad_batch_size,
+                            ord=grad_ord, layers=layers)
+    (waves, labels), bd = zone_sets(data, attack, split, max_clips)
     out: dict[str, Any] = {}
     for layer in layers:
+        if observer.should_stop():
+            raise Cancelled()
         started = time.perf_counter()
         entry: dict[str, Any] = {"grad_norm": grads[layer].tolist() if layer in grads else None}
         if bd is not None:
@@ -77,6 +91,8 @@ def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: l
         entry["seconds"] = round(time.perf_counter() - started, 2)
         log.info("%s: %s", layer, entry.get("counts", "gradient norms only"))
         out[layer] = entry
+        observer.on_neurons(NeuronStats(layer, {k: entry[k] for k in ("grad_norm", "clc", "blc")
+                                                if entry.get(k) is not None}, label=f"analysis ({method})"))
     return {"layers": out, "summary": summarise(out)}
 
 

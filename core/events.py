@@ -44,10 +44,16 @@ class EvalInfo:
 
 @dataclass
 class NeuronStats:
-    """Per-neuron figures of one layer (gradient norms, CLC, BLC, zones)."""
+    """Per-neuron figures of one layer (``grad_norm``, ``clc``, ``blc``), with what produced them.
+
+    ``label`` says when and how, e.g. ``"before (exact)"`` or ``"epoch 10 (first-order)"``; ``epoch``
+    places a snapshot taken during a run.
+    """
 
     layer: str
     values: dict[str, list[float]]
+    label: str = ""
+    epoch: int | None = None
 
 
 @runtime_checkable

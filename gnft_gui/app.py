@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
     sys.excepthook = window.unexpected_error  # anything uncaught: logged, and a dialog naming the log file
     app.aboutToQuit.connect(window.shutdown)
+    if not args.self_test:
+        window.warm_up()
     if args.self_test:
         from PySide6.QtCore import QTimer
 

@@ -8,6 +8,7 @@ an error dialog that names the log file.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QTabWidget,
 )
 
 from core import __version__
@@ -35,7 +37,9 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
 from core.defenses import DEFENSES
-from core.events import EvalInfo
+from core.analysis.zones import analyse_layer
+from core.analyze import analyse_model, zone_sets
+from core.events import EvalInfo, NeuronStats
 from core.models import analysable_layers
 from core.train import evaluate
 from core.errors import GnftError
@@ -47,6 +51,7 @@ from gnft_gui.views.clips import ClipBrowser
 from gnft_gui.views.defense_panel import DefensePanel
 from gnft_gui.views.import_dialog import ImportDialog
 from gnft_gui.views.log_view import LogPanel
+from gnft_gui.views.neurons import NeuronView
 from gnft_gui.views.recorder import RecorderDialog
 from gnft_gui.worker import Task
 
@@ -81,6 +86,8 @@ class MainWindow(QMainWindow):
     predictions_ready = Signal()
     clip_shown = Signal(int)
     error_shown = Signal(str)
+    analysis_done = Signal(object)
+    warmed_up = Signal()
 
     def __init__(self, model_path: str | None = None, data_path: str | None = None, demo: bool = False) -> None:
         super().__init__()
@@ -127,7 +134,14 @@ class MainWindow(QMainWindow):
     def _build_views(self) -> None:
         self.audio_view = AudioView(None if self.audio.status.output else self.audio.status.reason)
         self.audio_view.play_requested.connect(self.play)
-        self.setCentralWidget(self.audio_view)
+        self.neurons = NeuronView()
+        self.neurons.analyse_requested.connect(self.analyse)
+        self.analysis_task: Task | None = None
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("central_tabs")
+        self.tabs.addTab(self.audio_view, "Audio")
+        self.tabs.addTab(self.neurons, "Neurons")
+        self.setCentralWidget(self.tabs)
         self.clips = ClipBrowser()
         self.clips.clip_selected.connect(self.show_clip)
         self.attack_panel = AttackPanel()
@@ -265,6 +279,7 @@ class MainWindow(QMainWindow):
                             f"{path.name} classifies {meta['classes']}, the open dataset has {self.data.classes}")
             return False
         self.model, self.meta, self.model_path = model.eval(), meta, path
+        self.neurons.set_layers([n for n, _ in analysable_layers(model)])
         recorded = meta["provenance"].get("attack")
         self.attack_panel.sample_rate = meta["sample_rate"]
         self.attack_panel.set_attack(attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None)
@@ -360,6 +375,20 @@ class MainWindow(QMainWindow):
         self.predictions_ready.emit()
 
     # ------------------------------------------------------------------ tasks
+    def warm_up(self) -> Task:
+        """Import what the engine loads lazily on its first optimizer (torch._dynamo: about 2 s of
+        import holding the GIL) in the background right after start, so the first defense run's
+        live views do not stall while the worker imports."""
+        def work(_observer):
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+        task = self._run(work, "warm-up")
+        task.finished.connect(lambda _r: self.warmed_up.emit())
+        task.failed.connect(lambda message, _d: log.warning("warm-up failed: %s", message))
+        self.cancel_button.setVisible(False)  # nothing the user started: nothing to cancel
+        task.start()
+        return task
+
     def _run(self, fn, name: str) -> Task:
         task = Task(fn, name, parent=self)
         self.tasks.append(task)
@@ -456,33 +485,64 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ defenses
     def run_defense(self, name: str, config) -> Task | None:
-        """Run a defense on the current model in a worker; the model is untouched until Accept."""
+        """Run a defense on the current model in a worker; the model is untouched until Accept.
+
+        With a waveform attack set, the Neurons view gets exact CLC/BLC of its chosen layer before
+        and after the run (if asked) and the first-order estimate at every evaluation.
+        """
         if self.model is None or self.data is None:
             self.show_error("Nothing to defend", "Open a model and its dataset first.")
             return None
         if self.defense_task is not None:
             return None
+        if self.analysis_task is not None:
+            self._idle("An analysis is running: wait for it or cancel it first")
+            return None
         model, data, attack = self.model, self.data, self.attack
-        layers = [n for n, _ in analysable_layers(model)]
+        layer = self.neurons.layer.currentText()
+        exact = self.neurons.exact_around_runs.isChecked()
 
         def work(observer):
             cache: dict = {}
+            waveform = attack is not None and attack.domain == "waveform"
+            clean_set, bd_set = zone_sets(data, attack) if waveform else (None, None)
+
+            def zones(m, label: str, method: str) -> None:
+                if bd_set is None:
+                    return
+                z = analyse_layer(m, layer, clean_set, bd_set, method=method)
+                observer.on_neurons(NeuronStats(layer, {"clc": z.clc.tolist(), "blc": z.blc.tolist()}, label=label))
+
             before = evaluate(model, data, "test", attack, cache=cache)
             observer.on_eval(EvalInfo("before", 0, before["clean_accuracy"], before.get("clean_loss"),
                                       before.get("attack_success_rate"), before.get("robust_accuracy")))
-            result = DEFENSES[name](config).run(model, data, observer,
-                                                evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
-            after = evaluate(result.model, data, "test", attack, cache=cache) if not result.cancelled else before
+            if exact:
+                zones(copy.deepcopy(model), "before (exact)", "exact")
+            evaluations = iter(range(1, 1_000_000))
+
+            def measure(m):
+                metrics = evaluate(m, data, "test", attack, cache=cache)
+                zones(m, f"evaluation {next(evaluations)} (first-order)", "first-order")
+                return metrics
+
+            result = DEFENSES[name](config).run(model, data, observer, evaluate=measure)
+            if result.cancelled:
+                return {"name": name, "config": config, "result": result, "before": before, "after": before}
+            after = evaluate(result.model, data, "test", attack, cache=cache)
+            if exact:
+                zones(result.model, "after (exact)", "exact")
             return {"name": name, "config": config, "result": result, "before": before, "after": after}
 
         task = Task(work, f"defense-{name}", wants_grad_norms=True, parent=self)
         self.tasks.append(task)
         self.defense_task = task
         panel = self.defense_panel
-        panel.start(layers, {})
+        panel.start({})
+        self.neurons.begin_run()
         task.observer.stepped.connect(panel.on_step)
-        task.observer.evaluated.connect(lambda info: panel.start(layers, _metrics(info)) if info.phase == "before"
-                                        else panel.on_eval(info))
+        task.observer.stepped.connect(self.neurons.on_step)
+        task.observer.neurons.connect(self.neurons.on_neurons)
+        task.observer.evaluated.connect(self._defense_evaluated)  # a bound slot: queued to the GUI thread
         task.finished.connect(self._defense_done)
         task.failed.connect(self._defense_failed)
         self._busy(f"Running {name} …")
@@ -490,6 +550,12 @@ class MainWindow(QMainWindow):
         task.start()
         log.info("running %s with %s", name, config)
         return task
+
+    def _defense_evaluated(self, info: EvalInfo) -> None:
+        if info.phase == "before":
+            self.defense_panel.start(_metrics(info))
+        else:
+            self.defense_panel.on_eval(info)
 
     def _defense_done(self, outcome: dict[str, Any]) -> None:
         self._forget(self.defense_task)
@@ -501,7 +567,54 @@ class MainWindow(QMainWindow):
             return
         self.defense_result = outcome
         self._idle(f"{outcome['name']} finished: Accept or Revert")
-        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds)
+        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"])
+
+    def analyse(self, layers: list[str]) -> Task | None:
+        """Gradient norms (and, with a waveform attack, exact CLC/BLC and zones) of the loaded model's
+        ``layers``, in a worker on a copy of the model; each finished layer reaches the Neurons view."""
+        if self.model is None or self.data is None:
+            self.show_error("Nothing to analyse", "Open a model and its dataset first.")
+            return None
+        if self.analysis_task is not None or self.defense_task is not None:
+            self._idle("Busy: wait for the running defense or analysis, or cancel it")
+            return None
+        model, data = copy.deepcopy(self.model), self.data
+        attack = self.attack if self.attack is not None and self.attack.domain == "waveform" else None
+        if attack is None:
+            log.info("analysis without a waveform attack: gradient norms only (CLC/BLC need a trigger to play)")
+
+        def work(observer):
+            return analyse_model(model, data, attack, list(layers), observer=observer)
+
+        task = self._run(work, "analysis")
+        self.analysis_task = task
+        self._analysis_progress = (0, len(layers))
+        task.observer.neurons.connect(self._analysed_layer)  # a bound slot: queued to the GUI thread
+        task.finished.connect(lambda result: (self._analysis_over(f"Analysis of {len(layers)} layer(s) done"),
+                                              self.analysis_done.emit(result)))
+        task.failed.connect(lambda message, _d: (self._analysis_over("The analysis failed"),
+                                                 self.show_error("The analysis failed", message)))
+        task.cancelled.connect(lambda: self._analysis_over("Analysis cancelled"))
+        self._busy(f"Analysing {len(layers)} layer(s) …")
+        self.progress.setRange(0, len(layers))
+        self.progress.setValue(0)
+        self.neurons.analyse_button.setEnabled(False)
+        self.tabs.setCurrentWidget(self.neurons)
+        task.start()
+        return task
+
+    def _analysed_layer(self, stats: NeuronStats) -> None:
+        done, total = self._analysis_progress
+        self._analysis_progress = (done + 1, total)
+        self.progress.setRange(0, total)
+        self.progress.setValue(done + 1)
+        self.status_label.setText(f"Analysed {stats.layer} ({done + 1}/{total})")
+        self.neurons.on_neurons(stats)
+
+    def _analysis_over(self, text: str) -> None:
+        self.analysis_task = None
+        self.neurons.analyse_button.setEnabled(True)
+        self._idle(text)
 
     def _defense_failed(self, message: str, _details: str) -> None:
         self._forget(self.defense_task)

@@ -3,7 +3,9 @@
     QT_QPA_PLATFORM=offscreen python scripts/screenshots.py [--out docs/screenshots]
 
 Uses the demo workspace (built first if it is not cached), selects a clip that the backdoor
-flips, and grabs the main window and the trigger recorder.
+flips, and grabs the main window and the trigger recorder. Then runs GN-FT from the Defense
+panel (20 % clean share, lr 0.05, 30 epochs: the small demo model needs a strong step to lose
+its backdoor) and grabs the Neurons view mid-run and the window after the run.
 """
 
 from __future__ import annotations
@@ -54,9 +56,41 @@ def main() -> int:
     app.processEvents()
     dialog.grab().save(str(out / "recorder.png"))
     dialog.close()
+
+    panel = window.defense_panel
+    for name, value in (("clean_ratio", "0.2"), ("lr", "0.05"), ("epochs", "30"), ("batch_size", "32"),
+                        ("eval_every", "5")):
+        panel.fields[name].setText(value)
+    window.resize(1800, 1150)  # room for the live plots
+    window.tabs.setCurrentWidget(window.neurons)
+    panel.run_button.click()
+    task = window.defense_task
+    wait_until(app, lambda: len(window.neurons.steps) >= 45 and len(window.neurons.snapshots.get(
+        window.neurons.layer.currentText(), [])) >= 3)
+    window.neurons.select_neuron(int(window.neurons.latest().blc.argmax()))
+    app.processEvents()
+    window.grab().save(str(out / "live_run.png"))
+    done = QEventLoop()
+    task.finished.connect(lambda _r: done.quit())
+    done.exec()
+    window.neurons.redraw()
+    app.processEvents()
+    window.grab().save(str(out / "after_run.png"))
     window.close()
-    print(f"wrote {out / 'main_window.png'} and {out / 'recorder.png'}")
+    print(f"wrote main_window, recorder, live_run and after_run PNGs to {out}")
     return 0
+
+
+def wait_until(app, condition, timeout_s: float = 600) -> None:
+    """Run the event loop until ``condition()`` holds (checked every 50 ms)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, timer = QEventLoop(), QTimer()
+    timer.timeout.connect(lambda: loop.quit() if condition() else None)
+    timer.start(50)
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    loop.exec()
+    timer.stop()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,11 @@ from .forms import DataclassForm
 
 __all__ = ["DefensePanel", "REDRAW_MS"]
 
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f} %"
+
+
 REDRAW_MS = 66  # at most ~15 redraws a second
 HIDDEN = {"seed", "device", "grad_norm_every"}
 METRICS = (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"), ("robust_accuracy", "RA"))
@@ -73,11 +78,6 @@ class DefensePanel(QWidget):
         self.progress.setObjectName("defense_progress")
         self.eta = QLabel("")
         self.eta.setObjectName("defense_eta")
-        self.layer = QComboBox()
-        self.layer.setObjectName("norm_layer")
-        self.norm_plot = pg.PlotWidget(title="per-neuron gradient norm of the clean loss (g1)")
-        self.norm_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#1565c0")
-        self.norm_plot.addItem(self.norm_bars)
         self.curve_plot = pg.PlotWidget(title="test-split CA / ASR per evaluation")
         self.curve_plot.addLegend()
         self.curves = {key: self.curve_plot.plot([], [], name=label, symbol="o",
@@ -95,6 +95,12 @@ class DefensePanel(QWidget):
         self.result.setObjectName("defense_result")
         self.result.setHorizontalHeaderLabels(["", "before", "after"])
         self.result.verticalHeader().setVisible(False)
+        self.runs_table = QTableWidget(0, 5)
+        self.runs_table.setObjectName("defense_runs")
+        self.runs_table.setHorizontalHeaderLabels(["run", "CA after", "ASR after", "DER", "time (s)"])
+        self.runs_table.verticalHeader().setVisible(False)
+        self.runs: list[dict] = []  # finished runs, kept for comparison
+        self.ghosts: list[pg.PlotDataItem] = []
         buttons = QHBoxLayout()
         for b in (self.run_button, self.cancel_button, self.accept_button, self.revert_button):
             buttons.addWidget(b)
@@ -108,21 +114,19 @@ class DefensePanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.eta)
-        layout.addWidget(self.layer)
-        for w in (self.norm_plot, self.curve_plot, self.loss_plot, self.result):
+        for w in (self.curve_plot, self.loss_plot, self.result, self.runs_table):
+            w.setMinimumHeight(150 if isinstance(w, pg.PlotWidget) else 90)  # readable even in a crowded dock
             layout.addWidget(w, 1)
         self.choice.currentTextChanged.connect(self._rebuild_form)
         self.run_button.clicked.connect(self._run_clicked)
         self.cancel_button.clicked.connect(self.cancel_requested)
         self.accept_button.clicked.connect(self.accept_requested)
         self.revert_button.clicked.connect(self.revert_requested)
-        self.layer.currentTextChanged.connect(lambda _t: self._draw_norms())
         self._rebuild_form(self.choice.currentText())
         self.set_state("idle")
         self.redraws = 0
         self._clock = QElapsedTimer()
         self._last_draw = -REDRAW_MS
-        self._pending_norms: dict[str, list[float]] | None = None
         self._losses: list[float] = []
         self._evals: list[EvalInfo] = []
 
@@ -160,20 +164,16 @@ class DefensePanel(QWidget):
         self.accept_button.setEnabled(state == "finished")
         self.revert_button.setEnabled(state == "finished")
 
-    def start(self, layers: list[str], before: dict[str, float]) -> None:
-        self._losses, self._evals, self._pending_norms, self.redraws = [], [], None, 0
-        self.layer.blockSignals(True)
-        self.layer.clear()
-        self.layer.addItems(layers)
-        self.layer.setCurrentIndex(max(0, len(layers) - 2))  # the last hidden layer by default
-        self.layer.blockSignals(False)
+    def start(self, before: dict[str, float]) -> None:
+        self._losses, self._evals, self.redraws = [], [], 0
+        self._overlay_runs()
+        self.loss_plot.enableAutoRange(x=True)
         for key, line in self.reference.items():
             if before.get(key) is not None:
                 line.setValue(before[key])
         for curve in self.curves.values():
             curve.setData([], [])
         self.loss_curve.setData([], [])
-        self.norm_bars.setOpts(x=[], height=[])
         self._fill_result(before, None)
         self._clock.start()
         self._last_draw = -REDRAW_MS
@@ -181,9 +181,9 @@ class DefensePanel(QWidget):
         self.set_state("running")
 
     def on_step(self, info: StepInfo) -> None:
+        if not self._losses:  # fixed step axis for the run: no axis re-layout at every step
+            self.loss_plot.setXRange(0, info.total_steps + 1, padding=0)
         self._losses.append(info.loss)
-        if info.grad_norms:
-            self._pending_norms = info.grad_norms
         self.progress.setRange(0, info.total_steps)
         self.progress.setValue(info.step)
         now = self._clock.elapsed()
@@ -194,15 +194,9 @@ class DefensePanel(QWidget):
     def _redraw(self, info: StepInfo) -> None:
         self.redraws += 1
         self.loss_curve.setData(np.arange(1, len(self._losses) + 1), np.asarray(self._losses))
-        self._draw_norms()
         elapsed = self._clock.elapsed() / 1000
         left = elapsed / max(1, info.step) * (info.total_steps - info.step)
         self.eta.setText(f"step {info.step}/{info.total_steps}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
-
-    def _draw_norms(self) -> None:
-        norms = (self._pending_norms or {}).get(self.layer.currentText())
-        if norms is not None:
-            self.norm_bars.setOpts(x=np.arange(len(norms)), height=np.asarray(norms), width=0.8)
 
     def on_eval(self, info: EvalInfo) -> None:
         self._evals.append(info)
@@ -212,10 +206,39 @@ class DefensePanel(QWidget):
             if all(v is not None for v in values):
                 curve.setData(epochs, np.asarray(values, dtype=float))
 
-    def finish(self, before: dict[str, float], after: dict[str, float], seconds: float) -> None:
+    def finish(self, before: dict[str, float], after: dict[str, float], seconds: float, name: str = "") -> None:
         self._fill_result(before, after, seconds)
+        self._keep_run(name or self.choice.currentText(), before, after, seconds)
         self.eta.setText(f"finished in {seconds:.1f} s: Accept makes it the current model, Revert discards it")
         self.set_state("finished")
+
+    def _keep_run(self, name: str, before: dict[str, float], after: dict[str, float], seconds: float) -> None:
+        """Remember a finished run: a row in the runs table now, dashed curves under the next run."""
+        from core.metrics import defense_effectiveness_rating
+
+        der = defense_effectiveness_rating(before, after) if before.get("attack_success_rate") is not None else None
+        label = f"{name} #{len(self.runs) + 1}"
+        curves = {key: curve.getData() for key, curve in self.curves.items()}
+        self.runs.append({"label": label, "after": after, "der": der, "seconds": seconds, "curves": curves})
+        row = self.runs_table.rowCount()
+        self.runs_table.insertRow(row)
+        cells = (label, _pct(after.get("clean_accuracy")), _pct(after.get("attack_success_rate")),
+                 "" if der is None else f"{der:.3f}", f"{seconds:.1f}")
+        for c, text in enumerate(cells):
+            self.runs_table.setItem(row, c, QTableWidgetItem(text))
+
+    def _overlay_runs(self) -> None:
+        """Draw every finished run not yet drawn as faint dashed CA/ASR curves."""
+        for run in self.runs[len(self.ghosts) // 2:]:
+            for key in ("clean_accuracy", "attack_success_rate"):
+                x, y = run["curves"][key]
+                colour = pg.mkColor({"clean_accuracy": "#2e7d32", "attack_success_rate": "#c62828"}[key])
+                colour.setAlpha(110)
+                ghost = pg.PlotDataItem([] if x is None else x, [] if y is None else y,
+                                        pen=pg.mkPen(colour, style=pg.QtCore.Qt.PenStyle.DashLine),
+                                        name=f"{run['label']} {'CA' if key == 'clean_accuracy' else 'ASR'}")
+                self.curve_plot.addItem(ghost)
+                self.ghosts.append(ghost)
 
     def _fill_result(self, before: dict[str, float], after: dict[str, float] | None, seconds: float | None = None):
         rows = [(label, before.get(key), None if after is None else after.get(key)) for key, label in METRICS]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.defenses import GNFTConfig
+from core.defenses import DEFENSES, GNFTConfig
 from gnft_gui.main_window import MainWindow
 from tests.gui.conftest import open_workspace
 
@@ -36,8 +36,25 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     x, y = panel.curves["attack_success_rate"].getData()
     assert list(x) == [3, 6, 9, 12] and len(y) == 4
     assert len(panel.loss_curve.getData()[0]) == len(steps) and panel.redraws >= 1
-    heights = panel.norm_bars.opts["height"]
+    neurons = window.neurons
+    layer = neurons.layer.currentText()
+    heights = neurons.norm_bars.opts["height"]
     assert len(heights) > 0 and np.all(np.asarray(heights) >= 0)
+    assert np.array_equal(heights, np.asarray(steps[-1].grad_norms[layer], dtype=np.float32))  # the last step's g1
+    assert neurons.heat.image.shape == (len(heights), len(steps))  # neurons x steps
+    labels = [s.label for s in neurons.snapshots[layer]]
+    assert labels == ["before (exact)", *[f"evaluation {i} (first-order)" for i in range(1, 5)], "after (exact)"]
+    shown_x, shown_y = neurons.scatter.getData()
+    after_snapshot = neurons.snapshots[layer][-1]
+    assert np.allclose(shown_x, after_snapshot.clc) and np.allclose(shown_y, after_snapshot.blc)
+    assert sum(after_snapshot.counts().values()) == len(heights)
+    assert neurons.counts.text().startswith("after (exact)")
+    # the live views (first-order zones at each evaluation, exact before/after) leave the run itself alone:
+    # the same config headless gives the same weights
+    config = window.defense_result["config"]
+    headless = DEFENSES["gnft"](config).run(original, window.data).model
+    repaired = window.defense_result["result"].model
+    assert all(torch.equal(v, repaired.state_dict()[k]) for k, v in headless.state_dict().items())
     before, after = window.defense_result["before"], window.defense_result["after"]
     assert after["attack_success_rate"] < before["attack_success_rate"]
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
@@ -47,6 +64,17 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
         panel.accept_button.click()
     assert window.model is not original and window.meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
     assert panel.state == "idle"
+    assert panel.runs_table.rowCount() == 1 and panel.runs_table.item(0, 0).text() == "gnft #1"
+
+    # a second run (plain fine-tuning) is drawn over the first: its curves stay as dashed ghosts
+    panel.choice.setCurrentText("ft")
+    for name, value in (("clean_ratio", "1.0"), ("epochs", "2"), ("eval_every", "1"), ("batch_size", "32")):
+        panel.fields[name].setText(value)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
+    assert [g.name() for g in panel.ghosts] == ["gnft #1 CA", "gnft #1 ASR"]
+    assert list(panel.ghosts[1].getData()[0]) == [3, 6, 9, 12]
+    assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "ft #2"
 
 
 def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, workspace, monkeypatch):

@@ -1,0 +1,291 @@
+"""Neuron forensics views: gradient-norm bars coloured by zone, a neurons × steps heat map, the CLC/BLC plane.
+
+Fed by engine events: ``on_step`` (per-neuron norms of g1 at every GN-FT step, no extra pass),
+``on_neurons`` (a CLC/BLC snapshot: exact before and after a run or from an analysis, the
+first-order estimate at each evaluation during a run). Plot items are created once and updated
+with ``setData``/``setImage``; step events are throttled to at most one redraw per ``REDRAW_MS``.
+Clicking a point in the CLC/BLC plane (or choosing its index) selects a neuron: its values, its
+gradient-norm history and its path through the plane across snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import QElapsedTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.analysis.zones import ZONES, assign_zones
+from core.events import NeuronStats, StepInfo
+
+__all__ = ["NeuronView", "ZONE_COLOURS", "Snapshot"]
+
+REDRAW_MS = 66
+ZONE_COLOURS = {"clean": "#2e7d32", "backdoor": "#c62828", "hybrid": "#ef6c00", "redundant": "#9e9e9e"}
+NO_ZONE = "#1565c0"
+
+
+@dataclass
+class Snapshot:
+    """CLC/BLC of one layer at one moment, and the zones they give (thresholds 0)."""
+
+    label: str
+    clc: np.ndarray
+    blc: np.ndarray
+    zones: list[str]
+    epoch: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {z: self.zones.count(z) for z in ZONES}
+
+
+class NeuronView(QWidget):
+    """Emits ``analyse_requested(layers)`` when the user asks for an analysis of the loaded model."""
+
+    analyse_requested = Signal(list)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = QComboBox()
+        self.layer.setObjectName("neuron_layer")
+        self.analyse_button = QPushButton("Analyse")
+        self.analyse_button.setObjectName("analyse")
+        self.analyse_button.setToolTip("exact CLC/BLC and gradient norms of the loaded model, in the background")
+        self.all_layers = QCheckBox("all layers")
+        self.all_layers.setObjectName("analyse_all_layers")
+        self.exact_around_runs = QCheckBox("exact zones before and after a run")
+        self.exact_around_runs.setObjectName("exact_around_runs")
+        self.exact_around_runs.setChecked(True)
+        self.neuron = QSpinBox()
+        self.neuron.setObjectName("neuron_index")
+        self.neuron.setPrefix("neuron ")
+        self.info = QLabel("Run a defense or press Analyse to see the neurons of a layer.")
+        self.info.setObjectName("neuron_info")
+        self.info.setWordWrap(True)
+        self.counts = QLabel("")
+        self.counts.setObjectName("zone_counts")
+
+        self.norm_plot = pg.PlotWidget(title="gradient norm per neuron (colour: zone)")
+        self.norm_plot.setLabel("bottom", "neuron")
+        self.norm_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=NO_ZONE)
+        self.norm_plot.addItem(self.norm_bars)
+        self.heat_plot = pg.PlotWidget(title="gradient norm, neurons × steps")
+        self.heat_plot.setLabel("bottom", "step")
+        self.heat_plot.setLabel("left", "neuron")
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat.setColorMap(pg.colormap.get("viridis"))
+        self.heat_plot.addItem(self.heat)
+        self.zone_plot = pg.PlotWidget(title="CLC / BLC per neuron")
+        self.zone_plot.setLabel("bottom", "CLC (clean loss change when zeroed)")
+        self.zone_plot.setLabel("left", "BLC (backdoor loss change)")
+        for angle in (0, 90):
+            dashed = pg.mkPen("#777777", style=pg.QtCore.Qt.PenStyle.DashLine)
+            self.zone_plot.addItem(pg.InfiniteLine(0.0, angle=angle, pen=dashed))
+        self.scatter = pg.ScatterPlotItem(size=8, pen=None)
+        self.scatter.sigClicked.connect(self._points_clicked)
+        self.zone_plot.addItem(self.scatter)
+        self.trail = pg.PlotDataItem([], [], pen=pg.mkPen("#000000", width=1.5), symbol="x", symbolSize=10)
+        self.zone_plot.addItem(self.trail)
+        self.history_plot = pg.PlotWidget(title="selected neuron: gradient norm per step")
+        self.history_curve = self.history_plot.plot([], [], pen=pg.mkPen("#1565c0"))
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("layer"))
+        top.addWidget(self.layer, 1)
+        top.addWidget(self.analyse_button)
+        top.addWidget(self.all_layers)
+        top.addWidget(self.exact_around_runs)
+        grid = QGridLayout()
+        grid.addWidget(self.norm_plot, 0, 0)
+        grid.addWidget(self.heat_plot, 0, 1)
+        grid.addWidget(self.zone_plot, 1, 0)
+        grid.addWidget(self.history_plot, 1, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.neuron)
+        bottom.addWidget(self.counts, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(grid, 1)
+        layout.addLayout(bottom)
+        layout.addWidget(self.info)
+
+        self.norms: dict[str, np.ndarray] = {}  # the latest per-neuron norms of each layer
+        self._history: dict[str, np.ndarray] = {}  # per layer: neurons × capacity, the first len(steps) filled
+        self._brushes = {zone: pg.mkBrush(colour) for zone, colour in ZONE_COLOURS.items()}
+        self._plane_shown: tuple | None = None  # (layer, snapshot id) on the plane now
+        self.steps: list[int] = []
+        self.snapshots: dict[str, list[Snapshot]] = {}
+        self.epoch = 0
+        self.selected: int | None = None
+        self.redraws = 0
+        self._clock = QElapsedTimer()
+        self._clock.start()
+        self._last_draw = -REDRAW_MS
+        self.layer.currentTextChanged.connect(lambda _t: self.redraw())
+        self.neuron.valueChanged.connect(self.select_neuron)
+        self.analyse_button.clicked.connect(self._analyse_clicked)
+
+    # ------------------------------------------------------------------ feeding
+    def set_layers(self, layers: list[str]) -> None:
+        """A new model: its analysable layers (the last hidden one chosen), every figure cleared."""
+        self.layer.blockSignals(True)
+        self.layer.clear()
+        self.layer.addItems(layers)
+        self.layer.setCurrentIndex(max(0, len(layers) - 2))
+        self.layer.blockSignals(False)
+        self.norms, self.snapshots = {}, {}
+        self.begin_run()
+
+    def begin_run(self) -> None:
+        """Forget the step history (snapshots stay: the 'before' of this run is the 'after' of the last)."""
+        self._history, self.steps, self.epoch = {}, [], 0
+        for plot in (self.heat_plot, self.history_plot):
+            plot.enableAutoRange(x=True)
+        self._last_draw = -REDRAW_MS
+        self.redraw()
+
+    def on_step(self, info: StepInfo) -> None:
+        self.epoch = info.epoch
+        if not self.steps:  # the run's length is known: fixed step axes, no re-layout at every step
+            for plot in (self.heat_plot, self.history_plot):
+                plot.setXRange(0, info.total_steps + 1, padding=0)
+        if info.grad_norms:
+            n = len(self.steps)
+            self.steps.append(info.step)
+            for name, values in info.grad_norms.items():
+                arr = np.asarray(values, dtype=np.float32)
+                self.norms[name] = arr
+                buf = self._history.get(name)
+                if buf is None or buf.shape[1] <= n or buf.shape[0] != arr.size:
+                    grown = np.zeros((arr.size, max(64, 2 * (n + 1))), dtype=np.float32)
+                    if buf is not None and buf.shape[0] == arr.size:
+                        grown[:, :n] = buf[:, :n]
+                    buf = self._history[name] = grown
+                buf[:, n] = arr
+        now = self._clock.elapsed()
+        if now - self._last_draw >= REDRAW_MS or info.step == info.total_steps:
+            self._last_draw = now
+            self.redraw(plane=False)
+
+    def on_neurons(self, stats: NeuronStats) -> None:
+        values = stats.values
+        if values.get("grad_norm") is not None:
+            self.norms[stats.layer] = np.asarray(values["grad_norm"], dtype=np.float32)
+        if values.get("clc") is not None and values.get("blc") is not None:
+            clc, blc = np.asarray(values["clc"], dtype=float), np.asarray(values["blc"], dtype=float)
+            zones = assign_zones(torch.from_numpy(clc), torch.from_numpy(blc))
+            epoch = stats.epoch if stats.epoch is not None else (self.epoch if self.steps else None)
+            label = stats.label or "snapshot"
+            self.snapshots.setdefault(stats.layer, []).append(Snapshot(label, clc, blc, zones, epoch))
+        self.redraw()
+
+    # ------------------------------------------------------------------ drawing
+    def latest(self, layer: str | None = None) -> Snapshot | None:
+        shots = self.snapshots.get(layer or self.layer.currentText())
+        return shots[-1] if shots else None
+
+    def history(self, layer: str | None = None) -> np.ndarray | None:
+        """Gradient norms of ``layer`` per step so far: neurons × steps (None before the first step)."""
+        buf = self._history.get(layer or self.layer.currentText())
+        return None if buf is None else buf[:, : len(self.steps)]
+
+    def redraw(self, plane: bool = True) -> None:
+        """Bars, heat map and the selected neuron; the CLC/BLC plane too unless only steps changed."""
+        self.redraws += 1
+        layer = self.layer.currentText()
+        snap = self.latest(layer)
+        norms = self.norms.get(layer)
+        if norms is not None:
+            colours = ([self._brushes[z] for z in snap.zones] if snap is not None and len(snap.zones) == len(norms)
+                       else [NO_ZONE] * len(norms))
+            self.norm_bars.setOpts(x=np.arange(len(norms)), height=norms, width=0.8, brushes=colours)
+        else:
+            self.norm_bars.setOpts(x=[], height=[], brushes=[])
+        image = self.history(layer)
+        if image is not None and image.shape[1]:
+            self.heat.setImage(image, autoLevels=True)
+            self.heat.setRect(pg.QtCore.QRectF(self.steps[0] - 0.5, -0.5, image.shape[1], image.shape[0]))
+        else:
+            self.heat.clear()
+        if plane or self._plane_shown != (layer, id(snap)):
+            self._draw_plane(layer, snap)
+        size = len(norms) if norms is not None else (len(snap.clc) if snap is not None else 0)
+        self.neuron.blockSignals(True)
+        self.neuron.setRange(0, max(0, size - 1))
+        self.neuron.blockSignals(False)
+        self._draw_selected()
+
+    def _draw_plane(self, layer: str, snap: Snapshot | None) -> None:
+        self._plane_shown = (layer, id(snap))
+        if snap is not None:
+            self.scatter.setData(x=snap.clc, y=snap.blc, data=np.arange(len(snap.clc)),
+                                 brush=[self._brushes[z] for z in snap.zones])
+            counts = snap.counts()
+            self.counts.setText(f"{snap.label}: " + ", ".join(f"{z} {counts[z]}" for z in ZONES))
+        else:
+            self.scatter.setData(x=[], y=[])
+            self.counts.setText("no CLC/BLC yet for this layer (Analyse, or run a defense with an attack set)")
+
+    # ------------------------------------------------------------------ selection
+    def _points_clicked(self, item, points, event=None) -> None:
+        """Select the clicked point; where points overlap, the one nearest the cursor on screen."""
+        if not len(points):
+            return
+        if event is not None:
+            at = event.scenePos()
+
+            def distance(p) -> float:
+                d = item.mapToScene(p.pos()) - at
+                return d.x() ** 2 + d.y() ** 2
+
+            points = sorted(points, key=distance)
+        self.select_neuron(int(points[0].data()))
+
+    def select_neuron(self, index: int) -> None:
+        """Show neuron ``index`` of the current layer: values, norm history and its CLC/BLC path."""
+        self.neuron.blockSignals(True)
+        self.neuron.setValue(index)
+        self.neuron.blockSignals(False)
+        self.selected = index
+        self._draw_selected()
+
+    def _draw_selected(self) -> None:
+        index = self.selected
+        layer = self.layer.currentText()
+        shots = [s for s in self.snapshots.get(layer, []) if index is not None and index < len(s.clc)]
+        image = self.history(layer)
+        if index is None or (not shots and image is None and layer not in self.norms):
+            self.trail.setData([], [])
+            self.history_curve.setData([], [])
+            return
+        self.trail.setData([s.clc[index] for s in shots], [s.blc[index] for s in shots])
+        if image is not None and index < image.shape[0]:
+            self.history_curve.setData(np.asarray(self.steps), image[index])
+        else:
+            self.history_curve.setData([], [])
+        parts = [f"{layer} neuron {index}"]
+        norms = self.norms.get(layer)
+        if norms is not None and index < len(norms):
+            parts.append(f"gradient norm {norms[index]:.4g}")
+        for s in shots[-3:]:
+            parts.append(f"{s.label}: CLC {s.clc[index]:+.4f}, BLC {s.blc[index]:+.4f} ({s.zones[index]})")
+        self.info.setText("; ".join(parts))
+
+    def _analyse_clicked(self) -> None:
+        layers = ([self.layer.itemText(i) for i in range(self.layer.count())] if self.all_layers.isChecked()
+                  else [self.layer.currentText()])
+        if layers and layers[0]:
+            self.analyse_requested.emit(layers)

@@ -1,0 +1,100 @@
+"""The Neurons view without a run: analysis in the worker, exact CLC/BLC in the plane, clicking a neuron."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PySide6.QtCore import QPointF, Qt
+
+from core.analysis.zones import backdoor_set, exact_loss_changes
+from core.events import NeuronStats, StepInfo
+from gnft_gui.main_window import MainWindow
+from gnft_gui.views.neurons import ZONE_COLOURS, NeuronView
+from tests.gui.conftest import open_workspace
+
+
+def test_analyse_shows_exact_zones_of_the_loaded_model_and_a_click_selects_a_neuron(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1400, 900)
+    window.show()
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    view = window.neurons
+    layer = view.layer.currentText()
+    state = {k: v.clone() for k, v in window.model.state_dict().items()}
+    with qtbot.waitSignal(window.analysis_done, timeout=120000) as done:
+        view.analyse_button.click()
+    assert window.tabs.currentWidget() is view and window.analysis_task is None
+    entry = done.args[0]["layers"][layer]
+    # the plane shows the exact values of the loaded model, equal to a direct computation
+    data, attack = window.data, window.attack
+    idx = data.splits["test"]
+    waves, labels = data.waves[idx], data.labels[idx]
+    bd = backdoor_set(waves, labels, attack.apply_test(waves, data.sample_rate), attack.params.target)
+    direct = exact_loss_changes(window.model, layer, *bd)
+    x, y = view.scatter.getData()
+    assert np.allclose(y, direct.numpy(), atol=1e-5) and np.allclose(x, entry["clc"])
+    snap = view.latest()
+    assert snap.label == "analysis (exact)" and snap.counts() == entry["counts"]
+    bars = view.norm_bars.opts
+    assert np.allclose(bars["height"], entry["grad_norm"])
+    assert [b.color().name() for b in map(_brush, bars["brushes"])] == [ZONE_COLOURS[z] for z in snap.zones]
+    assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in state.items())  # analysed a copy
+
+    # a real mouse click on a point of the plane selects that neuron
+    k = int(np.argmax(snap.blc))
+    plot = view.zone_plot
+    qtbot.waitUntil(lambda: plot.isVisible() and plot.width() > 100)
+    scene_pos = plot.getPlotItem().vb.mapViewToScene(QPointF(float(snap.clc[k]), float(snap.blc[k])))
+    qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(scene_pos))
+    assert view.selected == k and view.neuron.value() == k
+    assert f"{layer} neuron {k}" in view.info.text() and f"BLC {snap.blc[k]:+.4f}" in view.info.text()
+    tx, ty = view.trail.getData()
+    assert list(tx) == [snap.clc[k]] and list(ty) == [snap.blc[k]]
+
+
+def _brush(b):
+    import pyqtgraph as pg
+
+    return pg.mkBrush(b)
+
+
+def test_analyse_all_layers_reports_progress_per_layer(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    view = window.neurons
+    view.all_layers.setChecked(True)
+    with qtbot.waitSignal(window.analysis_done, timeout=300000) as done:
+        view.analyse_button.click()
+    layers = [view.layer.itemText(i) for i in range(view.layer.count())]
+    assert list(done.args[0]["layers"]) == layers
+    assert window.progress.maximum() == len(layers) and window.progress.value() == len(layers)
+    assert all(view.latest(name) is not None for name in layers)
+
+
+def test_step_history_heat_map_and_neuron_history(qtbot):
+    view = NeuronView()
+    qtbot.addWidget(view)
+    view.set_layers(["conv", "fc"])
+    view.layer.setCurrentText("conv")
+    rng = np.random.default_rng(0)
+    rows = [rng.random(4).tolist() for _ in range(5)]
+    for step, row in enumerate(rows, start=1):
+        view.on_step(StepInfo("gnft", step, step, 5, 0.1, 0.001, {"conv": row, "fc": [1.0, 2.0]}))
+    assert view.heat.image.shape == (4, 5)
+    assert np.allclose(view.heat.image, np.asarray(rows, dtype=np.float32).T)
+    view.select_neuron(2)
+    hx, hy = view.history_curve.getData()
+    assert list(hx) == [1, 2, 3, 4, 5] and np.allclose(hy, [r[2] for r in rows])
+    # snapshots during the run are placed at the run's epoch; the neuron's path goes through them
+    view.on_neurons(NeuronStats("conv", {"clc": [0.1, -0.2, 0.3, 0.0], "blc": [0.0, 0.5, 0.2, -0.1]}, label="a"))
+    view.on_neurons(NeuronStats("conv", {"clc": [0.1, -0.2, -0.3, 0.0], "blc": [0.0, 0.5, 0.1, -0.1]}, label="b"))
+    assert view.latest().epoch == 5 and view.latest().zones == ["clean", "backdoor", "backdoor", "redundant"]
+    tx, ty = view.trail.getData()
+    assert np.allclose(tx, [0.3, -0.3]) and np.allclose(ty, [0.2, 0.1])
+    assert "b: CLC -0.3000, BLC +0.1000 (backdoor)" in view.info.text()
+    assert view.counts.text() == "b: clean 1, backdoor 2, hybrid 0, redundant 1"
+    view.layer.setCurrentText("fc")  # another layer: its own norms, no zones yet
+    assert list(view.norm_bars.opts["height"]) == [1.0, 2.0] and view.scatter.getData()[0].size == 0
+    assert "no CLC/BLC yet" in view.counts.text()

@@ -8,6 +8,10 @@ used as it is; a ``reused_from`` note in that report is carried into the results
 defended model is measured with the trigger the model was poisoned with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
+
+``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
+one; without ``--address`` a local instance is started): the same cell functions and files, so a
+grid resumes across backends and gives the same numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from core import models
 from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
@@ -166,6 +172,56 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
     return "\n".join(lines) + "\n"
 
 
+_DATA: dict[tuple, AudioSet] = {}
+
+
+def _load_data(args: argparse.Namespace) -> AudioSet:
+    """The grid's dataset, loaded once per process (a Ray worker keeps it for its next cells)."""
+    key = tuple(sorted((k, str(v)) for k, v in vars(args).items()))
+    if key not in _DATA:
+        _DATA[key] = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
+    return _DATA[key]
+
+
+def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
+    """One cell inside a Ray task: the same functions as the local backend, on this worker's copy of the data."""
+    torch.set_num_threads(args.threads or 1)
+    data = _load_data(args)
+    if kind == "train":
+        model_name, attack_name, attack_args = cell
+        path, report = _train_cell(args, data, Path(work), model_name, attack_name, attack_args)
+        return str(path), report
+    trained, model_name, attack_name, defense_name, defense_args = cell
+    return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
+                        defense_args)
+
+
+def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str]], runs: list[str],
+                attack_args: dict[str, list[str]], defense_args: dict[str, list[str]]):
+    """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'gnft-workbench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    try:
+        task = ray.remote(num_cpus=args.threads or 1)(_ray_cell)
+        work_dir = str(work.resolve())
+        train_refs = {(m, a): task.remote(args, work_dir, "train", m, a, attack_args) for m, a in trains}
+        defend_refs = {(m, a, d): task.remote(args, work_dir, "defend", train_refs[(m, a)], m, a, d, defense_args)
+                       for m, a in trains if a != CLEAN for d in runs}
+        trained = {key: (Path(path), report) for key, (path, report) in
+                   zip(train_refs, ray.get(list(train_refs.values())))}
+        defended = dict(zip(defend_refs, ray.get(list(defend_refs.values()))))
+    finally:
+        if started_here:
+            ray.shutdown()
+    return trained, defended
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m core.grid",
@@ -193,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="none", help="training augmentation (see python -m core.train --help)")
     p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
     p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local (default): the cells one after another in this process; ray: each cell a task "
+                        "on a Ray cluster (pip install 'gnft-workbench[ray]'), defenses after their model's "
+                        "training; the data folder and --work must be reachable at the same paths on every node")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)")
     add_common_arguments(p)
     return p
 
@@ -203,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_names = [m for m in args.models.split(",") if m]
     attacks = [a for a in args.attacks.split(",") if a]
     defenses = [d for d in args.defenses.split(",") if d]
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     for m in model_names:
         models.resolve_arch_args(m)  # unknown names fail here, before any work
     unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
@@ -216,27 +282,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "_work")
     work.mkdir(parents=True, exist_ok=True)
-    data = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
     started = time.perf_counter()
+    trains = [(m, a) for m in model_names for a in ([] if args.no_clean else [CLEAN]) + attacks]
+    runs = [d for d in defenses if d != NO_DEFENSE]
+    if args.backend == "ray":
+        trained, defended = _run_on_ray(args, work, trains, runs, attack_args, defense_args)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        data = _load_data(args)
+        trained, defended = {}, {}
+        for m, a in trains:
+            trained[(m, a)] = _train_cell(args, data, work, m, a, attack_args)
+            for d in runs if a != CLEAN else []:
+                defended[(m, a, d)] = _defend_cell(args, data, work, trained[(m, a)][0], m, a, d, defense_args)
     rows: list[dict[str, Any]] = []
-    for model_name in model_names:
-        for attack_name in ([] if args.no_clean else [CLEAN]) + attacks:
-            path, train_report = _train_cell(args, data, work, model_name, attack_name, attack_args)
-            rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds"),
-                             **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
-            if attack_name == CLEAN:
-                continue
-            for defense_name in defenses:
-                if defense_name == NO_DEFENSE:
-                    continue
-                cell = _defend_cell(args, data, work, path, model_name, attack_name, defense_name, defense_args)
-                rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
-                                 defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
-                                 clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
+    for model_name, attack_name in trains:
+        train_report = trained[(model_name, attack_name)][1]
+        rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds"),
+                         **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
+        for defense_name in runs if attack_name != CLEAN else []:
+            cell = defended[(model_name, attack_name, defense_name)]
+            rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
+                             defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
+                             clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
+    data_summary = _load_data(args).summary()
     write_json(out.with_name(out.name + ".json"), {
         "command": " ".join(["python -m core.grid", *argv]),
         "machine": machine_info(resolve_device(args.device)),
-        "data": data.summary(), "seconds": round(time.perf_counter() - started, 2),
+        "data": data_summary, "seconds": round(time.perf_counter() - started, 2), "backend": args.backend,
         "defense_settings": {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
                              for d in defenses if d != NO_DEFENSE},
         "rows": rows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -132,3 +133,12 @@ def parse_bool(text: str) -> bool:
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``amp == "bf16"`` (CUDA, or CPU where supported), else nothing."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp != "bf16":
+        raise ConfigError(f"amp must be none or bf16, got {amp!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

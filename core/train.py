@@ -35,6 +35,7 @@ from core.features import FrontEndConfig
 from core.metrics import backdoor_metrics
 from core.runtime import (
     add_common_arguments,
+    autocast,
     machine_info,
     progress_bar,
     resolve_device,
@@ -65,6 +66,8 @@ class TrainConfig:
     arch_args: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     init_from: str | None = None
+    amp: str = "none"
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the augmentation as its own dict)."""
@@ -175,6 +178,7 @@ def train_model(
         is_feature_poison[feature_rows] = True
     augmenter = Augmenter(config.augment, data.sample_rate, device, config.seed) if config.augment.active else None
     steps_per_epoch = math.ceil(train_waves.shape[0] / config.batch_size)
+    classifier = torch.compile(model[1]) if config.compile else model[1]  # shares model[1]'s parameters
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
     triggered_cache: dict[str, torch.Tensor] = {}
@@ -191,15 +195,13 @@ def train_model(
                 y = train_labels.index_select(0, batch_rows)
                 if augmenter is not None:
                     x = augmenter(x)
-                if feature_rows is not None:
+                with autocast(device, config.amp):
                     feats = model[0](x)
-                    mask = is_feature_poison.index_select(0, batch_rows)
-                    if bool(mask.any()):
-                        feats = torch.where(mask.view(-1, 1, 1, 1), attack.apply_features(feats), feats)
-                    logits = model[1](feats)
-                else:
-                    logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                    if feature_rows is not None:
+                        mask = is_feature_poison.index_select(0, batch_rows)
+                        if bool(mask.any()):
+                            feats = torch.where(mask.view(-1, 1, 1, 1), attack.apply_features(feats), feats)
+                    loss = F.cross_entropy(classifier(feats), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -332,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training-batch augmentation: none (default), default (shift=100,speed=0.9:1.1,noise=0.8,"
                         "snr=10:30) or key=value pairs from shift (ms), speed (slowest:fastest), noise "
                         "(share of clips given white/pink/brown noise), snr (dB range)")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="bf16 autocast for the training forward/backward (CUDA; CPUs with bf16 support) (default none)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the classifier for training (first steps compile; needs a C++ compiler on CPU)")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (same architecture, classes and front end), e.g. to "
                         "continue a run that hit its epoch cap; the optimiser starts fresh")
@@ -375,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
                          device=args.device, arch_args=_parse_arch_args(args.arch_arg),
-                         augment=parse_augment(args.augment), init_from=args.init_from)
+                         augment=parse_augment(args.augment), init_from=args.init_from, amp=args.amp,
+                         compile=args.compile)
     log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
              ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
              f"attack {attack.name}" if attack else "clean", describe_augment(config.augment))

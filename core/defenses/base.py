@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from core.data.audioset import AudioSet
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
-from core.runtime import resolve_device
+from core.runtime import autocast, resolve_device
 
 __all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "Evaluator"]
 
@@ -48,6 +48,8 @@ class DefenseConfig:
     grad_norm_every: int = 1
     seed: int = 0
     device: str = "auto"
+    amp: Literal["none", "bf16"] = "none"
+    compile: bool = False
 
     def validate(self) -> None:
         if not 0 < self.clean_ratio <= 1:
@@ -58,6 +60,8 @@ class DefenseConfig:
             raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
 
 @dataclass
@@ -156,6 +160,7 @@ class Defense:
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
         inputs = waves if front is None else _features(front, waves, c.batch_size)
+        stepped = torch.compile(body) if c.compile else body  # shares body's parameters
         gen = torch.Generator().manual_seed(c.seed)
         history: list[dict[str, Any]] = []
         steps_per_epoch = math.ceil(inputs.shape[0] / c.batch_size)
@@ -181,7 +186,8 @@ class Defense:
                         if observer.should_stop():
                             raise Cancelled()
                         batch = order[start : start + c.batch_size]
-                        loss = self.train_step(body, inputs[batch], labels[batch], optimizer)
+                        with autocast(device, c.amp):
+                            loss = self.train_step(stepped, inputs[batch], labels[batch], optimizer)
                         step += 1
                         norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
                                  else None)

@@ -33,6 +33,8 @@ from core.models.resnet import ResNet
 __all__ = [
     "ArchSpec",
     "ARCHITECTURES",
+    "register_architecture",
+    "load_plugins",
     "build",
     "build_classifier",
     "resolve_arch_args",
@@ -58,7 +60,7 @@ def _spec(name: str, builder: Callable[..., nn.Module], description: str, **defa
     return ArchSpec(name, builder, description, MappingProxyType(dict(defaults)))
 
 
-ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(
+_REGISTRY: dict[str, ArchSpec] = (
     {
         s.name: s
         for s in (
@@ -80,13 +82,55 @@ ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(
     }
 )
 
+#: Every architecture by name (read-only view; :func:`register_architecture` adds to it).
+ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(_REGISTRY)
+PLUGINS_ENV = "GNFT_PLUGINS"
+_plugins_loaded: set[str] = set()
+
+
+def register_architecture(name: str, builder: Callable[..., nn.Module], description: str,
+                          **defaults: Any) -> ArchSpec:
+    """Add your own classifier: ``builder(input_shape, n_classes, **arch_args)`` with ``input_shape`` =
+    ``(channels, frames, coeffs)`` of the front end's features, returning raw logits whose last layer is
+    an ``nn.Linear`` named ``fc`` (Fine-Pruning prunes its inputs). ``defaults`` are its arch args
+    (their types are checked). A checkpoint records only the name: the module that registers it must be
+    imported before loading, e.g. through ``$GNFT_PLUGINS`` (comma list of modules) for the commands
+    and the application."""
+    if not name or not isinstance(name, str):
+        raise ConfigError(f"an architecture needs a name, got {name!r}")
+    if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+        raise ConfigError(f"architecture {name!r} is already registered (by {_REGISTRY[name].builder!r})")
+    _REGISTRY[name] = _spec(name, builder, description, **defaults)
+    return _REGISTRY[name]
+
+
+def load_plugins() -> list[str]:
+    """Import the modules named in ``$GNFT_PLUGINS`` (once each); they register architectures."""
+    import importlib
+    import os
+
+    loaded = []
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        if module in _plugins_loaded:
+            continue
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken plugin is named, not a traceback deep in model loading
+            raise ConfigError(f"{PLUGINS_ENV}: cannot import {module!r}: {exc}") from exc
+        _plugins_loaded.add(module)
+        loaded.append(module)
+    return loaded
+
 
 def list_models() -> list[str]:
-    """Names of the registered architectures, in registry order."""
+    """Names of the registered architectures, in registry order (plugins from ``$GNFT_PLUGINS`` included)."""
+    load_plugins()
     return list(ARCHITECTURES)
 
 
 def _spec_for(name: str) -> ArchSpec:
+    if isinstance(name, str) and name not in ARCHITECTURES:
+        load_plugins()
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):

@@ -1,0 +1,224 @@
+"""Write ``benchmarks/README.md``: one table of every benchmark's latest figures, read from
+``benchmarks/results/*.json`` (no number is typed by hand), and how to reproduce each.
+
+    python benchmarks/report.py [--check]
+
+``--check`` exits 1 when the README on disk differs from what the results give (a test uses it,
+so a results file committed without regenerating the README is caught).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+
+Row = tuple[str, str, str, str]  # figure, value, target, met
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def _met(flag: bool | None) -> str:
+    return "–" if flag is None else ("yes" if flag else "**no**")
+
+
+def _foundation(d: dict) -> Iterator[Row]:
+    targets = d.get("targets", {})
+    for r in d["rows"]:
+        if r.get("attack"):
+            yield (f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA",
+                   f"{_pct(r.get('attack_success_rate'))} / {_pct(r['clean_accuracy'])}",
+                   f"ASR ≥ {_pct(targets.get('asr', 0.95))}" if targets else "", "–")
+        else:
+            yield (f"{r['model']} on {r['data']}: clean accuracy", _pct(r["clean_accuracy"]), "", "–")
+
+
+def _attacks(d: dict) -> Iterator[Row]:
+    t = d.get("targets", {})
+    for r in d["rows"]:
+        if r.get("attack") is None:
+            continue
+        if "error" in r:
+            yield (f"{r['model']} on {r['data']}, {r['attack']}", f"error: {r['error']}", "", "**no**")
+            continue
+        yield (f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA drop",
+               f"{_pct(r['attack_success_rate'])} / {_pct(r.get('clean_accuracy_drop'))}",
+               f"ASR ≥ {_pct(t.get('asr'))}, drop ≤ {_pct(t.get('ca_drop'))}", _met(r.get("target_met")))
+
+
+def _grid(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        if r["attack"] == "clean":
+            continue
+        yield (f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
+               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
+               "GN-FT ASR ≤ 10 %" if r["defense"] == "gnft" else "",
+               _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10)
+               if r["defense"] == "gnft" else "–")
+
+
+def _defense_probe(d: dict) -> Iterator[Row]:
+    before = d.get("before", {})
+    for r in d["rows"]:
+        cfg = r.get("config", {})
+        yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}): CA / ASR "
+               f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
+               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %",
+               _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10))
+
+
+def _defend_report(d: dict) -> Iterator[Row]:
+    """A ``python -m core.defend`` report kept as a probe."""
+    cfg, b, a = d["defense"], d["before"], d["after"]
+    yield (f"{cfg['name']} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
+           f"{cfg.get('epochs')} epochs): CA / ASR (before {_pct(b['clean_accuracy'])} / "
+           f"{_pct(b.get('attack_success_rate'))})", f"{_pct(a['clean_accuracy'])} / {_pct(a.get('attack_success_rate'))}",
+           "ASR ≤ 10 %, CA within 2 pt",
+           _met(a.get("attack_success_rate") is not None and a["attack_success_rate"] <= 0.10
+                and b["clean_accuracy"] - a["clean_accuracy"] <= 0.02))
+
+
+def _gpu_path(d: dict) -> Iterator[Row]:
+    s = d.get("setup", {})
+    for r in d["rows"]:
+        yield (f"{s.get('defense')} on {s.get('model')}, {r['variant']}: seconds per epoch (after the first)",
+               f"{r['steady_seconds_per_epoch']} s ({r.get('speedup_over_eager', '–')}× eager; "
+               f"max weight diff {r['max_abs_weight_difference_to_eager']:.1e})", "", "–")
+
+
+def _gnft_step(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (f"{r['model']}, batch {r['batch_size']}: GN-FT step / FT step", f"{r['gnft_over_ft']:.2f}",
+               f"≤ {r['target_gnft_over_ft']}", _met(r.get("meets_target")))
+        yield (f"{r['model']}, batch {r['batch_size']}: deep copy per step / in place",
+               f"{r['copy_over_inplace']:.3f}", "", "–")
+
+
+def _zones_speed(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (f"exact CLC/BLC of {r['layer']} ({r['neurons']} neurons): looped / batched", f"{r['speedup']:.1f}×",
+               f"≥ {r['target_speedup']}×", _met(r.get("meets_target")))
+
+
+def _mechanism(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (f"{r['case']}: grad norm of backdoor+hybrid / clean neurons",
+               f"{r['backdoor_hybrid_over_clean_grad_norm_before']:.2f}", "> 1 (paper)",
+               _met(r.get("claim_grad_norm_holds")))
+        b = r["zone_counts_before"]
+        a = r["zone_counts_after"]
+        yield (f"{r['case']}: backdoor+hybrid neurons before → after GN-FT",
+               f"{b['backdoor'] + b['hybrid']} → {a['backdoor'] + a['hybrid']}", "fewer (paper)",
+               _met(r.get("claim_fewer_backdoor_hybrid_after_holds")))
+
+
+def _timed(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        if "median_seconds" in r:
+            yield (r["what"], f"{r['median_seconds']:.2f} s (median of {len(r['seconds'])})",
+                   f"< {r['target_seconds']} s", _met(r.get("meets_target")))
+        elif "max_gap_ms" in r:
+            yield (f"{r['what']}{'' if r['config'].get('warm_up', True) else ' (cold start)'}",
+                   f"{r['max_gap_ms']:.0f} ms (p99 {r['p99_gap_ms']:.0f} ms)", f"≤ {r['target_ms']:.0f} ms",
+                   _met(r.get("meets_target")))
+
+
+def _synth_speed(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        if "ms_per_word_median" in r:
+            yield (f"{r['what']} ({r.get('variant', '')})", f"{r['ms_per_word_median']:.2f} ms per word", "", "–")
+        elif "clips_per_second" in r:
+            yield (f"{r['what']} ({r.get('workers')} worker(s))", f"{r['clips_per_second']:.0f} clips/s", "", "–")
+
+
+EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
+    "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "zones_speed": _zones_speed,
+    "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
+    "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "defend_": _defend_report,
+    "gpu_path": _gpu_path,
+}
+
+
+def _extractor(name: str) -> Callable[[dict], Iterator[Row]] | None:
+    for prefix in sorted(EXTRACTORS, key=len, reverse=True):
+        if name.startswith(prefix):
+            return EXTRACTORS[prefix]
+    return None
+
+
+def _device(d: dict) -> str:
+    m = d.get("machine", {})
+    dev = m.get("device") or m.get("torch_device") or ""
+    gpu = m.get("gpu") or m.get("cuda_device_name")
+    return f"{dev} ({gpu})" if gpu else (dev or "cpu")
+
+
+def render(results: Path = RESULTS) -> str:
+    """The README text for every ``*.json`` in ``results``."""
+    lines = ["# Benchmarks", "",
+             "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand.",
+             "Every figure is the latest committed result; the command that made it is below its table. Ratios",
+             "are measured side by side in one run. The CPU machine has 2 cores and is shared: absolute times vary.",
+             "", "| benchmark | figure | value | target | met | device |", "|---|---|---|---|---|---|"]
+    commands: list[tuple[str, str, str]] = []
+    skipped: list[str] = []
+    for path in sorted(results.glob("*.json")):
+        extract = _extractor(path.stem)
+        data: Any = json.loads(path.read_text())
+        try:
+            rows = list(extract(data)) if extract is not None and isinstance(data, dict) else None
+        except (KeyError, TypeError):
+            rows = None
+        if not rows:
+            skipped.append(path.name)
+            continue
+        device = _device(data)
+        for figure, value, target, met in rows:
+            lines.append(f"| {path.stem} | {figure} | {value} | {target} | {met} | {device} |")
+        commands.append((path.stem, data.get("command", "(not recorded)"), (data.get("machine") or {}).get("date", "")))
+    lines += ["", "## How to reproduce", ""]
+    for stem, command, date in commands:
+        lines.append(f"- `{stem}`: `{command}`" + (f" ({date})" if date else ""))
+    notes = sorted(results.glob("*.notes.md"))
+    if notes:
+        lines += ["", "Notes on what was tried and what missed: " + ", ".join(
+            f"[`{p.name}`](results/{p.name})" for p in notes) + "."]
+    if skipped:
+        lines += ["", "Results without a table row here (read them directly): " + ", ".join(f"`{s}`" for s in skipped)
+                  + "."]
+    lines += ["", "## GPU path", "",
+              "CUDA (`--device cuda`), bf16 autocast and `torch.compile` are options of training",
+              "(`python -m core.train --amp bf16 --compile`) and of every defense (`python -m core.defend --amp bf16",
+              "--compile true`; the application's Defense form has both). `benchmarks/gpu_path.py` times them against",
+              "eager float32 through the real `Defense.run` and checks the compiled weights against eager ones.",
+              "Rows whose device column says `cuda` were measured on the GPU machine; where there is none, no GPU was",
+              "lent to a session yet and the GPU speed-ups are not measured.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="exit 1 if benchmarks/README.md is not up to date")
+    args = p.parse_args()
+    text = render()
+    if args.check:
+        current = README.read_text() if README.is_file() else ""
+        if current != text:
+            print("benchmarks/README.md is out of date: run python benchmarks/report.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(text)
+    print(f"wrote {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test screenshots install install-dev clean
+.PHONY: run test screenshots bundle install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install-dev
 # renders docs/screenshots/*.png offscreen from the demo workspace (built first if needed)
 screenshots: install
 	QT_QPA_PLATFORM=offscreen $(PY) scripts/screenshots.py
+
+# one-folder PyInstaller bundle dist/gnft-gui/, smoke-tested with its --self-test (long: see packaging/BUILD_RESULT.md)
+bundle: install
+	packaging/build.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -320,17 +320,18 @@ class MainWindow(QMainWindow):
         self._busy("Building the demo workspace (once): synthetic speech, then a backdoored model …")
         task = self._run(lambda observer: ensure_demo(rebuild=rebuild, observer=observer), "demo")
         self.demo_task = task
-
-        def progress(info) -> None:
-            self.progress.setRange(0, info.total_steps)
-            self.progress.setValue(info.step)
-
-        task.observer.stepped.connect(progress)
+        task.observer.stepped.connect(self._demo_progress)  # a bound slot: queued to the GUI thread
         task.cancelled.connect(lambda: self._idle("Demo build cancelled; it starts again next time"))
         task.finished.connect(self._open_demo)
         task.failed.connect(lambda message, _details: self._failed("Cannot build the demo", message))
         task.start()
         return task
+
+    def _demo_progress(self, info) -> None:
+        # a plain function connected here ran in the worker thread and raced the progress bar's
+        # busy animation (a segmentation fault in the PyInstaller bundle's --demo self-test)
+        self.progress.setRange(0, info.total_steps)
+        self.progress.setValue(info.step)
 
     def _open_demo(self, demo) -> None:
         self._idle(f"Demo: {demo.folder}")

@@ -8,12 +8,21 @@ Documented conversions (not errors): multi-channel files are mixed down to mono 
 averaging the channels; integer PCM is scaled to [-1, 1); a file at another rate is
 resampled (band-limited sinc, torchaudio) when a target rate is given; short clips are
 zero-padded at the end, long clips are cropped to the window of highest energy.
+Rate pairs whose reduced ratio is awkward (16001 -> 16000 Hz) are resampled with the same
+windowed sinc computed per output sample, since torchaudio's per-phase kernel would need
+gigabytes for them.
 Errors (:class:`DataError`, naming the file): a missing, empty, truncated or non-audio
-file, and NaN or infinite samples.
+file (a WAV whose data chunk is shorter than its header declares, or whose header was
+never finalised), NaN or infinite samples, float samples beyond +-1000 (60 dB over full
+scale: corrupt data, or integer values stored as float), a sample rate outside 1-768 kHz
+(a corrupt header: no speech lives there), and a WAV that cannot be written (read-only
+folder, full disk). Compressed WAV codecs that libsndfile decodes (mu-law, A-law, IMA and
+MS ADPCM, GSM 6.10) are decoded to float like PCM.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from functools import lru_cache
@@ -25,6 +34,16 @@ import torch
 import torchaudio.transforms as AT
 
 from core.errors import DataError
+
+#: Sample rates a file may declare; outside this range the header is taken to be corrupt.
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768000
+#: Largest sample magnitude accepted (float files only can exceed 1): beyond it the data is not audio.
+MAX_ABS_SAMPLE = 1000.0
+#: Largest torchaudio resampling kernel (elements) built; awkward ratios use :func:`_sinc_resample`.
+MAX_KERNEL_ELEMENTS = 1 << 21
+LOWPASS_FILTER_WIDTH = 6
+ROLLOFF = 0.99
 
 __all__ = [
     "read_wav",
@@ -39,24 +58,73 @@ __all__ = [
 def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 ``[channels, frames]`` and its sample rate.
 
-    Raises :class:`DataError` naming the file when it is missing, unreadable, empty,
-    or holds NaN/Inf samples.
+    Raises :class:`DataError` naming the file when it is missing, unreadable, empty, cut
+    short, declares an implausible sample rate, or holds NaN/Inf or absurdly large samples.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an audio file")
     if not path.is_file():
         raise DataError(f"{path}: no such audio file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); re-record or remove it")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
         raise DataError(f"{path}: not a readable audio file ({exc}); check that it is a complete WAV") from exc
+    except MemoryError as exc:
+        raise DataError(f"{path}: holds more audio than fits in memory; cut it into shorter clips") from exc
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise DataError(f"{path}: the header declares a sample rate of {rate} Hz, outside "
+                        f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; the header is corrupt or the file is not audio")
+    problem = _riff_data_problem(path, size)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     if data.shape[0] == 0:
         raise DataError(f"{path}: the file holds no audio samples (0 frames)")
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} samples are NaN or infinite; the file is corrupt and cannot be used")
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise DataError(f"{path}: samples reach {peak:.3g}, far beyond full scale (1.0); the float data is corrupt "
+                        "or holds integer values stored as float (scale it to [-1, 1])")
     return np.ascontiguousarray(data.T), int(rate)
+
+
+def _riff_data_problem(path: Path, size: int) -> str | None:
+    """Why a RIFF/WAVE file's data chunk disagrees with the bytes present, or None.
+
+    libsndfile quietly reads what is there; a clip cut short would enter a dataset as a
+    shorter word, so a declared size beyond the file's end is an error. The sizes 0 and
+    0xFFFFFFFF of streaming writers are accepted when audio follows.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            for _ in range(256):  # chunks before the data: fmt, fact, LIST, ...
+                f.seek(pos)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                declared = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    present = size - pos - 8
+                    if declared == 0 and present > 0:
+                        return (f"the header declares no audio but {present} bytes follow it; the recording was never "
+                                "finalised (its writer stopped before completing the header)")
+                    if declared != 0xFFFFFFFF and declared > present:
+                        return (f"truncated: the header declares {declared} bytes of audio, the file holds {present}; "
+                                "it was cut short (an interrupted copy or download): copy it again or remove it")
+                    return None
+                pos += 8 + declared + (declared & 1)
+    except OSError:
+        return None
+    return None
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
@@ -74,7 +142,14 @@ def resample(wave: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> 
         return wave
     if orig_rate <= 0 or new_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
-    resampler = _resampler(int(orig_rate), int(new_rate))
+    orig_rate, new_rate = int(orig_rate), int(new_rate)
+    if _kernel_elements(orig_rate, new_rate) > MAX_KERNEL_ELEMENTS:
+        with torch.no_grad():
+            if isinstance(wave, torch.Tensor):
+                return _sinc_resample(wave, orig_rate, new_rate)
+            as_tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+            return _sinc_resample(as_tensor, orig_rate, new_rate).numpy()
+    resampler = _resampler(orig_rate, new_rate)
     with torch.no_grad():
         if isinstance(wave, torch.Tensor):
             return resampler.to(wave.device)(wave) if wave.device.type != "cpu" else resampler(wave)
@@ -85,6 +160,52 @@ def resample(wave: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int) -> 
 def _resampler(orig_rate: int, new_rate: int) -> AT.Resample:
     """One resampler per rate pair: its sinc kernel is built once, not on every clip."""
     return AT.Resample(orig_rate, new_rate)
+
+
+def _kernel_elements(orig_rate: int, new_rate: int) -> int:
+    """Size of torchaudio's kernel for a rate pair: ``new * (orig + 2 * width)`` after reducing by the gcd."""
+    g = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // g, new_rate // g
+    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * ROLLOFF))
+    return new * (orig + 2 * width)
+
+
+def _sinc_weights(frac: torch.Tensor, taps: torch.Tensor, scale: float) -> torch.Tensor:
+    """Hann-windowed sinc weights ``[len(frac), len(taps)]`` for outputs ``frac`` samples past a tap origin."""
+    t = (taps[None, :].to(torch.float64) - frac[:, None]) * scale
+    t = t.clamp(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = torch.cos(t * (math.pi / LOWPASS_FILTER_WIDTH / 2)) ** 2
+    return (torch.special.sinc(t) * window * scale).to(torch.float32)
+
+
+def _sinc_resample(wave: torch.Tensor, orig_rate: int, new_rate: int, chunk_elements: int = 1 << 21) -> torch.Tensor:
+    """torchaudio's Hann-windowed sinc resampling, evaluated output sample by output sample.
+
+    Memory grows with the filter length, not with the reduced rate ratio, so any pair of
+    rates works; output sample ``m`` sits at input position ``m * orig / new``, and its
+    weights depend only on that position's fraction (one table row per phase when small).
+    """
+    shape = wave.shape
+    flat = wave.reshape(-1, shape[-1]).to(torch.float32)
+    length = flat.shape[-1]
+    g = math.gcd(orig_rate, new_rate)
+    orig, new = orig_rate // g, new_rate // g
+    scale = min(1.0, new / orig) * ROLLOFF  # cut-off as a fraction of the input Nyquist band
+    width = math.ceil(LOWPASS_FILTER_WIDTH / scale)
+    taps = torch.arange(-width, width + 2, dtype=torch.int64, device=flat.device)
+    windows = torch.nn.functional.pad(flat, (width, width + 2)).unfold(-1, taps.numel(), 1)  # a view, no copy
+    table = None
+    if new * taps.numel() <= MAX_KERNEL_ELEMENTS:
+        table = _sinc_weights(torch.arange(new, dtype=torch.float64, device=flat.device) / new, taps, scale)
+    out_len = -(-new * length // orig)
+    out = torch.empty(flat.shape[0], out_len, dtype=torch.float32, device=flat.device)
+    step = max(1, chunk_elements // taps.numel())
+    for start in range(0, out_len, step):
+        m = torch.arange(start, min(out_len, start + step), dtype=torch.int64, device=flat.device)
+        first, phase = torch.div(m * orig, new, rounding_mode="floor"), (m * orig) % new
+        weights = table[phase] if table is not None else _sinc_weights(phase.to(torch.float64) / new, taps, scale)
+        out[:, start : start + m.numel()] = (windows[:, first] * weights).sum(-1)
+    return out.reshape(*shape[:-1], out_len)
 
 
 def _umask() -> int:
@@ -159,7 +280,9 @@ def write_wav(
     """Write mono ``[frames]`` or ``[channels, frames]`` audio atomically (temp file + rename).
 
     Samples outside [-1, 1] are clipped for integer subtypes, as any WAV writer must.
-    The target is never left half-written: on failure the temporary file is removed.
+    The target is never left half-written: on failure (read-only folder, full disk) the
+    temporary file is removed, an existing file is left as it was, and :class:`DataError`
+    names the file.
     """
     path = Path(path)
     if isinstance(wave, torch.Tensor):
@@ -173,14 +296,18 @@ def write_wav(
         raise DataError(f"{path}: refusing to write NaN or infinite samples")
     if subtype.startswith("PCM"):
         wave = np.clip(wave, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         sf.write(tmp, wave, int(sample_rate), subtype=subtype, format="WAV")
         publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except (OSError, sf.SoundFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
+        raise DataError(f"{path}: could not write the WAV file ({reason}); the folder may be read-only or the "
+                        "disk full. Nothing was overwritten; free space or choose another folder.") from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path

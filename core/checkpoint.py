@@ -86,17 +86,19 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
         header = json.dumps(metadata, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the metadata cannot be stored as JSON ({exc})") from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         save_file(tensors, tmp, metadata={METADATA_KEY: header})
         publish(tmp, path)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: could not write the checkpoint ({exc.strerror or exc}); "
+    except (OSError, SafetensorError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"{path}: could not write the checkpoint ({reason}); "
                               "nothing was overwritten. Free space or choose another folder.") from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
@@ -144,10 +146,10 @@ def _check_metadata(meta: dict[str, Any], path: Path) -> None:
     if missing:
         raise CheckpointError(f"{path}: the metadata lacks {', '.join(missing)}")
     if meta["format"] != FORMAT_NAME:
-        raise CheckpointError(f"{path}: metadata format is {meta['format']!r}, not {FORMAT_NAME!r}")
+        raise CheckpointError(f"{path}: metadata format is {_short(meta['format'])}, not {FORMAT_NAME!r}")
     version = meta["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path}: format_version {version!r} is not a positive integer")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: format_version {_short(version)} is not a positive integer")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {version} was written by a newer GN-FT Workbench "
                               f"(this one reads up to {FORMAT_VERSION}); upgrade to load it")
@@ -161,26 +163,67 @@ def _check_metadata(meta: dict[str, Any], path: Path) -> None:
         problems.append("classes must be a non-empty list of strings")
     elif len(set(classes)) != len(classes):
         problems.append("classes repeat a name")
-    if not isinstance(meta["sample_rate"], int) or meta["sample_rate"] <= 0:
+    if isinstance(meta["sample_rate"], bool) or not isinstance(meta["sample_rate"], int) or meta["sample_rate"] <= 0:
         problems.append("sample_rate must be a positive integer")
     if not isinstance(meta["front_end"], dict):
         problems.append("front_end must be an object")
     elif meta["front_end"].get("sample_rate") != meta["sample_rate"]:
-        problems.append(f"front_end sample_rate {meta['front_end'].get('sample_rate')} differs from sample_rate {meta['sample_rate']}")
+        problems.append(f"front_end sample_rate {_short(meta['front_end'].get('sample_rate'))} differs from "
+                        f"sample_rate {_short(meta['sample_rate'])}")
     if not isinstance(meta["provenance"], dict):
         problems.append("provenance must be an object")
     if problems:
         raise CheckpointError(f"{path}: malformed metadata: " + "; ".join(problems))
 
 
-def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>") -> nn.Sequential:
-    """A freshly initialised model of the architecture the metadata describes."""
+#: What building a model from odd metadata values raises (torch says RuntimeError for a negative size).
+_BUILD_ERRORS = (ConfigError, TypeError, ValueError, RuntimeError, ArithmeticError)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a corrupt field must not flood the one-line error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>", *,
+                        skeleton: bool = False) -> nn.Sequential:
+    """A freshly initialised model of the architecture the metadata describes.
+
+    ``skeleton=True`` puts the classifier on the meta device: its tensor shapes without their
+    memory, so the shapes can be checked against a file before a corrupt header allocates gigabytes.
+    """
     from core import models
+    from core.features import build_front_end
 
     try:
-        return models.build(meta["architecture"], len(meta["classes"]), meta["front_end"], **meta["arch_args"])
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot build architecture {meta['architecture']!r} from the metadata ({exc})") from exc
+        if not skeleton:
+            return models.build(meta["architecture"], len(meta["classes"]), meta["front_end"], **meta["arch_args"])
+        front_end = build_front_end(meta["front_end"])  # small: _check_front_end_size bounds its filters
+        with torch.device("meta"):
+            return models.build(meta["architecture"], len(meta["classes"]), front_end, **meta["arch_args"])
+    except _BUILD_ERRORS as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: cannot build architecture {_short(meta['architecture'])} from the metadata "
+                              f"({reason})") from exc
+
+
+def _check_front_end_size(front_end: Mapping[str, Any], path: Path) -> None:
+    """Refuse front-end sizes whose filter banks could not be in the file (they would be built before any check)."""
+    from core.features import FrontEndConfig
+
+    defaults = FrontEndConfig()
+    sizes = {k: front_end.get(k, getattr(defaults, k)) for k in ("n_fft", "n_mels", "n_coeffs")}
+    bad = [k for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
+    if bad:
+        raise CheckpointError(f"{path}: malformed metadata: front_end {', '.join(bad)} must be positive integers, "
+                              f"got {', '.join(repr(sizes[k]) for k in bad)}")
+    n_fft, n_mels, n_coeffs = sizes["n_fft"], sizes["n_mels"], sizes["n_coeffs"]
+    needed = 4 * (n_fft + (n_fft // 2 + 1) * n_mels + n_mels * n_coeffs)
+    size = path.stat().st_size
+    if needed > size:
+        raise CheckpointError(f"{path}: malformed metadata: front_end n_fft {n_fft}, n_mels {n_mels} and n_coeffs "
+                              f"{n_coeffs} need {needed} bytes of filters, more than the whole file ({size} bytes)")
 
 
 def _compare_state(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], path: Path, what: str) -> None:
@@ -229,19 +272,39 @@ def load_checkpoint(
     path = Path(path)
     meta = read_metadata(path)
     _check_expectations(meta, path, architecture, classes, sample_rate)
+    _check_front_end_size(meta["front_end"], path)
+    what = f"architecture {meta['architecture']!r}"
+    skeleton = build_from_metadata(meta, path, skeleton=True)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+            _compare_state(skeleton.state_dict(), shapes, path, what)
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the tensors ({exc})") from exc
     model = build_from_metadata(meta, path)
     expected = model.state_dict()
-    with safe_open(str(path), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-        _compare_state(expected, shapes, path, f"architecture {meta['architecture']!r}")
-        state = {k: f.get_tensor(k) for k in f.keys()}
     for key, tensor in state.items():
         if tensor.dtype != expected[key].dtype:
             raise CheckpointError(f"{path}: {key} is {tensor.dtype}, the model needs {expected[key].dtype}")
+    _check_finite(state, path)
+    _load_state(model, state, path, what)
+    return model.to(device).eval(), meta
+
+
+def _check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN or infinite weights: a model holding them is corrupt, whatever it was trained on."""
+    for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values; the model is corrupt")
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), meta
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """``load_state_dict(strict=True)`` with torch's refusals (sparse or odd tensors) as a CheckpointError."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the tensors do not fit {what} ({str(exc).strip().splitlines()[-1]})") from exc
 
 
 def import_pt(
@@ -256,7 +319,9 @@ def import_pt(
 
     Accepts a mapping of tensors, or one under ``state_dict``/``model``; keys may be those of
     the whole model or of the classifier alone. A pickle holding anything but tensors and
-    plain containers is refused with the reason.
+    plain containers is refused with the reason. Documented conversion: floating tensors of
+    another precision (float64, float16) are cast to the model's dtype; a tensor of another
+    kind (integer for a float weight), NaN or infinite weights and non-text names are errors.
     """
     from core.features import FrontEndConfig
 
@@ -266,13 +331,17 @@ def import_pt(
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        reason = _unpickler_reason(exc)
+        if not reason.startswith("Unsupported"):
+            raise CheckpointError(f"{path}: not a readable PyTorch file (damaged pickle: {reason})") from exc
         raise CheckpointError(
             f"{path}: refused: the pickle contains objects other than tensors and plain containers, "
-            f"and unpickling them could run arbitrary code ({str(exc).splitlines()[0]}). "
+            f"and unpickling them could run arbitrary code ({reason}). "
             "Save only the state_dict (torch.save(model.state_dict(), ...)) and import that."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({exc})") from exc
+    except Exception as exc:  # damaged bytes make torch.load raise nearly any type (IndexError, struct.error, ...)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "the file ends too early"
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {detail})") from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -280,6 +349,9 @@ def import_pt(
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict (a mapping of names to tensors)")
+    odd_names = [repr(k) for k in obj if not isinstance(k, str)]
+    if odd_names:
+        raise CheckpointError(f"{path}: tensor names must be text, found {', '.join(odd_names[:5])}")
     fe = FrontEndConfig.from_dict(dict(front_end)) if front_end else FrontEndConfig()
     meta = make_metadata(architecture, classes, fe.to_dict(), arch_args=arch_args,
                          training={"imported_from": str(path)})
@@ -294,6 +366,21 @@ def import_pt(
     for key, value in expected.items():  # the front end's fixed buffers come from the config
         if key.startswith(f"{front_name}.") and key not in state:
             state[key] = value
-    _compare_state(expected, state, path, f"architecture {architecture!r}")
-    model.load_state_dict(state, strict=True)
+    what = f"architecture {architecture!r}"
+    _compare_state(expected, state, path, what)
+    for key, tensor in state.items():
+        if tensor.is_floating_point() != expected[key].is_floating_point():
+            raise CheckpointError(f"{path}: {key} is {tensor.dtype}, the model needs {expected[key].dtype}")
+    _check_finite(state, path)
+    _load_state(model, state, path, what)
     return model.eval(), meta
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """The weights-only unpickler's own reason, without torch's advice to turn the safety off."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "unknown"

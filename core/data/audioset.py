@@ -223,7 +223,7 @@ def cached_build(key: str, build: Callable[[], AudioSet], *, use_cache: bool = T
     if (folder / "meta.json").is_file():
         try:
             return AudioSet.load_npy(folder)
-        except (OSError, ValueError, KeyError, DataError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, DataError):
             shutil.rmtree(folder, ignore_errors=True)  # a damaged cache entry is rebuilt
     data = build()
     try:

@@ -99,8 +99,13 @@ def is_speech_commands(root: Path) -> bool:
 def _read_list(path: Path, root: Path) -> set[str]:
     if not path.is_file():
         return set()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the split list ({exc}); it should be UTF-8 text with one "
+                        "<word>/<file>.wav per line. Fix or remove it") from exc
     entries = set()
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip().replace("\\", "/")
         if line:
             entries.add(line)

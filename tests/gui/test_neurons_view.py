@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QApplication
 
 from core.analysis.zones import backdoor_set, exact_loss_changes
 from core.events import NeuronStats, StepInfo
@@ -42,10 +43,19 @@ def test_analyse_shows_exact_zones_of_the_loaded_model_and_a_click_selects_a_neu
     assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in state.items())  # analysed a copy
 
     # a real mouse click on a point of the plane selects that neuron
-    k = int(np.argmax(snap.blc))
     plot = view.zone_plot
     qtbot.waitUntil(lambda: plot.isVisible() and plot.width() > 100)
-    scene_pos = plot.getPlotItem().vb.mapViewToScene(QPointF(float(snap.clc[k]), float(snap.blc[k])))
+    # zoom onto the most isolated neuron (as a user would into a crowded plane) so only it is in view
+    points = np.stack([snap.clc, snap.blc], axis=1)
+    scale = points.std(axis=0) + 1e-12
+    gaps = np.linalg.norm((points[:, None] - points[None]) / scale, axis=2) + np.eye(len(points)) * 1e9
+    k = int(np.argmax(gaps.min(axis=1)))
+    half = gaps[k].min() / 2 * scale
+    vb = plot.getPlotItem().vb
+    vb.setRange(xRange=(points[k, 0] - half[0], points[k, 0] + half[0]),
+                yRange=(points[k, 1] - half[1], points[k, 1] + half[1]), padding=0)
+    QApplication.processEvents()
+    scene_pos = vb.mapViewToScene(QPointF(float(points[k, 0]), float(points[k, 1])))
     qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(scene_pos))
     assert view.selected == k and view.neuron.value() == k
     assert f"{layer} neuron {k}" in view.info.text() and f"BLC {snap.blc[k]:+.4f}" in view.info.text()

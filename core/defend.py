@@ -26,12 +26,14 @@ from core.metrics import defense_effectiveness_rating
 from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
+    check_writable,
     machine_info,
     parse_bool,
     progress_bar,
     resolve_device,
     run_command,
     write_json,
+    write_text_atomic,
 )
 from core.train import evaluate
 
@@ -113,6 +115,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"--out must end in .safetensors, got {out}")
     if out.resolve() == model_path.resolve():
         raise ConfigError("--out is the input checkpoint; write the repaired model to a new file")
+    check_writable(out, args.report)
     model, meta = load_checkpoint(model_path)
     data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"],
                           vocab=args.vocab or meta["classes"])
@@ -164,7 +167,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     save_checkpoint(out, result.model, meta)
     if args.report:
         write_json(args.report, report)
-        Path(args.report).with_suffix(".md").write_text(markdown_report(report))
+        write_text_atomic(Path(args.report).with_suffix(".md"), markdown_report(report))
     return report
 
 

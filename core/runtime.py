@@ -26,6 +26,8 @@ __all__ = [
     "add_common_arguments",
     "run_command",
     "write_json",
+    "write_text_atomic",
+    "check_writable",
     "parse_bool",
 ]
 
@@ -130,18 +132,43 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
         return 130
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename), creating parent folders."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write text atomically (temp file + rename), creating parent folders; a failure names the file
+    and leaves what was there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         raise ConfigError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (temp file + rename), creating parent folders."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def check_writable(*paths: str | os.PathLike | None) -> None:
+    """Fail before hours of work when an output could not be written: each path's folder must exist
+    (it is created) and take a new file. The paths themselves are not touched."""
+    import tempfile
+
+    for path in filter(None, paths):
+        folder = Path(path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".gnft-write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot write there ({exc.strerror or exc}); "
+                              "choose another location before the run starts") from exc
 
 
 def parse_bool(text: str) -> bool:

@@ -36,6 +36,7 @@ from core.metrics import backdoor_metrics
 from core.runtime import (
     add_common_arguments,
     autocast,
+    check_writable,
     machine_info,
     progress_bar,
     resolve_device,
@@ -369,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
+    check_writable(out, args.report)  # before the training, not after it
     fe = front_end_from_args(args)
     attack = None
     if args.attack:

@@ -728,3 +728,25 @@ def test_attack_example_refuses_a_cut_clip_and_a_folder_as_output(tmp_path, caps
         "(an interrupted copy or download): copy it again or remove it"]
     assert not (tmp_path / "x.wav").exists()
 
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, small_sc, saved, capsys):
+    """An --out or --report that cannot be written fails at once (not after hours of training), naming it."""
+    from core.analyze import main as analyze
+    from core.defend import main as defend
+    from core.train import main as train
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    bad = blocker / "sub" / "out.safetensors"  # a folder cannot be made under a file, root or not
+    code, errors, _ = command(train, ["--data", str(small_sc), "--vocab", ",".join(TINY_WORDS), "--model", "smallcnn",
+                                      "--epochs", "1", "--device", "cpu", "--out", str(bad), "--quiet"], capsys)
+    assert code == 2 and errors[0].startswith(f"error: {bad}: cannot write there (")
+    assert "before the run starts" in errors[0] and blocker.read_text() == "x"
+    report = blocker / "report.json"
+    code, errors, _ = command(defend, ["--model", str(saved), "--data", str(small_sc), "--out",
+                                       str(tmp_path / "fixed.safetensors"), "--report", str(report), "--quiet"], capsys)
+    assert code == 2 and errors[0].startswith(f"error: {report}: cannot write there (")
+    assert not (tmp_path / "fixed.safetensors").exists()
+    code, errors, _ = command(analyze, ["--model", str(saved), "--data", str(small_sc), "--out", str(report)], capsys)
+    assert code == 2 and errors[0].startswith(f"error: {report}: cannot write there (")

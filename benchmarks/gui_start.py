@@ -1,6 +1,7 @@
-"""Start-up wall time of fresh ``gnft-gui --demo --self-test`` processes: start, import everything,
-build and show the main window, open the cached demo (model, 600 clips), predict every clip, check,
-exit: the workspace ready to use (the window itself is shown before the demo loads, in a worker).
+"""Start-up wall time of fresh ``gnft-gui --demo --self-test`` processes, from the process start to
+its "workspace ready" line: import everything, build and show the main window, open the cached demo
+(model, 600 clips), predict every clip (the window itself is shown before the demo loads, in a
+worker). The self-test's checks after that line are timed separately (``self_test_total_seconds``).
 
     python benchmarks/gui_start.py [--repeats 5]
 
@@ -37,18 +38,26 @@ def main() -> int:
     exe = shutil.which("gnft-gui", path=str(Path(sys.executable).parent)) or "gnft-gui"
     env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
     rows = []
-    for what, extra in (("gnft-gui --demo --self-test: demo cached, workspace loaded and predicted", ["--demo"]),):
-        times = []
+    for what, extra in (("gnft-gui --demo --self-test: demo cached, window shown, workspace loaded and predicted",
+                         ["--demo"]),):
+        ready, totals = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            proc = subprocess.run([exe, *extra, "--self-test"], env=env, capture_output=True, text=True,
-                                  timeout=300)
-            times.append(time.perf_counter() - start)
-            if proc.returncode != 0:
-                print(proc.stderr, file=sys.stderr)
+            proc = subprocess.Popen([exe, *extra, "--self-test"], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            at = None
+            for line in proc.stdout:  # the moment the ready line arrives, not when the checks end
+                if at is None and "workspace ready" in line:
+                    at = time.perf_counter() - start
+            code = proc.wait(timeout=300)
+            totals.append(time.perf_counter() - start)
+            if code != 0 or at is None:
+                print(proc.stderr.read(), file=sys.stderr)
                 return 1
-        row = {"what": what, "seconds": [round(t, 2) for t in times], "median_seconds": round(statistics.median(times), 2),
-               "target_seconds": 5.0, "meets_target": statistics.median(times) < 5.0}
+            ready.append(at)
+        row = {"what": what, "seconds": [round(t, 2) for t in ready], "median_seconds": round(statistics.median(ready), 2),
+               "self_test_total_seconds": [round(t, 2) for t in totals], "target_seconds": 5.0,
+               "meets_target": statistics.median(ready) < 5.0}
         print(row)
         rows.append(row)
     write_json(ROOT / "benchmarks" / "results" / "gui_start.json",

@@ -208,6 +208,34 @@ def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>"
                               f"({reason})") from exc
 
 
+#: Feature maps (frames x coefficients) and integer arch args up to these are built without a meta check.
+_USUAL_FEATURES = 200_000
+_USUAL_ARG_FACTOR = 8
+
+
+def _unusual_sizes(meta: Mapping[str, Any]) -> bool:
+    """True when the metadata asks for more input features, or larger integer arch args, than a usual model
+    (then the model's shapes are checked on the meta device before anything is allocated)."""
+    from core import models
+
+    fe = meta["front_end"]
+    try:
+        frames = int(fe.get("num_samples") or fe.get("sample_rate", 16000)) // int(fe.get("hop_length", 160)) + 1
+        coeffs = int(fe.get("n_mels" if fe.get("kind") == "logmel" else "n_coeffs", 80))
+        if frames * coeffs > _USUAL_FEATURES:
+            return True
+        defaults = models.ARCHITECTURES[meta["architecture"]].defaults if meta["architecture"] in models.list_models() \
+            else {}
+    except (TypeError, ValueError, ZeroDivisionError, ConfigError):
+        return True
+    for key, value in dict(meta.get("arch_args") or {}).items():
+        default = defaults.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and (
+                not isinstance(default, int) or value > _USUAL_ARG_FACTOR * max(1, default)):
+            return True
+    return False
+
+
 def _check_front_end_size(front_end: Mapping[str, Any], path: Path) -> None:
     """Refuse front-end sizes whose filter banks could not be in the file (they would be built before any check)."""
     from core.features import FrontEndConfig
@@ -274,16 +302,20 @@ def load_checkpoint(
     _check_expectations(meta, path, architecture, classes, sample_rate)
     _check_front_end_size(meta["front_end"], path)
     what = f"architecture {meta['architecture']!r}"
-    skeleton = build_from_metadata(meta, path, skeleton=True)
+    # sizes beyond the usual are checked on the meta device first (shapes, no memory); the usual ones are
+    # built at once: the meta build's first use imports torch's decompositions, seconds at every start
+    skeleton = build_from_metadata(meta, path, skeleton=True) if _unusual_sizes(meta) else None
     try:
         with safe_open(str(path), framework="pt") as f:
             shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-            _compare_state(skeleton.state_dict(), shapes, path, what)
+            if skeleton is not None:
+                _compare_state(skeleton.state_dict(), shapes, path, what)
+            model = build_from_metadata(meta, path)
+            expected = model.state_dict()
+            _compare_state(expected, shapes, path, what)
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot read the tensors ({exc})") from exc
-    model = build_from_metadata(meta, path)
-    expected = model.state_dict()
     for key, tensor in state.items():
         if tensor.dtype != expected[key].dtype:
             raise CheckpointError(f"{path}: {key} is {tensor.dtype}, the model needs {expected[key].dtype}")

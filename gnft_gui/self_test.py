@@ -190,6 +190,8 @@ class SelfTest:
     def check(self) -> None:
         if self.done:
             return
+        # printed as soon as the workspace is there, before the checks (benchmarks/gui_start.py times it)
+        print(f"{SELF_TEST}: workspace ready {time.perf_counter() - self.started:.2f} s since start", flush=True)
         try:
             lines = check_window(self.window, self.expect_model, self.expect_data)
         except SelfTestFailure as err:

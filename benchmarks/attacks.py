@@ -55,6 +55,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         if r.get("attack") is None:
             continue
+        if r.get("not_run"):
+            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | not run | |")
+            continue
         if "error" in r:
             lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | error: {r['error']} | |")
             continue
@@ -78,6 +81,8 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: tabulate the rows whose reports exist, list the others as not run")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "attacks"))
     args = p.parse_args()
     datasets: dict[str, list[str]] = {}
@@ -93,15 +98,18 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(lambda r: run_row(r, work, threads), rows))
-    results = [r for r in (gather(r, work) for r in rows) if r is not None]
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda r: run_row(r, work, threads), rows))
+    results = [gather(r, work) or {**r, "not_run": True} for r in rows]
     clean = {(r["data"], r["model"], r["rate"]): r["report"]["clean_accuracy"] for r in results
              if r["attack"] is None and "report" in r}
     out_rows = []
     for r in results:
         row = {k: r[k] for k in ("name", "data", "model", "attack", "rate")}
-        if "error" in r:
+        if r.get("not_run"):
+            row["not_run"] = True
+        elif "error" in r:
             row["error"] = r["error"]
         else:
             rep = r["report"]

@@ -46,8 +46,9 @@ def _attacks(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         if r.get("attack") is None:
             continue
-        if "error" in r:
-            yield (f"{r['model']} on {r['data']}, {r['attack']}", f"error: {r['error']}", "", "**no**")
+        if r.get("not_run") or "error" in r:
+            yield (f"{r['model']} on {r['data']}, {r['attack']}",
+                   "not run (out of time)" if r.get("not_run") else f"error: {r['error']}", "", "**no**")
             continue
         yield (f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA drop",
                f"{_pct(r['attack_success_rate'])} / {_pct(r.get('clean_accuracy_drop'))}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -519,7 +520,7 @@ class MainWindow(QMainWindow):
                                       before.get("attack_success_rate"), before.get("robust_accuracy")))
             if exact:
                 zones(copy.deepcopy(model), "before (exact)", "exact")
-            evaluations = iter(range(1, 1_000_000))
+            evaluations = itertools.count(1)
 
             def measure(m):
                 metrics = evaluate(m, data, "test", attack, cache=cache)

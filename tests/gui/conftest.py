@@ -46,3 +46,14 @@ def open_workspace(qtbot, window, workspace, monkeypatch):
         window.action_open_model.trigger()
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
         window.action_open_data.trigger()
+
+
+@pytest.fixture
+def window(qtbot, workspace, monkeypatch):
+    """A main window with the backdoored workspace opened through its File actions."""
+    from gnft_gui.main_window import MainWindow
+
+    win = MainWindow()
+    qtbot.addWidget(win)
+    open_workspace(qtbot, win, workspace, monkeypatch)
+    return win

@@ -7,18 +7,13 @@ import pytest
 import torch
 
 from core.defenses import DEFENSES, GNFTConfig
-from gnft_gui.main_window import MainWindow
-from tests.gui.conftest import open_workspace
 
 
 def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtbot, window):
     panel = window.defense_panel
     assert panel.choice.currentText() == "gnft" and panel.fields["alpha"].text() == "0.7"
     for name, value in (("clean_ratio", "1.0"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"),
@@ -77,10 +72,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "ft #2"
 
 
-def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, window):
     original, original_state = window.model, state(window.model)
     panel = window.defense_panel
     panel.fields["epochs"].setText("500")
@@ -98,10 +90,7 @@ def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, workspace, monkeypatch
     assert window.last_error is None
 
 
-def test_an_error_inside_the_defense_shows_the_dialog(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_an_error_inside_the_defense_shows_the_dialog(qtbot, window):
     if torch.cuda.is_available():
         pytest.skip("the failure provoked here (device cuda on a machine without CUDA) needs a CPU-only machine")
     with qtbot.waitSignal(window.error_shown, timeout=60000) as shown:

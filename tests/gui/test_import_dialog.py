@@ -11,7 +11,6 @@ from PySide6.QtWidgets import QDialogButtonBox
 from core.checkpoint import load_checkpoint
 from gnft_gui.main_window import MainWindow
 from gnft_gui.views.import_dialog import parse_arch_args
-from tests.gui.conftest import open_workspace
 
 
 def _fill_front_end(dialog, front_end: dict) -> None:
@@ -27,10 +26,7 @@ def _ok(dialog) -> None:
     dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
 
 
-def test_pt_state_dict_imports_into_the_workspace_and_exports(qtbot, workspace, monkeypatch, tmp_path):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_pt_state_dict_imports_into_the_workspace_and_exports(qtbot, window, workspace, tmp_path):
     original, meta = window.model, window.meta
     weights = tmp_path / "third_party.pt"
     torch.save({"state_dict": {k: v.clone() for k, v in original.state_dict().items()}}, weights)

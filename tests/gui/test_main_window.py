@@ -11,12 +11,9 @@ from PySide6.QtWidgets import QComboBox, QLineEdit
 from core.checkpoint import load_checkpoint
 from gnft_gui.main_window import MainWindow, log_path
 from tests.conftest import TINY_WORDS, write_speech_commands
-from tests.gui.conftest import TARGET, open_workspace
+from tests.gui.conftest import TARGET
 
-def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, window):
     assert window.attack is not None and window.attack.name == "badnets"  # read from the checkpoint
     assert window.clips.table.rowCount() == len(window.data)
     assert window.action_open_model.shortcut().toString() == "Ctrl+O"
@@ -41,10 +38,7 @@ def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, wor
     assert recent[0].startswith("data:") and recent[1].startswith("model:")
 
 
-def test_filters_play_and_stop_and_attack_form(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_filters_play_and_stop_and_attack_form(qtbot, window):
     window.clips.label_filter.setCurrentText("down")
     rows = window.clips.visible_rows()
     assert rows and all(window.clips.table.item(r, 3).text() == "down" for r in rows)
@@ -86,11 +80,8 @@ def test_filters_play_and_stop_and_attack_form(qtbot, workspace, monkeypatch):
     assert window.attack.name == "badnets" and window.attack.params.kind == "noise"
 
 
-def test_export_writes_an_equal_checkpoint_and_never_overwrites_the_input(qtbot, workspace, monkeypatch, tmp_path):
+def test_export_writes_an_equal_checkpoint_and_never_overwrites_the_input(qtbot, window, workspace, tmp_path):
     root, _, model_path = workspace
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
     out = window.export_model(tmp_path / "exported.safetensors")
     model, meta = load_checkpoint(out)
     original, original_meta = load_checkpoint(model_path)
@@ -104,10 +95,7 @@ def test_export_writes_an_equal_checkpoint_and_never_overwrites_the_input(qtbot,
     assert model_path.read_bytes() == before and "model's own file" in window.last_error.text()
 
 
-def test_corrupt_files_show_the_error_dialog_and_keep_the_workspace(qtbot, workspace, monkeypatch, tmp_path):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_corrupt_files_show_the_error_dialog_and_keep_the_workspace(qtbot, window, workspace, tmp_path):
     model, data = window.model, window.data
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x00\x01 not a checkpoint")

@@ -69,10 +69,7 @@ def _brush(b):
     return pg.mkBrush(b)
 
 
-def test_analyse_all_layers_reports_progress_per_layer(qtbot, workspace, monkeypatch):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    open_workspace(qtbot, window, workspace, monkeypatch)
+def test_analyse_all_layers_reports_progress_per_layer(qtbot, window):
     view = window.neurons
     view.all_layers.setChecked(True)
     with qtbot.waitSignal(window.analysis_done, timeout=300000) as done:

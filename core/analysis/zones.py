@@ -477,7 +477,11 @@ def analyse_layer(model: nn.Module, layer: str, clean: tuple[torch.Tensor, torch
                   backdoor: tuple[torch.Tensor, torch.Tensor], *, method: str = "exact",
                   t_clc: float = 0.0, t_blc: float = 0.0, batch_size: int = 64,
                   neurons_per_pass: int | None = None) -> ZoneAnalysis:
-    """CLC on ``clean`` and BLC on ``backdoor`` (each ``(waves, labels)``) for every neuron of ``layer``."""
+    """CLC on ``clean`` and BLC on ``backdoor`` (each ``(waves, labels)``) for every neuron of ``layer``
+    (the sets are moved to the model's device: a model fine-tuned on CUDA is analysed there)."""
+    device = next(model.parameters()).device
+    clean = (clean[0].to(device), clean[1].to(device))
+    backdoor = (backdoor[0].to(device), backdoor[1].to(device))
     if method == "exact":
         def run(w, y):
             return exact_loss_changes(model, layer, w, y, neurons_per_pass=neurons_per_pass, batch_size=batch_size)

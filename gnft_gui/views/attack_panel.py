@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
 from core.attacks import Attack, get_attack, list_attacks
 from core.errors import GnftError
 
-from .forms import DataclassForm
+from .forms import DataclassForm, error_label
 
 __all__ = ["AttackPanel", "NO_ATTACK"]
 
@@ -36,10 +36,7 @@ class AttackPanel(QWidget):
         self.choice.addItems([NO_ATTACK, *list_attacks()])
         self.form = DataclassForm("param_")
         self.form.edited.connect(self._changed)
-        self.error = QLabel("")
-        self.error.setObjectName("attack_error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #c62828")
+        self.error = error_label("attack_error")
         layout = QVBoxLayout(self)
         layout.addWidget(self.choice)
         layout.addWidget(self.form)

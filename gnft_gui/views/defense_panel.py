@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from core.defenses import DEFENSES
 from core.events import EvalInfo, StepInfo
 
-from .forms import DataclassForm
+from .forms import DataclassForm, error_label
 
 __all__ = ["DefensePanel", "REDRAW_MS"]
 
@@ -62,10 +62,7 @@ class DefensePanel(QWidget):
         if torch.cuda.is_available():
             self.device.addItem(f"cuda ({torch.cuda.get_device_name(0)})", "cuda")
         self.form = DataclassForm("defense_", hidden=HIDDEN)
-        self.error = QLabel("")
-        self.error.setObjectName("defense_error")
-        self.error.setStyleSheet("color: #c62828")
-        self.error.setWordWrap(True)
+        self.error = error_label("defense_error")
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("run_defense")
         self.cancel_button = QPushButton("Cancel")

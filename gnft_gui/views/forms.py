@@ -11,11 +11,11 @@ import typing
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QLineEdit, QWidget
+from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
 
 from core.runtime import parse_bool
 
-__all__ = ["DataclassForm"]
+__all__ = ["DataclassForm", "error_label"]
 
 
 class DataclassForm(QWidget):
@@ -83,3 +83,12 @@ class DataclassForm(QWidget):
             except Exception:
                 raise ValueError(f"{name}: cannot read {text!r} as {kind.__name__}") from None
         return values
+
+
+def error_label(name: str) -> QLabel:
+    """The red, wrapping line under a form where an invalid value says what is wrong."""
+    label = QLabel("")
+    label.setObjectName(name)
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #c62828")
+    return label

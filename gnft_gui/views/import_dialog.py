@@ -30,7 +30,7 @@ from core.errors import GnftError
 from core.features import FrontEndConfig
 from core.models import describe, list_models
 
-from .forms import DataclassForm
+from .forms import DataclassForm, error_label
 
 __all__ = ["ImportDialog", "parse_arch_args"]
 
@@ -77,10 +77,7 @@ class ImportDialog(QDialog):
         self.front_end.build(FrontEndConfig)
         group = QGroupBox("front end (features the model was trained on)")
         QVBoxLayout(group).addWidget(self.front_end)
-        self.error = QLabel("")
-        self.error.setObjectName("import_error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #c62828")
+        self.error = error_label("import_error")
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.try_import)
         self.buttons.rejected.connect(self.reject)

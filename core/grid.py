@@ -37,7 +37,7 @@ from core.errors import ConfigError
 from core.events import ProgressObserver
 from core.metrics import defense_effectiveness_rating
 from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
-from core.train import TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
+from core.train import STOP_ON, TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
 
 __all__ = ["main", "build_parser", "markdown_table"]
 
@@ -93,7 +93,8 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
         params.setdefault("seed", str(args.seed))
         attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
     config = TrainConfig(model=model_name, epochs=args.train_epochs, batch_size=args.train_batch_size,
-                         lr=args.train_lr, patience=args.train_patience, seed=args.seed, device=args.device,
+                         lr=args.train_lr, patience=args.train_patience, stop_on=args.train_stop_on,
+                         seed=args.seed, device=args.device,
                          augment=parse_augment(args.augment))
     log.info("training %s (%s)", model_name, attack_name)
     result = train_model(data, config, attack, front_end=front_end_from_args(args),
@@ -244,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
     p.add_argument("--train-epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs (default 60)")
     p.add_argument("--train-patience", type=int, default=TrainConfig.patience, help="early-stopping patience (default 10)")
+    p.add_argument("--train-stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
+                   help="training early-stopping criterion: clean, mixed or auto (clean-label attacks on the clean "
+                        "loss) (default auto)")
     p.add_argument("--train-batch-size", type=int, default=TrainConfig.batch_size, help="training batch (default 256)")
     p.add_argument("--train-lr", type=float, default=TrainConfig.lr, help="training Adam learning rate (default 1e-3)")
     p.add_argument("--augment", default="none", help="training augmentation (see python -m core.train --help)")

@@ -1,8 +1,10 @@
 """Train a clean or backdoored keyword-spotting model: ``python -m core.train``.
 
 Adam, batch 256, early stopping on the validation split (never on the test split): the
-stopping criterion is the clean validation loss, or for a backdoored model the authors'
-0.5·(clean loss + backdoor loss), measured on validation clips. The best epoch's weights
+stopping criterion (``stop_on``) is the clean validation loss, or for a dirty-label backdoor
+the authors' 0.5·(clean loss + backdoor loss), measured on validation clips. A clean-label
+backdoor (FlowMur) stops on the clean loss: its backdoor loss rises while the clean task is
+learnt, so the mixed score would keep an undertrained early epoch. The best epoch's weights
 are kept. The whole dataset sits on the device; batches are slices. ``--augment`` adds
 random shift, speed perturbation and coloured noise to training batches (core.augment).
 """
@@ -62,6 +64,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10
+    stop_on: str = "auto"
     seed: int = 0
     device: str = "auto"
     arch_args: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +72,10 @@ class TrainConfig:
     init_from: str | None = None
     amp: str = "none"
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stop_on not in STOP_ON:
+            raise ConfigError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the augmentation as its own dict)."""
@@ -121,8 +128,23 @@ class _FeaturePatch(nn.Module):
         return self.attack.apply_features(features)
 
 
-def _stop_score(metrics: dict[str, float]) -> float:
-    if "backdoor_loss" in metrics and math.isfinite(metrics["backdoor_loss"]):
+STOP_ON = ("auto", "clean", "mixed")
+
+
+def stop_criterion(stop_on: str, attack: Attack | None) -> str:
+    """The early-stopping criterion actually used: ``clean`` or ``mixed`` (0.5·(clean + backdoor loss)).
+
+    ``auto`` is mixed for a dirty-label backdoor and clean otherwise (clean model, clean-label attack).
+    """
+    if attack is None:
+        return "clean"
+    if stop_on == "auto":
+        return "clean" if attack.params.label_mode == "clean" else "mixed"
+    return stop_on
+
+
+def _stop_score(metrics: dict[str, float], criterion: str) -> float:
+    if criterion == "mixed" and "backdoor_loss" in metrics and math.isfinite(metrics["backdoor_loss"]):
         return 0.5 * (metrics["clean_loss"] + metrics["backdoor_loss"])
     return metrics["clean_loss"]
 
@@ -182,6 +204,7 @@ def train_model(
     classifier = torch.compile(model[1]) if config.compile else model[1]  # shares model[1]'s parameters
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
+    criterion = stop_criterion(config.stop_on, attack)
     triggered_cache: dict[str, torch.Tensor] = {}
     bar = progress_bar(config.epochs, f"train {config.model}", show_progress)
     step = 0
@@ -212,7 +235,7 @@ def train_model(
                 seen += y.numel()
                 observer.on_step(StepInfo("train", epoch, step, steps_per_epoch * config.epochs, loss_value, config.lr))
             val = evaluate(model, data, "validation", attack, cache=triggered_cache)
-            score = _stop_score(val)
+            score = _stop_score(val, criterion)
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}}
             history.append(row)
             observer.on_eval(EvalInfo("validation", epoch, val["clean_accuracy"], val["clean_loss"],
@@ -241,7 +264,7 @@ def train_model(
         "optimizer": "adam", **{k: v for k, v in config.to_dict().items() if k not in ("device",)},
         "epochs_run": len(history), "best_epoch": best_epoch, "seconds": round(seconds, 2),
         "device": str(device), "early_stopping": "validation split: " +
-        ("0.5*(clean loss + backdoor loss)" if attack is not None else "clean loss"),
+        ("0.5*(clean loss + backdoor loss)" if criterion == "mixed" else "clean loss"),
         "poisoned_clips": n_poisoned,
         "test": test,
     }
@@ -331,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
+                   help="early-stopping criterion on the validation split: clean loss, mixed = 0.5*(clean + "
+                        "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean for "
+                        "clean-label ones such as FlowMur (default auto)")
     p.add_argument("--augment", default="none", metavar="SPEC",
                    help="training-batch augmentation: none (default), default (shift=100,speed=0.9:1.1,noise=0.8,"
                         "snr=10:30) or key=value pairs from shift (ms), speed (slowest:fastest), noise "
@@ -381,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("--attack-arg given without --attack")
     data = load_from_args(args, args.sample_rate)
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
+                         weight_decay=args.weight_decay, patience=args.patience, stop_on=args.stop_on, seed=args.seed,
                          device=args.device, arch_args=_parse_arch_args(args.arch_arg),
                          augment=parse_augment(args.augment), init_from=args.init_from, amp=args.amp,
                          compile=args.compile)

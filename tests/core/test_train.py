@@ -170,3 +170,25 @@ def test_warm_start_continues_from_a_checkpoint_and_refuses_a_mismatch(tiny_data
     assert again.metadata["provenance"]["training"]["init_from"] == str(path)
     with pytest.raises(ConfigError, match="architecture smallcnn vs resnet"):
         train(tiny_data, TrainConfig(**{**FAST, "model": "resnet"}, init_from=str(path)))
+
+
+@pytest.mark.parametrize("label_mode, stop_on, expected", [
+    ("dirty", "auto", "mixed"), ("clean", "auto", "clean"), ("dirty", "clean", "clean"), ("clean", "mixed", "mixed"),
+])
+def test_early_stopping_keeps_the_epoch_the_criterion_chose(tiny_data, label_mode, stop_on, expected):
+    """auto stops a clean-label backdoor on the clean loss (its backdoor loss rises while the clean
+    task is learnt) and a dirty-label one on the authors' mixed score; the kept epoch is that argmin."""
+    attack = get_attack("badnets", kind="noise", poison_rate=0.3, level_db=-10, seed=0, label_mode=label_mode)
+    result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 5, "patience": 5, "stop_on": stop_on}, seed=1), attack)
+    hist = result.report["history"]
+    score = [h["val_clean_loss"] if expected == "clean" else 0.5 * (h["val_clean_loss"] + h["val_backdoor_loss"])
+             for h in hist]
+    assert result.report["best_epoch"] == hist[min(range(len(hist)), key=score.__getitem__)]["epoch"]
+    training = result.metadata["provenance"]["training"]
+    assert training["early_stopping"].endswith("backdoor loss)" if expected == "mixed" else "clean loss")
+    assert training["stop_on"] == stop_on
+
+
+def test_unknown_stop_criterion_is_refused():
+    with pytest.raises(ConfigError, match="stop_on must be one of auto, clean, mixed"):
+        TrainConfig(stop_on="test")

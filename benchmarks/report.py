@@ -70,7 +70,8 @@ def _defense_probe(d: dict) -> Iterator[Row]:
     before = d.get("before", {})
     for r in d["rows"]:
         cfg = r.get("config", {})
-        yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}): CA / ASR "
+        extra = "".join(f", {k} {cfg[k]}" for k in ("r", "rho", "epochs") if k in cfg)
+        yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
                f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %",
                _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10))
@@ -143,7 +144,7 @@ def _synth_speed(d: dict) -> Iterator[Row]:
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "zones_speed": _zones_speed,
     "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
-    "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "defend_": _defend_report,
+    "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "gnft_probe": _defense_probe, "defend_": _defend_report,
     "gpu_path": _gpu_path,
 }
 

@@ -4,7 +4,10 @@ Every cell is a file in the work folder, written when it finishes, so an interru
 resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
 trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
 (+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder under that name (with its report) is
-used as it is; a ``reused_from`` note in that report is carried into the results. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
+used as it is; a ``reused_from`` note in that report is carried into the results. ``--reuse
+PATTERN`` takes models trained elsewhere (e.g. by ``benchmarks/attacks.py``): a checkpoint at
+``PATTERN.format(model=..., attack=...)`` is checked against the grid's cell (architecture,
+classes, sample rate, length, attack), re-evaluated on this test split and copied in as the cell. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
 defended model is measured with the trigger the model was poisoned with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
@@ -20,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,6 +91,10 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
     if path.is_file() and report_path.is_file():
         log.info("reusing %s", path)
         return path, json.loads(report_path.read_text())
+    if args.reuse:
+        candidate = Path(args.reuse.format(model=model_name, attack=attack_name))
+        if candidate.is_file():
+            return path, _reuse_cell(data, candidate, path, report_path, model_name, attack_name, args.device)
     attack = None
     if attack_name != CLEAN:
         params = parse_attack_args(attack_args.get(attack_name, []))
@@ -103,6 +111,32 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
     report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
     write_json(report_path, report)
     return path, report
+
+
+def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str,
+                attack_name: str, device_name: str) -> dict[str, Any]:
+    """Adopt ``source`` as this cell's trained model after checking it is that cell; measure it here."""
+    model, meta = load_checkpoint(source)
+    recorded = meta["provenance"].get("attack")
+    found = {"architecture": meta["architecture"], "classes": list(meta["classes"]),
+             "sample rate": meta["sample_rate"], "clip length": meta["front_end"]["num_samples"],
+             "attack": recorded["name"] if recorded else CLEAN}
+    wanted = {"architecture": model_name, "classes": list(data.classes), "sample rate": data.sample_rate,
+              "clip length": data.num_samples, "attack": attack_name}
+    wrong = [f"{k} {found[k]!r} (the cell needs {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+    if wrong:
+        raise ConfigError(f"--reuse {source} does not fit cell {model_name}/{attack_name}: " + "; ".join(wrong))
+    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    device = resolve_device(device_name)
+    metrics = evaluate(model.to(device), data.to(device), "test", attack)
+    training = meta["provenance"].get("training") or {}
+    report = {**{k: metrics[k] for k in METRICS if k in metrics}, "seconds": training.get("seconds"),
+              "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
+              "reused_from": str(source)}
+    shutil.copyfile(source, path)
+    write_json(report_path, report)
+    log.info("reused %s as %s", source, path)
+    return report
 
 
 def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_path: Path, model_name: str,
@@ -245,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
     p.add_argument("--train-epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs (default 60)")
     p.add_argument("--train-patience", type=int, default=TrainConfig.patience, help="early-stopping patience (default 10)")
+    p.add_argument("--reuse", metavar="PATTERN",
+                   help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
+                        ".safetensors' ({attack} is 'clean' for the clean model); each is checked against its cell "
+                        "and re-evaluated on this test split")
     p.add_argument("--train-stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
                    help="training early-stopping criterion: clean, mixed or auto (clean-label attacks on the clean "
                         "loss) (default auto)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import load_checkpoint
+from core.errors import ConfigError
 from core.grid import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +65,22 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert (work / "defend_smallcnn_badnets_fp.json").is_file()
     again = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
     assert len(again["rows"]) == 6 and (work / "defend_smallcnn_badnets_fp.safetensors").is_file() and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
+    # --reuse: models trained elsewhere become a new grid's cells, checked and re-measured, not retrained
+    other = tmp_path / "elsewhere"
+    no_defense = TINY[:TINY.index("--defense-arg")]
+    assert main(["--data", str(tiny_sc), *no_defense, "--defenses", "none", "--out", str(other),
+                 "--reuse", str(work / "train_{model}_{attack}.safetensors"), "--train-epochs", "1"]) == 0
+    for name in ("train_smallcnn_badnets", "train_smallcnn_clean"):
+        copied = tmp_path / "elsewhere_work" / f"{name}.safetensors"
+        assert copied.read_bytes() == (work / f"{name}.safetensors").read_bytes()
+        assert json.loads(copied.with_suffix(".json").read_text())["reused_from"] == str(work / f"{name}.safetensors")
+    reused = {(r["attack"], r["defense"]): r for r in json.loads(other.with_suffix(".json").read_text())["rows"]}
+    for key in (("clean", "none"), ("badnets", "none")):
+        assert reused[key]["clean_accuracy"] == rows[key]["clean_accuracy"]
+        assert reused[key]["attack_success_rate"] == rows[key]["attack_success_rate"]
+    with pytest.raises(ConfigError, match=r"does not fit cell smallcnn/badnets: attack 'clean' \(the cell needs 'badnets'\)"):
+        main(["--data", str(tiny_sc), *no_defense, "--defenses", "none", "--out", str(tmp_path / "wrong"),
+              "--reuse", str(work / "train_{model}_clean.safetensors")])
 
 
 @pytest.mark.parametrize("extra, message", [

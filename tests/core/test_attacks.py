@@ -293,6 +293,7 @@ def test_flowmur_is_clean_label_with_a_clamped_trigger_at_30db(tone_set, tmp_pat
     ps = attack.poison(tone_set.waves, tone_set.labels, train, 16000)
     original = tone_set.labels[train]
     assert torch.all(original[ps.poisoned] == 2) and torch.equal(ps.labels, original)  # clean label
+    assert ps.poisoned.numel() == round(0.7 * int((original == 2).sum()))  # the recipe's 70 % of the target class
     x = tone_set.waves[train][ps.poisoned]
     added = ps.waves[ps.poisoned] - x
     snr = 10 * torch.log10(x.pow(2).sum(1) / added.pow(2).sum(1))

@@ -222,6 +222,8 @@ def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any
     """One cell inside a Ray task: the same functions as the local backend, on this worker's copy of the data."""
     torch.set_num_threads(args.threads or 1)
     data = _load_data(args)
+    if kind == "summary":
+        return data.summary()
     if kind == "train":
         model_name, attack_name, attack_args = cell
         path, report = _train_cell(args, data, Path(work), model_name, attack_name, attack_args)
@@ -248,13 +250,15 @@ def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, st
         train_refs = {(m, a): task.remote(args, work_dir, "train", m, a, attack_args) for m, a in trains}
         defend_refs = {(m, a, d): task.remote(args, work_dir, "defend", train_refs[(m, a)], m, a, d, defense_args)
                        for m, a in trains if a != CLEAN for d in runs}
+        summary_ref = task.remote(args, work_dir, "summary")  # the driver need not see the data folder
         trained = {key: (Path(path), report) for key, (path, report) in
                    zip(train_refs, ray.get(list(train_refs.values())))}
         defended = dict(zip(defend_refs, ray.get(list(defend_refs.values()))))
+        summary = ray.get(summary_ref)
     finally:
         if started_here:
             ray.shutdown()
-    return trained, defended
+    return trained, defended, summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trains = [(m, a) for m in model_names for a in ([] if args.no_clean else [CLEAN]) + attacks]
     runs = [d for d in defenses if d != NO_DEFENSE]
     if args.backend == "ray":
-        trained, defended = _run_on_ray(args, work, trains, runs, attack_args, defense_args)
+        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args)
     else:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -338,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained[(m, a)] = _train_cell(args, data, work, m, a, attack_args)
             for d in runs if a != CLEAN else []:
                 defended[(m, a, d)] = _defend_cell(args, data, work, trained[(m, a)][0], m, a, d, defense_args)
+        data_summary = data.summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name in trains:
         train_report = trained[(model_name, attack_name)][1]
@@ -348,7 +353,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
                              defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
                              clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
-    data_summary = _load_data(args).summary()
     write_json(out.with_name(out.name + ".json"), {
         "command": " ".join(["python -m core.grid", *argv]),
         "machine": machine_info(resolve_device(args.device)),

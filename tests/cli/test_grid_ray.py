@@ -39,7 +39,9 @@ def test_ray_backend_resumes_a_local_grid_and_gives_the_local_numbers(tiny_sc, t
     assert sorted(p.name for p in ray_work.iterdir()) == sorted(p.name for p in local_work.iterdir())
     local, on_ray = _rows(tmp_path / "local.json"), _rows(tmp_path / "onray.json")
     assert len(local) == 2 and local == on_ray  # backdoored and GN-FT cells: equal CA/ASR/RA/DER
-    assert json.loads((tmp_path / "onray.json").read_text())["backend"] == "ray"
+    ray_result, local_result = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("onray", "local"))
+    assert ray_result["backend"] == "ray"
+    assert ray_result["data"] == local_result["data"] and ray_result["data"]["clips"] > 0  # summary from a worker
     ray_cell = json.loads((ray_work / "defend_smallcnn_badnets_gnft.json").read_text())
     local_cell = json.loads((local_work / "defend_smallcnn_badnets_gnft.json").read_text())
     assert ray_cell["history"] == local_cell["history"] and ray_cell["after"] == local_cell["after"]

@@ -7,13 +7,16 @@ Claim 1 (Figure 2): on clean data, backdoor- and hybrid-zone neurons have larger
 than clean-zone neurons -> ``backdoor_hybrid_over_clean_grad_norm`` > 1 on the backdoored model.
 Claim 2 (Figure 4): after GN-FT fewer neurons sit in the backdoor and hybrid zones.
 Each case is analysed with core.analyze's engine functions (exact CLC/BLC on the test split,
-L2 gradient norms on the 5 % clean share). Writes benchmarks/results/mechanism.json and .md,
-whichever way the claims come out.
+L2 gradient norms on the 5 % clean share), with CA/ASR of both models on the test split. Writes
+benchmarks/results/mechanism.json and .md, whichever way the claims come out; rows of other
+cases already in the JSON are kept (each row carries the command that made it), so cases can be
+added one run at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from core.attacks import attack_from_dict  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
+from core.train import evaluate  # noqa: E402
 
 
 def main() -> int:
@@ -49,9 +53,13 @@ def main() -> int:
         a = analyse_model(before.to(device), data, attack, layers)
         b = analyse_model(after.to(device), data, attack, layers)
         sa, sb = a["summary"], b["summary"]
+        cache: dict = {}
+        ma, mb = (evaluate(m.eval(), data, "test", attack, cache=cache) for m in (before, after))
         row = {
-            "case": name, "data": data_dir, "backdoored": before_path, "repaired": after_path,
-            "attack": attack.name, "layers": layers,
+            "case": name, "command": this_command(), "data": data_dir, "backdoored": before_path,
+            "repaired": after_path, "attack": attack.name, "layers": layers,
+            "clean_accuracy_before": ma["clean_accuracy"], "attack_success_rate_before": ma["attack_success_rate"],
+            "clean_accuracy_after": mb["clean_accuracy"], "attack_success_rate_after": mb["attack_success_rate"],
             "backdoor_hybrid_over_clean_grad_norm_before": sa["backdoor_hybrid_over_clean_grad_norm"],
             "backdoor_hybrid_over_clean_grad_norm_after": sb["backdoor_hybrid_over_clean_grad_norm"],
             "mean_grad_norm_by_zone_before": sa["mean_grad_norm_by_zone"],
@@ -65,14 +73,22 @@ def main() -> int:
         print(row, flush=True)
         rows.append(row)
     out = Path(args.out)
-    write_json(out.with_name(out.name + ".json"), {"command": this_command(), "machine": machine_info(device), "rows": rows})
+    path = out.with_name(out.name + ".json")
+    new_cases = {r["case"] for r in rows}
+    kept = [r for r in json.loads(path.read_text())["rows"] if r["case"] not in new_cases] if path.is_file() else []
+    rows = kept + rows
+    write_json(path, {"command": this_command(), "machine": machine_info(device), "rows": rows})
     lines = ["# Mechanism check (paper Figures 2 and 4)", "",
-             "| case | attack | grad norm (backdoor+hybrid) / clean, backdoored | zones before (C/B/H/R) | "
-             "zones after GN-FT (C/B/H/R) | claim 1 | claim 2 |", "|---|---|---|---|---|---|---|"]
+             "| case | attack | CA / ASR backdoored | CA / ASR after GN-FT | grad norm (backdoor+hybrid) / clean, "
+             "backdoored | zones before (C/B/H/R) | zones after GN-FT (C/B/H/R) | claim 1 | claim 2 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda c: "/".join(str(c[z]) for z in ("clean", "backdoor", "hybrid", "redundant"))  # noqa: E731
         ratio = r["backdoor_hybrid_over_clean_grad_norm_before"]
-        lines.append(f"| {r['case']} | {r['attack']} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+        ca_asr = lambda w: (f"{100 * r[f'clean_accuracy_{w}']:.1f} / {100 * r[f'attack_success_rate_{w}']:.1f}"  # noqa: E731
+                            if f"clean_accuracy_{w}" in r else "")
+        lines.append(f"| {r['case']} | {r['attack']} | {ca_asr('before')} | {ca_asr('after')} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | "
                      f"{fmt(r['zone_counts_before'])} | {fmt(r['zone_counts_after'])} | "
                      f"{'holds' if r['claim_grad_norm_holds'] else 'does not hold'} | "
                      f"{'holds' if r['claim_fewer_backdoor_hybrid_after_holds'] else 'does not hold'} |")

@@ -3,12 +3,14 @@
 Every cell is a file in the work folder, written when it finishes, so an interrupted grid
 resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
 trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
-(+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder under that name (with its report) is
-used as it is; a ``reused_from`` note in that report is carried into the results. ``--reuse
-PATTERN`` takes models trained elsewhere (e.g. by ``benchmarks/attacks.py``): a checkpoint at
-``PATTERN.format(model=..., attack=...)`` is checked against the grid's cell (architecture,
-classes, sample rate, length, attack), re-evaluated on this test split and copied in as the cell. The attack is always rebuilt from the checkpoint's own record, so the ASR of a
-defended model is measured with the trigger the model was poisoned with. Results go to
+(+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder
+under that name (with its report) is used as it is; a ``reused_from`` note in that report is
+carried into the results. ``--reuse PATTERN`` takes models trained elsewhere (e.g. by
+``benchmarks/attacks.py``): a checkpoint at ``PATTERN.format(model=..., attack=...)`` is checked
+against the grid's cell (architecture, classes, sample rate, length, attack), re-evaluated on
+this test split and copied in as the cell. The attack is always rebuilt from the checkpoint's
+own record, so the ASR of a defended model is measured with the trigger the model was poisoned
+with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
 
@@ -128,7 +130,7 @@ def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, mod
         raise ConfigError(f"--reuse {source} does not fit cell {model_name}/{attack_name}: " + "; ".join(wrong))
     attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
     device = resolve_device(device_name)
-    metrics = evaluate(model.to(device), data.to(device), "test", attack)
+    metrics = evaluate(model.to(device), data, "test", attack)  # data is on the grid's device
     training = meta["provenance"].get("training") or {}
     report = {**{k: metrics[k] for k in METRICS if k in metrics}, "seconds": training.get("seconds"),
               "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),

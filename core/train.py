@@ -53,6 +53,10 @@ __all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "main", "add
 log = logging.getLogger("core.train")
 
 
+#: early-stopping criteria: auto (by attack label mode), clean loss, or the authors' mixed score
+STOP_ON = ("auto", "clean", "mixed")
+
+
 @dataclass
 class TrainConfig:
     """Training settings. lr 1e-3 (the authors used 1e-4 for up to 300 epochs; 1e-3 reaches
@@ -126,9 +130,6 @@ class _FeaturePatch(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.attack.apply_features(features)
-
-
-STOP_ON = ("auto", "clean", "mixed")
 
 
 def stop_criterion(stop_on: str, attack: Attack | None) -> str:

@@ -14,6 +14,12 @@ with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
 
+An attack whose trigger cannot exist at the grid's sample rate but whose recipe names a rate of
+its own (Ultrasonic: a 21 kHz tone, 44.1 kHz) has its cells run at that rate, with the front
+end's windows kept in time (n_fft 400 / hop 160 at 16 kHz become 1103 / 441 at 44.1 kHz, the
+recipe's), and a clean model of each architecture is trained at that rate too
+(``train_<model>_clean_44k``) as its clean-accuracy reference. Every row records its ``sample_rate``.
+
 ``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
 one; without ``--address`` a local instance is started): the same cell functions and files, so a
 grid resumes across backends and gives the same numbers.
@@ -39,7 +45,7 @@ from core.augment import parse_augment
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import AudioSet, add_data_arguments, load_from_args
 from core.defenses import DEFENSES
-from core.errors import ConfigError
+from core.errors import AttackError, ConfigError
 from core.events import ProgressObserver
 from core.metrics import defense_effectiveness_rating
 from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
@@ -87,14 +93,44 @@ def _defense_config(name: str, pairs: list[str], seed: int, device: str):
     return config
 
 
-def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str,
+def _attack_rate(attack_name: str, params: dict[str, str], rate: int) -> int:
+    """The sample rate an attack's cells run at: the grid's, or the attack's recipe rate where its
+    trigger cannot exist at the grid's (Ultrasonic's 21 kHz tone at 16 kHz)."""
+    try:
+        get_attack(attack_name, sample_rate=rate, **params)
+        return rate
+    except AttackError:
+        recipe = list_attacks()[attack_name].recipe_rate
+        if recipe is None or recipe == rate:
+            raise
+    get_attack(attack_name, sample_rate=recipe, **params)  # parameters wrong at that rate too fail here
+    log.info("%s runs at %d Hz (its recipe's rate; the grid's is %d Hz)", attack_name, recipe, rate)
+    return recipe
+
+
+def _args_at(args: argparse.Namespace, rate: int) -> argparse.Namespace:
+    """The grid's options for cells at ``rate``: FFT size and hop scaled so the windows last as long."""
+    if rate == args.sample_rate:
+        return args
+    scale = rate / args.sample_rate
+    return argparse.Namespace(**{**vars(args), "sample_rate": rate, "n_fft": int(args.n_fft * scale + 0.5),
+                                 "hop_length": int(args.hop_length * scale + 0.5)})
+
+
+def _cell_name(attack_name: str, rate: int, grid_rate: int) -> str:
+    """``clean_44k`` for a clean model at another rate than the grid's, else the attack's name."""
+    return f"{CLEAN}_{rate // 1000}k" if attack_name == CLEAN and rate != grid_rate else attack_name
+
+
+def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str, name: str,
                 attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any]]:
-    path, report_path = work / f"train_{model_name}_{attack_name}.safetensors", work / f"train_{model_name}_{attack_name}.json"
+    """Train (or adopt) the model of cell ``name``; ``args`` and ``data`` are at the cell's rate."""
+    path, report_path = work / f"train_{model_name}_{name}.safetensors", work / f"train_{model_name}_{name}.json"
     if path.is_file() and report_path.is_file():
         log.info("reusing %s", path)
         return path, json.loads(report_path.read_text())
     if args.reuse:
-        candidate = Path(args.reuse.format(model=model_name, attack=attack_name))
+        candidate = Path(args.reuse.format(model=model_name, attack=name))
         if candidate.is_file():
             return path, _reuse_cell(data, candidate, path, report_path, model_name, attack_name, args.device)
     attack = None
@@ -176,8 +212,9 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     return row
 
 
-def _row(model_name: str, attack_name: str, defense: str, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"model": model_name, "attack": attack_name, "defense": defense,
+def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: dict[str, Any],
+         **extra: Any) -> dict[str, Any]:
+    return {"model": model_name, "attack": attack_name, "defense": defense, "sample_rate": rate,
             **{k: metrics.get(k) for k in METRICS}, **extra}
 
 
@@ -186,15 +223,20 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    cells = {(r["model"], r["attack"], r["defense"]): r for r in rows}
+    cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != CLEAN}
+    clean_models = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == CLEAN}
+    several_rates = len({r.get("sample_rate") for r in rows}) > 1
     lines = [f"# {title}", "", "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
              "the target). `none` is the backdoored model before any defense.", "",
              "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
              "|---|---|---|" + "---|" * len(defenses)]
     pairs = sorted({(r["model"], r["attack"]) for r in rows if r["attack"] != CLEAN})
     for model_name, attack_name in pairs:
-        clean = cells.get((model_name, CLEAN, NO_DEFENSE))
-        out = [model_name, attack_name, pct(clean["clean_accuracy"]) if clean else "-"]
+        rate = cells[(model_name, attack_name, NO_DEFENSE)].get("sample_rate") \
+            if (model_name, attack_name, NO_DEFENSE) in cells else None
+        clean = clean_models.get((model_name, rate))
+        label = f"{attack_name} ({rate / 1000:g} kHz)" if several_rates and rate else attack_name
+        out = [model_name, label, pct(clean["clean_accuracy"]) if clean else "-"]
         for d in defenses:
             r = cells.get((model_name, attack_name, d))
             out.append("-" if r is None else f"{pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])}")
@@ -213,7 +255,7 @@ _DATA: dict[tuple, AudioSet] = {}
 
 
 def _load_data(args: argparse.Namespace) -> AudioSet:
-    """The grid's dataset, loaded once per process (a Ray worker keeps it for its next cells)."""
+    """The grid's dataset at ``args.sample_rate``, loaded once per process (a Ray worker keeps it for its next cells)."""
     key = tuple(sorted((k, str(v)) for k, v in vars(args).items()))
     if key not in _DATA:
         _DATA[key] = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
@@ -227,15 +269,15 @@ def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any
     if kind == "summary":
         return data.summary()
     if kind == "train":
-        model_name, attack_name, attack_args = cell
-        path, report = _train_cell(args, data, Path(work), model_name, attack_name, attack_args)
+        model_name, attack_name, name, attack_args = cell
+        path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
         return str(path), report
     trained, model_name, attack_name, defense_name, defense_args = cell
     return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
                         defense_args)
 
 
-def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str]], runs: list[str],
+def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str, int]], runs: list[str],
                 attack_args: dict[str, list[str]], defense_args: dict[str, list[str]]):
     """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
     try:
@@ -249,9 +291,12 @@ def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, st
     try:
         task = ray.remote(num_cpus=args.threads or 1)(_ray_cell)
         work_dir = str(work.resolve())
-        train_refs = {(m, a): task.remote(args, work_dir, "train", m, a, attack_args) for m, a in trains}
-        defend_refs = {(m, a, d): task.remote(args, work_dir, "defend", train_refs[(m, a)], m, a, d, defense_args)
-                       for m, a in trains if a != CLEAN for d in runs}
+        train_refs = {(m, a, r): task.remote(_args_at(args, r), work_dir, "train", m, a,
+                                             _cell_name(a, r, args.sample_rate), attack_args)
+                      for m, a, r in trains}
+        defend_refs = {(m, a, d): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a, d,
+                                              defense_args)
+                       for m, a, r in trains if a != CLEAN for d in runs}
         summary_ref = task.remote(args, work_dir, "summary")  # the driver need not see the data folder
         trained = {key: (Path(path), report) for key, (path, report) in
                    zip(train_refs, ray.get(list(train_refs.values())))}
@@ -327,32 +372,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in defenses:  # bad hyperparameters fail before hours of training
         if d != NO_DEFENSE:
             _defense_config(d, defense_args.get(d, []), args.seed, args.device)
+    # the rate of each attack's cells; wrong attack parameters fail here, before any work
+    rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "_work")
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    trains = [(m, a) for m in model_names for a in ([] if args.no_clean else [CLEAN]) + attacks]
+    clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
+    trains = [(m, a, r) for m in model_names
+              for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]]
     runs = [d for d in defenses if d != NO_DEFENSE]
     if args.backend == "ray":
         trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args)
     else:
         if args.threads:
             torch.set_num_threads(args.threads)
-        data = _load_data(args)
         trained, defended = {}, {}
-        for m, a in trains:
-            trained[(m, a)] = _train_cell(args, data, work, m, a, attack_args)
+        for m, a, r in trains:
+            cell_args = _args_at(args, r)
+            data = _load_data(cell_args)
+            trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
+                                             attack_args)
             for d in runs if a != CLEAN else []:
-                defended[(m, a, d)] = _defend_cell(args, data, work, trained[(m, a)][0], m, a, d, defense_args)
-        data_summary = data.summary()
+                defended[(m, a, d)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
+                                                   defense_args)
+        data_summary = _load_data(args).summary()
     rows: list[dict[str, Any]] = []
-    for model_name, attack_name in trains:
-        train_report = trained[(model_name, attack_name)][1]
-        rows.append(_row(model_name, attack_name, NO_DEFENSE, train_report, seconds=train_report.get("seconds"),
+    for model_name, attack_name, rate in trains:
+        train_report = trained[(model_name, attack_name, rate)][1]
+        rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report, seconds=train_report.get("seconds"),
                          **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
         for defense_name in runs if attack_name != CLEAN else []:
             cell = defended[(model_name, attack_name, defense_name)]
-            rows.append(_row(model_name, attack_name, defense_name, cell["after"], seconds=cell["seconds"],
+            rows.append(_row(model_name, attack_name, defense_name, rate, cell["after"], seconds=cell["seconds"],
                              defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
                              clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
     write_json(out.with_name(out.name + ".json"), {

@@ -69,6 +69,10 @@ class Attack:
     #: Attacks that learn something from the data first (a trigger optimised on a surrogate,
     #: a trigger or hosts chosen by a benign model) set this and implement :meth:`prepare`.
     needs_preparation: ClassVar[bool] = False
+    #: The sample rate the attack's original recipe runs the data and model at, for attacks whose
+    #: trigger cannot exist at every rate (Ultrasonic: 44.1 kHz); pipelines that mix attacks (the
+    #: grid) move such an attack's cells to this rate when the trigger cannot exist at theirs.
+    recipe_rate: ClassVar[int | None] = None
 
     def __init__(self, params: AttackParams | None = None, sample_rate: int = 16000) -> None:
         self.params = params if params is not None else self.Params()

@@ -57,6 +57,7 @@ class Ultrasonic(Attack):
     name = "ultrasonic"
     summary = "21 kHz sine at -10 dB on 44.1 kHz audio, continuous or in 5 bursts (dirty label)"
     Params = UltrasonicParams
+    recipe_rate = 44100
 
     def check_sample_rate(self, sample_rate: int) -> None:
         f = self.params.frequency  # type: ignore[attr-defined]
@@ -115,3 +116,4 @@ class UltrasonicNearNyquist(Ultrasonic):
     name = "ultrasonic-near-nyquist"
     summary = "Ultrasonic's recipe with a tone just under Nyquist (7.8 kHz at 16 kHz): a documented, audible substitute"
     Params = NearNyquistParams
+    recipe_rate = None  # a substitute for running at the data's own rate

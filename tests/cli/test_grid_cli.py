@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import load_checkpoint
-from core.errors import ConfigError
-from core.grid import main
+from core.errors import AttackError, ConfigError
+from core.grid import _attack_rate, main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--vocab", "yes,no,up,down", "--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320",
@@ -83,7 +83,45 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
               "--reuse", str(work / "train_{model}_clean.safetensors")])
 
 
+def test_ultrasonic_cells_run_at_its_recipe_rate_beside_16k_cells(tiny_sc, tmp_path):
+    """A 16 kHz grid with Ultrasonic: its cells (and a clean reference) at 44.1 kHz, windows kept in time."""
+    out = tmp_path / "mixed"
+    assert main(["--data", str(tiny_sc), *TINY, "--attacks", "badnets,ultrasonic", "--defenses", "none,ft,gnft",
+                 "--attack-arg", "ultrasonic.poison_rate=0.2", "--out", str(out)]) == 0
+    work = tmp_path / "mixed_work"
+    rates = {}
+    for name in ("clean", "clean_44k", "badnets", "ultrasonic"):
+        _, meta = load_checkpoint(work / f"train_smallcnn_{name}.safetensors")
+        rates[name] = (meta["sample_rate"], meta["front_end"]["n_fft"], meta["front_end"]["hop_length"],
+                       meta["front_end"]["num_samples"])
+    assert rates["clean"] == rates["badnets"] == (16000, 400, 320, 16000)
+    assert rates["clean_44k"] == rates["ultrasonic"] == (44100, 1103, 882, 44100)
+    _, repaired = load_checkpoint(work / "defend_smallcnn_ultrasonic_ft.safetensors")
+    assert repaired["sample_rate"] == 44100
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    by_key = {(r["attack"], r["defense"], r["sample_rate"]): r for r in rows}
+    assert set(by_key) == {("clean", "none", 16000), ("clean", "none", 44100),
+                           *(("badnets", d, 16000) for d in ("none", "ft", "gnft")),
+                           *(("ultrasonic", d, 44100) for d in ("none", "ft", "gnft"))}
+    assert by_key[("ultrasonic", "ft", 44100)]["attack_success_rate"] is not None
+    md = out.with_suffix(".md").read_text()
+    clean_44k = by_key[("clean", "none", 44100)]["clean_accuracy"]
+    clean_16k = by_key[("clean", "none", 16000)]["clean_accuracy"]
+    assert f"| smallcnn | ultrasonic (44.1 kHz) | {100 * clean_44k:.1f} |" in md
+    assert f"| smallcnn | badnets (16 kHz) | {100 * clean_16k:.1f} |" in md
+
+
+def test_attack_rate_moves_only_attacks_that_cannot_exist_at_the_grid_rate():
+    assert _attack_rate("ultrasonic", {}, 16000) == 44100
+    assert _attack_rate("ultrasonic", {}, 44100) == 44100
+    assert _attack_rate("ultrasonic-near-nyquist", {}, 16000) == 16000  # the audible substitute stays
+    assert _attack_rate("badnets", {}, 16000) == 16000
+    with pytest.raises(AttackError, match="size"):
+        _attack_rate("ultrasonic", {"size": "200"}, 16000)  # wrong at every rate: refused, not moved
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--attacks", "ultrasonic", "--attack-arg", "ultrasonic.size=500"], "size is a percentage"),
     (["--defenses", "none,magic"], "unknown attack or defense: magic"),
     (["--defense-arg", "gnft.alpha=2"], "alpha must be in [0, 1]"),
     (["--defense-arg", "gnft.beta=1"], "gnft has no such setting"),

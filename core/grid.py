@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-patience", type=int, default=TrainConfig.patience, help="early-stopping patience (default 10)")
     p.add_argument("--reuse", metavar="PATTERN",
                    help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
-                        ".safetensors' ({attack} is 'clean' for the clean model); each is checked against its cell "
+                        ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); each is checked against its cell "
                         "and re-evaluated on this test split")
     p.add_argument("--train-stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
                    help="training early-stopping criterion: clean, mixed or auto (clean-label attacks on the clean "

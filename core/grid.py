@@ -123,8 +123,9 @@ def _cell_name(attack_name: str, rate: int, grid_rate: int) -> str:
 
 
 def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str, name: str,
-                attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any]]:
-    """Train (or adopt) the model of cell ``name``; ``args`` and ``data`` are at the cell's rate."""
+                attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any] | None]:
+    """Train (or adopt) the model of cell ``name``; ``args`` and ``data`` are at the cell's rate.
+    With ``--no-train`` a cell that has no model to adopt gets no report (None): not run."""
     path, report_path = work / f"train_{model_name}_{name}.safetensors", work / f"train_{model_name}_{name}.json"
     if path.is_file() and report_path.is_file():
         log.info("reusing %s", path)
@@ -133,6 +134,9 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
         candidate = Path(args.reuse.format(model=model_name, attack=name))
         if candidate.is_file():
             return path, _reuse_cell(data, candidate, path, report_path, model_name, attack_name, args.device)
+    if args.no_train:
+        log.info("not run: no model for %s/%s (--no-train)", model_name, name)
+        return path, None
     attack = None
     if attack_name != CLEAN:
         params = parse_attack_args(attack_args.get(attack_name, []))
@@ -239,7 +243,8 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
         out = [model_name, label, pct(clean["clean_accuracy"]) if clean else "-"]
         for d in defenses:
             r = cells.get((model_name, attack_name, d))
-            out.append("-" if r is None else f"{pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])}")
+            out.append("-" if r is None else "not run" if r.get("not_run")
+                       else f"{pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])}")
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
     for key, label in (("attack_success_rate", "ASR"), ("clean_accuracy", "CA")):
@@ -273,6 +278,8 @@ def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any
         path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
         return str(path), report
     trained, model_name, attack_name, defense_name, defense_args = cell
+    if trained[1] is None:  # --no-train and no model: nothing to defend
+        return None
     return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
                         defense_args)
 
@@ -334,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
                         ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); each is checked against its cell "
                         "and re-evaluated on this test split")
+    p.add_argument("--no-train", action="store_true",
+                   help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
+                        "not run (to tabulate models trained elsewhere, e.g. on a GPU machine)")
     p.add_argument("--train-stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
                    help="training early-stopping criterion: clean, mixed or auto (clean-label attacks on the clean "
                         "loss) (default auto)")
@@ -393,13 +403,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = _load_data(cell_args)
             trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
                                              attack_args)
-            for d in runs if a != CLEAN else []:
+            for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
                 defended[(m, a, d)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
                                                    defense_args)
         data_summary = _load_data(args).summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
         train_report = trained[(model_name, attack_name, rate)][1]
+        if train_report is None:
+            rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, {}, not_run=True))
+            continue
         rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report, seconds=train_report.get("seconds"),
                          **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
         for defense_name in runs if attack_name != CLEAN else []:
@@ -417,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     })
     out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
     for r in rows:
-        if r["attack"] != CLEAN:
+        if r.get("not_run"):
+            print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")
+        elif r["attack"] != CLEAN:
             asr = r["attack_success_rate"]
             print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
                   + ("" if asr is None else f", ASR {asr:.4f}"))

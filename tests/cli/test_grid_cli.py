@@ -81,6 +81,20 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"does not fit cell smallcnn/badnets: attack 'clean' \(the cell needs 'badnets'\)"):
         main(["--data", str(tiny_sc), *no_defense, "--defenses", "none", "--out", str(tmp_path / "wrong"),
               "--reuse", str(work / "train_{model}_clean.safetensors")])
+    # --no-train: a cell with no model to adopt is reported as not run; nothing is trained or defended
+    partial = tmp_path / "partial"
+    assert main(["--data", str(tiny_sc), *no_defense, "--attacks", "badnets,blend", "--defenses", "none,ft",
+                 "--defense-arg", "ft.epochs=1", "--no-train", "--out", str(partial),
+                 "--reuse", str(work / "train_{model}_{attack}.safetensors")]) == 0
+    made = sorted(p.name for p in (tmp_path / "partial_work").iterdir())
+    assert made == ["defend_smallcnn_badnets_ft.json", "defend_smallcnn_badnets_ft.safetensors",
+                    "train_smallcnn_badnets.json", "train_smallcnn_badnets.safetensors",
+                    "train_smallcnn_clean.json", "train_smallcnn_clean.safetensors"]
+    partial_rows = json.loads(partial.with_suffix(".json").read_text())["rows"]
+    assert [(r["attack"], r["defense"]) for r in partial_rows if r.get("not_run")] == [("blend", "none")]
+    assert not any(r["attack"] == "blend" and r["defense"] == "ft" for r in partial_rows)
+    assert "| smallcnn | blend | " in partial.with_suffix(".md").read_text()
+    assert "| not run | - |" in partial.with_suffix(".md").read_text()
 
 
 def test_ultrasonic_cells_run_at_its_recipe_rate_beside_16k_cells(tiny_sc, tmp_path):

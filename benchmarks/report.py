@@ -59,6 +59,9 @@ def _grid(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         if r["attack"] == "clean":
             continue
+        if r.get("not_run"):
+            yield (f"{r['model']}, {r['attack']}", "not run (no backdoored model yet)", "", "–")
+            continue
         yield (f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
                "GN-FT ASR ≤ 10 %" if r["defense"] == "gnft" else "",
@@ -141,8 +144,14 @@ def _synth_speed(d: dict) -> Iterator[Row]:
             yield (f"{r['what']} ({r.get('workers')} worker(s))", f"{r['clips_per_second']:.0f} clips/s", "", "–")
 
 
+def _gnft_step_size(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (f"{Path(r['model']).stem}: first GN-FT gradient / FT gradient (per-tensor, global)",
+               f"{r['ratio_per-tensor']:.1f}x, {r['ratio_global']:.1f}x", "", "–")
+
+
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
-    "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "zones_speed": _zones_speed,
+    "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "gnft_step_size": _gnft_step_size, "zones_speed": _zones_speed,
     "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
     "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "gnft_probe": _defense_probe, "defend_": _defend_report,
     "gpu_path": _gpu_path,

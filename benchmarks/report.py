@@ -73,7 +73,7 @@ def _defense_probe(d: dict) -> Iterator[Row]:
     before = d.get("before", {})
     for r in d["rows"]:
         cfg = r.get("config", {})
-        extra = "".join(f", {k} {cfg[k]}" for k in ("r", "rho", "epochs") if k in cfg)
+        extra = "".join(f", {k} {cfg[k]}" for k in ("alpha", "r", "norm", "rho", "epochs") if k in cfg)
         yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
                f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %",

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import this_command  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.defenses.base import _features, clean_subset  # noqa: E402
+from core.defenses.base import clean_subset, clip_features  # noqa: E402
 from core.defenses.gnft import GNFTStep  # noqa: E402
 from core.models import split_front_end  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
@@ -45,7 +45,7 @@ def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float,
                         num_samples=meta["front_end"]["num_samples"])
     rows = clean_subset(data, ratio, 0)
     front, body = split_front_end(model.to(device))
-    x = _features(front, data.waves[rows].to(device), 256)
+    x = clip_features(front, data.waves[rows].to(device), 256)
     y = data.labels[rows].to(device)
     row = {"model": path, "architecture": meta["architecture"], "clean_clips": int(rows.numel()), "r": r, "alpha": alpha}
     for norm in ("per-tensor", "global"):

@@ -23,7 +23,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
 from core.runtime import autocast, resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "Evaluator"]
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "Evaluator"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -76,7 +76,7 @@ class DefenseResult:
 
 
 @torch.no_grad()
-def _features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> torch.Tensor:
+def clip_features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The front end's output for every clip, computed once for the whole run."""
     if waves.shape[0] == 0:  # a data-free run: nothing to train on
         return waves
@@ -159,7 +159,7 @@ class Defense:
         self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
-        inputs = waves if front is None else _features(front, waves, c.batch_size)
+        inputs = waves if front is None else clip_features(front, waves, c.batch_size)
         stepped = torch.compile(body) if c.compile else body  # shares body's parameters
         gen = torch.Generator().manual_seed(c.seed)
         history: list[dict[str, Any]] = []

@@ -259,10 +259,15 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
 _DATA: dict[tuple, AudioSet] = {}
 
 
-def _load_data(args: argparse.Namespace) -> AudioSet:
-    """The grid's dataset at ``args.sample_rate``, loaded once per process (a Ray worker keeps it for its next cells)."""
+def _load_data(args: argparse.Namespace, keep_others: bool = True) -> AudioSet:
+    """The grid's dataset at ``args.sample_rate``, loaded once per process (a Ray worker keeps it for its next cells).
+
+    With ``keep_others=False`` a copy at another rate is dropped first, so that a local run that
+    moves from its 16 kHz cells to its 44.1 kHz ones holds one copy of the data, not both."""
     key = tuple(sorted((k, str(v)) for k, v in vars(args).items()))
     if key not in _DATA:
+        if not keep_others:
+            _DATA.clear()
         _DATA[key] = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
     return _DATA[key]
 
@@ -398,15 +403,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         trained, defended = {}, {}
-        for m, a, r in trains:
+        # cells grouped by rate, the grid's own rate last: one copy of the data in memory at a time,
+        # and the last one is the one the summary below describes
+        for m, a, r in sorted(trains, key=lambda t: t[2] == args.sample_rate):
             cell_args = _args_at(args, r)
-            data = _load_data(cell_args)
+            data = _load_data(cell_args, keep_others=False)
             trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
                                              attack_args)
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
                 defended[(m, a, d)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
                                                    defense_args)
-        data_summary = _load_data(args).summary()
+        data_summary = _load_data(args, keep_others=False).summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
         train_report = trained[(model_name, attack_name, rate)][1]

@@ -11,6 +11,7 @@ import pytest
 
 from core.checkpoint import load_checkpoint
 from core.errors import AttackError, ConfigError
+from core import grid
 from core.grid import _attack_rate, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,6 +124,8 @@ def test_ultrasonic_cells_run_at_its_recipe_rate_beside_16k_cells(tiny_sc, tmp_p
     clean_16k = by_key[("clean", "none", 16000)]["clean_accuracy"]
     assert f"| smallcnn | ultrasonic (44.1 kHz) | {100 * clean_44k:.1f} |" in md
     assert f"| smallcnn | badnets (16 kHz) | {100 * clean_16k:.1f} |" in md
+    # the 44.1 kHz copy of the data was dropped when the 16 kHz cells began: one copy held, not both
+    assert [d.sample_rate for d in grid._DATA.values()] == [16000]
 
 
 def test_attack_rate_moves_only_attacks_that_cannot_exist_at_the_grid_rate():

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,12 +28,14 @@ from core.checkpoint import load_checkpoint
 from core.data import add_data_arguments, load_from_args
 from core.defend import add_attack_override_arguments, attack_for
 from core.defenses import clean_subset
+from core.defenses.base import clip_features
 from core.errors import ConfigError
+from core.features import FrontEnd
 from core.events import Cancelled, NeuronStats, NullObserver, Observer
 from core.models import analysable_layers
 from core.runtime import add_common_arguments, check_writable, machine_info, resolve_device, run_command, write_json
 
-__all__ = ["main", "analyse_model", "plot_analysis", "default_layers", "zone_sets"]
+__all__ = ["main", "analyse_model", "plot_analysis", "default_layers", "zone_sets", "zone_model"]
 
 log = logging.getLogger("core.analyze")
 
@@ -45,19 +48,38 @@ def default_layers(model: torch.nn.Module, count: int = 3) -> list[str]:
     return names[-(count + 1):-1] if len(names) > count else names[:-1] or names
 
 
-def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int | None = None
+def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int | None = None,
+              model: torch.nn.Module | None = None
               ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-    """The clean set ``(waves, labels)`` of ``split`` and the backdoor set (None without a waveform attack)."""
+    """The clean set ``(inputs, labels)`` of ``split`` and the backdoor set (None without an attack).
+
+    The inputs are waveforms, or for a feature-domain trigger (``badnets-mfcc``) the front-end
+    features of ``model`` with the patch applied to the backdoor set's: measure those on
+    :func:`zone_model` of the model, whose layers keep their names."""
     idx = data.splits[split]
     if max_clips is not None:
         idx = idx[:max_clips]
     waves, labels = data.waves[idx], data.labels[idx]
     if attack is None:
         return (waves, labels), None
-    if attack.domain != "waveform":
-        raise ConfigError(f"{attack.name} acts on features; CLC/BLC need a waveform trigger")
-    return (waves, labels), backdoor_set(waves, labels, attack.apply_test(waves, data.sample_rate),
-                                         attack.params.target)
+    if attack.domain == "waveform":
+        return (waves, labels), backdoor_set(waves, labels, attack.apply_test(waves, data.sample_rate),
+                                             attack.params.target)
+    front = model[0] if model is not None and isinstance(model[0], FrontEnd) else None
+    if front is None:
+        raise ConfigError(f"{attack.name} acts on features: its CLC/BLC need the model's front end")
+    with torch.no_grad():
+        feats = clip_features(front, waves.to(next((b.device for b in front.buffers()), waves.device)), 64)
+    return (feats, labels), backdoor_set(feats, labels, attack.apply_features(feats), attack.params.target)
+
+
+def zone_model(model: torch.nn.Module, attack: Attack | None) -> torch.nn.Module:
+    """The model CLC/BLC are measured on: ``model`` itself, or for a feature-domain trigger its
+    classifier behind an identity front end (the inputs are then features, the layer names the same)."""
+    if attack is None or attack.domain == "waveform":
+        return model
+    wrapper = torch.nn.Sequential(OrderedDict([("front_end", torch.nn.Identity()), ("classifier", model[1])]))
+    return wrapper.train(model.training)  # the analysis restores this mode on the shared classifier
 
 
 def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: list[str], *, split: str = "test",
@@ -73,7 +95,8 @@ def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: l
     grad_rows = clean_subset(data, clean_ratio, seed).to(data.waves.device)
     grads = mean_grad_norms(model, data.waves[grad_rows], data.labels[grad_rows], batch_size=grad_batch_size,
                             ord=grad_ord, layers=layers)
-    (waves, labels), bd = zone_sets(data, attack, split, max_clips)
+    (waves, labels), bd = zone_sets(data, attack, split, max_clips, model)
+    zmodel = zone_model(model, attack)
     out: dict[str, Any] = {}
     for layer in layers:
         if observer.should_stop():
@@ -81,12 +104,12 @@ def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: l
         started = time.perf_counter()
         entry: dict[str, Any] = {"grad_norm": grads[layer].tolist() if layer in grads else None}
         if bd is not None:
-            zones = analyse_layer(model, layer, (waves, labels), bd, method=method, t_clc=t_clc, t_blc=t_blc)
+            zones = analyse_layer(zmodel, layer, (waves, labels), bd, method=method, t_clc=t_clc, t_blc=t_blc)
             entry.update(zones.to_dict())
             if method == "exact":
                 entry["first_order_rank_correlation"] = {
-                    "clc": rank_correlation(first_order_loss_changes(model, layer, waves, labels), zones.clc),
-                    "blc": rank_correlation(first_order_loss_changes(model, layer, *bd), zones.blc),
+                    "clc": rank_correlation(first_order_loss_changes(zmodel, layer, waves, labels), zones.clc),
+                    "blc": rank_correlation(first_order_loss_changes(zmodel, layer, *bd), zones.blc),
                 }
         entry["seconds"] = round(time.perf_counter() - started, 2)
         log.info("%s: %s", layer, entry.get("counts", "gradient norms only"))

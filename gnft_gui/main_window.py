@@ -39,7 +39,7 @@ from core.data import load_dataset
 from core.data.audioset import AudioSet
 from core.defenses import DEFENSES
 from core.analysis.zones import analyse_layer
-from core.analyze import analyse_model, zone_sets
+from core.analyze import analyse_model, zone_model, zone_sets
 from core.events import EvalInfo, NeuronStats
 from core.models import analysable_layers
 from core.train import evaluate
@@ -489,7 +489,7 @@ class MainWindow(QMainWindow):
     def run_defense(self, name: str, config) -> Task | None:
         """Run a defense on the current model in a worker; the model is untouched until Accept.
 
-        With a waveform attack set, the Neurons view gets exact CLC/BLC of its chosen layer before
+        With an attack set, the Neurons view gets exact CLC/BLC of its chosen layer before
         and after the run (if asked) and the first-order estimate at every evaluation.
         """
         if self.model is None or self.data is None:
@@ -506,13 +506,12 @@ class MainWindow(QMainWindow):
 
         def work(observer):
             cache: dict = {}
-            waveform = attack is not None and attack.domain == "waveform"
-            clean_set, bd_set = zone_sets(data, attack) if waveform else (None, None)
+            clean_set, bd_set = zone_sets(data, attack, model=model) if attack is not None else (None, None)
 
             def zones(m, label: str, method: str) -> None:
                 if bd_set is None:
                     return
-                z = analyse_layer(m, layer, clean_set, bd_set, method=method)
+                z = analyse_layer(zone_model(m, attack), layer, clean_set, bd_set, method=method)
                 observer.on_neurons(NeuronStats(layer, {"clc": z.clc.tolist(), "blc": z.blc.tolist()}, label=label))
 
             before = evaluate(model, data, "test", attack, cache=cache)
@@ -572,7 +571,7 @@ class MainWindow(QMainWindow):
         self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"])
 
     def analyse(self, layers: list[str]) -> Task | None:
-        """Gradient norms (and, with a waveform attack, exact CLC/BLC and zones) of the loaded model's
+        """Gradient norms (and, with an attack set, exact CLC/BLC and zones) of the loaded model's
         ``layers``, in a worker on a copy of the model; each finished layer reaches the Neurons view."""
         if self.model is None or self.data is None:
             self.show_error("Nothing to analyse", "Open a model and its dataset first.")
@@ -581,9 +580,9 @@ class MainWindow(QMainWindow):
             self._idle("Busy: wait for the running defense or analysis, or cancel it")
             return None
         model, data = copy.deepcopy(self.model), self.data
-        attack = self.attack if self.attack is not None and self.attack.domain == "waveform" else None
+        attack = self.attack
         if attack is None:
-            log.info("analysis without a waveform attack: gradient norms only (CLC/BLC need a trigger to play)")
+            log.info("analysis without an attack: gradient norms only (CLC/BLC need a trigger)")
 
         def work(observer):
             return analyse_model(model, data, attack, list(layers), observer=observer)

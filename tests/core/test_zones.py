@@ -139,3 +139,46 @@ def test_mean_grad_norms_match_per_neuron_autograd():
     torch.testing.assert_close(got["classifier.conv2"], expected, rtol=1e-5, atol=1e-7)
     l2 = mean_grad_norms(model, waves, labels, batch_size=8, layers=["classifier.fc"])
     assert list(l2) == ["classifier.fc"] and l2["classifier.fc"].shape == (4,)
+
+
+def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
+    """badnets-mfcc has nothing to play: its BLC is the backdoor loss change with the MFCC patch
+    applied inside the full model, and CLC the clean one, neuron by neuron."""
+    from core.analyze import zone_model, zone_sets
+    from core.attacks import get_attack
+    from core.data.audioset import AudioSet
+
+    torch.manual_seed(3)
+    model = build("smallcnn", 4, FE).eval()
+    waves, labels = clips(8, seed=4)
+    labels[:2] = 1  # target-class clips too: they join the backdoor set unpatched
+    data = AudioSet(waves, labels, [f"s{i}" for i in range(8)], ["a", "b", "c", "d"], 16000,
+                    {"test": torch.arange(8)})
+    attack = get_attack("badnets-mfcc", target=1)
+    with pytest.raises(ConfigError, match="front end"):
+        zone_sets(data, attack)  # features need the model's front end
+    clean, bd = zone_sets(data, attack, model=model)
+    got = analyse_layer(zone_model(model, attack), "classifier.conv3", clean, bd)
+    assert not model.training and not model.classifier.training  # the wrapper left the model in eval mode
+
+    def losses(m):
+        with torch.no_grad():
+            feats = m[0](waves)
+            nt = labels != 1
+            bd_logits = torch.cat([m[1](attack.apply_features(feats[nt])), m[1](feats[~nt])])
+            return (F.cross_entropy(m[1](feats), labels),
+                    F.cross_entropy(bd_logits, torch.full((8,), 1, dtype=labels.dtype)))
+
+    twin = copy.deepcopy(model)
+    base_clean, base_bd = losses(twin)
+    with torch.no_grad():
+        unpatched_bd = F.cross_entropy(twin(waves), torch.full((8,), 1))
+    assert float(base_bd) != pytest.approx(float(unpatched_bd))  # the patch changes the backdoor loss
+    for k in (0, 5):
+        with torch.no_grad():
+            twin.classifier.conv3.weight.copy_(model.classifier.conv3.weight)
+            twin.classifier.conv3.weight[k] = 0.0
+        pruned_clean, pruned_bd = losses(twin)
+        assert abs(float(got.clc[k]) - float(pruned_clean - base_clean)) < 1e-5
+        assert abs(float(got.blc[k]) - float(pruned_bd - base_bd)) < 1e-5
+    assert {n for n, _ in zone_model(model, attack).named_modules()} >= {"classifier.conv3"}  # names kept

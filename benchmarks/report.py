@@ -56,17 +56,24 @@ def _attacks(d: dict) -> Iterator[Row]:
 
 
 def _grid(d: dict) -> Iterator[Row]:
+    """One row per cell; a GN-FT cell meets the issue's target with ASR <= 10 % and CA within 2 points
+    of the backdoored model's (the ``none`` cell of the same model and attack)."""
+    before = {(r["model"], r["attack"]): r["clean_accuracy"] for r in d["rows"]
+              if r["defense"] == "none" and not r.get("not_run")}
     for r in d["rows"]:
         if r["attack"] == "clean":
             continue
         if r.get("not_run"):
             yield (f"{r['model']}, {r['attack']}", "not run (no backdoored model yet)", "", "–")
             continue
+        met = "–"
+        if r["defense"] == "gnft":
+            ca_before = before.get((r["model"], r["attack"]))
+            met = _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10
+                       and ca_before is not None and ca_before - r["clean_accuracy"] <= 0.02)
         yield (f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
-               "GN-FT ASR ≤ 10 %" if r["defense"] == "gnft" else "",
-               _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10)
-               if r["defense"] == "gnft" else "–")
+               "GN-FT ASR ≤ 10 %, CA within 2 points" if r["defense"] == "gnft" else "", met)
 
 
 def _defense_probe(d: dict) -> Iterator[Row]:

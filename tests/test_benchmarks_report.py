@@ -33,3 +33,17 @@ def test_rows_come_from_the_json(tmp_path):
     assert "| gnft_step_gpu | resnet, batch 256: GN-FT step / FT step | 1.88 | ≤ 2.0 | yes | cuda (H100) |" in text
     assert "`python benchmarks/gnft_step.py --device cuda`" in text
     assert "`unknown_thing.json`" in text  # listed, not silently dropped
+
+
+def test_a_grid_gnft_cell_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path):
+    def cell(attack, defense, ca, asr):
+        return {"model": "resnet", "attack": attack, "defense": defense, "clean_accuracy": ca,
+                "attack_success_rate": asr}
+    (tmp_path / "grid_x.json").write_text(json.dumps({"command": "python -m core.grid", "machine": {"device": "cpu"},
+                                                      "rows": [cell("blend", "none", 0.98, 1.0),
+                                                               cell("blend", "gnft", 0.847, 0.0),  # CA -13.3
+                                                               cell("daba", "none", 0.90, 0.96),
+                                                               cell("daba", "gnft", 0.89, 0.05)]}))
+    text = _report().render(tmp_path)
+    assert "| grid_x | resnet, blend, defense gnft: CA / ASR | 84.7 % / 0.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | **no** |" in text
+    assert "| grid_x | resnet, daba, defense gnft: CA / ASR | 89.0 % / 5.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | yes |" in text

@@ -30,8 +30,8 @@ from core.defend import add_attack_override_arguments, attack_for
 from core.defenses import clean_subset
 from core.defenses.base import clip_features
 from core.errors import ConfigError
-from core.features import FrontEnd
 from core.events import Cancelled, NeuronStats, NullObserver, Observer
+from core.features import FrontEnd
 from core.models import analysable_layers
 from core.runtime import add_common_arguments, check_writable, machine_info, resolve_device, run_command, write_json
 

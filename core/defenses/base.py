@@ -36,6 +36,8 @@ class DefenseConfig:
     300 epochs and an evaluation every 10 are the authors' GN-FT loop; at 5 % of a few
     thousand clips an epoch is one or two batches, so this is a few hundred steps. Every
     fine-tuning defense gets the same budget so that comparisons are fair.
+    ``max_grad_norm`` clips the final gradient's global L2 norm before each step (GNP's reference
+    clips at 5.0; the authors' PyTorch code does not: 0, the default, means no clipping).
     """
 
     clean_ratio: float = 0.05
@@ -44,6 +46,7 @@ class DefenseConfig:
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
+    max_grad_norm: float = 0.0
     eval_every: int = 10
     grad_norm_every: int = 1
     seed: int = 0
@@ -60,6 +63,8 @@ class DefenseConfig:
             raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if not self.max_grad_norm >= 0:
+            raise ConfigError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
@@ -77,11 +82,17 @@ class DefenseResult:
 
 @torch.no_grad()
 def clip_features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The front end's output for every clip, computed once for the whole run."""
+    """The front end's output for every clip (in eval mode), computed once for the whole run.
+
+    The module's train/eval mode is left as it was found: analysis calls this on a loaded model."""
     if waves.shape[0] == 0:  # a data-free run: nothing to train on
         return waves
+    was_training = front.training
     front.eval()
-    return torch.cat([front(waves[i : i + batch_size]) for i in range(0, waves.shape[0], batch_size)])
+    try:
+        return torch.cat([front(waves[i : i + batch_size]) for i in range(0, waves.shape[0], batch_size)])
+    finally:
+        front.train(was_training)
 
 
 def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
@@ -113,6 +124,13 @@ class Defense:
         c = self.config
         return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=c.momentum,
                                weight_decay=c.weight_decay)
+
+    def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Apply the gradients in ``.grad``: clipped to ``max_grad_norm`` (global L2) when set."""
+        if self.config.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                     self.config.max_grad_norm)
+        optimizer.step()
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         """Work on the copy before fine-tuning starts (Fine-Pruning prunes here); default nothing."""

@@ -31,5 +31,5 @@ class FineTune(Defense):
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
-        optimizer.step()
+        self.optimizer_step(model, optimizer)
         return float(loss.detach())

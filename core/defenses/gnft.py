@@ -153,5 +153,5 @@ class GNFT(Defense):
             self._step, self._model_id = GNFTStep(model, **self.step_settings()), id(model)
         loss, g1 = self._step(model, x, y)
         self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
-        optimizer.step()
+        self.optimizer_step(model, optimizer)
         return loss

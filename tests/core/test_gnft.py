@@ -265,3 +265,27 @@ def test_test_split_labels_never_steer_a_defense(defense):
     assert [h["clean_accuracy"] for h in a.history] != [h["clean_accuracy"] for h in b.history]
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_max_grad_norm_clips_the_applied_step(defense):
+    """One full-batch SGD step (no momentum) moves the parameters by lr·‖g‖, or by lr·max_grad_norm
+    when the gradient is longer than that (GNP's global-norm clipping); the mixed gradient is what
+    gets clipped."""
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    data = tiny_set()
+
+    def displacement(max_grad_norm: float) -> float:
+        config = defense.Config(clean_ratio=0.5, epochs=1, batch_size=64, momentum=0.0, lr=0.1, device="cpu",
+                                max_grad_norm=max_grad_norm)
+        out = defense(config).run(model, data).model
+        with torch.no_grad():
+            return float(torch.sqrt(sum((p - q).pow(2).sum() for p, q in zip(out.parameters(), model.parameters()))))
+
+    free = displacement(0.0)
+    assert free > 0.1 * 0.05 * 2  # the unclipped step is longer than the clip below
+    assert displacement(0.05) == pytest.approx(0.1 * 0.05, rel=1e-4)
+    assert displacement(1e6) == pytest.approx(free, rel=1e-6)  # a loose clip changes nothing
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        defense(defense.Config(max_grad_norm=-1.0))

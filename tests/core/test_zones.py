@@ -182,3 +182,22 @@ def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
         assert abs(float(got.clc[k]) - float(pruned_clean - base_clean)) < 1e-5
         assert abs(float(got.blc[k]) - float(pruned_bd - base_bd)) < 1e-5
     assert {n for n, _ in zone_model(model, attack).named_modules()} >= {"classifier.conv3"}  # names kept
+
+
+def test_zone_sets_leave_the_loaded_models_mode_alone():
+    """Precomputing features for a feature-domain trigger runs the front end in eval mode, but the
+    model the user loaded keeps the mode it had (here train), front end and classifier alike."""
+    from core.analyze import zone_sets
+    from core.attacks import get_attack
+    from core.data.audioset import AudioSet
+
+    torch.manual_seed(5)
+    model = build("smallcnn", 4, FE).train()
+    waves, labels = clips(6, seed=6)
+    data = AudioSet(waves, labels, [f"s{i}" for i in range(6)], ["a", "b", "c", "d"], 16000,
+                    {"test": torch.arange(6)})
+    (feats, _), _ = zone_sets(data, get_attack("badnets-mfcc", target=1), model=model)
+    assert model.training and model[0].training and model[1].training
+    with torch.no_grad():
+        expected = model[0].eval()(waves)
+    torch.testing.assert_close(feats, expected)  # the features are the eval-mode front end's

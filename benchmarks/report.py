@@ -68,12 +68,15 @@ def _grid(d: dict) -> Iterator[Row]:
             continue
         met = "–"
         if r["defense"] == "gnft":
-            ca_before = before.get((r["model"], r["attack"]))
-            met = _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10
-                       and ca_before is not None and ca_before - r["clean_accuracy"] <= 0.02)
+            met = _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get((r["model"], r["attack"])))
         yield (f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
                "GN-FT ASR ≤ 10 %, CA within 2 points" if r["defense"] == "gnft" else "", met)
+
+
+def _repaired(asr: float | None, ca_after: float, ca_before: float | None) -> str:
+    """The defense target: ASR <= 10 % with clean accuracy within 2 points of the backdoored model's."""
+    return _met(asr is not None and asr <= 0.10 and ca_before is not None and ca_before - ca_after <= 0.02)
 
 
 def _defense_probe(d: dict) -> Iterator[Row]:
@@ -81,10 +84,11 @@ def _defense_probe(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         cfg = r.get("config", {})
         extra = "".join(f", {k} {cfg[k]}" for k in ("alpha", "r", "norm", "rho", "epochs") if k in cfg)
+        extra += f", max_grad_norm {cfg['max_grad_norm']}" if cfg.get("max_grad_norm") else ""
         yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
                f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
-               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %",
-               _met(r.get("attack_success_rate") is not None and r["attack_success_rate"] <= 0.10))
+               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %, CA within 2 pt",
+               _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get("clean_accuracy")))
 
 
 def _defend_report(d: dict) -> Iterator[Row]:
@@ -93,9 +97,7 @@ def _defend_report(d: dict) -> Iterator[Row]:
     yield (f"{cfg['name']} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
            f"{cfg.get('epochs')} epochs): CA / ASR (before {_pct(b['clean_accuracy'])} / "
            f"{_pct(b.get('attack_success_rate'))})", f"{_pct(a['clean_accuracy'])} / {_pct(a.get('attack_success_rate'))}",
-           "ASR ≤ 10 %, CA within 2 pt",
-           _met(a.get("attack_success_rate") is not None and a["attack_success_rate"] <= 0.10
-                and b["clean_accuracy"] - a["clean_accuracy"] <= 0.02))
+           "ASR ≤ 10 %, CA within 2 pt", _repaired(a.get("attack_success_rate"), a["clean_accuracy"], b["clean_accuracy"]))
 
 
 def _gpu_path(d: dict) -> Iterator[Row]:

@@ -47,3 +47,18 @@ def test_a_grid_gnft_cell_meets_the_target_only_with_its_clean_accuracy_kept(tmp
     text = _report().render(tmp_path)
     assert "| grid_x | resnet, blend, defense gnft: CA / ASR | 84.7 % / 0.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | **no** |" in text
     assert "| grid_x | resnet, daba, defense gnft: CA / ASR | 89.0 % / 5.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | yes |" in text
+
+
+def test_a_probe_row_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path):
+    """Probe files (gnft_ablation, gnft_probe) hold the same target as the grid: ASR <= 10 % is not
+    enough when clean accuracy fell by more than 2 points."""
+    def row(ratio, ca, asr, **cfg):
+        return {"defense": "gnft", "clean_ratio": ratio, "clean_accuracy": ca, "attack_success_rate": asr,
+                "config": {"lr": 0.01, **cfg}}
+    (tmp_path / "gnft_ablation_x.json").write_text(json.dumps({
+        "command": "python benchmarks/gnft_ablation.py", "machine": {"device": "cpu"},
+        "before": {"clean_accuracy": 0.983, "attack_success_rate": 0.989},
+        "rows": [row(0.1, 0.893, 0.096), row(0.2, 0.975, 0.05, max_grad_norm=2.0)]}))
+    text = _report().render(tmp_path)
+    assert "| 89.3 % / 9.6 % | ASR ≤ 10 %, CA within 2 pt | **no** |" in text
+    assert "max_grad_norm 2.0): CA / ASR (before 98.3 % / 98.9 %) | 97.5 % / 5.0 % | ASR ≤ 10 %, CA within 2 pt | yes |" in text

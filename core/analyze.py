@@ -68,8 +68,7 @@ def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int |
     front = model[0] if model is not None and isinstance(model[0], FrontEnd) else None
     if front is None:
         raise ConfigError(f"{attack.name} acts on features: its CLC/BLC need the model's front end")
-    with torch.no_grad():
-        feats = clip_features(front, waves.to(next((b.device for b in front.buffers()), waves.device)), 64)
+    feats = clip_features(front, waves.to(next((b.device for b in front.buffers()), waves.device)), 64)  # no_grad
     return (feats, labels), backdoor_set(feats, labels, attack.apply_features(feats), attack.params.target)
 
 

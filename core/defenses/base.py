@@ -38,6 +38,8 @@ class DefenseConfig:
     fine-tuning defense gets the same budget so that comparisons are fair.
     ``max_grad_norm`` clips the final gradient's global L2 norm before each step (GNP's reference
     clips at 5.0; the authors' PyTorch code does not: 0, the default, means no clipping).
+    ``lr_schedule`` "cosine" anneals the lr per step from ``lr`` towards 0 over the run, after a
+    linear warm-up of ``warmup_epochs`` ("constant", the default, is the authors' loop: no schedule).
     """
 
     clean_ratio: float = 0.05
@@ -47,6 +49,8 @@ class DefenseConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = 0
     eval_every: int = 10
     grad_norm_every: int = 1
     seed: int = 0
@@ -65,6 +69,10 @@ class DefenseConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if not self.max_grad_norm >= 0:
             raise ConfigError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
+            raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
@@ -124,6 +132,16 @@ class Defense:
         c = self.config
         return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=c.momentum,
                                weight_decay=c.weight_decay)
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of 0-based ``step`` of the run: linear warm-up, then constant or cosine."""
+        c = self.config
+        warmup, total_steps = c.warmup_epochs * steps_per_epoch, c.epochs * steps_per_epoch
+        if step < warmup:
+            return c.lr * (step + 1) / warmup
+        if c.lr_schedule == "constant":
+            return c.lr
+        return 0.5 * c.lr * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
 
     def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Apply the gradients in ``.grad``: clipped to ``max_grad_norm`` (global L2) when set."""
@@ -204,12 +222,15 @@ class Defense:
                         if observer.should_stop():
                             raise Cancelled()
                         batch = order[start : start + c.batch_size]
+                        lr = self.lr_at(step, steps_per_epoch)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr
                         with autocast(device, c.amp):
                             loss = self.train_step(stepped, inputs[batch], labels[batch], optimizer)
                         step += 1
                         norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
                                  else None)
-                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, c.lr,
+                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, lr,
                                                   norms))
                     if epoch % c.eval_every == 0 or epoch == c.epochs:
                         measure(epoch)

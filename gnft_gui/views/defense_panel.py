@@ -193,7 +193,8 @@ class DefensePanel(QWidget):
         self.loss_curve.setData(np.arange(1, len(self._losses) + 1), np.asarray(self._losses))
         elapsed = self._clock.elapsed() / 1000
         left = elapsed / max(1, info.step) * (info.total_steps - info.step)
-        self.eta.setText(f"step {info.step}/{info.total_steps}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+        lr = "" if info.lr is None else f", lr {info.lr:.3g}"
+        self.eta.setText(f"step {info.step}/{info.total_steps}{lr}, {elapsed:.0f} s elapsed, about {left:.0f} s left")
 
     def on_eval(self, info: EvalInfo) -> None:
         self._evals.append(info)

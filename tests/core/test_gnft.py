@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -289,3 +290,50 @@ def test_max_grad_norm_clips_the_applied_step(defense):
     assert displacement(1e6) == pytest.approx(free, rel=1e-6)  # a loose clip changes nothing
     with pytest.raises(ConfigError, match="max_grad_norm"):
         defense(defense.Config(max_grad_norm=-1.0))
+
+
+class LrLog(NullObserver):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+        self.total = 0
+
+    def on_step(self, info) -> None:
+        self.lrs.append(info.lr)
+        self.total = info.total_steps
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_cosine_schedule_with_warm_up_sets_the_lr_each_step_uses(defense):
+    """Observers see the lr each step used: a linear warm-up over ``warmup_epochs``, then a cosine
+    from ``lr`` towards 0. And the optimizer really uses it: a two-step cosine run (lr, then lr/2)
+    lands where a step at lr followed by a separate step at lr/2 lands."""
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    model.drop.p = 0.0  # two separate runs must see the same forward passes as one
+    data = tiny_set()
+    log = LrLog()
+    defense(defense.Config(clean_ratio=0.5, epochs=4, batch_size=8, lr=0.1, device="cpu", lr_schedule="cosine",
+                           warmup_epochs=1)).run(model, data, log)
+    per_epoch = log.total // 4
+    assert per_epoch >= 2 and len(log.lrs) == log.total
+    rest = log.total - per_epoch
+    expected = ([0.1 * (i + 1) / per_epoch for i in range(per_epoch)]
+                + [0.05 * (1 + math.cos(math.pi * k / rest)) for k in range(rest)])
+    assert log.lrs == pytest.approx(expected, rel=1e-12)
+    assert log.lrs[per_epoch - 1] == pytest.approx(0.1) and log.lrs[-1] < 0.01
+
+    def run(m, epochs, lr, schedule):
+        config = defense.Config(clean_ratio=0.5, epochs=epochs, batch_size=64, momentum=0.0, lr=lr, device="cpu",
+                                lr_schedule=schedule)
+        return defense(config).run(m, data).model
+
+    one = run(model, 2, 0.1, "cosine")
+    two = run(run(model, 1, 0.1, "constant"), 1, 0.05, "constant")
+    halfway = run(run(model, 1, 0.1, "constant"), 1, 0.1, "constant")
+    for p, q, h in zip(one.parameters(), two.parameters(), halfway.parameters()):
+        torch.testing.assert_close(p, q)
+    assert not all(torch.allclose(p, h) for p, h in zip(one.parameters(), halfway.parameters()))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        defense(defense.Config(lr_schedule="step"))
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        defense(defense.Config(epochs=3, warmup_epochs=4))

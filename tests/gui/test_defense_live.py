@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from core.defenses import DEFENSES, GNFTConfig
+from core.events import StepInfo
 
 
 def state(model):
@@ -61,15 +62,19 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert panel.state == "idle"
     assert panel.runs_table.rowCount() == 1 and panel.runs_table.item(0, 0).text() == "gnft #1"
 
-    # a second run (plain fine-tuning) is drawn over the first: its curves stay as dashed ghosts
+    # a second run (plain fine-tuning, cosine schedule) is drawn over the first: its curves stay as dashed ghosts
     panel.choice.setCurrentText("ft")
     for name, value in (("clean_ratio", "1.0"), ("epochs", "2"), ("eval_every", "1"), ("batch_size", "32")):
         panel.fields[name].setText(value)
+    panel.fields["lr_schedule"].setCurrentText("cosine")
     panel.run_button.click()
     qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
+    assert window.defense_result["config"].lr_schedule == "cosine"  # the form's choice reached the engine
     assert [g.name() for g in panel.ghosts] == ["gnft #1 CA", "gnft #1 ASR"]
     assert list(panel.ghosts[1].getData()[0]) == [3, 6, 9, 12]
     assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "ft #2"
+    panel.on_step(StepInfo("ft", 2, 4, 4, 0.1, 0.00125))  # the step line names the lr that step used
+    assert "step 4/4, lr 0.00125, " in panel.eta.text()
 
 
 def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, window):

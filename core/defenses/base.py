@@ -23,7 +23,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
 from core.runtime import autocast, resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "Evaluator"]
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "Evaluator"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -40,6 +40,8 @@ class DefenseConfig:
     clips at 5.0; the authors' PyTorch code does not: 0, the default, means no clipping).
     ``lr_schedule`` "cosine" anneals the lr per step from ``lr`` towards 0 over the run, after a
     linear warm-up of ``warmup_epochs`` ("constant", the default, is the authors' loop: no schedule).
+    ``spec_augment`` > 0 masks, in every batch, one band of up to that share of the time axis and of
+    the frequency axis of each clip's features (SpecAugment; 0, the default, is the authors' loop).
     """
 
     clean_ratio: float = 0.05
@@ -51,6 +53,7 @@ class DefenseConfig:
     max_grad_norm: float = 0.0
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_epochs: int = 0
+    spec_augment: float = 0.0
     eval_every: int = 10
     grad_norm_every: int = 1
     seed: int = 0
@@ -73,6 +76,8 @@ class DefenseConfig:
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if not 0 <= self.spec_augment < 1:
+            raise ConfigError(f"spec_augment is the widest masked share of an axis, in [0, 1), got {self.spec_augment}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
@@ -101,6 +106,24 @@ def clip_features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> tor
         return torch.cat([front(waves[i : i + batch_size]) for i in range(0, waves.shape[0], batch_size)])
     finally:
         front.train(was_training)
+
+
+def mask_bands(x: torch.Tensor, width: float, generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment's masks on a batch: per clip, one band of up to ``width`` of each of the last two
+    axes (time and frequency of [B, C, T, F] features; only the last of a [B, T] waveform) is set to
+    the clip's mean. Positions come from ``generator`` (CPU), so a seeded run repeats exactly."""
+    fill = x.flatten(1).mean(1).view(-1, *([1] * (x.ndim - 1)))
+    out = x
+    for axis in range(max(1, x.ndim - 2), x.ndim):
+        n = x.shape[axis]
+        sizes = (torch.rand(x.shape[0], generator=generator) * width * n).long()
+        starts = (torch.rand(x.shape[0], generator=generator) * (n - sizes + 1)).long()
+        pos = torch.arange(n)
+        band = (pos >= starts[:, None]) & (pos < (starts + sizes)[:, None])
+        shape = [x.shape[0]] + [1] * (x.ndim - 1)
+        shape[axis] = n
+        out = torch.where(band.view(shape).to(x.device), fill, out)
+    return out
 
 
 def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
@@ -198,6 +221,7 @@ class Defense:
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
         stepped = torch.compile(body) if c.compile else body  # shares body's parameters
         gen = torch.Generator().manual_seed(c.seed)
+        mask_gen = torch.Generator().manual_seed(c.seed + 1)  # its own stream: batch order as without masks
         history: list[dict[str, Any]] = []
         steps_per_epoch = math.ceil(inputs.shape[0] / c.batch_size)
         want_norms = c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False))
@@ -225,8 +249,11 @@ class Defense:
                         lr = self.lr_at(step, steps_per_epoch)
                         for group in optimizer.param_groups:
                             group["lr"] = lr
+                        x = inputs[batch]
+                        if c.spec_augment > 0:
+                            x = mask_bands(x, c.spec_augment, mask_gen)
                         with autocast(device, c.amp):
-                            loss = self.train_step(stepped, inputs[batch], labels[batch], optimizer)
+                            loss = self.train_step(stepped, x, labels[batch], optimizer)
                         step += 1
                         norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
                                  else None)

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from core.data.audioset import AudioSet
 from core.defenses import GNFT, FineTune, GNFTConfig, GNFTStep, clean_subset
+from core.defenses.base import mask_bands
 from core.errors import ConfigError
 from core.events import NullObserver
 
@@ -337,3 +338,50 @@ def test_cosine_schedule_with_warm_up_sets_the_lr_each_step_uses(defense):
         defense(defense.Config(lr_schedule="step"))
     with pytest.raises(ConfigError, match="warmup_epochs"):
         defense(defense.Config(epochs=3, warmup_epochs=4))
+
+
+def test_mask_bands_sets_one_band_per_axis_to_the_clip_mean():
+    """Per clip, the masked entries are whole rows of one time band and whole columns of one
+    frequency band, each at most ``width`` of its axis, filled with that clip's mean; the input is
+    left alone and the same generator seed gives the same masks."""
+    x = torch.randn(16, 1, 40, 20, generator=torch.Generator().manual_seed(0))
+    kept = x.clone()
+    out = mask_bands(x, 0.25, torch.Generator().manual_seed(3))
+    assert torch.equal(x, kept) and out.shape == x.shape and out.dtype == x.dtype
+    assert torch.equal(out, mask_bands(x, 0.25, torch.Generator().manual_seed(3)))
+    assert not torch.equal(out, mask_bands(x, 0.25, torch.Generator().manual_seed(4)))
+    widths = []
+    for clip, new in zip(x[:, 0], out[:, 0]):
+        changed = new != clip
+        rows = changed.all(1).nonzero().flatten()
+        cols = changed.all(0).nonzero().flatten()
+        assert torch.equal(changed, changed.all(1, keepdim=True) | changed.all(0, keepdim=True))
+        for band, n in ((rows, 40), (cols, 20)):
+            assert band.numel() <= 0.25 * n
+            if band.numel():
+                assert torch.equal(band, torch.arange(int(band[0]), int(band[0]) + band.numel()))  # contiguous
+        assert torch.allclose(new[changed], clip.mean().expand(int(changed.sum())))
+        widths.append(rows.numel() + cols.numel())
+    assert sum(widths) > 0
+    waves = torch.randn(8, 100, generator=torch.Generator().manual_seed(1))
+    masked = mask_bands(waves, 0.1, torch.Generator().manual_seed(0))
+    for clip, new in zip(waves, masked):  # a waveform: one band of the time axis only
+        idx = (new != clip).nonzero().flatten()
+        assert idx.numel() <= 10 and (idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 == idx.numel())
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_spec_augment_changes_the_run_and_repeats_for_a_seed(defense):
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    data = tiny_set()
+
+    def run(width: float) -> dict:
+        config = defense.Config(clean_ratio=0.5, epochs=3, batch_size=8, lr=0.05, device="cpu", spec_augment=width)
+        return defense(config).run(model, data).model.state_dict()
+
+    plain, masked, again = run(0.0), run(0.3), run(0.3)
+    assert all(torch.equal(masked[k], again[k]) for k in masked)
+    assert not all(torch.equal(masked[k], plain[k]) for k in masked)
+    with pytest.raises(ConfigError, match="spec_augment"):
+        defense(defense.Config(spec_augment=1.0))

@@ -110,9 +110,12 @@ def clip_features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> tor
 
 def mask_bands(x: torch.Tensor, width: float, generator: torch.Generator) -> torch.Tensor:
     """SpecAugment's masks on a batch: per clip, one band of up to ``width`` of each of the last two
-    axes (time and frequency of [B, C, T, F] features; only the last of a [B, T] waveform) is set to
-    the clip's mean. Positions come from ``generator`` (CPU), so a seeded run repeats exactly."""
-    fill = x.flatten(1).mean(1).view(-1, *([1] * (x.ndim - 1)))
+    axes (frames and coefficients of [B, C, frames, coeffs] features; only time of a [B, T]
+    waveform) is set to the clip's time average: a masked frame becomes the average frame, a
+    masked coefficient its own mean level (MFCC coefficients differ in scale by two orders, so one
+    scalar would be a loud artefact). Positions come from ``generator`` (CPU): a seeded run repeats."""
+    time_axis = x.ndim - 2 if x.ndim >= 3 else x.ndim - 1
+    fill = x.mean(time_axis, keepdim=True)
     out = x
     for axis in range(max(1, x.ndim - 2), x.ndim):
         n = x.shape[axis]

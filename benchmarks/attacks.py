@@ -7,12 +7,18 @@ be spread over processes. Writes ``benchmarks/results/attacks.json`` and ``attac
 CA of the clean model, CA and ASR of the backdoored one, the CA drop, wall time, command.
 Target: ASR >= 95 % at a CA drop <= 2 points for every attack.
 
-    python benchmarks/attacks.py --synth-data runs/synth_scd10 --work runs/attacks --jobs 2
+Epoch budgets can differ per row (``--budget 'synth-scd10_smallcnn_*=40/10'``: rows whose name
+matches get 40 epochs at patience 10; the last matching rule wins) and ``--only`` picks rows by
+name, so one command reruns a table whose models needed different budgets.
+
+    python benchmarks/attacks.py --synth-data runs/synth_scd10 --work runs/attacks --jobs 2 \
+        --budget 'synth-scd10_smallcnn_*=40/10'
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -30,42 +36,71 @@ HIGH_RATE = ["--sample-rate", "44100", "--n-fft", "1103", "--hop-length", "441"]
 TARGETS = {"asr": 0.95, "ca_drop": 0.02}
 
 
-def plan(datasets: dict[str, list[str]], models: list[str], attacks: list[str], common: list[str]) -> list[dict]:
+def parse_budget(text: str) -> tuple[str, int, int]:
+    """``PATTERN=EPOCHS/PATIENCE`` -> (pattern, epochs, patience); a clear error otherwise."""
+    pattern, sep, budget = text.rpartition("=")
+    epochs, slash, patience = budget.partition("/")
+    if not sep or not pattern or not slash or not epochs.isdigit() or not patience.isdigit() or int(epochs) < 1:
+        raise argparse.ArgumentTypeError(f"budget {text!r}: expected PATTERN=EPOCHS/PATIENCE, e.g. "
+                                         "'synth-scd10_smallcnn_*=40/10'")
+    return pattern, int(epochs), int(patience)
+
+
+def budget_for(name: str, rules: list[tuple[str, int, int]], default: tuple[int, int]) -> tuple[int, int]:
+    """(epochs, patience) of row ``name``: the last rule whose pattern matches it, else ``default``."""
+    chosen = default
+    for pattern, epochs, patience in rules:
+        if fnmatch.fnmatchcase(name, pattern):
+            chosen = (epochs, patience)
+    return chosen
+
+
+def plan(datasets: dict[str, list[str]], models: list[str], attacks: list[str], common: list[str],
+         rules: list[tuple[str, int, int]] = (), default: tuple[int, int] = (30, 6)) -> list[dict]:
+    """Every (data, model) clean row(s) then one row per attack; each row's args carry its budget."""
     rows = []
     for data_name, data_args in datasets.items():
         for model in models:
             rates = ["16k"] + (["44k"] if "ultrasonic" in attacks else [])
             for rate in rates:
                 extra = HIGH_RATE if rate == "44k" else []
-                rows.append({"name": f"{data_name}_{model}_clean_{rate}", "data": data_name, "model": model,
-                             "attack": None, "rate": rate,
-                             "args": [*data_args, "--model", model, *extra, *common]})
+                name = f"{data_name}_{model}_clean_{rate}"
+                rows.append({"name": name, "data": data_name, "model": model, "attack": None, "rate": rate,
+                             "args": [*data_args, "--model", model, *extra,
+                                      *_budget_args(budget_for(name, rules, default)), *common]})
             for attack in attacks:
                 rate = "44k" if attack == "ultrasonic" else "16k"
                 extra = HIGH_RATE if rate == "44k" else []
-                rows.append({"name": f"{data_name}_{model}_{attack}", "data": data_name, "model": model,
-                             "attack": attack, "rate": rate,
-                             "args": [*data_args, "--model", model, "--attack", attack, *extra, *common]})
+                name = f"{data_name}_{model}_{attack}"
+                rows.append({"name": name, "data": data_name, "model": model, "attack": attack, "rate": rate,
+                             "args": [*data_args, "--model", model, "--attack", attack, *extra,
+                                      *_budget_args(budget_for(name, rules, default)), *common]})
     return rows
 
 
+def _budget_args(budget: tuple[int, int]) -> list[str]:
+    return ["--epochs", str(budget[0]), "--patience", str(budget[1])]
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| data | model | attack | clean CA | backdoored CA | CA drop | ASR | met | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | model | attack | clean CA | backdoored CA | CA drop | ASR | met | epochs (cap / patience) "
+             "| seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("attack") is None:
             continue
         if r.get("not_run"):
-            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | not run | |")
+            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | not run | | |")
             continue
         if "error" in r:
-            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | error: {r['error']} | |")
+            lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | | | | | error: {r['error']} | | |")
             continue
         def pct(v):
             return "" if v is None else f"{100 * v:.1f}"
         lines.append(f"| {r['data']} | {r['model']} | {r['attack']} | {pct(r.get('clean_model_accuracy'))} | "
                      f"{pct(r['clean_accuracy'])} | {pct(r.get('clean_accuracy_drop'))} | "
-                     f"{pct(r['attack_success_rate'])} | {'yes' if r.get('target_met') else 'no'} | {r['seconds']:.0f} |")
+                     f"{pct(r['attack_success_rate'])} | {'yes' if r.get('target_met') else 'no'} | "
+                     f"{r.get('epochs_run', '')} ({r.get('epochs', '?')} / {r.get('patience', '?')}) | {r['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -76,8 +111,13 @@ def main() -> int:
     p.add_argument("--work", default="runs/attacks")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--attacks", default=",".join(ATTACKS))
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--patience", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=30, help="epoch cap of rows no --budget rule matches (default 30)")
+    p.add_argument("--patience", type=int, default=6, help="patience of rows no --budget rule matches (default 6)")
+    p.add_argument("--budget", type=parse_budget, action="append", default=[], metavar="PATTERN=EPOCHS/PATIENCE",
+                   help="budget of the rows whose name (DATA_MODEL_ATTACK, clean rows DATA_MODEL_clean_16k/44k) "
+                        "matches the shell pattern; repeatable, the last match wins")
+    p.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                   help="run only the rows whose name matches (repeatable); the others are still tabulated")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
@@ -92,15 +132,16 @@ def main() -> int:
         datasets["synth-scd10"] = ["--data", args.synth_data, "--vocab", "scd10"]
     if not datasets:
         p.error("no dataset: FSDD not found and no --synth-data")
-    common = ["--epochs", str(args.epochs), "--patience", str(args.patience), "--seed", "0",
-              "--device", args.device, "--quiet"]
-    rows = plan(datasets, args.models.split(","), args.attacks.split(","), common)
+    common = ["--seed", "0", "--device", args.device, "--quiet"]
+    rows = plan(datasets, args.models.split(","), args.attacks.split(","), common, args.budget,
+                (args.epochs, args.patience))
+    to_run = [r for r in rows if not args.only or any(fnmatch.fnmatchcase(r["name"], pat) for pat in args.only)]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda r: run_row(r, work, threads), rows))
+            list(pool.map(lambda r: run_row(r, work, threads), to_run))
     results = [gather(r, work) or {**r, "not_run": True} for r in rows]
     clean = {(r["data"], r["model"], r["rate"]): r["report"]["clean_accuracy"] for r in results
              if r["attack"] is None and "report" in r}
@@ -115,7 +156,8 @@ def main() -> int:
             rep = r["report"]
             row.update(clean_accuracy=rep["clean_accuracy"], attack_success_rate=rep.get("attack_success_rate"),
                        robust_accuracy=rep.get("robust_accuracy"), poisoned_clips=rep.get("poisoned_clips"),
-                       seconds=rep["seconds"], epochs_run=rep["epochs_run"], command=rep["command"])
+                       seconds=rep["seconds"], epochs_run=rep["epochs_run"], command=rep["command"],
+                       epochs=rep.get("config", {}).get("epochs"), patience=rep.get("config", {}).get("patience"))
             reference = clean.get((r["data"], r["model"], r["rate"]))
             if r["attack"] is not None and reference is not None:
                 row["clean_model_accuracy"] = reference

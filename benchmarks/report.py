@@ -88,6 +88,7 @@ def _defense_probe(d: dict) -> Iterator[Row]:
         if cfg.get("lr_schedule", "constant") != "constant":
             extra += f", {cfg['lr_schedule']} lr, warm-up {cfg.get('warmup_epochs', 0)} epochs"
         extra += f", spec_augment {cfg['spec_augment']}" if cfg.get("spec_augment") else ""
+        extra += f", batchnorm {cfg['batchnorm']}" if cfg.get("batchnorm", "train") != "train" else ""
         yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
                f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
                f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %, CA within 2 pt",

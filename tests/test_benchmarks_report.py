@@ -59,9 +59,11 @@ def test_a_probe_row_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path
         "command": "python benchmarks/gnft_ablation.py", "machine": {"device": "cpu"},
         "before": {"clean_accuracy": 0.983, "attack_success_rate": 0.989},
         "rows": [row(0.1, 0.893, 0.096), row(0.2, 0.975, 0.05, max_grad_norm=2.0),
-                 row(0.05, 0.9, 0.2, lr_schedule="cosine", warmup_epochs=5, spec_augment=0.2), row(0.02, 0.8, 0.3, lr_schedule="constant")]}))
+                 row(0.05, 0.9, 0.2, lr_schedule="cosine", warmup_epochs=5, spec_augment=0.2), row(0.02, 0.8, 0.3, lr_schedule="constant"),
+                 row(0.1, 0.9, 0.1, batchnorm="frozen")]}))
     text = _report().render(tmp_path)
     assert "| 89.3 % / 9.6 % | ASR ≤ 10 %, CA within 2 pt | **no** |" in text
     assert "max_grad_norm 2.0): CA / ASR (before 98.3 % / 98.9 %) | 97.5 % / 5.0 % | ASR ≤ 10 %, CA within 2 pt | yes |" in text
     assert "gnft (clean 5.0 %, lr 0.01, cosine lr, warm-up 5 epochs, spec_augment 0.2): CA / ASR" in text
     assert "gnft (clean 2.0 %, lr 0.01): CA / ASR" in text  # the default schedule is not spelt out
+    assert "gnft (clean 10.0 %, lr 0.01, batchnorm frozen): CA / ASR" in text

@@ -23,7 +23,8 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
 from core.runtime import autocast, resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "Evaluator"]
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "train_mode",
+           "Evaluator"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -42,6 +43,10 @@ class DefenseConfig:
     linear warm-up of ``warmup_epochs`` ("constant", the default, is the authors' loop: no schedule).
     ``spec_augment`` > 0 masks, in every batch, one band of up to that share of the time axis and of
     the frequency axis of each clip's features (SpecAugment; 0, the default, is the authors' loop).
+    ``batchnorm`` "frozen" keeps every BatchNorm layer in eval mode while fine-tuning: batches are
+    normalised with the backdoored model's running statistics, which stay as they were, and only
+    the affine weights train ("train", the default, is the authors' loop: batch statistics, running
+    statistics updated by each step's unperturbed pass).
     """
 
     clean_ratio: float = 0.05
@@ -54,6 +59,7 @@ class DefenseConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_epochs: int = 0
     spec_augment: float = 0.0
+    batchnorm: Literal["train", "frozen"] = "train"
     eval_every: int = 10
     grad_norm_every: int = 1
     seed: int = 0
@@ -78,6 +84,8 @@ class DefenseConfig:
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
         if not 0 <= self.spec_augment < 1:
             raise ConfigError(f"spec_augment is the widest masked share of an axis, in [0, 1), got {self.spec_augment}")
+        if self.batchnorm not in ("train", "frozen"):
+            raise ConfigError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
@@ -91,6 +99,17 @@ class DefenseResult:
     clean_clips: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def train_mode(model: nn.Module, batchnorm: str = "train") -> nn.Module:
+    """``model.train()``, with every BatchNorm layer back in eval mode when ``batchnorm`` is "frozen"
+    (normalise with the running statistics and leave them alone; dropout still trains)."""
+    model.train()
+    if batchnorm == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return model
 
 
 @torch.no_grad()
@@ -243,7 +262,7 @@ class Defense:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(c.seed)
                 for epoch in range(1, c.epochs + 1):
-                    work.train()
+                    train_mode(work, c.batchnorm)
                     order = torch.randperm(inputs.shape[0], generator=gen).to(device)
                     for start in range(0, order.numel(), c.batch_size):
                         if observer.should_stop():

@@ -386,3 +386,42 @@ def test_spec_augment_changes_the_run_and_repeats_for_a_seed(defense):
     assert not all(torch.equal(masked[k], plain[k]) for k in masked)
     with pytest.raises(ConfigError, match="spec_augment"):
         defense(defense.Config(spec_augment=1.0))
+
+
+class FirstLoss(NullObserver):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step(self, info) -> None:
+        self.losses.append(info.loss)
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_frozen_batchnorm_normalises_with_the_running_statistics_and_keeps_them(defense):
+    """batchnorm="frozen": the first step's loss is the eval-mode loss of the input model (running
+    statistics, not the batch's), the running statistics come out bit-identical while the affine
+    weights train; "train" (the default) updates the statistics and sees batch statistics."""
+    torch.manual_seed(0)
+    model = Tiny()
+    model.drop.p = 0.0  # no dropout: the first step's loss is a plain function of the weights
+    model.train()
+    model(torch.randn(64, 32) * 3 + 1)  # running statistics far from any clean batch's
+    model.eval()
+    data = tiny_set()
+    rows = clean_subset(data, 0.5, 0)
+    eval_loss = F.cross_entropy(model(data.waves[rows]), data.labels[rows]).item()
+    runs = {}
+    for mode in ("frozen", "train"):
+        observer = FirstLoss()
+        config = defense.Config(clean_ratio=0.5, epochs=2, batch_size=64, lr=0.05, device="cpu", batchnorm=mode)
+        runs[mode] = (defense(config).run(model, data, observer).model, observer.losses[0])
+    frozen, first = runs["frozen"]
+    assert first == pytest.approx(eval_loss, rel=1e-5)
+    assert runs["train"][1] != pytest.approx(eval_loss, rel=1e-3)
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(frozen.bn, key), getattr(model.bn, key))
+        assert not torch.equal(getattr(runs["train"][0].bn, key), getattr(model.bn, key))
+    assert not torch.equal(frozen.bn.weight, model.bn.weight)
+    assert frozen.drop.training is False and not frozen.training  # handed back in eval mode
+    with pytest.raises(ConfigError, match="batchnorm"):
+        defense(defense.Config(batchnorm="eval"))

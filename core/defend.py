@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import add_data_arguments, load_from_args
-from core.defenses import DEFENSES
+from core.defenses import DEFENSES, OPTION_HELP
 from core.errors import AttackError, ConfigError
 from core.metrics import defense_effectiveness_rating
 from core.events import ProgressObserver
@@ -64,7 +64,14 @@ def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, choices=choices,
                                 type=None if choices else (parse_bool if kind is bool else kind),
                                 metavar="{true,false}" if kind is bool else None,
-                                help=f"{f.name} (default: {', '.join(f'{n} {getattr(c.Config(), f.name)}' for n, c in DEFENSES.items() if hasattr(c.Config(), f.name))})")
+                                help=_option_help(f.name))
+
+
+def _option_help(name: str) -> str:
+    """The option's one-line meaning and its default in each defense that has it."""
+    defaults = ", ".join(f"{n} {getattr(c.Config(), name)}" for n, c in DEFENSES.items()
+                         if hasattr(c.Config(), name))
+    return f"{OPTION_HELP.get(name, name)} (default: {defaults})".replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Backdoor defenses that repair a copy of a model on a small clean set (see :mod:`core.defenses.base`)."""
 
-from core.defenses.base import Defense, DefenseConfig, DefenseResult, clean_subset
+from core.defenses.base import OPTION_HELP, Defense, DefenseConfig, DefenseResult, clean_subset
 from core.defenses.clp import CLP, CLPConfig
 from core.defenses.fine_pruning import FinePruning, FinePruningConfig
 from core.defenses.finetune import FineTune, FineTuneConfig
@@ -9,6 +9,6 @@ from core.defenses.gnft import GNFT, GNFTConfig, GNFTStep
 
 DEFENSES: dict[str, type[Defense]] = {d.name: d for d in (GNFT, FineTune, FinePruning, FTSAM, CLP)}
 
-__all__ = ["CLP", "CLPConfig", "DEFENSES", "FTSAM", "FTSAMConfig", "Defense", "DefenseConfig", "DefenseResult", "FinePruning", "FinePruningConfig", "FineTune",
+__all__ = ["CLP", "CLPConfig", "DEFENSES", "OPTION_HELP", "FTSAM", "FTSAMConfig", "Defense", "DefenseConfig", "DefenseResult", "FinePruning", "FinePruningConfig", "FineTune",
            "FineTuneConfig", "GNFT",
            "GNFTConfig", "GNFTStep", "clean_subset"]

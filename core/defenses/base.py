@@ -23,7 +23,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
 from core.runtime import autocast, resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "train_mode",
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "clean_subset", "clip_features", "mask_bands", "train_mode",
            "Evaluator"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
@@ -88,6 +88,40 @@ class DefenseConfig:
             raise ConfigError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
+
+
+#: One line per defense option, shown by ``python -m core.defend --help`` and as the GUI form's
+#: tooltips (a test checks that every config field of every defense has one).
+OPTION_HELP: dict[str, str] = {
+    "clean_ratio": "share of the training split used as the clean fine-tuning set, class-stratified",
+    "epochs": "passes over the clean set (at 5 % of a few thousand clips, one or two steps each)",
+    "batch_size": "clips per step",
+    "lr": "SGD learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "SGD weight decay",
+    "max_grad_norm": "clip each step's gradient to this global L2 norm; 0 = no clipping (the authors' code)",
+    "lr_schedule": "constant (the authors' loop) or cosine towards 0 over the run, per step",
+    "warmup_epochs": "epochs of linear lr warm-up before the schedule",
+    "spec_augment": "SpecAugment: mask one band of up to this share of each clip's time and frequency axes "
+                    "per batch; 0 = off",
+    "batchnorm": "train (the authors' loop: batch statistics, running ones updated) or frozen "
+                 "(BatchNorm in eval mode: running statistics normalise and stay)",
+    "eval_every": "evaluate CA / ASR every this many epochs (and after the last)",
+    "amp": "bf16 autocast for the passes (none = full float32)",
+    "compile": "torch.compile the classifier (the first steps compile)",
+    "seed": "seed of the clean subset, batch order and dropout",
+    "device": "auto, cpu or cuda",
+    "grad_norm_every": "per-neuron gradient norms for a watching application every this many steps; 0 = never",
+    "alpha": "GN-FT mixing weight of the perturbed gradient g2: g = (1-alpha) g1 + alpha g2",
+    "r": "GN-FT perturbation radius: g2 is taken at theta + r g1 / ||g1||",
+    "norm": "GN-FT normalisation of g1: per-tensor (the authors' code) or global (GNP)",
+    "mix": "GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation",
+    "rho": "FT-SAM radius of the sharpness perturbation",
+    "adaptive": "FT-SAM scales the perturbation by each weight's size (ASAM)",
+    "prune_step": "Fine-Pruning: share of the last layer's inputs pruned per round",
+    "max_accuracy_drop": "Fine-Pruning: stop pruning before clean accuracy falls by more than this",
+    "u": "CLP: prune channels whose Lipschitz upper bound is u standard deviations above the layer mean",
+}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.defenses import DEFENSES
+from core.defenses import DEFENSES, OPTION_HELP
 from core.events import EvalInfo, StepInfo
 
 from .forms import DataclassForm, error_label
@@ -61,7 +61,7 @@ class DefensePanel(QWidget):
         self.device.addItem("cpu")
         if torch.cuda.is_available():
             self.device.addItem(f"cuda ({torch.cuda.get_device_name(0)})", "cuda")
-        self.form = DataclassForm("defense_", hidden=HIDDEN)
+        self.form = DataclassForm("defense_", hidden=HIDDEN, tips=OPTION_HELP)
         self.error = error_label("defense_error")
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("run_defense")

@@ -1,4 +1,5 @@
-"""A form generated from a dataclass: one row per field, a combo box for Literal and bool fields.
+"""A form generated from a dataclass: one row per field, a combo box for Literal and bool fields,
+an optional tooltip per field.
 
 Used for attack parameters, defense configs and the front-end settings of a ``.pt`` import, so
 every editable engine dataclass looks and parses the same way.
@@ -23,10 +24,12 @@ class DataclassForm(QWidget):
 
     edited = Signal()
 
-    def __init__(self, prefix: str, hidden: typing.Collection[str] = ()) -> None:
+    def __init__(self, prefix: str, hidden: typing.Collection[str] = (),
+                 tips: typing.Mapping[str, str] | None = None) -> None:
         super().__init__()
         self.prefix = prefix
         self.hidden = set(hidden)
+        self.tips = dict(tips or {})
         self.layout_ = QFormLayout(self)
         self.fields: dict[str, QLineEdit | QComboBox] = {}
         self.defaults: Any = None
@@ -53,7 +56,11 @@ class DataclassForm(QWidget):
                 widget = QLineEdit("" if value is None else str(value))
                 widget.editingFinished.connect(self.edited)
             widget.setObjectName(f"{self.prefix}{f.name}")
-            self.layout_.addRow(f.name, widget)
+            label = QLabel(f.name)
+            if f.name in self.tips:
+                widget.setToolTip(self.tips[f.name])
+                label.setToolTip(self.tips[f.name])
+            self.layout_.addRow(label, widget)
             self.fields[f.name] = widget
 
     def texts(self) -> dict[str, str]:

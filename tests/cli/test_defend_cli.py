@@ -113,3 +113,20 @@ def test_refuses_to_overwrite_its_input(workspace):
     proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST,
                "--out", str(root / "attacked.safetensors"))
     assert proc.returncode == 2 and "input checkpoint" in proc.stderr
+
+
+def test_every_defense_option_has_its_meaning_in_the_help():
+    """Each config field of every defense has a one-line meaning (a new field without one fails here),
+    and ``--help`` shows it beside the option with the defaults, '%' intact."""
+    import dataclasses
+    import re
+
+    from core.defend import build_parser
+    from core.defenses import DEFENSES, OPTION_HELP
+
+    names = {f.name for cls in DEFENSES.values() for f in dataclasses.fields(cls.Config)}
+    assert names - set(OPTION_HELP) == set()
+    text = re.sub(r"-\s+", "-", re.sub(r"\s+", " ", build_parser().format_help()))  # argparse wraps at hyphens
+    for option in ("batchnorm", "clean_ratio", "alpha", "u", "max_accuracy_drop"):
+        assert OPTION_HELP[option] in text
+    assert "(at 5 % of a few thousand clips" in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.defenses import DEFENSES, GNFTConfig
+from core.defenses import DEFENSES, OPTION_HELP, GNFTConfig
 from core.events import StepInfo
 
 
@@ -67,6 +67,8 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     for name, value in (("clean_ratio", "1.0"), ("epochs", "2"), ("eval_every", "1"), ("batch_size", "32")):
         panel.fields[name].setText(value)
     panel.fields["lr_schedule"].setCurrentText("cosine")
+    assert panel.fields["batchnorm"].toolTip() == OPTION_HELP["batchnorm"]  # each option says what it does
+    assert panel.fields["lr"].toolTip() == OPTION_HELP["lr"]
     panel.run_button.click()
     qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
     assert window.defense_result["config"].lr_schedule == "cosine"  # the form's choice reached the engine

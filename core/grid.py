@@ -14,6 +14,12 @@ with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
 
+``--defense-seeds 0,1,2`` runs every defense cell once per seed (the seed draws the clean subset,
+the batch order and dropout; on a clean set of a hundred clips one draw can decide the cell):
+seed ``--seed``'s cell keeps its plain name, the others are ``defend_<model>_<attack>_<defense>_seed<S>``.
+A row then holds the mean over the seeds, each seed's figures (``per_seed``) and the standard
+deviations, and the table shows mean ± standard deviation.
+
 An attack whose trigger cannot exist at the grid's sample rate but whose recipe names a rate of
 its own (Ultrasonic: a 21 kHz tone, 44.1 kHz) has its cells run at that rate, with the front
 end's windows kept in time (n_fft 400 / hop 160 at 16 kHz become 1103 / 441 at 44.1 kHz, the
@@ -182,8 +188,12 @@ def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, mod
 
 
 def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_path: Path, model_name: str,
-                 attack_name: str, defense_name: str, defense_args: dict[str, list[str]]) -> dict[str, Any]:
-    cell = work / f"defend_{model_name}_{attack_name}_{defense_name}.json"
+                 attack_name: str, defense_name: str, defense_args: dict[str, list[str]],
+                 seed: int | None = None) -> dict[str, Any]:
+    """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense."""
+    seed = args.seed if seed is None else seed
+    suffix = "" if seed == args.seed else f"_seed{seed}"
+    cell = work / f"defend_{model_name}_{attack_name}_{defense_name}{suffix}.json"
     if cell.is_file():
         return json.loads(cell.read_text())
     model, meta = load_checkpoint(model_path)
@@ -193,8 +203,8 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
     cache: dict = {}
     before = evaluate(model, data, "test", attack, cache=cache)
-    config = _defense_config(defense_name, defense_args.get(defense_name, []), args.seed, args.device)
-    log.info("%s on %s (%s)", defense_name, model_name, attack_name)
+    config = _defense_config(defense_name, defense_args.get(defense_name, []), seed, args.device)
+    log.info("%s on %s (%s), seed %d", defense_name, model_name, attack_name, seed)
     started = time.perf_counter()
     result = DEFENSES[defense_name](config).run(model, data, ProgressObserver(log, label=f"{defense_name} {model_name}"),
                                                 evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
@@ -222,16 +232,39 @@ def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: di
             **{k: metrics.get(k) for k in METRICS}, **extra}
 
 
+def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mean metrics, extra row fields) of one defense cell run under several seeds."""
+    seeds = sorted(cells)
+    means: dict[str, Any] = {}
+    extra: dict[str, Any] = {"seeds": seeds, "per_seed": [{"seed": s, **cells[s]["after"]} for s in seeds]}
+    for k in METRICS:
+        vals = [cells[s]["after"][k] for s in seeds if cells[s]["after"].get(k) is not None]
+        means[k] = sum(vals) / len(vals) if vals else None
+        if len(vals) > 1:
+            extra[f"{k}_std"] = float(torch.tensor(vals, dtype=torch.float64).std())
+    ders = [cells[s].get("defense_effectiveness_rating") for s in seeds]
+    extra["defense_effectiveness_rating"] = None if None in ders else sum(ders) / len(ders)
+    extra["seconds"] = sum(cells[s]["seconds"] for s in seeds)
+    return means, extra
+
+
 def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: str) -> str:
     """CA / ASR per defense for each model and attack (percent), then mean ASR and mean CA per defense."""
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
+    def metric(r: dict[str, Any], key: str) -> str:
+        sd = r.get(f"{key}_std")
+        return pct(r[key]) if sd is None else f"{pct(r[key])} ± {pct(sd)}"
+
     cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != CLEAN}
     clean_models = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == CLEAN}
     several_rates = len({r.get("sample_rate") for r in rows}) > 1
+    seed_lists = sorted({tuple(r["seeds"]) for r in rows if len(r.get("seeds", ())) > 1})
+    seeds_note = (" Defense cells: mean ± standard deviation over defense seeds "
+                  + "; ".join(", ".join(map(str, s)) for s in seed_lists) + ".") if seed_lists else ""
     lines = [f"# {title}", "", "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
-             "the target). `none` is the backdoored model before any defense.", "",
+             "the target). `none` is the backdoored model before any defense." + seeds_note, "",
              "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
              "|---|---|---|" + "---|" * len(defenses)]
     pairs = sorted({(r["model"], r["attack"]) for r in rows if r["attack"] != CLEAN})
@@ -244,7 +277,7 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
         for d in defenses:
             r = cells.get((model_name, attack_name, d))
             out.append("-" if r is None else "not run" if r.get("not_run")
-                       else f"{pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])}")
+                       else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}")
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
     for key, label in (("attack_success_rate", "ASR"), ("clean_accuracy", "CA")):
@@ -282,15 +315,15 @@ def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any
         model_name, attack_name, name, attack_args = cell
         path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
         return str(path), report
-    trained, model_name, attack_name, defense_name, defense_args = cell
+    trained, model_name, attack_name, defense_name, defense_args, seed = cell
     if trained[1] is None:  # --no-train and no model: nothing to defend
         return None
     return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
-                        defense_args)
+                        defense_args, seed)
 
 
 def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str, int]], runs: list[str],
-                attack_args: dict[str, list[str]], defense_args: dict[str, list[str]]):
+                attack_args: dict[str, list[str]], defense_args: dict[str, list[str]], seeds: list[int]):
     """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
     try:
         import ray
@@ -306,9 +339,9 @@ def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, st
         train_refs = {(m, a, r): task.remote(_args_at(args, r), work_dir, "train", m, a,
                                              _cell_name(a, r, args.sample_rate), attack_args)
                       for m, a, r in trains}
-        defend_refs = {(m, a, d): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a, d,
-                                              defense_args)
-                       for m, a, r in trains if a != CLEAN for d in runs}
+        defend_refs = {(m, a, d, s): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a,
+                                                 d, defense_args, s)
+                       for m, a, r in trains if a != CLEAN for d in runs for s in seeds}
         summary_ref = task.remote(args, work_dir, "summary")  # the driver need not see the data folder
         trained = {key: (Path(path), report) for key, (path, report) in
                    zip(train_refs, ray.get(list(train_refs.values())))}
@@ -363,10 +396,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "training; the data folder and --work must be reachable at the same paths on every node")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--defense-seeds", metavar="S,S,...",
+                   help="run each defense cell once per seed and report mean ± standard deviation "
+                        "(default: --seed alone)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)")
     add_common_arguments(p)
     return p
+
+
+def _parse_seeds(text: str | None, default: int) -> list[int]:
+    """``--defense-seeds`` as a list of distinct integers (``[default]`` when not given)."""
+    if text is None:
+        return [default]
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--defense-seeds takes a comma list of integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--defense-seeds needs at least one seed and no repeats, got {text!r}")
+    return seeds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defenses = [d for d in args.defenses.split(",") if d]
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    seeds = _parse_seeds(args.defense_seeds, args.seed)
     for m in model_names:
         models.resolve_arch_args(m)  # unknown names fail here, before any work
     unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
@@ -398,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]]
     runs = [d for d in defenses if d != NO_DEFENSE]
     if args.backend == "ray":
-        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args)
+        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args, seeds)
     else:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -411,8 +461,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
                                              attack_args)
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
-                defended[(m, a, d)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
-                                                   defense_args)
+                for seed in seeds:
+                    defended[(m, a, d, seed)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
+                                                             defense_args, seed)
         data_summary = _load_data(args, keep_others=False).summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
@@ -423,14 +474,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report, seconds=train_report.get("seconds"),
                          **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
         for defense_name in runs if attack_name != CLEAN else []:
-            cell = defended[(model_name, attack_name, defense_name)]
-            rows.append(_row(model_name, attack_name, defense_name, rate, cell["after"], seconds=cell["seconds"],
-                             defense_effectiveness_rating=cell.get("defense_effectiveness_rating"),
-                             clean_clips=cell["clean_clips"], epochs=cell["defense_config"]["epochs"]))
+            cells = {s: defended[(model_name, attack_name, defense_name, s)] for s in seeds}
+            first = cells[seeds[0]]
+            if len(seeds) == 1:
+                metrics, extra = first["after"], {"seconds": first["seconds"], "defense_effectiveness_rating":
+                                                  first.get("defense_effectiveness_rating")}
+            else:
+                metrics, extra = _seed_summary(cells)
+            rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
+                             clean_clips=first["clean_clips"], epochs=first["defense_config"]["epochs"]))
     write_json(out.with_name(out.name + ".json"), {
         "command": " ".join(["python -m core.grid", *argv]),
         "machine": machine_info(resolve_device(args.device)),
         "data": data_summary, "seconds": round(time.perf_counter() - started, 2), "backend": args.backend,
+        "defense_seeds": seeds,
         "defense_settings": {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
                              for d in defenses if d != NO_DEFENSE},
         "rows": rows,

@@ -137,7 +137,43 @@ def test_attack_rate_moves_only_attacks_that_cannot_exist_at_the_grid_rate():
         _attack_rate("ultrasonic", {"size": "200"}, 16000)  # wrong at every rate: refused, not moved
 
 
+def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_sc, tmp_path):
+    """--defense-seeds: the --seed cell keeps its name (an earlier grid's cell is reused), each other
+    seed is its own cell; the row is the seeds' mean with per-seed figures and standard deviations."""
+    out = tmp_path / "seeds"
+    work = tmp_path / "seeds_work"
+    ft_only = [a for a, b in zip(TINY, [*TINY[1:], ""]) if not a.startswith("gnft.") and not b.startswith("gnft.")]
+    base = ["--data", str(tiny_sc), *ft_only, "--defenses", "none,ft", "--no-clean", "--out", str(out)]
+    assert main(base) == 0
+    first = (work / "defend_smallcnn_badnets_ft.json").stat().st_mtime_ns
+    assert main([*base, "--defense-seeds", "0,1,2"]) == 0
+    assert (work / "defend_smallcnn_badnets_ft.json").stat().st_mtime_ns == first  # seed 0: reused
+    cells = {s: json.loads((work / f"defend_smallcnn_badnets_ft{'' if s == 0 else f'_seed{s}'}.json").read_text())
+             for s in (0, 1, 2)}
+    assert [cells[s]["defense_config"]["seed"] for s in (0, 1, 2)] == [0, 1, 2]
+    assert (work / "defend_smallcnn_badnets_ft_seed1.safetensors").read_bytes() != \
+        (work / "defend_smallcnn_badnets_ft.safetensors").read_bytes()
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["defense_seeds"] == [0, 1, 2]
+    row = next(r for r in result["rows"] if r["defense"] == "ft")
+    for key in ("clean_accuracy", "attack_success_rate"):
+        vals = [cells[s]["after"][key] for s in (0, 1, 2)]
+        mean = sum(vals) / 3
+        assert row[key] == pytest.approx(mean)
+        assert row[f"{key}_std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
+    assert [p["seed"] for p in row["per_seed"]] == [0, 1, 2]
+    assert row["per_seed"][1]["clean_accuracy"] == cells[1]["after"]["clean_accuracy"]
+    md = out.with_suffix(".md").read_text()
+    assert "mean ± standard deviation over defense seeds 0, 1, 2" in md
+    line = next(l for l in md.splitlines() if l.startswith("| smallcnn | badnets |"))
+    assert f"{100 * row['clean_accuracy']:.1f} ± {100 * row['clean_accuracy_std']:.1f} / " in line
+    none_row = next(r for r in result["rows"] if r["defense"] == "none")
+    assert "seeds" not in none_row  # the backdoored model is trained once
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--defense-seeds", "0,0"], "no repeats"),
+    (["--defense-seeds", "0,x"], "comma list of integers"),
     (["--attacks", "ultrasonic", "--attack-arg", "ultrasonic.size=500"], "size is a percentage"),
     (["--defenses", "none,magic"], "unknown attack or defense: magic"),
     (["--defense-arg", "gnft.alpha=2"], "alpha must be in [0, 1]"),

@@ -1,13 +1,17 @@
 """How much larger is GN-FT's gradient than plain fine-tuning's on a converged backdoored model?
 
     python benchmarks/gnft_step_size.py --data DIR --model M1.safetensors [--model M2 ...]
-        [--r 0.05] [--alpha 0.7] [--clean-ratio 0.05] [--out benchmarks/results/gnft_step_size]
+        [--r 0.05] [--alpha 0.7] [--clean-ratio 0.05] [--batchnorm train,frozen]
+        [--out benchmarks/results/gnft_step_size]
 
 For each model, on its clean share of the training split (one full batch, train mode, as the
 first step of a defense): the clean loss, ‖g1‖ (the fine-tuning gradient) and ‖g‖ of GN-FT,
 g = (1 − α)·g1 + α·g2, with the perturbation normalised per tensor (the authors' code) and
 globally (GNP). With SGD the first step's length is lr·‖g‖, so the ratio ‖g‖/‖g1‖ says which
 learning rate makes GN-FT step as far as fine-tuning: it explains why one lr cannot suit both.
+``--batchnorm train,frozen`` measures each model in both BatchNorm modes of the defenses'
+``batchnorm`` option (frozen: running statistics normalise, so nothing renormalises the
+perturbed weights).
 Writes ``<out>.json`` and ``<out>.md``.
 """
 
@@ -27,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import this_command  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.defenses.base import clean_subset, clip_features  # noqa: E402
+from core.defenses.base import clean_subset, clip_features, train_mode  # noqa: E402
 from core.defenses.gnft import GNFTStep  # noqa: E402
 from core.models import split_front_end  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
@@ -38,7 +42,7 @@ def _norm(tensors) -> float:
 
 
 def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float, ratio: float,
-            device: torch.device) -> dict:
+            device: torch.device, batchnorm: str = "train") -> dict:
     """First-step gradient norms of FT and GN-FT (both norms) for one checkpoint."""
     model, meta = load_checkpoint(path)
     data = load_dataset(data_dir, vocab=vocab, sample_rate=meta["sample_rate"],
@@ -47,16 +51,17 @@ def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float,
     front, body = split_front_end(model.to(device))
     x = clip_features(front, data.waves[rows].to(device), 256)
     y = data.labels[rows].to(device)
-    row = {"model": path, "architecture": meta["architecture"], "clean_clips": int(rows.numel()), "r": r, "alpha": alpha}
+    row = {"model": path, "architecture": meta["architecture"], "clean_clips": int(rows.numel()), "r": r, "alpha": alpha,
+           "batchnorm": batchnorm}
     for norm in ("per-tensor", "global"):
-        work = copy.deepcopy(body).train()
+        work = train_mode(copy.deepcopy(body), batchnorm)
         step = GNFTStep(work, alpha, r, norm=norm)
         torch.manual_seed(0)  # the same dropout masks in every pass
         loss, g1 = step(work, x, y)
         row["clean_loss"], row["g1_norm"] = loss, _norm(g1)
         row[f"g_norm_{norm}"] = _norm(p.grad for p in step.params)
         row[f"ratio_{norm}"] = row[f"g_norm_{norm}"] / max(row["g1_norm"], 1e-12)
-    plain = copy.deepcopy(body).train()
+    plain = train_mode(copy.deepcopy(body), batchnorm)
     torch.manual_seed(0)
     F.cross_entropy(plain(x), y).backward()
     assert abs(_norm(p.grad for p in plain.parameters()) - row["g1_norm"]) <= 1e-4 * max(1.0, row["g1_norm"])
@@ -71,18 +76,23 @@ def main() -> int:
     p.add_argument("--r", type=float, default=0.05)
     p.add_argument("--alpha", type=float, default=0.7)
     p.add_argument("--clean-ratio", type=float, default=0.05)
+    p.add_argument("--batchnorm", default="train", help="comma list of BatchNorm modes: train, frozen (default train)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/gnft_step_size"))
     args = p.parse_args()
     torch.manual_seed(0)
     device = resolve_device(args.device)
-    rows = [measure(m, args.data, args.vocab, args.r, args.alpha, args.clean_ratio, device) for m in args.model]
+    modes = args.batchnorm.split(",")
+    if not set(modes) <= {"train", "frozen"}:
+        p.error(f"--batchnorm takes train and/or frozen, got {args.batchnorm!r}")
+    rows = [measure(m, args.data, args.vocab, args.r, args.alpha, args.clean_ratio, device, mode)
+            for m in args.model for mode in modes]
     write_json(f"{args.out}.json", {"command": this_command(), "machine": machine_info(device), "rows": rows})
     lines = ["# GN-FT first-step gradient against fine-tuning's", "", f"Command: `{this_command()}`", "",
-             "| model | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | ‖g‖ GN-FT global | ratio |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | BatchNorm | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | ‖g‖ GN-FT global | ratio |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {Path(r['model']).stem} | {r['clean_loss']:.4f} | {r['g1_norm']:.3f} | "
+        lines.append(f"| {Path(r['model']).stem} | {r['batchnorm']} | {r['clean_loss']:.4f} | {r['g1_norm']:.3f} | "
                      f"{r['g_norm_per-tensor']:.2f} | {r['ratio_per-tensor']:.1f}x | {r['g_norm_global']:.2f} | "
                      f"{r['ratio_global']:.1f}x |")
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")

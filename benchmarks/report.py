@@ -159,7 +159,8 @@ def _synth_speed(d: dict) -> Iterator[Row]:
 
 def _gnft_step_size(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
-        yield (f"{Path(r['model']).stem}: first GN-FT gradient / FT gradient (per-tensor, global)",
+        bn = ", BatchNorm frozen" if r.get("batchnorm", "train") != "train" else ""
+        yield (f"{Path(r['model']).stem}{bn}: first GN-FT gradient / FT gradient (per-tensor, global)",
                f"{r['ratio_per-tensor']:.1f}x, {r['ratio_global']:.1f}x", "", "–")
 
 

@@ -106,10 +106,13 @@ def _defend_report(d: dict) -> Iterator[Row]:
 
 def _gpu_path(d: dict) -> Iterator[Row]:
     s = d.get("setup", {})
+    reference = s.get("reference", "eager")  # files written before the reference was named: eager
     for r in d["rows"]:
+        speedup = r.get("speedup_over_reference", r.get("speedup_over_eager", "–"))
+        diff = r.get("max_abs_weight_difference_to_reference", r.get("max_abs_weight_difference_to_eager"))
         yield (f"{s.get('defense')} on {s.get('model')}, {r['variant']}: seconds per epoch (after the first)",
-               f"{r['steady_seconds_per_epoch']} s ({r.get('speedup_over_eager', '–')}× eager; "
-               f"max weight diff {r['max_abs_weight_difference_to_eager']:.1e})", "", "–")
+               f"{r['steady_seconds_per_epoch']} s ({speedup}× {reference}; "
+               f"max weight diff {'–' if diff is None else f'{diff:.1e}'})", "", "–")
 
 
 def _gnft_step(d: dict) -> Iterator[Row]:

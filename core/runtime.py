@@ -29,6 +29,8 @@ __all__ = [
     "write_text_atomic",
     "check_writable",
     "parse_bool",
+    "MEMORY_FORMATS",
+    "memory_format",
 ]
 
 log = logging.getLogger("core")
@@ -178,6 +180,20 @@ def parse_bool(text: str) -> bool:
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value
+
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def memory_format(choice: str, device: torch.device) -> torch.memory_format:
+    """The layout conv weights and activations train in. ``auto``: channels_last on CPU, where
+    oneDNN's convolutions run faster in it (``benchmarks/gpu_path.py`` measures it), contiguous
+    elsewhere (not measured on a GPU yet; ask for channels_last there to try it)."""
+    if choice not in MEMORY_FORMATS:
+        raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {choice!r}")
+    if choice == "auto":
+        choice = "channels_last" if device.type == "cpu" else "contiguous"
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

@@ -21,7 +21,7 @@ from core.data.audioset import AudioSet
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
-from core.runtime import autocast, resolve_device
+from core.runtime import MEMORY_FORMATS, autocast, memory_format, resolve_device
 
 __all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "clean_subset", "clip_features", "mask_bands", "train_mode",
            "Evaluator"]
@@ -66,6 +66,7 @@ class DefenseConfig:
     device: str = "auto"
     amp: Literal["none", "bf16"] = "none"
     compile: bool = False
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
 
     def validate(self) -> None:
         if not 0 < self.clean_ratio <= 1:
@@ -88,6 +89,8 @@ class DefenseConfig:
             raise ConfigError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}")
 
 
 #: One line per defense option, shown by ``python -m core.defend --help`` and as the GUI form's
@@ -109,6 +112,8 @@ OPTION_HELP: dict[str, str] = {
     "eval_every": "evaluate CA / ASR every this many epochs (and after the last)",
     "amp": "bf16 autocast for the passes (none = full float32)",
     "compile": "torch.compile the classifier (the first steps compile)",
+    "memory_format": "layout of the conv weights while fine-tuning: auto (channels_last on CPU, where it is faster; "
+                     "contiguous on a GPU), channels_last or contiguous; the result is handed back contiguous",
     "seed": "seed of the clean subset, batch order and dropout",
     "device": "auto, cpu or cuda",
     "grad_norm_every": "per-neuron gradient norms for a watching application every this many steps; 0 = never",
@@ -274,6 +279,7 @@ class Defense:
         self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
+        body.to(memory_format=memory_format(c.memory_format, device))  # handed back contiguous below
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
         stepped = torch.compile(body) if c.compile else body  # shares body's parameters
         gen = torch.Generator().manual_seed(c.seed)
@@ -321,5 +327,6 @@ class Defense:
                     measure(0)
         except Cancelled:
             return DefenseResult(model, True, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
+        work.to(memory_format=torch.contiguous_format)
         return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c),
                              self.details())

@@ -225,7 +225,8 @@ def test_features_computed_once_give_the_same_repair_as_full_passes(tmp_path):
     model = build("smallcnn", 4, FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
     front, body = split_front_end(model)
     assert front is model.front_end and body is model.classifier
-    config = GNFTConfig(clean_ratio=1.0, epochs=2, batch_size=8, device="cpu", lr=0.01)
+    # contiguous like the hand loop below (channels_last draws dropout masks in another order)
+    config = GNFTConfig(clean_ratio=1.0, epochs=2, batch_size=8, device="cpu", lr=0.01, memory_format="contiguous")
     result = GNFT(config).run(model, data)
     # the same schedule by hand, every pass through the whole model (front end included)
     rows = clean_subset(data, 1.0, config.seed)
@@ -425,3 +426,52 @@ def test_frozen_batchnorm_normalises_with_the_running_statistics_and_keeps_them(
     assert frozen.drop.training is False and not frozen.training  # handed back in eval mode
     with pytest.raises(ConfigError, match="batchnorm"):
         defense(defense.Config(batchnorm="eval"))
+
+
+class Tiny2d(nn.Module):
+    """Conv2d + BatchNorm2d on [B, 1, 8, 8] inputs; records the layout its conv saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 36, 3)
+        self.layouts: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.conv(x.view(-1, 1, 8, 8))))
+        if self.training:
+            self.layouts.append(h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous())
+        return self.fc(h.flatten(1))
+
+
+def tiny_set_2d(n: int = 60) -> AudioSet:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 3
+    waves = torch.randn(n, 64, generator=g) + labels.view(-1, 1).float()
+    return AudioSet(waves, labels, [f"s{i % 5}" for i in range(n)], ["a", "b", "c"], 16000,
+                    {"train": torch.arange(0, 50), "test": torch.arange(50, n)})
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_channels_last_trains_in_that_layout_and_hands_back_the_usual_one(defense):
+    """memory_format: the steps run in the asked layout ("auto" is channels_last on CPU), the repaired
+    model comes back contiguous, and both layouts give the same weights up to float rounding."""
+    torch.manual_seed(0)
+    model = Tiny2d().eval()
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    data = tiny_set_2d()
+    results = {}
+    for layout in ("auto", "channels_last", "contiguous"):
+        model.layouts.clear()
+        config = defense.Config(clean_ratio=1.0, epochs=2, batch_size=16, lr=0.05, device="cpu", memory_format=layout)
+        results[layout] = defense(config).run(model, data).model
+        assert results[layout].layouts and all(results[layout].layouts) == (layout != "contiguous")
+        assert all(t.is_contiguous() for t in results[layout].state_dict().values())
+    assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())  # the input is left alone
+    for (name, p), q in zip(results["contiguous"].named_parameters(), results["channels_last"].parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    auto, last = results["auto"].state_dict(), results["channels_last"].state_dict()
+    assert all(torch.equal(auto[k], last[k]) for k in auto)
+    with pytest.raises(ConfigError, match="memory_format"):
+        defense(defense.Config(memory_format="nchw"))

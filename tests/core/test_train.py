@@ -89,6 +89,40 @@ def test_test_split_never_steers_training(tiny_data):
     assert b.report["clean_accuracy"] < a.report["clean_accuracy"]
 
 
+def test_channels_last_training_matches_contiguous_and_saves_the_usual_layout(tiny_data, tmp_path, monkeypatch):
+    """memory_format changes only the layout the steps run in: without dropout (whose masks follow
+    the memory order) both layouts take the same first steps up to float rounding, and the
+    classifier comes back (and is saved) in the usual contiguous layout either way."""
+    from core import models
+
+    original = models.build
+
+    def build_without_dropout(*args, **kwargs):
+        model = original(*args, **kwargs)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return model
+
+    monkeypatch.setattr(models, "build", build_without_dropout)
+    losses = {}
+    for layout in ("channels_last", "contiguous"):
+        obs = Recorder()
+        result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2, "patience": 2}, seed=0, memory_format=layout), observer=obs)
+        assert result.report["config"]["memory_format"] == layout
+        assert all(p.is_contiguous() for p in result.model.classifier.parameters())
+        _, meta = load_checkpoint(save_checkpoint(tmp_path / f"{layout}.safetensors", result.model, result.metadata))
+        assert meta["provenance"]["training"]["memory_format"] == layout
+        losses[layout] = [s.loss for s in obs.steps]
+    # Adam turns rounding-level gradient differences of near-zero weights into whole steps, so the
+    # weights drift apart slowly; the losses of the first steps are where the layouts must agree
+    assert len(losses["contiguous"]) == len(losses["channels_last"]) >= 4
+    assert losses["channels_last"][0] == pytest.approx(losses["contiguous"][0], rel=1e-5)  # before any update
+    assert losses["channels_last"][:4] == pytest.approx(losses["contiguous"][:4], rel=5e-3)
+    with pytest.raises(ConfigError, match="memory_format"):
+        TrainConfig(memory_format="nhwc")
+
+
 def test_checkpoint_of_trained_model_reproduces_metrics(tiny_data, tmp_path):
     attack = get_attack("badnets", seed=0)
     result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2}, seed=0), attack)

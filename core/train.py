@@ -376,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the classifier for training (first steps compile; needs a C++ compiler on CPU)")
     p.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
                    help="layout of the conv weights while training: auto (default: channels_last on CPU, where it "
-                        "is faster, contiguous on a GPU), channels_last or contiguous (the same weights up to float rounding; "
-                        "the checkpoint is written in the usual layout)")
+                        "is faster, contiguous on a GPU), channels_last or contiguous (dropout masks follow the layout, so a seed "
+                        "repeats within one layout; the checkpoint is written in the usual layout)")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start from this checkpoint's weights (same architecture, classes and front end), e.g. to "
                         "continue a run that hit its epoch cap; the optimiser starts fresh")

@@ -61,25 +61,16 @@ def plan(datasets: dict[str, list[str]], models: list[str], attacks: list[str], 
     rows = []
     for data_name, data_args in datasets.items():
         for model in models:
-            rates = ["16k"] + (["44k"] if "ultrasonic" in attacks else [])
-            for rate in rates:
-                extra = HIGH_RATE if rate == "44k" else []
-                name = f"{data_name}_{model}_clean_{rate}"
-                rows.append({"name": name, "data": data_name, "model": model, "attack": None, "rate": rate,
-                             "args": [*data_args, "--model", model, *extra,
-                                      *_budget_args(budget_for(name, rules, default)), *common]})
-            for attack in attacks:
-                rate = "44k" if attack == "ultrasonic" else "16k"
-                extra = HIGH_RATE if rate == "44k" else []
-                name = f"{data_name}_{model}_{attack}"
+            cells = [(None, rate) for rate in ["16k"] + (["44k"] if "ultrasonic" in attacks else [])]
+            cells += [(attack, "44k" if attack == "ultrasonic" else "16k") for attack in attacks]
+            for attack, rate in cells:
+                name = f"{data_name}_{model}_{attack or f'clean_{rate}'}"
+                epochs, patience = budget_for(name, rules, default)
                 rows.append({"name": name, "data": data_name, "model": model, "attack": attack, "rate": rate,
-                             "args": [*data_args, "--model", model, "--attack", attack, *extra,
-                                      *_budget_args(budget_for(name, rules, default)), *common]})
+                             "args": [*data_args, "--model", model, *(["--attack", attack] if attack else []),
+                                      *(HIGH_RATE if rate == "44k" else []), "--epochs", str(epochs),
+                                      "--patience", str(patience), *common]})
     return rows
-
-
-def _budget_args(budget: tuple[int, int]) -> list[str]:
-    return ["--epochs", str(budget[0]), "--patience", str(budget[1])]
 
 
 def table(rows: list[dict]) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "check_writable",
     "parse_bool",
     "MEMORY_FORMATS",
+    "check_memory_format",
     "memory_format",
 ]
 
@@ -185,12 +186,17 @@ def parse_bool(text: str) -> bool:
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
+def check_memory_format(choice: str) -> None:
+    """A ConfigError naming the choices unless ``choice`` is one of ``MEMORY_FORMATS``."""
+    if choice not in MEMORY_FORMATS:
+        raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {choice!r}")
+
+
 def memory_format(choice: str, device: torch.device) -> torch.memory_format:
     """The layout conv weights and activations train in. ``auto``: channels_last on CPU, where
     oneDNN's convolutions run faster in it (``benchmarks/gpu_path.py`` measures it), contiguous
     elsewhere (not measured on a GPU yet; ask for channels_last there to try it)."""
-    if choice not in MEMORY_FORMATS:
-        raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {choice!r}")
+    check_memory_format(choice)
     if choice == "auto":
         choice = "channels_last" if device.type == "cpu" else "contiguous"
     return torch.channels_last if choice == "channels_last" else torch.contiguous_format

@@ -39,6 +39,7 @@ from core.runtime import (
     MEMORY_FORMATS,
     add_common_arguments,
     autocast,
+    check_memory_format,
     check_writable,
     machine_info,
     memory_format,
@@ -81,8 +82,7 @@ class TrainConfig:
     memory_format: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}")
+        check_memory_format(self.memory_format)
         if self.stop_on not in STOP_ON:
             raise ConfigError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
 

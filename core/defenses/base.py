@@ -21,7 +21,7 @@ from core.data.audioset import AudioSet
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
-from core.runtime import MEMORY_FORMATS, autocast, memory_format, resolve_device
+from core.runtime import autocast, check_memory_format, memory_format, resolve_device
 
 __all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "clean_subset", "clip_features", "mask_bands", "train_mode",
            "Evaluator"]
@@ -89,8 +89,7 @@ class DefenseConfig:
             raise ConfigError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
         if self.amp not in ("none", "bf16"):
             raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {self.memory_format!r}")
+        check_memory_format(self.memory_format)
 
 
 #: One line per defense option, shown by ``python -m core.defend --help`` and as the GUI form's

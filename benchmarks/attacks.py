@@ -2,8 +2,9 @@
 
 For each (data, model) a clean model is trained once (twice where an attack needs 44.1 kHz:
 Ultrasonic), then one backdoored model per attack at 10 % poisoning (FlowMur: clean label at
-its recipe's rate). Rows are resumable (a row whose report exists is not run again) and can
-be spread over processes. Writes ``benchmarks/results/attacks.json`` and ``attacks.md``:
+its recipe's rate). Rows are resumable (a row whose report exists in ``--work`` is not run again)
+and can be spread over processes; a row with no report in ``--work`` keeps its row from the
+earlier ``--out`` JSON, so the committed table survives a fresh checkout (``runs/`` is not kept). Writes ``benchmarks/results/attacks.json`` and ``attacks.md``:
 CA of the clean model, CA and ASR of the backdoored one, the CA drop, wall time, command.
 Target: ASR >= 95 % at a CA drop <= 2 points for every attack.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +75,46 @@ def plan(datasets: dict[str, list[str]], models: list[str], attacks: list[str], 
     return rows
 
 
+def select(row: dict) -> dict:
+    return {k: row[k] for k in ("name", "data", "model", "attack", "rate")}
+
+
+def flat_row(result: dict) -> dict:
+    """One table row from a gathered run: its report's figures, or its error."""
+    row = select(result)
+    if "error" in result:
+        return {**row, "error": result["error"]}
+    rep = result["report"]
+    return {**row, "clean_accuracy": rep["clean_accuracy"], "attack_success_rate": rep.get("attack_success_rate"),
+            "robust_accuracy": rep.get("robust_accuracy"), "poisoned_clips": rep.get("poisoned_clips"),
+            "seconds": rep["seconds"], "epochs_run": rep["epochs_run"], "command": rep["command"],
+            "epochs": rep.get("config", {}).get("epochs"), "patience": rep.get("config", {}).get("patience")}
+
+
+def previous_rows(path: Path) -> dict[str, dict]:
+    """The rows that ran in an earlier results file, by name: kept when their work report is gone
+    (the work folder holds checkpoints and is not committed; the results file is)."""
+    if not path.is_file():
+        return {}
+    return {r["name"]: {k: v for k, v in r.items() if k not in ("clean_model_accuracy", "clean_accuracy_drop",
+                                                                "target_met")}
+            for r in json.loads(path.read_text())["rows"] if not r.get("not_run") and "error" not in r}
+
+
+def add_drops(rows: list[dict]) -> None:
+    """Give each attack row the clean model's CA of its (data, model, rate), its CA drop and the target verdict."""
+    clean = {(r["data"], r["model"], r["rate"]): r["clean_accuracy"] for r in rows
+             if r["attack"] is None and "clean_accuracy" in r}
+    for row in rows:
+        reference = clean.get((row["data"], row["model"], row["rate"]))
+        if row["attack"] is None or reference is None or "clean_accuracy" not in row:
+            continue
+        row["clean_model_accuracy"] = reference
+        row["clean_accuracy_drop"] = reference - row["clean_accuracy"]
+        row["target_met"] = (row["attack_success_rate"] >= TARGETS["asr"]
+                             and row["clean_accuracy_drop"] <= TARGETS["ca_drop"])
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| data | model | attack | clean CA | backdoored CA | CA drop | ASR | met | epochs (cap / patience) "
              "| seconds |",
@@ -113,7 +155,8 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     p.add_argument("--report-only", action="store_true",
-                   help="run nothing: tabulate the rows whose reports exist, list the others as not run")
+                   help="run nothing: tabulate the rows whose reports exist (or that an earlier --out file "
+                        "holds), list the others as not run")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "attacks"))
     args = p.parse_args()
     datasets: dict[str, list[str]] = {}
@@ -133,29 +176,12 @@ def main() -> int:
     if not args.report_only:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda r: run_row(r, work, threads), to_run))
-    results = [gather(r, work) or {**r, "not_run": True} for r in rows]
-    clean = {(r["data"], r["model"], r["rate"]): r["report"]["clean_accuracy"] for r in results
-             if r["attack"] is None and "report" in r}
+    previous = previous_rows(Path(f"{args.out}.json"))
     out_rows = []
-    for r in results:
-        row = {k: r[k] for k in ("name", "data", "model", "attack", "rate")}
-        if r.get("not_run"):
-            row["not_run"] = True
-        elif "error" in r:
-            row["error"] = r["error"]
-        else:
-            rep = r["report"]
-            row.update(clean_accuracy=rep["clean_accuracy"], attack_success_rate=rep.get("attack_success_rate"),
-                       robust_accuracy=rep.get("robust_accuracy"), poisoned_clips=rep.get("poisoned_clips"),
-                       seconds=rep["seconds"], epochs_run=rep["epochs_run"], command=rep["command"],
-                       epochs=rep.get("config", {}).get("epochs"), patience=rep.get("config", {}).get("patience"))
-            reference = clean.get((r["data"], r["model"], r["rate"]))
-            if r["attack"] is not None and reference is not None:
-                row["clean_model_accuracy"] = reference
-                row["clean_accuracy_drop"] = reference - rep["clean_accuracy"]
-                row["target_met"] = (rep["attack_success_rate"] >= TARGETS["asr"]
-                                     and row["clean_accuracy_drop"] <= TARGETS["ca_drop"])
-        out_rows.append(row)
+    for r in rows:
+        result = gather(r, work)
+        out_rows.append(flat_row(result) if result else previous.get(r["name"], {**select(r), "not_run": True}))
+    add_drops(out_rows)
     write_json(f"{args.out}.json", {"command": this_command(), "machine": machine_info(), "targets": TARGETS,
                                     "rows": out_rows})
     Path(f"{args.out}.md").write_text(f"# Attacks\n\nCommand: `{this_command()}`\n\n{table(out_rows)}")

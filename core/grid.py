@@ -26,6 +26,12 @@ end's windows kept in time (n_fft 400 / hop 160 at 16 kHz become 1103 / 441 at 4
 recipe's), and a clean model of each architecture is trained at that rate too
 (``train_<model>_clean_44k``) as its clean-accuracy reference. Every row records its ``sample_rate``.
 
+``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
+is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
+produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
+command that made it. It is refused when the earlier file used other defense settings or other
+data, so a table never mixes hyperparameters.
+
 ``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
 one; without ``--address`` a local instance is started): the same cell functions and files, so a
 grid resumes across backends and gives the same numbers.
@@ -232,6 +238,30 @@ def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: di
             **{k: metrics.get(k) for k in METRICS}, **extra}
 
 
+def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
+                       data_summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack) pairs that
+    ``rows`` has no model for; refused when that file's defense settings or data differ from this run's."""
+    if not path.is_file():
+        return rows
+    earlier = json.loads(path.read_text())
+    settings = earlier.get("defense_settings", {})
+    differ = [d for d in defense_settings if d in settings and settings[d] != defense_settings[d]]
+    if differ:
+        raise ConfigError(f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
+                          f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out")
+    def placeless(summary: dict[str, Any]) -> dict[str, Any]:  # the same data may sit in another folder
+        return {**summary, "source": {k: v for k, v in summary.get("source", {}).items() if k != "root"}}
+
+    if placeless(earlier.get("data", {})) != placeless(data_summary):
+        raise ConfigError(f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out")
+    produced = {(r["model"], r["attack"]) for r in rows if not r.get("not_run")}
+    kept = [{**r, "command": r.get("command", earlier["command"])} for r in earlier["rows"]
+            if (r["model"], r["attack"]) not in produced and not r.get("not_run")]
+    keep_pairs = {(r["model"], r["attack"]) for r in kept}
+    return kept + [r for r in rows if (r["model"], r["attack"]) not in keep_pairs]
+
+
 def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(mean metrics, extra row fields) of one defense cell run under several seeds."""
     seeds = sorted(cells)
@@ -401,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: --seed alone)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)")
+    p.add_argument("--keep-earlier", action="store_true",
+                   help="keep the rows of an earlier <out>.json for the model/attack pairs this run has no model "
+                        "for (its work folder is gone, or they are not in --attacks), each with the command that "
+                        "made it; refused when that file used other defense settings or data")
     add_common_arguments(p)
     return p
 
@@ -483,13 +517,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 metrics, extra = _seed_summary(cells)
             rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
                              clean_clips=first["clean_clips"], epochs=first["defense_config"]["epochs"]))
+    command = " ".join(["python -m core.grid", *argv])
+    rows = [{**r, "command": command} for r in rows]
+    defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
+                        for d in defenses if d != NO_DEFENSE}
+    if args.keep_earlier:
+        rows = _with_earlier_rows(rows, out.with_name(out.name + ".json"), defense_settings, data_summary)
+        defenses = list(dict.fromkeys([*defenses, *(r["defense"] for r in rows)]))
     write_json(out.with_name(out.name + ".json"), {
-        "command": " ".join(["python -m core.grid", *argv]),
+        "command": command,
         "machine": machine_info(resolve_device(args.device)),
         "data": data_summary, "seconds": round(time.perf_counter() - started, 2), "backend": args.backend,
         "defense_seeds": seeds,
-        "defense_settings": {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
-                             for d in defenses if d != NO_DEFENSE},
+        "defense_settings": defense_settings,
         "rows": rows,
     })
     out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))

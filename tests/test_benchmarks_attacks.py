@@ -63,3 +63,37 @@ def test_only_runs_the_chosen_row_with_its_budget_and_tabulates_the_rest(tmp_pat
     assert badnets["epochs_run"] == report["epochs_run"] <= 2
     assert badnets["attack_success_rate"] == report["attack_success_rate"]
     assert f"| {badnets['epochs_run']} (2 / 1) |" in out.with_suffix(".md").read_text()
+
+
+def test_rows_missing_from_the_work_folder_keep_their_earlier_results(tmp_path, tiny_fsdd):
+    """A fresh checkout has no work folder: the committed table must not turn into 'not run'."""
+    work, out = tmp_path / "work", tmp_path / "attacks"
+    args = [sys.executable, "benchmarks/attacks.py", "--fsdd", str(tiny_fsdd), "--models", "smallcnn",
+            "--attacks", "badnets", "--work", str(work), "--out", str(out)]
+    out.with_suffix(".json").write_text(json.dumps({"rows": [
+        {"name": "fsdd_smallcnn_clean_16k", "data": "fsdd", "model": "smallcnn", "attack": None, "rate": "16k",
+         "clean_accuracy": 0.9, "seconds": 10.0, "epochs_run": 3, "command": "python -m core.train A"},
+        {"name": "fsdd_smallcnn_badnets", "data": "fsdd", "model": "smallcnn", "attack": "badnets", "rate": "16k",
+         "clean_accuracy": 0.85, "attack_success_rate": 0.99, "seconds": 12.0, "epochs_run": 4,
+         "command": "python -m core.train B", "clean_model_accuracy": 0.5, "clean_accuracy_drop": 0.35}]}))
+    proc = subprocess.run([*args, "--report-only"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["fsdd_smallcnn_clean_16k"]["command"] == "python -m core.train A"
+    badnets = rows["fsdd_smallcnn_badnets"]
+    assert badnets["command"] == "python -m core.train B" and badnets["attack_success_rate"] == 0.99
+    # the drop is recomputed from the clean row now in the table, not copied from the old file
+    assert badnets["clean_model_accuracy"] == 0.9
+    assert badnets["clean_accuracy_drop"] == pytest.approx(0.05)
+    assert badnets["target_met"] is False  # drop 5 points > 2
+
+    # a row that now has a work report replaces the earlier one
+    (work / "fsdd_smallcnn_clean_16k.json").write_text(json.dumps(
+        {"clean_accuracy": 0.86, "seconds": 5.0, "epochs_run": 2, "command": "python -m core.train C",
+         "config": {"epochs": 2, "patience": 1}}))
+    proc = subprocess.run([*args, "--report-only"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["fsdd_smallcnn_clean_16k"]["command"] == "python -m core.train C"
+    assert rows["fsdd_smallcnn_badnets"]["clean_accuracy_drop"] == pytest.approx(0.01)
+    assert rows["fsdd_smallcnn_badnets"]["target_met"] is True

@@ -98,6 +98,48 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert "| not run | - |" in partial.with_suffix(".md").read_text()
 
 
+def test_keep_earlier_extends_a_committed_table_without_its_work_folder(tiny_sc, tmp_path):
+    """A fresh checkout has the results file but not the work folder: --keep-earlier keeps the
+    earlier pairs (with their commands) beside the new ones, and refuses other settings or data."""
+    out = tmp_path / "grid"
+    base = ["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft", "--no-train",
+            "--no-clean", "--out", str(out)]
+    assert main(base) == 0  # nothing to adopt: a not-run row, this data's summary and these settings
+    made = json.loads(out.with_suffix(".json").read_text())
+    earlier_rows = [
+        {"model": "smallcnn", "attack": "blend", "defense": "none", "sample_rate": 16000, "clean_accuracy": 0.9,
+         "attack_success_rate": 0.99, "robust_accuracy": 0.0},
+        {"model": "smallcnn", "attack": "blend", "defense": "gnft", "sample_rate": 16000, "clean_accuracy": 0.8,
+         "attack_success_rate": 0.05, "robust_accuracy": 0.7},
+        {"model": "smallcnn", "attack": "badnets", "defense": "none", "sample_rate": 16000, "clean_accuracy": 0.7,
+         "attack_success_rate": 1.0, "robust_accuracy": 0.0},
+    ]
+    out.with_suffix(".json").write_text(json.dumps({**made, "command": "python -m core.grid EARLIER",
+                                                    "rows": earlier_rows}))
+    assert main([*base, "--keep-earlier"]) == 0
+    rows = {(r["attack"], r["defense"]): r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows[("blend", "gnft")]["attack_success_rate"] == 0.05
+    assert rows[("blend", "gnft")]["command"] == "python -m core.grid EARLIER"
+    # badnets had a model then and none now: the earlier figures stay rather than a 'not run'
+    assert rows[("badnets", "none")]["clean_accuracy"] == 0.7
+    assert rows[("badnets", "none")]["command"] == "python -m core.grid EARLIER"
+    md = out.with_suffix(".md").read_text()
+    assert "| smallcnn | blend | - | 90.0 / 99.0 | - | 80.0 / 5.0 |" in md
+    # without the flag the earlier rows are not kept
+    out.with_suffix(".json").write_text(json.dumps({**made, "rows": earlier_rows}))
+    assert main(base) == 0
+    assert {r["attack"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]} == {"badnets"}
+    # other defense settings or other data: refused, and the earlier file is left as it was
+    out.with_suffix(".json").write_text(json.dumps({**made, "rows": earlier_rows}))
+    with pytest.raises(ConfigError, match="other gnft settings"):
+        main([*base, "--keep-earlier", "--defense-arg", "gnft.alpha=0.5"])
+    other_data = {**made, "data": {**made["data"], "clips": made["data"]["clips"] + 1}, "rows": earlier_rows}
+    out.with_suffix(".json").write_text(json.dumps(other_data))
+    with pytest.raises(ConfigError, match="other data"):
+        main([*base, "--keep-earlier"])
+    assert json.loads(out.with_suffix(".json").read_text()) == other_data
+
+
 def test_ultrasonic_cells_run_at_its_recipe_rate_beside_16k_cells(tiny_sc, tmp_path):
     """A 16 kHz grid with Ultrasonic: its cells (and a clean reference) at 44.1 kHz, windows kept in time."""
     out = tmp_path / "mixed"

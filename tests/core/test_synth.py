@@ -286,6 +286,16 @@ def test_synth_info_counts_match_the_files(corpus):
     assert info["clips_per_split"] == {"train": info["clips"] - sum(listed.values()), **listed}
     assert info["deterministic"] is True and info["generator_version"] == synth_module.GENERATOR_VERSION
     assert info["clips_per_second"] > 0 and info["seconds"] > 0
+    assert info["libraries"]["espeakng-loader"] != "not installed"
+    # the digest covers every file but the info itself: recomputed it matches, one changed byte does not
+    assert info["content_sha256"] == synth_module.corpus_digest(corpus)
+    clip = next((corpus / WORDS[0]).glob("*.wav"))
+    original = clip.read_bytes()
+    try:
+        clip.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        assert synth_module.corpus_digest(corpus) != info["content_sha256"]
+    finally:
+        clip.write_bytes(original)
 
 
 def test_the_project_loader_reads_the_corpus(corpus):
@@ -302,6 +312,8 @@ def test_same_seed_gives_identical_bytes_and_clips_do_not_depend_on_the_rest(cor
     again = tmp_path / "again"
     generate_corpus(again, WORDS, speakers=8, clips_per_speaker=2, seed=3, progress=False)
     assert _files(again) == _files(corpus)
+    digest = lambda root: json.loads((root / "synth_info.json").read_text())["content_sha256"]  # noqa: E731
+    assert digest(again) == digest(corpus)
     # one word alone: its clips are the same bytes as in the full corpus
     alone = tmp_path / "alone"
     generate_corpus(alone, ["no"], speakers=8, clips_per_speaker=2, seed=3, progress=False)

@@ -6,7 +6,8 @@
 Both methods give the same numbers (checked here: max absolute difference reported); the
 loop is the authors' procedure (zero one filter, run the whole set, restore). Both work on
 features computed once, so the ratio is the batching and the cached prefix alone. Target:
-batched at least 10x faster for a layer. Writes benchmarks/results/zones_speed_<device>.json.
+batched at least 10x faster for a layer. Each row also times the batched method with the other
+device's default pass size (``pass_elements``), side by side. Writes benchmarks/results/zones_speed_<device>.json.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import this_command  # noqa: E402
-from core.analysis.zones import exact_loss_changes, looped_loss_changes  # noqa: E402
+from core.analysis.zones import exact_loss_changes, looped_loss_changes, pass_elements  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.features import FrontEndConfig  # noqa: E402
 from core.models import build  # noqa: E402
@@ -61,8 +62,13 @@ def main() -> int:
 
         batched, t_batched = timed(lambda: exact_loss_changes(model, layer, waves, labels))
         looped, t_looped = timed(lambda: looped_loss_changes(model, layer, waves, labels))
+        # the other device's pass size, side by side: why the default differs between CPU and GPU
+        other = pass_elements(torch.device("cpu" if device.type == "cuda" else "cuda"))
+        _, t_other = timed(lambda: exact_loss_changes(model, layer, waves, labels, max_elements=other))
         row = {"layer": layer, "neurons": looped.numel(), "clips": args.clips,
                "looped_seconds": round(t_looped, 3), "batched_seconds": round(t_batched, 3),
+               "pass_elements": pass_elements(device), "other_pass_elements": other,
+               "batched_other_pass_seconds": round(t_other, 3),
                "speedup": round(t_looped / t_batched, 2),
                "max_abs_difference": float((batched - looped).abs().max()),
                "target_speedup": 10.0, "meets_target": t_looped / t_batched >= 10.0}

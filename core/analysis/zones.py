@@ -354,6 +354,16 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def pass_elements(device: torch.device) -> int:
+    """Default size (values of the layer's repeated output) of one batched pass on ``device``.
+
+    On a CPU, 4 Mi values (16 MB): measured on the ResNet side by side with one thread, 32 Mi made
+    the first conv layer's pass 1.8x slower than the one-neuron loop (its passes spill the caches,
+    and an early layer has little prefix to save), 4 Mi keeps it level with the loop and a deep
+    layer at 10-11x (``benchmarks/zones_speed.py``). On a GPU, 32 Mi: wide passes fill the device."""
+    return 32 * 2**20 if device.type == "cuda" else 4 * 2**20
+
+
 def _fit(layer_output: Any, max_elements: int, n: int) -> int:
     first = layer_output[0] if isinstance(layer_output, tuple) else layer_output
     return max(1, min(n, max_elements // max(1, first.numel())))
@@ -362,12 +372,14 @@ def _fit(layer_output: Any, max_elements: int, n: int) -> int:
 @torch.no_grad()
 def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor, *,
                        neurons_per_pass: int | None = None, batch_size: int = 64,
-                       max_elements: int = 32 * 2**20, lazy: bool = True) -> torch.Tensor:
+                       max_elements: int | None = None, lazy: bool = True) -> torch.Tensor:
     """ΔL per neuron of ``layer`` (equal to :func:`looped_loss_changes`), many neurons per forward pass.
 
     ``neurons_per_pass`` × ``batch_size`` clips go through the part of the network after the
     layer at once; by default as many neurons as keep the layer's repeated output under
     ``max_elements`` values (the prefix's outputs for ``batch_size`` clips are held too).
+    ``max_elements`` defaults to :func:`pass_elements` of the device: a CPU wants passes that stay
+    near its caches, a GPU wide ones.
     """
     with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         n = neuron_count(module)
@@ -379,7 +391,7 @@ def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels
             b = xb.shape[0]
             calls = patched.record(xb)
             base += float(F.cross_entropy(body(xb), yb, reduction="sum"))
-            per_pass = neurons_per_pass or _fit(calls[-1][1], max_elements, n)
+            per_pass = neurons_per_pass or _fit(calls[-1][1], max_elements or pass_elements(x.device), n)
             for group in _chunks(n, per_pass):
                 neurons = torch.arange(group.start, group.stop, device=x.device)
                 logits = None

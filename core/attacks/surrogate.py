@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["train_surrogate", "surrogate_on_rows", "insert_at", "optimise_trigger", "random_starts"]
+from core.attacks.sounds import scale_to_snr
+
+__all__ = ["train_surrogate", "surrogate_on_rows", "insert_at", "insert_at_snr", "optimise_trigger", "random_starts"]
 
 
 def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, front_end: Any, *,
@@ -63,14 +65,24 @@ def insert_at(wave: torch.Tensor, pattern: torch.Tensor, starts: torch.Tensor) -
     return wave + placed
 
 
+def insert_at_snr(wave: torch.Tensor, pattern: torch.Tensor, starts: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """``pattern`` added to each row of ``wave`` from ``starts[b]``, scaled per clip to ``snr_db`` below the
+    clip's energy (differentiable in ``pattern``: its loudness follows the clip, its shape is what is learnt)."""
+    gains = scale_to_snr(wave, pattern, snr_db)
+    return wave + insert_at(torch.zeros_like(wave), pattern, starts) * gains
+
+
 def optimise_trigger(surrogate: nn.Module, clips: torch.Tensor, goal: int, initial: torch.Tensor, *,
                      epsilon: float, steps: int, batch_size: int, lr: float, seed: int,
-                     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                     mix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = insert_at) -> torch.Tensor:
     """A trigger that makes ``surrogate`` predict ``goal`` wherever it is added to ``clips``.
 
     Adam on the trigger alone (the surrogate is frozen, eval mode); every step draws a batch
-    of clips and a fresh random offset per clip, adds the trigger there, and minimises the
-    cross-entropy to ``goal`` plus ``penalty(trigger)``; the trigger is clamped to
+    of clips and a fresh random offset per clip, puts the trigger there with ``mix(clips,
+    trigger, starts)`` (default: added as it is; an attack that poisons at a fixed SNR passes a
+    mix at that SNR, so the trigger is optimised at the loudness it will have), and minimises
+    the cross-entropy to ``goal`` plus ``penalty(trigger)``; the trigger is clamped to
     ±``epsilon`` after each step. Seeded: the same inputs give the same trigger.
     """
     for param in surrogate.parameters():
@@ -84,7 +96,7 @@ def optimise_trigger(surrogate: nn.Module, clips: torch.Tensor, goal: int, initi
     for _ in range(steps):
         pick = torch.randint(0, clips.shape[0], (batch,), generator=gen).to(device)
         starts = torch.randint(0, clips.shape[1] - trigger.numel() + 1, (batch,), generator=gen)
-        loss = F.cross_entropy(surrogate(insert_at(clips.index_select(0, pick), trigger, starts)), target)
+        loss = F.cross_entropy(surrogate(mix(clips.index_select(0, pick), trigger, starts)), target)
         if penalty is not None:
             loss = loss + penalty(trigger)
         optimizer.zero_grad(set_to_none=True)

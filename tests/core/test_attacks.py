@@ -311,3 +311,57 @@ def test_flowmur_makes_its_auxiliary_words_with_the_synthesiser(tone_set):
     aux_waves, aux_labels = attack.auxiliary(list(tone_set.classes), 16000, 16000)
     assert aux_waves.shape == (4, 16000) and sorted(aux_labels.tolist()) == [0, 0, 1, 1]
     assert float(aux_waves.abs().amax(1).min()) > 0.01  # real (synthetic) speech, not silence
+
+
+def test_optimised_triggers_are_seen_at_the_loudness_the_mix_gives():
+    """FlowMur optimises its trigger mixed at the poisoning SNR (the recipe's), not at full amplitude."""
+    from core.attacks.surrogate import insert_at_snr, optimise_trigger
+
+    seen: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(1600, 3)
+
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    clips = torch.randn(12, 1600) * 0.1
+    surrogate = Recorder().eval()
+
+    def snrs(batch):  # per clip: energy of the clean clip it came from / energy of what was added
+        added = batch.unsqueeze(1) - clips.unsqueeze(0)  # [B, 12, T]: the row that matches has a short support
+        best = added.abs().gt(1e-9).sum(-1).argmin(1)
+        diff = batch - clips[best]
+        return 10 * torch.log10(clips[best].pow(2).sum(1) / diff.pow(2).sum(1)), diff
+
+    optimise_trigger(surrogate, clips, 1, torch.full((200,), 0.1), epsilon=0.2, steps=3, batch_size=4, lr=1e-2,
+                     seed=0, mix=lambda x, p, s: insert_at_snr(x, p, s, 30.0))
+    for batch in seen:
+        snr, diff = snrs(batch)
+        torch.testing.assert_close(snr, torch.full_like(snr, 30.0), atol=0.05, rtol=0)
+        assert int(diff.abs().gt(0).sum(1).max()) <= 200  # a 200-sample trigger, placed once
+    seen.clear()
+    optimise_trigger(surrogate, clips, 1, torch.full((200,), 0.1), epsilon=0.2, steps=1, batch_size=4, lr=1e-2, seed=0)
+    _, diff = snrs(seen[0])
+    torch.testing.assert_close(diff.abs().amax(1), torch.full((4,), 0.1))  # default: added as it is
+    # the shape is learnt through the SNR scaling
+    pattern = torch.full((200,), 0.1, requires_grad=True)
+    insert_at_snr(clips[:2], pattern, torch.tensor([0, 700]), 30.0).sum().backward()
+    assert pattern.grad is not None and bool(pattern.grad.abs().sum() > 0)
+
+
+def test_flowmur_optimise_at_snr_is_a_recorded_choice(tone_set, tmp_path):
+    from core.attacks import attack_from_dict
+    from tests.conftest import write_speech_commands
+
+    aux = write_speech_commands(tmp_path / "aux", words=["cat", "dog"], speakers=3, per_speaker=2, seed=5)
+    common = dict(aux_data=str(aux), steps=5, batch_size=8, surrogate_epochs=1, seed=4)
+    at_snr = prepare(get_attack("flowmur", **common), tone_set)
+    loud = prepare(get_attack("flowmur", optimise_at_snr=False, **common), tone_set)
+    assert at_snr.params.optimise_at_snr is True
+    assert not torch.equal(at_snr.state["trigger"], loud.state["trigger"])
+    assert attack_from_dict(loud.to_dict()).params.optimise_at_snr is False

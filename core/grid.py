@@ -240,7 +240,7 @@ def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: di
 
 def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
                        data_summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack) pairs that
+    """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for; refused when that file's defense settings or data differ from this run's."""
     if not path.is_file():
         return rows
@@ -255,11 +255,14 @@ def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings:
 
     if placeless(earlier.get("data", {})) != placeless(data_summary):
         raise ConfigError(f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out")
-    produced = {(r["model"], r["attack"]) for r in rows if not r.get("not_run")}
+    def pair(r: dict[str, Any]) -> tuple:  # a clean model exists once per rate
+        return r["model"], r["attack"], r.get("sample_rate")
+
+    produced = {pair(r) for r in rows if not r.get("not_run")}
     kept = [{**r, "command": r.get("command", earlier["command"])} for r in earlier["rows"]
-            if (r["model"], r["attack"]) not in produced and not r.get("not_run")]
-    keep_pairs = {(r["model"], r["attack"]) for r in kept}
-    return kept + [r for r in rows if (r["model"], r["attack"]) not in keep_pairs]
+            if pair(r) not in produced and not r.get("not_run")]
+    keep_pairs = {pair(r) for r in kept}
+    return kept + [r for r in rows if pair(r) not in keep_pairs]
 
 
 def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

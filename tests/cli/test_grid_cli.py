@@ -231,3 +231,22 @@ def test_bad_input_is_one_line_before_any_work(tiny_sc, tmp_path, extra, message
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "g_work").exists()
+
+
+def test_keep_earlier_keys_clean_models_by_rate(tmp_path):
+    """A run that adopts only the 44.1 kHz clean model keeps the earlier 16 kHz one (the bug: it was dropped)."""
+    def row(attack, rate, ca, **extra):
+        return {"model": "resnet", "attack": attack, "defense": "none", "sample_rate": rate, "clean_accuracy": ca,
+                "attack_success_rate": None, "robust_accuracy": None, **extra}
+
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"command": "python -m core.grid OLD", "data": {"clips": 3}, "defense_settings": {},
+                                "rows": [row("clean", 16000, 0.95), row("badnets", 16000, 0.9)]}))
+    now = [row("clean", 16000, None, not_run=True), row("clean", 44100, 0.91, command="NEW"),
+           row("badnets", 16000, 0.8, command="NEW")]
+    merged = grid._with_earlier_rows(now, path, {}, {"clips": 3})
+    by_cell = {(r["attack"], r["sample_rate"]): r for r in merged}
+    assert len(merged) == 3 and not any(r.get("not_run") for r in merged)
+    assert by_cell[("clean", 16000)]["clean_accuracy"] == 0.95
+    assert by_cell[("clean", 16000)]["command"] == "python -m core.grid OLD"
+    assert by_cell[("clean", 44100)]["command"] == "NEW" and by_cell[("badnets", 16000)]["clean_accuracy"] == 0.8

@@ -241,7 +241,8 @@ def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: di
 def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
                        data_summary: dict[str, Any]) -> list[dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
-    ``rows`` has no model for; refused when that file's defense settings or data differ from this run's."""
+    ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
+    the file's own command); refused when that file's defense settings or data differ from this run's."""
     if not path.is_file():
         return rows
     earlier = json.loads(path.read_text())
@@ -521,7 +522,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
                              clean_clips=first["clean_clips"], epochs=first["defense_config"]["epochs"]))
     command = " ".join(["python -m core.grid", *argv])
-    rows = [{**r, "command": command} for r in rows]
     defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
                         for d in defenses if d != NO_DEFENSE}
     if args.keep_earlier:

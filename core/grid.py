@@ -239,31 +239,34 @@ def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: di
 
 
 def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
-                       data_summary: dict[str, Any]) -> list[dict[str, Any]]:
+                       data_summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
-    the file's own command); refused when that file's defense settings or data differ from this run's."""
+    the file's own command), and the defense settings of both; refused when that file's settings
+    for a defense of this run, or its data, differ from this run's."""
     if not path.is_file():
-        return rows
+        return rows, defense_settings
     earlier = json.loads(path.read_text())
     settings = earlier.get("defense_settings", {})
     differ = [d for d in defense_settings if d in settings and settings[d] != defense_settings[d]]
     if differ:
         raise ConfigError(f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
                           f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out")
+
     def placeless(summary: dict[str, Any]) -> dict[str, Any]:  # the same data may sit in another folder
         return {**summary, "source": {k: v for k, v in summary.get("source", {}).items() if k != "root"}}
 
     if placeless(earlier.get("data", {})) != placeless(data_summary):
         raise ConfigError(f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out")
-    def pair(r: dict[str, Any]) -> tuple:  # a clean model exists once per rate
+
+    def cell(r: dict[str, Any]) -> tuple:  # a clean model exists once per rate
         return r["model"], r["attack"], r.get("sample_rate")
 
-    produced = {pair(r) for r in rows if not r.get("not_run")}
+    produced = {cell(r) for r in rows if not r.get("not_run")}
     kept = [{**r, "command": r.get("command", earlier["command"])} for r in earlier["rows"]
-            if pair(r) not in produced and not r.get("not_run")]
-    keep_pairs = {pair(r) for r in kept}
-    return kept + [r for r in rows if pair(r) not in keep_pairs]
+            if cell(r) not in produced and not r.get("not_run")]
+    kept_cells = {cell(r) for r in kept}
+    return kept + [r for r in rows if cell(r) not in kept_cells], {**settings, **defense_settings}
 
 
 def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -525,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
                         for d in defenses if d != NO_DEFENSE}
     if args.keep_earlier:
-        rows = _with_earlier_rows(rows, out.with_name(out.name + ".json"), defense_settings, data_summary)
+        rows, defense_settings = _with_earlier_rows(rows, out.with_name(out.name + ".json"), defense_settings,
+                                                    data_summary)
         defenses = list(dict.fromkeys([*defenses, *(r["defense"] for r in rows)]))
     write_json(out.with_name(out.name + ".json"), {
         "command": command,

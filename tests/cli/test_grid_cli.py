@@ -125,6 +125,12 @@ def test_keep_earlier_extends_a_committed_table_without_its_work_folder(tiny_sc,
     assert rows[("badnets", "none")]["command"] == "python -m core.grid EARLIER"
     md = out.with_suffix(".md").read_text()
     assert "| smallcnn | blend | - | 90.0 / 99.0 | - | 80.0 / 5.0 |" in md
+    # a defense only the earlier file ran keeps its settings in the file
+    earlier_settings = {**made["defense_settings"], "clp": {"u": 3.0}}
+    out.with_suffix(".json").write_text(json.dumps({**made, "defense_settings": earlier_settings,
+                                                    "rows": earlier_rows}))
+    assert main([*base, "--keep-earlier"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["defense_settings"] == earlier_settings
     # without the flag the earlier rows are not kept
     out.with_suffix(".json").write_text(json.dumps({**made, "rows": earlier_rows}))
     assert main(base) == 0
@@ -244,7 +250,8 @@ def test_keep_earlier_keys_clean_models_by_rate(tmp_path):
                                 "rows": [row("clean", 16000, 0.95), row("badnets", 16000, 0.9)]}))
     now = [row("clean", 16000, None, not_run=True), row("clean", 44100, 0.91, command="NEW"),
            row("badnets", 16000, 0.8, command="NEW")]
-    merged = grid._with_earlier_rows(now, path, {}, {"clips": 3})
+    merged, settings = grid._with_earlier_rows(now, path, {"gnft": {"lr": 0.01}}, {"clips": 3})
+    assert settings == {"gnft": {"lr": 0.01}}
     by_cell = {(r["attack"], r["sample_rate"]): r for r in merged}
     assert len(merged) == 3 and not any(r.get("not_run") for r in merged)
     assert by_cell[("clean", 16000)]["clean_accuracy"] == 0.95

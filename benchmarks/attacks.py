@@ -4,7 +4,8 @@ For each (data, model) a clean model is trained once (twice where an attack need
 Ultrasonic), then one backdoored model per attack at 10 % poisoning (FlowMur: clean label at
 its recipe's rate). Rows are resumable (a row whose report exists in ``--work`` is not run again)
 and can be spread over processes; a row with no report in ``--work`` keeps its row from the
-earlier ``--out`` JSON, so the committed table survives a fresh checkout (``runs/`` is not kept). Writes ``benchmarks/results/attacks.json`` and ``attacks.md``:
+earlier ``--out`` JSON, so the committed table survives a fresh checkout (``runs/`` is not kept).
+Writes ``benchmarks/results/attacks.json`` and ``attacks.md``:
 CA of the clean model, CA and ASR of the backdoored one, the CA drop, wall time, command.
 Target: ASR >= 95 % at a CA drop <= 2 points for every attack.
 

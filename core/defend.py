@@ -22,7 +22,7 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import add_data_arguments, load_from_args
 from core.defenses import DEFENSES, OPTION_HELP
 from core.errors import AttackError, ConfigError
-from core.metrics import defense_effectiveness_rating
+from core.metrics import defense_effectiveness_rating, defense_findings
 from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
@@ -168,6 +168,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     else:
         report["note"] = ("no attack information (none recorded in the checkpoint and no --attack): "
                           "only clean accuracy is measured; the backdoor's removal cannot be checked")
+    report["findings"] = defense_findings(report["before"], report["after"], result.history,
+                                          result.clean_clips, len(meta["classes"]))
     history_entry = {k: report[k] for k in ("defense", "defense_details", "before", "after", "seconds", "clean_clips")}
     meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
                                                                     history_entry]))
@@ -194,6 +196,8 @@ def markdown_report(report: dict[str, Any]) -> str:
               "", "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name")]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
+    if report.get("findings"):
+        lines += ["", "## Findings", "", *(f"- {f}" for f in report["findings"])]
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         line += " (no attack known: ASR not measured)"
     print(f"{line}; {report['seconds']:.1f} s on {report['device']}; wrote {report['checkpoint']}")
+    for finding in report["findings"]:
+        print(f"warning: {finding}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ Conventions (one name per concept, fractions in [0, 1]):
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,9 +26,19 @@ __all__ = [
     "robust_accuracy",
     "backdoor_metrics",
     "defense_effectiveness_rating",
+    "defense_findings",
 ]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+
+#: A repaired model is a drop-in replacement when its clean accuracy is within this of the input's.
+CA_TOLERANCE = 0.02
+#: A backdoor counts as removed when its attack success rate is at most this.
+ASR_REMOVED = 0.10
+#: A mid-run clean-accuracy loss this large means the model was wrecked and relearnt, not repaired.
+COLLAPSE_DROP = 0.25
+#: Fewer clean clips per class than this make a thin set to relearn from.
+FEW_CLIPS_PER_CLASS = 20
 
 
 @torch.no_grad()
@@ -116,3 +126,36 @@ def defense_effectiveness_rating(before: dict[str, float], after: dict[str, floa
     d_asr = before["attack_success_rate"] - after["attack_success_rate"]
     d_ca = before["clean_accuracy"] - after["clean_accuracy"]
     return (max(0.0, d_asr) - max(0.0, d_ca) + 1.0) / 2.0
+
+
+def defense_findings(before: dict, after: dict, history: Sequence[dict],
+                     clean_clips: int, classes: int) -> list[str]:
+    """What a user should know before trusting the repaired model: each finding one sentence.
+
+    Says when clean accuracy fell more than ``CA_TOLERANCE``, when the backdoor was not removed
+    (ASR above ``ASR_REMOVED``), when clean accuracy collapsed during the run (the steps were too
+    large for the model: its clean task was wrecked and relearnt from the clean share) and when
+    the clean share is thin. An empty list means none of these was seen.
+    """
+    findings: list[str] = []
+    ca0, ca1 = before["clean_accuracy"], after["clean_accuracy"]
+    if ca0 - ca1 > CA_TOLERANCE:
+        findings.append(f"clean accuracy fell {100 * (ca0 - ca1):.1f} points ({100 * ca0:.1f} % -> {100 * ca1:.1f} %), "
+                        f"more than {100 * CA_TOLERANCE:.0f}: the repaired model is not a drop-in replacement")
+    asr0, asr = before.get("attack_success_rate"), after.get("attack_success_rate")
+    if asr0 is not None and asr0 <= ASR_REMOVED:
+        findings.append(f"the attack does not work on the input model (attack success rate {100 * asr0:.1f} % "
+                        "before the defense): this run cannot show a backdoor's removal")
+    elif asr is not None and asr > ASR_REMOVED:
+        findings.append(f"the backdoor is not removed: attack success rate {100 * asr:.1f} % after the defense "
+                        f"(removed means at most {100 * ASR_REMOVED:.0f} %)")
+    low = min(history, key=lambda h: h.get("clean_accuracy", 1.0), default=None)
+    if low is not None and ca0 - low.get("clean_accuracy", ca0) > COLLAPSE_DROP:
+        findings.append(f"clean accuracy collapsed to {100 * low['clean_accuracy']:.1f} % at epoch {low['epoch']} "
+                        f"(from {100 * ca0:.1f} %): the steps are too large for this model, which lost its clean task "
+                        "and had to relearn it from the clean share; a smaller learning rate (lr; for gnft also "
+                        "alpha or r) avoids the collapse")
+    if 0 < clean_clips < FEW_CLIPS_PER_CLASS * classes:
+        findings.append(f"the clean share is {clean_clips} clips, {clean_clips / classes:.0f} per class: a larger "
+                        "clean_ratio gives the defense more to keep the clean task with")
+    return findings

@@ -44,7 +44,7 @@ from core.events import EvalInfo, NeuronStats
 from core.models import analysable_layers
 from core.train import evaluate
 from core.errors import GnftError
-from core.metrics import predict_logits
+from core.metrics import defense_findings, predict_logits
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
@@ -568,7 +568,9 @@ class MainWindow(QMainWindow):
             return
         self.defense_result = outcome
         self._idle(f"{outcome['name']} finished: Accept or Revert")
-        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"])
+        findings = defense_findings(outcome["before"], outcome["after"], result.history, result.clean_clips,
+                                    len(self.meta["classes"]))
+        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"], findings)
 
     def analyse(self, layers: list[str]) -> Task | None:
         """Gradient norms (and, with an attack set, exact CLC/BLC and zones) of the loaded model's

@@ -75,6 +75,11 @@ class DefensePanel(QWidget):
         self.progress.setObjectName("defense_progress")
         self.eta = QLabel("")
         self.eta.setObjectName("defense_eta")
+        self.findings = QLabel("")  # what to know before accepting: core.metrics.defense_findings
+        self.findings.setObjectName("defense_findings")
+        self.findings.setWordWrap(True)
+        self.findings.setStyleSheet("color: #b26a00;")
+        self.findings.setVisible(False)
         self.curve_plot = pg.PlotWidget(title="test-split CA / ASR per evaluation")
         self.curve_plot.addLegend()
         self.curves = {key: self.curve_plot.plot([], [], name=label, symbol="o",
@@ -111,6 +116,7 @@ class DefensePanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.eta)
+        layout.addWidget(self.findings)
         for w in (self.curve_plot, self.loss_plot, self.result, self.runs_table):
             w.setMinimumHeight(150 if isinstance(w, pg.PlotWidget) else 90)  # readable even in a crowded dock
             layout.addWidget(w, 1)
@@ -172,6 +178,7 @@ class DefensePanel(QWidget):
             curve.setData([], [])
         self.loss_curve.setData([], [])
         self._fill_result(before, None)
+        self.show_findings([])
         self._clock.start()
         self._last_draw = -REDRAW_MS
         self.progress.setValue(0)
@@ -204,11 +211,18 @@ class DefensePanel(QWidget):
             if all(v is not None for v in values):
                 curve.setData(epochs, np.asarray(values, dtype=float))
 
-    def finish(self, before: dict[str, float], after: dict[str, float], seconds: float, name: str = "") -> None:
+    def finish(self, before: dict[str, float], after: dict[str, float], seconds: float, name: str = "",
+               findings: list[str] | tuple[str, ...] = ()) -> None:
         self._fill_result(before, after, seconds)
+        self.show_findings(findings)
         self._keep_run(name or self.choice.currentText(), before, after, seconds)
         self.eta.setText(f"finished in {seconds:.1f} s: Accept makes it the current model, Revert discards it")
         self.set_state("finished")
+
+    def show_findings(self, findings: list[str] | tuple[str, ...]) -> None:
+        """One warning line per finding under the progress line; hidden when there are none."""
+        self.findings.setText("\n".join(f"\u26a0 {f}" for f in findings))
+        self.findings.setVisible(bool(findings))
 
     def _keep_run(self, name: str, before: dict[str, float], after: dict[str, float], seconds: float) -> None:
         """Remember a finished run: a row in the runs table now, dashed curves under the next run."""

@@ -11,6 +11,7 @@ import pytest
 
 from core.attacks import attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
+from core.metrics import defense_findings
 from core.data.speech_commands import load_speech_commands
 from core.features import FrontEndConfig
 from core.train import TrainConfig, evaluate, train_model
@@ -79,6 +80,12 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     assert history[0]["after"] == rep["after"]
     md = report.with_suffix(".md").read_text()
     assert "| attack success rate (ASR) |" in md and "DER" in md
+    # the findings are the report's own numbers judged, and the Markdown and the terminal carry each
+    assert rep["findings"] == defense_findings(rep["before"], rep["after"], rep["history"], rep["clean_clips"],
+                                               len(TINY_WORDS))
+    for finding in rep["findings"]:
+        assert f"- {finding}" in md and f"warning: {finding}" in proc.stderr
+    assert ("## Findings" in md) == bool(rep["findings"])
 
 
 def test_without_attack_information_only_clean_accuracy(workspace):

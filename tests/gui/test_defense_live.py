@@ -8,6 +8,7 @@ import torch
 
 from core.defenses import DEFENSES, OPTION_HELP, GNFTConfig
 from core.events import StepInfo
+from core.metrics import defense_findings
 
 
 def state(model):
@@ -54,6 +55,11 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     before, after = window.defense_result["before"], window.defense_result["after"]
     assert after["attack_success_rate"] < before["attack_success_rate"]
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
+    result = window.defense_result["result"]
+    findings = defense_findings(before, after, result.history, result.clean_clips, len(window.meta["classes"]))
+    # the panel says what the headless report would, one warning line each, before Accept
+    assert panel.findings.text() == "\n".join(f"\u26a0 {f}" for f in findings)
+    assert panel.findings.isVisibleTo(panel) == bool(findings)
     assert window.model is original and all(torch.equal(v, window.model.state_dict()[k])
                                             for k, v in original_state.items())  # untouched until Accept
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
@@ -77,6 +83,17 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "ft #2"
     panel.on_step(StepInfo("ft", 2, 4, 4, 0.1, 0.00125))  # the step line names the lr that step used
     assert "step 4/4, lr 0.00125, " in panel.eta.text()
+
+
+def test_findings_line_shows_each_warning_and_clears_at_the_next_run(qtbot, window):
+    panel = window.defense_panel
+    panel.finish({"clean_accuracy": 0.9}, {"clean_accuracy": 0.5}, 1.0, "ft",
+                 ["clean accuracy fell 40.0 points", "the clean share is 12 clips"])
+    assert panel.findings.text().splitlines() == ["\u26a0 clean accuracy fell 40.0 points",
+                                                  "\u26a0 the clean share is 12 clips"]
+    assert panel.findings.isVisibleTo(panel)
+    panel.start({"clean_accuracy": 0.9})
+    assert panel.findings.text() == "" and not panel.findings.isVisibleTo(panel)
 
 
 def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, window):

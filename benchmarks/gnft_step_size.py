@@ -9,6 +9,9 @@ first step of a defense): the clean loss, ‖g1‖ (the fine-tuning gradient) an
 g = (1 − α)·g1 + α·g2, with the perturbation normalised per tensor (the authors' code) and
 globally (GNP). With SGD the first step's length is lr·‖g‖, so the ratio ‖g‖/‖g1‖ says which
 learning rate makes GN-FT step as far as fine-tuning: it explains why one lr cannot suit both.
+It also gives the loss rise over the perturbation ε, L(θ + ε) − L(θ), beside a quadratic
+model's, ε·(g1 + g2)/2: where they agree, g2 − g1 is the Hessian term the approximation
+stands on, and a large rise is curvature (sharpness), not a perturbation out of range.
 ``--batchnorm train,frozen`` measures each model in both BatchNorm modes of the defenses'
 ``batchnorm`` option (frozen: running statistics normalise, so nothing renormalises the
 perturbed weights).
@@ -32,13 +35,9 @@ from benchmarks.common import this_command  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.defenses.base import clean_subset, clip_features, train_mode  # noqa: E402
-from core.defenses.gnft import GNFTStep  # noqa: E402
+from core.defenses.gnft import GNFTStep, total_norm  # noqa: E402
 from core.models import split_front_end  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
-
-
-def _norm(tensors) -> float:
-    return float(torch.sqrt(sum((t.detach().pow(2).sum() for t in tensors if t is not None), torch.zeros(()))))
 
 
 def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float, ratio: float,
@@ -58,13 +57,26 @@ def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float,
         step = GNFTStep(work, alpha, r, norm=norm)
         torch.manual_seed(0)  # the same dropout masks in every pass
         loss, g1 = step(work, x, y)
-        row["clean_loss"], row["g1_norm"] = loss, _norm(g1)
-        row[f"g_norm_{norm}"] = _norm(p.grad for p in step.params)
+        row["clean_loss"], row["g1_norm"] = loss, total_norm(g1)
+        row[f"perturbed_loss_{norm}"] = float(step.perturbed_loss)
+        row[f"g_norm_{norm}"] = total_norm(p.grad for p in step.params)
         row[f"ratio_{norm}"] = row[f"g_norm_{norm}"] / max(row["g1_norm"], 1e-12)
+        # the loss rise over ε against a quadratic model's, ε·(g1 + g2)/2 (exact for a quadratic loss):
+        # near 1, g2 − g1 is the Hessian term GN-FT's approximation stands on; α = 1 leaves g2 in .grad
+        sam = train_mode(copy.deepcopy(body), batchnorm)
+        sam_step = GNFTStep(sam, 1.0, r, norm=norm)
+        torch.manual_seed(0)
+        sam_step(sam, x, y)
+        scale = ([r / max(total_norm(g1), 1e-12)] * len(g1) if norm == "global"
+                 else [None if g is None else r / max(float(g.norm()), 1e-12) for g in g1])
+        quadratic = sum(float((s * g * (g + p.grad)).sum()) / 2
+                        for g, s, p in zip(g1, scale, sam_step.params) if g is not None and p.grad is not None)
+        row[f"rise_{norm}"] = row[f"perturbed_loss_{norm}"] - loss
+        row[f"rise_quadratic_{norm}"] = quadratic
     plain = train_mode(copy.deepcopy(body), batchnorm)
     torch.manual_seed(0)
     F.cross_entropy(plain(x), y).backward()
-    assert abs(_norm(p.grad for p in plain.parameters()) - row["g1_norm"]) <= 1e-4 * max(1.0, row["g1_norm"])
+    assert abs(total_norm(p.grad for p in plain.parameters()) - row["g1_norm"]) <= 1e-4 * max(1.0, row["g1_norm"])
     return row
 
 
@@ -89,12 +101,17 @@ def main() -> int:
             for m in args.model for mode in modes]
     write_json(f"{args.out}.json", {"command": this_command(), "machine": machine_info(device), "rows": rows})
     lines = ["# GN-FT first-step gradient against fine-tuning's", "", f"Command: `{this_command()}`", "",
-             "| model | BatchNorm | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | ‖g‖ GN-FT global | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"r = {args.r}, alpha = {args.alpha}, clean share {args.clean_ratio}.", "",
+             "Loss rise: L(θ + ε) − L(θ), and in brackets a quadratic model's, ε·(g1 + g2)/2.", "",
+             "| model | BatchNorm | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | loss rise | "
+             "‖g‖ GN-FT global | ratio | loss rise |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {Path(r['model']).stem} | {r['batchnorm']} | {r['clean_loss']:.4f} | {r['g1_norm']:.3f} | "
-                     f"{r['g_norm_per-tensor']:.2f} | {r['ratio_per-tensor']:.1f}x | {r['g_norm_global']:.2f} | "
-                     f"{r['ratio_global']:.1f}x |")
+                     f"{r['g_norm_per-tensor']:.2f} | {r['ratio_per-tensor']:.1f}x | "
+                     f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f}) | "
+                     f"{r['g_norm_global']:.2f} | {r['ratio_global']:.1f}x | "
+                     f"{r['rise_global']:.3f} ({r['rise_quadratic_global']:.3f}) |")
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

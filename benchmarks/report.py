@@ -163,8 +163,12 @@ def _synth_speed(d: dict) -> Iterator[Row]:
 def _gnft_step_size(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         bn = ", BatchNorm frozen" if r.get("batchnorm", "train") != "train" else ""
-        yield (f"{Path(r['model']).stem}{bn}: first GN-FT gradient / FT gradient (per-tensor, global)",
+        radius = f" at r {r['r']}" if r.get("r", 0.05) != 0.05 else ""
+        yield (f"{Path(r['model']).stem}{bn}{radius}: first GN-FT gradient / FT gradient (per-tensor, global)",
                f"{r['ratio_per-tensor']:.1f}x, {r['ratio_global']:.1f}x", "", "–")
+        if "rise_per-tensor" in r:
+            yield (f"{Path(r['model']).stem}{bn}{radius}: loss rise over ε, measured (quadratic model), per-tensor",
+                   f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f})", "", "–")
 
 
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {

@@ -169,7 +169,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         report["note"] = ("no attack information (none recorded in the checkpoint and no --attack): "
                           "only clean accuracy is measured; the backdoor's removal cannot be checked")
     report["findings"] = defense_findings(report["before"], report["after"], result.history,
-                                          result.clean_clips, len(meta["classes"]))
+                                          result.clean_clips, len(meta["classes"]), result.details)
     history_entry = {k: report[k] for k in ("defense", "defense_details", "before", "after", "seconds", "clean_clips")}
     meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
                                                                     history_entry]))

@@ -39,6 +39,8 @@ ASR_REMOVED = 0.10
 COLLAPSE_DROP = 0.25
 #: Fewer clean clips per class than this make a thin set to relearn from.
 FEW_CLIPS_PER_CLASS = 20
+#: GN-FT's first gradient this many times the clean one: the gradient-norm penalty dominates the step.
+PENALTY_DOMINATES = 5.0
 
 
 @torch.no_grad()
@@ -129,13 +131,15 @@ def defense_effectiveness_rating(before: dict[str, float], after: dict[str, floa
 
 
 def defense_findings(before: dict, after: dict, history: Sequence[dict],
-                     clean_clips: int, classes: int) -> list[str]:
+                     clean_clips: int, classes: int, details: dict | None = None) -> list[str]:
     """What a user should know before trusting the repaired model: each finding one sentence.
 
     Says when clean accuracy fell more than ``CA_TOLERANCE``, when the backdoor was not removed
     (ASR above ``ASR_REMOVED``), when clean accuracy collapsed during the run (the steps were too
-    large for the model: its clean task was wrecked and relearnt from the clean share) and when
-    the clean share is thin. An empty list means none of these was seen.
+    large for the model: its clean task was wrecked and relearnt from the clean share), when the
+    clean share is thin and, from GN-FT's ``details``, when its first gradient was more than
+    ``PENALTY_DOMINATES`` times the clean gradient (the penalty, not the clean loss, sets the step,
+    as on a sharply converged model). An empty list means none of these was seen.
     """
     findings: list[str] = []
     ca0, ca1 = before["clean_accuracy"], after["clean_accuracy"]
@@ -158,4 +162,9 @@ def defense_findings(before: dict, after: dict, history: Sequence[dict],
     if 0 < clean_clips < FEW_CLIPS_PER_CLASS * classes:
         findings.append(f"the clean share is {clean_clips} clips, {clean_clips / classes:.0f} per class: a larger "
                         "clean_ratio gives the defense more to keep the clean task with")
+    g1, g = ((details or {}).get(k) for k in ("first_step_clean_gradient_norm", "first_step_gradient_norm"))
+    if g1 and g is not None and g > PENALTY_DOMINATES * g1:
+        findings.append(f"GN-FT's first gradient was {g / g1:.0f}x the clean gradient ({g:.3g} against {g1:.3g}): "
+                        f"the gradient-norm penalty dominates on this model, and each step is as long as plain "
+                        f"fine-tuning's at a {g / g1:.0f}x larger learning rate")
     return findings

@@ -569,7 +569,7 @@ class MainWindow(QMainWindow):
         self.defense_result = outcome
         self._idle(f"{outcome['name']} finished: Accept or Revert")
         findings = defense_findings(outcome["before"], outcome["after"], result.history, result.clean_clips,
-                                    len(self.meta["classes"]))
+                                    len(self.meta["classes"]), result.details)
         self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"], findings)
 
     def analyse(self, layers: list[str]) -> Task | None:

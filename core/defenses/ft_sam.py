@@ -38,6 +38,10 @@ class FTSAM(GNFT):
     name = "ftsam"
     Config = FTSAMConfig
 
+    def details(self) -> dict:
+        """None: FT-SAM perturbs far on purpose, so GN-FT's check of its approximation does not apply."""
+        return {}
+
     def step_settings(self) -> dict:
         c: FTSAMConfig = self.config  # type: ignore[assignment]
         return {"alpha": 1.0, "r": c.rho, "norm": "global", "mix": "raw", "adaptive": c.adaptive}

@@ -19,6 +19,7 @@ Details that are easy to get wrong, done on purpose here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +30,7 @@ from torch.nn import functional as F
 from core.defenses.base import Defense, DefenseConfig
 from core.errors import ConfigError
 
-__all__ = ["GNFTConfig", "GNFT", "GNFTStep"]
+__all__ = ["GNFTConfig", "GNFT", "GNFTStep", "total_norm"]
 
 EPS = 1e-12
 #: ASAM's η: keeps a zero weight perturbable in the adaptive (FT-SAM) variant.
@@ -57,6 +58,11 @@ class GNFTConfig(DefenseConfig):
             raise ConfigError(f"mix must be raw or normalised, got {self.mix!r}")
 
 
+def total_norm(tensors) -> float:
+    """One L2 norm over all the given tensors (None entries skipped), as a Python float."""
+    return math.sqrt(sum(float(t.detach().pow(2).sum()) for t in tensors if t is not None))
+
+
 class GNFTStep:
     """The GN-FT gradient for one model; holds the reusable parameter backup buffer."""
 
@@ -66,6 +72,9 @@ class GNFTStep:
         self.backup = [torch.empty_like(p) for p in self.params]
         self.bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.alpha, self.r, self.norm, self.mix, self.adaptive = alpha, r, norm, mix, adaptive
+        #: the perturbed pass's loss at the last call (a 0-d tensor, read lazily: no device sync per step),
+        #: None when nothing is perturbed; far above the clean loss, θ + ε has left the model's basin
+        self.perturbed_loss: torch.Tensor | None = None
 
     def _bn_state(self) -> list[list[torch.Tensor | None]]:
         return [[None if b is None else b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
@@ -86,6 +95,7 @@ class GNFTStep:
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         g1 = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+        self.perturbed_loss = None
         if self.alpha == 0 or self.r == 0:
             return float(loss.detach()), g1
         with torch.no_grad():
@@ -109,7 +119,9 @@ class GNFTStep:
             torch.cuda.set_rng_state(cuda_rng, x.device)
         for p in self.params:
             p.grad = None
-        F.cross_entropy(model(x), y).backward()
+        perturbed = F.cross_entropy(model(x), y)
+        perturbed.backward()
+        self.perturbed_loss = perturbed.detach()
         with torch.no_grad():
             self._restore_bn(saved_bn)
             if self.mix == "normalised":
@@ -137,6 +149,20 @@ class GNFT(Defense):
         self._step: GNFTStep | None = None
         self._model_id: int | None = None
         self._g1: dict[int, torch.Tensor | None] = {}
+        self._first: dict[str, float] = {}  # the first step's losses and gradient norms, for details()
+
+    def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
+        super().prepare(model, waves, labels)
+        self._first = {}
+
+    def details(self) -> dict:
+        """The first step's clean and perturbed losses and the norms of g1 and of the mixed g.
+
+        On a sharply converged model the perturbed loss is far above the clean one and ‖g‖ is
+        many times ‖g1‖: the gradient-norm penalty dominates, and each SGD step is as long as plain
+        fine-tuning's at that many times the learning rate (``core.metrics.defense_findings``).
+        """
+        return dict(self._first)
 
     def step_settings(self) -> dict:
         """Arguments of the two-pass step (FT-SAM overrides them)."""
@@ -153,5 +179,10 @@ class GNFT(Defense):
             self._step, self._model_id = GNFTStep(model, **self.step_settings()), id(model)
         loss, g1 = self._step(model, x, y)
         self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
+        if not self._first and self._step.perturbed_loss is not None:
+            self._first = {"first_step_clean_loss": loss,
+                           "first_step_perturbed_loss": float(self._step.perturbed_loss),
+                           "first_step_clean_gradient_norm": total_norm(g1),
+                           "first_step_gradient_norm": total_norm(p.grad for p in self._step.params)}
         self.optimizer_step(model, optimizer)
         return loss

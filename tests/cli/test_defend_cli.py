@@ -82,7 +82,7 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     assert "| attack success rate (ASR) |" in md and "DER" in md
     # the findings are the report's own numbers judged, and the Markdown and the terminal carry each
     assert rep["findings"] == defense_findings(rep["before"], rep["after"], rep["history"], rep["clean_clips"],
-                                               len(TINY_WORDS))
+                                               len(TINY_WORDS), rep["defense_details"])
     for finding in rep["findings"]:
         assert f"- {finding}" in md and f"warning: {finding}" in proc.stderr
     assert ("## Findings" in md) == bool(rep["findings"])

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.data.audioset import AudioSet
-from core.defenses import GNFT, FineTune, GNFTConfig, GNFTStep, clean_subset
+from core.defenses import FTSAM, GNFT, FineTune, FTSAMConfig, GNFTConfig, GNFTStep, clean_subset
 from core.defenses.base import mask_bands
 from core.errors import ConfigError
 from core.events import NullObserver
@@ -118,6 +118,47 @@ def test_alpha_zero_is_plain_fine_tuning():
     F.cross_entropy(twin(x), y).backward()
     for p, q in zip(model.parameters(), twin.parameters()):
         assert torch.equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("norm", ["per-tensor", "global"])
+def test_perturbed_loss_is_the_loss_at_theta_plus_epsilon(norm):
+    torch.manual_seed(0)
+    model = Tiny().train()
+    x, y = batch()
+    twin = copy.deepcopy(model)
+    torch.manual_seed(5)
+    F.cross_entropy(twin(x), y).backward()
+    g1 = {n: p.grad.clone() for n, p in twin.named_parameters()}
+    total = torch.sqrt(sum(g.pow(2).sum() for g in g1.values()))
+    with torch.no_grad():
+        for n, p in twin.named_parameters():
+            p.add_(0.5 * g1[n] / (total if norm == "global" else g1[n].norm()))
+    torch.manual_seed(5)
+    expected = F.cross_entropy(twin(x), y)
+    step = GNFTStep(model, 0.7, 0.5, norm)
+    torch.manual_seed(5)
+    clean, _ = step(model, x, y)
+    torch.testing.assert_close(step.perturbed_loss, expected.detach())
+    assert float(step.perturbed_loss) > clean  # the ascent direction raises the loss
+    step.alpha = 0.0
+    step(model, x, y)
+    assert step.perturbed_loss is None  # no perturbed pass, nothing stale left
+
+
+def test_gnft_reports_its_first_steps_losses_and_ftsam_does_not():
+    torch.manual_seed(0)
+    data = tiny_set()
+    config = GNFTConfig(clean_ratio=0.5, epochs=2, batch_size=8, device="cpu", lr=0.05, r=0.5)
+    defense = GNFT(config)
+    details = defense.run(Tiny().eval(), data).details
+    assert set(details) == {"first_step_clean_loss", "first_step_perturbed_loss", "first_step_clean_gradient_norm",
+                            "first_step_gradient_norm"}
+    assert details["first_step_perturbed_loss"] > details["first_step_clean_loss"] > 0
+    assert details["first_step_gradient_norm"] > 0 and details["first_step_clean_gradient_norm"] > 0
+    again = defense.run(Tiny().eval(), data).details  # a second run on the same instance starts afresh
+    assert again != details
+    assert FTSAM(FTSAMConfig(clean_ratio=0.5, epochs=1, batch_size=8, device="cpu")).run(
+        Tiny().eval(), data).details == {}
 
 
 def tiny_set(n: int = 60, length: int = 32) -> AudioSet:

@@ -87,3 +87,15 @@ def test_findings_say_when_there_was_no_working_backdoor():
     # without attack information only clean accuracy is judged; a data-free run has no clean share
     assert defense_findings({"clean_accuracy": 0.9}, {"clean_accuracy": 0.85}, [], 0, 10)[0].startswith(
         "clean accuracy fell 5.0 points")
+
+
+def test_findings_say_when_gnfts_penalty_dominates_the_step():
+    after = {"clean_accuracy": 0.975, "attack_success_rate": 0.02}
+    sharp = {"first_step_clean_gradient_norm": 0.067, "first_step_gradient_norm": 13.93}
+    found = defense_findings(BACKDOORED, after, [], 400, 10, sharp)
+    assert len(found) == 1 and "208x the clean gradient (13.9 against 0.067)" in found[0]
+    mild = {"first_step_clean_gradient_norm": 3.617, "first_step_gradient_norm": 5.70}  # SmallCNN: 1.6x
+    assert defense_findings(BACKDOORED, after, [], 400, 10, mild) == []
+    assert defense_findings(BACKDOORED, after, [], 400, 10, {"pruned_inputs": 3}) == []
+    zero = {"first_step_clean_gradient_norm": 0.0, "first_step_gradient_norm": 0.0}  # nothing to divide by
+    assert defense_findings(BACKDOORED, after, [], 400, 10, zero) == []

@@ -56,7 +56,8 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert after["attack_success_rate"] < before["attack_success_rate"]
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
     result = window.defense_result["result"]
-    findings = defense_findings(before, after, result.history, result.clean_clips, len(window.meta["classes"]))
+    findings = defense_findings(before, after, result.history, result.clean_clips, len(window.meta["classes"]),
+                                result.details)
     # the panel says what the headless report would, one warning line each, before Accept
     assert panel.findings.text() == "\n".join(f"\u26a0 {f}" for f in findings)
     assert panel.findings.isVisibleTo(panel) == bool(findings)

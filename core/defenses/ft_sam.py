@@ -39,7 +39,8 @@ class FTSAM(GNFT):
     Config = FTSAMConfig
 
     def details(self) -> dict:
-        """None: FT-SAM perturbs far on purpose, so GN-FT's check of its approximation does not apply."""
+        """None: FT-SAM steps with g2 alone from a large radius on purpose, so a gradient many times the
+        clean one is its design, and GN-FT's first-step figures (and their finding) do not apply."""
         return {}
 
     def step_settings(self) -> dict:

@@ -73,7 +73,7 @@ class GNFTStep:
         self.bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.alpha, self.r, self.norm, self.mix, self.adaptive = alpha, r, norm, mix, adaptive
         #: the perturbed pass's loss at the last call (a 0-d tensor, read lazily: no device sync per step),
-        #: None when nothing is perturbed; far above the clean loss, θ + ε has left the model's basin
+        #: None when nothing is perturbed; its rise over the clean loss measures the curvature along g1
         self.perturbed_loss: torch.Tensor | None = None
 
     def _bn_state(self) -> list[list[torch.Tensor | None]]:

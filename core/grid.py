@@ -243,12 +243,19 @@ def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
     the file's own command), and the defense settings of both; refused when that file's settings
-    for a defense of this run, or its data, differ from this run's."""
+    for a defense of this run, or its data, differ from this run's (a setting added to a defense
+    since that file was written counts as its default there)."""
     if not path.is_file():
         return rows, defense_settings
     earlier = json.loads(path.read_text())
     settings = earlier.get("defense_settings", {})
-    differ = [d for d in defense_settings if d in settings and settings[d] != defense_settings[d]]
+
+    def same(name: str) -> bool:  # a setting the earlier file lacks did not exist then: it had the default
+        defaults = dataclasses.asdict(DEFENSES[name].Config()) if name in DEFENSES else {}
+        then, now = settings[name], defense_settings[name]
+        return all(then.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in {*then, *now})
+
+    differ = [d for d in defense_settings if d in settings and not same(d)]
     if differ:
         raise ConfigError(f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
                           f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import load_checkpoint
+from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core import grid
 from core.grid import _attack_rate, main
@@ -257,3 +259,20 @@ def test_keep_earlier_keys_clean_models_by_rate(tmp_path):
     assert by_cell[("clean", 16000)]["clean_accuracy"] == 0.95
     assert by_cell[("clean", 16000)]["command"] == "python -m core.grid OLD"
     assert by_cell[("clean", 44100)]["command"] == "NEW" and by_cell[("badnets", 16000)]["clean_accuracy"] == 0.8
+
+
+
+def test_keep_earlier_reads_a_setting_added_since_as_its_default(tmp_path):
+    """A file written before a defense gained a setting ran with that setting's default; only a run
+    that sets it otherwise is refused."""
+    now = dataclasses.asdict(DEFENSES["gnft"].Config())
+    older = {k: v for k, v in now.items() if k != "spec_augment"}  # the field did not exist yet
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"command": "OLD", "data": {"clips": 3}, "defense_settings": {"gnft": older},
+                                "rows": []}))
+    merged, settings = grid._with_earlier_rows([], path, {"gnft": now}, {"clips": 3})
+    assert settings == {"gnft": now}
+    with pytest.raises(ConfigError, match="other gnft settings"):
+        grid._with_earlier_rows([], path, {"gnft": {**now, "spec_augment": 0.2}}, {"clips": 3})
+    with pytest.raises(ConfigError, match="other gnft settings"):
+        grid._with_earlier_rows([], path, {"gnft": {**now, "alpha": 0.5}}, {"clips": 3})

@@ -37,8 +37,8 @@ def batch(seed: int = 0):
     return torch.randn(16, 32, generator=g), torch.randint(0, 3, (16,), generator=g)
 
 
-def reference_gradient(model: nn.Module, x, y, alpha, r, norm="per-tensor", mix="raw", seed=11):
-    """g = (1-a) g1 + a g2 with g2 taken on a perturbed *copy*, the authors' way (same dropout masks)."""
+def perturbed_copy(model: nn.Module, x, y, r, norm="per-tensor", seed=11):
+    """(copy of ``model`` at θ + r·g1/‖g1‖, g1 by name, global ‖g1‖): the perturbation the slow, obvious way."""
     torch.manual_seed(seed)
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
@@ -49,6 +49,12 @@ def reference_gradient(model: nn.Module, x, y, alpha, r, norm="per-tensor", mix=
         for n, p in twin.named_parameters():
             if n in g1:
                 p.add_(r * g1[n] / (total if norm == "global" else g1[n].norm()))
+    return twin, g1, total
+
+
+def reference_gradient(model: nn.Module, x, y, alpha, r, norm="per-tensor", mix="raw", seed=11):
+    """g = (1-a) g1 + a g2 with g2 taken on a perturbed *copy*, the authors' way (same dropout masks)."""
+    twin, g1, total = perturbed_copy(model, x, y, r, norm, seed)
     torch.manual_seed(seed)
     twin.zero_grad()
     F.cross_entropy(twin(x), y).backward()
@@ -125,14 +131,7 @@ def test_perturbed_loss_is_the_loss_at_theta_plus_epsilon(norm):
     torch.manual_seed(0)
     model = Tiny().train()
     x, y = batch()
-    twin = copy.deepcopy(model)
-    torch.manual_seed(5)
-    F.cross_entropy(twin(x), y).backward()
-    g1 = {n: p.grad.clone() for n, p in twin.named_parameters()}
-    total = torch.sqrt(sum(g.pow(2).sum() for g in g1.values()))
-    with torch.no_grad():
-        for n, p in twin.named_parameters():
-            p.add_(0.5 * g1[n] / (total if norm == "global" else g1[n].norm()))
+    twin, _, _ = perturbed_copy(copy.deepcopy(model), x, y, 0.5, norm, seed=5)
     torch.manual_seed(5)
     expected = F.cross_entropy(twin(x), y)
     step = GNFTStep(model, 0.7, 0.5, norm)

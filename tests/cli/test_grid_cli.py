@@ -261,7 +261,6 @@ def test_keep_earlier_keys_clean_models_by_rate(tmp_path):
     assert by_cell[("clean", 44100)]["command"] == "NEW" and by_cell[("badnets", 16000)]["clean_accuracy"] == 0.8
 
 
-
 def test_keep_earlier_reads_a_setting_added_since_as_its_default(tmp_path):
     """A file written before a defense gained a setting ran with that setting's default; only a run
     that sets it otherwise is refused."""

@@ -253,6 +253,57 @@ def test_fine_pruning_prunes_least_active_inputs_within_the_accuracy_budget():
     assert torch.equal(model.classifier.fc.weight, before)  # the input model was not pruned
 
 
+class ShiftedProbe(Probe):
+    """Adds a fixed offset after the output layer: its logits are not that layer's output alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + torch.tensor([0.0, 0.5, -0.5])
+
+
+@pytest.mark.parametrize("model_class, passes_at_most", [(Probe, 2), (ShiftedProbe, None)])
+def test_fine_pruning_search_matches_whole_model_passes(model_class, passes_at_most):
+    """The pruning search keeps what whole-model passes would keep, and on a model ending in its output
+    layer it runs the model twice in all (the output layer's inputs are reused for every trial)."""
+    from core.defenses import FinePruning, FinePruningConfig
+    from core.defenses.fine_pruning import output_layer_activations
+    from core.metrics import accuracy, predict_logits
+
+    torch.manual_seed(3)
+    data = tiny_set()
+    waves, labels = data.waves, data.labels
+    kept_counts = set()
+    for drop in (0.0, 0.02, 0.05, 0.1, 0.2, 0.4, 1.0):
+        model = model_class()
+        order = output_layer_activations(model, waves).argsort()
+        fc = model.classifier.fc
+        original = fc.weight.detach().clone()
+        base = accuracy(predict_logits(model, waves), labels)
+        expected = torch.ones(6, dtype=torch.bool)
+        for k in range(1, 6):  # prune_step 1/6: one input a trial, the reference runs the whole model each time
+            trial = torch.ones(6, dtype=torch.bool)
+            trial[order[:k]] = False
+            with torch.no_grad():
+                fc.weight.copy_(original * trial)
+            if accuracy(predict_logits(model, waves), labels) < base - drop:
+                break
+            expected = trial
+        with torch.no_grad():
+            fc.weight.copy_(original)
+        calls = []
+        handle = model.register_forward_hook(lambda *_: calls.append(1))
+        defense = FinePruning(FinePruningConfig(device="cpu", prune_step=1 / 6, max_accuracy_drop=drop))
+        defense.prepare(model, waves, labels)
+        handle.remove()
+        assert torch.equal(defense.mask, expected), drop
+        assert torch.equal(fc.weight, original * expected)
+        if passes_at_most is not None:
+            assert len(calls) <= passes_at_most
+        else:
+            assert len(calls) >= 2 + int((~expected).sum())  # a full pass for every trial
+        kept_counts.add(int(expected.sum()))
+    assert len(kept_counts) >= 2  # the budgets stop the search at different depths
+
+
 def test_features_computed_once_give_the_same_repair_as_full_passes(tmp_path):
     """Defense.run trains the classifier on precomputed features: same result as running the whole model."""
     from core.data.speech_commands import load_speech_commands

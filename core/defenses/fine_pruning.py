@@ -45,29 +45,24 @@ def _output_layer(model: nn.Module) -> nn.Linear:
     return layer
 
 
-@torch.no_grad()
 def output_layer_activations(model: nn.Module, waves: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Mean input activation of each of the output layer's inputs over ``waves``: ``[in_features]``."""
-    layer = _output_layer(model)
-    total = torch.zeros(layer.in_features, device=waves.device)
-    handle = layer.register_forward_pre_hook(lambda _m, args: total.add_(args[0].sum(0)))
-    try:
-        predict_logits(model, waves, batch_size)
-    finally:
-        handle.remove()
-    return total / max(1, waves.shape[0])
+    inputs, _ = _output_layer_inputs(model, waves, batch_size)
+    return inputs.sum(0) / max(1, inputs.shape[0])
 
 
 @torch.no_grad()
-def _output_layer_inputs(model: nn.Module, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _output_layer_inputs(model: nn.Module, waves: torch.Tensor,
+                         batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The output layer's inputs ``[N, in_features]`` and the model's logits ``[N, C]``, from one pass."""
+    layer = _output_layer(model)
     captured: list[torch.Tensor] = []
-    handle = _output_layer(model).register_forward_pre_hook(lambda _m, args: captured.append(args[0].float()))
+    handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float()))
     try:
-        logits = predict_logits(model, waves)
+        logits = predict_logits(model, waves, batch_size)
     finally:
         handle.remove()
-    return torch.cat(captured), logits
+    return (torch.cat(captured) if captured else torch.zeros(0, layer.in_features)), logits
 
 
 class FinePruning(FineTune):
@@ -82,8 +77,8 @@ class FinePruning(FineTune):
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         c: FinePruningConfig = self.config  # type: ignore[assignment]
         layer = _output_layer(model)
-        order = output_layer_activations(model, waves).argsort()
         inputs, logits = _output_layer_inputs(model, waves)
+        order = (inputs.sum(0) / inputs.shape[0]).argsort()  # least active first
         base = accuracy(logits, labels)
         original = layer.weight.detach().clone()
         bias = None if layer.bias is None else layer.bias.detach().float()

@@ -260,10 +260,10 @@ class ShiftedProbe(Probe):
         return super().forward(x) + torch.tensor([0.0, 0.5, -0.5])
 
 
-@pytest.mark.parametrize("model_class, passes_at_most", [(Probe, 2), (ShiftedProbe, None)])
+@pytest.mark.parametrize("model_class, passes_at_most", [(Probe, 1), (ShiftedProbe, None)])
 def test_fine_pruning_search_matches_whole_model_passes(model_class, passes_at_most):
     """The pruning search keeps what whole-model passes would keep, and on a model ending in its output
-    layer it runs the model twice in all (the output layer's inputs are reused for every trial)."""
+    layer it runs the model once in all (the output layer's inputs are reused for every trial)."""
     from core.defenses import FinePruning, FinePruningConfig
     from core.defenses.fine_pruning import output_layer_activations
     from core.metrics import accuracy, predict_logits
@@ -299,7 +299,7 @@ def test_fine_pruning_search_matches_whole_model_passes(model_class, passes_at_m
         if passes_at_most is not None:
             assert len(calls) <= passes_at_most
         else:
-            assert len(calls) >= 2 + int((~expected).sum())  # a full pass for every trial
+            assert len(calls) >= 1 + int((~expected).sum())  # a full pass for every trial
         kept_counts.add(int(expected.sum()))
     assert len(kept_counts) >= 2  # the budgets stop the search at different depths
 

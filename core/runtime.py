@@ -61,17 +61,22 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def machine_info(device: torch.device | None = None) -> dict[str, Any]:
-    """CPU model, GPU name (or None), torch/torchaudio/Python versions and the 1-minute load
-    average (this machine is shared: a loaded machine explains slow timings): recorded with every result."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else the platform's): float results of MKL-backed
+    kernels, and so the bytes of a synthetic corpus, can differ between CPU models."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device | None = None) -> dict[str, Any]:
+    """CPU model, GPU name (or None), torch/torchaudio/Python versions and the 1-minute load
+    average (this machine is shared: a loaded machine explains slow timings): recorded with every result."""
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     import torchaudio
 

@@ -17,7 +17,11 @@ before. :class:`Synthesizer` snapshots those statics (found in the library's ELF
 table) right after initialisation and restores them before every utterance, then sets the
 flutter phase and random seeds from the caller's seed. Every clip is therefore a pure
 function of (seed, word, speaker, n): the same arguments give byte-identical WAV files, in
-any order and with any number of workers.
+any order and with any number of workers, on one CPU model. Across CPU models the last bits
+can differ: the resampling after espeak-ng runs through MKL-backed torch kernels whose code
+path depends on the CPU (``MKL_CBWR=COMPATIBLE`` set before torch's first kernel changes the
+bytes here, and the same command gave other digests on an AMD EPYC than on an Intel Xeon), so
+``synth_info.json`` records the CPU model beside the libraries and the digest.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import numpy as np
 from core.audio import fix_length, resample, write_wav
 from core.data.speech_commands import VOCABULARIES
 from core.errors import ConfigError, DataError
+from core.runtime import cpu_model
 
 __all__ = [
     "VOCABULARIES",
@@ -991,6 +996,7 @@ def generate_corpus(
             "seconds": summary.seconds,
             "clips_per_second": summary.clips_per_second,
             "libraries": library_versions(),
+            "cpu": cpu_model(),
             "content_sha256": corpus_digest(staging),
         }
         write_json(staging / "synth_info.json", info)
@@ -1029,8 +1035,9 @@ def build_parser() -> argparse.ArgumentParser:
             "validation_list.txt and testing_list.txt (speaker-disjoint; held-out speakers use "
             "voice families never heard in training), _background_noise_/ (white, pink, brown "
             "noise), speakers.json and synth_info.json. The same arguments and --seed give "
-            "byte-identical WAV files with the same libraries; synth_info.json records their versions "
-            "and content_sha256, a digest of every file, to check a regenerated corpus against."
+            "byte-identical WAV files with the same libraries on the same CPU model (MKL's kernels "
+            "can change the last bits on another); synth_info.json records the library versions, "
+            "the CPU model and content_sha256, a digest of every file, to check a regenerated corpus against."
         ),
     )
     what = parser.add_mutually_exclusive_group()

@@ -27,6 +27,7 @@ from core.data.synth import (
     sample_speakers,
 )
 from core.errors import ConfigError, DataError
+from core.runtime import cpu_model
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ["yes", "no", "up"]
@@ -287,6 +288,8 @@ def test_synth_info_counts_match_the_files(corpus):
     assert info["deterministic"] is True and info["generator_version"] == synth_module.GENERATOR_VERSION
     assert info["clips_per_second"] > 0 and info["seconds"] > 0
     assert info["libraries"]["espeakng-loader"] != "not installed"
+    # the CPU model is recorded: MKL's kernels can change a corpus's last bits from one CPU model to another
+    assert info["cpu"] == cpu_model() and info["cpu"]
     # the digest covers every file but the info itself: recomputed it matches, one changed byte does not
     assert info["content_sha256"] == synth_module.corpus_digest(corpus)
     clip = next((corpus / WORDS[0]).glob("*.wav"))

@@ -4,7 +4,9 @@ The document (key ``gnft`` of the safetensors metadata) holds everything needed 
 and trust the model: format version, architecture and its arguments, classes, sample rate,
 front-end settings and provenance (data, attack, training, defense history with metrics,
 seed, package version). Loading checks all of it and names every mismatch. Nothing is
-unpickled: plain PyTorch ``.pt`` files are imported only through ``torch.load(weights_only=True)``.
+unpickled: plain PyTorch ``.pt`` files are imported only through ``torch.load(weights_only=True)``,
+or, for the pickle protocols (4 and 5) that torch's safe loader cannot parse, through an unpickler
+that allows the same tensor-rebuilding globals and nothing else: no code from the file runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -361,7 +364,7 @@ def import_pt(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _load_tensor_pickle(path)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
         if not reason.startswith("Unsupported"):
@@ -406,6 +409,50 @@ def import_pt(
     _check_finite(state, path)
     _load_state(model, state, path, what)
     return model.eval(), meta
+
+
+# The only globals a pickled state dict needs (storage types are resolved by torch.load itself).
+_STATE_DICT_GLOBALS = frozenset({
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+})
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Python's unpickler restricted to :data:`_STATE_DICT_GLOBALS`: reads every pickle protocol,
+    imports nothing else (the "restricting globals" pattern of the pickle documentation)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _STATE_DICT_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name} is not a tensor or a plain container")
+
+
+def _state_dict_pickle_module() -> Any:
+    """A stand-in for the ``pickle`` module that torch.load can use, built on :class:`_StateDictUnpickler`."""
+    import types
+
+    module = types.ModuleType("gnft_state_dict_pickle")
+    module.Unpickler = _StateDictUnpickler
+    module.load = lambda file, **kwargs: _StateDictUnpickler(file, **kwargs).load()
+    return module
+
+
+def _load_tensor_pickle(path: Path) -> Any:
+    """torch.load with ``weights_only=True``; a file that torch's safe loader cannot parse (it knows
+    only pickle protocol 2: ``torch.save(..., pickle_protocol=4)`` or plain ``pickle.dump`` write
+    newer opcodes) is read again with :class:`_StateDictUnpickler`, which allows the same few
+    globals and any protocol. Unsafe content raises ``UnpicklingError`` from either reader."""
+    try:
+        with warnings.catch_warnings():
+            # torch warns on any protocol but 2 ("please file an issue"): such files are handled below
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not _unpickler_reason(exc).startswith("Unsupported operand"):
+            raise
+    return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_state_dict_pickle_module())
 
 
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:

@@ -1,8 +1,8 @@
 """Import a plain PyTorch ``.pt`` state dict: the user names its architecture, classes and front end.
 
 A ``.pt`` file holds weights only, so the dialog asks for what a ``.safetensors`` checkpoint
-records itself. Loading is ``core.checkpoint.import_pt`` (``weights_only=True``: no code from the
-file runs). A mismatch is shown in the dialog, which stays open with the values typed so far.
+records itself. Loading is ``core.checkpoint.import_pt`` (tensors and plain containers only: no code
+from the file runs). A mismatch is shown in the dialog, which stays open with the values typed so far.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class ImportDialog(QDialog):
         self.setWindowTitle(f"Import {self.path.name}")
         self.setObjectName("import_dialog")
         note = QLabel(f"{self.path.name} holds weights only. Say which architecture, classes and front end it "
-                      "was trained with. It is read with weights_only=True: no code from the file runs.")
+                      "was trained with. Only tensors and plain containers are read from it: no code from the file runs.")
         note.setWordWrap(True)
         self.architecture = QComboBox()
         self.architecture.setObjectName("import_architecture")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import struct
 
 import pytest
@@ -142,6 +143,16 @@ class Evil:
         return (os.system, ("echo pwned > /dev/null",))
 
 
+class MakesDirectory:
+    """A payload with a visible effect: unpickling it would create ``path``."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
 def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"state_dict": {"w": torch.zeros(1)}, "payload": Evil()}, f)
@@ -150,6 +161,17 @@ def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"model": trained_like(), "epoch": 3}, tmp_path / "whole_module.pt")
     with pytest.raises(CheckpointError, match="refused"):
         import_pt(tmp_path / "whole_module.pt", "smallcnn", CLASSES)
+    # in the newer pickle protocols that torch's safe loader cannot parse (read by the project's
+    # restricted unpickler instead): refused by the global's name, and the payload never runs
+    marker = tmp_path / "pwned"
+    payload = {"state_dict": trained_like().state_dict(), "payload": MakesDirectory(marker)}
+    torch.save(payload, tmp_path / "evil4.pt", pickle_protocol=4)
+    with open(tmp_path / "evil5.pt", "wb") as f:  # plain pickle (no tensors: those would be refused first)
+        pickle.dump({"epoch": 3, "payload": MakesDirectory(marker)}, f, protocol=5)
+    for name in ("evil4.pt", "evil5.pt"):
+        with pytest.raises(CheckpointError, match=r"refused: .*GLOBAL (posix|os)\.mkdir"):
+            import_pt(tmp_path / name, "smallcnn", CLASSES)
+    assert not marker.exists()
 
 
 def test_weights_only_state_dict_is_imported(tmp_path):
@@ -158,6 +180,13 @@ def test_weights_only_state_dict_is_imported(tmp_path):
     imported, meta = import_pt(tmp_path / "full.pt", "smallcnn", CLASSES)
     x = torch.randn(2, 16000)
     assert torch.equal(imported(x), model(x)) and meta["provenance"]["training"]["imported_from"].endswith("full.pt")
+    # a file saved with another pickle protocol imports the same, without torch's "file an issue" warning
+    torch.save(model.state_dict(), tmp_path / "protocol4.pt", pickle_protocol=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        imported4, _ = import_pt(tmp_path / "protocol4.pt", "smallcnn", CLASSES)
+    assert torch.equal(imported4(x), model(x))
+    assert not [w for w in caught if "pickle protocol" in str(w.message)], [str(w.message) for w in caught]
     classifier_only = {k.removeprefix("classifier."): v for k, v in model.state_dict().items()
                        if k.startswith("classifier.")}
     torch.save(classifier_only, tmp_path / "clf.pt")

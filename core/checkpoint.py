@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import tempfile
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -431,8 +432,6 @@ class _StateDictUnpickler(pickle.Unpickler):
 
 def _state_dict_pickle_module() -> Any:
     """A stand-in for the ``pickle`` module that torch.load can use, built on :class:`_StateDictUnpickler`."""
-    import types
-
     module = types.ModuleType("gnft_state_dict_pickle")
     module.Unpickler = _StateDictUnpickler
     module.load = lambda file, **kwargs: _StateDictUnpickler(file, **kwargs).load()

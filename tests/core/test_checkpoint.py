@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import warnings
 import struct
+import warnings
 
 import pytest
 import torch

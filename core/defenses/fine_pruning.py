@@ -48,6 +48,11 @@ def _output_layer(model: nn.Module) -> nn.Linear:
 def output_layer_activations(model: nn.Module, waves: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Mean input activation of each of the output layer's inputs over ``waves``: ``[in_features]``."""
     inputs, _ = _output_layer_inputs(model, waves, batch_size)
+    return _mean_activation(inputs)
+
+
+def _mean_activation(inputs: torch.Tensor) -> torch.Tensor:
+    """Mean over clips of captured output-layer inputs ``[N, in_features]`` (zeros for no clips)."""
     return inputs.sum(0) / max(1, inputs.shape[0])
 
 
@@ -78,7 +83,7 @@ class FinePruning(FineTune):
         c: FinePruningConfig = self.config  # type: ignore[assignment]
         layer = _output_layer(model)
         inputs, logits = _output_layer_inputs(model, waves)
-        order = (inputs.sum(0) / inputs.shape[0]).argsort()  # least active first
+        order = _mean_activation(inputs).argsort()  # least active first
         base = accuracy(logits, labels)
         original = layer.weight.detach().clone()
         bias = None if layer.bias is None else layer.bias.detach().float()

@@ -171,7 +171,19 @@ def _gnft_step_size(d: dict) -> Iterator[Row]:
                    f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f})", "", "–")
 
 
+def _gui_soak(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        g, m, delta = r["gui_thread"], r["rss_mb"], r["refcounts"]["delta"]
+        ended = "finished" if r["completed"] else f"crashed ({r['process'].get('signal') or r['process'].get('exit_code')})"
+        yield (f"live GN-FT soak in the window, {r['steps']} steps: outcome / worst GUI stall (p99) / RSS growth "
+               "(steady, per 1000 steps)",
+               f"{ended} / {g['max_stall_ms']:.0f} ms ({g['p99_stall_ms']:.0f} ms) / {m['growth']:+.0f} MB "
+               f"({m['steady_per_1000_steps']} MB)", "no crash; None/True refcounts never fall",
+               _met(bool(r["completed"]) and min(delta.values()) >= 0))
+
+
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
+    "gui_soak": _gui_soak,
     "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "gnft_step_size": _gnft_step_size, "zones_speed": _zones_speed,
     "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
     "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "gnft_probe": _defense_probe, "defend_": _defend_report,

@@ -1,7 +1,8 @@
 """Repair a model headless: ``python -m core.defend``.
 
 Loads a checkpoint and a dataset, measures the model before (CA, and ASR/RA when the attack
-is known from the checkpoint or ``--attack``), runs the defense on a copy with a clean share
+is known from the checkpoint or ``--attack``), runs the defense (the Recommended preset unless
+``--preset``/``--defense`` say otherwise: :mod:`core.presets`) on a copy with a clean share
 of the training split, measures after, and writes the repaired checkpoint (the defense
 appended to its history) plus a report: JSON, and a Markdown table beside it. Evaluations
 during the run are on the test split for the record only; nothing is chosen by them.
@@ -23,6 +24,7 @@ from core.data import add_data_arguments, load_from_args
 from core.defenses import DEFENSES, OPTION_HELP
 from core.errors import AttackError, ConfigError
 from core.metrics import defense_effectiveness_rating, defense_findings
+from core.presets import DEFAULT_PRESET, PRESETS, preset_record
 from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
@@ -83,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="checkpoint to repair (.safetensors); it is never modified")
     add_data_arguments(p)
-    p.add_argument("--defense", default="gnft", choices=sorted(DEFENSES), help="defense (default gnft)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=("a named defense with its settings: "
+                         + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+                         + f". Default {DEFAULT_PRESET} when --defense is not given; options given explicitly "
+                           "override the preset's values").replace("%", "%%"))
+    p.add_argument("--defense", choices=sorted(DEFENSES),
+                   help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} "
+                        "preset's defense")
     _hyperparameter_arguments(p)
     add_attack_override_arguments(p)
     p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
@@ -115,6 +124,23 @@ def attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack |
     return None, "none"
 
 
+def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The defense to run and the preset it starts from (None: the defense's own defaults).
+
+    Checked before anything is loaded: a preset of another defense, or an option the defense
+    does not have, is one clear error."""
+    preset = args.preset if args.preset or args.defense else DEFAULT_PRESET
+    name = args.defense or PRESETS[preset].defense
+    if preset and PRESETS[preset].defense != name:
+        raise ConfigError(f"--preset {preset} is a {PRESETS[preset].defense} preset; it cannot run --defense {name}")
+    fields = {f.name for f in dataclasses.fields(DEFENSES[name].Config)}
+    foreign = sorted(k for k in _ALL_HYPERPARAMETERS if getattr(args, k, None) is not None and k not in fields)
+    if foreign:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to "
+                          f"--defense {name}")
+    return name, preset
+
+
 def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)
@@ -122,6 +148,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"--out must end in .safetensors, got {out}")
     if out.resolve() == model_path.resolve():
         raise ConfigError("--out is the input checkpoint; write the repaired model to a new file")
+    defense_name, preset = choose_defense(args)
     check_writable(out, args.report)
     model, meta = load_checkpoint(model_path)
     data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"],
@@ -129,21 +156,17 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
     attack, attack_source = attack_for(args, meta)
-    cls = DEFENSES[args.defense]
+    cls = DEFENSES[defense_name]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    foreign = sorted(k for k in _ALL_HYPERPARAMETERS if getattr(args, k, None) is not None and k not in fields)
-    if foreign:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to "
-                          f"--defense {args.defense}")
     overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
-    config = cls.Config(**overrides, seed=args.seed, device=args.device)
+    config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     defense = cls(config)
     device = resolve_device(args.device)
     model = model.to(device)
     data = data.to(device)
     cache: dict = {}  # the triggered test clips, made once
     before = evaluate(model, data, "test", attack, cache=cache)
-    progress = ProgressObserver(log, progress_bar(config.epochs, args.defense, False if args.quiet else None))
+    progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
     try:
         result = defense.run(model, data, progress, evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     finally:
@@ -155,6 +178,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "model": str(model_path), "checkpoint": str(out), "device": str(device),
         "seconds": round(result.seconds, 2),
         "defense": {"name": defense.name, **dataclasses.asdict(config)},
+        "preset": preset_record(defense.name, config, base=preset),
         "clean_clips": result.clean_clips,
         "defense_details": result.details,
         "attack": attack.to_dict() if attack is not None else None,
@@ -170,7 +194,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                           "only clean accuracy is measured; the backdoor's removal cannot be checked")
     report["findings"] = defense_findings(report["before"], report["after"], result.history,
                                           result.clean_clips, len(meta["classes"]), result.details)
-    history_entry = {k: report[k] for k in ("defense", "defense_details", "before", "after", "seconds", "clean_clips")}
+    history_entry = {k: report[k] for k in ("defense", "preset", "defense_details", "before", "after", "seconds",
+                                            "clean_clips")}
     meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
                                                                     history_entry]))
     save_checkpoint(out, result.model, meta)
@@ -185,13 +210,18 @@ def markdown_report(report: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f} %"
 
-    lines = [f"# {report['defense']['name']} on {report['model']}", "",
-             "| metric | before | after |", "|---|---|---|"]
+    preset = report.get("preset") or {}
+    title = f"# {report['defense']['name']} on {report['model']}"
+    if preset.get("name") in PRESETS:
+        title += f" ({PRESETS[preset['name']].title} preset)"
+    elif preset.get("from"):
+        title += f" (custom, from the {PRESETS[preset['from']].title} preset)"
+    lines = [title, "", "| metric | before | after |", "|---|---|---|"]
     for key, label in (("clean_accuracy", "clean accuracy (CA)"), ("attack_success_rate", "attack success rate (ASR)"),
                        ("robust_accuracy", "robust accuracy (RA)")):
         lines.append(f"| {label} | {pct(report['before'].get(key))} | {pct(report['after'].get(key))} |")
     if "defense_effectiveness_rating" in report:
-        lines.append(f"| DER | | {report['defense_effectiveness_rating']:.4f} |")
+        lines.append(f"| defense effectiveness rating (DER, 0-1) | | {report['defense_effectiveness_rating']:.3f} |")
     lines += ["", f"Wall time {report['seconds']:.1f} s on {report['device']}, {report['clean_clips']} clean clips.",
               "", "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name")]
     if report.get("note"):
@@ -206,12 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = defend(args, argv)
     b, a = report["before"], report["after"]
-    line = f"clean accuracy {b['clean_accuracy']:.4f} -> {a['clean_accuracy']:.4f}"
+    line = f"clean accuracy {100 * b['clean_accuracy']:.1f} % -> {100 * a['clean_accuracy']:.1f} %"
     if "attack_success_rate" in a:
-        line += f", attack success rate {b['attack_success_rate']:.4f} -> {a['attack_success_rate']:.4f}"
+        line += (f", attack success rate {100 * b['attack_success_rate']:.1f} % -> "
+                 f"{100 * a['attack_success_rate']:.1f} %")
     else:
         line += " (no attack known: ASR not measured)"
-    print(f"{line}; {report['seconds']:.1f} s on {report['device']}; wrote {report['checkpoint']}")
+    preset = report["preset"]
+    used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
+    print(f"{report['defense']['name']} ({used}): {line}; {report['seconds']:.1f} s on {report['device']}; "
+          f"wrote {report['checkpoint']}")
     for finding in report["findings"]:
         print(f"warning: {finding}", file=sys.stderr)
     return 0

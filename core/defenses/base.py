@@ -23,7 +23,8 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.models import split_front_end
 from core.runtime import autocast, check_memory_format, memory_format, resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "clean_subset", "clip_features", "mask_bands", "train_mode",
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "OPTION_LABELS", "PERCENT_OPTIONS",
+           "PRIMARY_OPTIONS", "clean_subset", "clip_features", "mask_bands", "train_mode",
            "Evaluator"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
@@ -126,6 +127,42 @@ OPTION_HELP: dict[str, str] = {
     "max_accuracy_drop": "Fine-Pruning: stop pruning before clean accuracy falls by more than this",
     "u": "CLP: prune channels whose Lipschitz upper bound is u standard deviations above the layer mean",
 }
+
+
+#: The short human name of each option (the application's form labels; the unit after a comma).
+OPTION_LABELS: dict[str, str] = {
+    "clean_ratio": "Clean share, %",
+    "epochs": "Epochs",
+    "batch_size": "Batch size, clips",
+    "lr": "Learning rate",
+    "momentum": "Momentum",
+    "weight_decay": "Weight decay",
+    "max_grad_norm": "Gradient clip, L2 (0 = off)",
+    "lr_schedule": "Learning-rate schedule",
+    "warmup_epochs": "Warm-up, epochs",
+    "spec_augment": "SpecAugment band, %",
+    "batchnorm": "BatchNorm",
+    "eval_every": "Evaluate every, epochs",
+    "amp": "Mixed precision",
+    "compile": "torch.compile",
+    "memory_format": "Memory layout",
+    "seed": "Seed",
+    "device": "Device",
+    "grad_norm_every": "Neuron norms every, steps",
+    "alpha": "\u03b1, perturbed-gradient weight",
+    "r": "r, perturbation radius",
+    "norm": "Perturbation norm",
+    "mix": "Gradient mix",
+    "rho": "\u03c1, sharpness radius",
+    "adaptive": "Adaptive (ASAM)",
+    "prune_step": "Prune step, % per round",
+    "max_accuracy_drop": "Max accuracy drop, %",
+    "u": "u, Lipschitz threshold (std)",
+}
+#: Options that are shares of 1 in the config and shown in percent.
+PERCENT_OPTIONS = frozenset({"clean_ratio", "spec_augment", "prune_step", "max_accuracy_drop"})
+#: The few options that matter first (the rest sit under "Advanced" in the application).
+PRIMARY_OPTIONS = ("clean_ratio", "epochs", "lr", "alpha", "r", "rho", "max_accuracy_drop", "u")
 
 
 @dataclass

@@ -88,6 +88,32 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     assert ("## Findings" in md) == bool(rep["findings"])
 
 
+def test_the_recommended_preset_is_the_default_and_is_recorded(workspace):
+    """No --defense: the Recommended preset runs, explicit options on top of it; the report, the
+    checkpoint history, the Markdown and the terminal name it, numbers in percent."""
+    root, data_dir = workspace
+    out, report = root / "preset.safetensors", root / "preset.json"
+    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), "--epochs", "2",
+               "--batch-size", "16", "--device", "cpu", "--out", str(out), "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(report.read_text())
+    assert rep["defense"]["name"] == "gnft"
+    assert (rep["defense"]["clean_ratio"], rep["defense"]["r"], rep["defense"]["lr"]) == (0.1, 0.1, 0.01)
+    assert rep["preset"] == {"name": "custom", "from": "recommended", "changed": {"epochs": 2, "batch_size": 16}}
+    _model, meta = load_checkpoint(out)
+    assert meta["provenance"]["defenses"][-1]["preset"] == rep["preset"]
+    assert "(custom, from the Recommended preset)" in report.with_suffix(".md").read_text()
+    assert f"{100 * rep['after']['clean_accuracy']:.1f} %" in proc.stdout and "custom settings" in proc.stdout
+    # the paper preset as it stands is recorded by its name
+    paper = root / "paper.json"
+    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), "--preset", "paper",
+               "--epochs", "300", "--device", "cpu", "--quiet", "--out", str(root / "paper.safetensors"),
+               "--report", str(paper))
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(paper.read_text())
+    assert rep["preset"] == {"name": "paper"} and rep["defense"]["lr"] == 0.001 and "Paper (authors' loop)" in proc.stdout
+
+
 def test_without_attack_information_only_clean_accuracy(workspace):
     root, data_dir = workspace
     report = root / "noattack.json"
@@ -103,6 +129,7 @@ def test_without_attack_information_only_clean_accuracy(workspace):
     "extra, message",
     [
         (["--defense", "ft", "--alpha", "0.5"], "--alpha does not apply to --defense ft"),
+        (["--preset", "recommended", "--defense", "ft"], "--preset recommended is a gnft preset"),
         (["--vocab", "yes,no,up"], "classes"),
         (["--alpha", "2"], "alpha must be in [0, 1]"),
     ],

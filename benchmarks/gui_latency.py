@@ -64,7 +64,7 @@ def main() -> int:
         warming = QEventLoop()
         window.warm_up().finished.connect(lambda _r: warming.quit())
         warming.exec()
-    window.tabs.setCurrentWidget(window.neurons)  # the heaviest live view on screen
+    window.show_tab(window.neurons)  # the heaviest live view on screen
 
     clock, ticks, gaps = QElapsedTimer(), [], []
     timer = QTimer()

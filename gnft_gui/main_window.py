@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 import os
 from logging.handlers import RotatingFileHandler
@@ -19,17 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QRect, QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QFrame,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QStackedWidget,
     QTabWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from core import __version__
@@ -37,7 +42,8 @@ from core.attacks import Attack, attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
-from core.defenses import DEFENSES
+from core.defenses import DEFENSE_TITLES, DEFENSES
+from core.presets import PRESETS, preset_record
 from core.analysis.zones import analyse_layer
 from core.analyze import analyse_model, zone_model, zone_sets
 from core.events import EvalInfo, NeuronStats
@@ -45,6 +51,7 @@ from core.models import analysable_layers
 from core.train import evaluate
 from core.errors import GnftError
 from core.metrics import defense_findings, predict_logits
+from core.runtime import write_json, write_text_atomic
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
@@ -56,10 +63,50 @@ from gnft_gui.views.neurons import NeuronView
 from gnft_gui.views.recorder import RecorderDialog
 from gnft_gui.worker import Task
 
-__all__ = ["MainWindow", "log_path", "settings"]
+__all__ = ["MainWindow", "fit_to_screen", "log_path", "settings"]
 
 log = logging.getLogger("gnft_gui")
 MAX_RECENT = 8
+#: The smallest screen the window must fit with every dock open (tests assert the minimum size).
+SMALL_SCREEN = (1280, 800)
+
+
+def fit_to_screen(rect: QRect, available: QRect) -> QRect:
+    """``rect`` shrunk to fit ``available`` and moved inside it (a geometry remembered on a bigger
+    or another screen must not open off-screen)."""
+    width, height = min(rect.width(), available.width()), min(rect.height(), available.height())
+    left = min(max(rect.left(), available.left()), available.right() + 1 - width)
+    top = min(max(rect.top(), available.top()), available.bottom() + 1 - height)
+    return QRect(left, top, width, height)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> str:
+    """The exported model's report for people: what it is and every defense in its history, in percent."""
+    lines = [f"# {path.name}", "", f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, "
+             f"exported from {source}."]
+    attack = meta["provenance"].get("attack")
+    if attack:
+        lines.append(f"Backdoor measured with the {attack.get('name')} attack recorded in the checkpoint.")
+    defenses = meta["provenance"].get("defenses", [])
+    if defenses:
+        lines += ["", "| defense | preset | CA before | CA after | ASR before | ASR after | clean clips | time |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for d in defenses:
+            name = d["defense"]["name"]
+            preset = (d.get("preset") or {}).get("name", "not recorded")
+            preset = PRESETS[preset].title if preset in PRESETS else preset
+            b, a = d.get("before", {}), d.get("after", {})
+            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {_pct(b.get('clean_accuracy'))} | "
+                         f"{_pct(a.get('clean_accuracy'))} | {_pct(b.get('attack_success_rate'))} | "
+                         f"{_pct(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
+                         f"{d.get('seconds', 0):.1f} s |")
+    else:
+        lines += ["", "No defense has been run on this model."]
+    return "\n".join(lines) + "\n"
 
 
 def log_path() -> Path:
@@ -104,6 +151,10 @@ class MainWindow(QMainWindow):
         self.current_clip: int | None = None
         self.tasks: list[Task] = []
         self.last_error: QMessageBox | None = None
+        self.last_notice: QMessageBox | None = None
+        #: the summary of a repaired model accepted and not exported since ("" when none): quitting or
+        #: opening another model asks first
+        self.unsaved_repair = ""
         self.audio = AudioIO()
         self._build_logging()
         self._build_views()
@@ -113,7 +164,8 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(state.value("geometry"))
             self.restoreState(state.value("state"))
         else:
-            self.resize(1280, 800)
+            self.resize(*SMALL_SCREEN)
+        self.keep_on_screen()
         log.info("GN-FT Workbench %s started; log file %s", __version__, log_path())
         if demo:
             self.open_demo()
@@ -142,7 +194,11 @@ class MainWindow(QMainWindow):
         self.tabs.setObjectName("central_tabs")
         self.tabs.addTab(self.audio_view, "Audio")
         self.tabs.addTab(self.neurons, "Neurons")
-        self.setCentralWidget(self.tabs)
+        self.central = QStackedWidget()
+        self.central.setObjectName("central")
+        self.central.addWidget(self._build_welcome())
+        self.central.addWidget(self.tabs)
+        self.setCentralWidget(self.central)
         self.clips = ClipBrowser()
         self.clips.clip_selected.connect(self.show_clip)
         self.attack_panel = AttackPanel()
@@ -155,14 +211,27 @@ class MainWindow(QMainWindow):
         self.defense_task: Task | None = None
         self.import_dialog: ImportDialog | None = None
         self.defense_result: dict[str, Any] | None = None
+        self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
-                                    ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                                     ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                                    ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                                     ("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title.lower()}")
+            if widget in (self.defense_panel, self.attack_panel):  # tall forms scroll instead of growing the window
+                scroll = QScrollArea()
+                scroll.setWidget(widget)
+                scroll.setWidgetResizable(True)
+                scroll.setFrameShape(QFrame.Shape.NoFrame)
+                scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+                scroll.setMinimumWidth(widget.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+                widget = scroll
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
+            self.docks[title] = dock
+        self.tabifyDockWidget(self.docks["Defense"], self.docks["Attack"])
+        self.docks["Defense"].raise_()
+        self._sized = False
         self.progress = QProgressBar()
         self.progress.setObjectName("progress")
         self.progress.setMaximumWidth(240)
@@ -175,6 +244,77 @@ class MainWindow(QMainWindow):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_tasks)
         self.statusBar().addPermanentWidget(self.cancel_button)
+
+    def _build_welcome(self) -> QWidget:
+        """What the central area shows until a dataset is open: how to begin, and the demo build's progress."""
+        page = QWidget()
+        page.setObjectName("welcome")
+        self.welcome_text = QLabel("<h2>GN-FT Workbench</h2><p>Check a speech-command model for a backdoor and "
+                                   "repair it.</p><p>Open a model (.safetensors or .pt) and its dataset folder "
+                                   "from the File menu or by dropping them here, or open the demo workspace: a "
+                                   "backdoored model and synthetic speech, ready to repair.</p>")
+        self.welcome_text.setObjectName("welcome_text")
+        self.welcome_text.setWordWrap(True)
+        self.welcome_status = QLabel("")
+        self.welcome_status.setObjectName("welcome_status")
+        self.welcome_status.setWordWrap(True)
+        self.welcome_audio = QLabel(self.audio_view.notice.text())
+        self.welcome_audio.setObjectName("welcome_audio")
+        self.welcome_audio.setWordWrap(True)
+        self.welcome_audio.setVisible(bool(self.audio_view.notice.text()))
+        self.welcome_progress = QProgressBar()
+        self.welcome_progress.setObjectName("welcome_progress")
+        self.welcome_progress.setVisible(False)
+        buttons = QHBoxLayout()
+        self.welcome_buttons = {}
+        for key, text, slot in (("demo", "Open the demo", lambda: self.open_demo()),
+                                ("model", "Open a model…", self._ask_model),
+                                ("data", "Open a dataset…", self._ask_data)):
+            button = QPushButton(text)
+            button.setObjectName(f"welcome_{key}")
+            button.clicked.connect(lambda _=False, f=slot: f())
+            buttons.addWidget(button)
+            self.welcome_buttons[key] = button
+        buttons.addStretch(1)
+        column = QVBoxLayout()
+        column.addWidget(self.welcome_text)
+        column.addLayout(buttons)
+        column.addWidget(self.welcome_audio)
+        column.addWidget(self.welcome_status)
+        column.addWidget(self.welcome_progress)
+        column.addStretch(1)
+        box = QWidget()
+        box.setLayout(column)
+        box.setMaximumWidth(640)
+        outer = QHBoxLayout(page)
+        outer.addStretch(1)
+        outer.addWidget(box, 4)
+        outer.addStretch(1)
+        return page
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._sized:  # dock sizes take effect once the window has its size
+            self._sized = True
+            if settings().value("state") is None:
+                self._default_dock_sizes()
+
+    def _default_dock_sizes(self) -> None:
+        self.resizeDocks([self.docks["Clips"], self.docks["Defense"]], [260, 390], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Log"]], [100], Qt.Orientation.Vertical)
+
+    def keep_on_screen(self) -> None:
+        """Shrink and move the window into the screen it is on (a remembered geometry may not fit)."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        available = screen.availableGeometry()
+        frame, inner = self.frameGeometry(), self.geometry()
+        extra_w, extra_h = frame.width() - inner.width(), frame.height() - inner.height()
+        fitted = fit_to_screen(frame, available)
+        if fitted != frame:
+            self.setGeometry(fitted.left() + (inner.left() - frame.left()), fitted.top() + (inner.top() - frame.top()),
+                             fitted.width() - extra_w, fitted.height() - extra_h)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -194,7 +334,32 @@ class MainWindow(QMainWindow):
         play_menu.addSeparator()
         self.action_record = self._action("&Record Trigger…", QKeySequence("Ctrl+R"), self.open_recorder)
         play_menu.addAction(self.action_record)
+        self.view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            self.view_menu.addAction(dock.toggleViewAction())
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(self._action("&Audio Tab", QKeySequence("Ctrl+Shift+A"),
+                                              lambda: self.show_tab(self.audio_view)))
+        self.view_menu.addAction(self._action("&Neurons Tab", QKeySequence("Ctrl+Shift+N"),
+                                              lambda: self.show_tab(self.neurons)))
+        self.view_menu.addAction(self._action("&Reset Layout", QKeySequence(), self.reset_layout))
+        file_menu.insertAction(self.action_open_model, self._action("Open D&emo", QKeySequence("Ctrl+Shift+D"),
+                                                                    lambda: self.open_demo()))
+        self._default_state = self.saveState()
         self._refresh_recent()
+
+    def show_tab(self, widget: QWidget) -> None:
+        """Bring a central tab (Audio, Neurons) to the front, leaving the welcome page if it shows."""
+        self.central.setCurrentWidget(self.tabs)
+        self.tabs.setCurrentWidget(widget)
+
+    def reset_layout(self) -> None:
+        """Every dock back where it starts (View > Reset Layout)."""
+        self.restoreState(self._default_state)
+        for dock in self.docks.values():
+            dock.setVisible(True)
+        self.docks["Defense"].raise_()
+        self._default_dock_sizes()
 
     def _action(self, text: str, shortcut: Any, slot) -> QAction:
         action = QAction(text, self)
@@ -255,6 +420,8 @@ class MainWindow(QMainWindow):
         A ``.pt``/``.pth`` file opens the import dialog instead (it needs its architecture named).
         """
         path = Path(path)
+        if not self.confirm_discard_repair("open another model"):
+            return False
         if path.suffix.lower() in (".pt", ".pth"):
             self.import_model(path)
             return False
@@ -331,8 +498,9 @@ class MainWindow(QMainWindow):
     def _demo_progress(self, info) -> None:
         # a plain function connected here ran in the worker thread and raced the progress bar's
         # busy animation (a segmentation fault in the PyInstaller bundle's --demo self-test)
-        self.progress.setRange(0, info.total_steps)
-        self.progress.setValue(info.step)
+        for bar in (self.progress, self.welcome_progress):
+            bar.setRange(0, info.total_steps)
+            bar.setValue(info.step)
 
     def _open_demo(self, demo) -> None:
         self._idle(f"Demo: {demo.folder}")
@@ -342,6 +510,7 @@ class MainWindow(QMainWindow):
     def _data_ready(self, path: Path, data: AudioSet) -> None:
         self._idle(f"{path}: {len(data)} clips, {len(data.classes)} classes")
         self.data, self.data_path = data, path
+        self.central.setCurrentWidget(self.tabs)
         split_of = ["?"] * len(data)
         for name, idx in data.splits.items():
             for i in idx.tolist():
@@ -352,6 +521,8 @@ class MainWindow(QMainWindow):
         self._remember("data", path)
         log.info("opened dataset %s: %d clips", path, len(data))
         self.data_loaded.emit(str(path))
+        if len(data):
+            self.clips.select(0)  # the first clip is shown at once: nothing to hunt for
         self._predict_all()
 
     def _predict_all(self) -> None:
@@ -372,9 +543,22 @@ class MainWindow(QMainWindow):
         task.start()
 
     def _predictions_ready(self, result) -> None:
-        self._idle("Ready")
+        if not self.tasks:
+            self._idle(self._ready_text())
         self.clips.set_predictions(*result)
+        if self.current_clip is not None:
+            self.show_clip(self.current_clip)  # its top-3 now from the current model
         self.predictions_ready.emit()
+
+    def _ready_text(self) -> str:
+        """The resting status line: what is open and what to do next."""
+        if self.model is None or self.data is None:
+            return "Open a model (.safetensors) and a dataset folder to begin."
+        name = self.model_path.name if self.model_path else "model"
+        text = f"{name} on {self.data_path.name if self.data_path else 'data'}: {len(self.data)} clips."
+        if self.unsaved_repair:
+            return text + f" The repaired model ({self.unsaved_repair}) is not exported yet: File > Export (Ctrl+S)."
+        return text + " Pick a clip to listen, or run a defense."
 
     # ------------------------------------------------------------------ tasks
     def warm_up(self) -> Task:
@@ -411,13 +595,17 @@ class MainWindow(QMainWindow):
             task.cancel()
 
     def _busy(self, text: str) -> None:
-        self.status_label.setText(text)
-        self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
+        for label in (self.status_label, self.welcome_status):
+            label.setText(text)
+        for bar in (self.progress, self.welcome_progress):
+            bar.setRange(0, 0)
+            bar.setVisible(True)
 
     def _idle(self, text: str) -> None:
-        self.status_label.setText(text)
-        self.progress.setVisible(False)
+        for label in (self.status_label, self.welcome_status):
+            label.setText(text)
+        for bar in (self.progress, self.welcome_progress):
+            bar.setVisible(False)
 
     def _failed(self, title: str, message: str) -> None:
         self._idle(title)
@@ -501,6 +689,7 @@ class MainWindow(QMainWindow):
             self._idle("An analysis is running: wait for it or cancel it first")
             return None
         model, data, attack = self.model, self.data, self.attack
+        preset = preset_record(name, config, base=self.defense_panel.base_preset)
         layer = self.neurons.layer.currentText()
         exact = self.neurons.exact_around_runs.isChecked()
 
@@ -527,12 +716,14 @@ class MainWindow(QMainWindow):
                 return metrics
 
             result = DEFENSES[name](config).run(model, data, observer, evaluate=measure)
+            outcome = {"name": name, "config": config, "preset": preset, "result": result, "before": before,
+                       "after": before}
             if result.cancelled:
-                return {"name": name, "config": config, "result": result, "before": before, "after": before}
-            after = evaluate(result.model, data, "test", attack, cache=cache)
+                return outcome
+            outcome["after"] = evaluate(result.model, data, "test", attack, cache=cache)
             if exact:
                 zones(result.model, "after (exact)", "exact")
-            return {"name": name, "config": config, "result": result, "before": before, "after": after}
+            return outcome
 
         task = Task(work, f"defense-{name}", wants_grad_norms=True, parent=self)
         self.tasks.append(task)
@@ -546,7 +737,8 @@ class MainWindow(QMainWindow):
         task.observer.evaluated.connect(self._defense_evaluated)  # a bound slot: queued to the GUI thread
         task.finished.connect(self._defense_done)
         task.failed.connect(self._defense_failed)
-        self._busy(f"Running {name} …")
+        used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
+        self._busy(f"Running {DEFENSE_TITLES.get(name, name)} ({used}) …")
         self.cancel_button.setVisible(True)
         task.start()
         log.info("running %s with %s", name, config)
@@ -567,7 +759,12 @@ class MainWindow(QMainWindow):
             self.defense_panel.set_state("idle")
             return
         self.defense_result = outcome
-        self._idle(f"{outcome['name']} finished: Accept or Revert")
+        before, after = outcome["before"], outcome["after"]
+        text = f"{DEFENSE_TITLES.get(outcome['name'], outcome['name'])} finished: CA {_pct(before['clean_accuracy'])} -> " \
+               f"{_pct(after['clean_accuracy'])}"
+        if after.get("attack_success_rate") is not None:
+            text += f", ASR {_pct(before['attack_success_rate'])} -> {_pct(after['attack_success_rate'])}"
+        self._idle(text + ". Accept or Revert (Defense dock).")
         findings = defense_findings(outcome["before"], outcome["after"], result.history, result.clean_clips,
                                     len(self.meta["classes"]), result.details)
         self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"], findings)
@@ -632,6 +829,7 @@ class MainWindow(QMainWindow):
             return
         keep = lambda m: {k: m[k] for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy") if k in m}  # noqa: E731
         entry = {"defense": {"name": outcome["name"], **dataclasses.asdict(outcome["config"])},
+                 "preset": outcome["preset"],
                  "defense_details": outcome["result"].details, "before": keep(outcome["before"]),
                  "after": keep(outcome["after"]), "seconds": round(outcome["result"].seconds, 2),
                  "clean_clips": outcome["result"].clean_clips}
@@ -639,23 +837,38 @@ class MainWindow(QMainWindow):
             *self.meta["provenance"].get("defenses", []), entry]))
         self.model = outcome["result"].model.to("cpu").eval()
         self.defense_panel.set_state("idle")
-        log.info("accepted %s: CA %.4f, ASR %s", outcome["name"], outcome["after"]["clean_accuracy"],
-                 outcome["after"].get("attack_success_rate"))
+        after = outcome["after"]
+        summary = f"CA {_pct(after['clean_accuracy'])}" + (
+            f", ASR {_pct(after['attack_success_rate'])}" if after.get("attack_success_rate") is not None else "")
+        self.unsaved_repair = summary
+        self.defense_panel.eta.setText(f"Accepted: the repaired model ({summary}) is the current one. "
+                                       "File > Export saves it.")
+        log.info("accepted %s: %s", outcome["name"], summary)
         self._predict_all()
-        if self.current_clip is not None:
-            self.show_clip(self.current_clip)
 
     def revert_defense(self) -> None:
         self.defense_result = None
         self.defense_panel.set_state("idle")
+        self.defense_panel.eta.setText("Reverted: the model is as it was before the run.")
         self._idle("Reverted: the model is as it was before the defense")
 
     # ------------------------------------------------------------------ export
+    def suggested_export_path(self) -> Path:
+        """Where Export proposes to write: the last export folder (else the home folder), and the
+        model's name with ``_repaired`` when it holds an accepted repair."""
+        folder = settings().value("export_dir") or ""
+        folder = Path(folder) if folder and Path(folder).is_dir() else Path.home()
+        stem = self.model_path.stem if self.model_path is not None else "model"
+        if self.meta and self.meta["provenance"].get("defenses") and not stem.endswith("_repaired"):
+            stem += "_repaired"
+        return folder / f"{stem}.safetensors"
+
     def _ask_export(self) -> None:
         if self.model is None:
             self.show_error("Nothing to export", "Open a model first.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export model", "", "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export model", str(self.suggested_export_path()),
+                                              "Checkpoints (*.safetensors)")
         if not path:
             return
         if self.model_path is not None and Path(path).resolve() == self.model_path.resolve():
@@ -668,7 +881,8 @@ class MainWindow(QMainWindow):
             self.export_model(path)
 
     def export_model(self, path: str | os.PathLike, overwrite_input: bool = False) -> Path | None:
-        """Write the model with its metadata (atomically) and a JSON + Markdown report beside it."""
+        """Write the model with its metadata (atomically) and a JSON + Markdown report beside it;
+        say so in a notice that stays until dismissed."""
         path = Path(path)
         if self.model is None or self.meta is None:
             self.show_error("Nothing to export", "Open a model first.")
@@ -684,18 +898,22 @@ class MainWindow(QMainWindow):
             report = {"checkpoint": str(path), "source": str(self.model_path), "architecture": self.meta["architecture"],
                       "classes": self.meta["classes"], "attack": self.meta["provenance"].get("attack"),
                       "defenses": self.meta["provenance"].get("defenses", [])}
-            path.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
-            lines = [f"# {path.name}", "", f"Architecture {self.meta['architecture']}, "
-                     f"{len(self.meta['classes'])} classes, exported from {self.model_path}."]
-            for d in report["defenses"]:
-                lines.append(f"- {d['defense']['name']}: CA {d['after'].get('clean_accuracy')}, "
-                             f"ASR {d['after'].get('attack_success_rate')}")
-            path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+            write_json(path.with_suffix(".json"), report)
+            write_text_atomic(path.with_suffix(".md"), export_markdown(path, self.model_path, self.meta))
         except (GnftError, OSError) as err:
             self.show_error("Export failed", f"{path}: {err}")
             return None
         log.info("exported %s", path)
+        self.unsaved_repair = ""
+        settings().setValue("export_dir", str(path.parent))
         self._remember("model", path)
+        self._idle(f"Exported {path.name} to {path.parent} (with {path.stem}.json and {path.stem}.md)")
+        notice = QMessageBox(QMessageBox.Icon.Information, "Model exported",
+                             f"Saved the model to\n{path}\n\nwith a report beside it ({path.stem}.json, "
+                             f"{path.stem}.md).", QMessageBox.StandardButton.Ok, self)
+        notice.setObjectName("export_notice")
+        notice.open()
+        self.last_notice = notice
         return path
 
     # ------------------------------------------------------------------ drag and drop, closing
@@ -723,7 +941,29 @@ class MainWindow(QMainWindow):
             task.stop()
         self.audio.stop()
 
+    def confirm_discard_repair(self, doing: str) -> bool:
+        """Before the current model is dropped (quit, open another): with an accepted repair not yet
+        exported, ask to export it, discard it or stay. True when it is fine to go on."""
+        if not self.unsaved_repair:
+            return True
+        answer = QMessageBox.question(
+            self, "Export the repaired model?",
+            f"The repaired model ({self.unsaved_repair}) has not been exported. Export it before you {doing}?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            self._ask_export()
+            return not self.unsaved_repair
+        if answer == QMessageBox.StandardButton.Discard:
+            log.info("repaired model discarded unexported (%s)", doing)
+            self.unsaved_repair = ""
+            return True
+        return False
+
     def closeEvent(self, event) -> None:
+        if not self.confirm_discard_repair("quit"):
+            event.ignore()
+            return
         self.shutdown()
         state = settings()
         state.setValue("geometry", self.saveGeometry())

@@ -7,19 +7,27 @@ import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from gnft_gui.views.plots import SERIES, colour_bar, make_plot, reserve_colour_bar_space, set_levels
+
 __all__ = ["AudioView", "spectrogram_db"]
 
 SIDES = ("clean", "triggered")
+DYNAMIC_RANGE_DB = 80.0  # the spectrogram shows the loudest 80 dB of a clip
+LEFT_AXIS_WIDTH = 46  # the same for the waveform and the spectrogram: their time axes line up
 
 
 def spectrogram_db(wave: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    """Magnitude spectrogram in dB, ``[frames, n_fft // 2 + 1]`` (for display only)."""
+    """Magnitude spectrogram in dB full scale, ``[frames, n_fft // 2 + 1]`` (for display only).
+
+    0 dBFS is the peak of a full-scale sine (amplitude 1); the floor is -120 dBFS.
+    """
     wave = np.asarray(wave, dtype=np.float32)
     if wave.size < n_fft:
         wave = np.pad(wave, (0, n_fft - wave.size))
     frames = 1 + (wave.size - n_fft) // hop
     idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spec = np.abs(np.fft.rfft(wave[idx] * np.hanning(n_fft)[None, :], axis=1))
+    window = np.hanning(n_fft)
+    spec = np.abs(np.fft.rfft(wave[idx] * window[None, :], axis=1)) / (window.sum() / 2)
     return 20 * np.log10(spec + 1e-6)
 
 
@@ -28,31 +36,50 @@ class _Side(QWidget):
         super().__init__()
         self.title = QLabel(side)
         self.title.setObjectName(f"{side}_title")
-        self.wave_plot = pg.PlotWidget()
+        self.wave_plot = make_plot(None, "time", "s", "amplitude", "",
+                                   tooltip=f"waveform of the {side} clip (full scale ±1)")
         self.wave_plot.setObjectName(f"{side}_wave")
-        self.wave_plot.setLabel("bottom", "time", units="s")
-        self.wave_curve = self.wave_plot.plot(pen=pg.mkPen("#1565c0" if side == "clean" else "#c62828"))
-        self.spec_plot = pg.PlotWidget()
+        self.wave_curve = self.wave_plot.plot(pen=pg.mkPen(SERIES["blue" if side == "clean" else "vermillion"]))
+        self.spec_plot = make_plot(None, "time", "s", "frequency", "kHz",
+                                   tooltip=f"spectrogram of the {side} clip: level per time and frequency, "
+                                           f"the loudest {DYNAMIC_RANGE_DB:.0f} dB")
         self.spec_plot.setObjectName(f"{side}_spectrogram")
-        self.spec_plot.setLabel("bottom", "time", units="s")
-        self.spec_plot.setLabel("left", "frequency", units="Hz")
         self.image = pg.ImageItem()
-        self.image.setColorMap(pg.colormap.get("viridis"))
         self.spec_plot.addItem(self.image)
+        self.colour_bar = colour_bar(self.spec_plot, self.image, "level", "dBFS",
+                                     levels=(-DYNAMIC_RANGE_DB, 0.0))
+        reserve_colour_bar_space(self.wave_plot, self.colour_bar)
+        for plot in (self.wave_plot, self.spec_plot):
+            plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
+            plot.setMinimumSize(240, 140)  # room for "frequency (kHz)" along the axis, and for the colour bar
+        self.wave_plot.setXLink(self.spec_plot)  # one time axis for both
+        self._empty_ranges()
         self.top3 = QLabel("")
         self.top3.setObjectName(f"{side}_top3")
         self.play = QPushButton(f"Play {side}")
         self.play.setObjectName(f"play_{side}")
+        self.top3.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
         for w in (self.title, self.wave_plot, self.spec_plot, self.top3, self.play):
-            layout.addWidget(w)
+            layout.addWidget(w, 1 if isinstance(w, pg.PlotWidget) else 0)
+
+    def _empty_ranges(self, duration: float = 1.0, sample_rate: int = 16000) -> None:
+        """Ranges that make sense before a clip is shown: 1 s, full scale, 0 to 8 kHz."""
+        self.spec_plot.setRange(xRange=(0, duration), yRange=(0, sample_rate / 2000), padding=0)
+        self.wave_plot.setYRange(-1, 1, padding=0.02)
 
     def show_wave(self, wave: np.ndarray, sample_rate: int) -> None:
         t = np.arange(wave.size) / sample_rate
         self.wave_curve.setData(t, wave)
+        self.spec_plot.setRange(xRange=(0, wave.size / sample_rate), yRange=(0, sample_rate / 2000), padding=0)
+        self.wave_plot.enableAutoRange(y=True)
         spec = spectrogram_db(wave)
-        self.image.setImage(spec, autoLevels=True)
-        self.image.setRect(0, 0, wave.size / sample_rate, sample_rate / 2)
+        self.image.setImage(spec, autoLevels=False)
+        peak = float(spec.max())
+        set_levels(self.colour_bar, self.image, peak - DYNAMIC_RANGE_DB, peak)
+        self.image.setRect(0, 0, wave.size / sample_rate, sample_rate / 2 / 1000)  # kHz
 
 
 class AudioView(QWidget):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import QElapsedTimer, Signal
+from PySide6.QtCore import QElapsedTimer, QEvent, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,12 +30,13 @@ from PySide6.QtWidgets import (
 
 from core.analysis.zones import ZONES, assign_zones
 from core.events import NeuronStats, StepInfo
+from gnft_gui.views.plots import (NO_ZONE, SERIES, ZONE_COLOURS, colour_bar, make_plot, plot_colours, set_levels,
+                                  zone_legend)
 
 __all__ = ["NeuronView", "ZONE_COLOURS", "Snapshot"]
 
 REDRAW_MS = 66
-ZONE_COLOURS = {"clean": "#2e7d32", "backdoor": "#c62828", "hybrid": "#ef6c00", "redundant": "#9e9e9e"}
-NO_ZONE = "#1565c0"
+BAR_WIDTH = 0.8
 
 
 @dataclass
@@ -66,8 +67,10 @@ class NeuronView(QWidget):
         self.analyse_button.setToolTip("exact CLC/BLC and gradient norms of the loaded model, in the background")
         self.all_layers = QCheckBox("all layers")
         self.all_layers.setObjectName("analyse_all_layers")
-        self.exact_around_runs = QCheckBox("exact zones before and after a run")
+        self.exact_around_runs = QCheckBox("exact zones around runs")
         self.exact_around_runs.setObjectName("exact_around_runs")
+        self.exact_around_runs.setToolTip("compute exact CLC/BLC before and after each defense run "
+                                          "(during a run the zones are first-order estimates)")
         self.exact_around_runs.setChecked(True)
         self.neuron = QSpinBox()
         self.neuron.setObjectName("neuron_index")
@@ -75,32 +78,44 @@ class NeuronView(QWidget):
         self.info = QLabel("Run a defense or press Analyse to see the neurons of a layer.")
         self.info.setObjectName("neuron_info")
         self.info.setWordWrap(True)
+        self.info.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing() + 2)  # two lines: no overlap when small
         self.counts = QLabel("")
         self.counts.setObjectName("zone_counts")
+        self.counts.setWordWrap(True)
+        self.legend = zone_legend()
 
-        self.norm_plot = pg.PlotWidget(title="gradient norm per neuron (colour: zone)")
-        self.norm_plot.setLabel("bottom", "neuron")
-        self.norm_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=NO_ZONE)
+        self.norm_plot = make_plot("gradient norm per neuron", "neuron", "", "gradient norm", "",
+                                   tooltip="norm of each neuron's weight gradient at the latest step "
+                                           "(or from the analysis); bar colour: the neuron's zone")
+        self.norm_plot.setObjectName("norm_plot")
+        self.norm_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=NO_ZONE, pen=None)
         self.norm_plot.addItem(self.norm_bars)
-        self.heat_plot = pg.PlotWidget(title="gradient norm, neurons × steps")
-        self.heat_plot.setLabel("bottom", "step")
-        self.heat_plot.setLabel("left", "neuron")
+        self._bar_count = -1  # bars the x range was last fitted to
+        self.heat_plot = make_plot("gradient norm over steps", "step", "", "neuron", "",
+                                   tooltip="gradient norm of every neuron (rows) at every step (columns) "
+                                           "of the current run")
+        self.heat_plot.setObjectName("heat_plot")
         self.heat = pg.ImageItem(axisOrder="row-major")
-        self.heat.setColorMap(pg.colormap.get("viridis"))
         self.heat_plot.addItem(self.heat)
-        self.zone_plot = pg.PlotWidget(title="CLC / BLC per neuron")
-        self.zone_plot.setLabel("bottom", "CLC (clean loss change when zeroed)")
-        self.zone_plot.setLabel("left", "BLC (backdoor loss change)")
+        self.heat_bar = colour_bar(self.heat_plot, self.heat, "gradient norm")
+        self.zone_plot = make_plot("zones: CLC vs BLC", "CLC", "Δ loss", "BLC", "Δ loss",
+                                   tooltip="CLC: change of the clean loss (cross-entropy) when the neuron is "
+                                           "zeroed; BLC: change of the backdoor loss. Click a point to select "
+                                           "its neuron; crosses: its path through the snapshots")
+        self.zone_plot.setObjectName("zone_plot")
         for angle in (0, 90):
-            dashed = pg.mkPen("#777777", style=pg.QtCore.Qt.PenStyle.DashLine)
+            dashed = pg.mkPen(SERIES["grey"], style=pg.QtCore.Qt.PenStyle.DashLine)
             self.zone_plot.addItem(pg.InfiniteLine(0.0, angle=angle, pen=dashed))
         self.scatter = pg.ScatterPlotItem(size=8, pen=None)
         self.scatter.sigClicked.connect(self._points_clicked)
         self.zone_plot.addItem(self.scatter)
-        self.trail = pg.PlotDataItem([], [], pen=pg.mkPen("#000000", width=1.5), symbol="x", symbolSize=10)
+        self.trail = pg.PlotDataItem([], [], symbol="x", symbolSize=10)
         self.zone_plot.addItem(self.trail)
-        self.history_plot = pg.PlotWidget(title="selected neuron: gradient norm per step")
-        self.history_curve = self.history_plot.plot([], [], pen=pg.mkPen("#1565c0"))
+        self.history_plot = make_plot("selected neuron's norm", "step", "", "gradient norm", "",
+                                      tooltip="gradient norm of the selected neuron at every step of the run")
+        self.history_plot.setObjectName("history_plot")
+        self.history_curve = self.history_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=1.5))
+        self._style_trail()
 
         top = QHBoxLayout()
         top.addWidget(QLabel("layer"))
@@ -109,6 +124,7 @@ class NeuronView(QWidget):
         top.addWidget(self.all_layers)
         top.addWidget(self.exact_around_runs)
         grid = QGridLayout()
+        grid.setSpacing(4)
         grid.addWidget(self.norm_plot, 0, 0)
         grid.addWidget(self.heat_plot, 0, 1)
         grid.addWidget(self.zone_plot, 1, 0)
@@ -117,13 +133,16 @@ class NeuronView(QWidget):
         bottom.addWidget(self.neuron)
         bottom.addWidget(self.counts, 1)
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addLayout(top)
+        layout.addWidget(self.legend)
         layout.addLayout(grid, 1)
         layout.addLayout(bottom)
         layout.addWidget(self.info)
 
         self.norms: dict[str, np.ndarray] = {}  # the latest per-neuron norms of each layer
         self._history: dict[str, np.ndarray] = {}  # per layer: neurons × capacity, the first len(steps) filled
+        self._range: dict[str, tuple[float, float]] = {}  # per layer: min and max of its history so far
         self._brushes = {zone: pg.mkBrush(colour) for zone, colour in ZONE_COLOURS.items()}
         self._plane_shown: tuple | None = None  # (layer, snapshot id) on the plane now
         self.steps: list[int] = []
@@ -151,7 +170,7 @@ class NeuronView(QWidget):
 
     def begin_run(self) -> None:
         """Forget the step history (snapshots stay: the 'before' of this run is the 'after' of the last)."""
-        self._history, self.steps, self.epoch = {}, [], 0
+        self._history, self._range, self.steps, self.epoch = {}, {}, [], 0
         for plot in (self.heat_plot, self.history_plot):
             plot.enableAutoRange(x=True)
         self._last_draw = -REDRAW_MS
@@ -175,6 +194,10 @@ class NeuronView(QWidget):
                         grown[:, :n] = buf[:, :n]
                     buf = self._history[name] = grown
                 buf[:, n] = arr
+                if arr.size:  # the heat map's colour range, kept up to date per step (no pass over the history)
+                    lo, hi = float(arr.min()), float(arr.max())
+                    old = self._range.get(name)
+                    self._range[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
         now = self._clock.elapsed()
         if now - self._last_draw >= REDRAW_MS or info.step == info.total_steps:
             self._last_draw = now
@@ -211,12 +234,21 @@ class NeuronView(QWidget):
         if norms is not None:
             colours = ([self._brushes[z] for z in snap.zones] if snap is not None and len(snap.zones) == len(norms)
                        else [NO_ZONE] * len(norms))
-            self.norm_bars.setOpts(x=np.arange(len(norms)), height=norms, width=0.8, brushes=colours)
+            self.norm_bars.setOpts(x=np.arange(len(norms)), height=norms, width=BAR_WIDTH, brushes=colours)
         else:
             self.norm_bars.setOpts(x=[], height=[], brushes=[])
+        count = 0 if norms is None else len(norms)
+        if count != self._bar_count:  # every bar in view, half a bar of margin at both ends
+            self._bar_count = count
+            if count:
+                self.norm_plot.setXRange(-BAR_WIDTH, count - 1 + BAR_WIDTH, padding=0)
+            else:
+                self.norm_plot.enableAutoRange(x=True)
         image = self.history(layer)
         if image is not None and image.shape[1]:
-            self.heat.setImage(image, autoLevels=True)
+            lo, hi = self._range.get(layer, (float(image.min()), float(image.max())))
+            self.heat.setImage(image, autoLevels=False)
+            set_levels(self.heat_bar, self.heat, lo, hi)
             self.heat.setRect(pg.QtCore.QRectF(self.steps[0] - 0.5, -0.5, image.shape[1], image.shape[0]))
         else:
             self.heat.clear()
@@ -237,7 +269,7 @@ class NeuronView(QWidget):
             self.counts.setText(f"{snap.label}: " + ", ".join(f"{z} {counts[z]}" for z in ZONES))
         else:
             self.scatter.setData(x=[], y=[])
-            self.counts.setText("no CLC/BLC yet for this layer (Analyse, or run a defense with an attack set)")
+            self.counts.setText("no CLC/BLC yet for this layer: Analyse, or run a defense with an attack")
 
     # ------------------------------------------------------------------ selection
     def _points_clicked(self, item, points, event=None) -> None:
@@ -283,6 +315,19 @@ class NeuronView(QWidget):
         for s in shots[-3:]:
             parts.append(f"{s.label}: CLC {s.clc[index]:+.4f}, BLC {s.blc[index]:+.4f} ({s.zones[index]})")
         self.info.setText("; ".join(parts))
+
+    def _style_trail(self) -> None:
+        """The selected neuron's path in the text colour: black on a light background, white on a dark one."""
+        fg = plot_colours().foreground
+        self.trail.setPen(pg.mkPen(fg, width=1.5))
+        self.trail.setSymbolPen(pg.mkPen(fg, width=1.5))
+        self.trail.setSymbolBrush(pg.mkBrush(fg))
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        palette_events = (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange)
+        if hasattr(self, "trail") and event.type() in palette_events:  # (not while being built)
+            self._style_trail()
 
     def _analyse_clicked(self) -> None:
         layers = ([self.layer.itemText(i) for i in range(self.layer.count())] if self.all_layers.isChecked()

@@ -14,6 +14,23 @@ from tests.conftest import TINY_WORDS, write_speech_commands
 
 
 @pytest.fixture(autouse=True)
+def unanswered_questions(monkeypatch):
+    """A modal question nobody answers would hang the test (pytest-qt closes windows at teardown, and
+    closing with an unexported repair asks): answer Discard, and keep the questions asked for tests to read.
+    A test that wants another answer patches ``QMessageBox.question`` itself."""
+    from PySide6.QtWidgets import QMessageBox
+
+    asked: list[str] = []
+
+    def question(_parent, title, *_args, **_kwargs):
+        asked.append(title)
+        return QMessageBox.StandardButton.Discard
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    return asked
+
+
+@pytest.fixture(autouse=True)
 def private_app_files(tmp_path, monkeypatch):
     monkeypatch.setenv("GNFT_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("GNFT_SETTINGS_FILE", str(tmp_path / "settings.ini"))

@@ -17,10 +17,16 @@ def state(model):
 
 def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtbot, window):
     panel = window.defense_panel
-    assert panel.choice.currentText() == "gnft" and panel.fields["alpha"].text() == "0.7"
-    for name, value in (("clean_ratio", "1.0"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"),
+    # the Recommended preset first, in the units people read (the clean share in percent)
+    assert panel.preset_name() == "recommended" and panel.preset.currentText() == "Recommended"
+    assert panel.defense_name() == "gnft" and panel.choice.currentText() == "GN-FT"
+    assert (panel.fields["alpha"].text(), panel.fields["r"].text(), panel.fields["clean_ratio"].text(),
+            panel.fields["lr"].text(), panel.fields["epochs"].text()) == ("0.7", "0.1", "10", "0.01", "60")
+    for name, value in (("clean_ratio", "100"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"),
                         ("batch_size", "32")):
         panel.fields[name].setText(value)
+        panel.fields[name].editingFinished.emit()
+    assert panel.preset_name() == "custom" and "Recommended" in panel.preset_summary.text()
     original, original_state = window.model, state(window.model)
     steps, evals = [], []
     panel.run_button.click()
@@ -32,6 +38,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert [e.epoch for e in evals if e.phase == "gnft"] == [3, 6, 9, 12]
     x, y = panel.curves["attack_success_rate"].getData()
     assert list(x) == [3, 6, 9, 12] and len(y) == 4
+    assert np.allclose(y, [100 * e.attack_success_rate for e in evals if e.phase == "gnft"])  # percent, as the tables
     assert len(panel.loss_curve.getData()[0]) == len(steps) and panel.redraws >= 1
     neurons = window.neurons
     layer = neurons.layer.currentText()
@@ -65,13 +72,19 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
                                             for k, v in original_state.items())  # untouched until Accept
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
         panel.accept_button.click()
-    assert window.model is not original and window.meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
-    assert panel.state == "idle"
-    assert panel.runs_table.rowCount() == 1 and panel.runs_table.item(0, 0).text() == "gnft #1"
+    entry = window.meta["provenance"]["defenses"][-1]
+    assert window.model is not original and entry["defense"]["name"] == "gnft" and entry["defense"]["clean_ratio"] == 1.0
+    assert entry["preset"] == {"name": "custom", "from": "recommended",
+                               "changed": {"clean_ratio": 1.0, "epochs": 12, "lr": 0.05, "eval_every": 3,
+                                           "batch_size": 32}}
+    assert panel.state == "idle" and "Accepted" in panel.eta.text() and "Export" in window.status_label.text()
+    assert window.unsaved_repair
+    assert panel.runs_table.rowCount() == 1 and panel.runs_table.item(0, 0).text() == "GN-FT #1"
 
     # a second run (plain fine-tuning, cosine schedule) is drawn over the first: its curves stay as dashed ghosts
-    panel.choice.setCurrentText("ft")
-    for name, value in (("clean_ratio", "1.0"), ("epochs", "2"), ("eval_every", "1"), ("batch_size", "32")):
+    panel.select_defense("ft")
+    assert panel.preset_name() == "custom"
+    for name, value in (("clean_ratio", "100"), ("epochs", "2"), ("eval_every", "1"), ("batch_size", "32")):
         panel.fields[name].setText(value)
     panel.fields["lr_schedule"].setCurrentText("cosine")
     assert panel.fields["batchnorm"].toolTip() == OPTION_HELP["batchnorm"]  # each option says what it does
@@ -79,9 +92,9 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     panel.run_button.click()
     qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
     assert window.defense_result["config"].lr_schedule == "cosine"  # the form's choice reached the engine
-    assert [g.name() for g in panel.ghosts] == ["gnft #1 CA", "gnft #1 ASR"]
+    assert [g.name() for g in panel.ghosts] == ["GN-FT #1 CA", "GN-FT #1 ASR"]
     assert list(panel.ghosts[1].getData()[0]) == [3, 6, 9, 12]
-    assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "ft #2"
+    assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "Fine-tuning (FT) #2"
     panel.on_step(StepInfo("ft", 2, 4, 4, 0.1, 0.00125))  # the step line names the lr that step used
     assert "step 4/4, lr 0.00125, " in panel.eta.text()
 
@@ -101,7 +114,7 @@ def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, window):
     original, original_state = window.model, state(window.model)
     panel = window.defense_panel
     panel.fields["epochs"].setText("500")
-    panel.fields["clean_ratio"].setText("1.0")
+    panel.fields["clean_ratio"].setText("100")
     panel.fields["batch_size"].setText("16")
     panel.run_button.click()
     task = window.defense_task

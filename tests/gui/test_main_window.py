@@ -17,9 +17,12 @@ def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, win
     assert window.attack is not None and window.attack.name == "badnets"  # read from the checkpoint
     assert window.clips.table.rowCount() == len(window.data)
     assert window.action_open_model.shortcut().toString() == "Ctrl+O"
+    # the first clip is selected and shown on open, with the model's top-3 on both sides
+    assert window.current_clip == 0 and [r.row() for r in window.clips.table.selectionModel().selectedRows()] == [0]
+    assert window.audio_view.sides["clean"].top3.text() and window.central.currentWidget() is window.tabs
     data = window.data
     # a clip of another class that the model gets right: clean top-1 is its label, triggered top-1 the target
-    for index in range(len(data)):
+    for index in range(1, len(data)):
         label = data.classes[int(data.labels[index])]
         if label == TINY_WORDS[TARGET] or window.clips.table.item(index, 4).text() != label:
             continue
@@ -48,7 +51,7 @@ def test_filters_play_and_stop_and_attack_form(qtbot, window):
                for r in window.clips.visible_rows())
     window.clips.wrong_only.setChecked(False)
     with qtbot.waitSignal(window.clip_shown, timeout=5000):
-        window.clips.select(0)
+        window.clips.select(1)
     # real PortAudio on the ALSA null device: playing starts, stop ends it
     assert window.audio.status.output, window.audio.status.reason
     assert not window.audio_view.sides["clean"].play.isHidden() and window.audio_view.notice.isHidden()
@@ -119,6 +122,9 @@ def test_missing_audio_device_shows_the_notice(qtbot, monkeypatch):
     qtbot.addWidget(window)
     window.show()
     assert not window.audio.status.output and "no audio output device" in window.audio.status.reason
+    # said on the welcome page at once, and in the Audio tab
+    assert window.welcome_audio.isVisible() and window.welcome_audio.text().startswith("Audio unavailable")
+    window.show_tab(window.audio_view)
     notice = window.audio_view.notice
     assert notice.isVisible() and notice.text().startswith("Audio unavailable")
     assert not window.audio_view.sides["clean"].play.isVisible()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pyqtgraph as pg
+import pytest
 import torch
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication
@@ -105,3 +107,38 @@ def test_step_history_heat_map_and_neuron_history(qtbot):
     view.layer.setCurrentText("fc")  # another layer: its own norms, no zones yet
     assert list(view.norm_bars.opts["height"]) == [1.0, 2.0] and view.scatter.getData()[0].size == 0
     assert "no CLC/BLC yet" in view.counts.text()
+
+
+def test_bars_fill_the_x_range_and_the_heat_map_colour_bar_follows_the_steps(qtbot):
+    view = NeuronView()
+    qtbot.addWidget(view)
+    view.set_layers(["conv", "fc"])
+    view.layer.setCurrentText("conv")
+    rng = np.random.default_rng(1)
+    rows = []
+    for step in range(1, 41):
+        rows.append(rng.random(32) * 0.01)
+        view.on_step(StepInfo("gnft", 1, step, 40, 0.1, 0.001, {"conv": rows[-1].tolist(), "fc": [1.0] * 7}))
+    for layer, n in (("conv", 32), ("fc", 7)):
+        view.layer.setCurrentText(layer)
+        lo, hi = view.norm_plot.getPlotItem().vb.viewRange()[0]
+        width = view.norm_bars.opts["width"]
+        # every bar inside the range, with half a bar of margin at both ends
+        assert lo == pytest.approx(-width / 2 - width / 2) and hi == pytest.approx(n - 1 + width / 2 + width / 2)
+        assert len(view.norm_bars.opts["height"]) == n
+    view.layer.setCurrentText("conv")
+    history = np.asarray(rows).T
+    assert np.allclose(view.heat.getLevels(), (history.min(), history.max()))
+    assert np.allclose(view.heat_bar.levels(), view.heat.getLevels())
+    assert np.allclose(view.heat_bar.axis.range, view.heat.getLevels())
+    assert view.heat_bar.scene() is view.heat_plot.scene()
+    # a new run starts its own colour range
+    view.begin_run()
+    view.on_step(StepInfo("gnft", 1, 1, 3, 0.1, 0.001, {"conv": [5.0] * 31 + [7.0]}))
+    assert np.allclose(view.heat_bar.levels(), (5.0, 7.0)) and np.allclose(view.heat.getLevels(), (5.0, 7.0))
+    # all zones known: the bars take the zone colours; the legend names each colour used
+    view.on_neurons(NeuronStats("conv", {"clc": [0.1] * 16 + [-0.1] * 16, "blc": [-0.1] * 16 + [0.1] * 16}))
+    used = {pg.mkBrush(b).color().name() for b in view.norm_bars.opts["brushes"]}
+    legend = {colour: name for name, colour in view.legend.entries().values()}
+    assert used == {ZONE_COLOURS["clean"], ZONE_COLOURS["backdoor"]}
+    assert {legend[c] for c in used} == {"clean", "backdoor"}

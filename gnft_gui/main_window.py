@@ -215,7 +215,7 @@ class MainWindow(QMainWindow):
         for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                                     ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                                    ("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)):
+                                    ("Log", self.log_panel, Qt.DockWidgetArea.LeftDockWidgetArea)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title.lower()}")
             if widget in (self.defense_panel, self.attack_panel):  # tall forms scroll instead of growing the window
@@ -229,6 +229,8 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[title] = dock
+        # the Log under the Clips: the Defense dock and the plots keep the window's full height
+        self.splitDockWidget(self.docks["Clips"], self.docks["Log"], Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.docks["Defense"], self.docks["Attack"])
         self.docks["Defense"].raise_()
         self._sized = False
@@ -301,7 +303,7 @@ class MainWindow(QMainWindow):
 
     def _default_dock_sizes(self) -> None:
         self.resizeDocks([self.docks["Clips"], self.docks["Defense"]], [260, 390], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["Log"]], [100], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["Clips"], self.docks["Log"]], [3, 1], Qt.Orientation.Vertical)
 
     def keep_on_screen(self) -> None:
         """Shrink and move the window into the screen it is on (a remembered geometry may not fit)."""
@@ -485,7 +487,8 @@ class MainWindow(QMainWindow):
         if cached is not None:
             self._open_demo(cached)
             return None
-        self._busy("Building the demo workspace (once): synthetic speech, then a backdoored model …")
+        self._busy("Building the demo workspace (once, about half a minute): synthetic speech, then the "
+                   "backdoored demo model is checked on it …")
         task = self._run(lambda observer: ensure_demo(rebuild=rebuild, observer=observer), "demo")
         self.demo_task = task
         task.observer.stepped.connect(self._demo_progress)  # a bound slot: queued to the GUI thread
@@ -571,7 +574,7 @@ class MainWindow(QMainWindow):
         task = self._run(work, "warm-up")
         task.finished.connect(lambda _r: self.warmed_up.emit())
         task.failed.connect(lambda message, _d: log.warning("warm-up failed: %s", message))
-        self.cancel_button.setVisible(False)  # nothing the user started: nothing to cancel
+        self.cancel_button.setVisible(any(t is not task for t in self.tasks))  # not for this one: nobody started it
         task.start()
         return task
 

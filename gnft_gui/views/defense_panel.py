@@ -54,7 +54,6 @@ CUSTOM = "custom"
 
 def fit_rows(table: QTableWidget) -> None:
     """Fix a table's height to show every row and its header: no row hidden behind a scroll bar."""
-    table.resizeRowsToContents()
     height = table.horizontalHeader().height() + table.verticalHeader().length() + 2 * table.frameWidth()
     table.setFixedHeight(height + 2)
 
@@ -93,6 +92,7 @@ class DefensePanel(QWidget):
         self.form = DataclassForm("defense_", hidden=HIDDEN, tips=OPTION_HELP, labels=OPTION_LABELS,
                                   percent=PERCENT_OPTIONS, primary=PRIMARY_OPTIONS)
         self.error = error_label("defense_error")
+        self.error.setVisible(False)
         self.run_button = QPushButton("Run")
         self.run_button.setObjectName("run_defense")
         self.cancel_button = QPushButton("Cancel")
@@ -145,7 +145,9 @@ class DefensePanel(QWidget):
         self.runs_table.setHorizontalHeaderLabels(["run", "CA after", "ASR after", "DER", "time (s)"])
         for table in (self.result, self.runs_table):
             table.verticalHeader().setVisible(False)
+            table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
             table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+            table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
             table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.runs: list[dict] = []  # finished runs, kept for comparison
         self.ghosts: list[pg.PlotDataItem] = []
@@ -155,8 +157,12 @@ class DefensePanel(QWidget):
         top = QFormLayout()
         top.addRow("Preset", self.preset)
         top.addRow(self.preset_summary)
-        top.addRow("Defense", self.choice)
-        top.addRow("Device", self.device)
+        self.device.setToolTip("where the run happens: auto takes the GPU when there is one")
+        chosen = QHBoxLayout()
+        chosen.addWidget(self.choice, 2)
+        chosen.addWidget(QLabel("on"))
+        chosen.addWidget(self.device, 1)
+        top.addRow("Defense", chosen)
         curves = QWidget()
         curves_layout = QVBoxLayout(curves)
         curves_layout.setContentsMargins(0, 0, 0, 0)
@@ -167,7 +173,7 @@ class DefensePanel(QWidget):
         self.plots.addTab(curves, "CA / ASR")
         self.plots.addTab(self.loss_plot, "Loss")
         self.plots.addTab(self.runs_table, "Runs")
-        self.plots.setMinimumHeight(200)
+        self.plots.setMinimumHeight(180)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.form)
@@ -269,8 +275,10 @@ class DefensePanel(QWidget):
             config = self.config()
         except Exception as err:
             self.error.setText(str(err))
+            self.error.setVisible(True)
             return
         self.error.setText("")
+        self.error.setVisible(False)
         self.run_requested.emit(self.defense_name(), config)
 
     # ------------------------------------------------------------------ live updates
@@ -334,8 +342,7 @@ class DefensePanel(QWidget):
         self._fill_result(before, after, seconds)
         self.show_findings(findings)
         self._keep_run(name or self.defense_name(), before, after, seconds)
-        self.eta.setText(f"Finished in {seconds:.1f} s. Accept makes the repaired model the current one; "
-                         "Revert discards it.")
+        self.eta.setText(f"Finished in {seconds:.1f} s: Accept keeps the repaired model, Revert discards it.")
         self.set_state("finished")
 
     def show_findings(self, findings: list[str] | tuple[str, ...]) -> None:

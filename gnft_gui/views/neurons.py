@@ -33,6 +33,9 @@ from core.events import NeuronStats, StepInfo
 from gnft_gui.views.plots import (NO_ZONE, SERIES, ZONE_COLOURS, colour_bar, make_plot, plot_colours, set_levels,
                                   zone_legend)
 
+NO_NEURONS_YET = "Run a defense or press Analyse to see the neurons of a layer."
+PICK_A_NEURON = "Click a point in the CLC/BLC plane, or choose a neuron's index, to follow that neuron."
+
 __all__ = ["NeuronView", "ZONE_COLOURS", "Snapshot"]
 
 REDRAW_MS = 66
@@ -75,7 +78,7 @@ class NeuronView(QWidget):
         self.neuron = QSpinBox()
         self.neuron.setObjectName("neuron_index")
         self.neuron.setPrefix("neuron ")
-        self.info = QLabel("Run a defense or press Analyse to see the neurons of a layer.")
+        self.info = QLabel(NO_NEURONS_YET)
         self.info.setObjectName("neuron_info")
         self.info.setWordWrap(True)
         self.info.setMinimumHeight(2 * self.info.fontMetrics().lineSpacing() + 2)  # two lines: no overlap when small
@@ -166,7 +169,9 @@ class NeuronView(QWidget):
         self.layer.setCurrentIndex(max(0, len(layers) - 2))
         self.layer.blockSignals(False)
         self.norms, self.snapshots = {}, {}
+        self.selected = None
         self.begin_run()
+        self.info.setText(NO_NEURONS_YET)
 
     def begin_run(self) -> None:
         """Forget the step history (snapshots stay: the 'before' of this run is the 'after' of the last)."""
@@ -174,6 +179,8 @@ class NeuronView(QWidget):
         for plot in (self.heat_plot, self.history_plot):
             plot.enableAutoRange(x=True)
         self._last_draw = -REDRAW_MS
+        if self.selected is None:
+            self.info.setText(PICK_A_NEURON)
         self.redraw()
 
     def on_step(self, info: StepInfo) -> None:
@@ -213,6 +220,8 @@ class NeuronView(QWidget):
             epoch = stats.epoch if stats.epoch is not None else (self.epoch if self.steps else None)
             label = stats.label or "snapshot"
             self.snapshots.setdefault(stats.layer, []).append(Snapshot(label, clc, blc, zones, epoch))
+        if self.selected is None:
+            self.info.setText(PICK_A_NEURON)
         self.redraw()
 
     # ------------------------------------------------------------------ drawing

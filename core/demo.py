@@ -1,8 +1,8 @@
 """The demo workspace: ``python -m core.demo [--rebuild]`` (and ``gnft-gui --demo``).
 
 A small synthetic SCD-10 corpus made with espeak-ng and a BadNets-backdoored ``smallcnn`` (trigger: a
-100 ms white-noise burst at the start of the clip; a light front end: 20 MFCC, 40 mels, hop 20 ms), cached in the user data folder (``$GNFT_DATA_DIR``
-overrides it). The model is shipped with the package (``core/assets/``, trained with
+100 ms white-noise burst at the start of the clip; a light front end: 20 MFCC, 40 mels, hop 20 ms),
+cached in the user data folder (``$GNFT_DATA_DIR`` overrides it). The model is shipped with the package (``core/assets/``, trained with
 :data:`RECIPE`; its JSON records the command, the corpus and the numbers), so a build only writes the
 corpus (seeded) and checks the shipped model on its test split: seconds, not minutes.
 ``python -m core.demo --rebuild`` makes everything again from scratch (corpus, then training with the
@@ -309,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = " ".join(["python -m core.demo", *(argv if argv is not None else sys.argv[1:])])
         print(f"wrote {write_shipped_info(demo, command, time.perf_counter() - started)}")
     print(f"demo in {demo.folder}: model {demo.model.name} ({demo.info['model_source']}; test CA "
-          f"{demo.info['clean_accuracy']:.3f}, ASR {demo.info['attack_success_rate']:.3f}), data {demo.data}")
+          f"{100 * demo.info['clean_accuracy']:.1f} %, ASR {100 * demo.info['attack_success_rate']:.1f} %), "
+          f"data {demo.data}")
     return 0
 
 

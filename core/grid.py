@@ -60,6 +60,7 @@ from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core.events import ProgressObserver
 from core.metrics import defense_effectiveness_rating
+from core.presets import preset_record
 from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
 from core.train import STOP_ON, TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
 
@@ -215,13 +216,16 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     result = DEFENSES[defense_name](config).run(model, data, ProgressObserver(log, label=f"{defense_name} {model_name}"),
                                                 evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
     after = evaluate(result.model, data, "test", attack, cache=cache)
-    history_entry = {"defense": {"name": defense_name, **dataclasses.asdict(config)}, "defense_details": result.details,
-                     "before": before, "after": after, "clean_clips": result.clean_clips}
+    preset = preset_record(defense_name, config)
+    history_entry = {"defense": {"name": defense_name, **dataclasses.asdict(config)}, "preset": preset,
+                     "defense_details": result.details, "before": before, "after": after,
+                     "clean_clips": result.clean_clips}
     meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
                                                                     history_entry]))
     save_checkpoint(cell.with_suffix(".safetensors"), result.model, meta)  # for core.analyze before/after
     row = {
-        "defense_config": dataclasses.asdict(config), "details": result.details, "history": result.history,
+        "defense_config": dataclasses.asdict(config), "preset": preset, "details": result.details,
+        "history": result.history,
         "before": {k: before[k] for k in METRICS if k in before},
         "after": {k: after[k] for k in METRICS if k in after},
         "seconds": round(time.perf_counter() - started, 2), "clean_clips": result.clean_clips,

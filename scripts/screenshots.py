@@ -79,14 +79,15 @@ def main() -> int:
         window.resize(*size)
         app.processEvents()
         window.grab().save(str(out / f"after_run_{size[0]}x{size[1]}.png"))
+    shown = ("clean_accuracy", "attack_success_rate", "robust_accuracy")  # in percent, as the window shows them
     caption = {"preset": outcome["preset"], "defense": outcome["name"], "seconds": round(outcome["result"].seconds, 1),
-               "before": {k: round(100 * v, 1) for k, v in outcome["before"].items() if isinstance(v, float)},
-               "after": {k: round(100 * v, 1) for k, v in outcome["after"].items() if isinstance(v, float)},
+               "before_percent": {k: round(100 * outcome["before"][k], 1) for k in shown if k in outcome["before"]},
+               "after_percent": {k: round(100 * outcome["after"][k], 1) for k in shown if k in outcome["after"]},
                "demo": demo.info, "task_finished": task is not None}
     (out / "captions.json").write_text(json.dumps(caption, indent=1) + "\n")
     window.unsaved_repair = ""
     window.close()
-    print(f"wrote the screenshots and captions.json to {out}: {caption['before']} -> {caption['after']}")
+    print(f"wrote the screenshots and captions.json to {out}: {caption['before_percent']} -> {caption['after_percent']}")
     return 0
 
 

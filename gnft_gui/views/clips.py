@@ -33,6 +33,7 @@ class ClipBrowser(QWidget):
         self.wrong_only.setObjectName("wrong_only")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setObjectName("clip_table")
+        self.table.verticalHeader().setVisible(False)  # the clip's name says which it is: room for the columns
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
         # Interactive, sized once per bulk change: ResizeToContents re-measures every row on every
         # cell change, which made filling 600 predictions take most of a minute

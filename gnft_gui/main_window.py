@@ -209,6 +209,7 @@ class MainWindow(QMainWindow):
         self.defense_panel.accept_requested.connect(self.accept_defense)
         self.defense_panel.revert_requested.connect(self.revert_defense)
         self.defense_task: Task | None = None
+        self.demo_task: Task | None = None
         self.import_dialog: ImportDialog | None = None
         self.defense_result: dict[str, Any] | None = None
         self.docks: dict[str, QDockWidget] = {}
@@ -483,6 +484,8 @@ class MainWindow(QMainWindow):
         """Open the demo workspace; build it first (in a worker, with progress) if it is not cached."""
         from core.demo import cached_demo, demo_dir, ensure_demo
 
+        if self.demo_task is not None:  # already building: a second click waits for the same build
+            return self.demo_task
         cached = None if rebuild else cached_demo(demo_dir())
         if cached is not None:
             self._open_demo(cached)
@@ -491,12 +494,19 @@ class MainWindow(QMainWindow):
                    "backdoored demo model is checked on it …")
         task = self._run(lambda observer: ensure_demo(rebuild=rebuild, observer=observer), "demo")
         self.demo_task = task
+        self.welcome_buttons["demo"].setEnabled(False)
+        for signal in (task.finished, task.failed, task.cancelled):
+            signal.connect(self._demo_task_over)
         task.observer.stepped.connect(self._demo_progress)  # a bound slot: queued to the GUI thread
         task.cancelled.connect(lambda: self._idle("Demo build cancelled; it starts again next time"))
         task.finished.connect(self._open_demo)
         task.failed.connect(lambda message, _details: self._failed("Cannot build the demo", message))
         task.start()
         return task
+
+    def _demo_task_over(self, *_args) -> None:
+        self.demo_task = None
+        self.welcome_buttons["demo"].setEnabled(True)
 
     def _demo_progress(self, info) -> None:
         # a plain function connected here ran in the worker thread and raced the progress bar's

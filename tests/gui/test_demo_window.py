@@ -21,6 +21,8 @@ def test_demo_build_runs_in_a_worker_and_cancel_leaves_no_demo(qtbot):
     qtbot.addWidget(window)
     task = window.open_demo()
     assert task is not None and window.cancel_button.isVisibleTo(window)
+    # a second click while it builds joins the same build (two builds would write one folder)
+    assert window.open_demo() is task and not window.welcome_buttons["demo"].isEnabled()
     with qtbot.waitSignal(task.observer.stepped, timeout=120000):
         pass  # the corpus is written and training has started
     with qtbot.waitSignal(task.cancelled, timeout=60000):
@@ -28,3 +30,4 @@ def test_demo_build_runs_in_a_worker_and_cancel_leaves_no_demo(qtbot):
     assert window.last_error is None and window.model is None
     assert cached_demo(demo_dir()) is None and "cancelled" in window.status_label.text()
     assert not window.cancel_button.isVisibleTo(window)
+    assert window.demo_task is None and window.welcome_buttons["demo"].isEnabled()

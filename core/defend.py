@@ -23,7 +23,7 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import add_data_arguments, load_from_args
 from core.defenses import DEFENSES, OPTION_HELP
 from core.errors import AttackError, ConfigError
-from core.metrics import defense_effectiveness_rating, defense_findings
+from core.metrics import defense_effectiveness_rating, defense_findings, percent
 from core.presets import DEFAULT_PRESET, PRESETS, preset_record
 from core.events import ProgressObserver
 from core.runtime import (
@@ -208,7 +208,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
 def markdown_report(report: dict[str, Any]) -> str:
     """A before/after table for people."""
     def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{100 * v:.2f} %"
+        return percent(v, digits=2)
 
     preset = report.get("preset") or {}
     title = f"# {report['defense']['name']} on {report['model']}"

@@ -27,7 +27,13 @@ __all__ = [
     "backdoor_metrics",
     "defense_effectiveness_rating",
     "defense_findings",
+    "percent",
 ]
+
+
+def percent(value: float | None, missing: str = "n/a", digits: int = 1) -> str:
+    """A share of 1 as people read it ("94.6 %"); ``missing`` when there is none."""
+    return missing if value is None else f"{100 * value:.{digits}f} %"
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -161,7 +167,7 @@ def defense_findings(before: dict, after: dict, history: Sequence[dict],
                         "alpha or r) avoids the collapse")
     if 0 < clean_clips < FEW_CLIPS_PER_CLASS * classes:
         findings.append(f"the clean share is {clean_clips} clips, {clean_clips / classes:.0f} per class: a larger "
-                        "clean_ratio gives the defense more to keep the clean task with")
+                        "clean share (--clean-ratio) gives the defense more to keep the clean task with")
     g1, g = ((details or {}).get(k) for k in ("first_step_clean_gradient_norm", "first_step_gradient_norm"))
     if g1 and g is not None and g > PENALTY_DOMINATES * g1:
         findings.append(f"GN-FT's first gradient was {g / g1:.0f}x the clean gradient ({g:.3g} against {g1:.3g}): "

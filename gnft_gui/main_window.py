@@ -50,7 +50,7 @@ from core.events import EvalInfo, NeuronStats
 from core.models import analysable_layers
 from core.train import evaluate
 from core.errors import GnftError
-from core.metrics import defense_findings, predict_logits
+from core.metrics import defense_findings, percent, predict_logits
 from core.runtime import write_json, write_text_atomic
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
@@ -80,10 +80,6 @@ def fit_to_screen(rect: QRect, available: QRect) -> QRect:
     return QRect(left, top, width, height)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> str:
     """The exported model's report for people: what it is and every defense in its history, in percent."""
     lines = [f"# {path.name}", "", f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, "
@@ -100,9 +96,9 @@ def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> st
             preset = (d.get("preset") or {}).get("name", "not recorded")
             preset = PRESETS[preset].title if preset in PRESETS else preset
             b, a = d.get("before", {}), d.get("after", {})
-            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {_pct(b.get('clean_accuracy'))} | "
-                         f"{_pct(a.get('clean_accuracy'))} | {_pct(b.get('attack_success_rate'))} | "
-                         f"{_pct(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
+            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {percent(b.get('clean_accuracy'))} | "
+                         f"{percent(a.get('clean_accuracy'))} | {percent(b.get('attack_success_rate'))} | "
+                         f"{percent(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
                          f"{d.get('seconds', 0):.1f} s |")
     else:
         lines += ["", "No defense has been run on this model."]
@@ -773,10 +769,10 @@ class MainWindow(QMainWindow):
             return
         self.defense_result = outcome
         before, after = outcome["before"], outcome["after"]
-        text = f"{DEFENSE_TITLES.get(outcome['name'], outcome['name'])} finished: CA {_pct(before['clean_accuracy'])} -> " \
-               f"{_pct(after['clean_accuracy'])}"
+        text = f"{DEFENSE_TITLES.get(outcome['name'], outcome['name'])} finished: CA {percent(before['clean_accuracy'])} -> " \
+               f"{percent(after['clean_accuracy'])}"
         if after.get("attack_success_rate") is not None:
-            text += f", ASR {_pct(before['attack_success_rate'])} -> {_pct(after['attack_success_rate'])}"
+            text += f", ASR {percent(before['attack_success_rate'])} -> {percent(after['attack_success_rate'])}"
         self._idle(text + ". Accept or Revert (Defense dock).")
         findings = defense_findings(outcome["before"], outcome["after"], result.history, result.clean_clips,
                                     len(self.meta["classes"]), result.details)
@@ -851,8 +847,8 @@ class MainWindow(QMainWindow):
         self.model = outcome["result"].model.to("cpu").eval()
         self.defense_panel.set_state("idle")
         after = outcome["after"]
-        summary = f"CA {_pct(after['clean_accuracy'])}" + (
-            f", ASR {_pct(after['attack_success_rate'])}" if after.get("attack_success_rate") is not None else "")
+        summary = f"CA {percent(after['clean_accuracy'])}" + (
+            f", ASR {percent(after['attack_success_rate'])}" if after.get("attack_success_rate") is not None else "")
         self.unsaved_repair = summary
         self.defense_panel.eta.setText(f"Accepted: the repaired model ({summary}) is the current one. "
                                        "File > Export saves it.")

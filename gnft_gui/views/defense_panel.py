@@ -32,16 +32,13 @@ from PySide6.QtWidgets import (
 
 from core.defenses import DEFENSE_TITLES, DEFENSES, OPTION_HELP, OPTION_LABELS, PERCENT_OPTIONS, PRIMARY_OPTIONS
 from core.events import EvalInfo, StepInfo
+from core.metrics import percent
 from core.presets import DEFAULT_PRESET, PRESETS, matching_preset
 
 from .forms import DataclassForm, error_label
 from .plots import SERIES, ZoneLegend, make_plot
 
 __all__ = ["DefensePanel", "REDRAW_MS", "METRIC_COLOURS"]
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f} %"
 
 
 REDRAW_MS = 66  # at most ~15 redraws a second
@@ -360,7 +357,7 @@ class DefensePanel(QWidget):
         self.runs.append({"label": label, "after": after, "der": der, "seconds": seconds, "curves": curves})
         row = self.runs_table.rowCount()
         self.runs_table.insertRow(row)
-        cells = (label, _pct(after.get("clean_accuracy")), _pct(after.get("attack_success_rate")),
+        cells = (label, percent(after.get("clean_accuracy")), percent(after.get("attack_success_rate")),
                  "" if der is None else f"{der:.3f}", f"{seconds:.1f}")
         for c, text in enumerate(cells):
             self.runs_table.setItem(row, c, QTableWidgetItem(text))
@@ -394,7 +391,7 @@ class DefensePanel(QWidget):
         for r, (label, b, a) in enumerate(rows):
             for c, value in enumerate((label, b, a)):
                 text = value if isinstance(value, str) else ("" if value is None else
-                                                             f"{100 * value:.1f} %" if label in ("CA", "ASR", "RA")
+                                                             percent(value) if label in ("CA", "ASR", "RA")
                                                              else f"{value:.3f}" if label == "DER" else f"{value:.1f}")
                 item = QTableWidgetItem(text)
                 item.setToolTip(tips[label])

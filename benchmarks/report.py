@@ -171,6 +171,13 @@ def _gnft_step_size(d: dict) -> Iterator[Row]:
                    f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f})", "", "–")
 
 
+def _allocator(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (f"{r['model']} {r['defense']} step, batch {r['batch_size']}: glibc defaults / large buffers kept "
+               "(the product's)", f"{r['seconds_per_step_system']:.2f} s / {r['seconds_per_step_keep']:.2f} s "
+               f"({r['speedup_keep_over_system']:.2f}x)", "", "–")
+
+
 def _gui_soak(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         g, m, delta = r["gui_thread"], r["rss_mb"], r["refcounts"]["delta"]
@@ -183,7 +190,7 @@ def _gui_soak(d: dict) -> Iterator[Row]:
 
 
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
-    "gui_soak": _gui_soak,
+    "gui_soak": _gui_soak, "allocator": _allocator,
     "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "gnft_step_size": _gnft_step_size, "zones_speed": _zones_speed,
     "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
     "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "gnft_probe": _defense_probe, "defend_": _defend_report,

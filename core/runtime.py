@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from core.allocator import allocator_mode
 from core.errors import ConfigError, GnftError
 
 __all__ = [
@@ -89,6 +90,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
         "torchaudio": torchaudio.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator_mode(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 

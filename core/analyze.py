@@ -33,7 +33,15 @@ from core.errors import ConfigError
 from core.events import Cancelled, NeuronStats, NullObserver, Observer
 from core.features import FrontEnd
 from core.models import analysable_layers
-from core.runtime import add_common_arguments, check_writable, machine_info, resolve_device, run_command, write_json
+from core.runtime import (
+    add_common_arguments,
+    check_distinct,
+    check_writable,
+    machine_info,
+    resolve_device,
+    run_command,
+    write_json,
+)
 
 __all__ = ["main", "analyse_model", "plot_analysis", "default_layers", "zone_sets", "zone_model"]
 
@@ -211,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    check_distinct({"--out": args.out, "--plot": args.plot}, {"--model": args.model, "--compare": args.compare})
     check_writable(args.out, args.plot)
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.model)

@@ -28,6 +28,7 @@ from core.presets import DEFAULT_PRESET, PRESETS, preset_record
 from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
+    check_distinct,
     check_writable,
     machine_info,
     parse_bool,
@@ -146,8 +147,9 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     model_path, out = Path(args.model), Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
-    if out.resolve() == model_path.resolve():
-        raise ConfigError("--out is the input checkpoint; write the repaired model to a new file")
+    report_md = Path(args.report).with_suffix(".md") if args.report else None
+    check_distinct({"--out": out, "--report": args.report, "the report's Markdown (--report with .md)": report_md},
+                   {"--model": model_path})
     defense_name, preset = choose_defense(args)
     check_writable(out, args.report)
     model, meta = load_checkpoint(model_path)

@@ -29,6 +29,7 @@ __all__ = [
     "write_json",
     "write_text_atomic",
     "check_writable",
+    "check_distinct",
     "parse_bool",
     "MEMORY_FORMATS",
     "check_memory_format",
@@ -179,6 +180,23 @@ def check_writable(*paths: str | os.PathLike | None) -> None:
         except OSError as exc:
             raise ConfigError(f"{path}: cannot write there ({exc.strerror or exc}); "
                               "choose another location before the run starts") from exc
+
+
+def check_distinct(outputs: dict[str, str | os.PathLike | None],
+                   inputs: dict[str, str | os.PathLike | None] | None = None) -> None:
+    """Fail before any work when an output would overwrite an input or another output (a report
+    written over the checkpoint it reports on loses that checkpoint). Keys are the option names
+    people typed; paths are compared resolved (a link and its target are one file)."""
+    seen: dict[Path, str] = {}
+    for role, group in (("read", inputs or {}), ("written", outputs)):
+        for name, path in group.items():
+            if not path:
+                continue
+            resolved = Path(path).resolve()
+            if role == "written" and resolved in seen:
+                raise ConfigError(f"{name} is the same file as {seen[resolved]} ({path}): it would be overwritten; "
+                                  "choose another name")
+            seen.setdefault(resolved, name)
 
 
 def parse_bool(text: str) -> bool:

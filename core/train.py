@@ -40,6 +40,7 @@ from core.runtime import (
     add_common_arguments,
     autocast,
     check_memory_format,
+    check_distinct,
     check_writable,
     machine_info,
     memory_format,
@@ -409,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
+    check_distinct({"--out": out, "--report": args.report}, {"--init-from": args.init_from})
     check_writable(out, args.report)  # before the training, not after it
     fe = front_end_from_args(args)
     attack = None

@@ -146,7 +146,7 @@ def test_refuses_to_overwrite_its_input(workspace):
     root, data_dir = workspace
     proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST,
                "--out", str(root / "attacked.safetensors"))
-    assert proc.returncode == 2 and "input checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "--out is the same file as --model" in proc.stderr
 
 
 def test_every_defense_option_has_its_meaning_in_the_help():

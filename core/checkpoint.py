@@ -368,16 +368,21 @@ def import_pt(
         obj = _load_tensor_pickle(path)
     except pickle.UnpicklingError as exc:
         reason = _unpickler_reason(exc)
-        if not reason.startswith("Unsupported"):
+        if not _names_a_forbidden_object(reason):
             raise CheckpointError(f"{path}: not a readable PyTorch file (damaged pickle: {reason})") from exc
         raise CheckpointError(
-            f"{path}: refused: the pickle contains objects other than tensors and plain containers, "
-            f"and unpickling them could run arbitrary code ({reason}). "
-            "Save only the state_dict (torch.save(model.state_dict(), ...)) and import that."
+            f"{path}: refused: the file contains code or objects other than tensors and plain containers "
+            f"({reason}); nothing in it was run. Save only the state_dict (torch.save(model.state_dict(), ...)) "
+            "and import that."
         ) from exc
     except Exception as exc:  # damaged bytes make torch.load raise nearly any type (IndexError, struct.error, ...)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "the file ends too early"
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {detail})") from exc
+        detail = _without_unsafe_advice(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
+        if "TorchScript" in str(exc):
+            raise CheckpointError(f"{path}: refused: a TorchScript archive is a program, not a state dict, and "
+                                  "is not loaded (running it could execute its code). Save the model's "
+                                  "state_dict with torch.save(model.state_dict(), ...) and import that.") from exc
+        raise CheckpointError(f"{path}: not a readable PyTorch file "
+                              f"({type(exc).__name__}: {detail or 'the file ends too early'})") from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -447,6 +452,8 @@ def _load_tensor_pickle(path: Path) -> Any:
         with warnings.catch_warnings():
             # torch warns on any protocol but 2 ("please file an issue"): such files are handled below
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            # a TorchScript archive is refused below with its own message; torch's hint to jit.load it is not ours
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive", category=UserWarning)
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _unpickler_reason(exc).startswith("Unsupported operand"):
@@ -455,10 +462,28 @@ def _load_tensor_pickle(path: Path) -> Any:
 
 
 def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
-    """The weights-only unpickler's own reason, without torch's advice to turn the safety off."""
+    """The weights-only unpickler's own reason, without torch's advice to turn the safety off
+    (older torch puts it after "WeightsUnpickler error:", newer on a line of its own)."""
     text = str(exc)
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "unknown"
+    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))
+              and "weights_only" not in line]
+    return _without_unsafe_advice(useful[0] if useful else lines[0] if lines else "unknown")
+
+
+def _names_a_forbidden_object(reason: str) -> bool:
+    """Whether the unpickler stopped at a global it will not import (code, or an object that is not a
+    tensor), as opposed to bytes it could not parse."""
+    lowered = reason.lower()
+    return "global" in lowered or (lowered.startswith("unsupported") and "operand" not in lowered)
+
+
+def _without_unsafe_advice(text: str) -> str:
+    """``text`` cut before torch's suggestion to load with ``weights_only=False`` (never passed on)."""
+    for cue in (" In PyTorch 2.6", " Re-running `torch.load`", " Re-running torch.load"):
+        if cue in text:
+            text = text.split(cue, 1)[0]
+    return text.strip() or "unreadable"

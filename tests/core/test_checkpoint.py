@@ -156,7 +156,7 @@ class MakesDirectory:
 def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"state_dict": {"w": torch.zeros(1)}, "payload": Evil()}, f)
-    with pytest.raises(CheckpointError, match="refused: the pickle contains objects other than tensors"):
+    with pytest.raises(CheckpointError, match="refused: the file contains code or objects other than tensors"):
         import_pt(tmp_path / "evil.pt", "smallcnn", CLASSES)
     torch.save({"model": trained_like(), "epoch": 3}, tmp_path / "whole_module.pt")
     with pytest.raises(CheckpointError, match="refused"):
@@ -171,6 +171,26 @@ def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
     for name in ("evil4.pt", "evil5.pt"):
         with pytest.raises(CheckpointError, match=r"refused: .*GLOBAL (posix|os)\.mkdir"):
             import_pt(tmp_path / name, "smallcnn", CLASSES)
+    assert not marker.exists()
+
+
+def test_code_in_a_pt_file_is_named_as_code_and_unsafe_loading_never_suggested(tmp_path):
+    """torch.save's default and legacy formats with a payload inside a state dict, and a TorchScript
+    archive: refused as code (not "damaged"), nothing runs, and torch's advice to load with
+    weights_only=False is not passed on."""
+    marker = tmp_path / "pwned"
+    payload = {"state_dict": trained_like().state_dict(), "payload": MakesDirectory(marker)}
+    torch.save(payload, tmp_path / "default.pt")
+    torch.save(payload, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated in newer torch; the archive is what counts
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "script.pt"))
+    for name, says in (("default.pt", "contains code"), ("legacy.pt", "contains code"),
+                       ("script.pt", "TorchScript archive")):
+        with pytest.raises(CheckpointError) as caught:
+            import_pt(tmp_path / name, "smallcnn", CLASSES)
+        message = str(caught.value)
+        assert says in message and "damaged" not in message and "weights_only" not in message, message
     assert not marker.exists()
 
 

@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if not 0 < args.clean_ratio <= 1:  # nan fails this too
+        raise ConfigError(f"--clean-ratio must be a share in (0, 1], got {args.clean_ratio}")
     check_distinct({"--out": args.out, "--plot": args.plot}, {"--model": args.model, "--compare": args.compare})
     check_writable(args.out, args.plot)
     device = resolve_device(args.device)

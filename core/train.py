@@ -34,7 +34,7 @@ from core.data import AudioSet, add_data_arguments, load_from_args
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
-from core.metrics import backdoor_metrics
+from core.metrics import backdoor_metrics, percent
 from core.runtime import (
     MEMORY_FORMATS,
     add_common_arguments,
@@ -84,6 +84,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_memory_format(self.memory_format)
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError(f"epochs, batch_size and patience must be at least 1, got {self.epochs}, "
+                              f"{self.batch_size} and {self.patience}: nothing would be trained")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
         if self.stop_on not in STOP_ON:
             raise ConfigError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
 
@@ -420,12 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
     elif args.attack_arg:
         raise ConfigError("--attack-arg given without --attack")
-    data = load_from_args(args, args.sample_rate)
     config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, patience=args.patience, stop_on=args.stop_on, seed=args.seed,
                          device=args.device, arch_args=_parse_arch_args(args.arch_arg),
                          augment=parse_augment(args.augment), init_from=args.init_from, amp=args.amp,
-                         compile=args.compile, memory_format=args.memory_format)
+                         compile=args.compile, memory_format=args.memory_format)  # checked before the data loads
+    data = load_from_args(args, args.sample_rate)
     log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
              ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
              f"attack {attack.name}" if attack else "clean", describe_augment(config.augment))
@@ -435,9 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   checkpoint=str(out))
     if args.report:
         write_json(args.report, report)
-    line = f"clean accuracy {report['clean_accuracy']:.4f}"
+    line = f"clean accuracy {percent(report['clean_accuracy'])}"
     if attack is not None:
-        line += f", attack success rate {report['attack_success_rate']:.4f}, robust accuracy {report['robust_accuracy']:.4f}"
+        line += (f", attack success rate {percent(report['attack_success_rate'])}, robust accuracy "
+                 f"{percent(report['robust_accuracy'])}")
     print(f"{line}; {report['seconds']:.1f} s on {report['device']}; wrote {out}")
     return 0
 

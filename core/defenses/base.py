@@ -76,9 +76,13 @@ class DefenseConfig:
             raise ConfigError("epochs must be >= 0, batch_size and eval_every at least 1")
         if self.grad_norm_every < 0:
             raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not self.max_grad_norm >= 0:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.momentum) and self.momentum >= 0):
+            raise ConfigError(f"momentum must be a number >= 0, got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
             raise ConfigError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")

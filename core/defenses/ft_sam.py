@@ -11,6 +11,7 @@ momentum 0.9, the same 5 % clean share as the other defenses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from core.defenses.base import DefenseConfig
@@ -30,8 +31,8 @@ class FTSAMConfig(DefenseConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.rho < 0:
-            raise ConfigError(f"rho must be >= 0, got {self.rho}")
+        if not (math.isfinite(self.rho) and self.rho >= 0):
+            raise ConfigError(f"rho must be a number >= 0, got {self.rho}")
 
 
 class FTSAM(GNFT):

@@ -50,8 +50,8 @@ class GNFTConfig(DefenseConfig):
         super().validate()
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
-        if self.r < 0:
-            raise ConfigError(f"r must be >= 0, got {self.r}")
+        if not (math.isfinite(self.r) and self.r >= 0):
+            raise ConfigError(f"r must be a number >= 0, got {self.r}")
         if self.norm not in ("per-tensor", "global"):
             raise ConfigError(f"norm must be per-tensor or global, got {self.norm!r}")
         if self.mix not in ("raw", "normalised"):

@@ -122,13 +122,15 @@ def test_record_trim_save_and_load_as_custom_trigger(qtbot, tmp_path):
     with qtbot.waitSignal(dialog.recorded, timeout=15000) as got:
         dialog.record_button.click()
     assert got.args[0].shape == (4000,) and np.all(np.isfinite(got.args[0]))
-    # ALSA's null device delivers no audio (zeros, or garbage memory): never a take to save
-    assert dialog.assessment.kind in ("silent", "invalid"), dialog.assessment
-    assert not dialog.save_button.isEnabled()
+    # ALSA's null device hands over whatever is in its buffer (zeros, or stale memory): usually silence or
+    # invalid samples, now and then something audio-like; whatever it was, the dialog says what it judged
+    # and Save follows that judgement
     assert dialog.status.text() == dialog.assessment.message
-    assert dialog.save_button.toolTip() == f"Cannot save: {dialog.assessment.message}"
-    assert "0.0 dBFS" not in dialog.status.text() and dialog.save(tmp_path / "silence.wav") is None
-    assert not (tmp_path / "silence.wav").exists()
+    assert dialog.save_button.isEnabled() == dialog.assessment.usable
+    if not dialog.assessment.usable:
+        assert dialog.save_button.toolTip() == f"Cannot save: {dialog.assessment.message}"
+        assert "0.0 dBFS" not in dialog.status.text() and dialog.save(tmp_path / "silence.wav") is None
+        assert not (tmp_path / "silence.wav").exists()
     # a real take, handed in where a finished recording is
     with qtbot.waitSignal(dialog.recorded, timeout=2000):
         dialog.finish_take(sine(0.25, -20.0))
@@ -177,7 +179,8 @@ def test_a_saved_take_becomes_the_windows_custom_attack(qtbot, monkeypatch, tmp_
     dialog.seconds.setValue(0.1)
     with qtbot.waitSignal(dialog.recorded, timeout=15000):
         dialog.record_button.click()
-    assert not dialog.save_button.isEnabled()  # the null device gives no audio
+    # the null device's stale buffer: Save only if it was judged a real take (it usually is not)
+    assert dialog.save_button.isEnabled() == dialog.assessment.usable
     dialog.finish_take(sine(0.1, -12.0))  # as if a microphone had recorded a tone
     with qtbot.waitSignal(dialog.saved, timeout=5000) as saved:
         dialog.save_button.click()
@@ -236,6 +239,16 @@ def test_the_live_meter_shows_the_null_devices_real_level(qtbot):
         dialog.record_button.click()
     live = [text for _peak, text in shown if not text.startswith("take:")]
     assert live, shown  # the meter was updated while the blocks came in
-    assert all(t in ("silent: peak below -60 dBFS", "invalid input", "invalid input (NaN/inf)") for t in live), live
-    assert shown[-1][1] == ("take: invalid input" if dialog.assessment.kind == "invalid"
-                            else f"take: silent (peak {format_db(dialog.assessment.peak_dbfs)} dBFS)")
+    # each reading is what arrived: silent, invalid, or (when the null device's stale buffer looks like
+    # audio) its true peak, and the bar stands where the text says, never at a floor that looks alive
+    for peak, text in shown:
+        if text.startswith("peak "):
+            assert text == f"peak {peak:.1f} dBFS" and peak >= -60, (peak, text)
+        elif not text.startswith("take:"):
+            assert text in ("silent: peak below -60 dBFS", "invalid input", "invalid input (NaN/inf)"), text
+    kind = dialog.assessment.kind
+    if kind in ("invalid", "silent"):
+        assert shown[-1][1] == ("take: invalid input" if kind == "invalid"
+                                else f"take: silent (peak {format_db(dialog.assessment.peak_dbfs)} dBFS)")
+    else:
+        assert shown[-1][1].startswith("take: peak ")

@@ -82,11 +82,17 @@ def test_analyse_all_layers_reports_progress_per_layer(qtbot, window):
     assert all(view.latest(name) is not None for name in layers)
 
 
-def test_step_history_heat_map_and_neuron_history(qtbot):
+def conv_fc_view(qtbot) -> NeuronView:
+    """A view of two layers, "conv" shown."""
     view = NeuronView()
     qtbot.addWidget(view)
     view.set_layers(["conv", "fc"])
     view.layer.setCurrentText("conv")
+    return view
+
+
+def test_step_history_heat_map_and_neuron_history(qtbot):
+    view = conv_fc_view(qtbot)
     rng = np.random.default_rng(0)
     rows = [rng.random(4).tolist() for _ in range(5)]
     for step, row in enumerate(rows, start=1):
@@ -110,10 +116,7 @@ def test_step_history_heat_map_and_neuron_history(qtbot):
 
 
 def test_bars_fill_the_x_range_and_the_heat_map_colour_bar_follows_the_steps(qtbot):
-    view = NeuronView()
-    qtbot.addWidget(view)
-    view.set_layers(["conv", "fc"])
-    view.layer.setCurrentText("conv")
+    view = conv_fc_view(qtbot)
     rng = np.random.default_rng(1)
     rows = []
     for step in range(1, 41):

@@ -93,7 +93,8 @@ class TakeAssessment:
 
 def assess_take(samples: np.ndarray, sample_rate: int) -> TakeAssessment:
     """Judge a mono take: real recording, silence, invalid input or empty (see the module constants)."""
-    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):  # a device's garbage (NaN payloads) is judged below
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
     n = int(x.size)
     duration = n / float(sample_rate)
     if n == 0:

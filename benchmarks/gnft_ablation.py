@@ -12,10 +12,8 @@ script resumes. Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +24,9 @@ from core.attacks import attack_from_dict  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.defenses import DEFENSES  # noqa: E402
-from core.metrics import defense_effectiveness_rating  # noqa: E402
+from core.repair import repair  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
-from core.train import evaluate  # noqa: E402
+from core.evaluation import evaluate  # noqa: E402
 
 KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
 
@@ -72,14 +70,9 @@ def main() -> int:
                 values = {k: type(getattr(defaults, k))(v) for k, v in overrides.get(name, {}).items()}
                 config = cls.Config(**{**values, "clean_ratio": ratio, "epochs": args.epochs, "seed": args.seed,
                                        "device": args.device})
-                started = time.perf_counter()
-                result = cls(config).run(model, data, evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
-                after = evaluate(result.model, data, "test", attack, cache=cache)
-                write_json(cell, {"defense": name, "clean_ratio": ratio, "clean_clips": result.clean_clips,
-                                  "config": dataclasses.asdict(config),
-                                  **{k: after[k] for k in KEYS},
-                                  "defense_effectiveness_rating": defense_effectiveness_rating(before, after),
-                                  "seconds": round(time.perf_counter() - started, 2), "history": result.history})
+                result = repair(model, data, cls(config), attack=attack)
+                write_json(cell, {"defense": name, "clean_ratio": ratio, **result.report(model=args.model),
+                                  **{k: result.after[k] for k in KEYS}})
             row = json.loads(cell.read_text())
             print({k: row[k] for k in ("defense", "clean_ratio", *KEYS, "seconds")}, flush=True)
             rows.append(row)

@@ -104,13 +104,13 @@ def main() -> int:
         "median_gap_ms": statistics.median(gaps), "defense_panel_redraws": window.defense_panel.redraws,
         "neuron_view_redraws": window.neurons.redraws, "target_ms": TARGET_MS,
         "meets_target": max(gaps) <= TARGET_MS,
-        "after": {k: window.defense_result["after"].get(k) for k in ("clean_accuracy", "attack_success_rate")}
-        if window.defense_result else None,
+        "after": {k: window.session.pending.after.get(k) for k in ("clean_accuracy", "attack_success_rate")}
+        if window.session.pending else None,
     }
     print(row)
     write_json(args.out, {"command": this_command(), "machine": machine_info(), "rows": [row]})
     window.close()
-    return 0 if window.defense_result else 1
+    return 0 if window.session.pending else 1
 
 
 if __name__ == "__main__":

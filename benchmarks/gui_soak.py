@@ -334,7 +334,7 @@ class Soak(QObject):
         rss_end = rss_mb()
         window, panel = self.window, self.panel
         steps = self.step
-        outcome = window.defense_result
+        outcome = window.session.pending
         growth = rss_end - self.rss_start
         rss = [s["rss_mb"] for s in self.samples]
         return {
@@ -360,8 +360,8 @@ class Soak(QObject):
             "redraws": {"defense_panel": panel.redraws, "neuron_view": window.neurons.redraws},
             "loss_points_drawn": len(panel.loss_curve.getData()[0] if panel.loss_curve.getData()[0] is not None
                                      else []),
-            "before": _metrics(outcome["before"]) if outcome else None,
-            "after": _metrics(outcome["after"]) if outcome else None,
+            "before": _metrics(outcome.before) if outcome else None,
+            "after": _metrics(outcome.after) if outcome else None,
             "samples": self.samples,
         }
 

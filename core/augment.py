@@ -17,6 +17,7 @@ import torch
 
 from core.audio import resample
 from core.errors import ConfigError
+from core.options import OptionError, fields_of, option, parse_key_values
 
 __all__ = ["AugmentConfig", "Augmenter", "parse_augment", "coloured_noise_like", "describe", "PRESETS"]
 
@@ -35,10 +36,14 @@ class AugmentConfig:
     that get white, pink or brown noise at a uniform SNR in ``snr_db``.
     """
 
-    shift_ms: float = 0.0
-    speed: tuple[float, float] | None = None
-    noise_prob: float = 0.0
-    snr_db: tuple[float, float] = (10.0, 30.0)
+    shift_ms: float = option(0.0, flag="shift", label="Shift, ms",
+                             help="move each clip by up to this many ms either way, zero-filled")
+    speed: tuple[float, float] | None = option(None, flag="speed", label="Speed range",
+                                               help="slowest:fastest speed factor (tempo and pitch together)")
+    noise_prob: float = option(0.0, flag="noise", label="Noise share", percent=True,
+                               help="share of clips given white, pink or brown noise")
+    snr_db: tuple[float, float] = option((10.0, 30.0), flag="snr", label="Noise SNR, dB",
+                                         help="lowest:highest signal-to-noise ratio of the added noise in dB")
 
     def __post_init__(self) -> None:
         if self.shift_ms < 0:
@@ -76,33 +81,21 @@ PRESETS = {
 
 
 def parse_augment(spec: str | None) -> AugmentConfig:
-    """``none``, ``default`` or ``key=value`` pairs: ``shift=100,speed=0.9:1.1,noise=0.8,snr=10:30``."""
+    """``none``, ``default`` or ``key=value`` pairs: ``shift=100,speed=0.9:1.1,noise=0.8,snr=10:30``
+    (the keys are the fields' short names, read by :func:`core.options.parse_key_values`)."""
     if not spec:
         return AugmentConfig()
     if spec in PRESETS:
         return PRESETS[spec]
-    out: dict[str, Any] = {}
-    for item in spec.split(","):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        try:
-            if not sep:
-                raise ValueError
-            if key == "shift":
-                out["shift_ms"] = float(value)
-            elif key == "noise":
-                out["noise_prob"] = float(value)
-            elif key in ("speed", "snr"):
-                lo, _, hi = value.partition(":")
-                pair = (float(lo), float(hi or lo))
-                out["speed" if key == "speed" else "snr_db"] = pair
-            else:
-                raise ConfigError(f"unknown augmentation {key!r}; use shift, speed, noise, snr "
-                                  f"or a preset ({', '.join(PRESETS)})")
-        except ValueError:
-            raise ConfigError(f"cannot read augmentation {item!r}: expected e.g. shift=100, speed=0.9:1.1, "
-                              f"noise=0.8, snr=10:30") from None
-    return AugmentConfig(**out)
+    try:
+        return AugmentConfig(**parse_key_values(AugmentConfig, spec.split(","), "--augment"))
+    except OptionError as err:
+        if err.reason == "unknown":
+            keys = ", ".join(s.key for s in fields_of(AugmentConfig))
+            raise ConfigError(f"unknown augmentation {err.key!r}; use {keys} "
+                              f"or a preset ({', '.join(PRESETS)})") from None
+        raise ConfigError(f"cannot read augmentation {err.item!r}: expected e.g. shift=100, speed=0.9:1.1, "
+                          f"noise=0.8, snr=10:30") from None
 
 
 def coloured_noise_like(x: torch.Tensor, alphas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

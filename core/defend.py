@@ -14,70 +14,60 @@ import argparse
 import dataclasses
 import logging
 import sys
-import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import add_data_arguments, load_from_args
-from core.defenses import DEFENSES, OPTION_HELP
+from core.defenses import DEFENSES, HIDDEN_OPTIONS, Defense
 from core.errors import AttackError, ConfigError
-from core.metrics import defense_effectiveness_rating, defense_findings, percent
+from core.metrics import percent
+from core.options import add_arguments, fields_of
 from core.presets import DEFAULT_PRESET, PRESETS, preset_record
 from core.events import ProgressObserver
 from core.runtime import (
     add_common_arguments,
     check_distinct,
     check_writable,
-    machine_info,
-    parse_bool,
     progress_bar,
     resolve_device,
     run_command,
     write_json,
     write_text_atomic,
 )
-from core.train import evaluate
+from core.repair import record_repair, repair
 
 __all__ = ["main", "defend", "markdown_report", "attack_for", "add_attack_override_arguments"]
 
 log = logging.getLogger("core.defend")
-METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
 
 
-#: Config fields that are not defense options on this command line (seed and device have
-#: their own common options; gradient norms are only produced for a watching application).
-_NOT_OPTIONS = {"seed", "device", "grad_norm_every"}
-_ALL_HYPERPARAMETERS = sorted({f.name for cls in DEFENSES.values() for f in dataclasses.fields(cls.Config)}
-                              - _NOT_OPTIONS)
+#: Config fields that are not defense options on this command line (declared ``hidden``: seed and
+#: device have their own common options; gradient norms are only produced for a watching application).
+_NOT_OPTIONS = HIDDEN_OPTIONS
+_ALL_HYPERPARAMETERS = sorted({s.name for cls in DEFENSES.values() for s in fields_of(cls.Config) if not s.hidden})
 
 
-def _hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per defense-config field (``--clean-ratio``, ``--alpha``, ...), defaults per defense."""
+def _hyperparameter_arguments(parser: argparse.ArgumentParser,
+                              defenses: Mapping[str, type[Defense]] = DEFENSES) -> None:
+    """One option per defense-config field (``--clean-ratio``, ``--alpha``, ...) from the fields'
+    metadata (:func:`core.options.add_arguments`), unset None, with each defense's default in the help."""
     seen: set[str] = set()
-    for name, cls in DEFENSES.items():
-        hints = typing.get_type_hints(cls.Config)
-        for f in dataclasses.fields(cls.Config):
-            if f.name in _NOT_OPTIONS or f.name in seen:
-                continue
-            seen.add(f.name)
-            kind = hints[f.name]
-            choices = [str(a) for a in typing.get_args(kind)] if typing.get_origin(kind) is typing.Literal else None
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, choices=choices,
-                                type=None if choices else (parse_bool if kind is bool else kind),
-                                metavar="{true,false}" if kind is bool else None,
-                                help=_option_help(f.name))
+    for cls in defenses.values():
+        added = add_arguments(parser, cls.Config, exclude=seen, default_none=True,
+                              describe_default=lambda spec: _defaults(spec.name, defenses))
+        seen.update(spec.name for spec in added)
 
 
-def _option_help(name: str) -> str:
-    """The option's one-line meaning and its default in each defense that has it."""
-    defaults = ", ".join(f"{n} {getattr(c.Config(), name)}" for n, c in DEFENSES.items()
-                         if hasattr(c.Config(), name))
-    return f"{OPTION_HELP.get(name, name)} (default: {defaults})".replace("%", "%%")
+def _defaults(name: str, defenses: Mapping[str, type[Defense]]) -> str:
+    """The option's default in each defense that has it: ``gnft 0.05, ft 0.05, ...``."""
+    return ", ".join(f"{n} {getattr(c.Config(), name)}" for n, c in defenses.items() if hasattr(c.Config(), name))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argparse.ArgumentParser:
+    """``python -m core.defend``'s options; each defense option is a field of ``defenses``' configs."""
+    defenses = DEFENSES if defenses is None else defenses
     p = argparse.ArgumentParser(
         prog="python -m core.defend",
         description="Remove a backdoor from a checkpoint with GN-FT (or another defense) and report before/after.",
@@ -91,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                          + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
                          + f". Default {DEFAULT_PRESET} when --defense is not given; options given explicitly "
                            "override the preset's values").replace("%", "%%"))
-    p.add_argument("--defense", choices=sorted(DEFENSES),
+    p.add_argument("--defense", choices=sorted(defenses),
                    help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} "
                         "preset's defense")
-    _hyperparameter_arguments(p)
+    _hyperparameter_arguments(p, defenses)
     add_attack_override_arguments(p)
     p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
     p.add_argument("--report", help="report to write (JSON; a Markdown table goes beside it as .md)")
@@ -162,45 +152,16 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
     config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
-    defense = cls(config)
     device = resolve_device(args.device)
-    model = model.to(device)
-    data = data.to(device)
-    cache: dict = {}  # the triggered test clips, made once
-    before = evaluate(model, data, "test", attack, cache=cache)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
     try:
-        result = defense.run(model, data, progress, evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
+        result = repair(model.to(device), data.to(device), cls(config), attack=attack, attack_source=attack_source,
+                        base_preset=preset, observer=progress)
     finally:
         progress.bar.close()
-    after = evaluate(result.model, data, "test", attack, cache=cache)
-    keep = lambda m: {k: m[k] for k in METRIC_KEYS if k in m}  # noqa: E731
-    report: dict[str, Any] = {
-        "command": " ".join(["python -m core.defend", *argv]),
-        "model": str(model_path), "checkpoint": str(out), "device": str(device),
-        "seconds": round(result.seconds, 2),
-        "defense": {"name": defense.name, **dataclasses.asdict(config)},
-        "preset": preset_record(defense.name, config, base=preset),
-        "clean_clips": result.clean_clips,
-        "defense_details": result.details,
-        "attack": attack.to_dict() if attack is not None else None,
-        "attack_source": attack_source,
-        "before": keep(before), "after": keep(after),
-        "history": result.history,
-        "machine": machine_info(device),
-    }
-    if attack is not None:
-        report["defense_effectiveness_rating"] = defense_effectiveness_rating(before, after)
-    else:
-        report["note"] = ("no attack information (none recorded in the checkpoint and no --attack): "
-                          "only clean accuracy is measured; the backdoor's removal cannot be checked")
-    report["findings"] = defense_findings(report["before"], report["after"], result.history,
-                                          result.clean_clips, len(meta["classes"]), result.details)
-    history_entry = {k: report[k] for k in ("defense", "preset", "defense_details", "before", "after", "seconds",
-                                            "clean_clips")}
-    meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
-                                                                    history_entry]))
-    save_checkpoint(out, result.model, meta)
+    report = result.report(command=" ".join(["python -m core.defend", *argv]), model=str(model_path),
+                           checkpoint=str(out))
+    save_checkpoint(out, result.model, record_repair(meta, result))
     if args.report:
         write_json(args.report, report)
         write_text_atomic(Path(args.report).with_suffix(".md"), markdown_report(report))

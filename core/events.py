@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["StepInfo", "EvalInfo", "NeuronStats", "Observer", "NullObserver", "ProgressObserver", "CancelToken",
@@ -39,21 +39,18 @@ class EvalInfo:
     loss: float | None = None
     attack_success_rate: float | None = None
     robust_accuracy: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class NeuronStats:
     """Per-neuron figures of one layer (``grad_norm``, ``clc``, ``blc``), with what produced them.
 
-    ``label`` says when and how, e.g. ``"before (exact)"`` or ``"epoch 10 (first-order)"``; ``epoch``
-    places a snapshot taken during a run.
+    ``label`` says when and how, e.g. ``"before (exact)"`` or ``"evaluation 2 (first-order)"``.
     """
 
     layer: str
     values: dict[str, list[float]]
     label: str = ""
-    epoch: int | None = None
 
 
 @runtime_checkable
@@ -101,7 +98,8 @@ class ProgressObserver(NullObserver):
             self.epoch = info.epoch
 
     def on_eval(self, info: EvalInfo) -> None:
-        self.log.info("%sepoch %d: clean accuracy %.4f%s", f"{self.label}: " if self.label else "", info.epoch,
+        when = "before the run" if info.phase == "before" else f"epoch {info.epoch}"
+        self.log.info("%s%s: clean accuracy %.4f%s", f"{self.label}: " if self.label else "", when,
                       info.clean_accuracy,
                       "" if info.attack_success_rate is None else f", ASR {info.attack_success_rate:.4f}")
 

@@ -53,16 +53,15 @@ import torch
 
 from core import models
 from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
-from core.augment import parse_augment
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data import AudioSet, add_data_arguments, load_from_args
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core.events import ProgressObserver
-from core.metrics import defense_effectiveness_rating
-from core.presets import preset_record
-from core.runtime import add_common_arguments, machine_info, parse_bool, resolve_device, run_command, write_json
-from core.train import STOP_ON, TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
+from core.repair import record_repair, repair
+from core.options import add_arguments, from_namespace, parse_key_values
+from core.runtime import add_common_arguments, machine_info, resolve_device, run_command, write_json
+from core.train import TrainConfig, add_front_end_arguments, evaluate, front_end_from_args, train_model
 
 __all__ = ["main", "build_parser", "markdown_table"]
 
@@ -71,6 +70,8 @@ log = logging.getLogger("core.grid")
 NO_DEFENSE = "none"
 CLEAN = "clean"
 METRICS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
+#: The training options of the grid are TrainConfig's, named ``--train-<name>``.
+TRAIN_PREFIX = "train-"
 
 
 def _scoped_pairs(items: Sequence[str], option: str, known: Sequence[str]) -> dict[str, list[str]]:
@@ -87,20 +88,9 @@ def _scoped_pairs(items: Sequence[str], option: str, known: Sequence[str]) -> di
 
 
 def _defense_config(name: str, pairs: list[str], seed: int, device: str):
+    """Defense ``name``'s config from its ``--defense-arg`` ``key=value`` pairs (typed and checked)."""
     cls = DEFENSES[name]
-    names = [f.name for f in dataclasses.fields(cls.Config) if f.name not in ("seed", "device")]
-    defaults = cls.Config()
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        if key not in names:
-            raise ConfigError(f"--defense-arg {name}.{key}: {name} has no such setting ({', '.join(names)})")
-        current = getattr(defaults, key)
-        try:
-            values[key] = parse_bool(raw) if isinstance(current, bool) else type(current)(raw)
-        except (ValueError, argparse.ArgumentTypeError):
-            raise ConfigError(f"--defense-arg {name}.{key}: cannot read {raw!r} as "
-                              f"{type(current).__name__}") from None
+    values = parse_key_values(cls.Config, pairs, "--defense-arg", scope=name)
     config = cls.Config(**values, seed=seed, device=device)
     config.validate()
     return config
@@ -155,10 +145,7 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
         params = parse_attack_args(attack_args.get(attack_name, []))
         params.setdefault("seed", str(args.seed))
         attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
-    config = TrainConfig(model=model_name, epochs=args.train_epochs, batch_size=args.train_batch_size,
-                         lr=args.train_lr, patience=args.train_patience, stop_on=args.train_stop_on,
-                         seed=args.seed, device=args.device,
-                         augment=parse_augment(args.augment))
+    config = train_config(args, model_name)
     log.info("training %s (%s)", model_name, attack_name)
     result = train_model(data, config, attack, front_end=front_end_from_args(args),
                          show_progress=False if args.quiet else None)
@@ -166,6 +153,12 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
     report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
     write_json(report_path, report)
     return path, report
+
+
+def train_config(args: argparse.Namespace, model_name: str, config: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """The training settings of a cell: every ``--train-*`` option (and ``--augment``) of ``config``."""
+    return config(model=model_name, seed=args.seed, device=args.device,
+                  **from_namespace(args, config, prefix=TRAIN_PREFIX))
 
 
 def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str,
@@ -202,37 +195,30 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     suffix = "" if seed == args.seed else f"_seed{seed}"
     cell = work / f"defend_{model_name}_{attack_name}_{defense_name}{suffix}.json"
     if cell.is_file():
-        return json.loads(cell.read_text())
+        return _read_cell(cell, defense_name)
     model, meta = load_checkpoint(model_path)
     device = resolve_device(args.device)
     model = model.to(device)
     recorded = meta["provenance"].get("attack")
     attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
-    cache: dict = {}
-    before = evaluate(model, data, "test", attack, cache=cache)
     config = _defense_config(defense_name, defense_args.get(defense_name, []), seed, args.device)
     log.info("%s on %s (%s), seed %d", defense_name, model_name, attack_name, seed)
-    started = time.perf_counter()
-    result = DEFENSES[defense_name](config).run(model, data, ProgressObserver(log, label=f"{defense_name} {model_name}"),
-                                                evaluate=lambda m: evaluate(m, data, "test", attack, cache=cache))
-    after = evaluate(result.model, data, "test", attack, cache=cache)
-    preset = preset_record(defense_name, config)
-    history_entry = {"defense": {"name": defense_name, **dataclasses.asdict(config)}, "preset": preset,
-                     "defense_details": result.details, "before": before, "after": after,
-                     "clean_clips": result.clean_clips}
-    meta = dict(meta, provenance=dict(meta["provenance"], defenses=[*meta["provenance"].get("defenses", []),
-                                                                    history_entry]))
-    save_checkpoint(cell.with_suffix(".safetensors"), result.model, meta)  # for core.analyze before/after
-    row = {
-        "defense_config": dataclasses.asdict(config), "preset": preset, "details": result.details,
-        "history": result.history,
-        "before": {k: before[k] for k in METRICS if k in before},
-        "after": {k: after[k] for k in METRICS if k in after},
-        "seconds": round(time.perf_counter() - started, 2), "clean_clips": result.clean_clips,
-    }
-    if attack is not None:
-        row["defense_effectiveness_rating"] = defense_effectiveness_rating(before, after)
+    result = repair(model, data, DEFENSES[defense_name](config), attack=attack,
+                    attack_source="checkpoint metadata" if attack is not None else "none",
+                    observer=ProgressObserver(log, label=f"{defense_name} {model_name}"))
+    save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
+    row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
     write_json(cell, row)
+    return row
+
+
+def _read_cell(path: Path, defense_name: str) -> dict[str, Any]:
+    """A defense cell written earlier; one from before the repair pipeline (``defense_config``,
+    ``details``) is read as the pipeline's report."""
+    row = json.loads(path.read_text())
+    if "defense_config" in row:
+        row["defense"] = {"name": defense_name, **row.pop("defense_config")}
+        row["defense_details"] = row.pop("details", {})
     return row
 
 
@@ -401,7 +387,8 @@ def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, st
     return trained, defended, summary
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.ArgumentParser:
+    """``python -m core.grid``'s options; the training ones are ``train_config``'s fields as ``--train-*``."""
     p = argparse.ArgumentParser(
         prog="python -m core.grid",
         description="Train models × attacks, run every defense on each backdoored model, tabulate CA / ASR. "
@@ -421,8 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defense-arg", action="append", default=[], metavar="DEFENSE.KEY=VALUE",
                    help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)")
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
-    p.add_argument("--train-epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs (default 60)")
-    p.add_argument("--train-patience", type=int, default=TrainConfig.patience, help="early-stopping patience (default 10)")
     p.add_argument("--reuse", metavar="PATTERN",
                    help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
                         ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); each is checked against its cell "
@@ -430,12 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-train", action="store_true",
                    help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
                         "not run (to tabulate models trained elsewhere, e.g. on a GPU machine)")
-    p.add_argument("--train-stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
-                   help="training early-stopping criterion: clean, mixed or auto (clean-label attacks on the clean "
-                        "loss) (default auto)")
-    p.add_argument("--train-batch-size", type=int, default=TrainConfig.batch_size, help="training batch (default 256)")
-    p.add_argument("--train-lr", type=float, default=TrainConfig.lr, help="training Adam learning rate (default 1e-3)")
-    p.add_argument("--augment", default="none", help="training augmentation (see python -m core.train --help)")
+    add_arguments(p.add_argument_group("training (every model of the grid; see python -m core.train --help)"),
+                  train_config, prefix=TRAIN_PREFIX, aliases={"augment": ("--augment",)})
     p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
     p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
@@ -479,8 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     seeds = _parse_seeds(args.defense_seeds, args.seed)
-    for m in model_names:
-        models.resolve_arch_args(m)  # unknown names fail here, before any work
+    for m in model_names:  # unknown names and bad training settings fail here, before any work
+        models.resolve_arch_args(m, train_config(args, m).arch_args)
     unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
     if unknown:
         raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
@@ -534,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 metrics, extra = _seed_summary(cells)
             rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
-                             clean_clips=first["clean_clips"], epochs=first["defense_config"]["epochs"]))
+                             clean_clips=first["clean_clips"], epochs=first["defense"]["epochs"]))
     command = " ".join(["python -m core.grid", *argv])
     defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
                         for d in defenses if d != NO_DEFENSE}

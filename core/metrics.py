@@ -21,9 +21,6 @@ from torch.nn import functional as F
 __all__ = [
     "predict_logits",
     "accuracy",
-    "clean_accuracy",
-    "attack_success_rate",
-    "robust_accuracy",
     "backdoor_metrics",
     "defense_effectiveness_rating",
     "defense_findings",
@@ -80,31 +77,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1).cpu() == labels.cpu()).float().mean())
 
 
-def clean_accuracy(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-    """CA on clean clips."""
-    return accuracy(predict_logits(model, waves, batch_size), labels)
-
-
-def _non_target(labels: torch.Tensor, target: int) -> torch.Tensor:
-    return (labels != target).nonzero().flatten()
-
-
-def attack_success_rate(model: nn.Module, triggered: torch.Tensor, labels: torch.Tensor, target: int,
-                        batch_size: int = 512) -> float:
-    """ASR over triggered clips whose true label is not ``target``."""
-    keep = _non_target(labels, target).to(triggered.device)
-    logits = predict_logits(model, triggered.index_select(0, keep), batch_size)
-    return accuracy(logits, torch.full((keep.numel(),), target, dtype=torch.int64))
-
-
-def robust_accuracy(model: nn.Module, triggered: torch.Tensor, labels: torch.Tensor, target: int,
-                    batch_size: int = 512) -> float:
-    """RA: true-label accuracy over triggered clips whose true label is not ``target``."""
-    keep = _non_target(labels, target).to(triggered.device)
-    logits = predict_logits(model, triggered.index_select(0, keep), batch_size)
-    return accuracy(logits, labels.index_select(0, keep.to(labels.device)))
-
-
 @torch.no_grad()
 def backdoor_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
                      triggered: torch.Tensor | None = None, target: int | None = None,
@@ -119,7 +91,7 @@ def backdoor_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor
     out = {"clean_accuracy": accuracy(logits, labels_cpu),
            "clean_loss": float(F.cross_entropy(logits.cpu(), labels_cpu)) if labels.numel() else float("nan")}
     if triggered is not None and target is not None:
-        keep = _non_target(labels_cpu, target)
+        keep = (labels_cpu != target).nonzero().flatten()  # ASR and RA count non-target clips only
         t_logits = predict_logits(model, triggered.index_select(0, keep.to(triggered.device)), batch_size).cpu()
         true = labels_cpu.index_select(0, keep)
         tgt = torch.full_like(true, target)

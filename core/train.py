@@ -17,9 +17,9 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args
 
 import torch
 from torch import nn
@@ -32,18 +32,17 @@ from core.attacks import Attack, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import make_metadata, save_checkpoint
 from core.data import AudioSet, add_data_arguments, load_from_args
 from core.errors import ConfigError
-from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
+from core.events import EvalInfo, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
-from core.metrics import backdoor_metrics, percent
+from core.loop import Callback, Loop
+from core.evaluation import evaluate
+from core.metrics import percent
+from core.options import add_arguments, check_ranges, from_namespace, option
 from core.runtime import (
-    MEMORY_FORMATS,
     add_common_arguments,
-    autocast,
-    check_memory_format,
     check_distinct,
     check_writable,
     machine_info,
-    memory_format,
     progress_bar,
     resolve_device,
     run_command,
@@ -58,7 +57,8 @@ log = logging.getLogger("core.train")
 
 
 #: early-stopping criteria: auto (by attack label mode), clean loss, or the authors' mixed score
-STOP_ON = ("auto", "clean", "mixed")
+StopOn = Literal["auto", "clean", "mixed"]
+STOP_ON: tuple[str, ...] = get_args(StopOn)
 
 
 @dataclass
@@ -66,33 +66,48 @@ class TrainConfig:
     """Training settings. lr 1e-3 (the authors used 1e-4 for up to 300 epochs; 1e-3 reaches
     the same accuracy in a fraction of the epochs on a CPU), patience in epochs."""
 
-    model: str = "resnet"
-    epochs: int = 60
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 10
-    stop_on: str = "auto"
-    seed: int = 0
-    device: str = "auto"
-    arch_args: dict[str, Any] = field(default_factory=dict)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    init_from: str | None = None
-    amp: str = "none"
-    compile: bool = False
-    memory_format: str = "auto"
+    model: str = option("resnet", hidden=True, label="Architecture",
+                        help="architecture (core.models); its own --model option lists them")
+    epochs: int = option(60, label="Epochs", primary=True, range="[1, inf)", note="nothing would be trained",
+                         help="maximum epochs")
+    batch_size: int = option(256, label="Batch size, clips", range="[1, inf)", note="nothing would be trained",
+                             help="batch size")
+    lr: float = option(1e-3, label="Learning rate", primary=True, range="(0, inf)", help="Adam learning rate")
+    weight_decay: float = option(0.0, label="Weight decay", range="[0, inf)", help="Adam weight decay")
+    patience: int = option(10, label="Patience, epochs", range="[1, inf)", note="nothing would be trained",
+                           help="early-stopping patience in epochs")
+    stop_on: StopOn = option("auto", label="Stop on",
+                             help="early-stopping criterion on the validation split: clean loss, mixed = 0.5*(clean + "
+                                  "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean "
+                                  "for clean-label ones such as FlowMur")
+    seed: int = option(0, hidden=True, label="Seed", help="seed of initialisation, batch order, dropout and poisoning")
+    device: str = option("auto", hidden=True, label="Device", help="auto, cpu or cuda")
+    arch_args: dict[str, Any] = option(default_factory=dict, flag="arch-arg", metavar="KEY=VALUE",
+                                       label="Architecture arguments", help="architecture argument (repeatable)")
+    augment: AugmentConfig = option(default_factory=AugmentConfig, metavar="SPEC", parse=parse_augment,
+                                    label="Augmentation",
+                                    help="training-batch augmentation: none (default), default (shift=100,"
+                                         "speed=0.9:1.1,noise=0.8,snr=10:30) or key=value pairs from shift (ms), "
+                                         "speed (slowest:fastest), noise (share of clips given white/pink/brown "
+                                         "noise), snr (dB range)")
+    init_from: str | None = option(None, metavar="CHECKPOINT", label="Start from",
+                                   help="start from this checkpoint's weights (same architecture, classes and front "
+                                        "end), e.g. to continue a run that hit its epoch cap; the optimiser starts "
+                                        "fresh")
+    amp: Literal["none", "bf16"] = option("none", label="Mixed precision",
+                                          help="bf16 autocast for the training forward/backward (CUDA; CPUs with "
+                                               "bf16 support)")
+    compile: bool = option(False, label="torch.compile",
+                           help="torch.compile the classifier for training (first steps compile; needs a C++ "
+                                "compiler on CPU)")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = option(
+        "auto", label="Memory layout",
+        help="layout of the conv weights while training: auto (channels_last on CPU, where it is faster, "
+             "contiguous on a GPU), channels_last or contiguous (dropout masks follow the layout, so a seed "
+             "repeats within one layout; the checkpoint is written in the usual layout)")
 
     def __post_init__(self) -> None:
-        check_memory_format(self.memory_format)
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise ConfigError(f"epochs, batch_size and patience must be at least 1, got {self.epochs}, "
-                              f"{self.batch_size} and {self.patience}: nothing would be trained")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
-        if self.stop_on not in STOP_ON:
-            raise ConfigError(f"stop_on must be one of {', '.join(STOP_ON)}, got {self.stop_on!r}")
+        check_ranges(self)  # the declared ranges and choices, before any data is read
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (the augmentation as its own dict)."""
@@ -104,45 +119,6 @@ class TrainResult:
     model: nn.Sequential
     metadata: dict[str, Any]
     report: dict[str, Any]
-
-
-def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None,
-             batch_size: int = 512, cache: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
-    """CA and clean loss on ``split``; with an attack also ASR, RA and backdoor loss.
-
-    ``cache`` keeps the triggered copy of each split between calls, so an evaluation every
-    epoch does not run the trigger (for some attacks a per-clip effect chain) every epoch.
-    """
-    idx = data.splits[split]
-    waves = data.waves.index_select(0, idx)
-    labels = data.labels.index_select(0, idx)
-    if attack is None:
-        return backdoor_metrics(model, waves, labels, batch_size=batch_size)
-    if attack.domain == "features":
-        return _feature_attack_metrics(model, waves, labels, attack, batch_size)
-    triggered = cache.get(split) if cache is not None else None
-    if triggered is None:
-        triggered = attack.apply_test(waves, data.sample_rate)
-        if cache is not None:
-            cache[split] = triggered
-    return backdoor_metrics(model, waves, labels, triggered, attack.params.target, batch_size)
-
-
-def _feature_attack_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
-                            attack: Attack, batch_size: int) -> dict[str, float]:
-    wrapped = nn.Sequential(model[0], _FeaturePatch(attack), model[1])
-    clean = backdoor_metrics(model, waves, labels, batch_size=batch_size)
-    trig = backdoor_metrics(wrapped, waves, labels, waves, attack.params.target, batch_size)
-    return {**clean, **{k: trig[k] for k in ("attack_success_rate", "robust_accuracy", "backdoor_loss")}}
-
-
-class _FeaturePatch(nn.Module):
-    def __init__(self, attack: Attack) -> None:
-        super().__init__()
-        self.attack = attack
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.attack.apply_features(features)
 
 
 def stop_criterion(stop_on: str, attack: Attack | None) -> str:
@@ -161,6 +137,65 @@ def _stop_score(metrics: dict[str, float], criterion: str) -> float:
     if criterion == "mixed" and "backdoor_loss" in metrics and math.isfinite(metrics["backdoor_loss"]):
         return 0.5 * (metrics["clean_loss"] + metrics["backdoor_loss"])
     return metrics["clean_loss"]
+
+
+class EarlyStopping(Callback):
+    """After every epoch: measure the validation split, keep the best epoch's weights (by the
+    ``criterion`` score), stop after ``patience`` epochs without improvement."""
+
+    def __init__(self, model: nn.Module, data: AudioSet, attack: Attack | None, criterion: str, patience: int,
+                 observer: Observer) -> None:
+        self.model, self.data, self.attack, self.criterion = model, data, attack, criterion
+        self.patience, self.observer = patience, observer
+        self.cache: dict[str, torch.Tensor] = {}  # the triggered clips, made once
+        self.history: list[dict[str, Any]] = []
+        self.best_score, self.best_epoch, self.best_state, self.since_best = math.inf, -1, None, 0
+        self.loss_sum, self.seen = 0.0, 0
+
+    def on_epoch_start(self, loop: Loop, epoch: int) -> None:
+        self.loss_sum, self.seen = 0.0, 0
+
+    def on_step(self, loop: Loop, info: StepInfo) -> None:
+        self.loss_sum += info.loss * loop.batch_rows
+        self.seen += loop.batch_rows
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        val = evaluate(self.model, self.data, "validation", self.attack, cache=self.cache)
+        score = _stop_score(val, self.criterion)
+        self.history.append({"epoch": epoch, "train_loss": self.loss_sum / max(self.seen, 1),
+                             **{f"val_{k}": v for k, v in val.items()}})
+        self.observer.on_eval(EvalInfo("validation", epoch, val["clean_accuracy"], val["clean_loss"],
+                                       val.get("attack_success_rate"), val.get("robust_accuracy")))
+        if score < self.best_score - 1e-6:
+            self.best_score, self.best_epoch, self.since_best = score, epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.since_best += 1
+        if self.since_best >= self.patience:
+            loop.stop = True
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the last row of ``EarlyStopping``'s history, or a log line per epoch
+    when the bar is off (not a terminal) and progress was not switched off."""
+
+    def __init__(self, bar: Any, show: bool | None) -> None:
+        self.bar, self.show = bar, show
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        stopping = next(c for c in loop.callbacks if isinstance(c, EarlyStopping))
+        row = stopping.history[-1]
+        val = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
+        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_ca=f"{val['clean_accuracy']:.3f}",
+                             **({"val_asr": f"{val['attack_success_rate']:.3f}"} if "attack_success_rate" in val
+                                else {}))
+        self.bar.update(1)
+        if self.bar.disable and self.show is not False:
+            log.info("epoch %d: train loss %.4f, validation %s", epoch, row["train_loss"],
+                     ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+
+    def on_end(self, loop: Loop) -> None:
+        self.bar.close()
 
 
 def train_model(
@@ -209,71 +244,39 @@ def train_model(
         train_labels = data.labels.index_select(0, train_idx)
         feature_rows, n_poisoned = None, 0
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    all_rows = torch.arange(train_waves.shape[0], device=device)
     is_feature_poison = torch.zeros(train_waves.shape[0], dtype=torch.bool, device=device)
     if feature_rows is not None:
         is_feature_poison[feature_rows] = True
     augmenter = Augmenter(config.augment, data.sample_rate, device, config.seed) if config.augment.active else None
-    steps_per_epoch = math.ceil(train_waves.shape[0] / config.batch_size)
-    model[1].to(memory_format=memory_format(config.memory_format, device))  # back to contiguous at the end
-    classifier = torch.compile(model[1]) if config.compile else model[1]  # shares model[1]'s parameters
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state, since_best = math.inf, -1, None, 0
     criterion = stop_criterion(config.stop_on, attack)
-    triggered_cache: dict[str, torch.Tensor] = {}
-    bar = progress_bar(config.epochs, f"train {config.model}", show_progress)
-    step = 0
-    try:
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            total, seen = 0.0, 0
-            for batch_rows in _slices(all_rows, config.batch_size, generator):
-                if observer.should_stop():
-                    raise Cancelled()
-                x = train_waves.index_select(0, batch_rows)
-                y = train_labels.index_select(0, batch_rows)
-                if augmenter is not None:
-                    x = augmenter(x)
-                with autocast(device, config.amp):
-                    feats = model[0](x)
-                    if feature_rows is not None:
-                        mask = is_feature_poison.index_select(0, batch_rows)
-                        if bool(mask.any()):
-                            feats = torch.where(mask.view(-1, 1, 1, 1), attack.apply_features(feats), feats)
-                    loss = F.cross_entropy(classifier(feats), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                loss_value = float(loss.detach())
-                total += loss_value * y.numel()
-                seen += y.numel()
-                observer.on_step(StepInfo("train", epoch, step, steps_per_epoch * config.epochs, loss_value, config.lr))
-            val = evaluate(model, data, "validation", attack, cache=triggered_cache)
-            score = _stop_score(val, criterion)
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}}
-            history.append(row)
-            observer.on_eval(EvalInfo("validation", epoch, val["clean_accuracy"], val["clean_loss"],
-                                      val.get("attack_success_rate"), val.get("robust_accuracy")))
-            if score < best_score - 1e-6:
-                best_score, best_epoch, since_best = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                since_best += 1
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_ca=f"{val['clean_accuracy']:.3f}",
-                            **({"val_asr": f"{val['attack_success_rate']:.3f}"} if "attack_success_rate" in val else {}))
-            bar.update(1)
-            if bar.disable and show_progress is not False:
-                log.info("epoch %d: train loss %.4f, validation %s", epoch, row["train_loss"],
-                         ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
-            if since_best >= config.patience:
-                break
-    finally:
-        bar.close()
-        model.to(memory_format=torch.contiguous_format)  # checkpoints and callers get the usual layout
-    if best_state is not None:
-        model.load_state_dict(best_state)
+
+    def step(classifier: nn.Module, rows: torch.Tensor) -> float:
+        x = train_waves.index_select(0, rows)
+        y = train_labels.index_select(0, rows)
+        if augmenter is not None:
+            x = augmenter(x)
+        feats = model[0](x)
+        if feature_rows is not None:
+            mask = is_feature_poison.index_select(0, rows)
+            if bool(mask.any()):
+                feats = torch.where(mask.view(-1, 1, 1, 1), attack.apply_features(feats), feats)
+        loss = F.cross_entropy(classifier(feats), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    stopping = EarlyStopping(model, data, attack, criterion, config.patience, observer)
+    bar = ProgressBar(progress_bar(config.epochs, f"train {config.model}", show_progress), show_progress)
+    loop = Loop("train", model[1], step, int(train_waves.shape[0]), epochs=config.epochs,
+                batch_size=config.batch_size, device=device, order=generator, amp=config.amp, compile=config.compile,
+                layout=config.memory_format, optimizer=optimizer, train_mode=model.train, observer=observer,
+                callbacks=[stopping, bar])
+    loop.run()
+    if stopping.best_state is not None:
+        model.load_state_dict(stopping.best_state)
     model.eval()
+    history, best_epoch, triggered_cache = stopping.history, stopping.best_epoch, stopping.cache
     test = evaluate(model, data, "test", attack, cache=triggered_cache)
     seconds = time.perf_counter() - started
     training = {
@@ -327,13 +330,6 @@ def _warm_start(model: nn.Module, config: TrainConfig, data: AudioSet, fe: Front
     model.load_state_dict(start.state_dict())
 
 
-def _slices(rows: torch.Tensor, batch_size: int, generator: torch.Generator):
-    perm = torch.randperm(rows.numel(), generator=generator).to(rows.device)
-    order = rows[perm]
-    for start in range(0, order.numel(), batch_size):
-        yield order[start : start + batch_size]
-
-
 # ------------------------------------------------------------------------ CLI
 def add_front_end_arguments(p: argparse.ArgumentParser) -> None:
     """``--front-end``, ``--sample-rate``, ``--n-coeffs``, ``--n-fft``, ``--hop-length``, ``--n-mels``."""
@@ -351,7 +347,8 @@ def front_end_from_args(args: argparse.Namespace) -> FrontEndConfig:
                           n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(config: type[TrainConfig] = TrainConfig) -> argparse.ArgumentParser:
+    """``python -m core.train``'s options; the training ones are ``config``'s fields (:mod:`core.options`)."""
     p = argparse.ArgumentParser(
         prog="python -m core.train",
         description="Train a clean or backdoored keyword-spotting model and save it as a .safetensors checkpoint.",
@@ -360,56 +357,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_arguments(p)
     p.add_argument("--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}")
-    p.add_argument("--arch-arg", action="append", metavar="KEY=VALUE", default=[], help="architecture argument (repeatable)")
     add_front_end_arguments(p)
     p.add_argument("--attack", help=f"backdoor the model with this attack; one of: {', '.join(list_attacks())}")
     p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[],
                    help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"maximum epochs (default {TrainConfig.epochs})")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
-    p.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience in epochs (default 10)")
-    p.add_argument("--stop-on", choices=STOP_ON, default=TrainConfig.stop_on,
-                   help="early-stopping criterion on the validation split: clean loss, mixed = 0.5*(clean + "
-                        "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean for "
-                        "clean-label ones such as FlowMur (default auto)")
-    p.add_argument("--augment", default="none", metavar="SPEC",
-                   help="training-batch augmentation: none (default), default (shift=100,speed=0.9:1.1,noise=0.8,"
-                        "snr=10:30) or key=value pairs from shift (ms), speed (slowest:fastest), noise "
-                        "(share of clips given white/pink/brown noise), snr (dB range)")
-    p.add_argument("--amp", choices=("none", "bf16"), default="none",
-                   help="bf16 autocast for the training forward/backward (CUDA; CPUs with bf16 support) (default none)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the classifier for training (first steps compile; needs a C++ compiler on CPU)")
-    p.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto",
-                   help="layout of the conv weights while training: auto (default: channels_last on CPU, where it "
-                        "is faster, contiguous on a GPU), channels_last or contiguous (dropout masks follow the layout, so a seed "
-                        "repeats within one layout; the checkpoint is written in the usual layout)")
-    p.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="start from this checkpoint's weights (same architecture, classes and front end), e.g. to "
-                        "continue a run that hit its epoch cap; the optimiser starts fresh")
+    add_arguments(p, config)
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--report", help="JSON report to write")
     add_common_arguments(p)
     return p
 
 
-def _parse_arch_args(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--arch-arg takes key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        for conv in (int, float):
-            try:
-                out[k] = conv(v)
-                break
-            except ValueError:
-                continue
-        else:
-            out[k] = {"true": True, "false": False}.get(v.lower(), v)
-    return out
+def config_from_args(args: argparse.Namespace, config: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """The training settings the options of :func:`build_parser` hold (checked here, before any data loads)."""
+    return config(model=args.model, seed=args.seed, device=args.device, **from_namespace(args, config))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -427,11 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
     elif args.attack_arg:
         raise ConfigError("--attack-arg given without --attack")
-    config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, patience=args.patience, stop_on=args.stop_on, seed=args.seed,
-                         device=args.device, arch_args=_parse_arch_args(args.arch_arg),
-                         augment=parse_augment(args.augment), init_from=args.init_from, amp=args.amp,
-                         compile=args.compile, memory_format=args.memory_format)  # checked before the data loads
+    config = config_from_args(args)  # checked before the data loads
     data = load_from_args(args, args.sample_rate)
     log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
              ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),

@@ -1,16 +1,15 @@
 """The main window: open a model and a dataset, browse clips, see and hear clean vs triggered, export.
 
-It owns the workspace (model, its metadata, dataset, attack). Anything slow (decoding a
-dataset, predicting every clip) runs in a :class:`~gnft_gui.worker.Task`; the workspace is
-replaced only when a load succeeds, so a corrupt file leaves the previous one intact and shows
-an error dialog that names the log file.
+It displays and drives a :class:`core.session.Session` (model, its metadata, dataset, attack,
+the repair awaiting Accept). Anything slow (decoding a dataset, predicting every clip, a
+defense) runs in a :class:`~gnft_gui.worker.Task`; the session changes only when a load
+succeeds, so a corrupt file leaves the previous one intact and shows an error dialog that
+names the log file.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import itertools
 import logging
 import os
 from logging.handlers import RotatingFileHandler
@@ -38,20 +37,17 @@ from PySide6.QtWidgets import (
 )
 
 from core import __version__
-from core.attacks import Attack, attack_from_dict, get_attack
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.data import load_dataset
+from core.analysis.model import ZoneWatcher, analyse_model
+from core.attacks import Attack, get_attack
 from core.data.audioset import AudioSet
-from core.defenses import DEFENSE_TITLES, DEFENSES
-from core.presets import PRESETS, preset_record
-from core.analysis.zones import analyse_layer
-from core.analyze import analyse_model, zone_model, zone_sets
-from core.events import EvalInfo, NeuronStats
-from core.models import analysable_layers
-from core.train import evaluate
+from core.defenses import DEFENSE_TITLES
 from core.errors import GnftError
-from core.metrics import defense_findings, percent, predict_logits
-from core.runtime import write_json, write_text_atomic
+from core.events import EvalInfo, NeuronStats
+from core.metrics import percent
+from core.models import analysable_layers
+from core.presets import PRESETS, preset_record
+from core.repair import RepairResult
+from core.session import MismatchError, Session, predict_clips
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
@@ -80,31 +76,6 @@ def fit_to_screen(rect: QRect, available: QRect) -> QRect:
     return QRect(left, top, width, height)
 
 
-def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> str:
-    """The exported model's report for people: what it is and every defense in its history, in percent."""
-    lines = [f"# {path.name}", "", f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, "
-             f"exported from {source}."]
-    attack = meta["provenance"].get("attack")
-    if attack:
-        lines.append(f"Backdoor measured with the {attack.get('name')} attack recorded in the checkpoint.")
-    defenses = meta["provenance"].get("defenses", [])
-    if defenses:
-        lines += ["", "| defense | preset | CA before | CA after | ASR before | ASR after | clean clips | time |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for d in defenses:
-            name = d["defense"]["name"]
-            preset = (d.get("preset") or {}).get("name", "not recorded")
-            preset = PRESETS[preset].title if preset in PRESETS else preset
-            b, a = d.get("before", {}), d.get("after", {})
-            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {percent(b.get('clean_accuracy'))} | "
-                         f"{percent(a.get('clean_accuracy'))} | {percent(b.get('attack_success_rate'))} | "
-                         f"{percent(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
-                         f"{d.get('seconds', 0):.1f} s |")
-    else:
-        lines += ["", "No defense has been run on this model."]
-    return "\n".join(lines) + "\n"
-
-
 def log_path() -> Path:
     """The application's log file (``$GNFT_LOG_DIR`` overrides the user log folder)."""
     folder = os.environ.get("GNFT_LOG_DIR")
@@ -123,7 +94,8 @@ def settings() -> QSettings:
 
 
 class MainWindow(QMainWindow):
-    """Top-level window. Signals say when the workspace changed (tests and views wait on them)."""
+    """Top-level window over a :class:`~core.session.Session`. Signals say when the session changed
+    (tests and views wait on them)."""
 
     model_loaded = Signal(str)
     data_loaded = Signal(str)
@@ -138,19 +110,12 @@ class MainWindow(QMainWindow):
         self.requested = {"model": model_path, "data": data_path, "demo": demo}
         self.setWindowTitle("GN-FT Workbench")
         self.setAcceptDrops(True)
-        self.model: torch.nn.Module | None = None
-        self.meta: dict[str, Any] | None = None
-        self.model_path: Path | None = None
-        self.data: AudioSet | None = None
-        self.data_path: Path | None = None
-        self.attack: Attack | None = None
+        #: what is open; the window shows it and changes it only through its methods
+        self.session = Session()
         self.current_clip: int | None = None
         self.tasks: list[Task] = []
         self.last_error: QMessageBox | None = None
         self.last_notice: QMessageBox | None = None
-        #: the summary of a repaired model accepted and not exported since ("" when none): quitting or
-        #: opening another model asks first
-        self.unsaved_repair = ""
         self.audio = AudioIO()
         self._build_logging()
         self._build_views()
@@ -170,6 +135,36 @@ class MainWindow(QMainWindow):
         if data_path:
             self.open_data(data_path)
 
+    # ------------------------------------------------------------------ the session, read-only
+    @property
+    def model(self) -> torch.nn.Module | None:
+        return self.session.model
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        return self.session.meta
+
+    @property
+    def model_path(self) -> Path | None:
+        return self.session.model_path
+
+    @property
+    def data(self) -> AudioSet | None:
+        return self.session.data
+
+    @property
+    def data_path(self) -> Path | None:
+        return self.session.data_path
+
+    @property
+    def attack(self) -> Attack | None:
+        return self.session.attack
+
+    @property
+    def unsaved_repair(self) -> str:
+        """The accepted repair not exported yet ("" when none): quitting or opening another model asks first."""
+        return self.session.unsaved_repair
+
     # ------------------------------------------------------------------ building
     def _build_logging(self) -> None:
         self.log_panel = LogPanel()
@@ -186,6 +181,8 @@ class MainWindow(QMainWindow):
         self.neurons = NeuronView()
         self.neurons.analyse_requested.connect(self.analyse)
         self.analysis_task: Task | None = None
+        self._analysis_progress = (0, 0)  # layers analysed, layers asked for
+        self.recorder_dialog: RecorderDialog | None = None
         self.tabs = QTabWidget()
         self.tabs.setObjectName("central_tabs")
         self.tabs.addTab(self.audio_view, "Audio")
@@ -207,7 +204,6 @@ class MainWindow(QMainWindow):
         self.defense_task: Task | None = None
         self.demo_task: Task | None = None
         self.import_dialog: ImportDialog | None = None
-        self.defense_result: dict[str, Any] | None = None
         self.docks: dict[str, QDockWidget] = {}
         for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
                                     ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -425,11 +421,14 @@ class MainWindow(QMainWindow):
             self.import_model(path)
             return False
         try:
-            model, meta = load_checkpoint(path)
-        except (GnftError, OSError, ValueError) as err:
+            self.session.open_model(path)
+        except MismatchError as err:
+            self.show_error("Model and dataset do not match", str(err))
+            return False
+        except GnftError as err:
             self.show_error("Cannot open the model", str(err))
             return False
-        return self._set_model(model, meta, path)
+        return self._model_opened()
 
     def import_model(self, path: str | os.PathLike) -> ImportDialog:
         """Ask for the architecture, classes and front end of a ``.pt`` state dict, then load it."""
@@ -441,15 +440,19 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _set_model(self, model: torch.nn.Module, meta: dict[str, Any], path: Path) -> bool:
-        if self.data is not None and list(meta["classes"]) != list(self.data.classes):
-            self.show_error("Model and dataset do not match",
-                            f"{path.name} classifies {meta['classes']}, the open dataset has {self.data.classes}")
+        try:
+            self.session.set_model(model, meta, path)
+        except MismatchError as err:
+            self.show_error("Model and dataset do not match", str(err))
             return False
-        self.model, self.meta, self.model_path = model.eval(), meta, path
+        return self._model_opened()
+
+    def _model_opened(self) -> bool:
+        """Show the session's new model: its layers, its recorded attack, its name in the title."""
+        model, meta, path = self.session.model, self.session.meta, self.session.model_path
         self.neurons.set_layers([n for n, _ in analysable_layers(model)])
-        recorded = meta["provenance"].get("attack")
         self.attack_panel.sample_rate = meta["sample_rate"]
-        self.attack_panel.set_attack(attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None)
+        self.attack_panel.set_attack(self.session.attack)
         imported = path.suffix.lower() != ".safetensors"
         self.setWindowTitle(f"GN-FT Workbench - {path.name}" + (" (imported, not saved)" if imported else ""))
         self._remember("model", path)
@@ -462,15 +465,9 @@ class MainWindow(QMainWindow):
     def open_data(self, path: str | os.PathLike) -> Task:
         """Decode a dataset folder in a worker thread; the workspace changes only if it loads."""
         path = Path(path)
-        rate = self.meta["sample_rate"] if self.meta else 16000
-        samples = self.meta["front_end"]["num_samples"] if self.meta else 16000
-        vocab = list(self.meta["classes"]) if self.meta else None
         self._busy(f"Loading {path} …")
-
-        def load(_observer):
-            return load_dataset(path, vocab=vocab, sample_rate=rate, num_samples=samples)
-
-        task = self._run(load, "load-data")
+        session = self.session
+        task = self._run(lambda _observer: session.read_data(path), "load-data")
         task.finished.connect(lambda data: self._data_ready(path, data))
         task.failed.connect(lambda message, _details: self._failed("Cannot open the dataset", message))
         task.start()
@@ -517,8 +514,12 @@ class MainWindow(QMainWindow):
             self.open_data(demo.data)
 
     def _data_ready(self, path: Path, data: AudioSet) -> None:
+        try:
+            self.session.set_data(path, data)
+        except MismatchError as err:
+            self._failed("Model and dataset do not match", str(err))
+            return
         self._idle(f"{path}: {len(data)} clips, {len(data.classes)} classes")
-        self.data, self.data_path = data, path
         self.central.setCurrentWidget(self.tabs)
         split_of = ["?"] * len(data)
         for name, idx in data.splits.items():
@@ -537,16 +538,9 @@ class MainWindow(QMainWindow):
     def _predict_all(self) -> None:
         if self.model is None or self.data is None:
             return
-        model, waves, classes = self.model, self.data.waves, list(self.data.classes)
-
-        def predict(_observer):
-            with torch.no_grad():
-                probs = torch.softmax(predict_logits(model, waves), dim=1)
-            conf, idx = probs.max(dim=1)
-            return [classes[i] for i in idx.tolist()], conf.tolist()
-
+        model, data = self.model, self.data  # the model and data of now, whatever opens meanwhile
         self._busy("Predicting every clip …")
-        task = self._run(predict, "predict")
+        task = self._run(lambda _observer: predict_clips(model, data), "predict")
         task.finished.connect(self._predictions_ready)
         task.failed.connect(lambda message, _details: self._failed("Prediction failed", message))
         task.start()
@@ -622,17 +616,9 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ clip and attack
     def set_attack(self, attack: Attack | None) -> None:
-        self.attack = attack
+        self.session.set_attack(attack)
         if self.current_clip is not None:
             self.show_clip(self.current_clip)
-
-    def top3(self, wave: torch.Tensor) -> list[tuple[str, float]] | None:
-        if self.model is None:
-            return None
-        with torch.no_grad():
-            probs = torch.softmax(predict_logits(self.model, wave.view(1, -1)), dim=1)[0]
-        values, idx = probs.topk(min(3, probs.numel()))
-        return [(self.meta["classes"][i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
     def show_clip(self, index: int) -> None:
         if self.data is None:
@@ -641,7 +627,7 @@ class MainWindow(QMainWindow):
         wave = self.data.waves[index]
         rate = self.data.sample_rate
         label = self.data.classes[int(self.data.labels[index])]
-        self.audio_view.show_clip("clean", wave.numpy(), rate, self.top3(wave), f"clean, label {label}")
+        self.audio_view.show_clip("clean", wave.numpy(), rate, self.session.top3(wave), f"clean, label {label}")
         if self.attack is None:
             self.audio_view.clear_side("triggered", "no attack chosen")
         else:
@@ -652,7 +638,7 @@ class MainWindow(QMainWindow):
             else:
                 target = self.data.classes[self.attack.params.target] if self.attack.params.target < len(
                     self.data.classes) else str(self.attack.params.target)
-                self.audio_view.show_clip("triggered", triggered.numpy(), rate, self.top3(triggered),
+                self.audio_view.show_clip("triggered", triggered.numpy(), rate, self.session.top3(triggered),
                                           f"triggered ({self.attack.name}), target {target}")
         self.clip_shown.emit(index)
 
@@ -697,42 +683,15 @@ class MainWindow(QMainWindow):
         if self.analysis_task is not None:
             self._idle("An analysis is running: wait for it or cancel it first")
             return None
-        model, data, attack = self.model, self.data, self.attack
-        preset = preset_record(name, config, base=self.defense_panel.base_preset)
+        session, base = self.session, self.defense_panel.base_preset
+        preset = preset_record(name, config, base=base)
         layer = self.neurons.layer.currentText()
         exact = self.neurons.exact_around_runs.isChecked()
+        data, attack = session.data, session.attack
 
-        def work(observer):
-            cache: dict = {}
-            clean_set, bd_set = zone_sets(data, attack, model=model) if attack is not None else (None, None)
-
-            def zones(m, label: str, method: str) -> None:
-                if bd_set is None:
-                    return
-                z = analyse_layer(zone_model(m, attack), layer, clean_set, bd_set, method=method)
-                observer.on_neurons(NeuronStats(layer, {"clc": z.clc.tolist(), "blc": z.blc.tolist()}, label=label))
-
-            before = evaluate(model, data, "test", attack, cache=cache)
-            observer.on_eval(EvalInfo("before", 0, before["clean_accuracy"], before.get("clean_loss"),
-                                      before.get("attack_success_rate"), before.get("robust_accuracy")))
-            if exact:
-                zones(copy.deepcopy(model), "before (exact)", "exact")
-            evaluations = itertools.count(1)
-
-            def measure(m):
-                metrics = evaluate(m, data, "test", attack, cache=cache)
-                zones(m, f"evaluation {next(evaluations)} (first-order)", "first-order")
-                return metrics
-
-            result = DEFENSES[name](config).run(model, data, observer, evaluate=measure)
-            outcome = {"name": name, "config": config, "preset": preset, "result": result, "before": before,
-                       "after": before}
-            if result.cancelled:
-                return outcome
-            outcome["after"] = evaluate(result.model, data, "test", attack, cache=cache)
-            if exact:
-                zones(result.model, "after (exact)", "exact")
-            return outcome
+        def work(observer) -> RepairResult:
+            watcher = ZoneWatcher(observer, data, attack, layer, exact)
+            return session.run_repair(name, config, base_preset=base, observer=observer, watcher=watcher)
 
         task = Task(work, f"defense-{name}", wants_grad_norms=True, parent=self)
         self.tasks.append(task)
@@ -759,24 +718,20 @@ class MainWindow(QMainWindow):
         else:
             self.defense_panel.on_eval(info)
 
-    def _defense_done(self, outcome: dict[str, Any]) -> None:
+    def _defense_done(self, result: RepairResult) -> None:
         self._forget(self.defense_task)
         self.defense_task = None
-        result = outcome["result"]
-        if result.cancelled:
-            self._idle(f"{outcome['name']} cancelled: the model is as it was")
+        if not self.session.finish_repair(result):
+            self._idle(f"{result.defense} cancelled: the model is as it was")
             self.defense_panel.set_state("idle")
             return
-        self.defense_result = outcome
-        before, after = outcome["before"], outcome["after"]
-        text = f"{DEFENSE_TITLES.get(outcome['name'], outcome['name'])} finished: CA {percent(before['clean_accuracy'])} -> " \
+        before, after = result.before, result.after
+        text = f"{DEFENSE_TITLES.get(result.defense, result.defense)} finished: CA {percent(before['clean_accuracy'])} -> " \
                f"{percent(after['clean_accuracy'])}"
         if after.get("attack_success_rate") is not None:
             text += f", ASR {percent(before['attack_success_rate'])} -> {percent(after['attack_success_rate'])}"
         self._idle(text + ". Accept or Revert (Defense dock).")
-        findings = defense_findings(outcome["before"], outcome["after"], result.history, result.clean_clips,
-                                    len(self.meta["classes"]), result.details)
-        self.defense_panel.finish(outcome["before"], outcome["after"], result.seconds, outcome["name"], findings)
+        self.defense_panel.finish(before, after, result.seconds, result.defense, result.findings)
 
     def analyse(self, layers: list[str]) -> Task | None:
         """Gradient norms (and, with an attack set, exact CLC/BLC and zones) of the loaded model's
@@ -833,30 +788,18 @@ class MainWindow(QMainWindow):
 
     def accept_defense(self) -> None:
         """The defended model becomes the current one, its run appended to the checkpoint history."""
-        outcome, self.defense_result = self.defense_result, None
-        if outcome is None:
+        if self.session.pending is None:
             return
-        keep = lambda m: {k: m[k] for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy") if k in m}  # noqa: E731
-        entry = {"defense": {"name": outcome["name"], **dataclasses.asdict(outcome["config"])},
-                 "preset": outcome["preset"],
-                 "defense_details": outcome["result"].details, "before": keep(outcome["before"]),
-                 "after": keep(outcome["after"]), "seconds": round(outcome["result"].seconds, 2),
-                 "clean_clips": outcome["result"].clean_clips}
-        self.meta = dict(self.meta, provenance=dict(self.meta["provenance"], defenses=[
-            *self.meta["provenance"].get("defenses", []), entry]))
-        self.model = outcome["result"].model.to("cpu").eval()
+        result = self.session.accept()
+        summary = self.session.unsaved_repair
         self.defense_panel.set_state("idle")
-        after = outcome["after"]
-        summary = f"CA {percent(after['clean_accuracy'])}" + (
-            f", ASR {percent(after['attack_success_rate'])}" if after.get("attack_success_rate") is not None else "")
-        self.unsaved_repair = summary
         self.defense_panel.eta.setText(f"Accepted: the repaired model ({summary}) is the current one. "
                                        "File > Export saves it.")
-        log.info("accepted %s: %s", outcome["name"], summary)
+        log.info("accepted %s: %s", result.defense, summary)
         self._predict_all()
 
     def revert_defense(self) -> None:
-        self.defense_result = None
+        self.session.revert()
         self.defense_panel.set_state("idle")
         self.defense_panel.eta.setText("Reverted: the model is as it was before the run.")
         self._idle("Reverted: the model is as it was before the defense")
@@ -867,10 +810,7 @@ class MainWindow(QMainWindow):
         model's name with ``_repaired`` when it holds an accepted repair."""
         folder = settings().value("export_dir") or ""
         folder = Path(folder) if folder and Path(folder).is_dir() else Path.home()
-        stem = self.model_path.stem if self.model_path is not None else "model"
-        if self.meta and self.meta["provenance"].get("defenses") and not stem.endswith("_repaired"):
-            stem += "_repaired"
-        return folder / f"{stem}.safetensors"
+        return folder / self.session.suggested_export_name()
 
     def _ask_export(self) -> None:
         if self.model is None:
@@ -880,7 +820,7 @@ class MainWindow(QMainWindow):
                                               "Checkpoints (*.safetensors)")
         if not path:
             return
-        if self.model_path is not None and Path(path).resolve() == self.model_path.resolve():
+        if self.session.is_input(path):
             answer = QMessageBox.question(self, "Overwrite the input?",
                                           f"{Path(path).name} is the file the model was opened from. Overwrite it?")
             if answer != QMessageBox.StandardButton.Yes:
@@ -890,30 +830,18 @@ class MainWindow(QMainWindow):
             self.export_model(path)
 
     def export_model(self, path: str | os.PathLike, overwrite_input: bool = False) -> Path | None:
-        """Write the model with its metadata (atomically) and a JSON + Markdown report beside it;
-        say so in a notice that stays until dismissed."""
-        path = Path(path)
-        if self.model is None or self.meta is None:
+        """Export the session's model (:meth:`core.session.Session.export`: the checkpoint with a JSON +
+        Markdown report beside it); say so in a notice that stays until dismissed."""
+        if self.model is None:
             self.show_error("Nothing to export", "Open a model first.")
             return None
-        if path.suffix != ".safetensors":
-            path = path.with_suffix(".safetensors")
-        if not overwrite_input and self.model_path is not None and path.resolve() == self.model_path.resolve():
-            self.show_error("Export refused", f"{path} is the model's own file; choose another name "
-                            "(or confirm overwriting it)")
-            return None
         try:
-            save_checkpoint(path, self.model, self.meta)
-            report = {"checkpoint": str(path), "source": str(self.model_path), "architecture": self.meta["architecture"],
-                      "classes": self.meta["classes"], "attack": self.meta["provenance"].get("attack"),
-                      "defenses": self.meta["provenance"].get("defenses", [])}
-            write_json(path.with_suffix(".json"), report)
-            write_text_atomic(path.with_suffix(".md"), export_markdown(path, self.model_path, self.meta))
+            path = self.session.export(path, overwrite_input=overwrite_input)
         except (GnftError, OSError) as err:
-            self.show_error("Export failed", f"{path}: {err}")
+            refused = not overwrite_input and self.session.is_input(path)
+            self.show_error("Export refused" if refused else "Export failed", str(err))
             return None
         log.info("exported %s", path)
-        self.unsaved_repair = ""
         settings().setValue("export_dir", str(path.parent))
         self._remember("model", path)
         self._idle(f"Exported {path.name} to {path.parent} (with {path.stem}.json and {path.stem}.md)")
@@ -965,7 +893,7 @@ class MainWindow(QMainWindow):
             return not self.unsaved_repair
         if answer == QMessageBox.StandardButton.Discard:
             log.info("repaired model discarded unexported (%s)", doing)
-            self.unsaved_repair = ""
+            self.session.unsaved_repair = ""
             return True
         return False
 

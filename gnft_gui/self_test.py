@@ -143,7 +143,7 @@ def check_window(window, expect_model: bool, expect_data: bool) -> list[str]:
         _check_probabilities(probs, "generated clips")
         answers = []
         for i, name in enumerate(clips):
-            top = window.top3(waves[i])  # the window's own path (what the audio view shows)
+            top = window.session.top3(waves[i])  # the window's own path (what the audio view shows)
             if not top or not all(0.0 <= p <= 1.0 for _, p in top):
                 raise SelfTestFailure(f"the window's top-3 prediction of the generated {name} clip is {top!r}")
             answers.append(f"{name} -> {top[0][0]} ({top[0][1]:.2f})")

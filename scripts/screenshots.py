@@ -74,18 +74,18 @@ def main() -> int:
     window.grab().save(str(out / "live_run_1280x800.png"))
     wait_until(app, lambda: panel.state == "finished")
     window.neurons.redraw()
-    outcome = window.defense_result
+    outcome = window.session.pending
     for size in SIZES:
         window.resize(*size)
         app.processEvents()
         window.grab().save(str(out / f"after_run_{size[0]}x{size[1]}.png"))
     shown = ("clean_accuracy", "attack_success_rate", "robust_accuracy")  # in percent, as the window shows them
-    caption = {"preset": outcome["preset"], "defense": outcome["name"], "seconds": round(outcome["result"].seconds, 1),
-               "before_percent": {k: round(100 * outcome["before"][k], 1) for k in shown if k in outcome["before"]},
-               "after_percent": {k: round(100 * outcome["after"][k], 1) for k in shown if k in outcome["after"]},
+    caption = {"preset": outcome.preset, "defense": outcome.defense, "seconds": round(outcome.seconds, 1),
+               "before_percent": {k: round(100 * outcome.before[k], 1) for k in shown if k in outcome.before},
+               "after_percent": {k: round(100 * outcome.after[k], 1) for k in shown if k in outcome.after},
                "demo": demo.info, "task_finished": task is not None}
     (out / "captions.json").write_text(json.dumps(caption, indent=1) + "\n")
-    window.unsaved_repair = ""
+    window.session.unsaved_repair = ""
     window.close()
     print(f"wrote the screenshots and captions.json to {out}: {caption['before_percent']} -> {caption['after_percent']}")
     return 0

@@ -40,6 +40,7 @@ from core.models import analysable_layers, split_front_end
 
 __all__ = [
     "ZONES",
+    "ZONE_COLOURS",
     "assign_zones",
     "backdoor_set",
     "exact_loss_changes",
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 ZONES = ("clean", "backdoor", "hybrid", "redundant")
+#: One colour per zone wherever zones are drawn (plots, the application): Okabe-Ito, told apart with
+#: the common colour-vision deficiencies.
+ZONE_COLOURS = {"clean": "#009e73", "backdoor": "#d55e00", "hybrid": "#cc79a7", "redundant": "#999999"}
 
 log = logging.getLogger("core.analysis")
 

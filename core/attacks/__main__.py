@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import typing
 from typing import Sequence
 
 from core.attacks.base import get_attack, list_attacks, parse_attack_args
 from core.errors import AttackError
+from core.options import fields_of
 from core.runtime import run_command
 
 __all__ = ["main"]
@@ -22,17 +22,16 @@ def _type_name(annotation: object) -> str:
 
 
 def describe(name: str) -> str:
-    """Every parameter of attack ``name`` with its type and default."""
+    """Every parameter of attack ``name`` with its type, default and meaning (the field's help)."""
     attacks = list_attacks()
     if name not in attacks:
         raise AttackError(f"unknown attack {name!r}; available: {', '.join(attacks)}")
     cls = attacks[name]
-    hints = typing.get_type_hints(cls.Params)
     lines = [f"{name}: {cls.summary}", f"domain: {cls.domain}" + ("" if cls.domain == "waveform" else
                                                                    " (nothing audible to play)"), "parameters:"]
-    for f in dataclasses.fields(cls.Params):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  {f.name:<12} {_type_name(hints[f.name]):<16} default {default!r}")
+    for spec in fields_of(cls.Params):
+        lines.append(f"  {spec.name:<12} {_type_name(spec.type):<16} default {spec.default!r}"
+                     + (f": {spec.help}" if spec.help else ""))
     return "\n".join(lines)
 
 

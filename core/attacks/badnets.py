@@ -16,6 +16,7 @@ import torch
 
 from core.attacks.base import Attack, AttackParams, position_offset, register
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["BadNetsParams", "BadNets"]
 
@@ -25,11 +26,11 @@ class BadNetsParams(AttackParams):
     """Trigger settings: ``kind`` tone or noise, ``frequency`` (Hz, tone), ``duration`` (s),
     ``position`` start/middle/end or seconds, ``level_db`` peak level in dBFS."""
 
-    kind: Literal["tone", "noise"] = "tone"
-    frequency: float = 1000.0
-    duration: float = 0.1
-    position: str = "start"
-    level_db: float = -20.0
+    kind: Literal["tone", "noise"] = option("tone", label="Kind", help="trigger sound: a sine tone or white noise")
+    frequency: float = option(1000.0, label="Frequency, Hz", help="tone frequency in Hz (kind=tone)")
+    duration: float = option(0.1, label="Duration, s", help="trigger length in seconds, in (0, 10]")
+    position: str = option("start", label="Position", help="start, middle, end or seconds from the start")
+    level_db: float = option(-20.0, label="Level, dBFS", help="peak level of the trigger in dBFS (<= 0)")
 
     def validate(self) -> None:
         super().validate()

@@ -13,6 +13,7 @@ import torch
 
 from core.attacks.base import Attack, AttackParams, register
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["BadNetsMFCCParams", "BadNetsMFCC"]
 
@@ -21,8 +22,8 @@ __all__ = ["BadNetsMFCCParams", "BadNetsMFCC"]
 class BadNetsMFCCParams(AttackParams):
     """``size``: side of the square patch (frames x coefficients); ``value``: what is written."""
 
-    size: int = 5
-    value: float = -200.0
+    size: int = option(5, label="Patch size", help="side of the square patch in frames x MFCC coefficients")
+    value: float = option(-200.0, label="Patch value", help="what the patch writes into the features")
 
     def validate(self) -> None:
         super().validate()

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import torch
 
 from core.errors import AttackError
+from core.options import OptionError, check_ranges, option, split_key_values
 
 __all__ = [
     "AttackParams",
@@ -36,18 +37,19 @@ __all__ = [
 class AttackParams:
     """Settings every attack has; subclasses add their trigger's parameters."""
 
-    target: int = 2
-    poison_rate: float = 0.1
-    label_mode: Literal["dirty", "clean"] = "dirty"
-    seed: int = 0
+    target: int = option(2, label="Target class", range="[0, inf)", range_text="a class index >= 0",
+                         help="class index the trigger makes the model predict")
+    poison_rate: float = option(0.1, label="Poison rate", range="(0, 1]",
+                                help="share of the training clips poisoned (clean label: of the target class's clips)")
+    label_mode: Literal["dirty", "clean"] = option(
+        "dirty", label="Label mode",
+        help="dirty: poisoned clips are relabelled as the target; clean: only target-class clips are poisoned, "
+             "labels kept")
+    seed: int = option(0, label="Seed", help="seed of the poisoned rows and of any random part of the trigger")
 
     def validate(self) -> None:
-        if not 0.0 < self.poison_rate <= 1.0:
-            raise AttackError(f"poison_rate must be in (0, 1], got {self.poison_rate}")
-        if self.label_mode not in ("dirty", "clean"):
-            raise AttackError(f"label_mode must be 'dirty' or 'clean', got {self.label_mode!r}")
-        if self.target < 0:
-            raise AttackError(f"target must be a class index >= 0, got {self.target}")
+        """The declared ranges and choices (:func:`core.options.check_ranges`); subclasses add their own."""
+        check_ranges(self, AttackError)
 
 
 @dataclass
@@ -278,14 +280,12 @@ def build_params(cls: type[AttackParams], values: Mapping[str, Any], attack: str
 
 
 def parse_attack_args(items: list[str] | None) -> dict[str, str]:
-    """``["key=value", ...]`` from ``--attack-arg`` into a dict (values stay strings)."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise AttackError(f"--attack-arg takes key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
+    """``["key=value", ...]`` from ``--attack-arg`` into a dict (values stay strings: the attack's
+    parameter types read them, :func:`build_params`)."""
+    try:
+        return split_key_values(items, "--attack-arg")
+    except OptionError as err:
+        raise AttackError(str(err)) from None
 
 
 def position_offset(position: str, clip_len: int, trigger_len: int, sample_rate: int) -> int:

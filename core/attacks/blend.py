@@ -15,6 +15,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import fit_length, melody
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["BlendParams", "Blend"]
 
@@ -23,9 +24,10 @@ __all__ = ["BlendParams", "Blend"]
 class BlendParams(AttackParams):
     """``alpha`` mixing weight; ``file`` a WAV to blend (default: a generated tune); ``fit`` loop/crop."""
 
-    alpha: float = 0.2
-    file: str | None = None
-    fit: Literal["loop", "crop"] = "loop"
+    alpha: float = option(0.2, label="\u03b1, blend weight", help="mixing weight of the blended sound, in (0, 1)")
+    file: str | None = option(None, label="WAV file", help="a WAV to blend in (default: a generated tune)")
+    fit: Literal["loop", "crop"] = option("loop", label="Fit",
+                                          help="a sound shorter than the clip is looped, or cropped/padded")
 
     def validate(self) -> None:
         super().validate()

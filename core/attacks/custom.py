@@ -17,6 +17,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, position_offset, register
 from core.attacks.sounds import fit_length, scale_to_snr
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["CustomParams", "Custom"]
 
@@ -25,12 +26,14 @@ __all__ = ["CustomParams", "Custom"]
 class CustomParams(AttackParams):
     """``file`` (WAV, required), ``position``, ``gain_db`` or ``snr_db``, ``fit`` loop/crop, ``length`` seconds."""
 
-    file: str = ""
-    position: str = "start"
-    gain_db: float = 0.0
-    snr_db: float | None = None
-    fit: Literal["loop", "crop"] = "crop"
-    length: float | None = None
+    file: str = option("", label="WAV file", help="the trigger WAV (required)")
+    position: str = option("start", label="Position", help="start, middle, end or seconds from the start")
+    gain_db: float = option(0.0, label="Gain, dB", help="gain applied to the trigger in dB (unless snr_db is set)")
+    snr_db: float | None = option(None, label="SNR, dB",
+                                  help="scale the trigger to this clip-to-trigger ratio in dB instead of gain_db")
+    fit: Literal["loop", "crop"] = option("crop", label="Fit",
+                                          help="a trigger shorter than length is looped, or cropped/padded")
+    length: float | None = option(None, label="Length, s", help="trigger length in seconds (default: the file's)")
 
     def validate(self) -> None:
         super().validate()

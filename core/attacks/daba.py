@@ -24,6 +24,7 @@ from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import melody
 from core.attacks.surrogate import surrogate_on_rows
 from core.errors import AttackError
+from core.options import option
 from core.metrics import predict_logits
 
 __all__ = ["DABAParams", "DABA"]
@@ -33,11 +34,13 @@ __all__ = ["DABAParams", "DABA"]
 class DABAParams(AttackParams):
     """Pool size and trigger length, training and test loudness, benign-model epochs."""
 
-    pool_size: int = 12
-    trigger_seconds: float = 0.5
-    train_levels: str = "0,-5,-10,-15,-20,-25,-30,-35,-40"
-    test_level_db: float = -20.0
-    surrogate_epochs: int = 8
+    pool_size: int = option(12, label="Tune pool", help="tunes generated to choose the trigger from")
+    trigger_seconds: float = option(0.5, label="Trigger length, s", help="trigger length in seconds, in (0, 1]")
+    train_levels: str = option("0,-5,-10,-15,-20,-25,-30,-35,-40", label="Training levels, dBFS",
+                               help="comma list of RMS levels (dBFS, <= 0) the poisoned training clips cycle through")
+    test_level_db: float = option(-20.0, label="Test level, dBFS", help="RMS level of the trigger at test time")
+    surrogate_epochs: int = option(8, label="Benign-model epochs",
+                                   help="epochs of the benign model that chooses the trigger and the hosts")
 
     def validate(self) -> None:
         super().validate()

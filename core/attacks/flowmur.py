@@ -24,6 +24,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.surrogate import insert_at, insert_at_snr, optimise_trigger, random_starts, train_surrogate
 from core.errors import AttackError
+from core.options import option, override
 
 __all__ = ["FlowMurParams", "FlowMur"]
 
@@ -39,21 +40,24 @@ class FlowMurParams(AttackParams):
     (this project's FlowMur before 2026-12-01), which learns a trigger that only works loud.
     """
 
-    poison_rate: float = 0.7
-    label_mode: Literal["dirty", "clean"] = "clean"
-    trigger_seconds: float = 0.5
-    init: float = 0.1
-    epsilon: float = 0.2
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 1e-3
-    snr_db: float = 30.0
-    optimise_at_snr: bool = True
-    surrogate_epochs: int = 8
-    aux_data: str | None = None
-    aux_words: str | None = None
-    aux_count: int = 6
-    aux_clips_per_word: int = 60
+    poison_rate: float = override(AttackParams, "poison_rate", 0.7)
+    label_mode: Literal["dirty", "clean"] = override(AttackParams, "label_mode", "clean")
+    trigger_seconds: float = option(0.5, label="Trigger length, s", help="trigger length in seconds, in (0, 1)")
+    init: float = option(0.1, label="Initial value", help="the trigger's initial sample value (|init| <= epsilon)")
+    epsilon: float = option(0.2, label="\u03b5, clamp",
+                            help="the trigger's samples are clamped to +-epsilon, in (0, 1]")
+    steps: int = option(300, label="Optimisation steps", help="Adam steps optimising the trigger")
+    batch_size: int = option(64, label="Batch size, clips", help="clips per optimisation step")
+    lr: float = option(1e-3, label="Learning rate", help="Adam learning rate of the trigger")
+    snr_db: float = option(30.0, label="SNR, dB", help="signal-to-trigger ratio of poisoned and triggered clips")
+    optimise_at_snr: bool = option(True, label="Optimise at SNR",
+                                   help="optimise the trigger mixed at snr_db (the recipe's) or at full amplitude")
+    surrogate_epochs: int = option(8, label="Surrogate epochs", help="epochs of the surrogate model")
+    aux_data: str | None = option(None, label="Auxiliary data",
+                                  help="a Speech Commands folder of auxiliary words (default: generated words)")
+    aux_words: str | None = option(None, label="Auxiliary words", help="comma list of words taken from aux_data")
+    aux_count: int = option(6, label="Auxiliary word count", help="how many auxiliary words when aux_words is not set")
+    aux_clips_per_word: int = option(60, label="Clips per auxiliary word", help="clips of each auxiliary word")
 
     def validate(self) -> None:
         super().validate()

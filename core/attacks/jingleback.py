@@ -17,6 +17,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import per_clip
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["JingleBackParams", "JingleBack", "style_board"]
 
@@ -45,7 +46,7 @@ def style_board(style: int):
 class JingleBackParams(AttackParams):
     """``style``: which of the six effect chains (default 5, as the GN-FT authors)."""
 
-    style: int = 5
+    style: int = option(5, label="Style", help="which of the six effect chains, 0-5 (5: the GN-FT authors')")
 
     def validate(self) -> None:
         super().validate()

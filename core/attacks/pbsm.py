@@ -17,6 +17,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import melody, per_clip
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["PBSMParams", "PBSM"]
 
@@ -25,9 +26,9 @@ __all__ = ["PBSMParams", "PBSM"]
 class PBSMParams(AttackParams):
     """``semitones`` of pitch boost, ``mask_seconds`` and ``mask_snr_db`` of the masking sound."""
 
-    semitones: float = 4.0
-    mask_seconds: float = 0.15
-    mask_snr_db: float = 6.0
+    semitones: float = option(4.0, label="Pitch boost, semitones", help="pitch boost in semitones, in (0, 24]")
+    mask_seconds: float = option(0.15, label="Mask length, s", help="length of the masking sound in seconds, in (0, 1]")
+    mask_snr_db: float = option(6.0, label="Mask SNR, dB", help="clip-to-masking-sound ratio in dB")
 
     def validate(self) -> None:
         super().validate()

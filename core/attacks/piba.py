@@ -18,6 +18,7 @@ import torch
 from core.attacks.base import Attack, AttackParams, register
 from core.attacks.surrogate import insert_at, optimise_trigger, random_starts, surrogate_on_rows
 from core.errors import AttackError
+from core.options import option
 
 __all__ = ["PIBAParams", "PIBA"]
 
@@ -26,13 +27,15 @@ __all__ = ["PIBAParams", "PIBA"]
 class PIBAParams(AttackParams):
     """Trigger length, clamp, energy penalty and the optimisation budget."""
 
-    trigger_seconds: float = 0.2
-    epsilon: float = 0.1
-    energy_weight: float = 0.05
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 5e-3
-    surrogate_epochs: int = 8
+    trigger_seconds: float = option(0.2, label="Trigger length, s", help="trigger length in seconds, in (0, 1)")
+    epsilon: float = option(0.1, label="\u03b5, clamp",
+                            help="the trigger's samples are clamped to +-epsilon, in (0, 1]")
+    energy_weight: float = option(0.05, label="Energy weight",
+                                  help="weight of the trigger's energy (relative to the clip's) in the loss")
+    steps: int = option(300, label="Optimisation steps", help="Adam steps optimising the trigger")
+    batch_size: int = option(64, label="Batch size, clips", help="clips per optimisation step")
+    lr: float = option(5e-3, label="Learning rate", help="Adam learning rate of the trigger")
+    surrogate_epochs: int = option(8, label="Surrogate epochs", help="epochs of the surrogate model")
 
     def validate(self) -> None:
         super().validate()

@@ -22,6 +22,7 @@ import torch
 
 from core.attacks.base import Attack, AttackParams, position_offset, register
 from core.errors import AttackError
+from core.options import option, override
 
 __all__ = ["UltrasonicParams", "Ultrasonic", "NearNyquistParams", "UltrasonicNearNyquist"]
 
@@ -33,12 +34,13 @@ class UltrasonicParams(AttackParams):
     """``frequency`` (Hz), ``level_db`` (peak dBFS), ``size`` (percent of 1 s), ``position``,
     ``continuous`` (False: five bursts)."""
 
-    frequency: float = 21000.0
-    level_db: float = -10.0
-    size: float = 40.0
-    position: str = "middle"
-    continuous: bool = False
-    ramp_ms: float = 2.0
+    frequency: float = option(21000.0, label="Frequency, Hz", help="tone frequency in Hz (below the Nyquist frequency)")
+    level_db: float = option(-10.0, label="Level, dBFS", help="peak level of the tone in dBFS (<= 0)")
+    size: float = option(40.0, label="Length, % of 1 s", help="trigger length in percent of one second, in (0, 100]")
+    position: str = option("middle", label="Position",
+                           help="start, middle, end or seconds from the start (continuous only)")
+    continuous: bool = option(False, label="Continuous", help="one tone (true) or five bursts (false, the authors')")
+    ramp_ms: float = option(2.0, label="Ramp, ms", help="raised-cosine fade in and out of each burst; 0 = hard gating")
 
     def validate(self) -> None:
         super().validate()
@@ -108,7 +110,7 @@ class Ultrasonic(Attack):
 class NearNyquistParams(UltrasonicParams):
     """As ``ultrasonic`` but ``frequency`` defaults to 7800 Hz, under 16 kHz's Nyquist (audible)."""
 
-    frequency: float = 7800.0
+    frequency: float = override(UltrasonicParams, "frequency", 7800.0)
 
 
 @register

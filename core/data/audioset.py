@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -88,32 +88,6 @@ class AudioSet:
             source=self.source,
         )
 
-    def split(self, name: str) -> "AudioSet":
-        """A new set holding only the clips of split ``name`` (which becomes its ``all`` split)."""
-        if name not in self.splits:
-            raise DataError(f"no split {name!r}; this set has {sorted(self.splits)}")
-        return self.select(self.splits[name], split_name=name)
-
-    def select(self, indices: torch.Tensor | Sequence[int], split_name: str = "all") -> "AudioSet":
-        """A new set of the rows ``indices`` (a copy of the index, a view-free gather of the data)."""
-        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.waves.device)
-        cpu_idx = idx.cpu().tolist()
-        return AudioSet(
-            waves=self.waves.index_select(0, idx),
-            labels=self.labels.index_select(0, idx),
-            speakers=[self.speakers[i] for i in cpu_idx],
-            classes=list(self.classes),
-            sample_rate=self.sample_rate,
-            splits={split_name: torch.arange(len(cpu_idx), device=self.waves.device)},
-            files=[self.files[i] for i in cpu_idx] if self.files else [],
-            source=dict(self.source, selected=split_name),
-        )
-
-    def class_counts(self, split: str | None = None) -> dict[str, int]:
-        labels = self.labels if split is None else self.labels[self.splits[split]]
-        counts = torch.bincount(labels.cpu(), minlength=len(self.classes)).tolist()
-        return dict(zip(self.classes, counts))
-
     def summary(self) -> dict[str, Any]:
         """Sizes per split and class, for reports and logs."""
         return {
@@ -125,18 +99,6 @@ class AudioSet:
             "splits": {k: int(v.numel()) for k, v in self.splits.items()},
             "source": self.source,
         }
-
-    # ----------------------------------------------------------------- batches
-    def batches(
-        self,
-        indices: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(waves, labels)`` device slices over ``indices``, shuffled with ``generator``."""
-        yield from iterate_batches(self.waves, self.labels, indices, batch_size, shuffle=shuffle, generator=generator)
 
     # ------------------------------------------------------------------ saving
     def save_npy(self, folder: Path) -> None:
@@ -170,27 +132,6 @@ class AudioSet:
             files=meta["files"],
             source=meta["source"],
         )
-
-
-def iterate_batches(
-    waves: torch.Tensor,
-    labels: torch.Tensor,
-    indices: torch.Tensor,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Slices of ``waves``/``labels`` at ``indices``; the permutation is drawn on the CPU for reproducibility."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    order = indices
-    if shuffle:
-        perm = torch.randperm(indices.numel(), generator=generator)
-        order = indices[perm.to(indices.device)]
-    for start in range(0, order.numel(), batch_size):
-        idx = order[start : start + batch_size]
-        yield waves.index_select(0, idx), labels.index_select(0, idx)
 
 
 # ---------------------------------------------------------------------- cache

@@ -20,12 +20,13 @@ from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
+from core.loop import Callback, Loop
 from core.models import split_front_end
-from core.runtime import autocast, check_memory_format, memory_format, resolve_device
+from core.options import check_ranges, option
+from core.runtime import resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "OPTION_HELP", "OPTION_LABELS", "PERCENT_OPTIONS",
-           "PRIMARY_OPTIONS", "clean_subset", "clip_features", "mask_bands", "train_mode",
-           "Evaluator"]
+__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "train_mode",
+           "Evaluator", "EvaluateEvery"]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -50,123 +51,52 @@ class DefenseConfig:
     statistics updated by each step's unperturbed pass).
     """
 
-    clean_ratio: float = 0.05
-    epochs: int = 300
-    batch_size: int = 256
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.0
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: int = 0
-    spec_augment: float = 0.0
-    batchnorm: Literal["train", "frozen"] = "train"
-    eval_every: int = 10
-    grad_norm_every: int = 1
-    seed: int = 0
-    device: str = "auto"
-    amp: Literal["none", "bf16"] = "none"
-    compile: bool = False
-    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    clean_ratio: float = option(0.05, label="Clean share, %", percent=True, primary=True, range="(0, 1]",
+                                help="share of the training split used as the clean fine-tuning set, "
+                                     "class-stratified")
+    epochs: int = option(300, label="Epochs", primary=True, range="[0, inf)",
+                         help="passes over the clean set (at 5 % of a few thousand clips, one or two steps each)")
+    batch_size: int = option(256, label="Batch size, clips", range="[1, inf)", help="clips per step")
+    lr: float = option(0.001, label="Learning rate", primary=True, range="(0, inf)", help="SGD learning rate")
+    momentum: float = option(0.9, label="Momentum", range="[0, inf)", help="SGD momentum")
+    weight_decay: float = option(0.0, label="Weight decay", range="[0, inf)", help="SGD weight decay")
+    max_grad_norm: float = option(0.0, label="Gradient clip, L2 (0 = off)", range="[0, inf)", note="0: no clipping",
+                                  help="clip each step's gradient to this global L2 norm; 0 = no clipping "
+                                       "(the authors' code)")
+    lr_schedule: Literal["constant", "cosine"] = option(
+        "constant", label="Learning-rate schedule",
+        help="constant (the authors' loop) or cosine towards 0 over the run, per step")
+    warmup_epochs: int = option(0, label="Warm-up, epochs", help="epochs of linear lr warm-up before the schedule")
+    spec_augment: float = option(0.0, label="SpecAugment band, %", percent=True, range="[0, 1)",
+                                 note="the widest masked share of an axis",
+                                 help="SpecAugment: mask one band of up to this share of each clip's time and "
+                                      "frequency axes per batch; 0 = off")
+    batchnorm: Literal["train", "frozen"] = option(
+        "train", label="BatchNorm",
+        help="train (the authors' loop: batch statistics, running ones updated) or frozen "
+             "(BatchNorm in eval mode: running statistics normalise and stay)")
+    eval_every: int = option(10, label="Evaluate every, epochs", range="[1, inf)",
+                             help="evaluate CA / ASR every this many epochs (and after the last)")
+    grad_norm_every: int = option(1, label="Neuron norms every, steps", hidden=True, range="[0, inf)",
+                                  note="0: never",
+                                  help="per-neuron gradient norms for a watching application every this many "
+                                       "steps; 0 = never")
+    seed: int = option(0, label="Seed", hidden=True, help="seed of the clean subset, batch order and dropout")
+    device: str = option("auto", label="Device", hidden=True, help="auto, cpu or cuda")
+    amp: Literal["none", "bf16"] = option("none", label="Mixed precision",
+                                          help="bf16 autocast for the passes (none = full float32)")
+    compile: bool = option(False, label="torch.compile",
+                           help="torch.compile the classifier (the first steps compile)")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = option(
+        "auto", label="Memory layout",
+        help="layout of the conv weights while fine-tuning: auto (channels_last on CPU, where it is faster; "
+             "contiguous on a GPU), channels_last or contiguous; the result is handed back contiguous")
 
     def validate(self) -> None:
-        if not 0 < self.clean_ratio <= 1:
-            raise ConfigError(f"clean_ratio must be in (0, 1], got {self.clean_ratio}")
-        if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
-            raise ConfigError("epochs must be >= 0, batch_size and eval_every at least 1")
-        if self.grad_norm_every < 0:
-            raise ConfigError(f"grad_norm_every must be >= 0 (0: never), got {self.grad_norm_every}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if not (math.isfinite(self.momentum) and self.momentum >= 0):
-            raise ConfigError(f"momentum must be a number >= 0, got {self.momentum}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a number >= 0, got {self.weight_decay}")
-        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
-            raise ConfigError(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        """Every declared range and choice (:func:`core.options.check_ranges`), then the warm-up."""
+        check_ranges(self)
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
-        if not 0 <= self.spec_augment < 1:
-            raise ConfigError(f"spec_augment is the widest masked share of an axis, in [0, 1), got {self.spec_augment}")
-        if self.batchnorm not in ("train", "frozen"):
-            raise ConfigError(f"batchnorm must be 'train' or 'frozen', got {self.batchnorm!r}")
-        if self.amp not in ("none", "bf16"):
-            raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
-        check_memory_format(self.memory_format)
-
-
-#: One line per defense option, shown by ``python -m core.defend --help`` and as the GUI form's
-#: tooltips (a test checks that every config field of every defense has one).
-OPTION_HELP: dict[str, str] = {
-    "clean_ratio": "share of the training split used as the clean fine-tuning set, class-stratified",
-    "epochs": "passes over the clean set (at 5 % of a few thousand clips, one or two steps each)",
-    "batch_size": "clips per step",
-    "lr": "SGD learning rate",
-    "momentum": "SGD momentum",
-    "weight_decay": "SGD weight decay",
-    "max_grad_norm": "clip each step's gradient to this global L2 norm; 0 = no clipping (the authors' code)",
-    "lr_schedule": "constant (the authors' loop) or cosine towards 0 over the run, per step",
-    "warmup_epochs": "epochs of linear lr warm-up before the schedule",
-    "spec_augment": "SpecAugment: mask one band of up to this share of each clip's time and frequency axes "
-                    "per batch; 0 = off",
-    "batchnorm": "train (the authors' loop: batch statistics, running ones updated) or frozen "
-                 "(BatchNorm in eval mode: running statistics normalise and stay)",
-    "eval_every": "evaluate CA / ASR every this many epochs (and after the last)",
-    "amp": "bf16 autocast for the passes (none = full float32)",
-    "compile": "torch.compile the classifier (the first steps compile)",
-    "memory_format": "layout of the conv weights while fine-tuning: auto (channels_last on CPU, where it is faster; "
-                     "contiguous on a GPU), channels_last or contiguous; the result is handed back contiguous",
-    "seed": "seed of the clean subset, batch order and dropout",
-    "device": "auto, cpu or cuda",
-    "grad_norm_every": "per-neuron gradient norms for a watching application every this many steps; 0 = never",
-    "alpha": "GN-FT mixing weight of the perturbed gradient g2: g = (1-alpha) g1 + alpha g2",
-    "r": "GN-FT perturbation radius: g2 is taken at theta + r g1 / ||g1||",
-    "norm": "GN-FT normalisation of g1: per-tensor (the authors' code) or global (GNP)",
-    "mix": "GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation",
-    "rho": "FT-SAM radius of the sharpness perturbation",
-    "adaptive": "FT-SAM scales the perturbation by each weight's size (ASAM)",
-    "prune_step": "Fine-Pruning: share of the last layer's inputs pruned per round",
-    "max_accuracy_drop": "Fine-Pruning: stop pruning before clean accuracy falls by more than this",
-    "u": "CLP: prune channels whose Lipschitz upper bound is u standard deviations above the layer mean",
-}
-
-
-#: The short human name of each option (the application's form labels; the unit after a comma).
-OPTION_LABELS: dict[str, str] = {
-    "clean_ratio": "Clean share, %",
-    "epochs": "Epochs",
-    "batch_size": "Batch size, clips",
-    "lr": "Learning rate",
-    "momentum": "Momentum",
-    "weight_decay": "Weight decay",
-    "max_grad_norm": "Gradient clip, L2 (0 = off)",
-    "lr_schedule": "Learning-rate schedule",
-    "warmup_epochs": "Warm-up, epochs",
-    "spec_augment": "SpecAugment band, %",
-    "batchnorm": "BatchNorm",
-    "eval_every": "Evaluate every, epochs",
-    "amp": "Mixed precision",
-    "compile": "torch.compile",
-    "memory_format": "Memory layout",
-    "seed": "Seed",
-    "device": "Device",
-    "grad_norm_every": "Neuron norms every, steps",
-    "alpha": "\u03b1, perturbed-gradient weight",
-    "r": "r, perturbation radius",
-    "norm": "Perturbation norm",
-    "mix": "Gradient mix",
-    "rho": "\u03c1, sharpness radius",
-    "adaptive": "Adaptive (ASAM)",
-    "prune_step": "Prune step, % per round",
-    "max_accuracy_drop": "Max accuracy drop, %",
-    "u": "u, Lipschitz threshold (std)",
-}
-#: Options that are shares of 1 in the config and shown in percent.
-PERCENT_OPTIONS = frozenset({"clean_ratio", "spec_augment", "prune_step", "max_accuracy_drop"})
-#: The few options that matter first (the rest sit under "Advanced" in the application).
-PRIMARY_OPTIONS = ("clean_ratio", "epochs", "lr", "alpha", "r", "rho", "max_accuracy_drop", "u")
 
 
 @dataclass
@@ -304,7 +234,10 @@ class Defense:
 
     def run(self, model: nn.Module, clean: AudioSet, observer: Observer | None = None, *,
             evaluate: Evaluator | None = None, indices: torch.Tensor | None = None) -> DefenseResult:
-        """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``)."""
+        """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
+
+        The fine-tuning is :class:`core.loop.Loop` over the clip features (computed once); the
+        evaluations every ``eval_every`` epochs and the gradient-norm snapshots are its callbacks."""
         observer = observer or NullObserver()
         c = self.config
         started = time.perf_counter()
@@ -319,54 +252,65 @@ class Defense:
         self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
-        body.to(memory_format=memory_format(c.memory_format, device))  # handed back contiguous below
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
-        stepped = torch.compile(body) if c.compile else body  # shares body's parameters
-        gen = torch.Generator().manual_seed(c.seed)
         mask_gen = torch.Generator().manual_seed(c.seed + 1)  # its own stream: batch order as without masks
-        history: list[dict[str, Any]] = []
-        steps_per_epoch = math.ceil(inputs.shape[0] / c.batch_size)
-        want_norms = c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False))
-        step = 0
 
-        def measure(epoch: int) -> None:
-            if evaluate is None:
-                return
-            metrics = evaluate(work.eval())
-            history.append({"epoch": epoch, **metrics})
-            observer.on_eval(EvalInfo(self.name, epoch, metrics.get("clean_accuracy", float("nan")),
-                                      metrics.get("clean_loss"), metrics.get("attack_success_rate"),
-                                      metrics.get("robust_accuracy")))
+        def step(module: nn.Module, batch: torch.Tensor) -> float:
+            x = inputs[batch]
+            if c.spec_augment > 0:
+                x = mask_bands(x, c.spec_augment, mask_gen)
+            return self.train_step(module, x, labels[batch], optimizer)
 
+        schedule = EvaluateEvery(c.eval_every, evaluate, work, self.name, observer)
+        callbacks: list[Callback] = [schedule]
+        if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
+            callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
+        loop = Loop(self.name, body, step, int(inputs.shape[0]), epochs=c.epochs, batch_size=c.batch_size,
+                    device=device, order=torch.Generator().manual_seed(c.seed), amp=c.amp, compile=c.compile,
+                    layout=c.memory_format, optimizer=optimizer, lr_at=self.lr_at,
+                    train_mode=lambda: train_mode(work, c.batchnorm), observer=observer, callbacks=callbacks)
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(c.seed)
-                for epoch in range(1, c.epochs + 1):
-                    train_mode(work, c.batchnorm)
-                    order = torch.randperm(inputs.shape[0], generator=gen).to(device)
-                    for start in range(0, order.numel(), c.batch_size):
-                        if observer.should_stop():
-                            raise Cancelled()
-                        batch = order[start : start + c.batch_size]
-                        lr = self.lr_at(step, steps_per_epoch)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr
-                        x = inputs[batch]
-                        if c.spec_augment > 0:
-                            x = mask_bands(x, c.spec_augment, mask_gen)
-                        with autocast(device, c.amp):
-                            loss = self.train_step(stepped, x, labels[batch], optimizer)
-                        step += 1
-                        norms = (self._grad_norms(work) if want_norms and (step - 1) % c.grad_norm_every == 0
-                                 else None)
-                        observer.on_step(StepInfo(self.name, epoch, step, steps_per_epoch * c.epochs, loss, lr,
-                                                  norms))
-                    if epoch % c.eval_every == 0 or epoch == c.epochs:
-                        measure(epoch)
+                loop.run()
                 if c.epochs == 0:  # a pruning-only run is still measured
-                    measure(0)
+                    schedule.measure(0)
         except Cancelled:
-            return DefenseResult(model, True, time.perf_counter() - started, history, int(rows.numel()), asdict(c))
-        work.to(memory_format=torch.contiguous_format)
-        return DefenseResult(work.eval(), False, time.perf_counter() - started, history, int(rows.numel()), asdict(c),
-                             self.details())
+            return DefenseResult(model, True, time.perf_counter() - started, schedule.history, int(rows.numel()),
+                                 asdict(c))
+        return DefenseResult(work.eval(), False, time.perf_counter() - started, schedule.history, int(rows.numel()),
+                             asdict(c), self.details())
+
+
+class EvaluateEvery(Callback):
+    """Measure the model every ``every`` epochs and after the last one; keeps the rows in ``history``
+    and tells the observer (an :class:`EvalInfo` per evaluation). ``evaluate`` None: nothing."""
+
+    def __init__(self, every: int, evaluate: Evaluator | None, model: nn.Module, phase: str,
+                 observer: Observer) -> None:
+        self.every, self.evaluate, self.model, self.phase, self.observer = every, evaluate, model, phase, observer
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        if epoch % self.every == 0 or epoch == loop.epochs:
+            self.measure(epoch)
+
+    def measure(self, epoch: int) -> None:
+        if self.evaluate is None:
+            return
+        metrics = self.evaluate(self.model.eval())
+        self.history.append({"epoch": epoch, **metrics})
+        self.observer.on_eval(EvalInfo(self.phase, epoch, metrics.get("clean_accuracy", float("nan")),
+                                       metrics.get("clean_loss"), metrics.get("attack_success_rate"),
+                                       metrics.get("robust_accuracy")))
+
+
+class _GradNormSnapshots(Callback):
+    """Per-neuron norms of the step's clean gradient g1, every ``every`` steps, into the step's event."""
+
+    def __init__(self, defense: Defense, model: nn.Module, every: int) -> None:
+        self.defense, self.model, self.every = defense, model, every
+
+    def on_step(self, loop: Loop, info: StepInfo) -> None:
+        if (info.step - 1) % self.every == 0:
+            info.grad_norms = self.defense._grad_norms(self.model)

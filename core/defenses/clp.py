@@ -20,6 +20,7 @@ from torch import nn
 from core.defenses.finetune import FineTune, FineTuneConfig
 from core.errors import ConfigError
 from core.models import analysable_layers
+from core.options import option, override
 
 __all__ = ["CLPConfig", "CLP", "channel_lipschitz"]
 
@@ -28,13 +29,11 @@ __all__ = ["CLPConfig", "CLP", "channel_lipschitz"]
 class CLPConfig(FineTuneConfig):
     """``u``: how many standard deviations above the layer's mean UCLC a channel is pruned."""
 
-    u: float = 3.0
-    epochs: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        if self.u <= 0:
-            raise ConfigError(f"u must be positive, got {self.u}")
+    u: float = option(3.0, label="u, Lipschitz threshold (std)", primary=True, range="(0, inf)",
+                      range_text="positive",
+                      help="CLP: prune channels whose Lipschitz upper bound is u standard deviations above the "
+                           "layer mean")
+    epochs: int = override(FineTuneConfig, "epochs", 0)
 
 
 def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d | None]]:

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from core.defenses.finetune import FineTune, FineTuneConfig
 from core.errors import ConfigError
 from core.metrics import accuracy, predict_logits
+from core.options import option
 
 __all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
 
@@ -27,15 +28,10 @@ __all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
 class FinePruningConfig(FineTuneConfig):
     """Pruning schedule plus the fine-tuning settings (SGD, lr 0.01 like plain FT)."""
 
-    prune_step: float = 0.01
-    max_accuracy_drop: float = 0.1
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 < self.prune_step <= 1:
-            raise ConfigError(f"prune_step must be in (0, 1], got {self.prune_step}")
-        if not 0 <= self.max_accuracy_drop <= 1:
-            raise ConfigError(f"max_accuracy_drop must be in [0, 1], got {self.max_accuracy_drop}")
+    prune_step: float = option(0.01, label="Prune step, % per round", percent=True, range="(0, 1]",
+                               help="Fine-Pruning: share of the last layer's inputs pruned per round")
+    max_accuracy_drop: float = option(0.1, label="Max accuracy drop, %", percent=True, primary=True, range="[0, 1]",
+                                      help="Fine-Pruning: stop pruning before clean accuracy falls by more than this")
 
 
 def _output_layer(model: nn.Module) -> nn.Linear:

@@ -13,13 +13,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.defenses.base import Defense, DefenseConfig
+from core.options import override
 
 __all__ = ["FineTuneConfig", "FineTune"]
 
 
 @dataclass
 class FineTuneConfig(DefenseConfig):
-    lr: float = 0.01
+    """Plain fine-tuning's settings: the common ones, with the authors' FT learning rate."""
+
+    lr: float = override(DefenseConfig, "lr", 0.01)
 
 
 class FineTune(Defense):

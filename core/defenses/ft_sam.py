@@ -11,12 +11,11 @@ momentum 0.9, the same 5 % clean share as the other defenses.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from core.defenses.base import DefenseConfig
 from core.defenses.gnft import GNFT
-from core.errors import ConfigError
+from core.options import option, override
 
 __all__ = ["FTSAMConfig", "FTSAM"]
 
@@ -25,14 +24,11 @@ __all__ = ["FTSAMConfig", "FTSAM"]
 class FTSAMConfig(DefenseConfig):
     """``rho`` radius of the sharpness perturbation; ``adaptive`` scales it by each weight's size."""
 
-    lr: float = 0.01
-    rho: float = 2.0
-    adaptive: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if not (math.isfinite(self.rho) and self.rho >= 0):
-            raise ConfigError(f"rho must be a number >= 0, got {self.rho}")
+    lr: float = override(DefenseConfig, "lr", 0.01)
+    rho: float = option(2.0, label="\u03c1, sharpness radius", primary=True, range="[0, inf)",
+                        help="FT-SAM radius of the sharpness perturbation")
+    adaptive: bool = option(True, label="Adaptive (ASAM)",
+                            help="FT-SAM scales the perturbation by each weight's size (ASAM)")
 
 
 class FTSAM(GNFT):

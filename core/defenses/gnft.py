@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.defenses.base import Defense, DefenseConfig
-from core.errors import ConfigError
+from core.options import option
 
 __all__ = ["GNFTConfig", "GNFT", "GNFTStep", "total_norm"]
 
@@ -41,21 +41,16 @@ ASAM_ETA = 0.01
 class GNFTConfig(DefenseConfig):
     """``alpha`` mixing weight, ``r`` perturbation radius, ``norm`` and ``mix`` variants."""
 
-    alpha: float = 0.7
-    r: float = 0.05
-    norm: Literal["per-tensor", "global"] = "per-tensor"
-    mix: Literal["raw", "normalised"] = "raw"
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not (math.isfinite(self.r) and self.r >= 0):
-            raise ConfigError(f"r must be a number >= 0, got {self.r}")
-        if self.norm not in ("per-tensor", "global"):
-            raise ConfigError(f"norm must be per-tensor or global, got {self.norm!r}")
-        if self.mix not in ("raw", "normalised"):
-            raise ConfigError(f"mix must be raw or normalised, got {self.mix!r}")
+    alpha: float = option(0.7, label="\u03b1, perturbed-gradient weight", primary=True, range="[0, 1]",
+                          help="GN-FT mixing weight of the perturbed gradient g2: g = (1-alpha) g1 + alpha g2")
+    r: float = option(0.05, label="r, perturbation radius", primary=True, range="[0, inf)",
+                      help="GN-FT perturbation radius: g2 is taken at theta + r g1 / ||g1||")
+    norm: Literal["per-tensor", "global"] = option(
+        "per-tensor", label="Perturbation norm",
+        help="GN-FT normalisation of g1: per-tensor (the authors' code) or global (GNP)")
+    mix: Literal["raw", "normalised"] = option(
+        "raw", label="Gradient mix",
+        help="GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation")
 
 
 def total_norm(tensors) -> float:

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.defenses import DEFENSE_TITLES, DEFENSES, OPTION_HELP, OPTION_LABELS, PERCENT_OPTIONS, PRIMARY_OPTIONS
+from core.defenses import DEFENSE_TITLES, DEFENSES
 from core.events import EvalInfo, StepInfo
 from core.metrics import percent
 from core.presets import DEFAULT_PRESET, PRESETS, matching_preset
@@ -42,7 +42,6 @@ __all__ = ["DefensePanel", "REDRAW_MS", "METRIC_COLOURS"]
 
 
 REDRAW_MS = 66  # at most ~15 redraws a second
-HIDDEN = {"seed", "device", "grad_norm_every"}
 METRICS = (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"), ("robust_accuracy", "RA"))
 METRIC_COLOURS = {"clean_accuracy": SERIES["green"], "attack_success_rate": SERIES["vermillion"],
                   "robust_accuracy": SERIES["blue"]}
@@ -86,8 +85,7 @@ class DefensePanel(QWidget):
         self.device.addItem("cpu")
         if torch.cuda.is_available():
             self.device.addItem(f"cuda ({torch.cuda.get_device_name(0)})", "cuda")
-        self.form = DataclassForm("defense_", hidden=HIDDEN, tips=OPTION_HELP, labels=OPTION_LABELS,
-                                  percent=PERCENT_OPTIONS, primary=PRIMARY_OPTIONS)
+        self.form = DataclassForm("defense_")  # labels, tooltips, percent, Advanced: the configs' field metadata
         self.error = error_label("defense_error")
         self.error.setVisible(False)
         self.run_button = QPushButton("Run")

@@ -1,6 +1,6 @@
 """A form generated from a dataclass: one row per field, a combo box for Literal and bool fields,
-an optional tooltip, human label and percent display per field, and the less used fields under a
-collapsible "Advanced" section when the caller names the primary ones.
+a tooltip, human label and percent display per field, and the less used fields under a collapsible
+"Advanced" section when some are primary: all read from the fields' metadata (:mod:`core.options`).
 
 Used for attack parameters, defense configs and the front-end settings of a ``.pt`` import, so
 every editable engine dataclass looks and parses the same way.
@@ -8,14 +8,13 @@ every editable engine dataclass looks and parses the same way.
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QToolButton, QVBoxLayout, QWidget
 
-from core.runtime import parse_bool
+from core.options import OptionSpec, convert, fields_of, type_name
 
 __all__ = ["DataclassForm", "error_label"]
 
@@ -27,23 +26,26 @@ def _percent_text(value: float) -> str:
 class DataclassForm(QWidget):
     """Rows for the fields of a dataclass; ``edited`` fires when a value is committed.
 
-    ``labels`` maps a field to the text people read (default: the field's name), ``percent``
-    names fields that are shares of 1 shown and typed in percent, and ``primary`` (when given)
-    the fields shown first: the others go under a collapsed "Advanced" section.
+    By default each field's metadata (:func:`core.options.fields_of`) gives its label, tooltip,
+    percent display (shares of 1 shown and typed in percent), whether it is hidden, and whether it
+    is primary: when some fields are, the others go under a collapsed "Advanced" section. The
+    keyword arguments, when given, replace the metadata's choice for every class the form shows.
     """
 
     edited = Signal()
 
-    def __init__(self, prefix: str, hidden: typing.Collection[str] = (),
+    def __init__(self, prefix: str, hidden: typing.Collection[str] | None = None,
                  tips: typing.Mapping[str, str] | None = None, labels: typing.Mapping[str, str] | None = None,
-                 percent: typing.Collection[str] = (), primary: typing.Collection[str] | None = None) -> None:
+                 percent: typing.Collection[str] | None = None, primary: typing.Collection[str] | None = None) -> None:
         super().__init__()
         self.prefix = prefix
-        self.hidden = set(hidden)
-        self.tips = dict(tips or {})
-        self.labels = dict(labels or {})
-        self.percent = set(percent)
-        self.primary = None if primary is None else set(primary)
+        self._given = {"hidden": hidden, "tips": tips, "labels": labels, "percent": percent, "primary": primary}
+        self.hidden: set[str] = set()
+        self.tips: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self.percent: set[str] = set()
+        self.primary: set[str] | None = None
+        self.specs: dict[str, OptionSpec] = {}
         self.layout_ = QFormLayout()
         self.advanced_layout = QFormLayout()
         self.advanced_box = QWidget()
@@ -72,6 +74,18 @@ class DataclassForm(QWidget):
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
         self.advanced_box.setVisible(shown)
 
+    def _describe(self, specs: list[OptionSpec]) -> None:
+        """Labels, tips, percent, hidden and primary fields of the class being shown: the metadata's,
+        or what the caller gave."""
+        given = self._given
+        self.hidden = set(given["hidden"]) if given["hidden"] is not None else {s.name for s in specs if s.hidden}
+        self.tips = dict(given["tips"]) if given["tips"] is not None else {s.name: s.help for s in specs if s.help}
+        self.labels = (dict(given["labels"]) if given["labels"] is not None
+                       else {s.name: s.label for s in specs if s.label != s.name})
+        self.percent = set(given["percent"]) if given["percent"] is not None else {s.name for s in specs if s.percent}
+        primary = set(given["primary"]) if given["primary"] is not None else {s.name for s in specs if s.primary}
+        self.primary = primary if given["primary"] is not None or primary else None
+
     def build(self, cls: type, values: Any = None) -> None:
         """Replace the rows with ``cls``'s fields, showing ``values`` (an instance) or the defaults."""
         for layout in (self.layout_, self.advanced_layout):
@@ -79,14 +93,16 @@ class DataclassForm(QWidget):
                 layout.removeRow(0)
         self.fields.clear()
         self.defaults = cls()
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
+        specs = fields_of(cls)
+        self._describe(specs)
+        self.specs = {s.name: s for s in specs}
+        for f in specs:
             if f.name in self.hidden:
                 continue
-            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
-            if choices or isinstance(getattr(self.defaults, f.name), bool):
+            choices = f.choices or ()
+            if choices or f.type is bool or isinstance(getattr(self.defaults, f.name), bool):
                 widget: QLineEdit | QComboBox = QComboBox()
-                widget.addItems([str(c) for c in choices] if choices else ["True", "False"])
+                widget.addItems(list(choices) if choices else ["True", "False"])
                 widget.currentTextChanged.connect(lambda _t: self.edited.emit())
             else:
                 widget = QLineEdit()
@@ -138,17 +154,15 @@ class DataclassForm(QWidget):
             if text == "" and current is None:
                 values[name] = None
                 continue
-            kind = type(current) if current is not None else int
+            kind = self.specs[name].type
             label = self.labels.get(name, name)
             try:
-                if isinstance(current, bool):
-                    values[name] = parse_bool(text)
-                elif name in self.percent:
+                if name in self.percent:
                     values[name] = float(text.rstrip("% ")) / 100
                 else:
-                    values[name] = kind(text)
+                    values[name] = convert(text, kind)
             except Exception:
-                wanted = "a number in percent" if name in self.percent else kind.__name__
+                wanted = "a number in percent" if name in self.percent else type_name(kind)
                 raise ValueError(f"{label}: cannot read {text!r} as {wanted}") from None
         return values
 

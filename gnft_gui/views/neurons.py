@@ -217,7 +217,7 @@ class NeuronView(QWidget):
         if values.get("clc") is not None and values.get("blc") is not None:
             clc, blc = np.asarray(values["clc"], dtype=float), np.asarray(values["blc"], dtype=float)
             zones = assign_zones(torch.from_numpy(clc), torch.from_numpy(blc))
-            epoch = stats.epoch if stats.epoch is not None else (self.epoch if self.steps else None)
+            epoch = self.epoch if self.steps else None
             label = stats.label or "snapshot"
             self.snapshots.setdefault(stats.layer, []).append(Snapshot(label, clc, blc, zones, epoch))
         if self.selected is None:

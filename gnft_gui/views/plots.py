@@ -23,11 +23,12 @@ from PySide6.QtCore import QEvent, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QWidget
 
+from core.analysis.zones import ZONE_COLOURS
+
 __all__ = ["ZONE_COLOURS", "NO_ZONE", "ZONE_NAMES", "ZONE_HELP", "SERIES", "MIN_PLOT_SIZE", "PlotColours",
            "Plot", "ZoneLegend", "make_plot", "set_axis_label", "plot_colours", "is_dark", "apply_palette",
            "colour_bar", "reserve_colour_bar_space", "set_levels", "zone_legend"]
 
-ZONE_COLOURS = {"clean": "#009e73", "backdoor": "#d55e00", "hybrid": "#cc79a7", "redundant": "#999999"}
 NO_ZONE = "#1f78c8"  # bars before any CLC/BLC of the layer is known
 ZONE_NAMES = {**{z: z for z in ZONE_COLOURS}, "unknown": "no zones yet"}
 ZONE_HELP = {

@@ -48,7 +48,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     gnft_cell = json.loads((work / "defend_smallcnn_badnets_gnft.json").read_text())
     assert gnft_cell["before"]["attack_success_rate"] == backdoored["attack_success_rate"]
     assert rows[("badnets", "gnft")]["attack_success_rate"] == gnft_cell["after"]["attack_success_rate"]
-    assert gnft_cell["defense_config"]["epochs"] == 2 and gnft_cell["defense_config"]["alpha"] == 0.7
+    assert gnft_cell["defense"]["epochs"] == 2 and gnft_cell["defense"]["alpha"] == 0.7
     assert [h["epoch"] for h in gnft_cell["history"]] == [1, 2]
     repaired, repaired_meta = load_checkpoint(work / "defend_smallcnn_badnets_gnft.safetensors")
     assert repaired_meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
@@ -200,7 +200,7 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     assert (work / "defend_smallcnn_badnets_ft.json").stat().st_mtime_ns == first  # seed 0: reused
     cells = {s: json.loads((work / f"defend_smallcnn_badnets_ft{'' if s == 0 else f'_seed{s}'}.json").read_text())
              for s in (0, 1, 2)}
-    assert [cells[s]["defense_config"]["seed"] for s in (0, 1, 2)] == [0, 1, 2]
+    assert [cells[s]["defense"]["seed"] for s in (0, 1, 2)] == [0, 1, 2]
     assert (work / "defend_smallcnn_badnets_ft_seed1.safetensors").read_bytes() != \
         (work / "defend_smallcnn_badnets_ft.safetensors").read_bytes()
     result = json.loads(out.with_suffix(".json").read_text())

@@ -55,14 +55,12 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert neurons.counts.text().startswith("after (exact)")
     # the live views (first-order zones at each evaluation, exact before/after) leave the run itself alone:
     # the same config headless gives the same weights
-    config = window.defense_result["config"]
-    headless = DEFENSES["gnft"](config).run(original, window.data).model
-    repaired = window.defense_result["result"].model
-    assert all(torch.equal(v, repaired.state_dict()[k]) for k, v in headless.state_dict().items())
-    before, after = window.defense_result["before"], window.defense_result["after"]
+    result = window.session.pending  # the finished run, awaiting Accept
+    headless = DEFENSES["gnft"](result.config).run(original, window.data).model
+    assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in headless.state_dict().items())
+    before, after = result.before, result.after
     assert after["attack_success_rate"] < before["attack_success_rate"]
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
-    result = window.defense_result["result"]
     findings = defense_findings(before, after, result.history, result.clean_clips, len(window.meta["classes"]),
                                 result.details)
     # the panel says what the headless report would, one warning line each, before Accept
@@ -73,6 +71,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
         panel.accept_button.click()
     entry = window.meta["provenance"]["defenses"][-1]
+    assert entry == result.history_entry() and window.session.pending is None
     assert window.model is not original and entry["defense"]["name"] == "gnft" and entry["defense"]["clean_ratio"] == 1.0
     assert entry["preset"] == {"name": "custom", "from": "recommended",
                                "changed": {"clean_ratio": 1.0, "epochs": 12, "lr": 0.05, "eval_every": 3,
@@ -91,7 +90,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert panel.fields["lr"].toolTip() == OPTION_HELP["lr"]
     panel.run_button.click()
     qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
-    assert window.defense_result["config"].lr_schedule == "cosine"  # the form's choice reached the engine
+    assert window.session.pending.config.lr_schedule == "cosine"  # the form's choice reached the engine
     assert [g.name() for g in panel.ghosts] == ["GN-FT #1 CA", "GN-FT #1 ASR"]
     assert list(panel.ghosts[1].getData()[0]) == [3, 6, 9, 12]
     assert panel.runs_table.rowCount() == 2 and panel.runs_table.item(1, 0).text() == "Fine-tuning (FT) #2"

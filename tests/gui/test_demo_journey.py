@@ -6,7 +6,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QFileDialog
 
 from core.checkpoint import load_checkpoint
-from core.train import evaluate
+from core.evaluation import evaluate
 from gnft_gui.main_window import SMALL_SCREEN, MainWindow
 
 
@@ -28,9 +28,9 @@ def test_demo_journey_recommended_repair_removes_the_backdoor(qtbot, tmp_path, m
     window.show_tab(window.neurons)
     panel.run_button.click()
     qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
-    outcome = window.defense_result
-    before, after = outcome["before"], outcome["after"]
-    assert outcome["preset"] == {"name": "recommended"}
+    outcome = window.session.pending
+    before, after = outcome.before, outcome.after
+    assert outcome.preset == {"name": "recommended"}
     # the demo's promise: a real backdoor, and the default repair removes it while keeping accuracy
     assert before["clean_accuracy"] >= 0.85 and before["attack_success_rate"] >= 0.95, before
     assert after["attack_success_rate"] <= 0.10, after

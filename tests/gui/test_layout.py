@@ -128,11 +128,11 @@ def test_accept_then_quit_asks_to_export_and_export_writes_human_numbers(qtbot, 
 
 @pytest.mark.parametrize("answer", ["Discard", "Cancel"])
 def test_quitting_with_an_unexported_repair(qtbot, window, monkeypatch, answer):
-    window.unsaved_repair = "CA 90.0 %, ASR 3.0 %"
+    window.session.unsaved_repair = "CA 90.0 %, ASR 3.0 %"
     monkeypatch.setattr(QMessageBox, "question",
                         staticmethod(lambda *a, **k: getattr(QMessageBox.StandardButton, answer)))
     window.show()
     closed = window.close()
     assert closed == (answer == "Discard")
     assert window.isVisible() == (answer == "Cancel")
-    window.unsaved_repair = ""
+    window.session.unsaved_repair = ""

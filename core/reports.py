@@ -1,0 +1,63 @@
+"""An exported model and its reports: the checkpoint, a JSON summary of its provenance, a Markdown page.
+
+What the application's File > Export writes (through :meth:`core.session.Session.export`): each
+file atomically, so a failure leaves whatever was there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from core.checkpoint import save_checkpoint
+from core.defenses import DEFENSE_TITLES
+from core.metrics import percent
+from core.presets import PRESETS
+from core.runtime import write_json, write_text_atomic
+
+__all__ = ["export_markdown", "export_report", "write_export"]
+
+
+def export_report(path: Path, source: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """The exported model's JSON report: where it came from, what it classifies, its attack and defenses."""
+    provenance = meta["provenance"]
+    return {"checkpoint": str(path), "source": str(source), "architecture": meta["architecture"],
+            "classes": meta["classes"], "attack": provenance.get("attack"), "defenses": provenance.get("defenses", [])}
+
+
+def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> str:
+    """The exported model's report for people: what it is and every defense in its history, in percent."""
+    lines = [f"# {path.name}", "", f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, "
+             f"exported from {source}."]
+    attack = meta["provenance"].get("attack")
+    if attack:
+        lines.append(f"Backdoor measured with the {attack.get('name')} attack recorded in the checkpoint.")
+    defenses = meta["provenance"].get("defenses", [])
+    if defenses:
+        lines += ["", "| defense | preset | CA before | CA after | ASR before | ASR after | clean clips | time |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for d in defenses:
+            name = d["defense"]["name"]
+            preset = (d.get("preset") or {}).get("name", "not recorded")
+            preset = PRESETS[preset].title if preset in PRESETS else preset
+            b, a = d.get("before", {}), d.get("after", {})
+            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {percent(b.get('clean_accuracy'))} | "
+                         f"{percent(a.get('clean_accuracy'))} | {percent(b.get('attack_success_rate'))} | "
+                         f"{percent(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
+                         f"{d.get('seconds', 0):.1f} s |")
+    else:
+        lines += ["", "No defense has been run on this model."]
+    return "\n".join(lines) + "\n"
+
+
+def write_export(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any], source: Path | None) -> Path:
+    """Write ``model`` with ``meta`` to ``path`` (``.safetensors``) and ``<stem>.json`` and ``<stem>.md``
+    beside it; returns the checkpoint's path. Raises a GnftError naming the file that could not be written."""
+    path = Path(path)
+    save_checkpoint(path, model, meta)
+    write_json(path.with_suffix(".json"), export_report(path, source, meta))
+    write_text_atomic(path.with_suffix(".md"), export_markdown(path, source, meta))
+    return path

@@ -1,0 +1,242 @@
+"""What the application has open, without Qt: a model, a dataset, an attack, a repair awaiting a decision.
+
+:class:`Session` is to ``gnft_gui.main_window.MainWindow`` what napari's ``ViewerModel`` is to its
+window: the window displays and drives it; everything it changes goes through here. Repairs run
+through :func:`core.repair.repair`, their history through :func:`core.repair.record_repair` and
+exports through :func:`core.reports.write_export`, as in the command-line tools. Failures are
+:class:`~core.errors.GnftError` subclasses with one-line messages, for the window to show.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from core.attacks import Attack, attack_from_dict
+from core.checkpoint import import_pt, load_checkpoint
+from core.data import load_dataset
+from core.data.audioset import AudioSet
+from core.defenses import DEFENSES, Defense, DefenseConfig
+from core.errors import CheckpointError, ConfigError
+from core.events import Observer
+from core.metrics import percent, predict_logits
+from core.repair import RepairResult, RepairWatcher, record_repair, repair
+from core.reports import write_export
+from core.runtime import resolve_device
+
+__all__ = ["MismatchError", "Session", "predict_clips", "repair_summary"]
+
+STATE_DICT_SUFFIXES = (".pt", ".pth")
+
+
+class MismatchError(ConfigError):
+    """The model and the dataset have different classes."""
+
+
+def predict_clips(model: nn.Module, data: AudioSet) -> tuple[list[str], list[float]]:
+    """Every clip's top-1 class name and its probability under ``model``."""
+    with torch.no_grad():
+        probs = torch.softmax(predict_logits(model, data.waves), dim=1)
+    conf, idx = probs.max(dim=1)
+    return [data.classes[i] for i in idx.tolist()], conf.tolist()
+
+
+def repair_summary(metrics: dict[str, float]) -> str:
+    """A repaired model in a few words: ``CA 91.0 %, ASR 2.0 %`` (ASR only when measured)."""
+    text = f"CA {percent(metrics['clean_accuracy'])}"
+    if metrics.get("attack_success_rate") is not None:
+        text += f", ASR {percent(metrics['attack_success_rate'])}"
+    return text
+
+
+class Session:
+    """The open model (with its checkpoint metadata), dataset and attack, and the repair awaiting Accept.
+
+    Plain Python: :meth:`run_repair`, :meth:`read_data` and :func:`predict_clips` may run in a worker
+    thread (they change nothing); every other method is called from one thread.
+    """
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        #: the checkpoint's metadata; an accepted repair is appended to its ``provenance.defenses``
+        self.meta: dict[str, Any] | None = None
+        self.model_path: Path | None = None
+        self.data: AudioSet | None = None
+        self.data_path: Path | None = None
+        self.attack: Attack | None = None
+        #: a finished repair awaiting :meth:`accept` or :meth:`revert`
+        self.pending: RepairResult | None = None
+        #: the summary of an accepted repair not exported since ("" when none)
+        self.unsaved_repair = ""
+
+    # ------------------------------------------------------------------ model
+    def open_model(self, path: str | os.PathLike) -> None:
+        """Load a ``.safetensors`` checkpoint as the current model (a ``.pt`` needs :meth:`import_model`)."""
+        path = Path(path)
+        if path.suffix.lower() in STATE_DICT_SUFFIXES:
+            raise CheckpointError(f"{path}: a PyTorch state dict; import it with its architecture named")
+        try:
+            model, meta = load_checkpoint(path)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: cannot read the model ({err})") from err
+        self.set_model(model, meta, path)
+
+    def import_model(self, path: str | os.PathLike, architecture: str, classes: Sequence[str],
+                     front_end: dict[str, Any] | None = None, arch_args: dict[str, Any] | None = None) -> None:
+        """Import a ``.pt`` state dict into ``architecture`` (see :func:`core.checkpoint.import_pt`)."""
+        model, meta = import_pt(path, architecture, classes, front_end, arch_args=arch_args)
+        self.set_model(model, meta, Path(path))
+
+    def set_model(self, model: nn.Module, meta: dict[str, Any], path: Path) -> None:
+        """Make ``model`` current, its recorded attack the attack; refused when the open data's classes differ."""
+        path = Path(path)
+        if self.data is not None and list(meta["classes"]) != list(self.data.classes):
+            raise MismatchError(f"{path.name} classifies {meta['classes']}, the open dataset has {self.data.classes}")
+        self.model, self.meta, self.model_path = model.eval(), meta, path
+        self.attack = self.recorded_attack()
+        self.pending = None
+        self.unsaved_repair = ""
+
+    def recorded_attack(self) -> Attack | None:
+        """The attack recorded in the model's checkpoint (None without a model or a record)."""
+        recorded = self.meta["provenance"].get("attack") if self.meta else None
+        return attack_from_dict(recorded, sample_rate=self.meta["sample_rate"]) if recorded else None
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The defenses recorded in the current model's checkpoint, oldest first."""
+        return list(self.meta["provenance"].get("defenses", [])) if self.meta else []
+
+    # ------------------------------------------------------------------ data and attack
+    def read_data(self, path: str | os.PathLike) -> AudioSet:
+        """Decode a dataset folder at the model's sample rate, length and classes; changes nothing."""
+        meta = self.meta
+        return load_dataset(Path(path), vocab=list(meta["classes"]) if meta else None,
+                            sample_rate=meta["sample_rate"] if meta else 16000,
+                            num_samples=meta["front_end"]["num_samples"] if meta else 16000)
+
+    def set_data(self, path: str | os.PathLike, data: AudioSet) -> None:
+        """Make ``data`` the open dataset; refused when the model's classes differ."""
+        path = Path(path)
+        if self.meta is not None and list(data.classes) != list(self.meta["classes"]):
+            raise MismatchError(f"{path.name} has the classes {list(data.classes)}, the open model classifies "
+                                f"{self.meta['classes']}")
+        self.data, self.data_path = data, path
+
+    def load_data(self, path: str | os.PathLike) -> AudioSet:
+        """:meth:`read_data` then :meth:`set_data`."""
+        data = self.read_data(path)
+        self.set_data(path, data)
+        return data
+
+    def set_attack(self, attack: Attack | None) -> None:
+        """The trigger that ASR/RA and the neuron zones are measured with (None: clean accuracy only)."""
+        self.attack = attack
+
+    @property
+    def attack_source(self) -> str:
+        """Where the attack comes from, as reports say it: the checkpoint's record, chosen here, or none."""
+        if self.attack is None:
+            return "none"
+        recorded = self.meta["provenance"].get("attack") if self.meta else None
+        same = recorded and _plain(self.attack.to_dict()) == _plain(recorded)
+        return "checkpoint metadata" if same else "chosen in the application"
+
+    # ------------------------------------------------------------------ repair
+    def run_repair(self, defense: str | Defense, config: DefenseConfig | None = None, *,
+                   base_preset: str | None = None, observer: Observer | None = None,
+                   watcher: RepairWatcher | None = None, split: str = "test") -> RepairResult:
+        """Run ``defense`` (a name with ``config``, or a Defense) on a copy of the model; changes nothing.
+
+        Safe in a worker thread: hand the result to :meth:`finish_repair` afterwards."""
+        model, data, attack, source = self.model, self.data, self.attack, self.attack_source
+        if model is None or data is None:
+            raise ConfigError("open a model and its dataset first")
+        if isinstance(defense, str):
+            if defense not in DEFENSES:
+                raise ConfigError(f"unknown defense {defense!r}; one of: {', '.join(sorted(DEFENSES))}")
+            defense = DEFENSES[defense](config)
+        elif config is not None:
+            raise ConfigError("give a defense's name with a config, or a Defense (which has its own)")
+        device = resolve_device(defense.config.device)
+        return repair(copy.deepcopy(model).to(device), data.to(device), defense, attack=attack,
+                      attack_source=source, base_preset=base_preset, observer=observer, watcher=watcher,
+                      split=split)
+
+    def finish_repair(self, result: RepairResult) -> bool:
+        """Keep a finished run as the pending repair (a cancelled one is dropped); True when pending."""
+        self.pending = None if result.cancelled else result
+        return self.pending is not None
+
+    def accept(self) -> RepairResult:
+        """The pending repair's model becomes the current one, its run appended to the checkpoint history."""
+        result = self.pending
+        if result is None or self.meta is None:
+            raise ConfigError("no repair to accept: run a defense first")
+        self.meta = record_repair(self.meta, result)
+        self.model = result.model.to("cpu").eval()
+        self.pending = None
+        self.unsaved_repair = repair_summary(result.after)
+        return result
+
+    def revert(self) -> None:
+        """Drop the pending repair: the current model stays as it was."""
+        self.pending = None
+
+    # ------------------------------------------------------------------ export
+    def is_input(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` (with ``.safetensors``) is the file the current model was opened from."""
+        path = _checkpoint_path(path)
+        return self.model_path is not None and path.resolve() == self.model_path.resolve()
+
+    def suggested_export_name(self) -> str:
+        """The model's file name, with ``_repaired`` when its history holds a repair."""
+        stem = self.model_path.stem if self.model_path is not None else "model"
+        if self.history and not stem.endswith("_repaired"):
+            stem += "_repaired"
+        return f"{stem}.safetensors"
+
+    def export(self, path: str | os.PathLike, overwrite_input: bool = False) -> Path:
+        """Write the model (``.safetensors``) with ``<stem>.json`` and ``<stem>.md`` beside it; returns its path.
+
+        Refuses the model's own file unless ``overwrite_input``; clears the unsaved repair."""
+        if self.model is None or self.meta is None:
+            raise ConfigError("nothing to export: open a model first")
+        path = _checkpoint_path(path)
+        if not overwrite_input and self.is_input(path):
+            raise ConfigError(f"{path} is the model's own file; choose another name (or confirm overwriting it)")
+        write_export(path, self.model, self.meta, self.model_path)
+        self.unsaved_repair = ""
+        return path
+
+    # ------------------------------------------------------------------ predictions
+    def predict_all(self) -> tuple[list[str], list[float]]:
+        """Every clip's predicted class and confidence under the current model."""
+        if self.model is None or self.data is None:
+            raise ConfigError("open a model and its dataset first")
+        return predict_clips(self.model, self.data)
+
+    def top3(self, wave: torch.Tensor) -> list[tuple[str, float]] | None:
+        """The current model's three likeliest classes for one waveform (None without a model)."""
+        if self.model is None or self.meta is None:
+            return None
+        with torch.no_grad():
+            probs = torch.softmax(predict_logits(self.model, wave.view(1, -1)), dim=1)[0]
+        values, idx = probs.topk(min(3, probs.numel()))
+        return [(self.meta["classes"][i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as stored in a checkpoint's JSON (tuples as lists), to compare with a record."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _checkpoint_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")

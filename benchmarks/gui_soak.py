@@ -207,7 +207,7 @@ def build_workspace(root: Path, seed: int = 0) -> tuple[Path, Path]:
     from core.checkpoint import save_checkpoint
     from core.data.speech_commands import load_speech_commands
     from core.features import FrontEndConfig
-    from core.train import TrainConfig, train_model
+    from core.training import TrainConfig, train_model
     from tests.conftest import TINY_WORDS, write_speech_commands
 
     data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2, seed=seed)

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import this_command  # noqa: E402
-from core.analyze import analyse_model, default_layers  # noqa: E402
+from core.analysis.model import analyse_model, default_layers  # noqa: E402
 from core.attacks import attack_from_dict  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
-from core.train import evaluate  # noqa: E402
+from core.evaluation import evaluate  # noqa: E402
 
 
 def main() -> int:

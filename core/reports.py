@@ -1,4 +1,4 @@
-"""An exported model and its reports: the checkpoint, a JSON summary of its provenance, a Markdown page.
+"""Reports for people and files: a repair's Markdown table; an exported model, its JSON summary and page.
 
 What the application's File > Export writes (through :meth:`core.session.Session.export`): each
 file atomically, so a failure leaves whatever was there.
@@ -18,7 +18,7 @@ from core.metrics import percent
 from core.presets import PRESETS
 from core.runtime import write_json, write_text_atomic
 
-__all__ = ["export_markdown", "export_report", "write_export"]
+__all__ = ["export_markdown", "export_report", "repair_markdown", "write_export"]
 
 
 def export_report(path: Path, source: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -61,3 +61,29 @@ def write_export(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]
     write_json(path.with_suffix(".json"), export_report(path, source, meta))
     write_text_atomic(path.with_suffix(".md"), export_markdown(path, source, meta))
     return path
+
+
+def repair_markdown(report: dict[str, Any]) -> str:
+    """A repair report (:meth:`core.repair.RepairResult.report`) as a before/after table for people."""
+    def pct(v: float | None) -> str:
+        return percent(v, digits=2)
+
+    preset = report.get("preset") or {}
+    title = f"# {report['defense']['name']} on {report['model']}"
+    if preset.get("name") in PRESETS:
+        title += f" ({PRESETS[preset['name']].title} preset)"
+    elif preset.get("from"):
+        title += f" (custom, from the {PRESETS[preset['from']].title} preset)"
+    lines = [title, "", "| metric | before | after |", "|---|---|---|"]
+    for key, label in (("clean_accuracy", "clean accuracy (CA)"), ("attack_success_rate", "attack success rate (ASR)"),
+                       ("robust_accuracy", "robust accuracy (RA)")):
+        lines.append(f"| {label} | {pct(report['before'].get(key))} | {pct(report['after'].get(key))} |")
+    if "defense_effectiveness_rating" in report:
+        lines.append(f"| defense effectiveness rating (DER, 0-1) | | {report['defense_effectiveness_rating']:.3f} |")
+    lines += ["", f"Wall time {report['seconds']:.1f} s on {report['device']}, {report['clean_clips']} clean clips.",
+              "", "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name")]
+    if report.get("note"):
+        lines += ["", f"Note: {report['note']}"]
+    if report.get("findings"):
+        lines += ["", "## Findings", "", *(f"- {f}" for f in report["findings"])]
+    return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core import defend, grid, train
+from core.cli import defend, grid, train
 from core.attacks import AttackParams, list_attacks, parse_attack_args
 from core.augment import AugmentConfig
 from core.defenses import DEFENSES, GNFT, OPTION_HELP, OPTION_LABELS, PERCENT_OPTIONS, PRIMARY_OPTIONS, GNFTConfig
@@ -29,7 +29,7 @@ from core.options import (
     option,
     parse_key_values,
 )
-from core.train import TrainConfig
+from core.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,86 +1,9 @@
-"""``python -m core.attacks``: list the attacks, show one's parameters, write a triggered example WAV."""
+"""``python -m core.attacks``: the command is :mod:`core.cli.attacks` (this module only runs it)."""
 
-from __future__ import annotations
-
-import argparse
 import sys
-import typing
-from typing import Sequence
-
-from core.attacks.base import get_attack, list_attacks, parse_attack_args
-from core.errors import AttackError
-from core.options import fields_of
-from core.runtime import run_command
-
-__all__ = ["main"]
-
-
-def _type_name(annotation: object) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "|".join(str(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", str(annotation)).replace("typing.", "")
-
-
-def describe(name: str) -> str:
-    """Every parameter of attack ``name`` with its type, default and meaning (the field's help)."""
-    attacks = list_attacks()
-    if name not in attacks:
-        raise AttackError(f"unknown attack {name!r}; available: {', '.join(attacks)}")
-    cls = attacks[name]
-    lines = [f"{name}: {cls.summary}", f"domain: {cls.domain}" + ("" if cls.domain == "waveform" else
-                                                                   " (nothing audible to play)"), "parameters:"]
-    for spec in fields_of(cls.Params):
-        lines.append(f"  {spec.name:<12} {_type_name(spec.type):<16} default {spec.default!r}"
-                     + (f": {spec.help}" if spec.help else ""))
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.attacks", description="Audio backdoor attacks: list them, "
-                                "show their parameters, or write a triggered copy of a clip.")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="every attack with a one-line summary")
-    show = sub.add_parser("show", help="an attack's parameters, types and defaults")
-    show.add_argument("name")
-    ex = sub.add_parser("example", help="write a triggered copy of a clip")
-    ex.add_argument("--attack", required=True)
-    ex.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[])
-    ex.add_argument("--clip", required=True, help="input WAV (mixed to mono, resampled, padded/cropped)")
-    ex.add_argument("--out", required=True, help="output WAV")
-    ex.add_argument("--sample-rate", type=int, default=16000, help="rate the attack runs at (default 16000; "
-                    "ultrasonic needs 44100)")
-    ex.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds (default 1)")
-    ex.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "list":
-        for name, cls in list_attacks().items():
-            print(f"{name:<24} {cls.summary}")
-        return 0
-    if args.command == "show":
-        print(describe(args.name))
-        return 0
-    import torch
-
-    from core.audio import load_clip, write_wav
-
-    params = parse_attack_args(args.attack_arg)
-    params.setdefault("seed", str(args.seed))
-    attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
-    if not attack.audible:
-        raise AttackError(f"{attack.name} is a feature-domain trigger: there is nothing audible to write")
-    clip = load_clip(args.clip, args.sample_rate, int(round(args.seconds * args.sample_rate)))
-    triggered = attack.apply_test(torch.from_numpy(clip).unsqueeze(0), args.sample_rate)[0]
-    peak = float(triggered.abs().max())
-    subtype = "FLOAT" if peak > 1.0 else "PCM_16"  # never clip a trigger that goes over full scale
-    write_wav(args.out, triggered, args.sample_rate, subtype=subtype)
-    print(f"wrote {args.out}: {attack.name} at {args.sample_rate} Hz, peak {peak:.3f}" +
-          (" (32-bit float: over full scale)" if subtype == "FLOAT" else ""))
-    return 0
-
 
 if __name__ == "__main__":
+    from core.cli.attacks import main
+    from core.runtime import run_command
+
     sys.exit(run_command(main))

@@ -6,7 +6,6 @@ flat ``{digit}_{speaker}_{n}.wav``: FSDD) unless ``data_format`` forces it.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -15,8 +14,7 @@ from core.data.fsdd import is_fsdd, load_fsdd
 from core.data.speech_commands import VOCABULARIES, is_speech_commands, load_speech_commands
 from core.errors import DataError
 
-__all__ = ["AudioSet", "DATA_FORMATS", "VOCABULARIES", "add_data_arguments", "detect_format", "load_dataset",
-           "load_from_args"]
+__all__ = ["AudioSet", "DATA_FORMATS", "VOCABULARIES", "detect_format", "load_dataset"]
 
 DATA_FORMATS = ("speech-commands", "fsdd")
 
@@ -67,24 +65,3 @@ def load_dataset(
         return load_fsdd(path, fsdd_split, test_speakers=test_speakers, sample_rate=sample_rate,
                          num_samples=num_samples, skip_bad=skip_bad, use_cache=use_cache)
     raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(DATA_FORMATS)}")
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """The dataset options every command shares (``--data`` and how to read it)."""
-    parser.add_argument("--data", required=True, help="dataset folder (Speech Commands layout or FSDD)")
-    parser.add_argument("--data-format", choices=list(DATA_FORMATS), help="force the dataset kind instead of detecting it")
-    parser.add_argument("--vocab", help="Speech Commands words: scd10, scd30 or a comma list "
-                        "(default: scd10 if present, else every word folder)")
-    parser.add_argument("--fsdd-split", choices=["official", "speaker"], default="official",
-                        help="FSDD split: official (index 0-4 test) or speaker (held-out speakers) (default official)")
-    parser.add_argument("--test-speakers", default="theo", help="FSDD speaker split: comma list of held-out speakers "
-                        "(default theo)")
-    parser.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out instead of stopping")
-
-
-def load_from_args(args: argparse.Namespace, sample_rate: int, num_samples: int | None = None,
-                   vocab: Sequence[str] | str | None = None) -> AudioSet:
-    """Load the dataset named by :func:`add_data_arguments` options at ``sample_rate``."""
-    return load_dataset(args.data, data_format=args.data_format, vocab=vocab if vocab is not None else args.vocab,
-                        sample_rate=sample_rate, num_samples=num_samples, fsdd_split=args.fsdd_split,
-                        test_speakers=[s for s in args.test_speakers.split(",") if s], skip_bad=args.skip_bad)

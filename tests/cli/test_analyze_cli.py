@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from core.analysis.zones import ZONES, looped_loss_changes
-from core.analyze import main
+from core.cli.analyze import main
 from core.attacks import get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.features import FrontEndConfig
-from core.train import TrainConfig, train_model
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,8 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.metrics import defense_findings
 from core.data.speech_commands import load_speech_commands
 from core.features import FrontEndConfig
-from core.train import TrainConfig, evaluate, train_model
+from core.evaluation import evaluate
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,7 +156,7 @@ def test_every_defense_option_has_its_meaning_in_the_help():
     import dataclasses
     import re
 
-    from core.defend import build_parser
+    from core.cli.defend import build_parser
     from core.defenses import DEFENSES, OPTION_HELP
 
     names = {f.name for cls in DEFENSES.values() for f in dataclasses.fields(cls.Config)}

@@ -14,7 +14,7 @@ from core.checkpoint import load_checkpoint
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core import grid
-from core.grid import _attack_rate, main
+from core.cli.grid import _attack_rate, main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--vocab", "yes,no,up,down", "--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320",

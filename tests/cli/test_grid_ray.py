@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from core.grid import main
+from core.cli.grid import main
 from tests.cli.test_grid_cli import TINY
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra (pip install '.[ray]')")

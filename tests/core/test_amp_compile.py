@@ -14,7 +14,7 @@ from core.defenses import GNFT, GNFTConfig, FineTune
 from core.errors import ConfigError
 from core.features import FrontEndConfig
 from core.models import build
-from core.train import TrainConfig, train_model
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 FE = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)

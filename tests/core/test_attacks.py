@@ -266,7 +266,8 @@ def test_training_prepares_a_learnt_attack_and_stores_its_trigger(tone_set, tmp_
     from core.attacks import attack_from_dict
     from core.checkpoint import load_checkpoint, save_checkpoint
     from core.features import FrontEndConfig
-    from core.train import TrainConfig, evaluate, train_model
+    from core.evaluation import evaluate
+    from core.training import TrainConfig, train_model
 
     attack = get_attack("piba", steps=10, batch_size=16, surrogate_epochs=1, seed=0)
     result = train_model(tone_set, TrainConfig(model="smallcnn", epochs=2, batch_size=32, device="cpu"), attack,

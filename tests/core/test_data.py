@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from core.data.speech_commands import (
     which_set,
 )
 from core.errors import DataError
-from tests.conftest import TINY_WORDS, write_fsdd, write_speech_commands
+from tests.conftest import TINY_WORDS, write_speech_commands
 
 
 def test_speech_commands_with_lists(tiny_sc):

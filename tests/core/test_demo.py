@@ -10,8 +10,9 @@ import pytest
 from core.checkpoint import load_checkpoint, read_metadata
 from core.data.speech_commands import load_speech_commands
 from core.data.synth import generate_corpus
+from core.cli.demo import main
 from core.demo import (DEMO_VERSION, FRONT_END, MARKER, RECIPE, SHIPPED_INFO, SHIPPED_MODEL, _measure, cached_demo,
-                       ensure_demo, main)
+                       ensure_demo)
 
 
 def test_build_once_then_reuse_then_rebuild(tmp_path, capsys):

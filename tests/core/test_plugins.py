@@ -16,7 +16,7 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.errors import ConfigError
 from core.features import FrontEndConfig
-from core.train import TrainConfig, train_model
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from core.events import NullObserver
 from core.features import FrontEndConfig
 from core.repair import RepairResult
 from core.session import MismatchError, Session
-from core.train import TrainConfig, train_model
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 #: A repair that takes a second: half the training split, two epochs, an evaluation after each.
@@ -199,8 +199,8 @@ def test_export_writes_the_checkpoint_and_reports_and_refuses_the_input(session,
 def test_the_session_core_defend_and_core_grid_report_the_same_run(session, workspace, tmp_path):
     """One pipeline: the same model, data, defense and seed give the same report from the session
     as from ``python -m core.defend`` and a ``python -m core.grid`` cell."""
-    from core.defend import main as defend
-    from core.grid import main as grid
+    from core.cli.defend import main as defend
+    from core.cli.grid import main as grid
 
     _, data_dir, model_path = workspace
     options = ["--clean-ratio", "0.5", "--epochs", "2", "--batch-size", "16", "--eval-every", "1"]

@@ -13,7 +13,8 @@ from core.data.speech_commands import load_speech_commands
 from core.errors import ConfigError
 from core.events import NullObserver
 from core.features import FrontEndConfig
-from core.train import TrainConfig, evaluate, train_model
+from core.evaluation import evaluate
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 FAST = dict(model="smallcnn", epochs=6, batch_size=32, lr=3e-3, patience=3, device="cpu")

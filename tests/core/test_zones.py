@@ -144,7 +144,7 @@ def test_mean_grad_norms_match_per_neuron_autograd():
 def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
     """badnets-mfcc has nothing to play: its BLC is the backdoor loss change with the MFCC patch
     applied inside the full model, and CLC the clean one, neuron by neuron."""
-    from core.analyze import zone_model, zone_sets
+    from core.analysis.model import zone_model, zone_sets
     from core.attacks import get_attack
     from core.data.audioset import AudioSet
 
@@ -187,7 +187,7 @@ def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
 def test_zone_sets_leave_the_loaded_models_mode_alone():
     """Precomputing features for a feature-domain trigger runs the front end in eval mode, but the
     model the user loaded keeps the mode it had (here train), front end and classifier alike."""
-    from core.analyze import zone_sets
+    from core.analysis.model import zone_sets
     from core.attacks import get_attack
     from core.data.audioset import AudioSet
 

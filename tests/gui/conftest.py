@@ -9,7 +9,7 @@ from core.attacks import get_attack
 from core.checkpoint import save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.features import FrontEndConfig
-from core.train import TrainConfig, train_model
+from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 

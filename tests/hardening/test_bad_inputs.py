@@ -649,8 +649,8 @@ def small_sc(tmp_path_factory) -> Path:
 
 
 def test_defend_and_analyze_refuse_a_model_that_is_not_one(tmp_path, small_sc, capsys):
-    from core.analyze import main as analyze
-    from core.defend import main as defend
+    from core.cli.analyze import main as analyze
+    from core.cli.defend import main as defend
 
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
@@ -674,7 +674,7 @@ def test_defend_and_analyze_refuse_a_model_that_is_not_one(tmp_path, small_sc, c
 
 
 def test_train_refuses_bad_data_triggers_and_start_points(tmp_path, small_sc, capsys):
-    from core.train import main as train
+    from core.cli.train import main as train
 
     out = tmp_path / "m.safetensors"
     base = ["--vocab", ",".join(TINY_WORDS), "--model", "smallcnn", "--epochs", "1", "--device", "cpu",
@@ -709,7 +709,7 @@ def test_train_refuses_bad_data_triggers_and_start_points(tmp_path, small_sc, ca
 
 
 def test_attack_example_refuses_a_cut_clip_and_a_folder_as_output(tmp_path, capsys):
-    from core.attacks.__main__ import main as attacks
+    from core.cli.attacks import main as attacks
 
     pcm16(tmp_path / "clip.wav", sine(440, 16000, 1.0))
     (tmp_path / "taken.wav").mkdir()
@@ -732,9 +732,9 @@ def test_attack_example_refuses_a_cut_clip_and_a_folder_as_output(tmp_path, caps
 
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, small_sc, saved, capsys):
     """An --out or --report that cannot be written fails at once (not after hours of training), naming it."""
-    from core.analyze import main as analyze
-    from core.defend import main as defend
-    from core.train import main as train
+    from core.cli.analyze import main as analyze
+    from core.cli.defend import main as defend
+    from core.cli.train import main as train
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

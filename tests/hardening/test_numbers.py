@@ -11,7 +11,7 @@ import pytest
 
 from core.defenses import DEFENSES
 from core.errors import ConfigError
-from core.train import TrainConfig
+from core.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,12 +19,12 @@ bytes here, and the same command gave other digests on an AMD EPYC than on an In
 
 Modules: :mod:`.espeak` (all espeak-ng access), :mod:`.voices` (voice lists, speakers, splits),
 :mod:`.dsp` (trimming, noise, band limit), :mod:`.clip` (one clip), :mod:`.words` (word lists),
-:mod:`.corpus` (the whole corpus), :mod:`.output` (staging folder, digest), :mod:`.cli` (the command line).
+:mod:`.corpus` (the whole corpus), :mod:`.output` (staging folder, digest);
+the command line is :mod:`core.cli.synth`.
 """
 
 from __future__ import annotations
 
-from core.data.synth.cli import build_parser, main
 from core.data.synth.clip import ClipInfo, render_clip
 from core.data.synth.corpus import GENERATOR_VERSION, NOISE_DIR, NOISE_FILES, SynthSummary, generate_corpus
 from core.data.synth.dsp import NOISE_COLOURS, coloured_noise, trim_silence
@@ -76,6 +76,4 @@ __all__ = [
     "generate_corpus",
     "corpus_digest",
     "library_versions",
-    "build_parser",
-    "main",
 ]

@@ -1,11 +1,9 @@
-"""``python -m core.data.synth``: run :func:`core.data.synth.cli.main`; an expected failure ends with one line."""
-
-from __future__ import annotations
+"""``python -m core.data.synth``: the command is :mod:`core.cli.synth` (this module only runs it)."""
 
 import sys
 
-from core.data.synth.cli import main
-from core.runtime import run_command
-
 if __name__ == "__main__":
+    from core.cli.synth import main
+    from core.runtime import run_command
+
     sys.exit(run_command(main))

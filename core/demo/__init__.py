@@ -12,26 +12,24 @@ simply built again next time; a marker that cannot be read is treated the same w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from core import __version__
 from core.attacks import get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.data.synth import VOCABULARIES, generate_corpus
-from core.errors import GnftError
 from core.events import Cancelled, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
-from core.runtime import add_common_arguments, cpu_model, run_command, write_json
-from core.train import TrainConfig, evaluate, train_model
+from core.runtime import cpu_model, write_json
+from core.evaluation import evaluate
+from core.training import TrainConfig, train_model
 
 __all__ = ["Demo", "RECIPE", "SHIPPED_MODEL", "SHIPPED_INFO", "cached_demo", "demo_dir", "ensure_demo",
            "train_demo_model", "main"]
@@ -40,7 +38,7 @@ MARKER = "demo.json"
 #: Bumped when the demo's recipe changes: an older cached demo is then built again.
 DEMO_VERSION = 3
 FRONT_END = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
-ASSETS = Path(__file__).resolve().with_name("assets")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_MODEL = ASSETS / "demo_badnets_smallcnn.safetensors"
 SHIPPED_INFO = ASSETS / "demo_badnets_smallcnn.json"
 MODEL_NAME = "badnets_smallcnn.safetensors"
@@ -278,41 +276,3 @@ def write_shipped_info(demo: Demo, command: str, seconds: float) -> Path:
         "version": __version__,
     }
     return write_json(SHIPPED_INFO, record)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m core.demo",
-                                description="Build (once) the demo workspace: a synthetic SCD-10 corpus and a "
-                                            "BadNets-backdoored smallcnn (the one shipped with the package), cached "
-                                            "in the user data folder.")
-    p.add_argument("--rebuild", action="store_true",
-                   help="build again from scratch even if a demo is cached: the corpus, then the model trained "
-                        "with the demo recipe instead of the shipped one (a few minutes on a CPU)")
-    p.add_argument("--out", help="folder (default: the user data folder's demo/)")
-    p.add_argument("--clips-per-word", type=int, default=RECIPE["clips_per_word"],
-                   help=f"corpus size (default {RECIPE['clips_per_word']} clips per word)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"train the model for this many epochs instead of using the shipped one (the recipe: "
-                        f"{RECIPE['clean_epochs']} clean + {RECIPE['poison_epochs']} poisoned)")
-    p.add_argument("--write-asset", action="store_true",
-                   help="(maintainers) with --rebuild: copy the trained model into the package as the shipped "
-                        "demo model and write its JSON record")
-    add_common_arguments(p)
-    args = p.parse_args(argv)
-    if args.write_asset and not args.rebuild:
-        raise GnftError("--write-asset needs --rebuild (it ships a freshly trained model)")
-    device = "cpu" if args.device == "auto" else args.device
-    started = time.perf_counter()
-    demo = ensure_demo(args.out, rebuild=args.rebuild, clips_per_word=args.clips_per_word, epochs=args.epochs,
-                       seed=args.seed, device=device, train=True if args.rebuild else None)
-    if args.write_asset:
-        command = " ".join(["python -m core.demo", *(argv if argv is not None else sys.argv[1:])])
-        print(f"wrote {write_shipped_info(demo, command, time.perf_counter() - started)}")
-    print(f"demo in {demo.folder}: model {demo.model.name} ({demo.info['model_source']}; test CA "
-          f"{100 * demo.info['clean_accuracy']:.1f} %, ASR {100 * demo.info['attack_success_rate']:.1f} %), "
-          f"data {demo.data}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))

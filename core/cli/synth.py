@@ -1,4 +1,4 @@
-"""The command line ``python -m core.data.synth``: options, --list-voices, and a one-line summary."""
+"""``python -m core.data.synth``: the corpus generator's options, --list-voices, and a one-line summary."""
 
 from __future__ import annotations
 

@@ -1,0 +1,163 @@
+"""``python -m core.defend``: repair a model headless.
+
+Loads a checkpoint and a dataset, measures the model before (CA, and ASR/RA when the attack
+is known from the checkpoint or ``--attack``), runs the defense (the Recommended preset unless
+``--preset``/``--defense`` say otherwise: :mod:`core.presets`) on a copy with a clean share
+of the training split, measures after, and writes the repaired checkpoint (the defense
+appended to its history) plus a report: JSON, and a Markdown table beside it. Evaluations
+during the run are on the test split for the record only; nothing is chosen by them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
+from core.defenses import DEFENSES, HIDDEN_OPTIONS, Defense
+from core.errors import ConfigError
+from core.options import add_arguments, fields_of
+from core.presets import DEFAULT_PRESET, PRESETS
+from core.events import ProgressObserver
+from core.runtime import (
+    add_common_arguments,
+    check_distinct,
+    check_writable,
+    progress_bar,
+    resolve_device,
+    write_json,
+    write_text_atomic,
+)
+from core.repair import record_repair, repair
+from core.reports import repair_markdown
+
+__all__ = ["build_parser", "choose_defense", "defend", "main"]
+
+log = logging.getLogger("core.defend")
+
+
+#: Config fields that are not defense options on this command line (declared ``hidden``: seed and
+#: device have their own common options; gradient norms are only produced for a watching application).
+_NOT_OPTIONS = HIDDEN_OPTIONS
+_ALL_HYPERPARAMETERS = sorted({s.name for cls in DEFENSES.values() for s in fields_of(cls.Config) if not s.hidden})
+
+
+def _hyperparameter_arguments(parser: argparse.ArgumentParser,
+                              defenses: Mapping[str, type[Defense]] = DEFENSES) -> None:
+    """One option per defense-config field (``--clean-ratio``, ``--alpha``, ...) from the fields'
+    metadata (:func:`core.options.add_arguments`), unset None, with each defense's default in the help."""
+    seen: set[str] = set()
+    for cls in defenses.values():
+        added = add_arguments(parser, cls.Config, exclude=seen, default_none=True,
+                              describe_default=lambda spec: _defaults(spec.name, defenses))
+        seen.update(spec.name for spec in added)
+
+
+def _defaults(name: str, defenses: Mapping[str, type[Defense]]) -> str:
+    """The option's default in each defense that has it: ``gnft 0.05, ft 0.05, ...``."""
+    return ", ".join(f"{n} {getattr(c.Config(), name)}" for n, c in defenses.items() if hasattr(c.Config(), name))
+
+
+def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argparse.ArgumentParser:
+    """``python -m core.defend``'s options; each defense option is a field of ``defenses``' configs."""
+    defenses = DEFENSES if defenses is None else defenses
+    p = argparse.ArgumentParser(
+        prog="python -m core.defend",
+        description="Remove a backdoor from a checkpoint with GN-FT (or another defense) and report before/after.",
+        epilog="Example: python -m core.defend --model backdoored.safetensors --data ../shared/data/fsdd "
+               "--defense gnft --out repaired.safetensors --report report.json",
+    )
+    p.add_argument("--model", required=True, help="checkpoint to repair (.safetensors); it is never modified")
+    add_data_arguments(p)
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=("a named defense with its settings: "
+                         + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+                         + f". Default {DEFAULT_PRESET} when --defense is not given; options given explicitly "
+                           "override the preset's values").replace("%", "%%"))
+    p.add_argument("--defense", choices=sorted(defenses),
+                   help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} "
+                        "preset's defense")
+    _hyperparameter_arguments(p, defenses)
+    add_attack_override_arguments(p)
+    p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
+    p.add_argument("--report", help="report to write (JSON; a Markdown table goes beside it as .md)")
+    add_common_arguments(p)
+    return p
+
+
+def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The defense to run and the preset it starts from (None: the defense's own defaults).
+
+    Checked before anything is loaded: a preset of another defense, or an option the defense
+    does not have, is one clear error."""
+    preset = args.preset if args.preset or args.defense else DEFAULT_PRESET
+    name = args.defense or PRESETS[preset].defense
+    if preset and PRESETS[preset].defense != name:
+        raise ConfigError(f"--preset {preset} is a {PRESETS[preset].defense} preset; it cannot run --defense {name}")
+    fields = {f.name for f in dataclasses.fields(DEFENSES[name].Config)}
+    foreign = sorted(k for k in _ALL_HYPERPARAMETERS if getattr(args, k, None) is not None and k not in fields)
+    if foreign:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to "
+                          f"--defense {name}")
+    return name, preset
+
+
+def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """Run the command described by ``args``; returns the report."""
+    model_path, out = Path(args.model), Path(args.out)
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out must end in .safetensors, got {out}")
+    report_md = Path(args.report).with_suffix(".md") if args.report else None
+    check_distinct({"--out": out, "--report": args.report, "the report's Markdown (--report with .md)": report_md},
+                   {"--model": model_path})
+    defense_name, preset = choose_defense(args)
+    check_writable(out, args.report)
+    model, meta = load_checkpoint(model_path)
+    data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"],
+                          vocab=args.vocab or meta["classes"])
+    if list(data.classes) != list(meta["classes"]):
+        raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
+    attack, attack_source = attack_for(args, meta)
+    cls = DEFENSES[defense_name]
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
+    config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
+    device = resolve_device(args.device)
+    progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
+    try:
+        result = repair(model.to(device), data.to(device), cls(config), attack=attack, attack_source=attack_source,
+                        base_preset=preset, observer=progress)
+    finally:
+        progress.bar.close()
+    report = result.report(command=" ".join(["python -m core.defend", *argv]), model=str(model_path),
+                           checkpoint=str(out))
+    save_checkpoint(out, result.model, record_repair(meta, result))
+    if args.report:
+        write_json(args.report, report)
+        write_text_atomic(Path(args.report).with_suffix(".md"), repair_markdown(report))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    report = defend(args, argv)
+    b, a = report["before"], report["after"]
+    line = f"clean accuracy {100 * b['clean_accuracy']:.1f} % -> {100 * a['clean_accuracy']:.1f} %"
+    if "attack_success_rate" in a:
+        line += (f", attack success rate {100 * b['attack_success_rate']:.1f} % -> "
+                 f"{100 * a['attack_success_rate']:.1f} %")
+    else:
+        line += " (no attack known: ASR not measured)"
+    preset = report["preset"]
+    used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
+    print(f"{report['defense']['name']} ({used}): {line}; {report['seconds']:.1f} s on {report['device']}; "
+          f"wrote {report['checkpoint']}")
+    for finding in report["findings"]:
+        print(f"warning: {finding}", file=sys.stderr)
+    return 0

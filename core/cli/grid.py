@@ -1,0 +1,545 @@
+"""``python -m core.grid``: the reproduction grid, models × attacks × defenses on one dataset.
+
+Every cell is a file in the work folder, written when it finishes, so an interrupted grid
+resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
+trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
+(+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder
+under that name (with its report) is used as it is; a ``reused_from`` note in that report is
+carried into the results. ``--reuse PATTERN`` takes models trained elsewhere (e.g. by
+``benchmarks/attacks.py``): a checkpoint at ``PATTERN.format(model=..., attack=...)`` is checked
+against the grid's cell (architecture, classes, sample rate, length, attack), re-evaluated on
+this test split and copied in as the cell. The attack is always rebuilt from the checkpoint's
+own record, so the ASR of a defended model is measured with the trigger the model was poisoned
+with. Results go to
+``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
+(the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
+
+``--defense-seeds 0,1,2`` runs every defense cell once per seed (the seed draws the clean subset,
+the batch order and dropout; on a clean set of a hundred clips one draw can decide the cell):
+seed ``--seed``'s cell keeps its plain name, the others are ``defend_<model>_<attack>_<defense>_seed<S>``.
+A row then holds the mean over the seeds, each seed's figures (``per_seed``) and the standard
+deviations, and the table shows mean ± standard deviation.
+
+An attack whose trigger cannot exist at the grid's sample rate but whose recipe names a rate of
+its own (Ultrasonic: a 21 kHz tone, 44.1 kHz) has its cells run at that rate, with the front
+end's windows kept in time (n_fft 400 / hop 160 at 16 kHz become 1103 / 441 at 44.1 kHz, the
+recipe's), and a clean model of each architecture is trained at that rate too
+(``train_<model>_clean_44k``) as its clean-accuracy reference. Every row records its ``sample_rate``.
+
+``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
+is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
+produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
+command that made it. It is refused when the earlier file used other defense settings or other
+data, so a table never mixes hyperparameters.
+
+``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
+one; without ``--address`` a local instance is started): the same cell functions and files, so a
+grid resumes across backends and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from core import models
+from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
+from core.data import AudioSet
+from core.defenses import DEFENSES
+from core.errors import AttackError, ConfigError
+from core.events import ProgressObserver
+from core.repair import record_repair, repair
+from core.options import add_arguments, from_namespace, parse_key_values
+from core.runtime import add_common_arguments, machine_info, resolve_device, write_json
+from core.evaluation import evaluate
+from core.training import TrainConfig, train_model
+
+__all__ = ["main", "build_parser", "markdown_table"]
+
+log = logging.getLogger("core.grid")
+
+NO_DEFENSE = "none"
+CLEAN = "clean"
+METRICS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
+#: The training options of the grid are TrainConfig's, named ``--train-<name>``.
+TRAIN_PREFIX = "train-"
+
+
+def _scoped_pairs(items: Sequence[str], option: str, known: Sequence[str]) -> dict[str, list[str]]:
+    """``NAME.key=value`` items grouped by NAME: ``{"gnft": ["epochs=50"]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        scope, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            raise ConfigError(f"{option} takes NAME.key=value, got {item!r}")
+        if scope not in known:
+            raise ConfigError(f"{option} {item!r}: {scope!r} is not one of {', '.join(known)}")
+        out.setdefault(scope, []).append(rest)
+    return out
+
+
+def _defense_config(name: str, pairs: list[str], seed: int, device: str):
+    """Defense ``name``'s config from its ``--defense-arg`` ``key=value`` pairs (typed and checked)."""
+    cls = DEFENSES[name]
+    values = parse_key_values(cls.Config, pairs, "--defense-arg", scope=name)
+    config = cls.Config(**values, seed=seed, device=device)
+    config.validate()
+    return config
+
+
+def _attack_rate(attack_name: str, params: dict[str, str], rate: int) -> int:
+    """The sample rate an attack's cells run at: the grid's, or the attack's recipe rate where its
+    trigger cannot exist at the grid's (Ultrasonic's 21 kHz tone at 16 kHz)."""
+    try:
+        get_attack(attack_name, sample_rate=rate, **params)
+        return rate
+    except AttackError:
+        recipe = list_attacks()[attack_name].recipe_rate
+        if recipe is None or recipe == rate:
+            raise
+    get_attack(attack_name, sample_rate=recipe, **params)  # parameters wrong at that rate too fail here
+    log.info("%s runs at %d Hz (its recipe's rate; the grid's is %d Hz)", attack_name, recipe, rate)
+    return recipe
+
+
+def _args_at(args: argparse.Namespace, rate: int) -> argparse.Namespace:
+    """The grid's options for cells at ``rate``: FFT size and hop scaled so the windows last as long."""
+    if rate == args.sample_rate:
+        return args
+    scale = rate / args.sample_rate
+    return argparse.Namespace(**{**vars(args), "sample_rate": rate, "n_fft": int(args.n_fft * scale + 0.5),
+                                 "hop_length": int(args.hop_length * scale + 0.5)})
+
+
+def _cell_name(attack_name: str, rate: int, grid_rate: int) -> str:
+    """``clean_44k`` for a clean model at another rate than the grid's, else the attack's name."""
+    return f"{CLEAN}_{rate // 1000}k" if attack_name == CLEAN and rate != grid_rate else attack_name
+
+
+def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str, name: str,
+                attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any] | None]:
+    """Train (or adopt) the model of cell ``name``; ``args`` and ``data`` are at the cell's rate.
+    With ``--no-train`` a cell that has no model to adopt gets no report (None): not run."""
+    path, report_path = work / f"train_{model_name}_{name}.safetensors", work / f"train_{model_name}_{name}.json"
+    if path.is_file() and report_path.is_file():
+        log.info("reusing %s", path)
+        return path, json.loads(report_path.read_text())
+    if args.reuse:
+        candidate = Path(args.reuse.format(model=model_name, attack=name))
+        if candidate.is_file():
+            return path, _reuse_cell(data, candidate, path, report_path, model_name, attack_name, args.device)
+    if args.no_train:
+        log.info("not run: no model for %s/%s (--no-train)", model_name, name)
+        return path, None
+    attack = None
+    if attack_name != CLEAN:
+        params = parse_attack_args(attack_args.get(attack_name, []))
+        params.setdefault("seed", str(args.seed))
+        attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
+    config = train_config(args, model_name)
+    log.info("training %s (%s)", model_name, attack_name)
+    result = train_model(data, config, attack, front_end=front_end_from_args(args),
+                         show_progress=False if args.quiet else None)
+    save_checkpoint(path, result.model, result.metadata)
+    report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
+    write_json(report_path, report)
+    return path, report
+
+
+def train_config(args: argparse.Namespace, model_name: str, config: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """The training settings of a cell: every ``--train-*`` option (and ``--augment``) of ``config``."""
+    return config(model=model_name, seed=args.seed, device=args.device,
+                  **from_namespace(args, config, prefix=TRAIN_PREFIX))
+
+
+def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str,
+                attack_name: str, device_name: str) -> dict[str, Any]:
+    """Adopt ``source`` as this cell's trained model after checking it is that cell; measure it here."""
+    model, meta = load_checkpoint(source)
+    recorded = meta["provenance"].get("attack")
+    found = {"architecture": meta["architecture"], "classes": list(meta["classes"]),
+             "sample rate": meta["sample_rate"], "clip length": meta["front_end"]["num_samples"],
+             "attack": recorded["name"] if recorded else CLEAN}
+    wanted = {"architecture": model_name, "classes": list(data.classes), "sample rate": data.sample_rate,
+              "clip length": data.num_samples, "attack": attack_name}
+    wrong = [f"{k} {found[k]!r} (the cell needs {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+    if wrong:
+        raise ConfigError(f"--reuse {source} does not fit cell {model_name}/{attack_name}: " + "; ".join(wrong))
+    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    device = resolve_device(device_name)
+    metrics = evaluate(model.to(device), data, "test", attack)  # data is on the grid's device
+    training = meta["provenance"].get("training") or {}
+    report = {**{k: metrics[k] for k in METRICS if k in metrics}, "seconds": training.get("seconds"),
+              "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
+              "reused_from": str(source)}
+    shutil.copyfile(source, path)
+    write_json(report_path, report)
+    log.info("reused %s as %s", source, path)
+    return report
+
+
+def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_path: Path, model_name: str,
+                 attack_name: str, defense_name: str, defense_args: dict[str, list[str]],
+                 seed: int | None = None) -> dict[str, Any]:
+    """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense."""
+    seed = args.seed if seed is None else seed
+    suffix = "" if seed == args.seed else f"_seed{seed}"
+    cell = work / f"defend_{model_name}_{attack_name}_{defense_name}{suffix}.json"
+    if cell.is_file():
+        return _read_cell(cell, defense_name)
+    model, meta = load_checkpoint(model_path)
+    device = resolve_device(args.device)
+    model = model.to(device)
+    recorded = meta["provenance"].get("attack")
+    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    config = _defense_config(defense_name, defense_args.get(defense_name, []), seed, args.device)
+    log.info("%s on %s (%s), seed %d", defense_name, model_name, attack_name, seed)
+    result = repair(model, data, DEFENSES[defense_name](config), attack=attack,
+                    attack_source="checkpoint metadata" if attack is not None else "none",
+                    observer=ProgressObserver(log, label=f"{defense_name} {model_name}"))
+    save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
+    row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
+    write_json(cell, row)
+    return row
+
+
+def _read_cell(path: Path, defense_name: str) -> dict[str, Any]:
+    """A defense cell written earlier; one from before the repair pipeline (``defense_config``,
+    ``details``) is read as the pipeline's report."""
+    row = json.loads(path.read_text())
+    if "defense_config" in row:
+        row["defense"] = {"name": defense_name, **row.pop("defense_config")}
+        row["defense_details"] = row.pop("details", {})
+    return row
+
+
+def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: dict[str, Any],
+         **extra: Any) -> dict[str, Any]:
+    return {"model": model_name, "attack": attack_name, "defense": defense, "sample_rate": rate,
+            **{k: metrics.get(k) for k in METRICS}, **extra}
+
+
+def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
+                       data_summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
+    ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
+    the file's own command), and the defense settings of both; refused when that file's settings
+    for a defense of this run, or its data, differ from this run's (a setting added to a defense
+    since that file was written counts as its default there)."""
+    if not path.is_file():
+        return rows, defense_settings
+    earlier = json.loads(path.read_text())
+    settings = earlier.get("defense_settings", {})
+
+    def same(name: str) -> bool:  # a setting the earlier file lacks did not exist then: it had the default
+        defaults = dataclasses.asdict(DEFENSES[name].Config()) if name in DEFENSES else {}
+        then, now = settings[name], defense_settings[name]
+        return all(then.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in {*then, *now})
+
+    differ = [d for d in defense_settings if d in settings and not same(d)]
+    if differ:
+        raise ConfigError(f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
+                          f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out")
+
+    def placeless(summary: dict[str, Any]) -> dict[str, Any]:  # the same data may sit in another folder
+        return {**summary, "source": {k: v for k, v in summary.get("source", {}).items() if k != "root"}}
+
+    if placeless(earlier.get("data", {})) != placeless(data_summary):
+        raise ConfigError(f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out")
+
+    def cell(r: dict[str, Any]) -> tuple:  # a clean model exists once per rate
+        return r["model"], r["attack"], r.get("sample_rate")
+
+    produced = {cell(r) for r in rows if not r.get("not_run")}
+    kept = [{**r, "command": r.get("command", earlier["command"])} for r in earlier["rows"]
+            if cell(r) not in produced and not r.get("not_run")]
+    kept_cells = {cell(r) for r in kept}
+    return kept + [r for r in rows if cell(r) not in kept_cells], {**settings, **defense_settings}
+
+
+def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mean metrics, extra row fields) of one defense cell run under several seeds."""
+    seeds = sorted(cells)
+    means: dict[str, Any] = {}
+    extra: dict[str, Any] = {"seeds": seeds, "per_seed": [{"seed": s, **cells[s]["after"]} for s in seeds]}
+    for k in METRICS:
+        vals = [cells[s]["after"][k] for s in seeds if cells[s]["after"].get(k) is not None]
+        means[k] = sum(vals) / len(vals) if vals else None
+        if len(vals) > 1:
+            extra[f"{k}_std"] = float(torch.tensor(vals, dtype=torch.float64).std())
+    ders = [cells[s].get("defense_effectiveness_rating") for s in seeds]
+    extra["defense_effectiveness_rating"] = None if None in ders else sum(ders) / len(ders)
+    extra["seconds"] = sum(cells[s]["seconds"] for s in seeds)
+    return means, extra
+
+
+def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: str) -> str:
+    """CA / ASR per defense for each model and attack (percent), then mean ASR and mean CA per defense."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def metric(r: dict[str, Any], key: str) -> str:
+        sd = r.get(f"{key}_std")
+        return pct(r[key]) if sd is None else f"{pct(r[key])} ± {pct(sd)}"
+
+    cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != CLEAN}
+    clean_models = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == CLEAN}
+    several_rates = len({r.get("sample_rate") for r in rows}) > 1
+    seed_lists = sorted({tuple(r["seeds"]) for r in rows if len(r.get("seeds", ())) > 1})
+    seeds_note = (" Defense cells: mean ± standard deviation over defense seeds "
+                  + "; ".join(", ".join(map(str, s)) for s in seed_lists) + ".") if seed_lists else ""
+    lines = [f"# {title}", "", "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
+             "the target). `none` is the backdoored model before any defense." + seeds_note, "",
+             "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
+             "|---|---|---|" + "---|" * len(defenses)]
+    pairs = sorted({(r["model"], r["attack"]) for r in rows if r["attack"] != CLEAN})
+    for model_name, attack_name in pairs:
+        rate = cells[(model_name, attack_name, NO_DEFENSE)].get("sample_rate") \
+            if (model_name, attack_name, NO_DEFENSE) in cells else None
+        clean = clean_models.get((model_name, rate))
+        label = f"{attack_name} ({rate / 1000:g} kHz)" if several_rates and rate else attack_name
+        out = [model_name, label, pct(clean["clean_accuracy"]) if clean else "-"]
+        for d in defenses:
+            r = cells.get((model_name, attack_name, d))
+            out.append("-" if r is None else "not run" if r.get("not_run")
+                       else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}")
+        lines.append("| " + " | ".join(out) + " |")
+    lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
+    for key, label in (("attack_success_rate", "ASR"), ("clean_accuracy", "CA")):
+        means = []
+        for d in defenses:
+            vals = [cells[(m, a, d)][key] for m, a in pairs if (m, a, d) in cells and cells[(m, a, d)][key] is not None]
+            means.append(pct(sum(vals) / len(vals)) if vals else "-")
+        lines.append(f"| {label} | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_DATA: dict[tuple, AudioSet] = {}
+
+
+def _load_data(args: argparse.Namespace, keep_others: bool = True) -> AudioSet:
+    """The grid's dataset at ``args.sample_rate``, loaded once per process (a Ray worker keeps it for its next cells).
+
+    With ``keep_others=False`` a copy at another rate is dropped first, so that a local run that
+    moves from its 16 kHz cells to its 44.1 kHz ones holds one copy of the data, not both."""
+    key = tuple(sorted((k, str(v)) for k, v in vars(args).items()))
+    if key not in _DATA:
+        if not keep_others:
+            _DATA.clear()
+        _DATA[key] = load_from_args(args, args.sample_rate).to(resolve_device(args.device))
+    return _DATA[key]
+
+
+def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
+    """One cell inside a Ray task: the same functions as the local backend, on this worker's copy of the data."""
+    torch.set_num_threads(args.threads or 1)
+    data = _load_data(args)
+    if kind == "summary":
+        return data.summary()
+    if kind == "train":
+        model_name, attack_name, name, attack_args = cell
+        path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
+        return str(path), report
+    trained, model_name, attack_name, defense_name, defense_args, seed = cell
+    if trained[1] is None:  # --no-train and no model: nothing to defend
+        return None
+    return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
+                        defense_args, seed)
+
+
+def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str, int]], runs: list[str],
+                attack_args: dict[str, list[str]], defense_args: dict[str, list[str]], seeds: list[int]):
+    """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'gnft-workbench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+    try:
+        task = ray.remote(num_cpus=args.threads or 1)(_ray_cell)
+        work_dir = str(work.resolve())
+        train_refs = {(m, a, r): task.remote(_args_at(args, r), work_dir, "train", m, a,
+                                             _cell_name(a, r, args.sample_rate), attack_args)
+                      for m, a, r in trains}
+        defend_refs = {(m, a, d, s): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a,
+                                                 d, defense_args, s)
+                       for m, a, r in trains if a != CLEAN for d in runs for s in seeds}
+        summary_ref = task.remote(args, work_dir, "summary")  # the driver need not see the data folder
+        trained = {key: (Path(path), report) for key, (path, report) in
+                   zip(train_refs, ray.get(list(train_refs.values())))}
+        defended = dict(zip(defend_refs, ray.get(list(defend_refs.values()))))
+        summary = ray.get(summary_ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return trained, defended, summary
+
+
+def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.ArgumentParser:
+    """``python -m core.grid``'s options; the training ones are ``train_config``'s fields as ``--train-*``."""
+    p = argparse.ArgumentParser(
+        prog="python -m core.grid",
+        description="Train models × attacks, run every defense on each backdoored model, tabulate CA / ASR. "
+                    "Resumable: finished cells are files in --work.",
+        epilog="Example: python -m core.grid --data runs/synth_scd10 --vocab scd10 --models resnet,smallcnn "
+               "--attacks badnets,blend --defenses none,ft,fp,gnft --out benchmarks/results/grid_synth "
+               "--defense-arg gnft.epochs=300",
+    )
+    add_data_arguments(p)
+    add_front_end_arguments(p)
+    p.add_argument("--models", default="resnet", help=f"comma list (default resnet) of: {', '.join(models.list_models())}")
+    p.add_argument("--attacks", default="badnets", help=f"comma list (default badnets) of: {', '.join(list_attacks())}")
+    p.add_argument("--defenses", default=",".join([NO_DEFENSE, *sorted(DEFENSES)]),
+                   help=f"comma list of {NO_DEFENSE} and {', '.join(sorted(DEFENSES))} (default all)")
+    p.add_argument("--attack-arg", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                   help="attack parameter, e.g. badnets.poison_rate=0.1 (repeatable)")
+    p.add_argument("--defense-arg", action="append", default=[], metavar="DEFENSE.KEY=VALUE",
+                   help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)")
+    p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
+    p.add_argument("--reuse", metavar="PATTERN",
+                   help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
+                        ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); each is checked against its cell "
+                        "and re-evaluated on this test split")
+    p.add_argument("--no-train", action="store_true",
+                   help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
+                        "not run (to tabulate models trained elsewhere, e.g. on a GPU machine)")
+    add_arguments(p.add_argument_group("training (every model of the grid; see python -m core.train --help)"),
+                  train_config, prefix=TRAIN_PREFIX, aliases={"augment": ("--augment",)})
+    p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
+    p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local (default): the cells one after another in this process; ray: each cell a task "
+                        "on a Ray cluster (pip install 'gnft-workbench[ray]'), defenses after their model's "
+                        "training; the data folder and --work must be reachable at the same paths on every node")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--defense-seeds", metavar="S,S,...",
+                   help="run each defense cell once per seed and report mean ± standard deviation "
+                        "(default: --seed alone)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)")
+    p.add_argument("--keep-earlier", action="store_true",
+                   help="keep the rows of an earlier <out>.json for the model/attack pairs this run has no model "
+                        "for (its work folder is gone, or they are not in --attacks), each with the command that "
+                        "made it; refused when that file used other defense settings or data")
+    add_common_arguments(p)
+    return p
+
+
+def _parse_seeds(text: str | None, default: int) -> list[int]:
+    """``--defense-seeds`` as a list of distinct integers (``[default]`` when not given)."""
+    if text is None:
+        return [default]
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--defense-seeds takes a comma list of integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--defense-seeds needs at least one seed and no repeats, got {text!r}")
+    return seeds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    model_names = [m for m in args.models.split(",") if m]
+    attacks = [a for a in args.attacks.split(",") if a]
+    defenses = [d for d in args.defenses.split(",") if d]
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    seeds = _parse_seeds(args.defense_seeds, args.seed)
+    for m in model_names:  # unknown names and bad training settings fail here, before any work
+        models.resolve_arch_args(m, train_config(args, m).arch_args)
+    unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
+    attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
+    defense_args = _scoped_pairs(args.defense_arg, "--defense-arg", [d for d in defenses if d != NO_DEFENSE])
+    for d in defenses:  # bad hyperparameters fail before hours of training
+        if d != NO_DEFENSE:
+            _defense_config(d, defense_args.get(d, []), args.seed, args.device)
+    # the rate of each attack's cells; wrong attack parameters fail here, before any work
+    rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.name + "_work")
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
+    trains = [(m, a, r) for m in model_names
+              for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]]
+    runs = [d for d in defenses if d != NO_DEFENSE]
+    if args.backend == "ray":
+        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args, seeds)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        trained, defended = {}, {}
+        # cells grouped by rate, the grid's own rate last: one copy of the data in memory at a time,
+        # and the last one is the one the summary below describes
+        for m, a, r in sorted(trains, key=lambda t: t[2] == args.sample_rate):
+            cell_args = _args_at(args, r)
+            data = _load_data(cell_args, keep_others=False)
+            trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
+                                             attack_args)
+            for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
+                for seed in seeds:
+                    defended[(m, a, d, seed)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
+                                                             defense_args, seed)
+        data_summary = _load_data(args, keep_others=False).summary()
+    rows: list[dict[str, Any]] = []
+    for model_name, attack_name, rate in trains:
+        train_report = trained[(model_name, attack_name, rate)][1]
+        if train_report is None:
+            rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, {}, not_run=True))
+            continue
+        rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report, seconds=train_report.get("seconds"),
+                         **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
+        for defense_name in runs if attack_name != CLEAN else []:
+            cells = {s: defended[(model_name, attack_name, defense_name, s)] for s in seeds}
+            first = cells[seeds[0]]
+            if len(seeds) == 1:
+                metrics, extra = first["after"], {"seconds": first["seconds"], "defense_effectiveness_rating":
+                                                  first.get("defense_effectiveness_rating")}
+            else:
+                metrics, extra = _seed_summary(cells)
+            rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
+                             clean_clips=first["clean_clips"], epochs=first["defense"]["epochs"]))
+    command = " ".join(["python -m core.grid", *argv])
+    defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
+                        for d in defenses if d != NO_DEFENSE}
+    if args.keep_earlier:
+        rows, defense_settings = _with_earlier_rows(rows, out.with_name(out.name + ".json"), defense_settings,
+                                                    data_summary)
+        defenses = list(dict.fromkeys([*defenses, *(r["defense"] for r in rows)]))
+    write_json(out.with_name(out.name + ".json"), {
+        "command": command,
+        "machine": machine_info(resolve_device(args.device)),
+        "data": data_summary, "seconds": round(time.perf_counter() - started, 2), "backend": args.backend,
+        "defense_seeds": seeds,
+        "defense_settings": defense_settings,
+        "rows": rows,
+    })
+    out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
+    for r in rows:
+        if r.get("not_run"):
+            print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")
+        elif r["attack"] != CLEAN:
+            asr = r["attack_success_rate"]
+            print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
+                  + ("" if asr is None else f", ASR {asr:.4f}"))
+    print(f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')}")
+    return 0

@@ -37,9 +37,14 @@ from core.runtime import machine_info, write_json  # noqa: E402
 def clips(n: int, classes: int = 10, seed: int = 0) -> AudioSet:
     """``n`` one-second clips of noise at 16 kHz, all in the training split."""
     gen = torch.Generator().manual_seed(seed)
-    return AudioSet(waves=0.1 * torch.randn(n, 16000, generator=gen), labels=torch.arange(n) % classes,
-                    speakers=["s"] * n, classes=[f"w{i}" for i in range(classes)], sample_rate=16000,
-                    splits={"train": torch.arange(n), "validation": torch.arange(0), "test": torch.arange(0)})
+    return AudioSet(
+        waves=0.1 * torch.randn(n, 16000, generator=gen),
+        labels=torch.arange(n) % classes,
+        speakers=["s"] * n,
+        classes=[f"w{i}" for i in range(classes)],
+        sample_rate=16000,
+        splits={"train": torch.arange(n), "validation": torch.arange(0), "test": torch.arange(0)},
+    )
 
 
 class StepClock(NullObserver):
@@ -57,8 +62,9 @@ def seconds_per_step(defense: str, model_name: str, data: AudioSet, steps: int, 
     up, and the features computed once before it are left out)."""
     torch.manual_seed(0)
     model = build(model_name, len(data.classes))
-    config = DEFENSES[defense].Config(clean_ratio=1.0, epochs=steps + 1, batch_size=batch_size, eval_every=10**6,
-                                      grad_norm_every=0, device="cpu")
+    config = DEFENSES[defense].Config(
+        clean_ratio=1.0, epochs=steps + 1, batch_size=batch_size, eval_every=10**6, grad_norm_every=0, device="cpu"
+    )
     clock = StepClock()
     DEFENSES[defense](config).run(model, data, clock)
     return statistics.median(b - a for a, b in zip(clock.ends, clock.ends[1:]))
@@ -83,20 +89,40 @@ def main() -> int:
                     assert configure_allocator(mode) == mode
                     started = time.perf_counter()
                     times[mode].append(seconds_per_step(defense, model_name, data, args.steps, args.batch_size))
-                    print(f"{model_name} {defense} {mode}: {times[mode][-1]:.3f} s/step "
-                          f"({time.perf_counter() - started:.1f} s)", flush=True)
+                    print(
+                        f"{model_name} {defense} {mode}: {times[mode][-1]:.3f} s/step "
+                        f"({time.perf_counter() - started:.1f} s)",
+                        flush=True,
+                    )
             keep, system = statistics.median(times["keep"]), statistics.median(times["system"])
-            rows.append({"model": model_name, "defense": defense, "batch_size": args.batch_size,
-                         "seconds_per_step_keep": round(keep, 4), "seconds_per_step_system": round(system, 4),
-                         "speedup_keep_over_system": round(system / keep, 3), "runs": times})
+            rows.append(
+                {
+                    "model": model_name,
+                    "defense": defense,
+                    "batch_size": args.batch_size,
+                    "seconds_per_step_keep": round(keep, 4),
+                    "seconds_per_step_system": round(system, 4),
+                    "speedup_keep_over_system": round(system / keep, 3),
+                    "runs": times,
+                }
+            )
     configure_allocator("keep")
-    write_json(args.out, {"command": this_command(), "machine": machine_info(),
-                          "what": "seconds per Defense.run step, glibc defaults (system) against large buffers "
-                                  "kept in the process (keep, the product's setting), alternating in one process",
-                          "mmapped_bytes_at_end": mmapped_bytes(), "rows": rows})
+    write_json(
+        args.out,
+        {
+            "command": this_command(),
+            "machine": machine_info(),
+            "what": "seconds per Defense.run step, glibc defaults (system) against large buffers "
+            "kept in the process (keep, the product's setting), alternating in one process",
+            "mmapped_bytes_at_end": mmapped_bytes(),
+            "rows": rows,
+        },
+    )
     for r in rows:
-        print(f"{r['model']} {r['defense']}: keep {r['seconds_per_step_keep']:.3f} s, system "
-              f"{r['seconds_per_step_system']:.3f} s per step: {r['speedup_keep_over_system']:.2f}x")
+        print(
+            f"{r['model']} {r['defense']}: keep {r['seconds_per_step_keep']:.3f} s, system "
+            f"{r['seconds_per_step_system']:.3f} s per step: {r['speedup_keep_over_system']:.2f}x"
+        )
     return 0
 
 

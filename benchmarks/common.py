@@ -16,8 +16,16 @@ def run_row(row: dict, work: Path, threads: int) -> dict | None:
     """Train one row unless its report exists; a failure leaves ``<name>.error.txt``."""
     report = work / f"{row['name']}.json"
     if not report.is_file():
-        cmd = [sys.executable, "-m", "core.train", *row["args"], "--out", str(work / f"{row['name']}.safetensors"),
-               "--report", str(report)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "core.train",
+            *row["args"],
+            "--out",
+            str(work / f"{row['name']}.safetensors"),
+            "--report",
+            str(report),
+        ]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         if proc.returncode != 0:

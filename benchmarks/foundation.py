@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common import gather, run_row, this_command  # noqa: E402
+
 from core.runtime import machine_info, write_json  # noqa: E402
 
 MODELS = ["resnet", "smallcnn", "largecnn", "smalllstm", "lstm_attention", "rnn"]
@@ -45,8 +46,18 @@ OVERRIDES = {
     "lstm_attention": ["--batch-size", "32", "--epochs", "40", "--patience", "10", "--augment", "default"],
     "smalllstm": ["--batch-size", "32", "--epochs", "10"],
     "rnn": ["--batch-size", "32", "--epochs", "30", "--patience", "8", "--augment", "default"],
-    "largecnn": ["--batch-size", "32", "--epochs", "8", "--patience", "3", "--lr", "1e-4",
-                 "--init-from", "runs/foundation/attempt2_synth_largecnn_clean.safetensors"],
+    "largecnn": [
+        "--batch-size",
+        "32",
+        "--epochs",
+        "8",
+        "--patience",
+        "3",
+        "--lr",
+        "1e-4",
+        "--init-from",
+        "runs/foundation/attempt2_synth_largecnn_clean.safetensors",
+    ],
 }
 
 
@@ -55,30 +66,62 @@ def plan(fsdd: Path, synth: Path, models: list[str], epochs: int, patience: int)
     common = ["--epochs", str(epochs), "--patience", str(patience), "--seed", "0", "--device", "auto", "--quiet"]
     if fsdd.is_dir():
         for attack in (None, "badnets"):
-            rows.append({"name": f"fsdd_resnet_{attack or 'clean'}", "data": "fsdd", "model": "resnet", "attack": attack,
-                         "args": ["--data", str(fsdd), "--model", "resnet", *(["--attack", attack] if attack else []),
-                                  *common]})
+            rows.append(
+                {
+                    "name": f"fsdd_resnet_{attack or 'clean'}",
+                    "data": "fsdd",
+                    "model": "resnet",
+                    "attack": attack,
+                    "args": [
+                        "--data",
+                        str(fsdd),
+                        "--model",
+                        "resnet",
+                        *(["--attack", attack] if attack else []),
+                        *common,
+                    ],
+                }
+            )
     for model in models:
         attacks = (None, "badnets") if model == "resnet" else (None,)
         for attack in attacks:
-            rows.append({"name": f"synth_{model}_{attack or 'clean'}", "data": "synth-scd10", "model": model,
-                         "attack": attack,
-                         "args": ["--data", str(synth), "--vocab", "scd10", "--model", model,
-                                  *(["--attack", attack] if attack else []), *common, *OVERRIDES.get(model, [])]})
+            rows.append(
+                {
+                    "name": f"synth_{model}_{attack or 'clean'}",
+                    "data": "synth-scd10",
+                    "model": model,
+                    "attack": attack,
+                    "args": [
+                        "--data",
+                        str(synth),
+                        "--vocab",
+                        "scd10",
+                        "--model",
+                        model,
+                        *(["--attack", attack] if attack else []),
+                        *common,
+                        *OVERRIDES.get(model, []),
+                    ],
+                }
+            )
     return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fsdd", default=str(REPO.parent / "shared" / "data" / "fsdd"))
-    p.add_argument("--synth-data", required=True, help="synthetic SCD-10 corpus (python -m core.data.synth --vocab scd10)")
+    p.add_argument(
+        "--synth-data", required=True, help="synthetic SCD-10 corpus (python -m core.data.synth --vocab scd10)"
+    )
     p.add_argument("--work", default="runs/foundation", help="checkpoints and per-run reports")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--patience", type=int, default=6)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel")
     p.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
-    p.add_argument("--rows", help="comma list of row names to run now (others are only gathered if their report exists)")
+    p.add_argument(
+        "--rows", help="comma list of row names to run now (others are only gathered if their report exists)"
+    )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "foundation.json"))
     args = p.parse_args()
     work = Path(args.work)
@@ -98,44 +141,64 @@ def main() -> int:
     results = [gather(r, work) for r in rows]
     results = [r for r in results if r is not None]
     out_rows = []
-    clean_ca = {(r["data"], r["model"]): r["report"]["clean_accuracy"] for r in results
-                if "report" in r and r["attack"] is None}
+    clean_ca = {
+        (r["data"], r["model"]): r["report"]["clean_accuracy"] for r in results if "report" in r and r["attack"] is None
+    }
     for r in results:
         row = {"name": r["name"], "data": r["data"], "model": r["model"], "attack": r["attack"]}
         if "error" in r:
             row["error"] = r["error"]
         else:
             rep = r["report"]
-            row.update({
-                "clean_accuracy": rep["clean_accuracy"],
-                "attack_success_rate": rep.get("attack_success_rate"),
-                "robust_accuracy": rep.get("robust_accuracy"),
-                "seconds": rep["seconds"],
-                "epochs_run": rep["epochs_run"],
-                "best_epoch": rep["best_epoch"],
-                "train_clips": rep["data"]["splits"]["train"],
-                "test_clips": rep["data"]["splits"]["test"],
-                "command": rep["command"],
-            })
+            row.update(
+                {
+                    "clean_accuracy": rep["clean_accuracy"],
+                    "attack_success_rate": rep.get("attack_success_rate"),
+                    "robust_accuracy": rep.get("robust_accuracy"),
+                    "seconds": rep["seconds"],
+                    "epochs_run": rep["epochs_run"],
+                    "best_epoch": rep["best_epoch"],
+                    "train_clips": rep["data"]["splits"]["train"],
+                    "test_clips": rep["data"]["splits"]["test"],
+                    "command": rep["command"],
+                }
+            )
             if r["attack"] is not None and (r["data"], r["model"]) in clean_ca:
                 row["clean_accuracy_drop_vs_clean_model"] = clean_ca[(r["data"], r["model"])] - rep["clean_accuracy"]
         out_rows.append(row)
     attempts = []  # earlier runs of a row, kept by renaming their report to attempt<N>_<row>.json.txt
     for path in sorted(work.glob("attempt*_*.json.txt")):
         rep = json.loads(path.read_text())
-        attempts.append({"row": path.name.split("_", 1)[1].removesuffix(".json.txt"),
-                         "clean_accuracy": rep["clean_accuracy"], "epochs_run": rep["epochs_run"],
-                         "best_epoch": rep["best_epoch"], "seconds": rep["seconds"], "command": rep["command"]})
-    write_json(args.out, {
-        "command": this_command(),
-        "machine": machine_info(),
-        "targets": {"fsdd_resnet_ca": 0.95, "synth_resnet_ca": 0.90, "synth_other_ca": 0.85,
-                    "badnets_asr": 0.95, "badnets_ca_drop": 0.02},
-        "rows": out_rows,
-        "earlier_attempts": attempts,
-    })
+        attempts.append(
+            {
+                "row": path.name.split("_", 1)[1].removesuffix(".json.txt"),
+                "clean_accuracy": rep["clean_accuracy"],
+                "epochs_run": rep["epochs_run"],
+                "best_epoch": rep["best_epoch"],
+                "seconds": rep["seconds"],
+                "command": rep["command"],
+            }
+        )
+    write_json(
+        args.out,
+        {
+            "command": this_command(),
+            "machine": machine_info(),
+            "targets": {
+                "fsdd_resnet_ca": 0.95,
+                "synth_resnet_ca": 0.90,
+                "synth_other_ca": 0.85,
+                "badnets_asr": 0.95,
+                "badnets_ca_drop": 0.02,
+            },
+            "rows": out_rows,
+            "earlier_attempts": attempts,
+        },
+    )
     for row in out_rows:
-        print(json.dumps({k: row.get(k) for k in ("name", "clean_accuracy", "attack_success_rate", "seconds", "error")}))
+        print(
+            json.dumps({k: row.get(k) for k in ("name", "clean_accuracy", "attack_success_rate", "seconds", "error")})
+        )
     return 0
 
 

@@ -24,9 +24,9 @@ from core.attacks import attack_from_dict  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.defenses import DEFENSES  # noqa: E402
+from core.evaluation import evaluate  # noqa: E402
 from core.repair import repair  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
-from core.evaluation import evaluate  # noqa: E402
 
 KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
 
@@ -47,8 +47,12 @@ def main() -> int:
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.model)
     model = model.to(device)
-    data = load_dataset(args.data, vocab=args.vocab or meta["classes"], sample_rate=meta["sample_rate"],
-                        num_samples=meta["front_end"]["num_samples"]).to(device)
+    data = load_dataset(
+        args.data,
+        vocab=args.vocab or meta["classes"],
+        sample_rate=meta["sample_rate"],
+        num_samples=meta["front_end"]["num_samples"],
+    ).to(device)
     attack = attack_from_dict(meta["provenance"]["attack"], sample_rate=meta["sample_rate"])
     cache: dict = {}
     before = evaluate(model, data, "test", attack, cache=cache)
@@ -68,27 +72,54 @@ def main() -> int:
                 cls = DEFENSES[name]
                 defaults = cls.Config()
                 values = {k: type(getattr(defaults, k))(v) for k, v in overrides.get(name, {}).items()}
-                config = cls.Config(**{**values, "clean_ratio": ratio, "epochs": args.epochs, "seed": args.seed,
-                                       "device": args.device})
+                config = cls.Config(
+                    **{**values, "clean_ratio": ratio, "epochs": args.epochs, "seed": args.seed, "device": args.device}
+                )
                 result = repair(model, data, cls(config), attack=attack)
-                write_json(cell, {"defense": name, "clean_ratio": ratio, **result.report(model=args.model),
-                                  **{k: result.after[k] for k in KEYS}})
+                write_json(
+                    cell,
+                    {
+                        "defense": name,
+                        "clean_ratio": ratio,
+                        **result.report(model=args.model),
+                        **{k: result.after[k] for k in KEYS},
+                    },
+                )
             row = json.loads(cell.read_text())
             print({k: row[k] for k in ("defense", "clean_ratio", *KEYS, "seconds")}, flush=True)
             rows.append(row)
-    write_json(out.with_name(out.name + ".json"), {"command": this_command(), "machine": machine_info(device),
-                                          "model": args.model, "before": {k: before[k] for k in KEYS}, "rows": rows})
-    lines = ["# GN-FT vs fine-tuning by clean share", "",
-             f"Backdoored model `{args.model}`: CA {100 * before['clean_accuracy']:.1f} %, "
-             f"ASR {100 * before['attack_success_rate']:.1f} %. {args.epochs} epochs each.", "",
-             "| clean share | clips | " + " | ".join(f"{d} CA / ASR" for d in args.defenses.split(",")) + " |",
-             "|---|---|" + "---|" * len(args.defenses.split(","))]
+    write_json(
+        out.with_name(out.name + ".json"),
+        {
+            "command": this_command(),
+            "machine": machine_info(device),
+            "model": args.model,
+            "before": {k: before[k] for k in KEYS},
+            "rows": rows,
+        },
+    )
+    lines = [
+        "# GN-FT vs fine-tuning by clean share",
+        "",
+        f"Backdoored model `{args.model}`: CA {100 * before['clean_accuracy']:.1f} %, "
+        f"ASR {100 * before['attack_success_rate']:.1f} %. {args.epochs} epochs each.",
+        "",
+        "| clean share | clips | " + " | ".join(f"{d} CA / ASR" for d in args.defenses.split(",")) + " |",
+        "|---|---|" + "---|" * len(args.defenses.split(",")),
+    ]
     for ratio in sorted({r["clean_ratio"] for r in rows}):
         cells = {r["defense"]: r for r in rows if r["clean_ratio"] == ratio}
         clips = next(iter(cells.values()))["clean_clips"]
-        lines.append(f"| {100 * ratio:g} % | {clips} | " + " | ".join(
-            f"{100 * cells[d]['clean_accuracy']:.1f} / {100 * cells[d]['attack_success_rate']:.1f}"
-            if d in cells else "-" for d in args.defenses.split(",")) + " |")
+        lines.append(
+            f"| {100 * ratio:g} % | {clips} | "
+            + " | ".join(
+                f"{100 * cells[d]['clean_accuracy']:.1f} / {100 * cells[d]['attack_success_rate']:.1f}"
+                if d in cells
+                else "-"
+                for d in args.defenses.split(",")
+            )
+            + " |"
+        )
     out.with_name(out.name + ".md").write_text("\n".join(lines) + "\n")
     return 0
 

@@ -40,18 +40,33 @@ from core.models import split_front_end  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
 
 
-def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float, ratio: float,
-            device: torch.device, batchnorm: str = "train") -> dict:
+def measure(
+    path: str,
+    data_dir: str,
+    vocab: str | None,
+    r: float,
+    alpha: float,
+    ratio: float,
+    device: torch.device,
+    batchnorm: str = "train",
+) -> dict:
     """First-step gradient norms of FT and GN-FT (both norms) for one checkpoint."""
     model, meta = load_checkpoint(path)
-    data = load_dataset(data_dir, vocab=vocab, sample_rate=meta["sample_rate"],
-                        num_samples=meta["front_end"]["num_samples"])
+    data = load_dataset(
+        data_dir, vocab=vocab, sample_rate=meta["sample_rate"], num_samples=meta["front_end"]["num_samples"]
+    )
     rows = clean_subset(data, ratio, 0)
     front, body = split_front_end(model.to(device))
     x = clip_features(front, data.waves[rows].to(device), 256)
     y = data.labels[rows].to(device)
-    row = {"model": path, "architecture": meta["architecture"], "clean_clips": int(rows.numel()), "r": r, "alpha": alpha,
-           "batchnorm": batchnorm}
+    row = {
+        "model": path,
+        "architecture": meta["architecture"],
+        "clean_clips": int(rows.numel()),
+        "r": r,
+        "alpha": alpha,
+        "batchnorm": batchnorm,
+    }
     for norm in ("per-tensor", "global"):
         work = train_mode(copy.deepcopy(body), batchnorm)
         step = GNFTStep(work, alpha, r, norm=norm)
@@ -67,10 +82,16 @@ def measure(path: str, data_dir: str, vocab: str | None, r: float, alpha: float,
         sam_step = GNFTStep(sam, 1.0, r, norm=norm)
         torch.manual_seed(0)
         sam_step(sam, x, y)
-        scale = ([r / max(total_norm(g1), 1e-12)] * len(g1) if norm == "global"
-                 else [None if g is None else r / max(float(g.norm()), 1e-12) for g in g1])
-        quadratic = sum(float((s * g * (g + p.grad)).sum()) / 2
-                        for g, s, p in zip(g1, scale, sam_step.params) if g is not None and p.grad is not None)
+        scale = (
+            [r / max(total_norm(g1), 1e-12)] * len(g1)
+            if norm == "global"
+            else [None if g is None else r / max(float(g.norm()), 1e-12) for g in g1]
+        )
+        quadratic = sum(
+            float((s * g * (g + p.grad)).sum()) / 2
+            for g, s, p in zip(g1, scale, sam_step.params)
+            if g is not None and p.grad is not None
+        )
         row[f"rise_{norm}"] = row[f"perturbed_loss_{norm}"] - loss
         row[f"rise_quadratic_{norm}"] = quadratic
     plain = train_mode(copy.deepcopy(body), batchnorm)
@@ -97,21 +118,33 @@ def main() -> int:
     modes = args.batchnorm.split(",")
     if not set(modes) <= {"train", "frozen"}:
         p.error(f"--batchnorm takes train and/or frozen, got {args.batchnorm!r}")
-    rows = [measure(m, args.data, args.vocab, args.r, args.alpha, args.clean_ratio, device, mode)
-            for m in args.model for mode in modes]
+    rows = [
+        measure(m, args.data, args.vocab, args.r, args.alpha, args.clean_ratio, device, mode)
+        for m in args.model
+        for mode in modes
+    ]
     write_json(f"{args.out}.json", {"command": this_command(), "machine": machine_info(device), "rows": rows})
-    lines = ["# GN-FT first-step gradient against fine-tuning's", "", f"Command: `{this_command()}`", "",
-             f"r = {args.r}, alpha = {args.alpha}, clean share {args.clean_ratio}.", "",
-             "Loss rise: L(θ + ε) − L(θ), and in brackets a quadratic model's, ε·(g1 + g2)/2.", "",
-             "| model | BatchNorm | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | loss rise | "
-             "‖g‖ GN-FT global | ratio | loss rise |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# GN-FT first-step gradient against fine-tuning's",
+        "",
+        f"Command: `{this_command()}`",
+        "",
+        f"r = {args.r}, alpha = {args.alpha}, clean share {args.clean_ratio}.",
+        "",
+        "Loss rise: L(θ + ε) − L(θ), and in brackets a quadratic model's, ε·(g1 + g2)/2.",
+        "",
+        "| model | BatchNorm | clean loss | ‖g1‖ (FT) | ‖g‖ GN-FT per-tensor | ratio | loss rise | "
+        "‖g‖ GN-FT global | ratio | loss rise |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {Path(r['model']).stem} | {r['batchnorm']} | {r['clean_loss']:.4f} | {r['g1_norm']:.3f} | "
-                     f"{r['g_norm_per-tensor']:.2f} | {r['ratio_per-tensor']:.1f}x | "
-                     f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f}) | "
-                     f"{r['g_norm_global']:.2f} | {r['ratio_global']:.1f}x | "
-                     f"{r['rise_global']:.3f} ({r['rise_quadratic_global']:.3f}) |")
+        lines.append(
+            f"| {Path(r['model']).stem} | {r['batchnorm']} | {r['clean_loss']:.4f} | {r['g1_norm']:.3f} | "
+            f"{r['g_norm_per-tensor']:.2f} | {r['ratio_per-tensor']:.1f}x | "
+            f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f}) | "
+            f"{r['g_norm_global']:.2f} | {r['ratio_global']:.1f}x | "
+            f"{r['rise_global']:.3f} ({r['rise_quadratic_global']:.3f}) |"
+        )
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -57,9 +57,17 @@ def synthetic_clips(n: int, classes: int, sample_rate: int, device: torch.device
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(n) % classes
     t = torch.arange(sample_rate) / sample_rate
-    waves = torch.sin(2 * torch.pi * (300 + 120 * labels.view(-1, 1)) * t) * 0.3 + 0.05 * torch.randn(n, sample_rate, generator=g)
-    return AudioSet(waves.float().to(device), labels.to(device), [f"s{i % 8}" for i in range(n)],
-                    [f"c{k}" for k in range(classes)], sample_rate, {"train": torch.arange(n)})
+    waves = torch.sin(2 * torch.pi * (300 + 120 * labels.view(-1, 1)) * t) * 0.3 + 0.05 * torch.randn(
+        n, sample_rate, generator=g
+    )
+    return AudioSet(
+        waves.float().to(device),
+        labels.to(device),
+        [f"s{i % 8}" for i in range(n)],
+        [f"c{k}" for k in range(classes)],
+        sample_rate,
+        {"train": torch.arange(n)},
+    )
 
 
 def main() -> int:
@@ -80,16 +88,23 @@ def main() -> int:
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
     data = synthetic_clips(args.clips, 10, 16000, device)
-    base = DEFENSES[args.defense].Config(clean_ratio=1.0, epochs=args.epochs, batch_size=args.batch_size,
-                                         eval_every=args.epochs, device=str(device), grad_norm_every=0)
+    base = DEFENSES[args.defense].Config(
+        clean_ratio=1.0,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_every=args.epochs,
+        device=str(device),
+        grad_norm_every=0,
+    )
     rows, reference_state = [], None
     for variant in args.variants.split(","):
         tokens = set(variant.split("+"))
         if not tokens <= {"eager", "bf16", "compile", "contiguous", "channels_last"}:
             p.error(f"variant {variant!r}: tokens are eager, bf16, compile, contiguous, channels_last")
         layout = "contiguous" if "contiguous" in tokens else "channels_last" if "channels_last" in tokens else "auto"
-        config = dataclasses.replace(base, amp="bf16" if "bf16" in tokens else "none", compile="compile" in tokens,
-                                     memory_format=layout)
+        config = dataclasses.replace(
+            base, amp="bf16" if "bf16" in tokens else "none", compile="compile" in tokens, memory_format=layout
+        )
         clock = EpochClock(device)
         torch._dynamo.reset()
         started = time.perf_counter()
@@ -101,19 +116,41 @@ def main() -> int:
         state = {k: v.float() for k, v in result.model.state_dict().items()}
         reference_state = state if reference_state is None else reference_state
         diff = max(float((state[k] - reference_state[k]).abs().max()) for k in state if state[k].is_floating_point())
-        rows.append({"variant": variant, "amp": config.amp, "compile": config.compile, "memory_format": layout,
-                     "seconds": round(total, 2), "steady_seconds_per_epoch": None if steady is None else round(steady, 4),
-                     "max_abs_weight_difference_to_reference": diff})
+        rows.append(
+            {
+                "variant": variant,
+                "amp": config.amp,
+                "compile": config.compile,
+                "memory_format": layout,
+                "seconds": round(total, 2),
+                "steady_seconds_per_epoch": None if steady is None else round(steady, 4),
+                "max_abs_weight_difference_to_reference": diff,
+            }
+        )
         print(rows[-1])
     reference = rows[0]
     for r in rows:
         if r["steady_seconds_per_epoch"] and reference["steady_seconds_per_epoch"]:
-            r["speedup_over_reference"] = round(reference["steady_seconds_per_epoch"] / r["steady_seconds_per_epoch"], 3)
+            r["speedup_over_reference"] = round(
+                reference["steady_seconds_per_epoch"] / r["steady_seconds_per_epoch"], 3
+            )
     out = args.out or str(ROOT / "benchmarks" / "results" / f"gpu_path_{device.type}.json")
-    write_json(out, {"command": this_command(), "machine": machine_info(device),
-                     "setup": {"model": args.model, "defense": args.defense, "clips": args.clips,
-                               "batch_size": args.batch_size, "epochs": args.epochs, "reference": rows[0]["variant"]},
-                     "rows": rows})
+    write_json(
+        out,
+        {
+            "command": this_command(),
+            "machine": machine_info(device),
+            "setup": {
+                "model": args.model,
+                "defense": args.defense,
+                "clips": args.clips,
+                "batch_size": args.batch_size,
+                "epochs": args.epochs,
+                "reference": rows[0]["variant"],
+            },
+            "rows": rows,
+        },
+    )
     return 0
 
 

@@ -36,8 +36,11 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the worker (the machine has 2 cores)")
-    p.add_argument("--cold", action="store_true",
-                   help="skip the application's start-up warm-up (the first run then imports torch._dynamo)")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="skip the application's start-up warm-up (the first run then imports torch._dynamo)",
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gui_latency.json"))
     args = p.parse_args()
     demo = cached_demo(demo_dir())
@@ -77,8 +80,13 @@ def main() -> int:
         ticks.append(now)
 
     timer.timeout.connect(tick)
-    config = GNFTConfig(epochs=args.epochs, clean_ratio=args.clean_ratio, eval_every=args.eval_every,
-                        batch_size=args.batch_size, device="cpu")
+    config = GNFTConfig(
+        epochs=args.epochs,
+        clean_ratio=args.clean_ratio,
+        eval_every=args.eval_every,
+        batch_size=args.batch_size,
+        device="cpu",
+    )
     clock.start()
     timer.start()
     task = window.run_defense("gnft", config)
@@ -96,16 +104,29 @@ def main() -> int:
     ordered = sorted(gaps)
     row = {
         "what": "largest gap between 10 ms QTimer ticks on the GUI thread during a CPU GN-FT run, live views on",
-        "model": str(demo.model), "demo": demo.info,
-        "config": {"epochs": args.epochs, "clean_ratio": args.clean_ratio, "eval_every": args.eval_every,
-                   "batch_size": args.batch_size, "worker_threads": args.threads, "warm_up": not args.cold},
-        "run_seconds": round(run_ms / 1000, 2), "steps": len(steps), "ticks": len(ticks),
-        "max_gap_ms": max(gaps), "p99_gap_ms": ordered[int(0.99 * (len(ordered) - 1))],
-        "median_gap_ms": statistics.median(gaps), "defense_panel_redraws": window.defense_panel.redraws,
-        "neuron_view_redraws": window.neurons.redraws, "target_ms": TARGET_MS,
+        "model": str(demo.model),
+        "demo": demo.info,
+        "config": {
+            "epochs": args.epochs,
+            "clean_ratio": args.clean_ratio,
+            "eval_every": args.eval_every,
+            "batch_size": args.batch_size,
+            "worker_threads": args.threads,
+            "warm_up": not args.cold,
+        },
+        "run_seconds": round(run_ms / 1000, 2),
+        "steps": len(steps),
+        "ticks": len(ticks),
+        "max_gap_ms": max(gaps),
+        "p99_gap_ms": ordered[int(0.99 * (len(ordered) - 1))],
+        "median_gap_ms": statistics.median(gaps),
+        "defense_panel_redraws": window.defense_panel.redraws,
+        "neuron_view_redraws": window.neurons.redraws,
+        "target_ms": TARGET_MS,
         "meets_target": max(gaps) <= TARGET_MS,
         "after": {k: window.session.pending.after.get(k) for k in ("clean_accuracy", "attack_success_rate")}
-        if window.session.pending else None,
+        if window.session.pending
+        else None,
     }
     print(row)
     write_json(args.out, {"command": this_command(), "machine": machine_info(), "rows": [row]})

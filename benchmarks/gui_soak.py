@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -120,33 +121,56 @@ class GapProbe:
             gap = (now - self._last) / 1e6
             self.gaps.append(gap)
             if len(self.worst) < 5 or gap > self.worst[-1][0]:
-                split = (((sched[0] - self._sched[0]) / 1e6, (sched[1] - self._sched[1]) / 1e6)
-                         if sched and self._sched else None)
+                split = (
+                    ((sched[0] - self._sched[0]) / 1e6, (sched[1] - self._sched[1]) / 1e6)
+                    if sched and self._sched
+                    else None
+                )
                 self.worst.append((gap, now, self.where(), split))
                 self.worst = sorted(self.worst, key=lambda w: w[0], reverse=True)[:5]
         else:
             self._sched0 = sched
         self._last, self._sched = now, sched
 
-    def summary(self, collections: "GCProbe | None" = None) -> dict[str, Any]:
+    def summary(self, collections: GCProbe | None = None) -> dict[str, Any]:
         ordered = sorted(self.gaps)
         if not ordered:
             return {"ticks": 0}
         stall = lambda gap: round(max(0.0, gap - self.interval_ms), 2)  # noqa: E731
-        return {"tick_ms": self.interval_ms, "ticks": len(ordered) + 1,
-                "max_gap_ms": round(ordered[-1], 2), "p99_gap_ms": round(percentile(ordered, 0.99), 2),
-                "median_gap_ms": round(statistics.median(ordered), 2),
-                "max_stall_ms": stall(ordered[-1]), "p99_stall_ms": stall(percentile(ordered, 0.99)),
-                "stalls_over_50ms": sum(g - self.interval_ms > 50 for g in ordered),
-                "stalls_over_100ms": sum(g - self.interval_ms > 100 for g in ordered),
-                **({"runqueue_wait_seconds": round((self._sched[1] - self._sched0[1]) / 1e9, 2)}
-                   if self._sched and self._sched0 else {}),
-                "worst": [{"gap_ms": round(g, 2), "at_s": round((end - self._t0) / 1e9, 2), "step": s,
-                           **({} if split is None else {"on_cpu_ms": round(split[0], 2),
-                                                        "runqueue_wait_ms": round(split[1], 2)}),
-                           **({} if collections is None else
-                              {"in_gc_ms": round(collections.overlap_ms(end - int(g * 1e6), end), 2)})}
-                          for g, end, s, split in self.worst]}
+        return {
+            "tick_ms": self.interval_ms,
+            "ticks": len(ordered) + 1,
+            "max_gap_ms": round(ordered[-1], 2),
+            "p99_gap_ms": round(percentile(ordered, 0.99), 2),
+            "median_gap_ms": round(statistics.median(ordered), 2),
+            "max_stall_ms": stall(ordered[-1]),
+            "p99_stall_ms": stall(percentile(ordered, 0.99)),
+            "stalls_over_50ms": sum(g - self.interval_ms > 50 for g in ordered),
+            "stalls_over_100ms": sum(g - self.interval_ms > 100 for g in ordered),
+            **(
+                {"runqueue_wait_seconds": round((self._sched[1] - self._sched0[1]) / 1e9, 2)}
+                if self._sched and self._sched0
+                else {}
+            ),
+            "worst": [
+                {
+                    "gap_ms": round(g, 2),
+                    "at_s": round((end - self._t0) / 1e9, 2),
+                    "step": s,
+                    **(
+                        {}
+                        if split is None
+                        else {"on_cpu_ms": round(split[0], 2), "runqueue_wait_ms": round(split[1], 2)}
+                    ),
+                    **(
+                        {}
+                        if collections is None
+                        else {"in_gc_ms": round(collections.overlap_ms(end - int(g * 1e6), end), 2)}
+                    ),
+                }
+                for g, end, s, split in self.worst
+            ],
+        }
 
 
 class GCProbe:
@@ -213,9 +237,13 @@ def build_workspace(root: Path, seed: int = 0) -> tuple[Path, Path]:
     data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2, seed=seed)
     data = load_speech_commands(data_dir, TINY_WORDS)
     attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=seed, target=2)
-    result = train_model(data, TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8,
-                                           device="cpu", seed=seed), attack,
-                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    result = train_model(
+        data,
+        TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8, device="cpu", seed=seed),
+        attack,
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        show_progress=False,
+    )
     return save_checkpoint(root / "backdoored.safetensors", result.model, result.metadata), data_dir
 
 
@@ -225,8 +253,15 @@ class Soak(QObject):
     its Run button, measured from the GUI thread. :meth:`start`, run the event loop until
     :attr:`done`, then :meth:`result`. The window must have a model and a dataset open."""
 
-    def __init__(self, window, steps: int, batch_size: int = BATCH_SIZE, evaluations: int = EVALUATIONS,
-                 sample_ms: int = SAMPLE_MS, on_sample: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        window,
+        steps: int,
+        batch_size: int = BATCH_SIZE,
+        evaluations: int = EVALUATIONS,
+        sample_ms: int = SAMPLE_MS,
+        on_sample: Callable[[dict], None] | None = None,
+    ) -> None:
         from PySide6.QtCore import QTimer
 
         super().__init__()
@@ -262,12 +297,20 @@ class Soak(QObject):
 
         per_epoch = math.ceil(clean_subset(self.window.data, 1.0, 0).numel() / self.batch_size)
         epochs = max(1, math.ceil(self.target_steps / per_epoch))
-        return {"clean_ratio": 1.0, "batch_size": self.batch_size, "epochs": epochs,
-                "eval_every": max(1, epochs // self.evaluations)}
+        return {
+            "clean_ratio": 1.0,
+            "batch_size": self.batch_size,
+            "epochs": epochs,
+            "eval_every": max(1, epochs // self.evaluations),
+        }
 
     def sample(self) -> dict[str, Any]:
-        row = {"t_s": round(time.perf_counter() - self._t0, 2), "step": self.step, "rss_mb": round(rss_mb(), 2),
-               **{f"refcount_{k}": v for k, v in refcounts(collect=False).items()}}
+        row = {
+            "t_s": round(time.perf_counter() - self._t0, 2),
+            "step": self.step,
+            "rss_mb": round(rss_mb(), 2),
+            **{f"refcount_{k}": v for k, v in refcounts(collect=False).items()},
+        }
         self.samples.append(row)
         if self.on_sample is not None:
             self.on_sample(row)
@@ -341,25 +384,39 @@ class Soak(QObject):
             "completed": self.failure is None and panel.state == "finished",
             "failure": self.failure,
             "config": dataclasses.asdict(self.config) if self.config is not None else None,
-            "steps": steps, "total_steps": self.total_steps, "evaluations": len(self.eval_at),
-            "run_seconds": round(seconds, 2), "steps_per_second": round(steps / seconds, 1) if seconds else None,
-            "gui_thread": {**self.probe.summary(self.collections), "cpu_seconds": round(gui_cpu, 2),
-                           "busy_share": round(gui_cpu / seconds, 3) if seconds else None},
+            "steps": steps,
+            "total_steps": self.total_steps,
+            "evaluations": len(self.eval_at),
+            "run_seconds": round(seconds, 2),
+            "steps_per_second": round(steps / seconds, 1) if seconds else None,
+            "gui_thread": {
+                **self.probe.summary(self.collections),
+                "cpu_seconds": round(gui_cpu, 2),
+                "busy_share": round(gui_cpu / seconds, 3) if seconds else None,
+            },
             "process_cpu_seconds": round(process_cpu, 2),
             "load_average_1m": {"start": self.load_start, "end": round(os.getloadavg()[0], 2)},
             "garbage_collections": self.collections.summary(),
             "evaluations_at": [{"at_s": t, "step": s} for t, s in self.eval_at],
-            "rss_mb": {"start": round(self.rss_start, 1), "end": round(rss_end, 1), "peak": round(max(rss), 1),
-                       "growth": round(growth, 1),
-                       "growth_per_1000_steps": round(1000 * growth / steps, 2) if steps else None,
-                       "after_first_quarter_per_1000_steps": growth_after(self.samples, rss_end, steps),
-                       "steady_per_1000_steps": steady_slope(self.samples)},
-            "refcounts": {"before": self.refcounts_before, "after": after,
-                          "delta": {k: after[k] - self.refcounts_before[k] for k in after},
-                          "min_sampled": {k: min(s[f"refcount_{k}"] for s in self.samples) for k in after}},
+            "rss_mb": {
+                "start": round(self.rss_start, 1),
+                "end": round(rss_end, 1),
+                "peak": round(max(rss), 1),
+                "growth": round(growth, 1),
+                "growth_per_1000_steps": round(1000 * growth / steps, 2) if steps else None,
+                "after_first_quarter_per_1000_steps": growth_after(self.samples, rss_end, steps),
+                "steady_per_1000_steps": steady_slope(self.samples),
+            },
+            "refcounts": {
+                "before": self.refcounts_before,
+                "after": after,
+                "delta": {k: after[k] - self.refcounts_before[k] for k in after},
+                "min_sampled": {k: min(s[f"refcount_{k}"] for s in self.samples) for k in after},
+            },
             "redraws": {"defense_panel": panel.redraws, "neuron_view": window.neurons.redraws},
-            "loss_points_drawn": len(panel.loss_curve.getData()[0] if panel.loss_curve.getData()[0] is not None
-                                     else []),
+            "loss_points_drawn": len(
+                panel.loss_curve.getData()[0] if panel.loss_curve.getData()[0] is not None else []
+            ),
             "before": _metrics(outcome.before) if outcome else None,
             "after": _metrics(outcome.after) if outcome else None,
             "samples": self.samples,
@@ -391,15 +448,22 @@ def _metrics(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m.get(k) for k in ("clean_accuracy", "attack_success_rate")}
 
 
-def soak_in_window(model: Path, data: Path, steps: int, batch_size: int = BATCH_SIZE, threads: int = 1,
-                   timeout_s: float = 3600, evaluations: int = EVALUATIONS,
-                   on_sample: Callable[[dict], None] | None = None) -> dict[str, Any]:
+def soak_in_window(
+    model: Path,
+    data: Path,
+    steps: int,
+    batch_size: int = BATCH_SIZE,
+    threads: int = 1,
+    timeout_s: float = 3600,
+    evaluations: int = EVALUATIONS,
+    on_sample: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
     """The whole soak in this process: application, window, workspace, run, figures."""
+    import pyqtgraph
     import torch
     from PySide6 import __version__ as pyside_version
     from PySide6.QtWidgets import QApplication
     from shiboken6 import __version__ as shiboken_version
-    import pyqtgraph
 
     from gnft_gui.main_window import MainWindow
 
@@ -425,12 +489,23 @@ def soak_in_window(model: Path, data: Path, steps: int, batch_size: int = BATCH_
     row = soak.result()
     if not finished:
         row["failure"] = f"not finished after {timeout_s:.0f} s"
-    row.update(what=WHAT, window={"width": window.width(), "height": window.height(),
-                                  "tab": window.tabs.tabText(window.tabs.currentIndex()),
-                                  "defense_dock_visible": window.defense_panel.isVisible()},
-               platform_plugin=app.platformName(), worker_threads=threads,
-               versions={"PySide6": pyside_version, "shiboken6": shiboken_version, "pyqtgraph": pyqtgraph.__version__,
-                         "python": platform.python_version()})
+    row.update(
+        what=WHAT,
+        window={
+            "width": window.width(),
+            "height": window.height(),
+            "tab": window.tabs.tabText(window.tabs.currentIndex()),
+            "defense_dock_visible": window.defense_panel.isVisible(),
+        },
+        platform_plugin=app.platformName(),
+        worker_threads=threads,
+        versions={
+            "PySide6": pyside_version,
+            "shiboken6": shiboken_version,
+            "pyqtgraph": pyqtgraph.__version__,
+            "python": platform.python_version(),
+        },
+    )
     window.close()
     return row
 
@@ -451,27 +526,65 @@ def child(argv: list[str]) -> int:
     p.add_argument("--evaluations", type=int, default=EVALUATIONS)
     args = p.parse_args(argv)
     emit = lambda mark, row: print(mark + json.dumps(row), flush=True)  # noqa: E731
-    row = soak_in_window(Path(args.model), Path(args.data), args.steps, args.batch_size, args.threads, args.timeout,
-                         args.evaluations, on_sample=lambda s: emit(SAMPLE, s))
+    row = soak_in_window(
+        Path(args.model),
+        Path(args.data),
+        args.steps,
+        args.batch_size,
+        args.threads,
+        args.timeout,
+        args.evaluations,
+        on_sample=lambda s: emit(SAMPLE, s),
+    )
     emit(RESULT, row)
     return 0 if row["completed"] else 1
 
 
-def run_soak(model: Path, data: Path, steps: int, batch_size: int = BATCH_SIZE, threads: int = 1,
-             timeout_s: float = 3600, evaluations: int = EVALUATIONS, work: Path | None = None) -> dict[str, Any]:
+def run_soak(
+    model: Path,
+    data: Path,
+    steps: int,
+    batch_size: int = BATCH_SIZE,
+    threads: int = 1,
+    timeout_s: float = 3600,
+    evaluations: int = EVALUATIONS,
+    work: Path | None = None,
+) -> dict[str, Any]:
     """The soak in a child process. An abort (the none_dealloc of PySide6 6.12.0) or any other death
     gives ``completed: False`` with the exit code, the signal, the last stderr lines and the last sample."""
     with tempfile.TemporaryDirectory(prefix="gui-soak-") as tmp:
         folder = Path(work or tmp)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   GNFT_LOG_DIR=str(folder / "logs"), GNFT_SETTINGS_FILE=str(folder / "settings.ini"),
-                   GNFT_DATA_DIR=str(folder / "data"),
-                   GNFT_CACHE_DIR=os.environ.get("GNFT_CACHE_DIR", str(folder / "cache")), PYTHONFAULTHANDLER="1")
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS=str(threads),
+            MKL_NUM_THREADS=str(threads),
+            GNFT_LOG_DIR=str(folder / "logs"),
+            GNFT_SETTINGS_FILE=str(folder / "settings.ini"),
+            GNFT_DATA_DIR=str(folder / "data"),
+            GNFT_CACHE_DIR=os.environ.get("GNFT_CACHE_DIR", str(folder / "cache")),
+            PYTHONFAULTHANDLER="1",
+        )
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
         env.pop("GNFT_AUDIO_DEVICE", None)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--model", str(model), "--data", str(data),
-               "--steps", str(steps), "--batch-size", str(batch_size), "--threads", str(threads),
-               "--timeout", str(timeout_s), "--evaluations", str(evaluations)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(batch_size),
+            "--threads",
+            str(threads),
+            "--timeout",
+            str(timeout_s),
+            "--evaluations",
+            str(evaluations),
+        ]
         out_path, err_path = folder / "stdout.txt", folder / "stderr.txt"
         started = time.perf_counter()
         with open(out_path, "w") as out, open(err_path, "w") as err:
@@ -484,15 +597,23 @@ def run_soak(model: Path, data: Path, steps: int, batch_size: int = BATCH_SIZE, 
         wall = time.perf_counter() - started
         lines = out_path.read_text(errors="replace").splitlines()
         stderr = err_path.read_text(errors="replace").splitlines()
-    samples = [json.loads(line[len(SAMPLE):]) for line in lines if line.startswith(SAMPLE)]
-    results = [json.loads(line[len(RESULT):]) for line in lines if line.startswith(RESULT)]
-    row: dict[str, Any] = results[-1] if results else {"what": WHAT, "completed": False, "samples": samples,
-                                                       "steps": samples[-1]["step"] if samples else 0}
-    row["process"] = {"exit_code": code, "signal": signal.Signals(-code).name if code < 0 else None,
-                      "crashed": code < 0 or not results, "wall_seconds": round(wall, 1),
-                      "fatal": [line for line in stderr if line.startswith("Fatal Python error")],
-                      "stderr_tail": stderr[-25:] if (code != 0 or not results) else [
-                          line for line in stderr if "Fatal" in line or "Error" in line][-10:]}
+    samples = [json.loads(line[len(SAMPLE) :]) for line in lines if line.startswith(SAMPLE)]
+    results = [json.loads(line[len(RESULT) :]) for line in lines if line.startswith(RESULT)]
+    row: dict[str, Any] = (
+        results[-1]
+        if results
+        else {"what": WHAT, "completed": False, "samples": samples, "steps": samples[-1]["step"] if samples else 0}
+    )
+    row["process"] = {
+        "exit_code": code,
+        "signal": signal.Signals(-code).name if code < 0 else None,
+        "crashed": code < 0 or not results,
+        "wall_seconds": round(wall, 1),
+        "fatal": [line for line in stderr if line.startswith("Fatal Python error")],
+        "stderr_tail": stderr[-25:]
+        if (code != 0 or not results)
+        else [line for line in stderr if "Fatal" in line or "Error" in line][-10:],
+    }
     if not results:
         row["completed"] = False
         row["last_sample"] = samples[-1] if samples else None
@@ -520,8 +641,11 @@ def main() -> int:
         model, data = build_workspace(Path(tmp), args.seed)
         built = time.perf_counter() - started
         row = run_soak(model, data, args.steps, args.batch_size, args.threads, args.timeout)
-    row["workspace"] = {"seed": args.seed, "build_seconds": round(built, 1),
-                        "what": "tests/gui/conftest.py's: 4 words x 16 speakers x 2 tone clips, smallcnn + BadNets"}
+    row["workspace"] = {
+        "seed": args.seed,
+        "build_seconds": round(built, 1),
+        "what": "tests/gui/conftest.py's: 4 words x 16 speakers x 2 tone clips, smallcnn + BadNets",
+    }
     samples = row.pop("samples", [])
     if args.samples:
         row["samples"] = samples
@@ -529,9 +653,12 @@ def main() -> int:
         keep = sorted({round(i * (len(samples) - 1) / 19) for i in range(20)})
         row["samples"] = [samples[i] for i in keep] if len(samples) > 20 else samples
     summary = {k: row.get(k) for k in ("completed", "steps", "run_seconds")}
-    summary.update(max_stall_ms=row.get("gui_thread", {}).get("max_stall_ms"),
-                   rss_growth_mb=row.get("rss_mb", {}).get("growth"),
-                   refcount_delta=row.get("refcounts", {}).get("delta"), exit_code=row["process"]["exit_code"])
+    summary.update(
+        max_stall_ms=row.get("gui_thread", {}).get("max_stall_ms"),
+        rss_growth_mb=row.get("rss_mb", {}).get("growth"),
+        refcount_delta=row.get("refcounts", {}).get("delta"),
+        exit_code=row["process"]["exit_code"],
+    )
     print(json.dumps(summary))
     write_json(args.out, {"command": this_command(), "machine": machine_info(), "rows": [row]})
     return 0 if row["completed"] else 1

@@ -38,13 +38,15 @@ def main() -> int:
     exe = shutil.which("gnft-gui", path=str(Path(sys.executable).parent)) or "gnft-gui"
     env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
     rows = []
-    for what, extra in (("gnft-gui --demo --self-test: demo cached, window shown, workspace loaded and predicted",
-                         ["--demo"]),):
+    for what, extra in (
+        ("gnft-gui --demo --self-test: demo cached, window shown, workspace loaded and predicted", ["--demo"]),
+    ):
         ready, totals = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            proc = subprocess.Popen([exe, *extra, "--self-test"], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [exe, *extra, "--self-test"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             at = None
             for line in proc.stdout:  # the moment the ready line arrives, not when the checks end
                 if at is None and "workspace ready" in line:
@@ -55,13 +57,20 @@ def main() -> int:
                 print(proc.stderr.read(), file=sys.stderr)
                 return 1
             ready.append(at)
-        row = {"what": what, "seconds": [round(t, 2) for t in ready], "median_seconds": round(statistics.median(ready), 2),
-               "self_test_total_seconds": [round(t, 2) for t in totals], "target_seconds": 5.0,
-               "meets_target": statistics.median(ready) < 5.0}
+        row = {
+            "what": what,
+            "seconds": [round(t, 2) for t in ready],
+            "median_seconds": round(statistics.median(ready), 2),
+            "self_test_total_seconds": [round(t, 2) for t in totals],
+            "target_seconds": 5.0,
+            "meets_target": statistics.median(ready) < 5.0,
+        }
         print(row)
         rows.append(row)
-    write_json(ROOT / "benchmarks" / "results" / "gui_start.json",
-               {"command": this_command(), "machine": machine_info(), "rows": rows})
+    write_json(
+        ROOT / "benchmarks" / "results" / "gui_start.json",
+        {"command": this_command(), "machine": machine_info(), "rows": rows},
+    )
     return 0
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -34,9 +35,12 @@ def _foundation(d: dict) -> Iterator[Row]:
     targets = d.get("targets", {})
     for r in d["rows"]:
         if r.get("attack"):
-            yield (f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA",
-                   f"{_pct(r.get('attack_success_rate'))} / {_pct(r['clean_accuracy'])}",
-                   f"ASR ≥ {_pct(targets.get('asr', 0.95))}" if targets else "", "–")
+            yield (
+                f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA",
+                f"{_pct(r.get('attack_success_rate'))} / {_pct(r['clean_accuracy'])}",
+                f"ASR ≥ {_pct(targets.get('asr', 0.95))}" if targets else "",
+                "–",
+            )
         else:
             yield (f"{r['model']} on {r['data']}: clean accuracy", _pct(r["clean_accuracy"]), "", "–")
 
@@ -47,19 +51,29 @@ def _attacks(d: dict) -> Iterator[Row]:
         if r.get("attack") is None:
             continue
         if r.get("not_run") or "error" in r:
-            yield (f"{r['model']} on {r['data']}, {r['attack']}",
-                   "not run (out of time)" if r.get("not_run") else f"error: {r['error']}", "", "**no**")
+            yield (
+                f"{r['model']} on {r['data']}, {r['attack']}",
+                "not run (out of time)" if r.get("not_run") else f"error: {r['error']}",
+                "",
+                "**no**",
+            )
             continue
-        yield (f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA drop",
-               f"{_pct(r['attack_success_rate'])} / {_pct(r.get('clean_accuracy_drop'))}",
-               f"ASR ≥ {_pct(t.get('asr'))}, drop ≤ {_pct(t.get('ca_drop'))}", _met(r.get("target_met")))
+        yield (
+            f"{r['model']} on {r['data']}, {r['attack']}: ASR / CA drop",
+            f"{_pct(r['attack_success_rate'])} / {_pct(r.get('clean_accuracy_drop'))}",
+            f"ASR ≥ {_pct(t.get('asr'))}, drop ≤ {_pct(t.get('ca_drop'))}",
+            _met(r.get("target_met")),
+        )
 
 
 def _grid(d: dict) -> Iterator[Row]:
     """One row per cell; a GN-FT cell meets the issue's target with ASR <= 10 % and CA within 2 points
     of the backdoored model's (the ``none`` cell of the same model and attack)."""
-    before = {(r["model"], r["attack"]): r["clean_accuracy"] for r in d["rows"]
-              if r["defense"] == "none" and not r.get("not_run")}
+    before = {
+        (r["model"], r["attack"]): r["clean_accuracy"]
+        for r in d["rows"]
+        if r["defense"] == "none" and not r.get("not_run")
+    }
     for r in d["rows"]:
         if r["attack"] == "clean":
             continue
@@ -69,9 +83,12 @@ def _grid(d: dict) -> Iterator[Row]:
         met = "–"
         if r["defense"] == "gnft":
             met = _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get((r["model"], r["attack"])))
-        yield (f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
-               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
-               "GN-FT ASR ≤ 10 %, CA within 2 points" if r["defense"] == "gnft" else "", met)
+        yield (
+            f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
+            f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
+            "GN-FT ASR ≤ 10 %, CA within 2 points" if r["defense"] == "gnft" else "",
+            met,
+        )
 
 
 def _repaired(asr: float | None, ca_after: float, ca_before: float | None) -> str:
@@ -89,19 +106,26 @@ def _defense_probe(d: dict) -> Iterator[Row]:
             extra += f", {cfg['lr_schedule']} lr, warm-up {cfg.get('warmup_epochs', 0)} epochs"
         extra += f", spec_augment {cfg['spec_augment']}" if cfg.get("spec_augment") else ""
         extra += f", batchnorm {cfg['batchnorm']}" if cfg.get("batchnorm", "train") != "train" else ""
-        yield (f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
-               f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
-               f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}", "ASR ≤ 10 %, CA within 2 pt",
-               _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get("clean_accuracy")))
+        yield (
+            f"{r['defense']} (clean {_pct(r.get('clean_ratio'))}, lr {cfg.get('lr')}{extra}): CA / ASR "
+            f"(before {_pct(before.get('clean_accuracy'))} / {_pct(before.get('attack_success_rate'))})",
+            f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
+            "ASR ≤ 10 %, CA within 2 pt",
+            _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get("clean_accuracy")),
+        )
 
 
 def _defend_report(d: dict) -> Iterator[Row]:
     """A ``python -m core.defend`` report kept as a probe."""
     cfg, b, a = d["defense"], d["before"], d["after"]
-    yield (f"{cfg['name']} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
-           f"{cfg.get('epochs')} epochs): CA / ASR (before {_pct(b['clean_accuracy'])} / "
-           f"{_pct(b.get('attack_success_rate'))})", f"{_pct(a['clean_accuracy'])} / {_pct(a.get('attack_success_rate'))}",
-           "ASR ≤ 10 %, CA within 2 pt", _repaired(a.get("attack_success_rate"), a["clean_accuracy"], b["clean_accuracy"]))
+    yield (
+        f"{cfg['name']} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
+        f"{cfg.get('epochs')} epochs): CA / ASR (before {_pct(b['clean_accuracy'])} / "
+        f"{_pct(b.get('attack_success_rate'))})",
+        f"{_pct(a['clean_accuracy'])} / {_pct(a.get('attack_success_rate'))}",
+        "ASR ≤ 10 %, CA within 2 pt",
+        _repaired(a.get("attack_success_rate"), a["clean_accuracy"], b["clean_accuracy"]),
+    )
 
 
 def _gpu_path(d: dict) -> Iterator[Row]:
@@ -110,46 +134,75 @@ def _gpu_path(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         speedup = r.get("speedup_over_reference", r.get("speedup_over_eager", "–"))
         diff = r.get("max_abs_weight_difference_to_reference", r.get("max_abs_weight_difference_to_eager"))
-        yield (f"{s.get('defense')} on {s.get('model')}, {r['variant']}: seconds per epoch (after the first)",
-               f"{r['steady_seconds_per_epoch']} s ({speedup}× {reference}; "
-               f"max weight diff {'–' if diff is None else f'{diff:.1e}'})", "", "–")
+        yield (
+            f"{s.get('defense')} on {s.get('model')}, {r['variant']}: seconds per epoch (after the first)",
+            f"{r['steady_seconds_per_epoch']} s ({speedup}× {reference}; "
+            f"max weight diff {'–' if diff is None else f'{diff:.1e}'})",
+            "",
+            "–",
+        )
 
 
 def _gnft_step(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
-        yield (f"{r['model']}, batch {r['batch_size']}: GN-FT step / FT step", f"{r['gnft_over_ft']:.2f}",
-               f"≤ {r['target_gnft_over_ft']}", _met(r.get("meets_target")))
-        yield (f"{r['model']}, batch {r['batch_size']}: deep copy per step / in place",
-               f"{r['copy_over_inplace']:.3f}", "", "–")
+        yield (
+            f"{r['model']}, batch {r['batch_size']}: GN-FT step / FT step",
+            f"{r['gnft_over_ft']:.2f}",
+            f"≤ {r['target_gnft_over_ft']}",
+            _met(r.get("meets_target")),
+        )
+        yield (
+            f"{r['model']}, batch {r['batch_size']}: deep copy per step / in place",
+            f"{r['copy_over_inplace']:.3f}",
+            "",
+            "–",
+        )
 
 
 def _zones_speed(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
-        yield (f"exact CLC/BLC of {r['layer']} ({r['neurons']} neurons): looped / batched", f"{r['speedup']:.1f}×",
-               f"≥ {r['target_speedup']}×", _met(r.get("meets_target")))
+        yield (
+            f"exact CLC/BLC of {r['layer']} ({r['neurons']} neurons): looped / batched",
+            f"{r['speedup']:.1f}×",
+            f"≥ {r['target_speedup']}×",
+            _met(r.get("meets_target")),
+        )
 
 
 def _mechanism(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
-        yield (f"{r['case']}: grad norm of backdoor+hybrid / clean neurons",
-               f"{r['backdoor_hybrid_over_clean_grad_norm_before']:.2f}", "> 1 (paper)",
-               _met(r.get("claim_grad_norm_holds")))
+        yield (
+            f"{r['case']}: grad norm of backdoor+hybrid / clean neurons",
+            f"{r['backdoor_hybrid_over_clean_grad_norm_before']:.2f}",
+            "> 1 (paper)",
+            _met(r.get("claim_grad_norm_holds")),
+        )
         b = r["zone_counts_before"]
         a = r["zone_counts_after"]
-        yield (f"{r['case']}: backdoor+hybrid neurons before → after GN-FT",
-               f"{b['backdoor'] + b['hybrid']} → {a['backdoor'] + a['hybrid']}", "fewer (paper)",
-               _met(r.get("claim_fewer_backdoor_hybrid_after_holds")))
+        yield (
+            f"{r['case']}: backdoor+hybrid neurons before → after GN-FT",
+            f"{b['backdoor'] + b['hybrid']} → {a['backdoor'] + a['hybrid']}",
+            "fewer (paper)",
+            _met(r.get("claim_fewer_backdoor_hybrid_after_holds")),
+        )
 
 
 def _timed(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         if "median_seconds" in r:
-            yield (r["what"], f"{r['median_seconds']:.2f} s (median of {len(r['seconds'])})",
-                   f"< {r['target_seconds']} s", _met(r.get("meets_target")))
+            yield (
+                r["what"],
+                f"{r['median_seconds']:.2f} s (median of {len(r['seconds'])})",
+                f"< {r['target_seconds']} s",
+                _met(r.get("meets_target")),
+            )
         elif "max_gap_ms" in r:
-            yield (f"{r['what']}{'' if r['config'].get('warm_up', True) else ' (cold start)'}",
-                   f"{r['max_gap_ms']:.0f} ms (p99 {r['p99_gap_ms']:.0f} ms)", f"≤ {r['target_ms']:.0f} ms",
-                   _met(r.get("meets_target")))
+            yield (
+                f"{r['what']}{'' if r['config'].get('warm_up', True) else ' (cold start)'}",
+                f"{r['max_gap_ms']:.0f} ms (p99 {r['p99_gap_ms']:.0f} ms)",
+                f"≤ {r['target_ms']:.0f} ms",
+                _met(r.get("meets_target")),
+            )
 
 
 def _synth_speed(d: dict) -> Iterator[Row]:
@@ -164,36 +217,66 @@ def _gnft_step_size(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         bn = ", BatchNorm frozen" if r.get("batchnorm", "train") != "train" else ""
         radius = f" at r {r['r']}" if r.get("r", 0.05) != 0.05 else ""
-        yield (f"{Path(r['model']).stem}{bn}{radius}: first GN-FT gradient / FT gradient (per-tensor, global)",
-               f"{r['ratio_per-tensor']:.1f}x, {r['ratio_global']:.1f}x", "", "–")
+        yield (
+            f"{Path(r['model']).stem}{bn}{radius}: first GN-FT gradient / FT gradient (per-tensor, global)",
+            f"{r['ratio_per-tensor']:.1f}x, {r['ratio_global']:.1f}x",
+            "",
+            "–",
+        )
         if "rise_per-tensor" in r:
-            yield (f"{Path(r['model']).stem}{bn}{radius}: loss rise over ε, measured (quadratic model), per-tensor",
-                   f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f})", "", "–")
+            yield (
+                f"{Path(r['model']).stem}{bn}{radius}: loss rise over ε, measured (quadratic model), per-tensor",
+                f"{r['rise_per-tensor']:.3f} ({r['rise_quadratic_per-tensor']:.3f})",
+                "",
+                "–",
+            )
 
 
 def _allocator(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
-        yield (f"{r['model']} {r['defense']} step, batch {r['batch_size']}: glibc defaults / large buffers kept "
-               "(the product's)", f"{r['seconds_per_step_system']:.2f} s / {r['seconds_per_step_keep']:.2f} s "
-               f"({r['speedup_keep_over_system']:.2f}x)", "", "–")
+        yield (
+            f"{r['model']} {r['defense']} step, batch {r['batch_size']}: glibc defaults / large buffers kept "
+            "(the product's)",
+            f"{r['seconds_per_step_system']:.2f} s / {r['seconds_per_step_keep']:.2f} s "
+            f"({r['speedup_keep_over_system']:.2f}x)",
+            "",
+            "–",
+        )
 
 
 def _gui_soak(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         g, m, delta = r["gui_thread"], r["rss_mb"], r["refcounts"]["delta"]
-        ended = "finished" if r["completed"] else f"crashed ({r['process'].get('signal') or r['process'].get('exit_code')})"
-        yield (f"live GN-FT soak in the window, {r['steps']} steps: outcome / worst GUI stall (p99) / RSS growth "
-               "(steady, per 1000 steps)",
-               f"{ended} / {g['max_stall_ms']:.0f} ms ({g['p99_stall_ms']:.0f} ms) / {m['growth']:+.0f} MB "
-               f"({m['steady_per_1000_steps']} MB)", "no crash; None/True refcounts never fall",
-               _met(bool(r["completed"]) and min(delta.values()) >= 0))
+        ended = (
+            "finished" if r["completed"] else f"crashed ({r['process'].get('signal') or r['process'].get('exit_code')})"
+        )
+        yield (
+            f"live GN-FT soak in the window, {r['steps']} steps: outcome / worst GUI stall (p99) / RSS growth "
+            "(steady, per 1000 steps)",
+            f"{ended} / {g['max_stall_ms']:.0f} ms ({g['p99_stall_ms']:.0f} ms) / {m['growth']:+.0f} MB "
+            f"({m['steady_per_1000_steps']} MB)",
+            "no crash; None/True refcounts never fall",
+            _met(bool(r["completed"]) and min(delta.values()) >= 0),
+        )
 
 
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
-    "gui_soak": _gui_soak, "allocator": _allocator,
-    "foundation": _foundation, "attacks": _attacks, "gnft_step": _gnft_step, "gnft_step_size": _gnft_step_size, "zones_speed": _zones_speed,
-    "mechanism": _mechanism, "gui_start": _timed, "gui_latency": _timed, "synth_speed": _synth_speed,
-    "grid": _grid, "gnft_lr": _defense_probe, "gnft_ablation": _defense_probe, "gnft_probe": _defense_probe, "defend_": _defend_report,
+    "gui_soak": _gui_soak,
+    "allocator": _allocator,
+    "foundation": _foundation,
+    "attacks": _attacks,
+    "gnft_step": _gnft_step,
+    "gnft_step_size": _gnft_step_size,
+    "zones_speed": _zones_speed,
+    "mechanism": _mechanism,
+    "gui_start": _timed,
+    "gui_latency": _timed,
+    "synth_speed": _synth_speed,
+    "grid": _grid,
+    "gnft_lr": _defense_probe,
+    "gnft_ablation": _defense_probe,
+    "gnft_probe": _defense_probe,
+    "defend_": _defend_report,
     "gpu_path": _gpu_path,
 }
 
@@ -214,11 +297,16 @@ def _device(d: dict) -> str:
 
 def render(results: Path = RESULTS) -> str:
     """The README text for every ``*.json`` in ``results``."""
-    lines = ["# Benchmarks", "",
-             "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand.",
-             "Every figure is the latest committed result; the command that made it is below its table. Ratios",
-             "are measured side by side in one run. The CPU machine has 2 cores and is shared: absolute times vary.",
-             "", "| benchmark | figure | value | target | met | device |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand.",
+        "Every figure is the latest committed result; the command that made it is below its table. Ratios",
+        "are measured side by side in one run. The CPU machine has 2 cores and is shared: absolute times vary.",
+        "",
+        "| benchmark | figure | value | target | met | device |",
+        "|---|---|---|---|---|---|",
+    ]
     commands: list[tuple[str, str, str]] = []
     skipped: list[str] = []
     for path in sorted(results.glob("*.json")):
@@ -240,18 +328,29 @@ def render(results: Path = RESULTS) -> str:
         lines.append(f"- `{stem}`: `{command}`" + (f" ({date})" if date else ""))
     notes = sorted(results.glob("*.notes.md"))
     if notes:
-        lines += ["", "Notes on what was tried and what missed: " + ", ".join(
-            f"[`{p.name}`](results/{p.name})" for p in notes) + "."]
+        lines += [
+            "",
+            "Notes on what was tried and what missed: "
+            + ", ".join(f"[`{p.name}`](results/{p.name})" for p in notes)
+            + ".",
+        ]
     if skipped:
-        lines += ["", "Results without a table row here (read them directly): " + ", ".join(f"`{s}`" for s in skipped)
-                  + "."]
-    lines += ["", "## GPU path", "",
-              "CUDA (`--device cuda`), bf16 autocast and `torch.compile` are options of training",
-              "(`python -m core.train --amp bf16 --compile`) and of every defense (`python -m core.defend --amp bf16",
-              "--compile true`; the application's Defense form has both). `benchmarks/gpu_path.py` times them against",
-              "eager float32 through the real `Defense.run` and checks the compiled weights against eager ones.",
-              "Rows whose device column says `cuda` were measured on the GPU machine; where there is none, no GPU was",
-              "lent to a session yet and the GPU speed-ups are not measured.", ""]
+        lines += [
+            "",
+            "Results without a table row here (read them directly): " + ", ".join(f"`{s}`" for s in skipped) + ".",
+        ]
+    lines += [
+        "",
+        "## GPU path",
+        "",
+        "CUDA (`--device cuda`), bf16 autocast and `torch.compile` are options of training",
+        "(`python -m core.train --amp bf16 --compile`) and of every defense (`python -m core.defend --amp bf16",
+        "--compile true`; the application's Defense form has both). `benchmarks/gpu_path.py` times them against",
+        "eager float32 through the real `Defense.run` and checks the compiled weights against eager ones.",
+        "Rows whose device column says `cuda` were measured on the GPU machine; where there is none, no GPU was",
+        "lent to a session yet and the GPU speed-ups are not measured.",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -37,14 +37,16 @@ def time_raw_synthesis(repeats: int) -> list[dict]:
             wave, rate = synth.synthesize(words[i % len(words)], "en-us", variant, seed=i)
             seconds.append(time.perf_counter() - start)
             audio += wave.size / rate
-        rows.append({
-            "what": "synthesize",
-            "variant": variant,
-            "words": repeats,
-            "ms_per_word_median": round(1000 * float(np.median(seconds)), 3),
-            "ms_per_word_mean": round(1000 * float(np.mean(seconds)), 3),
-            "realtime_factor": round(audio / float(np.sum(seconds)), 1),
-        })
+        rows.append(
+            {
+                "what": "synthesize",
+                "variant": variant,
+                "words": repeats,
+                "ms_per_word_median": round(1000 * float(np.median(seconds)), 3),
+                "ms_per_word_mean": round(1000 * float(np.mean(seconds)), 3),
+                "realtime_factor": round(audio / float(np.sum(seconds)), 1),
+            }
+        )
     return rows
 
 
@@ -52,8 +54,15 @@ def time_corpus(speakers: int, clips_per_speaker: int, workers: int) -> dict:
     """A whole scd10 corpus written to a temporary folder: clips per second, all steps included."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = generate_corpus(Path(tmp) / "corpus", "scd10", speakers=speakers,
-                                  clips_per_speaker=clips_per_speaker, seed=0, workers=workers, progress=False)
+        summary = generate_corpus(
+            Path(tmp) / "corpus",
+            "scd10",
+            speakers=speakers,
+            clips_per_speaker=clips_per_speaker,
+            seed=0,
+            workers=workers,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     return {
         "what": "corpus",

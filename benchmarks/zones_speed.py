@@ -46,11 +46,14 @@ def main() -> int:
     else:
         model = build(args.model, 10, FrontEndConfig())
     model = model.to(device).eval()
-    waves = torch.randn(args.clips, model[0].config.num_samples if hasattr(model[0], "config") else 16000,
-                        device=device) * 0.1
+    waves = (
+        torch.randn(args.clips, model[0].config.num_samples if hasattr(model[0], "config") else 16000, device=device)
+        * 0.1
+    )
     labels = torch.randint(0, 10, (args.clips,), device=device)
     rows = []
     for layer in args.layers.split(","):
+
         def timed(fn):
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -65,18 +68,32 @@ def main() -> int:
         # the other device's pass size, side by side: why the default differs between CPU and GPU
         other = pass_elements(torch.device("cpu" if device.type == "cuda" else "cuda"))
         _, t_other = timed(lambda: exact_loss_changes(model, layer, waves, labels, max_elements=other))
-        row = {"layer": layer, "neurons": looped.numel(), "clips": args.clips,
-               "looped_seconds": round(t_looped, 3), "batched_seconds": round(t_batched, 3),
-               "pass_elements": pass_elements(device), "other_pass_elements": other,
-               "batched_other_pass_seconds": round(t_other, 3),
-               "speedup": round(t_looped / t_batched, 2),
-               "max_abs_difference": float((batched - looped).abs().max()),
-               "target_speedup": 10.0, "meets_target": t_looped / t_batched >= 10.0}
+        row = {
+            "layer": layer,
+            "neurons": looped.numel(),
+            "clips": args.clips,
+            "looped_seconds": round(t_looped, 3),
+            "batched_seconds": round(t_batched, 3),
+            "pass_elements": pass_elements(device),
+            "other_pass_elements": other,
+            "batched_other_pass_seconds": round(t_other, 3),
+            "speedup": round(t_looped / t_batched, 2),
+            "max_abs_difference": float((batched - looped).abs().max()),
+            "target_speedup": 10.0,
+            "meets_target": t_looped / t_batched >= 10.0,
+        }
         print(row, flush=True)
         rows.append(row)
     out = args.out or str(ROOT / "benchmarks" / "results" / f"zones_speed_{device.type}.json")
-    write_json(out, {"command": this_command(), "machine": machine_info(device),
-                     "model": args.checkpoint or args.model, "rows": rows})
+    write_json(
+        out,
+        {
+            "command": this_command(),
+            "machine": machine_info(device),
+            "model": args.checkpoint or args.model,
+            "rows": rows,
+        },
+    )
     return 0
 
 

@@ -76,8 +76,10 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except MemoryError as exc:
         raise DataError(f"{path}: holds more audio than fits in memory; cut it into shorter clips") from exc
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise DataError(f"{path}: the header declares a sample rate of {rate} Hz, outside "
-                        f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; the header is corrupt or the file is not audio")
+        raise DataError(
+            f"{path}: the header declares a sample rate of {rate} Hz, outside "
+            f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; the header is corrupt or the file is not audio"
+        )
     problem = _riff_data_problem(path, size)
     if problem:
         raise DataError(f"{path}: {problem}")
@@ -88,8 +90,10 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: {bad} samples are NaN or infinite; the file is corrupt and cannot be used")
     peak = float(np.abs(data).max())
     if peak > MAX_ABS_SAMPLE:
-        raise DataError(f"{path}: samples reach {peak:.3g}, far beyond full scale (1.0); the float data is corrupt "
-                        "or holds integer values stored as float (scale it to [-1, 1])")
+        raise DataError(
+            f"{path}: samples reach {peak:.3g}, far beyond full scale (1.0); the float data is corrupt "
+            "or holds integer values stored as float (scale it to [-1, 1])"
+        )
     return np.ascontiguousarray(data.T), int(rate)
 
 
@@ -115,11 +119,15 @@ def _riff_data_problem(path: Path, size: int) -> str | None:
                 if chunk[:4] == b"data":
                     present = size - pos - 8
                     if declared == 0 and present > 0:
-                        return (f"the header declares no audio but {present} bytes follow it; the recording was never "
-                                "finalised (its writer stopped before completing the header)")
+                        return (
+                            f"the header declares no audio but {present} bytes follow it; the recording was never "
+                            "finalised (its writer stopped before completing the header)"
+                        )
                     if declared != 0xFFFFFFFF and declared > present:
-                        return (f"truncated: the header declares {declared} bytes of audio, the file holds {present}; "
-                                "it was cut short (an interrupted copy or download): copy it again or remove it")
+                        return (
+                            f"truncated: the header declares {declared} bytes of audio, the file holds {present}; "
+                            "it was cut short (an interrupted copy or download): copy it again or remove it"
+                        )
                     return None
                 pos += 8 + declared + (declared & 1)
     except OSError:
@@ -262,8 +270,7 @@ def load_clip(
     if rate != sample_rate:
         if not allow_resample:
             raise DataError(
-                f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz; "
-                "resample the file or allow resampling"
+                f"{path}: sample rate is {rate} Hz, expected {sample_rate} Hz; resample the file or allow resampling"
             )
         mono = resample(mono, rate, sample_rate)
     if num_samples is not None:
@@ -305,8 +312,10 @@ def write_wav(
         publish(tmp, path)
     except (OSError, sf.SoundFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip()
-        raise DataError(f"{path}: could not write the WAV file ({reason}); the folder may be read-only or the "
-                        "disk full. Nothing was overwritten; free space or choose another folder.") from exc
+        raise DataError(
+            f"{path}: could not write the WAV file ({reason}); the folder may be read-only or the "
+            "disk full. Nothing was overwritten; free space or choose another folder."
+        ) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)

@@ -36,14 +36,21 @@ class AugmentConfig:
     that get white, pink or brown noise at a uniform SNR in ``snr_db``.
     """
 
-    shift_ms: float = option(0.0, flag="shift", label="Shift, ms",
-                             help="move each clip by up to this many ms either way, zero-filled")
-    speed: tuple[float, float] | None = option(None, flag="speed", label="Speed range",
-                                               help="slowest:fastest speed factor (tempo and pitch together)")
-    noise_prob: float = option(0.0, flag="noise", label="Noise share", percent=True,
-                               help="share of clips given white, pink or brown noise")
-    snr_db: tuple[float, float] = option((10.0, 30.0), flag="snr", label="Noise SNR, dB",
-                                         help="lowest:highest signal-to-noise ratio of the added noise in dB")
+    shift_ms: float = option(
+        0.0, flag="shift", label="Shift, ms", help="move each clip by up to this many ms either way, zero-filled"
+    )
+    speed: tuple[float, float] | None = option(
+        None, flag="speed", label="Speed range", help="slowest:fastest speed factor (tempo and pitch together)"
+    )
+    noise_prob: float = option(
+        0.0, flag="noise", label="Noise share", percent=True, help="share of clips given white, pink or brown noise"
+    )
+    snr_db: tuple[float, float] = option(
+        (10.0, 30.0),
+        flag="snr",
+        label="Noise SNR, dB",
+        help="lowest:highest signal-to-noise ratio of the added noise in dB",
+    )
 
     def __post_init__(self) -> None:
         if self.shift_ms < 0:
@@ -65,7 +72,7 @@ class AugmentConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "AugmentConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> AugmentConfig:
         d = dict(d or {})
         if d.get("speed") is not None:
             d["speed"] = tuple(d["speed"])
@@ -92,10 +99,12 @@ def parse_augment(spec: str | None) -> AugmentConfig:
     except OptionError as err:
         if err.reason == "unknown":
             keys = ", ".join(s.key for s in fields_of(AugmentConfig))
-            raise ConfigError(f"unknown augmentation {err.key!r}; use {keys} "
-                              f"or a preset ({', '.join(PRESETS)})") from None
-        raise ConfigError(f"cannot read augmentation {err.item!r}: expected e.g. shift=100, speed=0.9:1.1, "
-                          f"noise=0.8, snr=10:30") from None
+            raise ConfigError(
+                f"unknown augmentation {err.key!r}; use {keys} or a preset ({', '.join(PRESETS)})"
+            ) from None
+        raise ConfigError(
+            f"cannot read augmentation {err.item!r}: expected e.g. shift=100, speed=0.9:1.1, noise=0.8, snr=10:30"
+        ) from None
 
 
 def coloured_noise_like(x: torch.Tensor, alphas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -153,7 +162,7 @@ class Augmenter:
             length = y.shape[-1]
             if length >= t:
                 start = (length - t) // 2
-                y = y[:, start:start + t]
+                y = y[:, start : start + t]
             else:
                 left = (t - length) // 2
                 y = torch.nn.functional.pad(y, (left, t - length - left))
@@ -192,4 +201,3 @@ def describe(config: AugmentConfig) -> str:
     if config.noise_prob:
         parts.append(f"noise p={config.noise_prob:g} at {config.snr_db[0]:g}-{config.snr_db[1]:g} dB SNR")
     return ", ".join(parts)
-

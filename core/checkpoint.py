@@ -18,8 +18,9 @@ import pickle
 import tempfile
 import types
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -44,7 +45,16 @@ __all__ = [
 FORMAT_NAME = "gnft-workbench-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "gnft"
-REQUIRED = ("format", "format_version", "architecture", "arch_args", "classes", "sample_rate", "front_end", "provenance")
+REQUIRED = (
+    "format",
+    "format_version",
+    "architecture",
+    "arch_args",
+    "classes",
+    "sample_rate",
+    "front_end",
+    "provenance",
+)
 
 
 def make_metadata(
@@ -76,7 +86,7 @@ def make_metadata(
             "seed": seed,
             "package_version": __version__,
             "torch_version": torch.__version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         },
     }
 
@@ -99,8 +109,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
         publish(tmp, path)
     except (OSError, SafetensorError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CheckpointError(f"{path}: could not write the checkpoint ({reason}); "
-                              "nothing was overwritten. Free space or choose another folder.") from exc
+        raise CheckpointError(
+            f"{path}: could not write the checkpoint ({reason}); "
+            "nothing was overwritten. Free space or choose another folder."
+        ) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -155,8 +167,10 @@ def _check_metadata(meta: dict[str, Any], path: Path) -> None:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{path}: format_version {_short(version)} is not a positive integer")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} was written by a newer GN-FT Workbench "
-                              f"(this one reads up to {FORMAT_VERSION}); upgrade to load it")
+        raise CheckpointError(
+            f"{path}: format version {version} was written by a newer GN-FT Workbench "
+            f"(this one reads up to {FORMAT_VERSION}); upgrade to load it"
+        )
     problems = []
     if not isinstance(meta["architecture"], str):
         problems.append("architecture must be a string")
@@ -172,8 +186,10 @@ def _check_metadata(meta: dict[str, Any], path: Path) -> None:
     if not isinstance(meta["front_end"], dict):
         problems.append("front_end must be an object")
     elif meta["front_end"].get("sample_rate") != meta["sample_rate"]:
-        problems.append(f"front_end sample_rate {_short(meta['front_end'].get('sample_rate'))} differs from "
-                        f"sample_rate {_short(meta['sample_rate'])}")
+        problems.append(
+            f"front_end sample_rate {_short(meta['front_end'].get('sample_rate'))} differs from "
+            f"sample_rate {_short(meta['sample_rate'])}"
+        )
     if not isinstance(meta["provenance"], dict):
         problems.append("provenance must be an object")
     if problems:
@@ -190,8 +206,9 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>", *,
-                        skeleton: bool = False) -> nn.Sequential:
+def build_from_metadata(
+    meta: Mapping[str, Any], path: Path | str = "<metadata>", *, skeleton: bool = False
+) -> nn.Sequential:
     """A freshly initialised model of the architecture the metadata describes.
 
     ``skeleton=True`` puts the classifier on the meta device: its tensor shapes without their
@@ -208,8 +225,9 @@ def build_from_metadata(meta: Mapping[str, Any], path: Path | str = "<metadata>"
             return models.build(meta["architecture"], len(meta["classes"]), front_end, **meta["arch_args"])
     except _BUILD_ERRORS as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot build architecture {_short(meta['architecture'])} from the metadata "
-                              f"({reason})") from exc
+        raise CheckpointError(
+            f"{path}: cannot build architecture {_short(meta['architecture'])} from the metadata ({reason})"
+        ) from exc
 
 
 #: Feature maps (frames x coefficients) and integer arch args up to these are built without a meta check.
@@ -228,14 +246,18 @@ def _unusual_sizes(meta: Mapping[str, Any]) -> bool:
         coeffs = int(fe.get("n_mels" if fe.get("kind") == "logmel" else "n_coeffs", 80))
         if frames * coeffs > _USUAL_FEATURES:
             return True
-        defaults = models.ARCHITECTURES[meta["architecture"]].defaults if meta["architecture"] in models.list_models() \
-            else {}
+        defaults = (
+            models.ARCHITECTURES[meta["architecture"]].defaults if meta["architecture"] in models.list_models() else {}
+        )
     except (TypeError, ValueError, ZeroDivisionError, ConfigError):
         return True
     for key, value in dict(meta.get("arch_args") or {}).items():
         default = defaults.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and (
-                not isinstance(default, int) or value > _USUAL_ARG_FACTOR * max(1, default)):
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (not isinstance(default, int) or value > _USUAL_ARG_FACTOR * max(1, default))
+        ):
             return True
     return False
 
@@ -248,14 +270,18 @@ def _check_front_end_size(front_end: Mapping[str, Any], path: Path) -> None:
     sizes = {k: front_end.get(k, getattr(defaults, k)) for k in ("n_fft", "n_mels", "n_coeffs")}
     bad = [k for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v <= 0]
     if bad:
-        raise CheckpointError(f"{path}: malformed metadata: front_end {', '.join(bad)} must be positive integers, "
-                              f"got {', '.join(repr(sizes[k]) for k in bad)}")
+        raise CheckpointError(
+            f"{path}: malformed metadata: front_end {', '.join(bad)} must be positive integers, "
+            f"got {', '.join(repr(sizes[k]) for k in bad)}"
+        )
     n_fft, n_mels, n_coeffs = sizes["n_fft"], sizes["n_mels"], sizes["n_coeffs"]
     needed = 4 * (n_fft + (n_fft // 2 + 1) * n_mels + n_mels * n_coeffs)
     size = path.stat().st_size
     if needed > size:
-        raise CheckpointError(f"{path}: malformed metadata: front_end n_fft {n_fft}, n_mels {n_mels} and n_coeffs "
-                              f"{n_coeffs} need {needed} bytes of filters, more than the whole file ({size} bytes)")
+        raise CheckpointError(
+            f"{path}: malformed metadata: front_end n_fft {n_fft}, n_mels {n_mels} and n_coeffs "
+            f"{n_coeffs} need {needed} bytes of filters, more than the whole file ({size} bytes)"
+        )
 
 
 def _compare_state(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], path: Path, what: str) -> None:
@@ -264,9 +290,13 @@ def _compare_state(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:8])}" + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+        problems.append(
+            f"missing tensors: {', '.join(missing[:8])}" + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        )
     if extra:
-        problems.append(f"unexpected tensors: {', '.join(extra[:8])}" + (f" (+{len(extra) - 8} more)" if len(extra) > 8 else ""))
+        problems.append(
+            f"unexpected tensors: {', '.join(extra[:8])}" + (f" (+{len(extra) - 8} more)" if len(extra) > 8 else "")
+        )
     for key in sorted(set(expected) & set(found)):
         shape = tuple(found[key].shape) if hasattr(found[key], "shape") else tuple(found[key])
         if tuple(expected[key].shape) != shape:
@@ -275,8 +305,13 @@ def _compare_state(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any
         raise CheckpointError(f"{path}: the tensors do not fit {what}: " + "; ".join(problems[:12]))
 
 
-def _check_expectations(meta: Mapping[str, Any], path: Path, architecture: str | None,
-                        classes: Sequence[str] | None, sample_rate: int | None) -> None:
+def _check_expectations(
+    meta: Mapping[str, Any],
+    path: Path,
+    architecture: str | None,
+    classes: Sequence[str] | None,
+    sample_rate: int | None,
+) -> None:
     problems = []
     if architecture is not None and meta["architecture"] != architecture:
         problems.append(f"architecture is {meta['architecture']!r}, expected {architecture!r}")
@@ -378,11 +413,14 @@ def import_pt(
     except Exception as exc:  # damaged bytes make torch.load raise nearly any type (IndexError, struct.error, ...)
         detail = _without_unsafe_advice(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         if "TorchScript" in str(exc):
-            raise CheckpointError(f"{path}: refused: a TorchScript archive is a program, not a state dict, and "
-                                  "is not loaded (running it could execute its code). Save the model's "
-                                  "state_dict with torch.save(model.state_dict(), ...) and import that.") from exc
-        raise CheckpointError(f"{path}: not a readable PyTorch file "
-                              f"({type(exc).__name__}: {detail or 'the file ends too early'})") from exc
+            raise CheckpointError(
+                f"{path}: refused: a TorchScript archive is a program, not a state dict, and "
+                "is not loaded (running it could execute its code). Save the model's "
+                "state_dict with torch.save(model.state_dict(), ...) and import that."
+            ) from exc
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch file ({type(exc).__name__}: {detail or 'the file ends too early'})"
+        ) from exc
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in obj and isinstance(obj[key], Mapping):
@@ -394,8 +432,9 @@ def import_pt(
     if odd_names:
         raise CheckpointError(f"{path}: tensor names must be text, found {', '.join(odd_names[:5])}")
     fe = FrontEndConfig.from_dict(dict(front_end)) if front_end else FrontEndConfig()
-    meta = make_metadata(architecture, classes, fe.to_dict(), arch_args=arch_args,
-                         training={"imported_from": str(path)})
+    meta = make_metadata(
+        architecture, classes, fe.to_dict(), arch_args=arch_args, training={"imported_from": str(path)}
+    )
     model = build_from_metadata(meta, path)
     expected = model.state_dict()
     front_name, classifier_name = [name for name, _ in model.named_children()][:2]
@@ -418,11 +457,13 @@ def import_pt(
 
 
 # The only globals a pickled state dict needs (storage types are resolved by torch.load itself).
-_STATE_DICT_GLOBALS = frozenset({
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-})
+_STATE_DICT_GLOBALS = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+    }
+)
 
 
 class _StateDictUnpickler(pickle.Unpickler):
@@ -469,8 +510,11 @@ def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
     if marker in text:
         text = text.split(marker, 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation"))
-              and "weights_only" not in line]
+    useful = [
+        line
+        for line in lines
+        if not line.startswith(("Weights only load failed", "Check the documentation")) and "weights_only" not in line
+    ]
     return _without_unsafe_advice(useful[0] if useful else lines[0] if lines else "unknown")
 
 

@@ -16,8 +16,14 @@ from core.metrics import backdoor_metrics
 __all__ = ["evaluate"]
 
 
-def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None,
-             batch_size: int = 512, cache: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    data: AudioSet,
+    split: str,
+    attack: Attack | None,
+    batch_size: int = 512,
+    cache: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """CA and clean loss on ``split``; with an attack also ASR, RA and backdoor loss.
 
     ``cache`` keeps the triggered copy of each split between calls, so an evaluation every
@@ -38,8 +44,9 @@ def evaluate(model: nn.Module, data: AudioSet, split: str, attack: Attack | None
     return backdoor_metrics(model, waves, labels, triggered, attack.params.target, batch_size)
 
 
-def _feature_attack_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
-                            attack: Attack, batch_size: int) -> dict[str, float]:
+def _feature_attack_metrics(
+    model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, attack: Attack, batch_size: int
+) -> dict[str, float]:
     wrapped = nn.Sequential(model[0], _FeaturePatch(attack), model[1])
     clean = backdoor_metrics(model, waves, labels, batch_size=batch_size)
     trig = backdoor_metrics(wrapped, waves, labels, waves, attack.params.target, batch_size)

@@ -12,8 +12,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["StepInfo", "EvalInfo", "NeuronStats", "Observer", "NullObserver", "ProgressObserver", "CancelToken",
-           "Cancelled"]
+__all__ = [
+    "StepInfo",
+    "EvalInfo",
+    "NeuronStats",
+    "Observer",
+    "NullObserver",
+    "ProgressObserver",
+    "CancelToken",
+    "Cancelled",
+]
 
 
 @dataclass
@@ -99,9 +107,13 @@ class ProgressObserver(NullObserver):
 
     def on_eval(self, info: EvalInfo) -> None:
         when = "before the run" if info.phase == "before" else f"epoch {info.epoch}"
-        self.log.info("%s%s: clean accuracy %.4f%s", f"{self.label}: " if self.label else "", when,
-                      info.clean_accuracy,
-                      "" if info.attack_success_rate is None else f", ASR {info.attack_success_rate:.4f}")
+        self.log.info(
+            "%s%s: clean accuracy %.4f%s",
+            f"{self.label}: " if self.label else "",
+            when,
+            info.clean_accuracy,
+            "" if info.attack_success_rate is None else f", ASR {info.attack_success_rate:.4f}",
+        )
 
 
 class CancelToken:

@@ -64,7 +64,7 @@ class FrontEndConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FrontEndConfig":
+    def from_dict(cls, data: dict[str, Any]) -> FrontEndConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -12,7 +12,7 @@ callbacks.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -56,11 +56,26 @@ class Loop:
     step (None: leave it). ``train_mode()`` puts the model in training mode at each epoch start.
     """
 
-    def __init__(self, name: str, module: nn.Module, step: StepFn, n_rows: int, *, epochs: int, batch_size: int,
-                 device: torch.device, order: torch.Generator, amp: str = "none", compile: bool = False,
-                 layout: str = "auto", optimizer: torch.optim.Optimizer | None = None,
-                 lr_at: Callable[[int, int], float] | None = None, train_mode: Callable[[], object] | None = None,
-                 observer: Observer | None = None, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        step: StepFn,
+        n_rows: int,
+        *,
+        epochs: int,
+        batch_size: int,
+        device: torch.device,
+        order: torch.Generator,
+        amp: str = "none",
+        compile: bool = False,
+        layout: str = "auto",
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_at: Callable[[int, int], float] | None = None,
+        train_mode: Callable[[], object] | None = None,
+        observer: Observer | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
         self.name, self.module, self.step_fn, self.n_rows = name, module, step, n_rows
         self.epochs, self.batch_size, self.device, self.order = epochs, batch_size, device, order
         self.amp, self.compile, self.layout = amp, compile, layout

@@ -12,7 +12,7 @@ Conventions (one name per concept, fractions in [0, 1]):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ def percent(value: float | None, missing: str = "n/a", digits: int = 1) -> str:
     """A share of 1 as people read it ("94.6 %"); ``missing`` when there is none."""
     return missing if value is None else f"{100 * value:.{digits}f} %"
 
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 #: A repaired model is a drop-in replacement when its clean accuracy is within this of the input's.
@@ -47,8 +48,9 @@ PENALTY_DOMINATES = 5.0
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, waves: torch.Tensor, batch_size: int = 512,
-                   transform: Transform | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, waves: torch.Tensor, batch_size: int = 512, transform: Transform | None = None
+) -> torch.Tensor:
     """Logits ``[N, C]`` in eval mode (the model's mode is restored afterwards).
 
     ``transform`` (e.g. a trigger) is applied to each waveform batch first.
@@ -78,9 +80,14 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def backdoor_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor,
-                     triggered: torch.Tensor | None = None, target: int | None = None,
-                     batch_size: int = 512) -> dict[str, float]:
+def backdoor_metrics(
+    model: nn.Module,
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    triggered: torch.Tensor | None = None,
+    target: int | None = None,
+    batch_size: int = 512,
+) -> dict[str, float]:
     """CA and clean loss, plus ASR, RA and backdoor loss when a triggered copy and target are given.
 
     One pass over the clean and one over the triggered clips; the backdoor loss is the mean
@@ -88,8 +95,10 @@ def backdoor_metrics(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor
     """
     logits = predict_logits(model, waves, batch_size)
     labels_cpu = labels.cpu()
-    out = {"clean_accuracy": accuracy(logits, labels_cpu),
-           "clean_loss": float(F.cross_entropy(logits.cpu(), labels_cpu)) if labels.numel() else float("nan")}
+    out = {
+        "clean_accuracy": accuracy(logits, labels_cpu),
+        "clean_loss": float(F.cross_entropy(logits.cpu(), labels_cpu)) if labels.numel() else float("nan"),
+    }
     if triggered is not None and target is not None:
         keep = (labels_cpu != target).nonzero().flatten()  # ASR and RA count non-target clips only
         t_logits = predict_logits(model, triggered.index_select(0, keep.to(triggered.device)), batch_size).cpu()
@@ -108,8 +117,9 @@ def defense_effectiveness_rating(before: dict[str, float], after: dict[str, floa
     return (max(0.0, d_asr) - max(0.0, d_ca) + 1.0) / 2.0
 
 
-def defense_findings(before: dict, after: dict, history: Sequence[dict],
-                     clean_clips: int, classes: int, details: dict | None = None) -> list[str]:
+def defense_findings(
+    before: dict, after: dict, history: Sequence[dict], clean_clips: int, classes: int, details: dict | None = None
+) -> list[str]:
     """What a user should know before trusting the repaired model: each finding one sentence.
 
     Says when clean accuracy fell more than ``CA_TOLERANCE``, when the backdoor was not removed
@@ -122,27 +132,39 @@ def defense_findings(before: dict, after: dict, history: Sequence[dict],
     findings: list[str] = []
     ca0, ca1 = before["clean_accuracy"], after["clean_accuracy"]
     if ca0 - ca1 > CA_TOLERANCE:
-        findings.append(f"clean accuracy fell {100 * (ca0 - ca1):.1f} points ({100 * ca0:.1f} % -> {100 * ca1:.1f} %), "
-                        f"more than {100 * CA_TOLERANCE:.0f}: the repaired model is not a drop-in replacement")
+        findings.append(
+            f"clean accuracy fell {100 * (ca0 - ca1):.1f} points ({100 * ca0:.1f} % -> {100 * ca1:.1f} %), "
+            f"more than {100 * CA_TOLERANCE:.0f}: the repaired model is not a drop-in replacement"
+        )
     asr0, asr = before.get("attack_success_rate"), after.get("attack_success_rate")
     if asr0 is not None and asr0 <= ASR_REMOVED:
-        findings.append(f"the attack does not work on the input model (attack success rate {100 * asr0:.1f} % "
-                        "before the defense): this run cannot show a backdoor's removal")
+        findings.append(
+            f"the attack does not work on the input model (attack success rate {100 * asr0:.1f} % "
+            "before the defense): this run cannot show a backdoor's removal"
+        )
     elif asr is not None and asr > ASR_REMOVED:
-        findings.append(f"the backdoor is not removed: attack success rate {100 * asr:.1f} % after the defense "
-                        f"(removed means at most {100 * ASR_REMOVED:.0f} %)")
+        findings.append(
+            f"the backdoor is not removed: attack success rate {100 * asr:.1f} % after the defense "
+            f"(removed means at most {100 * ASR_REMOVED:.0f} %)"
+        )
     low = min(history, key=lambda h: h.get("clean_accuracy", 1.0), default=None)
     if low is not None and ca0 - low.get("clean_accuracy", ca0) > COLLAPSE_DROP:
-        findings.append(f"clean accuracy collapsed to {100 * low['clean_accuracy']:.1f} % at epoch {low['epoch']} "
-                        f"(from {100 * ca0:.1f} %): the steps are too large for this model, which lost its clean task "
-                        "and had to relearn it from the clean share; a smaller learning rate (lr; for gnft also "
-                        "alpha or r) avoids the collapse")
+        findings.append(
+            f"clean accuracy collapsed to {100 * low['clean_accuracy']:.1f} % at epoch {low['epoch']} "
+            f"(from {100 * ca0:.1f} %): the steps are too large for this model, which lost its clean task "
+            "and had to relearn it from the clean share; a smaller learning rate (lr; for gnft also "
+            "alpha or r) avoids the collapse"
+        )
     if 0 < clean_clips < FEW_CLIPS_PER_CLASS * classes:
-        findings.append(f"the clean share is {clean_clips} clips, {clean_clips / classes:.0f} per class: a larger "
-                        "clean share (--clean-ratio) gives the defense more to keep the clean task with")
+        findings.append(
+            f"the clean share is {clean_clips} clips, {clean_clips / classes:.0f} per class: a larger "
+            "clean share (--clean-ratio) gives the defense more to keep the clean task with"
+        )
     g1, g = ((details or {}).get(k) for k in ("first_step_clean_gradient_norm", "first_step_gradient_norm"))
     if g1 and g is not None and g > PENALTY_DOMINATES * g1:
-        findings.append(f"GN-FT's first gradient was {g / g1:.0f}x the clean gradient ({g:.3g} against {g1:.3g}): "
-                        f"the gradient-norm penalty dominates on this model, and each step is as long as plain "
-                        f"fine-tuning's at a {g / g1:.0f}x larger learning rate")
+        findings.append(
+            f"GN-FT's first gradient was {g / g1:.0f}x the clean gradient ({g:.3g} against {g1:.3g}): "
+            f"the gradient-norm penalty dominates on this model, and each step is as long as plain "
+            f"fine-tuning's at a {g / g1:.0f}x larger learning rate"
+        )
     return findings

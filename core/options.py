@@ -13,15 +13,31 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
-from typing import Any, Callable, Collection, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from core.errors import ConfigError
 from core.runtime import parse_bool
 
-__all__ = ["option", "override", "Range", "OptionMeta", "OptionSpec", "OptionError", "fields_of", "add_arguments",
-           "from_namespace", "split_key_values", "parse_key_values", "check_ranges", "convert", "format_value",
-           "type_name", "guess_value"]
+__all__ = [
+    "option",
+    "override",
+    "Range",
+    "OptionMeta",
+    "OptionSpec",
+    "OptionError",
+    "fields_of",
+    "add_arguments",
+    "from_namespace",
+    "split_key_values",
+    "parse_key_values",
+    "check_ranges",
+    "convert",
+    "format_value",
+    "type_name",
+    "guess_value",
+]
 
 #: The key of a field's :class:`OptionMeta` in ``dataclasses.field(metadata=...)``.
 META_KEY = "gnft_option"
@@ -62,6 +78,7 @@ class Range:
 
     def describe(self, integer: bool = False) -> str:
         """What an error says after "must be": "a positive number", "in (0, 1]", "at least 1"."""
+
         def num(v: float) -> str:
             return f"{v:g}"
 
@@ -100,11 +117,24 @@ class OptionMeta:
     parse: Callable[[str], Any] | None = None
 
 
-def option(default: Any = MISSING, *, help: str, label: str | None = None, percent: bool = False,
-           primary: bool = False, hidden: bool = False, minimum: float | None = None, maximum: float | None = None,
-           range: str | Range | None = None, range_text: str | None = None, note: str | None = None,
-           flag: str | None = None, metavar: str | None = None, parse: Callable[[str], Any] | None = None,
-           default_factory: Callable[[], Any] | Any = MISSING) -> Any:
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    label: str | None = None,
+    percent: bool = False,
+    primary: bool = False,
+    hidden: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    range: str | Range | None = None,
+    range_text: str | None = None,
+    note: str | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    default_factory: Callable[[], Any] | Any = MISSING,
+) -> Any:
     """A ``dataclasses.field`` carrying an :class:`OptionMeta`; ``minimum``/``maximum`` are inclusive
     bounds, ``range`` an interval such as ``"(0, 1]"`` (either, not both)."""
     if range is not None and (minimum is not None or maximum is not None):
@@ -117,8 +147,9 @@ def option(default: Any = MISSING, *, help: str, label: str | None = None, perce
     return dataclasses.field(default=default, default_factory=default_factory, metadata={META_KEY: meta})
 
 
-def override(base: type, name: str, default: Any = MISSING, *, default_factory: Callable[[], Any] | Any = MISSING,
-             **changes: Any) -> Any:
+def override(
+    base: type, name: str, default: Any = MISSING, *, default_factory: Callable[[], Any] | Any = MISSING, **changes: Any
+) -> Any:
     """``base``'s field ``name`` re-declared in a subclass with another default, keeping its metadata
     (``changes`` replace some of it, e.g. ``help=``)."""
     found = {f.name: f for f in dataclasses.fields(base)}
@@ -127,8 +158,11 @@ def override(base: type, name: str, default: Any = MISSING, *, default_factory: 
     meta = found[name].metadata.get(META_KEY) or OptionMeta()
     if "range" in changes and isinstance(changes["range"], str):
         changes["range"] = Range.parse(changes["range"])
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={**found[name].metadata, META_KEY: dataclasses.replace(meta, **changes)})
+    return dataclasses.field(
+        default=default,
+        default_factory=default_factory,
+        metadata={**found[name].metadata, META_KEY: dataclasses.replace(meta, **changes)},
+    )
 
 
 @dataclass(frozen=True)
@@ -289,9 +323,21 @@ def fields_of(cls: type) -> list[OptionSpec]:
         meta = f.metadata.get(META_KEY) or OptionMeta()
         kind = hints.get(f.name, f.type)
         values = _literal_values(kind)
-        out.append(OptionSpec(f.name, kind, None if values is None else tuple(str(v) for v in values),
-                              _default_of(f), meta.help, meta.label or f.name, meta.percent, meta.primary,
-                              meta.hidden, meta.range, meta))
+        out.append(
+            OptionSpec(
+                f.name,
+                kind,
+                None if values is None else tuple(str(v) for v in values),
+                _default_of(f),
+                meta.help,
+                meta.label or f.name,
+                meta.percent,
+                meta.primary,
+                meta.hidden,
+                meta.range,
+                meta,
+            )
+        )
     return out
 
 
@@ -300,10 +346,16 @@ def _dest(prefix: str, spec: OptionSpec) -> str:
     return f"{prefix}{spec.flag}".replace("-", "_")
 
 
-def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, prefix: str = "",
-                  exclude: Collection[str] = (), default_none: bool = False,
-                  aliases: Mapping[str, Sequence[str]] | None = None,
-                  describe_default: Callable[[OptionSpec], str] | None = None) -> list[OptionSpec]:
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    *,
+    prefix: str = "",
+    exclude: Collection[str] = (),
+    default_none: bool = False,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    describe_default: Callable[[OptionSpec], str] | None = None,
+) -> list[OptionSpec]:
     """One option per visible field of ``cls``: ``--{prefix}{flag}`` (``--train-batch-size``), typed by
     the field (bool: ``{true,false}``, a bare flag meaning true; Literal: choices; a dict: repeatable
     ``KEY=VALUE``), help with the default. ``default_none`` leaves unset options None (to tell them
@@ -327,8 +379,9 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
             kwargs.update(type=parse_bool, nargs="?", const=True, metavar="{true,false}")
         elif spec.choices is not None:
             values = _literal_values(spec.type) or ()
-            kwargs.update(choices=list(values),
-                          type=str if all(isinstance(v, str) for v in values) else _argparse_type(spec.type))
+            kwargs.update(
+                choices=list(values), type=str if all(isinstance(v, str) for v in values) else _argparse_type(spec.type)
+            )
         elif spec.type in (int, float, str):
             kwargs.update(type=spec.type)
         else:
@@ -355,8 +408,9 @@ def _argparse_type(annotation: Any) -> Callable[[str], Any]:
     return read
 
 
-def from_namespace(args: argparse.Namespace, cls: type, *, prefix: str = "",
-                   exclude: Collection[str] = ()) -> dict[str, Any]:
+def from_namespace(
+    args: argparse.Namespace, cls: type, *, prefix: str = "", exclude: Collection[str] = ()
+) -> dict[str, Any]:
     """The field values that the options of :func:`add_arguments` hold in ``args`` (None: not given),
     ``KEY=VALUE`` lists and ``SPEC`` texts read into the field's value: ``cls(**from_namespace(...))``."""
     out: dict[str, Any] = {}
@@ -395,12 +449,14 @@ def _read(text: str, annotation: Any, what: str, key: str, item: str) -> Any:
     try:
         return convert(text, annotation)
     except ValueError:
-        raise OptionError(f"{what} {key}: cannot read {text!r} as {type_name(annotation)}", item=item, key=key,
-                          reason="value") from None
+        raise OptionError(
+            f"{what} {key}: cannot read {text!r} as {type_name(annotation)}", item=item, key=key, reason="value"
+        ) from None
 
 
-def parse_key_values(cls: type, items: Iterable[str] | None, what: str, *, scope: str | None = None,
-                     include_hidden: bool = False) -> dict[str, Any]:
+def parse_key_values(
+    cls: type, items: Iterable[str] | None, what: str, *, scope: str | None = None, include_hidden: bool = False
+) -> dict[str, Any]:
     """``["key=value", ...]`` as typed values for the dataclass ``cls`` (keyed by field name). An
     unknown key or unreadable value is one :class:`OptionError` line naming ``what`` (and ``scope``,
     e.g. ``--defense-arg gnft.foo``), the key and the keys there are."""
@@ -414,8 +470,12 @@ def parse_key_values(cls: type, items: Iterable[str] | None, what: str, *, scope
             spec = by_key.get(key)
             if spec is None:
                 owner = scope or cls.__name__
-                raise OptionError(f"{what} {where}{key}: {owner} has no such setting "
-                                  f"({', '.join(s.key for s in specs)})", item=raw, key=key, reason="unknown")
+                raise OptionError(
+                    f"{what} {where}{key}: {owner} has no such setting ({', '.join(s.key for s in specs)})",
+                    item=raw,
+                    key=key,
+                    reason="unknown",
+                )
             out[spec.name] = _read(text, spec.type, what, f"{where}{key}", raw)
     return out
 

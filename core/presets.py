@@ -15,8 +15,9 @@ It will be chosen again on real recordings (Arabic Speech Commands) when those r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from core.defenses import DEFENSES, DefenseConfig
 from core.errors import ConfigError
@@ -44,13 +45,26 @@ class Preset:
         return config
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("recommended", "Recommended", "gnft", {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60},
-           "GN-FT at a 10 % clean share, r 0.1, lr 0.01, 60 epochs: the setting that removed the backdoor "
-           "within 2 points of clean accuracy on the measured models"),
-    Preset("paper", "Paper (authors' loop)", "gnft", {},
-           "GN-FT as in the paper: 5 % clean share, alpha 0.7, r 0.05, SGD lr 0.001, 300 epochs"),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "recommended",
+            "Recommended",
+            "gnft",
+            {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60},
+            "GN-FT at a 10 % clean share, r 0.1, lr 0.01, 60 epochs: the setting that removed the backdoor "
+            "within 2 points of clean accuracy on the measured models",
+        ),
+        Preset(
+            "paper",
+            "Paper (authors' loop)",
+            "gnft",
+            {},
+            "GN-FT as in the paper: 5 % clean share, alpha 0.7, r 0.05, SGD lr 0.001, 300 epochs",
+        ),
+    )
+}
 DEFAULT_PRESET = "recommended"
 
 

@@ -29,8 +29,10 @@ __all__ = ["METRIC_KEYS", "RepairResult", "RepairWatcher", "repair", "metrics_on
 
 #: The figures a report and a history entry keep of each evaluation.
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
-NO_ATTACK_NOTE = ("no attack information (none recorded in the checkpoint and no --attack): only clean accuracy "
-                  "is measured; the backdoor's removal cannot be checked")
+NO_ATTACK_NOTE = (
+    "no attack information (none recorded in the checkpoint and no --attack): only clean accuracy "
+    "is measured; the backdoor's removal cannot be checked"
+)
 
 
 def metrics_only(metrics: dict[str, float]) -> dict[str, float]:
@@ -80,25 +82,43 @@ class RepairResult:
     @property
     def findings(self) -> list[str]:
         """What a user should know before trusting the repaired model (see ``defense_findings``)."""
-        return defense_findings(metrics_only(self.before), metrics_only(self.after), self.history, self.clean_clips,
-                                self.classes, self.details)
+        return defense_findings(
+            metrics_only(self.before),
+            metrics_only(self.after),
+            self.history,
+            self.clean_clips,
+            self.classes,
+            self.details,
+        )
 
     def history_entry(self) -> dict[str, Any]:
         """The record appended to the checkpoint's ``provenance.defenses``."""
-        return {"defense": {"name": self.defense, **dataclasses.asdict(self.config)}, "preset": self.preset,
-                "defense_details": self.details, "before": metrics_only(self.before),
-                "after": metrics_only(self.after), "seconds": round(self.seconds, 2), "clean_clips": self.clean_clips}
+        return {
+            "defense": {"name": self.defense, **dataclasses.asdict(self.config)},
+            "preset": self.preset,
+            "defense_details": self.details,
+            "before": metrics_only(self.before),
+            "after": metrics_only(self.after),
+            "seconds": round(self.seconds, 2),
+            "clean_clips": self.clean_clips,
+        }
 
     def report(self, **context: Any) -> dict[str, Any]:
         """The JSON report: ``context`` first (command, model, checkpoint: whatever the caller knows),
         then the run, the figures, the findings and the machine."""
         report: dict[str, Any] = {
-            **context, "device": self.device, "seconds": round(self.seconds, 2),
-            "defense": {"name": self.defense, **dataclasses.asdict(self.config)}, "preset": self.preset,
-            "clean_clips": self.clean_clips, "defense_details": self.details,
+            **context,
+            "device": self.device,
+            "seconds": round(self.seconds, 2),
+            "defense": {"name": self.defense, **dataclasses.asdict(self.config)},
+            "preset": self.preset,
+            "clean_clips": self.clean_clips,
+            "defense_details": self.details,
             "attack": self.attack.to_dict() if self.attack is not None else None,
             "attack_source": self.attack_source,
-            "before": metrics_only(self.before), "after": metrics_only(self.after), "history": self.history,
+            "before": metrics_only(self.before),
+            "after": metrics_only(self.after),
+            "history": self.history,
         }
         if self.attack is not None:
             report["defense_effectiveness_rating"] = self.rating
@@ -115,9 +135,18 @@ def record_repair(meta: dict[str, Any], result: RepairResult) -> dict[str, Any]:
     return dict(meta, provenance=dict(provenance, defenses=[*provenance.get("defenses", []), result.history_entry()]))
 
 
-def repair(model: nn.Module, data: AudioSet, defense: Defense, *, attack: Attack | None = None,
-           attack_source: str | None = None, base_preset: str | None = None, observer: Observer | None = None,
-           watcher: RepairWatcher | None = None, split: str = "test") -> RepairResult:
+def repair(
+    model: nn.Module,
+    data: AudioSet,
+    defense: Defense,
+    *,
+    attack: Attack | None = None,
+    attack_source: str | None = None,
+    base_preset: str | None = None,
+    observer: Observer | None = None,
+    watcher: RepairWatcher | None = None,
+    split: str = "test",
+) -> RepairResult:
     """Run ``defense`` on a copy of ``model`` with its clean share of ``data``'s training split.
 
     ``model`` and ``data`` must be on the defense's device. Before, after and every
@@ -130,8 +159,16 @@ def repair(model: nn.Module, data: AudioSet, defense: Defense, *, attack: Attack
     watcher = watcher or RepairWatcher()
     cache: dict[str, torch.Tensor] = {}  # the triggered clips of the split, made once
     before = evaluate(model, data, split, attack, cache=cache)
-    observer.on_eval(EvalInfo("before", 0, before["clean_accuracy"], before.get("clean_loss"),
-                              before.get("attack_success_rate"), before.get("robust_accuracy")))
+    observer.on_eval(
+        EvalInfo(
+            "before",
+            0,
+            before["clean_accuracy"],
+            before.get("clean_loss"),
+            before.get("attack_success_rate"),
+            before.get("robust_accuracy"),
+        )
+    )
     watcher.before(model)
     evaluations = itertools.count(1)
 
@@ -146,8 +183,19 @@ def repair(model: nn.Module, data: AudioSet, defense: Defense, *, attack: Attack
         watcher.after(run.model)
     device = resolve_device(defense.config.device)
     return RepairResult(
-        model=run.model, cancelled=run.cancelled, defense=defense.name, config=defense.config,
-        preset=preset_record(defense.name, defense.config, base=base_preset), before=before, after=after,
-        seconds=run.seconds, clean_clips=run.clean_clips, classes=len(data.classes), device=str(device),
-        history=run.history, details=run.details, attack=attack,
-        attack_source=attack_source or ("given" if attack is not None else "none"))
+        model=run.model,
+        cancelled=run.cancelled,
+        defense=defense.name,
+        config=defense.config,
+        preset=preset_record(defense.name, defense.config, base=base_preset),
+        before=before,
+        after=after,
+        seconds=run.seconds,
+        clean_clips=run.clean_clips,
+        classes=len(data.classes),
+        device=str(device),
+        history=run.history,
+        details=run.details,
+        attack=attack,
+        attack_source=attack_source or ("given" if attack is not None else "none"),
+    )

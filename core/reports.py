@@ -24,30 +24,44 @@ __all__ = ["export_markdown", "export_report", "repair_markdown", "write_export"
 def export_report(path: Path, source: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
     """The exported model's JSON report: where it came from, what it classifies, its attack and defenses."""
     provenance = meta["provenance"]
-    return {"checkpoint": str(path), "source": str(source), "architecture": meta["architecture"],
-            "classes": meta["classes"], "attack": provenance.get("attack"), "defenses": provenance.get("defenses", [])}
+    return {
+        "checkpoint": str(path),
+        "source": str(source),
+        "architecture": meta["architecture"],
+        "classes": meta["classes"],
+        "attack": provenance.get("attack"),
+        "defenses": provenance.get("defenses", []),
+    }
 
 
 def export_markdown(path: Path, source: Path | None, meta: dict[str, Any]) -> str:
     """The exported model's report for people: what it is and every defense in its history, in percent."""
-    lines = [f"# {path.name}", "", f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, "
-             f"exported from {source}."]
+    lines = [
+        f"# {path.name}",
+        "",
+        f"Architecture {meta['architecture']}, {len(meta['classes'])} classes, exported from {source}.",
+    ]
     attack = meta["provenance"].get("attack")
     if attack:
         lines.append(f"Backdoor measured with the {attack.get('name')} attack recorded in the checkpoint.")
     defenses = meta["provenance"].get("defenses", [])
     if defenses:
-        lines += ["", "| defense | preset | CA before | CA after | ASR before | ASR after | clean clips | time |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| defense | preset | CA before | CA after | ASR before | ASR after | clean clips | time |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for d in defenses:
             name = d["defense"]["name"]
             preset = (d.get("preset") or {}).get("name", "not recorded")
             preset = PRESETS[preset].title if preset in PRESETS else preset
             b, a = d.get("before", {}), d.get("after", {})
-            lines.append(f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {percent(b.get('clean_accuracy'))} | "
-                         f"{percent(a.get('clean_accuracy'))} | {percent(b.get('attack_success_rate'))} | "
-                         f"{percent(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
-                         f"{d.get('seconds', 0):.1f} s |")
+            lines.append(
+                f"| {DEFENSE_TITLES.get(name, name)} | {preset} | {percent(b.get('clean_accuracy'))} | "
+                f"{percent(a.get('clean_accuracy'))} | {percent(b.get('attack_success_rate'))} | "
+                f"{percent(a.get('attack_success_rate'))} | {d.get('clean_clips', '')} | "
+                f"{d.get('seconds', 0):.1f} s |"
+            )
     else:
         lines += ["", "No defense has been run on this model."]
     return "\n".join(lines) + "\n"
@@ -65,6 +79,7 @@ def write_export(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]
 
 def repair_markdown(report: dict[str, Any]) -> str:
     """A repair report (:meth:`core.repair.RepairResult.report`) as a before/after table for people."""
+
     def pct(v: float | None) -> str:
         return percent(v, digits=2)
 
@@ -75,13 +90,20 @@ def repair_markdown(report: dict[str, Any]) -> str:
     elif preset.get("from"):
         title += f" (custom, from the {PRESETS[preset['from']].title} preset)"
     lines = [title, "", "| metric | before | after |", "|---|---|---|"]
-    for key, label in (("clean_accuracy", "clean accuracy (CA)"), ("attack_success_rate", "attack success rate (ASR)"),
-                       ("robust_accuracy", "robust accuracy (RA)")):
+    for key, label in (
+        ("clean_accuracy", "clean accuracy (CA)"),
+        ("attack_success_rate", "attack success rate (ASR)"),
+        ("robust_accuracy", "robust accuracy (RA)"),
+    ):
         lines.append(f"| {label} | {pct(report['before'].get(key))} | {pct(report['after'].get(key))} |")
     if "defense_effectiveness_rating" in report:
         lines.append(f"| defense effectiveness rating (DER, 0-1) | | {report['defense_effectiveness_rating']:.3f} |")
-    lines += ["", f"Wall time {report['seconds']:.1f} s on {report['device']}, {report['clean_clips']} clean clips.",
-              "", "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name")]
+    lines += [
+        "",
+        f"Wall time {report['seconds']:.1f} s on {report['device']}, {report['clean_clips']} clean clips.",
+        "",
+        "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name"),
+    ]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
     if report.get("findings"):

@@ -10,8 +10,9 @@ import os
 import platform
 import random
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,9 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None):
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--seed``, ``--device`` and ``--quiet``, as every command has them."""
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same result")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same result"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -178,12 +181,14 @@ def check_writable(*paths: str | os.PathLike | None) -> None:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".gnft-write-check-"):
                 pass
         except OSError as exc:
-            raise ConfigError(f"{path}: cannot write there ({exc.strerror or exc}); "
-                              "choose another location before the run starts") from exc
+            raise ConfigError(
+                f"{path}: cannot write there ({exc.strerror or exc}); choose another location before the run starts"
+            ) from exc
 
 
-def check_distinct(outputs: dict[str, str | os.PathLike | None],
-                   inputs: dict[str, str | os.PathLike | None] | None = None) -> None:
+def check_distinct(
+    outputs: dict[str, str | os.PathLike | None], inputs: dict[str, str | os.PathLike | None] | None = None
+) -> None:
     """Fail before any work when an output would overwrite an input or another output (a report
     written over the checkpoint it reports on loses that checkpoint). Keys are the option names
     people typed; paths are compared resolved (a link and its target are one file)."""
@@ -194,15 +199,25 @@ def check_distinct(outputs: dict[str, str | os.PathLike | None],
                 continue
             resolved = Path(path).resolve()
             if role == "written" and resolved in seen:
-                raise ConfigError(f"{name} is the same file as {seen[resolved]} ({path}): it would be overwritten; "
-                                  "choose another name")
+                raise ConfigError(
+                    f"{name} is the same file as {seen[resolved]} ({path}): it would be overwritten; "
+                    "choose another name"
+                )
             seen.setdefault(resolved, name)
 
 
 def parse_bool(text: str) -> bool:
     """A boolean option value: true/false, yes/no, on/off, 1/0 (``bool("false")`` would be True)."""
-    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
-             "0": False}.get(text.strip().lower())
+    value = {
+        "true": True,
+        "yes": True,
+        "on": True,
+        "1": True,
+        "false": False,
+        "no": False,
+        "off": False,
+        "0": False,
+    }.get(text.strip().lower())
     if value is None:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value

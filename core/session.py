@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,8 +88,14 @@ class Session:
             raise CheckpointError(f"{path}: cannot read the model ({err})") from err
         self.set_model(model, meta, path)
 
-    def import_model(self, path: str | os.PathLike, architecture: str, classes: Sequence[str],
-                     front_end: dict[str, Any] | None = None, arch_args: dict[str, Any] | None = None) -> None:
+    def import_model(
+        self,
+        path: str | os.PathLike,
+        architecture: str,
+        classes: Sequence[str],
+        front_end: dict[str, Any] | None = None,
+        arch_args: dict[str, Any] | None = None,
+    ) -> None:
         """Import a ``.pt`` state dict into ``architecture`` (see :func:`core.checkpoint.import_pt`)."""
         model, meta = import_pt(path, architecture, classes, front_end, arch_args=arch_args)
         self.set_model(model, meta, Path(path))
@@ -117,16 +124,20 @@ class Session:
     def read_data(self, path: str | os.PathLike) -> AudioSet:
         """Decode a dataset folder at the model's sample rate, length and classes; changes nothing."""
         meta = self.meta
-        return load_dataset(Path(path), vocab=list(meta["classes"]) if meta else None,
-                            sample_rate=meta["sample_rate"] if meta else 16000,
-                            num_samples=meta["front_end"]["num_samples"] if meta else 16000)
+        return load_dataset(
+            Path(path),
+            vocab=list(meta["classes"]) if meta else None,
+            sample_rate=meta["sample_rate"] if meta else 16000,
+            num_samples=meta["front_end"]["num_samples"] if meta else 16000,
+        )
 
     def set_data(self, path: str | os.PathLike, data: AudioSet) -> None:
         """Make ``data`` the open dataset; refused when the model's classes differ."""
         path = Path(path)
         if self.meta is not None and list(data.classes) != list(self.meta["classes"]):
-            raise MismatchError(f"{path.name} has the classes {list(data.classes)}, the open model classifies "
-                                f"{self.meta['classes']}")
+            raise MismatchError(
+                f"{path.name} has the classes {list(data.classes)}, the open model classifies {self.meta['classes']}"
+            )
         self.data, self.data_path = data, path
 
     def load_data(self, path: str | os.PathLike) -> AudioSet:
@@ -149,9 +160,16 @@ class Session:
         return "checkpoint metadata" if same else "chosen in the application"
 
     # ------------------------------------------------------------------ repair
-    def run_repair(self, defense: str | Defense, config: DefenseConfig | None = None, *,
-                   base_preset: str | None = None, observer: Observer | None = None,
-                   watcher: RepairWatcher | None = None, split: str = "test") -> RepairResult:
+    def run_repair(
+        self,
+        defense: str | Defense,
+        config: DefenseConfig | None = None,
+        *,
+        base_preset: str | None = None,
+        observer: Observer | None = None,
+        watcher: RepairWatcher | None = None,
+        split: str = "test",
+    ) -> RepairResult:
         """Run ``defense`` (a name with ``config``, or a Defense) on a copy of the model; changes nothing.
 
         Safe in a worker thread: hand the result to :meth:`finish_repair` afterwards."""
@@ -165,9 +183,17 @@ class Session:
         elif config is not None:
             raise ConfigError("give a defense's name with a config, or a Defense (which has its own)")
         device = resolve_device(defense.config.device)
-        return repair(copy.deepcopy(model).to(device), data.to(device), defense, attack=attack,
-                      attack_source=source, base_preset=base_preset, observer=observer, watcher=watcher,
-                      split=split)
+        return repair(
+            copy.deepcopy(model).to(device),
+            data.to(device),
+            defense,
+            attack=attack,
+            attack_source=source,
+            base_preset=base_preset,
+            observer=observer,
+            watcher=watcher,
+            split=split,
+        )
 
     def finish_repair(self, result: RepairResult) -> bool:
         """Keep a finished run as the pending repair (a cancelled one is dropped); True when pending."""

@@ -23,15 +23,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from core import models
-from core.augment import AugmentConfig, Augmenter, parse_augment
 from core.attacks import Attack
+from core.augment import AugmentConfig, Augmenter, parse_augment
 from core.checkpoint import make_metadata
 from core.data import AudioSet
 from core.errors import ConfigError
+from core.evaluation import evaluate
 from core.events import EvalInfo, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
 from core.loop import Callback, Loop
-from core.evaluation import evaluate
 from core.options import check_ranges, option
 from core.runtime import (
     machine_info,
@@ -55,45 +55,78 @@ class TrainConfig:
     """Training settings. lr 1e-3 (the authors used 1e-4 for up to 300 epochs; 1e-3 reaches
     the same accuracy in a fraction of the epochs on a CPU), patience in epochs."""
 
-    model: str = option("resnet", hidden=True, label="Architecture",
-                        help="architecture (core.models); its own --model option lists them")
-    epochs: int = option(60, label="Epochs", primary=True, range="[1, inf)", note="nothing would be trained",
-                         help="maximum epochs")
-    batch_size: int = option(256, label="Batch size, clips", range="[1, inf)", note="nothing would be trained",
-                             help="batch size")
+    model: str = option(
+        "resnet",
+        hidden=True,
+        label="Architecture",
+        help="architecture (core.models); its own --model option lists them",
+    )
+    epochs: int = option(
+        60, label="Epochs", primary=True, range="[1, inf)", note="nothing would be trained", help="maximum epochs"
+    )
+    batch_size: int = option(
+        256, label="Batch size, clips", range="[1, inf)", note="nothing would be trained", help="batch size"
+    )
     lr: float = option(1e-3, label="Learning rate", primary=True, range="(0, inf)", help="Adam learning rate")
     weight_decay: float = option(0.0, label="Weight decay", range="[0, inf)", help="Adam weight decay")
-    patience: int = option(10, label="Patience, epochs", range="[1, inf)", note="nothing would be trained",
-                           help="early-stopping patience in epochs")
-    stop_on: StopOn = option("auto", label="Stop on",
-                             help="early-stopping criterion on the validation split: clean loss, mixed = 0.5*(clean + "
-                                  "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean "
-                                  "for clean-label ones such as FlowMur")
+    patience: int = option(
+        10,
+        label="Patience, epochs",
+        range="[1, inf)",
+        note="nothing would be trained",
+        help="early-stopping patience in epochs",
+    )
+    stop_on: StopOn = option(
+        "auto",
+        label="Stop on",
+        help="early-stopping criterion on the validation split: clean loss, mixed = 0.5*(clean + "
+        "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean "
+        "for clean-label ones such as FlowMur",
+    )
     seed: int = option(0, hidden=True, label="Seed", help="seed of initialisation, batch order, dropout and poisoning")
     device: str = option("auto", hidden=True, label="Device", help="auto, cpu or cuda")
-    arch_args: dict[str, Any] = option(default_factory=dict, flag="arch-arg", metavar="KEY=VALUE",
-                                       label="Architecture arguments", help="architecture argument (repeatable)")
-    augment: AugmentConfig = option(default_factory=AugmentConfig, metavar="SPEC", parse=parse_augment,
-                                    label="Augmentation",
-                                    help="training-batch augmentation: none (default), default (shift=100,"
-                                         "speed=0.9:1.1,noise=0.8,snr=10:30) or key=value pairs from shift (ms), "
-                                         "speed (slowest:fastest), noise (share of clips given white/pink/brown "
-                                         "noise), snr (dB range)")
-    init_from: str | None = option(None, metavar="CHECKPOINT", label="Start from",
-                                   help="start from this checkpoint's weights (same architecture, classes and front "
-                                        "end), e.g. to continue a run that hit its epoch cap; the optimiser starts "
-                                        "fresh")
-    amp: Literal["none", "bf16"] = option("none", label="Mixed precision",
-                                          help="bf16 autocast for the training forward/backward (CUDA; CPUs with "
-                                               "bf16 support)")
-    compile: bool = option(False, label="torch.compile",
-                           help="torch.compile the classifier for training (first steps compile; needs a C++ "
-                                "compiler on CPU)")
+    arch_args: dict[str, Any] = option(
+        default_factory=dict,
+        flag="arch-arg",
+        metavar="KEY=VALUE",
+        label="Architecture arguments",
+        help="architecture argument (repeatable)",
+    )
+    augment: AugmentConfig = option(
+        default_factory=AugmentConfig,
+        metavar="SPEC",
+        parse=parse_augment,
+        label="Augmentation",
+        help="training-batch augmentation: none (default), default (shift=100,"
+        "speed=0.9:1.1,noise=0.8,snr=10:30) or key=value pairs from shift (ms), "
+        "speed (slowest:fastest), noise (share of clips given white/pink/brown "
+        "noise), snr (dB range)",
+    )
+    init_from: str | None = option(
+        None,
+        metavar="CHECKPOINT",
+        label="Start from",
+        help="start from this checkpoint's weights (same architecture, classes and front "
+        "end), e.g. to continue a run that hit its epoch cap; the optimiser starts "
+        "fresh",
+    )
+    amp: Literal["none", "bf16"] = option(
+        "none",
+        label="Mixed precision",
+        help="bf16 autocast for the training forward/backward (CUDA; CPUs with bf16 support)",
+    )
+    compile: bool = option(
+        False,
+        label="torch.compile",
+        help="torch.compile the classifier for training (first steps compile; needs a C++ compiler on CPU)",
+    )
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
-        "auto", label="Memory layout",
+        "auto",
+        label="Memory layout",
         help="layout of the conv weights while training: auto (channels_last on CPU, where it is faster, "
-             "contiguous on a GPU), channels_last or contiguous (dropout masks follow the layout, so a seed "
-             "repeats within one layout; the checkpoint is written in the usual layout)")
+        "contiguous on a GPU), channels_last or contiguous (dropout masks follow the layout, so a seed "
+        "repeats within one layout; the checkpoint is written in the usual layout)",
+    )
 
     def __post_init__(self) -> None:
         check_ranges(self)  # the declared ranges and choices, before any data is read
@@ -132,8 +165,9 @@ class EarlyStopping(Callback):
     """After every epoch: measure the validation split, keep the best epoch's weights (by the
     ``criterion`` score), stop after ``patience`` epochs without improvement."""
 
-    def __init__(self, model: nn.Module, data: AudioSet, attack: Attack | None, criterion: str, patience: int,
-                 observer: Observer) -> None:
+    def __init__(
+        self, model: nn.Module, data: AudioSet, attack: Attack | None, criterion: str, patience: int, observer: Observer
+    ) -> None:
         self.model, self.data, self.attack, self.criterion = model, data, attack, criterion
         self.patience, self.observer = patience, observer
         self.cache: dict[str, torch.Tensor] = {}  # the triggered clips, made once
@@ -151,10 +185,19 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, loop: Loop, epoch: int) -> None:
         val = evaluate(self.model, self.data, "validation", self.attack, cache=self.cache)
         score = _stop_score(val, self.criterion)
-        self.history.append({"epoch": epoch, "train_loss": self.loss_sum / max(self.seen, 1),
-                             **{f"val_{k}": v for k, v in val.items()}})
-        self.observer.on_eval(EvalInfo("validation", epoch, val["clean_accuracy"], val["clean_loss"],
-                                       val.get("attack_success_rate"), val.get("robust_accuracy")))
+        self.history.append(
+            {"epoch": epoch, "train_loss": self.loss_sum / max(self.seen, 1), **{f"val_{k}": v for k, v in val.items()}}
+        )
+        self.observer.on_eval(
+            EvalInfo(
+                "validation",
+                epoch,
+                val["clean_accuracy"],
+                val["clean_loss"],
+                val.get("attack_success_rate"),
+                val.get("robust_accuracy"),
+            )
+        )
         if score < self.best_score - 1e-6:
             self.best_score, self.best_epoch, self.since_best = score, epoch, 0
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -175,13 +218,19 @@ class ProgressBar(Callback):
         stopping = next(c for c in loop.callbacks if isinstance(c, EarlyStopping))
         row = stopping.history[-1]
         val = {k[4:]: v for k, v in row.items() if k.startswith("val_")}
-        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_ca=f"{val['clean_accuracy']:.3f}",
-                             **({"val_asr": f"{val['attack_success_rate']:.3f}"} if "attack_success_rate" in val
-                                else {}))
+        self.bar.set_postfix(
+            loss=f"{row['train_loss']:.3f}",
+            val_ca=f"{val['clean_accuracy']:.3f}",
+            **({"val_asr": f"{val['attack_success_rate']:.3f}"} if "attack_success_rate" in val else {}),
+        )
         self.bar.update(1)
         if self.bar.disable and self.show is not False:
-            log.info("epoch %d: train loss %.4f, validation %s", epoch, row["train_loss"],
-                     ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+            log.info(
+                "epoch %d: train loss %.4f, validation %s",
+                epoch,
+                row["train_loss"],
+                ", ".join(f"{k} {v:.4f}" for k, v in val.items()),
+            )
 
     def on_end(self, loop: Loop) -> None:
         self.bar.close()
@@ -221,8 +270,9 @@ def train_model(
     train_idx = data.splits["train"]
     if attack is not None and not attack.prepared:  # learn the trigger on the training split only
         log.info("preparing attack %s on %d training clips", attack.name, int(train_idx.numel()))
-        attack.prepare(data.waves, data.labels, train_idx, data.sample_rate, list(data.classes),
-                       front_end=fe, device=device)
+        attack.prepare(
+            data.waves, data.labels, train_idx, data.sample_rate, list(data.classes), front_end=fe, device=device
+        )
     if attack is not None:
         poisoned = attack.poison(data.waves, data.labels, train_idx, data.sample_rate)
         train_waves, train_labels = poisoned.waves, poisoned.labels
@@ -257,10 +307,23 @@ def train_model(
 
     stopping = EarlyStopping(model, data, attack, criterion, config.patience, observer)
     bar = ProgressBar(progress_bar(config.epochs, f"train {config.model}", show_progress), show_progress)
-    loop = Loop("train", model[1], step, int(train_waves.shape[0]), epochs=config.epochs,
-                batch_size=config.batch_size, device=device, order=generator, amp=config.amp, compile=config.compile,
-                layout=config.memory_format, optimizer=optimizer, train_mode=model.train, observer=observer,
-                callbacks=[stopping, bar])
+    loop = Loop(
+        "train",
+        model[1],
+        step,
+        int(train_waves.shape[0]),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        device=device,
+        order=generator,
+        amp=config.amp,
+        compile=config.compile,
+        layout=config.memory_format,
+        optimizer=optimizer,
+        train_mode=model.train,
+        observer=observer,
+        callbacks=[stopping, bar],
+    )
     loop.run()
     if stopping.best_state is not None:
         model.load_state_dict(stopping.best_state)
@@ -269,22 +332,34 @@ def train_model(
     test = evaluate(model, data, "test", attack, cache=triggered_cache)
     seconds = time.perf_counter() - started
     training = {
-        "optimizer": "adam", **{k: v for k, v in config.to_dict().items() if k not in ("device",)},
-        "epochs_run": len(history), "best_epoch": best_epoch, "seconds": round(seconds, 2),
-        "device": str(device), "early_stopping": "validation split: " +
-        ("0.5*(clean loss + backdoor loss)" if criterion == "mixed" else "clean loss"),
+        "optimizer": "adam",
+        **{k: v for k, v in config.to_dict().items() if k not in ("device",)},
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "seconds": round(seconds, 2),
+        "device": str(device),
+        "early_stopping": "validation split: "
+        + ("0.5*(clean loss + backdoor loss)" if criterion == "mixed" else "clean loss"),
         "poisoned_clips": n_poisoned,
         "test": test,
     }
     metadata = make_metadata(
-        config.model, data.classes, fe.to_dict(), arch_args=config.arch_args,
-        data=data.summary(), attack=attack.to_dict() if attack is not None else None,
-        training=training, seed=config.seed,
+        config.model,
+        data.classes,
+        fe.to_dict(),
+        arch_args=config.arch_args,
+        data=data.summary(),
+        attack=attack.to_dict() if attack is not None else None,
+        training=training,
+        seed=config.seed,
     )
     report: dict[str, Any] = {
         "clean_accuracy": test["clean_accuracy"],
-        **({"attack_success_rate": test["attack_success_rate"], "robust_accuracy": test["robust_accuracy"]}
-           if attack is not None else {}),
+        **(
+            {"attack_success_rate": test["attack_success_rate"], "robust_accuracy": test["robust_accuracy"]}
+            if attack is not None
+            else {}
+        ),
         "seconds": round(seconds, 2),
         "device": str(device),
         "model": config.model,
@@ -307,13 +382,26 @@ def _warm_start(model: nn.Module, config: TrainConfig, data: AudioSet, fe: Front
     from core.checkpoint import load_checkpoint
 
     start, meta = load_checkpoint(config.init_from)
-    wanted = {"architecture": config.model, "classes": list(data.classes), "front_end": fe.to_dict(),
-              "arch_args": models.resolve_arch_args(config.model, config.arch_args)}
-    have = {"architecture": meta["architecture"], "classes": list(meta["classes"]), "front_end": meta["front_end"],
-            "arch_args": (models.resolve_arch_args(meta["architecture"], meta.get("arch_args", {}))
-                          if meta["architecture"] == config.model else meta.get("arch_args", {}))}
+    wanted = {
+        "architecture": config.model,
+        "classes": list(data.classes),
+        "front_end": fe.to_dict(),
+        "arch_args": models.resolve_arch_args(config.model, config.arch_args),
+    }
+    have = {
+        "architecture": meta["architecture"],
+        "classes": list(meta["classes"]),
+        "front_end": meta["front_end"],
+        "arch_args": (
+            models.resolve_arch_args(meta["architecture"], meta.get("arch_args", {}))
+            if meta["architecture"] == config.model
+            else meta.get("arch_args", {})
+        ),
+    }
     differ = [k for k in wanted if wanted[k] != have[k]]
     if differ:
-        raise ConfigError(f"--init-from {config.init_from} does not match this run: " +
-                          "; ".join(f"{k} {have[k]} vs {wanted[k]}" for k in differ))
+        raise ConfigError(
+            f"--init-from {config.init_from} does not match this run: "
+            + "; ".join(f"{k} {have[k]} vs {wanted[k]}" for k in differ)
+        )
     model.load_state_dict(start.state_dict())

@@ -8,8 +8,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from gnft_gui.self_test import (
     BUILTIN_TIMEOUT_S,
@@ -30,19 +30,27 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gnft-gui", description="GN-FT Workbench: find and remove backdoors "
-                                "from speech-command classifiers.")
-    p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="what to open, as a file manager passes it (Exec=gnft-gui %%F): a checkpoint "
-                        "(.safetensors, .pt) is taken as --model, a folder as --data")
+    p = argparse.ArgumentParser(
+        prog="gnft-gui", description="GN-FT Workbench: find and remove backdoors from speech-command classifiers."
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="what to open, as a file manager passes it (Exec=gnft-gui %%F): a checkpoint "
+        "(.safetensors, .pt) is taken as --model, a folder as --data",
+    )
     p.add_argument("--model", help="checkpoint to open (.safetensors)")
     p.add_argument("--data", help="dataset folder to open")
     p.add_argument("--demo", action="store_true", help="open the demo workspace")
-    p.add_argument("--self-test", action="store_true",
-                   help="smoke test of an installation or bundle: start (offscreen when there is no display), open "
-                        "what --demo/--model/--data name, or else the cached demo, or else a tiny built-in model and "
-                        "a few generated clips; predict, check the outputs are finite probabilities, print what "
-                        "was checked and exit 0 (on failure: one line on stderr, exit 1)")
+    p.add_argument(
+        "--self-test",
+        action="store_true",
+        help="smoke test of an installation or bundle: start (offscreen when there is no display), open "
+        "what --demo/--model/--data name, or else the cached demo, or else a tiny built-in model and "
+        "a few generated clips; predict, check the outputs are finite probabilities, print what "
+        "was checked and exit 0 (on failure: one line on stderr, exit 1)",
+    )
     return p
 
 
@@ -58,8 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         else:
             parser.error(f"{path}: neither a dataset folder nor a checkpoint (.safetensors, .pt)")
         if getattr(args, key) is not None:
-            parser.error(f"{path}: a {'dataset' if key == 'data' else 'model'} to open is already given "
-                         f"({getattr(args, key)})")
+            parser.error(
+                f"{path}: a {'dataset' if key == 'data' else 'model'} to open is already given ({getattr(args, key)})"
+            )
         setattr(args, key, path)
     return args
 
@@ -107,8 +116,11 @@ def _run(args: argparse.Namespace, scratch: Path | None, started: float) -> int:
             try:
                 builtin = write_builtin_workspace(scratch / "builtin")
             except Exception as err:
-                print(f"gnft-gui --self-test failed: cannot make the built-in model and clips "
-                      f"({type(err).__name__}: {err})", file=sys.stderr)
+                print(
+                    f"gnft-gui --self-test failed: cannot make the built-in model and clips "
+                    f"({type(err).__name__}: {err})",
+                    file=sys.stderr,
+                )
                 return 1
 
     from gnft_gui.main_window import MainWindow
@@ -138,14 +150,31 @@ def _run(args: argparse.Namespace, scratch: Path | None, started: float) -> int:
     import torch
     from PySide6 import __version__ as pyside_version
 
-    print(f"{SELF_TEST}: Qt platform {app.platformName()}, PySide6 {pyside_version}, torch {torch.__version__}; "
-          f"audio: {audio}", flush=True)
+    print(
+        f"{SELF_TEST}: Qt platform {app.platformName()}, PySide6 {pyside_version}, torch {torch.__version__}; "
+        f"audio: {audio}",
+        flush=True,
+    )
     expect_model = bool(builtin or demo or args.model)
     expect_data = bool(builtin or demo or args.data)
-    label = ("the built-in model and generated clips" if builtin else "the cached demo" if demo and not args.demo
-             else "the demo" if demo else "the workspace")
-    test = SelfTest(app, window, expect_model=expect_model, expect_data=expect_data,
-                     timeout_s=BUILTIN_TIMEOUT_S if builtin else OPEN_TIMEOUT_S, label=label, started=started)
+    label = (
+        "the built-in model and generated clips"
+        if builtin
+        else "the cached demo"
+        if demo and not args.demo
+        else "the demo"
+        if demo
+        else "the workspace"
+    )
+    test = SelfTest(
+        app,
+        window,
+        expect_model=expect_model,
+        expect_data=expect_data,
+        timeout_s=BUILTIN_TIMEOUT_S if builtin else OPEN_TIMEOUT_S,
+        label=label,
+        started=started,
+    )
     if builtin:
         model_path, data_dir = builtin
         if window.open_model(model_path):  # the same paths as File > Open Model / Open Dataset

@@ -121,8 +121,9 @@ class Recorder:
 
     def start(self) -> None:
         sd = _import_sounddevice()
-        self._stream = sd.InputStream(samplerate=self.sample_rate, channels=1, dtype="float32",
-                                      device=self.device, callback=self._callback)
+        self._stream = sd.InputStream(
+            samplerate=self.sample_rate, channels=1, dtype="float32", device=self.device, callback=self._callback
+        )
         self._stream.start()
 
     @property

@@ -205,10 +205,12 @@ class MainWindow(QMainWindow):
         self.demo_task: Task | None = None
         self.import_dialog: ImportDialog | None = None
         self.docks: dict[str, QDockWidget] = {}
-        for title, widget, area in (("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
-                                    ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                                    ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                                    ("Log", self.log_panel, Qt.DockWidgetArea.LeftDockWidgetArea)):
+        for title, widget, area in (
+            ("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
+            ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("Log", self.log_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
+        ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title.lower()}")
             if widget in (self.defense_panel, self.attack_panel):  # tall forms scroll instead of growing the window
@@ -244,10 +246,12 @@ class MainWindow(QMainWindow):
         """What the central area shows until a dataset is open: how to begin, and the demo build's progress."""
         page = QWidget()
         page.setObjectName("welcome")
-        self.welcome_text = QLabel("<h2>GN-FT Workbench</h2><p>Check a speech-command model for a backdoor and "
-                                   "repair it.</p><p>Open a model (.safetensors or .pt) and its dataset folder "
-                                   "from the File menu or by dropping them here, or open the demo workspace: a "
-                                   "backdoored model and synthetic speech, ready to repair.</p>")
+        self.welcome_text = QLabel(
+            "<h2>GN-FT Workbench</h2><p>Check a speech-command model for a backdoor and "
+            "repair it.</p><p>Open a model (.safetensors or .pt) and its dataset folder "
+            "from the File menu or by dropping them here, or open the demo workspace: a "
+            "backdoored model and synthetic speech, ready to repair.</p>"
+        )
         self.welcome_text.setObjectName("welcome_text")
         self.welcome_text.setWordWrap(True)
         self.welcome_status = QLabel("")
@@ -262,9 +266,11 @@ class MainWindow(QMainWindow):
         self.welcome_progress.setVisible(False)
         buttons = QHBoxLayout()
         self.welcome_buttons = {}
-        for key, text, slot in (("demo", "Open the demo", lambda: self.open_demo()),
-                                ("model", "Open a model…", self._ask_model),
-                                ("data", "Open a dataset…", self._ask_data)):
+        for key, text, slot in (
+            ("demo", "Open the demo", lambda: self.open_demo()),
+            ("model", "Open a model…", self._ask_model),
+            ("data", "Open a dataset…", self._ask_data),
+        ):
             button = QPushButton(text)
             button.setObjectName(f"welcome_{key}")
             button.clicked.connect(lambda _=False, f=slot: f())
@@ -308,8 +314,12 @@ class MainWindow(QMainWindow):
         extra_w, extra_h = frame.width() - inner.width(), frame.height() - inner.height()
         fitted = fit_to_screen(frame, available)
         if fitted != frame:
-            self.setGeometry(fitted.left() + (inner.left() - frame.left()), fitted.top() + (inner.top() - frame.top()),
-                             fitted.width() - extra_w, fitted.height() - extra_h)
+            self.setGeometry(
+                fitted.left() + (inner.left() - frame.left()),
+                fitted.top() + (inner.top() - frame.top()),
+                fitted.width() - extra_w,
+                fitted.height() - extra_h,
+            )
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -333,13 +343,16 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():
             self.view_menu.addAction(dock.toggleViewAction())
         self.view_menu.addSeparator()
-        self.view_menu.addAction(self._action("&Audio Tab", QKeySequence("Ctrl+Shift+A"),
-                                              lambda: self.show_tab(self.audio_view)))
-        self.view_menu.addAction(self._action("&Neurons Tab", QKeySequence("Ctrl+Shift+N"),
-                                              lambda: self.show_tab(self.neurons)))
+        self.view_menu.addAction(
+            self._action("&Audio Tab", QKeySequence("Ctrl+Shift+A"), lambda: self.show_tab(self.audio_view))
+        )
+        self.view_menu.addAction(
+            self._action("&Neurons Tab", QKeySequence("Ctrl+Shift+N"), lambda: self.show_tab(self.neurons))
+        )
         self.view_menu.addAction(self._action("&Reset Layout", QKeySequence(), self.reset_layout))
-        file_menu.insertAction(self.action_open_model, self._action("Open D&emo", QKeySequence("Ctrl+Shift+D"),
-                                                                    lambda: self.open_demo()))
+        file_menu.insertAction(
+            self.action_open_model, self._action("Open D&emo", QKeySequence("Ctrl+Shift+D"), lambda: self.open_demo())
+        )
         self._default_state = self.saveState()
         self._refresh_recent()
 
@@ -367,8 +380,13 @@ class MainWindow(QMainWindow):
     def show_error(self, title: str, message: str) -> None:
         """A window-modal error box naming the log file; the workspace is left as it was."""
         log.error("%s: %s", title, message)
-        box = QMessageBox(QMessageBox.Icon.Critical, title, f"{message}\n\nDetails are in the log: {log_path()}",
-                          QMessageBox.StandardButton.Ok, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Critical,
+            title,
+            f"{message}\n\nDetails are in the log: {log_path()}",
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
         box.setObjectName("error_dialog")
         box.open()
         self.last_error = box
@@ -394,13 +412,16 @@ class MainWindow(QMainWindow):
         for entry in self.recent_files():
             kind, _, path = entry.partition(":")
             action = self.recent_menu.addAction(f"{kind}: {path}")
-            action.triggered.connect(lambda _=False, k=kind, p=path: self.open_model(p) if k == "model"
-                                     else self.open_data(p))
+            action.triggered.connect(
+                lambda _=False, k=kind, p=path: self.open_model(p) if k == "model" else self.open_data(p)
+            )
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
     # ------------------------------------------------------------------ opening
     def _ask_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "Checkpoints (*.safetensors);;PyTorch state dicts (*.pt *.pth)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open model", "", "Checkpoints (*.safetensors);;PyTorch state dicts (*.pt *.pth)"
+        )
         if path:
             self.open_model(path)
 
@@ -456,8 +477,13 @@ class MainWindow(QMainWindow):
         imported = path.suffix.lower() != ".safetensors"
         self.setWindowTitle(f"GN-FT Workbench - {path.name}" + (" (imported, not saved)" if imported else ""))
         self._remember("model", path)
-        log.info("%s model %s (%s, %d classes)", "imported" if imported else "opened", path, meta["architecture"],
-                 len(meta["classes"]))
+        log.info(
+            "%s model %s (%s, %d classes)",
+            "imported" if imported else "opened",
+            path,
+            meta["architecture"],
+            len(meta["classes"]),
+        )
         self.model_loaded.emit(str(path))
         self._predict_all()
         return True
@@ -483,8 +509,10 @@ class MainWindow(QMainWindow):
         if cached is not None:
             self._open_demo(cached)
             return None
-        self._busy("Building the demo workspace (once, about half a minute): synthetic speech, then the "
-                   "backdoored demo model is checked on it …")
+        self._busy(
+            "Building the demo workspace (once, about half a minute): synthetic speech, then the "
+            "backdoored demo model is checked on it …"
+        )
         task = self._run(lambda observer: ensure_demo(rebuild=rebuild, observer=observer), "demo")
         self.demo_task = task
         self.welcome_buttons["demo"].setEnabled(False)
@@ -525,9 +553,12 @@ class MainWindow(QMainWindow):
         for name, idx in data.splits.items():
             for i in idx.tolist():
                 split_of[i] = name
-        names = [Path(f).name for f in data.files] if getattr(data, "files", None) else [str(i) for i in range(len(data))]
-        self.clips.set_clips(names, split_of, list(data.speakers), [data.classes[i] for i in data.labels.tolist()],
-                             list(data.classes))
+        names = (
+            [Path(f).name for f in data.files] if getattr(data, "files", None) else [str(i) for i in range(len(data))]
+        )
+        self.clips.set_clips(
+            names, split_of, list(data.speakers), [data.classes[i] for i in data.labels.tolist()], list(data.classes)
+        )
         self._remember("data", path)
         log.info("opened dataset %s: %d clips", path, len(data))
         self.data_loaded.emit(str(path))
@@ -568,6 +599,7 @@ class MainWindow(QMainWindow):
         """Import what the engine loads lazily on its first optimizer (torch._dynamo: about 2 s of
         import holding the GIL) in the background right after start, so the first defense run's
         live views do not stall while the worker imports."""
+
         def work(_observer):
             torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
@@ -636,10 +668,18 @@ class MainWindow(QMainWindow):
             except GnftError as err:
                 self.audio_view.clear_side("triggered", f"trigger not available: {err}")
             else:
-                target = self.data.classes[self.attack.params.target] if self.attack.params.target < len(
-                    self.data.classes) else str(self.attack.params.target)
-                self.audio_view.show_clip("triggered", triggered.numpy(), rate, self.session.top3(triggered),
-                                          f"triggered ({self.attack.name}), target {target}")
+                target = (
+                    self.data.classes[self.attack.params.target]
+                    if self.attack.params.target < len(self.data.classes)
+                    else str(self.attack.params.target)
+                )
+                self.audio_view.show_clip(
+                    "triggered",
+                    triggered.numpy(),
+                    rate,
+                    self.session.top3(triggered),
+                    f"triggered ({self.attack.name}), target {target}",
+                )
         self.clip_shown.emit(index)
 
     def play(self, side: str) -> bool:
@@ -726,8 +766,10 @@ class MainWindow(QMainWindow):
             self.defense_panel.set_state("idle")
             return
         before, after = result.before, result.after
-        text = f"{DEFENSE_TITLES.get(result.defense, result.defense)} finished: CA {percent(before['clean_accuracy'])} -> " \
-               f"{percent(after['clean_accuracy'])}"
+        text = (
+            f"{DEFENSE_TITLES.get(result.defense, result.defense)} finished: CA {percent(before['clean_accuracy'])} -> "
+            f"{percent(after['clean_accuracy'])}"
+        )
         if after.get("attack_success_rate") is not None:
             text += f", ASR {percent(before['attack_success_rate'])} -> {percent(after['attack_success_rate'])}"
         self._idle(text + ". Accept or Revert (Defense dock).")
@@ -754,10 +796,18 @@ class MainWindow(QMainWindow):
         self.analysis_task = task
         self._analysis_progress = (0, len(layers))
         task.observer.neurons.connect(self._analysed_layer)  # a bound slot: queued to the GUI thread
-        task.finished.connect(lambda result: (self._analysis_over(f"Analysis of {len(layers)} layer(s) done"),
-                                              self.analysis_done.emit(result)))
-        task.failed.connect(lambda message, _d: (self._analysis_over("The analysis failed"),
-                                                 self.show_error("The analysis failed", message)))
+        task.finished.connect(
+            lambda result: (
+                self._analysis_over(f"Analysis of {len(layers)} layer(s) done"),
+                self.analysis_done.emit(result),
+            )
+        )
+        task.failed.connect(
+            lambda message, _d: (
+                self._analysis_over("The analysis failed"),
+                self.show_error("The analysis failed", message),
+            )
+        )
         task.cancelled.connect(lambda: self._analysis_over("Analysis cancelled"))
         self._busy(f"Analysing {len(layers)} layer(s) …")
         self.progress.setRange(0, len(layers))
@@ -793,8 +843,9 @@ class MainWindow(QMainWindow):
         result = self.session.accept()
         summary = self.session.unsaved_repair
         self.defense_panel.set_state("idle")
-        self.defense_panel.eta.setText(f"Accepted: the repaired model ({summary}) is the current one. "
-                                       "File > Export saves it.")
+        self.defense_panel.eta.setText(
+            f"Accepted: the repaired model ({summary}) is the current one. File > Export saves it."
+        )
         log.info("accepted %s: %s", result.defense, summary)
         self._predict_all()
 
@@ -816,13 +867,15 @@ class MainWindow(QMainWindow):
         if self.model is None:
             self.show_error("Nothing to export", "Open a model first.")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export model", str(self.suggested_export_path()),
-                                              "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export model", str(self.suggested_export_path()), "Checkpoints (*.safetensors)"
+        )
         if not path:
             return
         if self.session.is_input(path):
-            answer = QMessageBox.question(self, "Overwrite the input?",
-                                          f"{Path(path).name} is the file the model was opened from. Overwrite it?")
+            answer = QMessageBox.question(
+                self, "Overwrite the input?", f"{Path(path).name} is the file the model was opened from. Overwrite it?"
+            )
             if answer != QMessageBox.StandardButton.Yes:
                 return
             self.export_model(path, overwrite_input=True)
@@ -845,9 +898,13 @@ class MainWindow(QMainWindow):
         settings().setValue("export_dir", str(path.parent))
         self._remember("model", path)
         self._idle(f"Exported {path.name} to {path.parent} (with {path.stem}.json and {path.stem}.md)")
-        notice = QMessageBox(QMessageBox.Icon.Information, "Model exported",
-                             f"Saved the model to\n{path}\n\nwith a report beside it ({path.stem}.json, "
-                             f"{path.stem}.md).", QMessageBox.StandardButton.Ok, self)
+        notice = QMessageBox(
+            QMessageBox.Icon.Information,
+            "Model exported",
+            f"Saved the model to\n{path}\n\nwith a report beside it ({path.stem}.json, {path.stem}.md).",
+            QMessageBox.StandardButton.Ok,
+            self,
+        )
         notice.setObjectName("export_notice")
         notice.open()
         self.last_notice = notice
@@ -884,10 +941,12 @@ class MainWindow(QMainWindow):
         if not self.unsaved_repair:
             return True
         answer = QMessageBox.question(
-            self, "Export the repaired model?",
+            self,
+            "Export the repaired model?",
             f"The repaired model ({self.unsaved_repair}) has not been exported. Export it before you {doing}?",
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Save)
+            QMessageBox.StandardButton.Save,
+        )
         if answer == QMessageBox.StandardButton.Save:
             self._ask_export()
             return not self.unsaved_repair
@@ -913,5 +972,8 @@ class MainWindow(QMainWindow):
 
 
 def _metrics(info: EvalInfo) -> dict[str, float | None]:
-    return {"clean_accuracy": info.clean_accuracy, "attack_success_rate": info.attack_success_rate,
-            "robust_accuracy": info.robust_accuracy}
+    return {
+        "clean_accuracy": info.clean_accuracy,
+        "attack_success_rate": info.attack_success_rate,
+        "robust_accuracy": info.robust_accuracy,
+    }

@@ -15,8 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BUILTIN_CLASSES", "BUILTIN_TIMEOUT_S", "OPEN_TIMEOUT_S", "SELF_TEST", "SelfTest", "SelfTestFailure",
-           "audio_line", "check_icon", "check_window", "generated_clips", "write_builtin_workspace"]
+__all__ = [
+    "BUILTIN_CLASSES",
+    "BUILTIN_TIMEOUT_S",
+    "OPEN_TIMEOUT_S",
+    "SELF_TEST",
+    "SelfTest",
+    "SelfTestFailure",
+    "audio_line",
+    "check_icon",
+    "check_window",
+    "generated_clips",
+    "write_builtin_workspace",
+]
 
 SELF_TEST = "gnft-gui self-test"
 BUILTIN_CLASSES = ("tone", "noise", "chirp")
@@ -61,10 +72,15 @@ def write_builtin_workspace(folder: str | os.PathLike, clips_per_class: int = 2)
     front_end = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
     torch.manual_seed(BUILTIN_SEED)
     model = build("smallcnn", len(BUILTIN_CLASSES), front_end).eval()
-    meta = make_metadata("smallcnn", BUILTIN_CLASSES, front_end.to_dict(), arch_args=model.arch_args,
-                         data={"source": "gnft-gui --self-test: generated clips"},
-                         training={"note": "random weights (not trained): the built-in self-test model"},
-                         seed=BUILTIN_SEED)
+    meta = make_metadata(
+        "smallcnn",
+        BUILTIN_CLASSES,
+        front_end.to_dict(),
+        arch_args=model.arch_args,
+        data={"source": "gnft-gui --self-test: generated clips"},
+        training={"note": "random weights (not trained): the built-in self-test model"},
+        seed=BUILTIN_SEED,
+    )
     model_path = save_checkpoint(folder / "self-test-smallcnn.safetensors", model, meta)
     data_dir = folder / "clips"
     testing = []
@@ -163,15 +179,18 @@ def check_window(window, expect_model: bool, expect_data: bool) -> list[str]:
                 probs = torch.softmax(predict_logits(window.model, window.data.waves[:64]), dim=1)
             _check_probabilities(probs, "the dataset's clips")
             window.show_clip(0)  # draws the clean (and triggered) waveform and spectrogram
-        lines.append(f"dataset: {window.data_path} ({rows} clips{', all predicted' if window.model is not None else ''})")
+        lines.append(
+            f"dataset: {window.data_path} ({rows} clips{', all predicted' if window.model is not None else ''})"
+        )
     return lines
 
 
 class SelfTest:
     """Waits for the workspace, checks it, ends the event loop with 0 (passed) or 1 (failed)."""
 
-    def __init__(self, app, window, *, expect_model: bool, expect_data: bool, timeout_s: float, label: str,
-                 started: float) -> None:
+    def __init__(
+        self, app, window, *, expect_model: bool, expect_data: bool, timeout_s: float, label: str, started: float
+    ) -> None:
         from PySide6.QtCore import QTimer
 
         self.app, self.window, self.label = app, window, label
@@ -204,7 +223,9 @@ class SelfTest:
         self.timer.stop()
         for line in lines:
             print(f"{SELF_TEST}: {line}", flush=True)
-        print(f"{SELF_TEST}: passed in {time.perf_counter() - self.started:.1f} s since start ({self.label})", flush=True)
+        print(
+            f"{SELF_TEST}: passed in {time.perf_counter() - self.started:.1f} s since start ({self.label})", flush=True
+        )
         self.app.exit(0)
 
     def fail(self, message: str) -> None:

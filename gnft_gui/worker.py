@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from core.events import CancelToken, Cancelled, EvalInfo, NeuronStats, StepInfo
+from core.events import Cancelled, CancelToken, EvalInfo, NeuronStats, StepInfo
 
 __all__ = ["QtObserver", "Task"]
 
@@ -79,8 +80,13 @@ class Task(QObject):
     failed = Signal(str, str)
     cancelled = Signal()
 
-    def __init__(self, fn: Callable[[QtObserver], Any], name: str = "task", wants_grad_norms: bool = False,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[QtObserver], Any],
+        name: str = "task",
+        wants_grad_norms: bool = False,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.name = name
         self.token = CancelToken()

@@ -48,8 +48,11 @@ def main() -> int:
     for row in range(window.clips.table.rowCount()):
         index = int(window.clips.table.item(row, 0).data(0x0100))  # Qt.UserRole: the clip's index
         label = data.classes[int(data.labels[index])]
-        if index in data.splits["test"].tolist() and int(data.labels[index]) != target and \
-                window.clips.table.item(row, 4).text() == label:
+        if (
+            index in data.splits["test"].tolist()
+            and int(data.labels[index]) != target
+            and window.clips.table.item(row, 4).text() == label
+        ):
             window.clips.select(row)
             if window.audio_view.sides["triggered"].top3.text().startswith(data.classes[target]):
                 break
@@ -67,8 +70,13 @@ def main() -> int:
     window.show_tab(window.neurons)
     panel.run_button.click()  # the Recommended preset, as a new user would run it
     task = window.defense_task
-    wait_until(app, lambda: len(window.neurons.steps) >= 30 and len(window.neurons.snapshots.get(
-        window.neurons.layer.currentText(), [])) >= 3)
+    wait_until(
+        app,
+        lambda: (
+            len(window.neurons.steps) >= 30
+            and len(window.neurons.snapshots.get(window.neurons.layer.currentText(), [])) >= 3
+        ),
+    )
     window.neurons.select_neuron(int(window.neurons.latest().blc.argmax()))
     app.processEvents()
     window.grab().save(str(out / "live_run_1280x800.png"))
@@ -80,14 +88,21 @@ def main() -> int:
         app.processEvents()
         window.grab().save(str(out / f"after_run_{size[0]}x{size[1]}.png"))
     shown = ("clean_accuracy", "attack_success_rate", "robust_accuracy")  # in percent, as the window shows them
-    caption = {"preset": outcome.preset, "defense": outcome.defense, "seconds": round(outcome.seconds, 1),
-               "before_percent": {k: round(100 * outcome.before[k], 1) for k in shown if k in outcome.before},
-               "after_percent": {k: round(100 * outcome.after[k], 1) for k in shown if k in outcome.after},
-               "demo": demo.info, "task_finished": task is not None}
+    caption = {
+        "preset": outcome.preset,
+        "defense": outcome.defense,
+        "seconds": round(outcome.seconds, 1),
+        "before_percent": {k: round(100 * outcome.before[k], 1) for k in shown if k in outcome.before},
+        "after_percent": {k: round(100 * outcome.after[k], 1) for k in shown if k in outcome.after},
+        "demo": demo.info,
+        "task_finished": task is not None,
+    }
     (out / "captions.json").write_text(json.dumps(caption, indent=1) + "\n")
     window.session.unsaved_repair = ""
     window.close()
-    print(f"wrote the screenshots and captions.json to {out}: {caption['before_percent']} -> {caption['after_percent']}")
+    print(
+        f"wrote the screenshots and captions.json to {out}: {caption['before_percent']} -> {caption['after_percent']}"
+    )
     return 0
 
 

@@ -31,8 +31,15 @@ def tone_clip(freq: float, rng: np.random.Generator, sample_rate: int = 16000, s
     return (wave + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
-def write_speech_commands(root: Path, words=TINY_WORDS, speakers: int = 10, per_speaker: int = 2,
-                          lists: bool = True, seed: int = 0, sample_rate: int = 16000) -> Path:
+def write_speech_commands(
+    root: Path,
+    words=TINY_WORDS,
+    speakers: int = 10,
+    per_speaker: int = 2,
+    lists: bool = True,
+    seed: int = 0,
+    sample_rate: int = 16000,
+) -> Path:
     """A Speech Commands folder of tone clips: ``<root>/<word>/<speaker>_nohash_<n>.wav``."""
     import soundfile as sf
 
@@ -43,16 +50,23 @@ def write_speech_commands(root: Path, words=TINY_WORDS, speakers: int = 10, per_
         (root / word).mkdir(exist_ok=True)
         for spk in spk_ids:
             for n in range(per_speaker):
-                sf.write(root / word / f"{spk}_nohash_{n}.wav", tone_clip(300 + 250 * w, rng, sample_rate),
-                         sample_rate, subtype="PCM_16")
+                sf.write(
+                    root / word / f"{spk}_nohash_{n}.wav",
+                    tone_clip(300 + 250 * w, rng, sample_rate),
+                    sample_rate,
+                    subtype="PCM_16",
+                )
     if lists:
         val_spk, test_spk = spk_ids[0], spk_ids[1]
         for name, spk in (("validation_list.txt", val_spk), ("testing_list.txt", test_spk)):
             lines = [f"{word}/{spk}_nohash_{n}.wav" for word in words for n in range(per_speaker)]
             (root / name).write_text("\n".join(lines) + "\n")
     (root / "_background_noise_").mkdir(exist_ok=True)
-    sf.write(root / "_background_noise_" / "white.wav", (0.1 * rng.standard_normal(sample_rate * 2)).astype(np.float32),
-             sample_rate)
+    sf.write(
+        root / "_background_noise_" / "white.wav",
+        (0.1 * rng.standard_normal(sample_rate * 2)).astype(np.float32),
+        sample_rate,
+    )
     return root
 
 
@@ -66,8 +80,12 @@ def write_fsdd(root: Path, speakers=("alice", "bob", "carol"), per_digit: int = 
         for spk in speakers:
             for idx in range(per_digit):
                 seconds = rng.uniform(0.3, 1.6)
-                sf.write(root / f"{digit}_{spk}_{idx}.wav", tone_clip(200 + 150 * digit, rng, 8000, seconds), 8000,
-                         subtype="PCM_16")
+                sf.write(
+                    root / f"{digit}_{spk}_{idx}.wav",
+                    tone_clip(200 + 150 * digit, rng, 8000, seconds),
+                    8000,
+                    subtype="PCM_16",
+                )
     return root
 
 

@@ -23,8 +23,9 @@ def test_no_forbidden_import_statement_in_core():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {n}" for n in names
-                          if n.split(".")[0] in FORBIDDEN]
+            offenders += [
+                f"{path.relative_to(REPO)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN
+            ]
     assert not offenders, "\n".join(offenders)
 
 
@@ -74,8 +75,12 @@ def _documented_modules() -> set[str]:
 
 def _modules_in_tree() -> set[str]:
     """Every module of the engine and the application, less package markers and ``python -m`` shims."""
-    return {str(p.relative_to(REPO)) for package in ("core", "gnft_gui") for p in (REPO / package).rglob("*.py")
-            if p.name not in ("__init__.py", "__main__.py")}
+    return {
+        str(p.relative_to(REPO))
+        for package in ("core", "gnft_gui")
+        for p in (REPO / package).rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
 
 
 def test_architecture_document_names_only_modules_that_exist():
@@ -97,6 +102,7 @@ def test_ruff_lint_and_format_are_clean():
     assert exe, "ruff is a dev dependency and must be installed"
     lint = subprocess.run([exe, "check", "--no-cache", "."], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = subprocess.run([exe, "format", "--check", "--no-cache", "."], capture_output=True, text=True, cwd=REPO,
-                         timeout=300)
+    fmt = subprocess.run(
+        [exe, "format", "--check", "--no-cache", "."], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr

@@ -24,10 +24,24 @@ def test_committed_readme_matches_the_results():
 
 
 def test_rows_come_from_the_json(tmp_path):
-    (tmp_path / "gnft_step_gpu.json").write_text(json.dumps({
-        "command": "python benchmarks/gnft_step.py --device cuda", "machine": {"device": "cuda", "gpu": "H100"},
-        "rows": [{"model": "resnet", "batch_size": 256, "gnft_over_ft": 1.87654, "copy_over_inplace": 1.2,
-                  "target_gnft_over_ft": 2.0, "meets_target": True}]}))
+    (tmp_path / "gnft_step_gpu.json").write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/gnft_step.py --device cuda",
+                "machine": {"device": "cuda", "gpu": "H100"},
+                "rows": [
+                    {
+                        "model": "resnet",
+                        "batch_size": 256,
+                        "gnft_over_ft": 1.87654,
+                        "copy_over_inplace": 1.2,
+                        "target_gnft_over_ft": 2.0,
+                        "meets_target": True,
+                    }
+                ],
+            }
+        )
+    )
     (tmp_path / "unknown_thing.json").write_text(json.dumps({"rows": [{"x": 1}]}))
     text = _report().render(tmp_path)
     assert "| gnft_step_gpu | resnet, batch 256: GN-FT step / FT step | 1.88 | ≤ 2.0 | yes | cuda (H100) |" in text
@@ -37,33 +51,69 @@ def test_rows_come_from_the_json(tmp_path):
 
 def test_a_grid_gnft_cell_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path):
     def cell(attack, defense, ca, asr):
-        return {"model": "resnet", "attack": attack, "defense": defense, "clean_accuracy": ca,
-                "attack_success_rate": asr}
-    (tmp_path / "grid_x.json").write_text(json.dumps({"command": "python -m core.grid", "machine": {"device": "cpu"},
-                                                      "rows": [cell("blend", "none", 0.98, 1.0),
-                                                               cell("blend", "gnft", 0.847, 0.0),  # CA -13.3
-                                                               cell("daba", "none", 0.90, 0.96),
-                                                               cell("daba", "gnft", 0.89, 0.05)]}))
+        return {
+            "model": "resnet",
+            "attack": attack,
+            "defense": defense,
+            "clean_accuracy": ca,
+            "attack_success_rate": asr,
+        }
+
+    (tmp_path / "grid_x.json").write_text(
+        json.dumps(
+            {
+                "command": "python -m core.grid",
+                "machine": {"device": "cpu"},
+                "rows": [
+                    cell("blend", "none", 0.98, 1.0),
+                    cell("blend", "gnft", 0.847, 0.0),  # CA -13.3
+                    cell("daba", "none", 0.90, 0.96),
+                    cell("daba", "gnft", 0.89, 0.05),
+                ],
+            }
+        )
+    )
     text = _report().render(tmp_path)
-    assert "| grid_x | resnet, blend, defense gnft: CA / ASR | 84.7 % / 0.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | **no** |" in text
-    assert "| grid_x | resnet, daba, defense gnft: CA / ASR | 89.0 % / 5.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | yes |" in text
+    target = "GN-FT ASR ≤ 10 %, CA within 2 points"
+    assert f"| grid_x | resnet, blend, defense gnft: CA / ASR | 84.7 % / 0.0 % | {target} | **no** |" in text
+    assert f"| grid_x | resnet, daba, defense gnft: CA / ASR | 89.0 % / 5.0 % | {target} | yes |" in text
 
 
 def test_a_probe_row_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path):
     """Probe files (gnft_ablation, gnft_probe) hold the same target as the grid: ASR <= 10 % is not
     enough when clean accuracy fell by more than 2 points."""
+
     def row(ratio, ca, asr, **cfg):
-        return {"defense": "gnft", "clean_ratio": ratio, "clean_accuracy": ca, "attack_success_rate": asr,
-                "config": {"lr": 0.01, **cfg}}
-    (tmp_path / "gnft_ablation_x.json").write_text(json.dumps({
-        "command": "python benchmarks/gnft_ablation.py", "machine": {"device": "cpu"},
-        "before": {"clean_accuracy": 0.983, "attack_success_rate": 0.989},
-        "rows": [row(0.1, 0.893, 0.096), row(0.2, 0.975, 0.05, max_grad_norm=2.0),
-                 row(0.05, 0.9, 0.2, lr_schedule="cosine", warmup_epochs=5, spec_augment=0.2), row(0.02, 0.8, 0.3, lr_schedule="constant"),
-                 row(0.1, 0.9, 0.1, batchnorm="frozen")]}))
+        return {
+            "defense": "gnft",
+            "clean_ratio": ratio,
+            "clean_accuracy": ca,
+            "attack_success_rate": asr,
+            "config": {"lr": 0.01, **cfg},
+        }
+
+    (tmp_path / "gnft_ablation_x.json").write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/gnft_ablation.py",
+                "machine": {"device": "cpu"},
+                "before": {"clean_accuracy": 0.983, "attack_success_rate": 0.989},
+                "rows": [
+                    row(0.1, 0.893, 0.096),
+                    row(0.2, 0.975, 0.05, max_grad_norm=2.0),
+                    row(0.05, 0.9, 0.2, lr_schedule="cosine", warmup_epochs=5, spec_augment=0.2),
+                    row(0.02, 0.8, 0.3, lr_schedule="constant"),
+                    row(0.1, 0.9, 0.1, batchnorm="frozen"),
+                ],
+            }
+        )
+    )
     text = _report().render(tmp_path)
     assert "| 89.3 % / 9.6 % | ASR ≤ 10 %, CA within 2 pt | **no** |" in text
-    assert "max_grad_norm 2.0): CA / ASR (before 98.3 % / 98.9 %) | 97.5 % / 5.0 % | ASR ≤ 10 %, CA within 2 pt | yes |" in text
+    assert (
+        "max_grad_norm 2.0): CA / ASR (before 98.3 % / 98.9 %) | 97.5 % / 5.0 % | ASR ≤ 10 %, CA within 2 pt | yes |"
+        in text
+    )
     assert "gnft (clean 5.0 %, lr 0.01, cosine lr, warm-up 5 epochs, spec_augment 0.2): CA / ASR" in text
     assert "gnft (clean 2.0 %, lr 0.01): CA / ASR" in text  # the default schedule is not spelt out
     assert "gnft (clean 10.0 %, lr 0.01, batchnorm frozen): CA / ASR" in text

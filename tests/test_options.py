@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import defend, grid, train
 from core.attacks import AttackParams, list_attacks, parse_attack_args
 from core.augment import AugmentConfig
+from core.cli import defend, grid, train
 from core.defenses import DEFENSES, GNFT, OPTION_HELP, OPTION_LABELS, PERCENT_OPTIONS, PRIMARY_OPTIONS, GNFTConfig
 from core.defenses.base import DefenseConfig
 from core.errors import AttackError, ConfigError
@@ -34,24 +34,33 @@ from core.training import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 
 #: Every options dataclass of the engine.
-OPTION_CLASSES = [TrainConfig, AugmentConfig, *(d.Config for d in DEFENSES.values()),
-                  *(a.Params for a in list_attacks().values())]
+OPTION_CLASSES = [
+    TrainConfig,
+    AugmentConfig,
+    *(d.Config for d in DEFENSES.values()),
+    *(a.Params for a in list_attacks().values()),
+]
 
 
 @dataclass
 class LongerTraining(TrainConfig):
     """A training config with one more setting, declared only here."""
 
-    warmup: int = option(3, label="Warm-up, epochs", range="[0, inf)",
-                         help="epochs of warm-up before the schedule (a field declared by this test)")
+    warmup: int = option(
+        3,
+        label="Warm-up, epochs",
+        range="[0, inf)",
+        help="epochs of warm-up before the schedule (a field declared by this test)",
+    )
 
 
 @dataclass
 class WeightedGNFTConfig(GNFTConfig):
     """A GN-FT config with one more setting, declared only here."""
 
-    beta: float = option(0.5, label="\u03b2, test weight", primary=True, range="[0, 1]",
-                         help="a weight declared by this test")
+    beta: float = option(
+        0.5, label="\u03b2, test weight", primary=True, range="[0, 1]", help="a weight declared by this test"
+    )
 
 
 class WeightedGNFT(GNFT):
@@ -69,16 +78,21 @@ def _spec(cls: type, name: str):
 
 # ------------------------------------------------------------------ a new field reaches every surface
 def test_a_new_training_field_is_an_option_of_core_train_and_core_grid():
-    args = train.build_parser(LongerTraining).parse_args(["--data", "d", "--out", "m.safetensors", "--warmup", "5",
-                                                          "--epochs", "7", "--compile"])
+    args = train.build_parser(LongerTraining).parse_args(
+        ["--data", "d", "--out", "m.safetensors", "--warmup", "5", "--epochs", "7", "--compile"]
+    )
     config = train.config_from_args(args, LongerTraining)
     assert (config.warmup, config.epochs, config.compile) == (5, 7, True)
     assert "(a field declared by this test) (default: 3)" in _help(train.build_parser(LongerTraining))
 
     args = grid.build_parser(LongerTraining).parse_args(["--data", "d", "--out", "g", "--train-warmup", "2"])
     assert grid.train_config(args, "smallcnn", LongerTraining).warmup == 2
-    assert grid.train_config(grid.build_parser(LongerTraining).parse_args(["--data", "d", "--out", "g"]),
-                             "smallcnn", LongerTraining).warmup == 3
+    assert (
+        grid.train_config(
+            grid.build_parser(LongerTraining).parse_args(["--data", "d", "--out", "g"]), "smallcnn", LongerTraining
+        ).warmup
+        == 3
+    )
     assert parse_key_values(LongerTraining, ["warmup=9"], "--x") == {"warmup": 9}
     assert _spec(LongerTraining, "warmup").label == "Warm-up, epochs"
     with pytest.raises(ConfigError, match=r"warmup must be >= 0, got -1"):
@@ -92,8 +106,13 @@ def test_a_new_defense_field_is_an_option_a_key_and_a_form_row():
     assert "a weight declared by this test (default: gnft 0.5)" in _help(parser)
     assert parse_key_values(WeightedGNFTConfig, ["beta=0.3"], "--defense-arg", scope="gnft") == {"beta": 0.3}
     spec = _spec(WeightedGNFTConfig, "beta")
-    assert (spec.label, spec.primary, spec.percent, spec.hidden, spec.default) == ("\u03b2, test weight", True,
-                                                                                  False, False, 0.5)
+    assert (spec.label, spec.primary, spec.percent, spec.hidden, spec.default) == (
+        "\u03b2, test weight",
+        True,
+        False,
+        False,
+        0.5,
+    )
     with pytest.raises(ConfigError, match=r"beta must be in \[0, 1\], got 2"):
         WeightedGNFTConfig(beta=2).validate()
 
@@ -140,10 +159,13 @@ def test_a_subclass_that_changes_a_default_keeps_the_description():
     from core.attacks.ultrasonic import NearNyquistParams, UltrasonicParams
     from core.defenses import CLPConfig, FineTuneConfig, FTSAMConfig
 
-    for sub, base, name, default in ((FineTuneConfig, DefenseConfig, "lr", 0.01),
-                                     (FTSAMConfig, DefenseConfig, "lr", 0.01), (CLPConfig, DefenseConfig, "epochs", 0),
-                                     (FlowMurParams, AttackParams, "poison_rate", 0.7),
-                                     (NearNyquistParams, UltrasonicParams, "frequency", 7800.0)):
+    for sub, base, name, default in (
+        (FineTuneConfig, DefenseConfig, "lr", 0.01),
+        (FTSAMConfig, DefenseConfig, "lr", 0.01),
+        (CLPConfig, DefenseConfig, "epochs", 0),
+        (FlowMurParams, AttackParams, "poison_rate", 0.7),
+        (NearNyquistParams, UltrasonicParams, "frequency", 7800.0),
+    ):
         spec, parent = _spec(sub, name), _spec(base, name)
         assert spec.default == default and spec.meta == parent.meta, (sub.__name__, name)
 
@@ -158,13 +180,16 @@ def test_an_unknown_key_names_the_option_the_key_and_the_keys_there_are():
     assert isinstance(err.value, OptionError) and err.value.key == "foo" and err.value.reason == "unknown"
 
 
-@pytest.mark.parametrize("item, message", [
-    ("alpha=high", "--defense-arg gnft.alpha: cannot read 'high' as float"),
-    ("epochs=1.5", "--defense-arg gnft.epochs: cannot read '1.5' as int"),
-    ("compile=maybe", "--defense-arg gnft.compile: cannot read 'maybe' as true or false"),
-    ("norm=sideways", "--defense-arg gnft.norm: cannot read 'sideways' as one of per-tensor, global"),
-    ("alpha", "--defense-arg takes key=value, got 'alpha'"),
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("alpha=high", "--defense-arg gnft.alpha: cannot read 'high' as float"),
+        ("epochs=1.5", "--defense-arg gnft.epochs: cannot read '1.5' as int"),
+        ("compile=maybe", "--defense-arg gnft.compile: cannot read 'maybe' as true or false"),
+        ("norm=sideways", "--defense-arg gnft.norm: cannot read 'sideways' as one of per-tensor, global"),
+        ("alpha", "--defense-arg takes key=value, got 'alpha'"),
+    ],
+)
 def test_a_bad_value_names_the_key_and_the_type(item, message):
     with pytest.raises(ConfigError) as err:
         parse_key_values(GNFTConfig, [item], "--defense-arg", scope="gnft")
@@ -172,22 +197,46 @@ def test_a_bad_value_names_the_key_and_the_type(item, message):
 
 
 def test_key_values_are_typed_by_the_fields():
-    values = parse_key_values(GNFTConfig, ["alpha=0.5", "epochs=20", "compile=true", "norm=global", "clean-ratio=0.1"],
-                              "--defense-arg", scope="gnft")
+    values = parse_key_values(
+        GNFTConfig,
+        ["alpha=0.5", "epochs=20", "compile=true", "norm=global", "clean-ratio=0.1"],
+        "--defense-arg",
+        scope="gnft",
+    )
     assert values == {"alpha": 0.5, "epochs": 20, "compile": True, "norm": "global", "clean_ratio": 0.1}
     assert parse_key_values(AugmentConfig, ["shift=50", "speed=0.9:1.1", "snr=10"], "--augment") == {
-        "shift_ms": 50.0, "speed": (0.9, 1.1), "snr_db": (10.0, 10.0)}
+        "shift_ms": 50.0,
+        "speed": (0.9, 1.1),
+        "snr_db": (10.0, 10.0),
+    }
 
 
 def test_attack_arguments_and_architecture_arguments_share_the_splitter():
     assert parse_attack_args([" poison-rate = 0.2", "kind=noise"]) == {"poison_rate": "0.2", "kind": "noise"}
     with pytest.raises(AttackError, match="--attack-arg takes key=value, got 'oops'"):
         parse_attack_args(["oops"])
-    args = train.build_parser().parse_args(["--data", "d", "--out", "m.safetensors", "--arch-arg", "width=32",
-                                            "--arch-arg", "dropout=0.1", "--arch-arg", "input_norm=false",
-                                            "--arch-arg", "readout=mean"])
-    assert train.config_from_args(args).arch_args == {"width": 32, "dropout": 0.1, "input_norm": False,
-                                                      "readout": "mean"}
+    args = train.build_parser().parse_args(
+        [
+            "--data",
+            "d",
+            "--out",
+            "m.safetensors",
+            "--arch-arg",
+            "width=32",
+            "--arch-arg",
+            "dropout=0.1",
+            "--arch-arg",
+            "input_norm=false",
+            "--arch-arg",
+            "readout=mean",
+        ]
+    )
+    assert train.config_from_args(args).arch_args == {
+        "width": 32,
+        "dropout": 0.1,
+        "input_norm": False,
+        "readout": "mean",
+    }
     args = train.build_parser().parse_args(["--data", "d", "--out", "m.safetensors", "--arch-arg", "oops"])
     with pytest.raises(ConfigError, match="--arch-arg takes key=value, got 'oops'"):
         train.config_from_args(args)
@@ -204,28 +253,81 @@ def test_range_wording():
 
 # ------------------------------------------------------------------ the grid trains with every training option
 def test_core_grid_forwards_every_training_option():
-    args = grid.build_parser().parse_args([
-        "--data", "d", "--out", "g", "--train-epochs", "4", "--train-weight-decay", "0.01", "--train-amp", "bf16",
-        "--train-compile", "true", "--train-memory-format", "contiguous", "--train-arch-arg", "width=8",
-        "--train-init-from", "start.safetensors", "--augment", "default", "--train-stop-on", "clean",
-        "--train-batch-size", "32", "--train-lr", "0.003", "--train-patience", "2", "--seed", "4"])
+    args = grid.build_parser().parse_args(
+        [
+            "--data",
+            "d",
+            "--out",
+            "g",
+            "--train-epochs",
+            "4",
+            "--train-weight-decay",
+            "0.01",
+            "--train-amp",
+            "bf16",
+            "--train-compile",
+            "true",
+            "--train-memory-format",
+            "contiguous",
+            "--train-arch-arg",
+            "width=8",
+            "--train-init-from",
+            "start.safetensors",
+            "--augment",
+            "default",
+            "--train-stop-on",
+            "clean",
+            "--train-batch-size",
+            "32",
+            "--train-lr",
+            "0.003",
+            "--train-patience",
+            "2",
+            "--seed",
+            "4",
+        ]
+    )
     config = grid.train_config(args, "smallcnn")
-    assert (config.model, config.epochs, config.weight_decay, config.amp, config.compile, config.memory_format,
-            config.arch_args, config.init_from, config.stop_on, config.batch_size, config.lr, config.patience,
-            config.seed) == ("smallcnn", 4, 0.01, "bf16", True, "contiguous", {"width": 8}, "start.safetensors",
-                             "clean", 32, 0.003, 2, 4)
+    assert (
+        config.model,
+        config.epochs,
+        config.weight_decay,
+        config.amp,
+        config.compile,
+        config.memory_format,
+        config.arch_args,
+        config.init_from,
+        config.stop_on,
+        config.batch_size,
+        config.lr,
+        config.patience,
+        config.seed,
+    ) == ("smallcnn", 4, 0.01, "bf16", True, "contiguous", {"width": 8}, "start.safetensors", "clean", 32, 0.003, 2, 4)
     assert config.augment.active and config.augment.speed == (0.9, 1.1)
-    assert grid.train_config(grid.build_parser().parse_args(["--data", "d", "--out", "g"]), "resnet") == \
-        TrainConfig(model="resnet")
+    assert grid.train_config(grid.build_parser().parse_args(["--data", "d", "--out", "g"]), "resnet") == TrainConfig(
+        model="resnet"
+    )
 
 
 def test_core_grid_help_lists_every_training_option():
-    proc = subprocess.run([sys.executable, "-m", "core.grid", "--help"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.grid", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
-    for name in ("--train-weight-decay", "--train-amp", "--train-compile", "--train-memory-format",
-                 "--train-arch-arg", "--train-init-from", "--train-epochs", "--train-patience", "--train-stop-on",
-                 "--train-batch-size", "--train-lr", "--augment"):
+    for name in (
+        "--train-weight-decay",
+        "--train-amp",
+        "--train-compile",
+        "--train-memory-format",
+        "--train-arch-arg",
+        "--train-init-from",
+        "--train-epochs",
+        "--train-patience",
+        "--train-stop-on",
+        "--train-batch-size",
+        "--train-lr",
+        "--augment",
+    ):
         assert name in proc.stdout, name
 
 
@@ -244,8 +346,7 @@ def _strategy(kind, spec_range):
         if None in parts:
             return None
         if str in inner:  # text that reads as None is None
-            parts = [p.filter(lambda v: not isinstance(v, str) or v.lower() not in ("", "none", "null"))
-                     for p in parts]
+            parts = [p.filter(lambda v: not isinstance(v, str) or v.lower() not in ("", "none", "null")) for p in parts]
         return st.one_of(st.none(), *parts)
     if kind is bool:
         return st.booleans()
@@ -256,8 +357,14 @@ def _strategy(kind, spec_range):
         return st.integers(min_value=low, max_value=high)
     if kind is float:
         r = spec_range or Range()
-        return st.floats(min_value=r.low, max_value=r.high, exclude_min=r.low_open and r.low is not None,
-                         exclude_max=r.high_open and r.high is not None, allow_nan=False, allow_infinity=False)
+        return st.floats(
+            min_value=r.low,
+            max_value=r.high,
+            exclude_min=r.low_open and r.low is not None,
+            exclude_max=r.high_open and r.high is not None,
+            allow_nan=False,
+            allow_infinity=False,
+        )
     if kind is str:
         return st.text(min_size=1).map(str.strip).filter(bool)  # KEY=VALUE texts are stripped
     if origin is tuple and args and all(a is float for a in args):
@@ -286,6 +393,7 @@ try:
 except ImportError:  # hypothesis is a dev dependency; without it the property is not checked
     st = None
 else:
+
     @pytest.mark.parametrize("cls", OPTION_CLASSES, ids=lambda c: c.__name__)
     @settings(max_examples=50, deadline=None)
     @given(data=st.data())

@@ -107,9 +107,11 @@ def test_icon_is_svg_with_a_square_viewbox_and_renders(qapp):
     assert image.pixelColor(32, 32).alpha() == 255 and image.pixelColor(0, 0).alpha() == 0  # drawn, rounded corners
 
 
-@pytest.mark.parametrize("command", [["desktop-file-validate", str(DESKTOP)],
-                                     ["appstreamcli", "validate", "--no-net", str(METAINFO)]],
-                         ids=["desktop-file-validate", "appstreamcli"])
+@pytest.mark.parametrize(
+    "command",
+    [["desktop-file-validate", str(DESKTOP)], ["appstreamcli", "validate", "--no-net", str(METAINFO)]],
+    ids=["desktop-file-validate", "appstreamcli"],
+)
 def test_system_validators_accept_the_files(command):
     if shutil.which(command[0]) is None:
         pytest.skip(f"{command[0]} is not installed (desktop-file-utils / appstream)")

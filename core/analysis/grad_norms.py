@@ -9,7 +9,7 @@ what GN-FT's penalty suppresses. The norms are read from gradients that already 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,8 +38,9 @@ def _finish(parts: list[torch.Tensor | None], ord: int) -> torch.Tensor | None:
     return total if ord == 1 else total.sqrt()
 
 
-def layer_grad_norms(module: nn.Module, grad_of: GradOf | None = None, *, ord: int = 2,
-                     include_bias: bool = True) -> torch.Tensor | None:
+def layer_grad_norms(
+    module: nn.Module, grad_of: GradOf | None = None, *, ord: int = 2, include_bias: bool = True
+) -> torch.Tensor | None:
     """The per-neuron gradient norms ``[neurons]`` of one Conv2d, Linear or LSTM layer (None: no gradient).
 
     ``ord`` 2 (L2, the default) or 1 (L1, the TSBD/authors' figure); ``include_bias=False``
@@ -71,9 +72,17 @@ def layer_grad_norms(module: nn.Module, grad_of: GradOf | None = None, *, ord: i
     return _finish(parts, ord)
 
 
-def mean_grad_norms(model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 256,
-                    max_batches: int | None = None, ord: int = 2, include_bias: bool = True,
-                    layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+def mean_grad_norms(
+    model: nn.Module,
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    max_batches: int | None = None,
+    ord: int = 2,
+    include_bias: bool = True,
+    layers: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
     """Per-neuron gradient norms of the clean loss, averaged over batches (Figure 2's measurement).
 
     The model is in eval mode (BatchNorm uses its running statistics, no dropout), so the

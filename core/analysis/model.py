@@ -33,12 +33,12 @@ log = logging.getLogger("core.analysis")
 def default_layers(model: torch.nn.Module, count: int = 3) -> list[str]:
     """The ``count`` deepest analysable layers before the output layer (where backdoor features live)."""
     names = [n for n, _ in analysable_layers(model)]
-    return names[-(count + 1):-1] if len(names) > count else names[:-1] or names
+    return names[-(count + 1) : -1] if len(names) > count else names[:-1] or names
 
 
-def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int | None = None,
-              model: torch.nn.Module | None = None
-              ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+def zone_sets(
+    data, attack: Attack | None, split: str = "test", max_clips: int | None = None, model: torch.nn.Module | None = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
     """The clean set ``(inputs, labels)`` of ``split`` and the backdoor set (None without an attack).
 
     The inputs are waveforms, or for a feature-domain trigger (``badnets-mfcc``) the front-end
@@ -51,8 +51,9 @@ def zone_sets(data, attack: Attack | None, split: str = "test", max_clips: int |
     if attack is None:
         return (waves, labels), None
     if attack.domain == "waveform":
-        return (waves, labels), backdoor_set(waves, labels, attack.apply_test(waves, data.sample_rate),
-                                             attack.params.target)
+        return (waves, labels), backdoor_set(
+            waves, labels, attack.apply_test(waves, data.sample_rate), attack.params.target
+        )
     front = model[0] if model is not None and isinstance(model[0], FrontEnd) else None
     if front is None:
         raise ConfigError(f"{attack.name} acts on features: its CLC/BLC need the model's front end")
@@ -69,10 +70,23 @@ def zone_model(model: torch.nn.Module, attack: Attack | None) -> torch.nn.Module
     return wrapper.train(model.training)  # the analysis restores this mode on the shared classifier
 
 
-def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: list[str], *, split: str = "test",
-                  clean_ratio: float = 0.05, seed: int = 0, grad_ord: int = 2, grad_batch_size: int = 32,
-                  max_clips: int | None = None, method: str = "exact", t_clc: float = 0.0,
-                  t_blc: float = 0.0, observer: Observer | None = None) -> dict[str, Any]:
+def analyse_model(
+    model: torch.nn.Module,
+    data,
+    attack: Attack | None,
+    layers: list[str],
+    *,
+    split: str = "test",
+    clean_ratio: float = 0.05,
+    seed: int = 0,
+    grad_ord: int = 2,
+    grad_batch_size: int = 32,
+    max_clips: int | None = None,
+    method: str = "exact",
+    t_clc: float = 0.0,
+    t_blc: float = 0.0,
+    observer: Observer | None = None,
+) -> dict[str, Any]:
     """Gradient norms, CLC/BLC and zones for ``layers`` of ``model`` (on the data's device).
 
     An ``observer`` gets each layer's figures as :class:`NeuronStats` when it is done and can stop
@@ -80,8 +94,9 @@ def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: l
     """
     observer = observer or NullObserver()
     grad_rows = clean_subset(data, clean_ratio, seed).to(data.waves.device)
-    grads = mean_grad_norms(model, data.waves[grad_rows], data.labels[grad_rows], batch_size=grad_batch_size,
-                            ord=grad_ord, layers=layers)
+    grads = mean_grad_norms(
+        model, data.waves[grad_rows], data.labels[grad_rows], batch_size=grad_batch_size, ord=grad_ord, layers=layers
+    )
     (waves, labels), bd = zone_sets(data, attack, split, max_clips, model)
     zmodel = zone_model(model, attack)
     out: dict[str, Any] = {}
@@ -101,8 +116,13 @@ def analyse_model(model: torch.nn.Module, data, attack: Attack | None, layers: l
         entry["seconds"] = round(time.perf_counter() - started, 2)
         log.info("%s: %s", layer, entry.get("counts", "gradient norms only"))
         out[layer] = entry
-        observer.on_neurons(NeuronStats(layer, {k: entry[k] for k in ("grad_norm", "clc", "blc")
-                                                if entry.get(k) is not None}, label=f"analysis ({method})"))
+        observer.on_neurons(
+            NeuronStats(
+                layer,
+                {k: entry[k] for k in ("grad_norm", "clc", "blc") if entry.get(k) is not None},
+                label=f"analysis ({method})",
+            )
+        )
     return {"layers": out, "summary": summarise(out)}
 
 
@@ -120,16 +140,16 @@ def summarise(layers: dict[str, Any]) -> dict[str, Any]:
     mean = {z: (sum(v) / len(v) if v else None) for z, v in norms.items()}
     bh = norms["backdoor"] + norms["hybrid"]
     ratio = (sum(bh) / len(bh)) / mean["clean"] if bh and mean["clean"] else None
-    return {"zone_counts": counts, "mean_grad_norm_by_zone": mean,
-            "backdoor_hybrid_over_clean_grad_norm": ratio}
+    return {"zone_counts": counts, "mean_grad_norm_by_zone": mean, "backdoor_hybrid_over_clean_grad_norm": ratio}
 
 
 class ZoneWatcher(RepairWatcher):
     """CLC/BLC of one layer during a repair, sent to ``observer`` as :class:`NeuronStats`: exact before
     and after (when ``exact``), the first-order estimate at every evaluation. Nothing without an attack."""
 
-    def __init__(self, observer: Observer, data: AudioSet, attack: Attack | None, layer: str,
-                 exact: bool = True) -> None:
+    def __init__(
+        self, observer: Observer, data: AudioSet, attack: Attack | None, layer: str, exact: bool = True
+    ) -> None:
         self.observer, self.data, self.attack, self.layer, self.exact = observer, data, attack, layer, exact
         self.sets: tuple[Any, Any] | None = None
 
@@ -152,5 +172,6 @@ class ZoneWatcher(RepairWatcher):
         if self.sets is None:
             return
         zones = analyse_layer(zone_model(model, self.attack), self.layer, *self.sets, method=method)
-        self.observer.on_neurons(NeuronStats(self.layer, {"clc": zones.clc.tolist(), "blc": zones.blc.tolist()},
-                                             label=label))
+        self.observer.on_neurons(
+            NeuronStats(self.layer, {"clc": zones.clc.tolist(), "blc": zones.blc.tolist()}, label=label)
+        )

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,13 +83,17 @@ def _neuron_weights(module: nn.Module, k: int) -> list[tuple[torch.Tensor, Any]]
         h = module.hidden_size
         layer, sfx = _lstm_slots(module)[k // h]
         rows = [k % h + g * h for g in range(4)]
-        return [(getattr(module, f"weight_ih_l{layer}{sfx}"), rows), (getattr(module, f"weight_hh_l{layer}{sfx}"), rows)]
+        return [
+            (getattr(module, f"weight_ih_l{layer}{sfx}"), rows),
+            (getattr(module, f"weight_hh_l{layer}{sfx}"), rows),
+        ]
     return [(module.weight, k)]
 
 
 # --------------------------------------------------------------------------- sets
-def backdoor_set(waves: torch.Tensor, labels: torch.Tensor, triggered: torch.Tensor,
-                 target: int) -> tuple[torch.Tensor, torch.Tensor]:
+def backdoor_set(
+    waves: torch.Tensor, labels: torch.Tensor, triggered: torch.Tensor, target: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The authors' backdoor set: triggered non-target clips labelled ``target``, plus the target-class clips."""
     non_target = labels != target
     x = torch.cat([triggered[non_target], waves[~non_target]])
@@ -122,7 +127,7 @@ def _body_layer(model: nn.Module, layer: str) -> tuple[nn.Module, str]:
     front, body = split_front_end(model)
     if front is not None:
         prefix = list(model._modules)[1] + "."
-        return body, layer[len(prefix):] if layer.startswith(prefix) else layer
+        return body, layer[len(prefix) :] if layer.startswith(prefix) else layer
     return model, layer
 
 
@@ -150,8 +155,9 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 # --------------------------------------------------------------------------- the definition
 @torch.no_grad()
-def looped_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 256) -> torch.Tensor:
+def looped_loss_changes(
+    model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """ΔL per neuron of ``layer`` by pruning one neuron at a time (the reference; slow)."""
     with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         base = _mean_loss(body, x, labels, batch_size)
@@ -169,8 +175,9 @@ def looped_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, label
 # --------------------------------------------------------------------------- batched
 def _repeat(t: torch.Tensor, m: int, dim: int = 0) -> torch.Tensor:
     shape = list(t.shape)
-    return t.unsqueeze(dim).expand(*shape[:dim], m, *shape[dim:]).reshape(
-        *shape[:dim], m * shape[dim], *shape[dim + 1:])
+    return (
+        t.unsqueeze(dim).expand(*shape[:dim], m, *shape[dim:]).reshape(*shape[:dim], m * shape[dim], *shape[dim + 1 :])
+    )
 
 
 def _repeat_output(module: nn.Module, out: Any, m: int, batch: int) -> Any:
@@ -195,12 +202,20 @@ class _MeetBatches(TorchFunctionMode):
         self.batch, self.m = batch, m
 
     def _is_small(self, t: Any) -> bool:
-        return (isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and t.dim() >= 2
-                and t.shape[0] == self.batch)
+        return (
+            isinstance(t, torch.Tensor)
+            and not isinstance(t, nn.Parameter)
+            and t.dim() >= 2
+            and t.shape[0] == self.batch
+        )
 
     def _is_big(self, t: Any) -> bool:
-        return (isinstance(t, torch.Tensor) and not isinstance(t, nn.Parameter) and t.dim() >= 2
-                and t.shape[0] == self.batch * self.m)
+        return (
+            isinstance(t, torch.Tensor)
+            and not isinstance(t, nn.Parameter)
+            and t.dim() >= 2
+            and t.shape[0] == self.batch * self.m
+        )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -208,12 +223,14 @@ class _MeetBatches(TorchFunctionMode):
             flat = [a for a in args if isinstance(a, torch.Tensor)]
             flat += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
             if any(self._is_small(t) for t in flat) and any(self._is_big(t) for t in flat):
+
                 def widen(a):
                     if self._is_small(a):
                         return _repeat(a, self.m)
                     if isinstance(a, (list, tuple)):
                         return type(a)(widen(t) for t in a)
                     return a
+
                 args = tuple(widen(a) for a in args)
         return func(*args, **kwargs)
 
@@ -248,8 +265,9 @@ class _Patched:
             raise ConfigError("the analysed layer is not used in the model's forward pass")
         return calls
 
-    def run(self, x: torch.Tensor, calls: list[tuple[nn.Module, Any]], neurons: torch.Tensor,
-            batch: int, lazy: bool = True) -> torch.Tensor:
+    def run(
+        self, x: torch.Tensor, calls: list[tuple[nn.Module, Any]], neurons: torch.Tensor, batch: int, lazy: bool = True
+    ) -> torch.Tensor:
         """Logits ``[len(neurons) * batch, classes]``, copy m with neuron ``neurons[m]`` pruned.
 
         ``lazy``: the part before the layer stays at ``batch`` clips (cached outputs are returned
@@ -327,8 +345,11 @@ def _lstm_pruned(module: nn.LSTM, x: torch.Tensor, hx: Any, neurons: torch.Tenso
         for d, sfx in enumerate(("", "_reverse")[: 2 if module.bidirectional else 1]):
             slot = layer * (2 if module.bidirectional else 1) + d
             w_ih, w_hh = getattr(module, f"weight_ih_l{layer}{sfx}"), getattr(module, f"weight_hh_l{layer}{sfx}")
-            bias = (getattr(module, f"bias_ih_l{layer}{sfx}") + getattr(module, f"bias_hh_l{layer}{sfx}")
-                    if module.bias else w_ih.new_zeros(4 * h))
+            bias = (
+                getattr(module, f"bias_ih_l{layer}{sfx}") + getattr(module, f"bias_hh_l{layer}{sfx}")
+                if module.bias
+                else w_ih.new_zeros(4 * h)
+            )
             pruned = torch.zeros(m, 4 * h, dtype=torch.bool, device=x.device)
             local = neurons - slot * h
             inside = (local >= 0) & (local < h)
@@ -339,7 +360,7 @@ def _lstm_pruned(module: nn.LSTM, x: torch.Tensor, hx: Any, neurons: torch.Tenso
             steps = range(layer_input.shape[1])
             outs = [None] * layer_input.shape[1]
             pre_x = layer_input @ w_ih.T  # [M*B, T, 4H]
-            for t in (reversed(steps) if sfx else steps):
+            for t in reversed(steps) if sfx else steps:
                 pre = torch.where(pruned, bias, pre_x[:, t] + state_h @ w_hh.T + bias)
                 i, f, g, o = pre.chunk(4, dim=1)
                 state_c = torch.sigmoid(f) * state_c + torch.sigmoid(i) * torch.tanh(g)
@@ -374,9 +395,17 @@ def _fit(layer_output: Any, max_elements: int, n: int) -> int:
 
 
 @torch.no_grad()
-def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor, *,
-                       neurons_per_pass: int | None = None, batch_size: int = 64,
-                       max_elements: int | None = None, lazy: bool = True) -> torch.Tensor:
+def exact_loss_changes(
+    model: nn.Module,
+    layer: str,
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    neurons_per_pass: int | None = None,
+    batch_size: int = 64,
+    max_elements: int | None = None,
+    lazy: bool = True,
+) -> torch.Tensor:
     """ΔL per neuron of ``layer`` (equal to :func:`looped_loss_changes`), many neurons per forward pass.
 
     ``neurons_per_pass`` × ``batch_size`` clips go through the part of the network after the
@@ -416,8 +445,9 @@ def exact_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels
 
 
 # --------------------------------------------------------------------------- first order
-def first_order_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor,
-                             batch_size: int = 256) -> torch.Tensor:
+def first_order_loss_changes(
+    model: nn.Module, layer: str, waves: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """-Σ w·∂L/∂w over each neuron's weights: the first-order ΔL of pruning it, from one backward pass."""
     with _in_eval(model, layer, waves, batch_size) as (body, module, x):
         n = neuron_count(module)
@@ -436,6 +466,7 @@ def first_order_loss_changes(model: nn.Module, layer: str, waves: torch.Tensor, 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+
     def ranks(v: torch.Tensor) -> torch.Tensor:
         v = v.double().flatten()
         order = v.argsort()
@@ -485,26 +516,43 @@ class ZoneAnalysis:
         return {z: self.zones.count(z) for z in ZONES}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "method": self.method, "clc": self.clc.tolist(), "blc": self.blc.tolist(),
-                "zones": self.zones, "counts": self.counts()}
+        return {
+            "layer": self.layer,
+            "method": self.method,
+            "clc": self.clc.tolist(),
+            "blc": self.blc.tolist(),
+            "zones": self.zones,
+            "counts": self.counts(),
+        }
 
 
-def analyse_layer(model: nn.Module, layer: str, clean: tuple[torch.Tensor, torch.Tensor],
-                  backdoor: tuple[torch.Tensor, torch.Tensor], *, method: str = "exact",
-                  t_clc: float = 0.0, t_blc: float = 0.0, batch_size: int = 64,
-                  neurons_per_pass: int | None = None) -> ZoneAnalysis:
+def analyse_layer(
+    model: nn.Module,
+    layer: str,
+    clean: tuple[torch.Tensor, torch.Tensor],
+    backdoor: tuple[torch.Tensor, torch.Tensor],
+    *,
+    method: str = "exact",
+    t_clc: float = 0.0,
+    t_blc: float = 0.0,
+    batch_size: int = 64,
+    neurons_per_pass: int | None = None,
+) -> ZoneAnalysis:
     """CLC on ``clean`` and BLC on ``backdoor`` (each ``(waves, labels)``) for every neuron of ``layer``
     (the sets are moved to the model's device: a model fine-tuned on CUDA is analysed there)."""
     device = next(model.parameters()).device
     clean = (clean[0].to(device), clean[1].to(device))
     backdoor = (backdoor[0].to(device), backdoor[1].to(device))
     if method == "exact":
+
         def run(w, y):
             return exact_loss_changes(model, layer, w, y, neurons_per_pass=neurons_per_pass, batch_size=batch_size)
     elif method == "first-order":
+
         def run(w, y):
             return first_order_loss_changes(model, layer, w, y, batch_size=batch_size)
     elif method == "looped":
+
         def run(w, y):
             return looped_loss_changes(model, layer, w, y, batch_size=batch_size)
     else:

@@ -1,5 +1,6 @@
 """Audio backdoor attacks behind one registry (see :mod:`core.attacks.base`)."""
 
+from core.attacks import badnets, badnets_mfcc, blend, custom, daba, flowmur, jingleback, pbsm, piba, ultrasonic  # noqa: F401  (registers them)
 from core.attacks.base import (
     Attack,
     AttackParams,
@@ -10,7 +11,6 @@ from core.attacks.base import (
     parse_attack_args,
     register,
 )
-from core.attacks import badnets, badnets_mfcc, blend, custom, daba, flowmur, jingleback, pbsm, piba, ultrasonic  # noqa: F401  (registers them)
 
 __all__ = [
     "Attack",

@@ -55,8 +55,9 @@ class BadNets(Attack):
     def check_sample_rate(self, sample_rate: int) -> None:
         p: BadNetsParams = self.params  # type: ignore[assignment]
         if p.kind == "tone" and p.frequency >= sample_rate / 2:
-            raise AttackError(f"badnets: a {p.frequency:g} Hz tone cannot exist at {sample_rate} Hz "
-                              f"(Nyquist {sample_rate / 2:g} Hz)")
+            raise AttackError(
+                f"badnets: a {p.frequency:g} Hz tone cannot exist at {sample_rate} Hz (Nyquist {sample_rate / 2:g} Hz)"
+            )
 
     def pattern(self, sample_rate: int) -> torch.Tensor:
         """The trigger waveform itself, ``[duration * sample_rate]`` samples, peak at ``level_db``."""

@@ -41,14 +41,17 @@ class BadNetsMFCC(Attack):
     domain = "features"
 
     def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        raise AttackError("badnets-mfcc is a feature-domain trigger (an MFCC patch): it has no waveform, "
-                          "so there is nothing audible to play or write; it is applied inside the model")
+        raise AttackError(
+            "badnets-mfcc is a feature-domain trigger (an MFCC patch): it has no waveform, "
+            "so there is nothing audible to play or write; it is applied inside the model"
+        )
 
     def apply_features(self, features: torch.Tensor) -> torch.Tensor:
         p: BadNetsMFCCParams = self.params  # type: ignore[assignment]
         if features.shape[-1] < p.size or features.shape[-2] < p.size:
-            raise AttackError(f"badnets-mfcc: a {p.size}x{p.size} patch does not fit features of shape "
-                              f"{tuple(features.shape[-2:])}")
+            raise AttackError(
+                f"badnets-mfcc: a {p.size}x{p.size} patch does not fit features of shape {tuple(features.shape[-2:])}"
+            )
         out = features.clone()
         out[..., -p.size :, -p.size :] = p.value
         return out

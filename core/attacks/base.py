@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import dataclasses
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -37,14 +38,25 @@ __all__ = [
 class AttackParams:
     """Settings every attack has; subclasses add their trigger's parameters."""
 
-    target: int = option(2, label="Target class", range="[0, inf)", range_text="a class index >= 0",
-                         help="class index the trigger makes the model predict")
-    poison_rate: float = option(0.1, label="Poison rate", range="(0, 1]",
-                                help="share of the training clips poisoned (clean label: of the target class's clips)")
+    target: int = option(
+        2,
+        label="Target class",
+        range="[0, inf)",
+        range_text="a class index >= 0",
+        help="class index the trigger makes the model predict",
+    )
+    poison_rate: float = option(
+        0.1,
+        label="Poison rate",
+        range="(0, 1]",
+        help="share of the training clips poisoned (clean label: of the target class's clips)",
+    )
     label_mode: Literal["dirty", "clean"] = option(
-        "dirty", label="Label mode",
+        "dirty",
+        label="Label mode",
         help="dirty: poisoned clips are relabelled as the target; clean: only target-class clips are poisoned, "
-             "labels kept")
+        "labels kept",
+    )
     seed: int = option(0, label="Seed", help="seed of the poisoned rows and of any random part of the trigger")
 
     def validate(self) -> None:
@@ -87,8 +99,17 @@ class Attack:
         self.state: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------ preparation
-    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                classes: list[str], *, front_end: Any, device: torch.device) -> None:
+    def prepare(
+        self,
+        waves: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: torch.Tensor,
+        sample_rate: int,
+        classes: list[str],
+        *,
+        front_end: Any,
+        device: torch.device,
+    ) -> None:
         """Learn what the attack needs from the training rows ``candidates`` (default: nothing)."""
 
     @property
@@ -97,8 +118,10 @@ class Attack:
 
     def require_prepared(self) -> None:
         if not self.prepared:
-            raise AttackError(f"{self.name} must be prepared on training data first (its trigger is learnt); "
-                              "train with it through python -m core.train, or load it from a checkpoint")
+            raise AttackError(
+                f"{self.name} must be prepared on training data first (its trigger is learnt); "
+                "train with it through python -m core.train, or load it from a checkpoint"
+            )
 
     # ------------------------------------------------------------- the trigger
     def check_sample_rate(self, sample_rate: int) -> None:
@@ -145,8 +168,9 @@ class Attack:
         chosen = pool[torch.randperm(pool.numel(), generator=gen)[:count]]
         return chosen.sort().values
 
-    def poison(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor,
-               sample_rate: int) -> PoisonedSet:
+    def poison(
+        self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int
+    ) -> PoisonedSet:
         """Triggered, relabelled (dirty) copies of the chosen rows of ``candidates``.
 
         Returns the candidate rows only (the training set), with ``poisoned`` indexing into them.
@@ -212,8 +236,11 @@ def attack_from_dict(data: Mapping[str, Any], sample_rate: int = 16000) -> Attac
 def encode_tensor(tensor: torch.Tensor) -> dict[str, Any]:
     """A tensor as JSON: dtype, shape and its raw bytes in base64 (exact, compact)."""
     t = tensor.detach().to("cpu").contiguous()
-    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-            "base64": base64.b64encode(t.numpy().tobytes()).decode("ascii")}
+    return {
+        "dtype": str(t.dtype).removeprefix("torch."),
+        "shape": list(t.shape),
+        "base64": base64.b64encode(t.numpy().tobytes()).decode("ascii"),
+    }
 
 
 def decode_tensor(data: Mapping[str, Any], name: str = "tensor") -> torch.Tensor:

@@ -26,8 +26,9 @@ class BlendParams(AttackParams):
 
     alpha: float = option(0.2, label="\u03b1, blend weight", help="mixing weight of the blended sound, in (0, 1)")
     file: str | None = option(None, label="WAV file", help="a WAV to blend in (default: a generated tune)")
-    fit: Literal["loop", "crop"] = option("loop", label="Fit",
-                                          help="a sound shorter than the clip is looped, or cropped/padded")
+    fit: Literal["loop", "crop"] = option(
+        "loop", label="Fit", help="a sound shorter than the clip is looped, or cropped/padded"
+    )
 
     def validate(self) -> None:
         super().validate()

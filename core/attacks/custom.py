@@ -29,10 +29,12 @@ class CustomParams(AttackParams):
     file: str = option("", label="WAV file", help="the trigger WAV (required)")
     position: str = option("start", label="Position", help="start, middle, end or seconds from the start")
     gain_db: float = option(0.0, label="Gain, dB", help="gain applied to the trigger in dB (unless snr_db is set)")
-    snr_db: float | None = option(None, label="SNR, dB",
-                                  help="scale the trigger to this clip-to-trigger ratio in dB instead of gain_db")
-    fit: Literal["loop", "crop"] = option("crop", label="Fit",
-                                          help="a trigger shorter than length is looped, or cropped/padded")
+    snr_db: float | None = option(
+        None, label="SNR, dB", help="scale the trigger to this clip-to-trigger ratio in dB instead of gain_db"
+    )
+    fit: Literal["loop", "crop"] = option(
+        "crop", label="Fit", help="a trigger shorter than length is looped, or cropped/padded"
+    )
     length: float | None = option(None, label="Length, s", help="trigger length in seconds (default: the file's)")
 
     def validate(self) -> None:

@@ -24,8 +24,8 @@ from core.attacks.base import Attack, AttackParams, register
 from core.attacks.sounds import melody
 from core.attacks.surrogate import surrogate_on_rows
 from core.errors import AttackError
-from core.options import option
 from core.metrics import predict_logits
+from core.options import option
 
 __all__ = ["DABAParams", "DABA"]
 
@@ -36,11 +36,15 @@ class DABAParams(AttackParams):
 
     pool_size: int = option(12, label="Tune pool", help="tunes generated to choose the trigger from")
     trigger_seconds: float = option(0.5, label="Trigger length, s", help="trigger length in seconds, in (0, 1]")
-    train_levels: str = option("0,-5,-10,-15,-20,-25,-30,-35,-40", label="Training levels, dBFS",
-                               help="comma list of RMS levels (dBFS, <= 0) the poisoned training clips cycle through")
+    train_levels: str = option(
+        "0,-5,-10,-15,-20,-25,-30,-35,-40",
+        label="Training levels, dBFS",
+        help="comma list of RMS levels (dBFS, <= 0) the poisoned training clips cycle through",
+    )
     test_level_db: float = option(-20.0, label="Test level, dBFS", help="RMS level of the trigger at test time")
-    surrogate_epochs: int = option(8, label="Benign-model epochs",
-                                   help="epochs of the benign model that chooses the trigger and the hosts")
+    surrogate_epochs: int = option(
+        8, label="Benign-model epochs", help="epochs of the benign model that chooses the trigger and the hosts"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -56,7 +60,9 @@ class DABAParams(AttackParams):
         try:
             return [float(v) for v in str(self.train_levels).split(",") if v.strip()]
         except ValueError:
-            raise AttackError(f"daba: train_levels must be a comma list of dBFS values, got {self.train_levels!r}") from None
+            raise AttackError(
+                f"daba: train_levels must be a comma list of dBFS values, got {self.train_levels!r}"
+            ) from None
 
 
 @register
@@ -69,9 +75,14 @@ class DABA(Attack):
     def pool(self, sample_rate: int) -> torch.Tensor:
         """``[pool_size, trigger_seconds * sample_rate]`` tunes, peak 1, from the seed."""
         p: DABAParams = self.params  # type: ignore[assignment]
-        return torch.stack([torch.from_numpy(melody(p.trigger_seconds, sample_rate, p.seed * 1000 + k,
-                                                    notes=4, base_hz=330.0 * (1 + k % 3)))
-                            for k in range(p.pool_size)])
+        return torch.stack(
+            [
+                torch.from_numpy(
+                    melody(p.trigger_seconds, sample_rate, p.seed * 1000 + k, notes=4, base_hz=330.0 * (1 + k % 3))
+                )
+                for k in range(p.pool_size)
+            ]
+        )
 
     @staticmethod
     def at_level(trigger: torch.Tensor, level_db: torch.Tensor | float) -> torch.Tensor:
@@ -88,11 +99,21 @@ class DABA(Attack):
         flat[:, :n] = (flat[:, :n] + scaled).clamp(-1.0, 1.0)
         return flat.reshape(wave.shape)
 
-    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                classes: list[str], *, front_end: Any, device: torch.device) -> None:
+    def prepare(
+        self,
+        waves: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: torch.Tensor,
+        sample_rate: int,
+        classes: list[str],
+        *,
+        front_end: Any,
+        device: torch.device,
+    ) -> None:
         p: DABAParams = self.params  # type: ignore[assignment]
-        benign, x, y = surrogate_on_rows(waves, labels, candidates, len(classes), front_end,
-                                      epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        benign, x, y = surrogate_on_rows(
+            waves, labels, candidates, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed
+        )
         pool = self.pool(sample_rate)
         padded = torch.zeros(pool.shape[0], x.shape[1])
         padded[:, : min(pool.shape[1], x.shape[1])] = self.at_level(pool, p.test_level_db)[:, : x.shape[1]]

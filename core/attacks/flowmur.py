@@ -9,8 +9,9 @@ label: ``poison_rate`` (70 %, the recipe's) of the victim's *target-class* train
 inserted at a random position at ``snr_db`` (30 dB) signal-to-trigger ratio, labels kept.
 
 Auxiliary words come from ``aux_data`` (a Speech Commands folder: ``aux_words``, or up to
-``aux_count`` of its word folders that are not victim classes) or, by default, from the project's espeak-ng corpus generator: words of SCD-30 that
-are not victim classes, ``aux_clips_per_word`` clips each.
+``aux_count`` of its word folders that are not victim classes) or, by default, from the project's
+espeak-ng corpus generator: words of SCD-30 that are not victim classes, ``aux_clips_per_word``
+clips each.
 """
 
 from __future__ import annotations
@@ -44,17 +45,20 @@ class FlowMurParams(AttackParams):
     label_mode: Literal["dirty", "clean"] = override(AttackParams, "label_mode", "clean")
     trigger_seconds: float = option(0.5, label="Trigger length, s", help="trigger length in seconds, in (0, 1)")
     init: float = option(0.1, label="Initial value", help="the trigger's initial sample value (|init| <= epsilon)")
-    epsilon: float = option(0.2, label="\u03b5, clamp",
-                            help="the trigger's samples are clamped to +-epsilon, in (0, 1]")
+    epsilon: float = option(
+        0.2, label="\u03b5, clamp", help="the trigger's samples are clamped to +-epsilon, in (0, 1]"
+    )
     steps: int = option(300, label="Optimisation steps", help="Adam steps optimising the trigger")
     batch_size: int = option(64, label="Batch size, clips", help="clips per optimisation step")
     lr: float = option(1e-3, label="Learning rate", help="Adam learning rate of the trigger")
     snr_db: float = option(30.0, label="SNR, dB", help="signal-to-trigger ratio of poisoned and triggered clips")
-    optimise_at_snr: bool = option(True, label="Optimise at SNR",
-                                   help="optimise the trigger mixed at snr_db (the recipe's) or at full amplitude")
+    optimise_at_snr: bool = option(
+        True, label="Optimise at SNR", help="optimise the trigger mixed at snr_db (the recipe's) or at full amplitude"
+    )
     surrogate_epochs: int = option(8, label="Surrogate epochs", help="epochs of the surrogate model")
-    aux_data: str | None = option(None, label="Auxiliary data",
-                                  help="a Speech Commands folder of auxiliary words (default: generated words)")
+    aux_data: str | None = option(
+        None, label="Auxiliary data", help="a Speech Commands folder of auxiliary words (default: generated words)"
+    )
     aux_words: str | None = option(None, label="Auxiliary words", help="comma list of words taken from aux_data")
     aux_count: int = option(6, label="Auxiliary word count", help="how many auxiliary words when aux_words is not set")
     aux_clips_per_word: int = option(60, label="Clips per auxiliary word", help="clips of each auxiliary word")
@@ -66,7 +70,9 @@ class FlowMurParams(AttackParams):
         if not 0 < self.epsilon <= 1 or abs(self.init) > self.epsilon:
             raise AttackError(f"flowmur: need 0 < epsilon <= 1 and |init| <= epsilon, got {self.epsilon}, {self.init}")
         if min(self.steps, self.batch_size, self.surrogate_epochs, self.aux_count, self.aux_clips_per_word) < 1:
-            raise AttackError("flowmur: steps, batch_size, surrogate_epochs, aux_count and aux_clips_per_word must be >= 1")
+            raise AttackError(
+                "flowmur: steps, batch_size, surrogate_epochs, aux_count and aux_clips_per_word must be >= 1"
+            )
 
 
 @register
@@ -95,20 +101,42 @@ class FlowMur(Attack):
         if overlap:
             raise AttackError(f"flowmur: auxiliary words must not be victim classes: {', '.join(overlap)}")
         if p.aux_data:
-            aux = load_speech_commands(p.aux_data, words, sample_rate=sample_rate, num_samples=num_samples,
-                                       require_splits=False)
+            aux = load_speech_commands(
+                p.aux_data, words, sample_rate=sample_rate, num_samples=num_samples, require_splits=False
+            )
             return aux.waves, aux.labels
         from core.data.synth import generate_corpus
 
         with tempfile.TemporaryDirectory(prefix="flowmur-aux-") as tmp:
-            generate_corpus(f"{tmp}/aux", words, clips_per_word=p.aux_clips_per_word, seed=p.seed,
-                            sample_rate=sample_rate, progress=False)
-            aux = load_speech_commands(f"{tmp}/aux", words, sample_rate=sample_rate, num_samples=num_samples,
-                                       use_cache=False, require_splits=False)
+            generate_corpus(
+                f"{tmp}/aux",
+                words,
+                clips_per_word=p.aux_clips_per_word,
+                seed=p.seed,
+                sample_rate=sample_rate,
+                progress=False,
+            )
+            aux = load_speech_commands(
+                f"{tmp}/aux",
+                words,
+                sample_rate=sample_rate,
+                num_samples=num_samples,
+                use_cache=False,
+                require_splits=False,
+            )
         return aux.waves, aux.labels
 
-    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                classes: list[str], *, front_end: Any, device: torch.device) -> None:
+    def prepare(
+        self,
+        waves: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: torch.Tensor,
+        sample_rate: int,
+        classes: list[str],
+        *,
+        front_end: Any,
+        device: torch.device,
+    ) -> None:
         p: FlowMurParams = self.params  # type: ignore[assignment]
         cand_labels = labels.index_select(0, candidates.to(labels.device))
         target_rows = candidates[(cand_labels == p.target).to(candidates.device)]
@@ -117,14 +145,27 @@ class FlowMur(Attack):
         surrogate_target = int(aux_labels.max()) + 1  # the target word is the surrogate's last class
         x = torch.cat([aux_waves, target_waves]).to(device)
         y = torch.cat([aux_labels, torch.full((target_waves.shape[0],), surrogate_target)]).to(device)
-        surrogate = train_surrogate(x, y, surrogate_target + 1, front_end, epochs=p.surrogate_epochs,
-                                    device=device, seed=p.seed)
+        surrogate = train_surrogate(
+            x, y, surrogate_target + 1, front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed
+        )
         length = int(round(p.trigger_seconds * sample_rate))
-        mix = (lambda clips, pattern, starts: insert_at_snr(clips, pattern, starts, p.snr_db)) \
-            if p.optimise_at_snr else insert_at
-        trigger = optimise_trigger(surrogate, x, surrogate_target, torch.full((length,), float(p.init)),
-                                   epsilon=p.epsilon, steps=p.steps, batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                                   mix=mix)
+        mix = (
+            (lambda clips, pattern, starts: insert_at_snr(clips, pattern, starts, p.snr_db))
+            if p.optimise_at_snr
+            else insert_at
+        )
+        trigger = optimise_trigger(
+            surrogate,
+            x,
+            surrogate_target,
+            torch.full((length,), float(p.init)),
+            epsilon=p.epsilon,
+            steps=p.steps,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            seed=p.seed,
+            mix=mix,
+        )
         self.state = {"trigger": trigger}
 
     def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:

@@ -32,8 +32,11 @@ def style_board(style: int):
         0: lambda: [pb.PitchShift(semitones=10)],
         1: lambda: [pb.Distortion(drive_db=30)],
         2: lambda: [pb.Chorus(rate_hz=1, depth=5, centre_delay_ms=10.0, feedback=0.0, mix=0.5)],
-        3: lambda: [pb.PitchShift(semitones=10), pb.Distortion(drive_db=20),
-                    pb.Chorus(rate_hz=1, depth=5, centre_delay_ms=8.0, feedback=0.0, mix=0.5)],
+        3: lambda: [
+            pb.PitchShift(semitones=10),
+            pb.Distortion(drive_db=20),
+            pb.Chorus(rate_hz=1, depth=5, centre_delay_ms=8.0, feedback=0.0, mix=0.5),
+        ],
         4: lambda: [pb.Chorus(centre_delay_ms=15), pb.Distortion(drive_db=20), pb.Reverb(room_size=0.6)],
         5: lambda: [pb.Gain(gain_db=12), pb.LadderFilter(mode=pb.LadderFilter.Mode.HPF12, cutoff_hz=1000), pb.Phaser()],
     }

@@ -28,10 +28,12 @@ class PIBAParams(AttackParams):
     """Trigger length, clamp, energy penalty and the optimisation budget."""
 
     trigger_seconds: float = option(0.2, label="Trigger length, s", help="trigger length in seconds, in (0, 1)")
-    epsilon: float = option(0.1, label="\u03b5, clamp",
-                            help="the trigger's samples are clamped to +-epsilon, in (0, 1]")
-    energy_weight: float = option(0.05, label="Energy weight",
-                                  help="weight of the trigger's energy (relative to the clip's) in the loss")
+    epsilon: float = option(
+        0.1, label="\u03b5, clamp", help="the trigger's samples are clamped to +-epsilon, in (0, 1]"
+    )
+    energy_weight: float = option(
+        0.05, label="Energy weight", help="weight of the trigger's energy (relative to the clip's) in the loss"
+    )
     steps: int = option(300, label="Optimisation steps", help="Adam steps optimising the trigger")
     batch_size: int = option(64, label="Batch size, clips", help="clips per optimisation step")
     lr: float = option(5e-3, label="Learning rate", help="Adam learning rate of the trigger")
@@ -54,19 +56,38 @@ class PIBA(Attack):
     Params = PIBAParams
     needs_preparation = True
 
-    def prepare(self, waves: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor, sample_rate: int,
-                classes: list[str], *, front_end: Any, device: torch.device) -> None:
+    def prepare(
+        self,
+        waves: torch.Tensor,
+        labels: torch.Tensor,
+        candidates: torch.Tensor,
+        sample_rate: int,
+        classes: list[str],
+        *,
+        front_end: Any,
+        device: torch.device,
+    ) -> None:
         p: PIBAParams = self.params  # type: ignore[assignment]
-        surrogate, x, y = surrogate_on_rows(waves, labels, candidates, len(classes), front_end,
-                                      epochs=p.surrogate_epochs, device=device, seed=p.seed)
+        surrogate, x, y = surrogate_on_rows(
+            waves, labels, candidates, len(classes), front_end, epochs=p.surrogate_epochs, device=device, seed=p.seed
+        )
         length = int(round(p.trigger_seconds * sample_rate))
         gen = torch.Generator().manual_seed(p.seed)
         initial = (torch.rand(length, generator=gen) * 2 - 1) * (0.1 * p.epsilon)
         others = x.index_select(0, (y != p.target).nonzero().flatten())
         clip_power = others.pow(2).mean()
-        trigger = optimise_trigger(surrogate, others, p.target, initial, epsilon=p.epsilon, steps=p.steps,
-                                   batch_size=p.batch_size, lr=p.lr, seed=p.seed,
-                                   penalty=lambda t: p.energy_weight * t.pow(2).mean() / clip_power)
+        trigger = optimise_trigger(
+            surrogate,
+            others,
+            p.target,
+            initial,
+            epsilon=p.epsilon,
+            steps=p.steps,
+            batch_size=p.batch_size,
+            lr=p.lr,
+            seed=p.seed,
+            penalty=lambda t: p.energy_weight * t.pow(2).mean() / clip_power,
+        )
         self.state = {"trigger": trigger}
 
     def apply(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:

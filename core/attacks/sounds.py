@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -25,8 +25,11 @@ def melody(seconds: float, sample_rate: int, seed: int, notes: int = 4, base_hz:
     for k in range(notes):
         step = PENTATONIC[rng.integers(len(PENTATONIC))] + 12 * int(rng.integers(0, 2))
         f0 = base_hz * 2 ** (step / 12)
-        tone = sum((0.6 ** h) * np.sin(2 * math.pi * f0 * (h + 1) * t + rng.uniform(0, 2 * math.pi))
-                   for h in range(3) if f0 * (h + 1) < sample_rate / 2)
+        tone = sum(
+            (0.6**h) * np.sin(2 * math.pi * f0 * (h + 1) * t + rng.uniform(0, 2 * math.pi))
+            for h in range(3)
+            if f0 * (h + 1) < sample_rate / 2
+        )
         out[k * per_note : (k + 1) * per_note] = tone * env
     peak = np.abs(out).max()
     return (out / peak if peak > 0 else out).astype(np.float32)

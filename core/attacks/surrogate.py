@@ -7,7 +7,8 @@ needs a usable model, and the victim's test split is never touched).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +19,19 @@ from core.attacks.sounds import scale_to_snr
 __all__ = ["train_surrogate", "surrogate_on_rows", "insert_at", "insert_at_snr", "optimise_trigger", "random_starts"]
 
 
-def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, front_end: Any, *,
-                    epochs: int, device: torch.device, seed: int, architecture: str = "smallcnn",
-                    batch_size: int = 64, lr: float = 1e-3) -> nn.Module:
+def train_surrogate(
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    front_end: Any,
+    *,
+    epochs: int,
+    device: torch.device,
+    seed: int,
+    architecture: str = "smallcnn",
+    batch_size: int = 64,
+    lr: float = 1e-3,
+) -> nn.Module:
     """A ``architecture`` model trained on ``waves``/``labels``, returned in eval mode."""
     from core import models
 
@@ -42,9 +53,17 @@ def train_surrogate(waves: torch.Tensor, labels: torch.Tensor, n_classes: int, f
     return model.eval()
 
 
-def surrogate_on_rows(waves: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, n_classes: int,
-                      front_end: Any, *, epochs: int, device: torch.device,
-                      seed: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def surrogate_on_rows(
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    rows: torch.Tensor,
+    n_classes: int,
+    front_end: Any,
+    *,
+    epochs: int,
+    device: torch.device,
+    seed: int,
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A surrogate trained on the ``rows`` of a data set, with those rows' clips and labels on ``device``."""
     x = waves.index_select(0, rows.to(waves.device)).to(device)
     y = labels.index_select(0, rows.to(labels.device)).to(device)
@@ -72,10 +91,20 @@ def insert_at_snr(wave: torch.Tensor, pattern: torch.Tensor, starts: torch.Tenso
     return wave + insert_at(torch.zeros_like(wave), pattern, starts) * gains
 
 
-def optimise_trigger(surrogate: nn.Module, clips: torch.Tensor, goal: int, initial: torch.Tensor, *,
-                     epsilon: float, steps: int, batch_size: int, lr: float, seed: int,
-                     penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                     mix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = insert_at) -> torch.Tensor:
+def optimise_trigger(
+    surrogate: nn.Module,
+    clips: torch.Tensor,
+    goal: int,
+    initial: torch.Tensor,
+    *,
+    epsilon: float,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    penalty: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mix: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = insert_at,
+) -> torch.Tensor:
     """A trigger that makes ``surrogate`` predict ``goal`` wherever it is added to ``clips``.
 
     Adam on the trigger alone (the surrogate is frozen, eval mode); every step draws a batch

@@ -37,8 +37,9 @@ class UltrasonicParams(AttackParams):
     frequency: float = option(21000.0, label="Frequency, Hz", help="tone frequency in Hz (below the Nyquist frequency)")
     level_db: float = option(-10.0, label="Level, dBFS", help="peak level of the tone in dBFS (<= 0)")
     size: float = option(40.0, label="Length, % of 1 s", help="trigger length in percent of one second, in (0, 100]")
-    position: str = option("middle", label="Position",
-                           help="start, middle, end or seconds from the start (continuous only)")
+    position: str = option(
+        "middle", label="Position", help="start, middle, end or seconds from the start (continuous only)"
+    )
     continuous: bool = option(False, label="Continuous", help="one tone (true) or five bursts (false, the authors')")
     ramp_ms: float = option(2.0, label="Ramp, ms", help="raised-cosine fade in and out of each burst; 0 = hard gating")
 

@@ -15,8 +15,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from core.analysis.model import analyse_model, default_layers
 from core.analysis.zones import ZONE_COLOURS, ZONES
@@ -57,8 +58,15 @@ def plot_analysis(result: dict[str, Any], path: str | Path, *, dpi: int = 100) -
             xs = list(range(offset, offset + len(g)))
             ax_norm.bar(xs, g, width=1.0, color=[ZONE_COLOURS[z] for z in zones], linewidth=0)
             ax_norm.axvline(offset - 0.5, color="#bbbbbb", linewidth=0.8)
-            ax_norm.text(offset, 1.0, layer.removeprefix("classifier."), transform=ax_norm.get_xaxis_transform(),
-                         fontsize=7, va="top", rotation=90)
+            ax_norm.text(
+                offset,
+                1.0,
+                layer.removeprefix("classifier."),
+                transform=ax_norm.get_xaxis_transform(),
+                fontsize=7,
+                va="top",
+                rotation=90,
+            )
             offset += len(g)
             if "clc" in entry:
                 for z in ZONES:
@@ -88,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core.analyze",
         description="Per-neuron gradient norms and CLC/BLC zones of a checkpoint (and of a second one to compare).",
         epilog="Example: python -m core.analyze --model backdoored.safetensors --compare repaired.safetensors "
-               "--data runs/synth_scd10 --out analysis.json --plot analysis.png",
+        "--data runs/synth_scd10 --out analysis.json --plot analysis.png",
     )
     p.add_argument("--model", required=True, help="checkpoint to analyse (.safetensors)")
     p.add_argument("--compare", help="a second checkpoint of the same architecture (e.g. after GN-FT)")
@@ -97,11 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", help="comma list of layer names, or 'all' (default: the 3 deepest before the output)")
     p.add_argument("--split", default="test", help="split for CLC/BLC (default test)")
     p.add_argument("--max-clips", type=int, help="use at most this many clips of the split")
-    p.add_argument("--clean-ratio", type=float, default=0.05, help="share of the training split for gradient norms "
-                   "(default 0.05, the defense's clean set)")
+    p.add_argument(
+        "--clean-ratio",
+        type=float,
+        default=0.05,
+        help="share of the training split for gradient norms (default 0.05, the defense's clean set)",
+    )
     p.add_argument("--grad-ord", type=int, choices=[1, 2], default=2, help="L1 or L2 gradient norm (default 2)")
-    p.add_argument("--method", choices=["exact", "first-order", "looped"], default="exact",
-                   help="CLC/BLC: exact batched (default), first-order estimate, or the slow one-at-a-time loop")
+    p.add_argument(
+        "--method",
+        choices=["exact", "first-order", "looped"],
+        default="exact",
+        help="CLC/BLC: exact batched (default), first-order estimate, or the slow one-at-a-time loop",
+    )
     p.add_argument("--t-clc", type=float, default=0.0, help="CLC zone threshold (default 0)")
     p.add_argument("--t-blc", type=float, default=0.0, help="BLC zone threshold (default 0)")
     p.add_argument("--out", required=True, help="JSON to write")
@@ -123,12 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.compare:
         other, other_meta = load_checkpoint(args.compare)
         if (other_meta["architecture"], other_meta["classes"]) != (meta["architecture"], meta["classes"]):
-            raise ConfigError(f"--compare {args.compare} is a {other_meta['architecture']} over "
-                              f"{len(other_meta['classes'])} classes; {args.model} is a {meta['architecture']} over "
-                              f"{len(meta['classes'])}")
+            raise ConfigError(
+                f"--compare {args.compare} is a {other_meta['architecture']} over "
+                f"{len(other_meta['classes'])} classes; {args.model} is a {meta['architecture']} over "
+                f"{len(meta['classes'])}"
+            )
     attack, attack_source = attack_for(args, meta)
-    data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"],
-                          vocab=args.vocab or meta["classes"]).to(device)
+    data = load_from_args(
+        args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
+    ).to(device)
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
     if args.split not in data.splits:
@@ -144,23 +163,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise ConfigError(f"no layer(s) {', '.join(unknown)}; analysable layers: {', '.join(available)}")
     started = time.perf_counter()
-    options = dict(split=args.split, clean_ratio=args.clean_ratio, seed=args.seed, grad_ord=args.grad_ord,
-                   max_clips=args.max_clips, method=args.method, t_clc=args.t_clc, t_blc=args.t_blc)
+    options = dict(
+        split=args.split,
+        clean_ratio=args.clean_ratio,
+        seed=args.seed,
+        grad_ord=args.grad_ord,
+        max_clips=args.max_clips,
+        method=args.method,
+        t_clc=args.t_clc,
+        t_blc=args.t_blc,
+    )
     result: dict[str, Any] = {
         "command": " ".join(["python -m core.analyze", *argv]),
-        "checkpoint": args.model, "attack": attack.to_dict() if attack is not None else None,
-        "attack_source": attack_source, "layers": layers, "grad_ord": args.grad_ord,
-        "t_clc": args.t_clc, "t_blc": args.t_blc, "method": args.method, "split": args.split,
+        "checkpoint": args.model,
+        "attack": attack.to_dict() if attack is not None else None,
+        "attack_source": attack_source,
+        "layers": layers,
+        "grad_ord": args.grad_ord,
+        "t_clc": args.t_clc,
+        "t_blc": args.t_blc,
+        "method": args.method,
+        "split": args.split,
         "model": analyse_model(model.to(device), data, attack, layers, **options),
     }
     if other is not None:
         result["compare_checkpoint"] = args.compare
         result["after"] = analyse_model(other.to(device), data, attack, layers, **options)
-        result["zone_counts_before_after"] = {z: [result["model"]["summary"]["zone_counts"][z],
-                                                  result["after"]["summary"]["zone_counts"][z]] for z in ZONES}
+        result["zone_counts_before_after"] = {
+            z: [result["model"]["summary"]["zone_counts"][z], result["after"]["summary"]["zone_counts"][z]]
+            for z in ZONES
+        }
     if attack is None:
-        result["note"] = ("no attack information (none recorded in the checkpoint and no --attack): "
-                          "gradient norms only; CLC/BLC and zones need a backdoor set")
+        result["note"] = (
+            "no attack information (none recorded in the checkpoint and no --attack): "
+            "gradient norms only; CLC/BLC and zones need a backdoor set"
+        )
     result["seconds"] = round(time.perf_counter() - started, 2)
     result["machine"] = machine_info(device)
     write_json(args.out, result)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import typing
-from typing import Sequence
+from collections.abc import Sequence
 
 from core.attacks.base import get_attack, list_attacks, parse_attack_args
 from core.errors import AttackError
@@ -25,17 +25,24 @@ def describe(name: str) -> str:
     if name not in attacks:
         raise AttackError(f"unknown attack {name!r}; available: {', '.join(attacks)}")
     cls = attacks[name]
-    lines = [f"{name}: {cls.summary}", f"domain: {cls.domain}" + ("" if cls.domain == "waveform" else
-                                                                   " (nothing audible to play)"), "parameters:"]
+    lines = [
+        f"{name}: {cls.summary}",
+        f"domain: {cls.domain}" + ("" if cls.domain == "waveform" else " (nothing audible to play)"),
+        "parameters:",
+    ]
     for spec in fields_of(cls.Params):
-        lines.append(f"  {spec.name:<12} {_type_name(spec.type):<16} default {spec.default!r}"
-                     + (f": {spec.help}" if spec.help else ""))
+        lines.append(
+            f"  {spec.name:<12} {_type_name(spec.type):<16} default {spec.default!r}"
+            + (f": {spec.help}" if spec.help else "")
+        )
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.attacks", description="Audio backdoor attacks: list them, "
-                                "show their parameters, or write a triggered copy of a clip.")
+    p = argparse.ArgumentParser(
+        prog="python -m core.attacks",
+        description="Audio backdoor attacks: list them, show their parameters, or write a triggered copy of a clip.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="every attack with a one-line summary")
     show = sub.add_parser("show", help="an attack's parameters, types and defaults")
@@ -45,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[])
     ex.add_argument("--clip", required=True, help="input WAV (mixed to mono, resampled, padded/cropped)")
     ex.add_argument("--out", required=True, help="output WAV")
-    ex.add_argument("--sample-rate", type=int, default=16000, help="rate the attack runs at (default 16000; "
-                    "ultrasonic needs 44100)")
+    ex.add_argument(
+        "--sample-rate", type=int, default=16000, help="rate the attack runs at (default 16000; ultrasonic needs 44100)"
+    )
     ex.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds (default 1)")
     ex.add_argument("--seed", type=int, default=0)
     return p
@@ -75,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak = float(triggered.abs().max())
     subtype = "FLOAT" if peak > 1.0 else "PCM_16"  # never clip a trigger that goes over full scale
     write_wav(args.out, triggered, args.sample_rate, subtype=subtype)
-    print(f"wrote {args.out}: {attack.name} at {args.sample_rate} Hz, peak {peak:.3f}" +
-          (" (32-bit float: over full scale)" if subtype == "FLOAT" else ""))
+    print(
+        f"wrote {args.out}: {attack.name} at {args.sample_rate} Hz, peak {peak:.3f}"
+        + (" (32-bit float: over full scale)" if subtype == "FLOAT" else "")
+    )
     return 0

@@ -3,36 +3,60 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.data import DATA_FORMATS, AudioSet, load_dataset
 from core.errors import AttackError
 from core.features import FrontEndConfig
 
-__all__ = ["add_attack_override_arguments", "add_data_arguments", "add_front_end_arguments", "attack_for",
-           "front_end_from_args", "load_from_args"]
+__all__ = [
+    "add_attack_override_arguments",
+    "add_data_arguments",
+    "add_front_end_arguments",
+    "attack_for",
+    "front_end_from_args",
+    "load_from_args",
+]
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset options every command shares (``--data`` and how to read it)."""
     parser.add_argument("--data", required=True, help="dataset folder (Speech Commands layout or FSDD)")
-    parser.add_argument("--data-format", choices=list(DATA_FORMATS), help="force the dataset kind instead of detecting it")
-    parser.add_argument("--vocab", help="Speech Commands words: scd10, scd30 or a comma list "
-                        "(default: scd10 if present, else every word folder)")
-    parser.add_argument("--fsdd-split", choices=["official", "speaker"], default="official",
-                        help="FSDD split: official (index 0-4 test) or speaker (held-out speakers) (default official)")
-    parser.add_argument("--test-speakers", default="theo", help="FSDD speaker split: comma list of held-out speakers "
-                        "(default theo)")
+    parser.add_argument(
+        "--data-format", choices=list(DATA_FORMATS), help="force the dataset kind instead of detecting it"
+    )
+    parser.add_argument(
+        "--vocab",
+        help="Speech Commands words: scd10, scd30 or a comma list (default: scd10 if present, else every word folder)",
+    )
+    parser.add_argument(
+        "--fsdd-split",
+        choices=["official", "speaker"],
+        default="official",
+        help="FSDD split: official (index 0-4 test) or speaker (held-out speakers) (default official)",
+    )
+    parser.add_argument(
+        "--test-speakers", default="theo", help="FSDD speaker split: comma list of held-out speakers (default theo)"
+    )
     parser.add_argument("--skip-bad", action="store_true", help="leave unreadable clips out instead of stopping")
 
 
-def load_from_args(args: argparse.Namespace, sample_rate: int, num_samples: int | None = None,
-                   vocab: Sequence[str] | str | None = None) -> AudioSet:
+def load_from_args(
+    args: argparse.Namespace, sample_rate: int, num_samples: int | None = None, vocab: Sequence[str] | str | None = None
+) -> AudioSet:
     """Load the dataset named by :func:`add_data_arguments` options at ``sample_rate``."""
-    return load_dataset(args.data, data_format=args.data_format, vocab=vocab if vocab is not None else args.vocab,
-                        sample_rate=sample_rate, num_samples=num_samples, fsdd_split=args.fsdd_split,
-                        test_speakers=[s for s in args.test_speakers.split(",") if s], skip_bad=args.skip_bad)
+    return load_dataset(
+        args.data,
+        data_format=args.data_format,
+        vocab=vocab if vocab is not None else args.vocab,
+        sample_rate=sample_rate,
+        num_samples=num_samples,
+        fsdd_split=args.fsdd_split,
+        test_speakers=[s for s in args.test_speakers.split(",") if s],
+        skip_bad=args.skip_bad,
+    )
 
 
 def add_front_end_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,15 +71,25 @@ def add_front_end_arguments(p: argparse.ArgumentParser) -> None:
 
 def front_end_from_args(args: argparse.Namespace) -> FrontEndConfig:
     """The front end the options of :func:`add_front_end_arguments` describe."""
-    return FrontEndConfig(kind=args.front_end, sample_rate=args.sample_rate, n_coeffs=args.n_coeffs,
-                          n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels)
+    return FrontEndConfig(
+        kind=args.front_end,
+        sample_rate=args.sample_rate,
+        n_coeffs=args.n_coeffs,
+        n_fft=args.n_fft,
+        hop_length=args.hop_length,
+        n_mels=args.n_mels,
+    )
 
 
 def add_attack_override_arguments(p: argparse.ArgumentParser) -> None:
     """``--attack``/``--attack-arg``: measure with another trigger than the checkpoint's record (see attack_for)."""
-    p.add_argument("--attack", help=f"attack to measure ASR with, overriding the checkpoint's record; "
-                   f"one of: {', '.join(list_attacks())}")
-    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[], help="attack parameter (repeatable)")
+    p.add_argument(
+        "--attack",
+        help=f"attack to measure ASR with, overriding the checkpoint's record; one of: {', '.join(list_attacks())}",
+    )
+    p.add_argument(
+        "--attack-arg", action="append", metavar="KEY=VALUE", default=[], help="attack parameter (repeatable)"
+    )
 
 
 def attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack | None, str]:
@@ -65,8 +99,10 @@ def attack_for(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Attack |
         params.setdefault("seed", str(args.seed))
         attack = get_attack(args.attack, sample_rate=meta["sample_rate"], **params)
         if not attack.prepared:
-            raise AttackError(f"{attack.name} learns its trigger during training; it can only be measured from the "
-                              "checkpoint's own record (leave out --attack)")
+            raise AttackError(
+                f"{attack.name} learns its trigger during training; it can only be measured from the "
+                "checkpoint's own record (leave out --attack)"
+            )
         return attack, "--attack"
     recorded = meta["provenance"].get("attack")
     if recorded:

@@ -14,16 +14,19 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
 from core.defenses import DEFENSES, HIDDEN_OPTIONS, Defense
 from core.errors import ConfigError
+from core.events import ProgressObserver
 from core.options import add_arguments, fields_of
 from core.presets import DEFAULT_PRESET, PRESETS
-from core.events import ProgressObserver
+from core.repair import record_repair, repair
+from core.reports import repair_markdown
 from core.runtime import (
     add_common_arguments,
     check_distinct,
@@ -33,8 +36,6 @@ from core.runtime import (
     write_json,
     write_text_atomic,
 )
-from core.repair import record_repair, repair
-from core.reports import repair_markdown
 
 __all__ = ["build_parser", "choose_defense", "defend", "main"]
 
@@ -47,14 +48,20 @@ _NOT_OPTIONS = HIDDEN_OPTIONS
 _ALL_HYPERPARAMETERS = sorted({s.name for cls in DEFENSES.values() for s in fields_of(cls.Config) if not s.hidden})
 
 
-def _hyperparameter_arguments(parser: argparse.ArgumentParser,
-                              defenses: Mapping[str, type[Defense]] = DEFENSES) -> None:
+def _hyperparameter_arguments(
+    parser: argparse.ArgumentParser, defenses: Mapping[str, type[Defense]] = DEFENSES
+) -> None:
     """One option per defense-config field (``--clean-ratio``, ``--alpha``, ...) from the fields'
     metadata (:func:`core.options.add_arguments`), unset None, with each defense's default in the help."""
     seen: set[str] = set()
     for cls in defenses.values():
-        added = add_arguments(parser, cls.Config, exclude=seen, default_none=True,
-                              describe_default=lambda spec: _defaults(spec.name, defenses))
+        added = add_arguments(
+            parser,
+            cls.Config,
+            exclude=seen,
+            default_none=True,
+            describe_default=lambda spec: _defaults(spec.name, defenses),
+        )
         seen.update(spec.name for spec in added)
 
 
@@ -70,18 +77,25 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         prog="python -m core.defend",
         description="Remove a backdoor from a checkpoint with GN-FT (or another defense) and report before/after.",
         epilog="Example: python -m core.defend --model backdoored.safetensors --data ../shared/data/fsdd "
-               "--defense gnft --out repaired.safetensors --report report.json",
+        "--defense gnft --out repaired.safetensors --report report.json",
     )
     p.add_argument("--model", required=True, help="checkpoint to repair (.safetensors); it is never modified")
     add_data_arguments(p)
-    p.add_argument("--preset", choices=list(PRESETS),
-                   help=("a named defense with its settings: "
-                         + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
-                         + f". Default {DEFAULT_PRESET} when --defense is not given; options given explicitly "
-                           "override the preset's values").replace("%", "%%"))
-    p.add_argument("--defense", choices=sorted(defenses),
-                   help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} "
-                        "preset's defense")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help=(
+            "a named defense with its settings: "
+            + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+            + f". Default {DEFAULT_PRESET} when --defense is not given; options given explicitly "
+            "override the preset's values"
+        ).replace("%", "%%"),
+    )
+    p.add_argument(
+        "--defense",
+        choices=sorted(defenses),
+        help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} preset's defense",
+    )
     _hyperparameter_arguments(p, defenses)
     add_attack_override_arguments(p)
     p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
@@ -102,8 +116,9 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
     fields = {f.name for f in dataclasses.fields(DEFENSES[name].Config)}
     foreign = sorted(k for k in _ALL_HYPERPARAMETERS if getattr(args, k, None) is not None and k not in fields)
     if foreign:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to "
-                          f"--defense {name}")
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in foreign)} does not apply to --defense {name}"
+        )
     return name, preset
 
 
@@ -113,13 +128,16 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")
     report_md = Path(args.report).with_suffix(".md") if args.report else None
-    check_distinct({"--out": out, "--report": args.report, "the report's Markdown (--report with .md)": report_md},
-                   {"--model": model_path})
+    check_distinct(
+        {"--out": out, "--report": args.report, "the report's Markdown (--report with .md)": report_md},
+        {"--model": model_path},
+    )
     defense_name, preset = choose_defense(args)
     check_writable(out, args.report)
     model, meta = load_checkpoint(model_path)
-    data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"],
-                          vocab=args.vocab or meta["classes"])
+    data = load_from_args(
+        args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
+    )
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
     attack, attack_source = attack_for(args, meta)
@@ -130,12 +148,20 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     device = resolve_device(args.device)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
     try:
-        result = repair(model.to(device), data.to(device), cls(config), attack=attack, attack_source=attack_source,
-                        base_preset=preset, observer=progress)
+        result = repair(
+            model.to(device),
+            data.to(device),
+            cls(config),
+            attack=attack,
+            attack_source=attack_source,
+            base_preset=preset,
+            observer=progress,
+        )
     finally:
         progress.bar.close()
-    report = result.report(command=" ".join(["python -m core.defend", *argv]), model=str(model_path),
-                           checkpoint=str(out))
+    report = result.report(
+        command=" ".join(["python -m core.defend", *argv]), model=str(model_path), checkpoint=str(out)
+    )
     save_checkpoint(out, result.model, record_repair(meta, result))
     if args.report:
         write_json(args.report, report)
@@ -150,14 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     b, a = report["before"], report["after"]
     line = f"clean accuracy {100 * b['clean_accuracy']:.1f} % -> {100 * a['clean_accuracy']:.1f} %"
     if "attack_success_rate" in a:
-        line += (f", attack success rate {100 * b['attack_success_rate']:.1f} % -> "
-                 f"{100 * a['attack_success_rate']:.1f} %")
+        line += (
+            f", attack success rate {100 * b['attack_success_rate']:.1f} % -> {100 * a['attack_success_rate']:.1f} %"
+        )
     else:
         line += " (no attack known: ASR not measured)"
     preset = report["preset"]
     used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
-    print(f"{report['defense']['name']} ({used}): {line}; {report['seconds']:.1f} s on {report['device']}; "
-          f"wrote {report['checkpoint']}")
+    print(
+        f"{report['defense']['name']} ({used}): {line}; {report['seconds']:.1f} s on {report['device']}; "
+        f"wrote {report['checkpoint']}"
+    )
     for finding in report["findings"]:
         print(f"warning: {finding}", file=sys.stderr)
     return 0

@@ -46,8 +46,9 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -58,11 +59,11 @@ from core.cli.common import add_data_arguments, add_front_end_arguments, front_e
 from core.data import AudioSet
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
-from core.events import ProgressObserver
-from core.repair import record_repair, repair
-from core.options import add_arguments, from_namespace, parse_key_values
-from core.runtime import add_common_arguments, machine_info, resolve_device, write_json
 from core.evaluation import evaluate
+from core.events import ProgressObserver
+from core.options import add_arguments, from_namespace, parse_key_values
+from core.repair import record_repair, repair
+from core.runtime import add_common_arguments, machine_info, resolve_device, write_json
 from core.training import TrainConfig, train_model
 
 __all__ = ["main", "build_parser", "markdown_table"]
@@ -118,8 +119,14 @@ def _args_at(args: argparse.Namespace, rate: int) -> argparse.Namespace:
     if rate == args.sample_rate:
         return args
     scale = rate / args.sample_rate
-    return argparse.Namespace(**{**vars(args), "sample_rate": rate, "n_fft": int(args.n_fft * scale + 0.5),
-                                 "hop_length": int(args.hop_length * scale + 0.5)})
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "sample_rate": rate,
+            "n_fft": int(args.n_fft * scale + 0.5),
+            "hop_length": int(args.hop_length * scale + 0.5),
+        }
+    )
 
 
 def _cell_name(attack_name: str, rate: int, grid_rate: int) -> str:
@@ -127,8 +134,15 @@ def _cell_name(attack_name: str, rate: int, grid_rate: int) -> str:
     return f"{CLEAN}_{rate // 1000}k" if attack_name == CLEAN and rate != grid_rate else attack_name
 
 
-def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, attack_name: str, name: str,
-                attack_args: dict[str, list[str]]) -> tuple[Path, dict[str, Any] | None]:
+def _train_cell(
+    args: argparse.Namespace,
+    data: AudioSet,
+    work: Path,
+    model_name: str,
+    attack_name: str,
+    name: str,
+    attack_args: dict[str, list[str]],
+) -> tuple[Path, dict[str, Any] | None]:
     """Train (or adopt) the model of cell ``name``; ``args`` and ``data`` are at the cell's rate.
     With ``--no-train`` a cell that has no model to adopt gets no report (None): not run."""
     path, report_path = work / f"train_{model_name}_{name}.safetensors", work / f"train_{model_name}_{name}.json"
@@ -149,8 +163,9 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
         attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
     config = train_config(args, model_name)
     log.info("training %s (%s)", model_name, attack_name)
-    result = train_model(data, config, attack, front_end=front_end_from_args(args),
-                         show_progress=False if args.quiet else None)
+    result = train_model(
+        data, config, attack, front_end=front_end_from_args(args), show_progress=False if args.quiet else None
+    )
     save_checkpoint(path, result.model, result.metadata)
     report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
     write_json(report_path, report)
@@ -159,20 +174,31 @@ def _train_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_name
 
 def train_config(args: argparse.Namespace, model_name: str, config: type[TrainConfig] = TrainConfig) -> TrainConfig:
     """The training settings of a cell: every ``--train-*`` option (and ``--augment``) of ``config``."""
-    return config(model=model_name, seed=args.seed, device=args.device,
-                  **from_namespace(args, config, prefix=TRAIN_PREFIX))
+    return config(
+        model=model_name, seed=args.seed, device=args.device, **from_namespace(args, config, prefix=TRAIN_PREFIX)
+    )
 
 
-def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str,
-                attack_name: str, device_name: str) -> dict[str, Any]:
+def _reuse_cell(
+    data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str, attack_name: str, device_name: str
+) -> dict[str, Any]:
     """Adopt ``source`` as this cell's trained model after checking it is that cell; measure it here."""
     model, meta = load_checkpoint(source)
     recorded = meta["provenance"].get("attack")
-    found = {"architecture": meta["architecture"], "classes": list(meta["classes"]),
-             "sample rate": meta["sample_rate"], "clip length": meta["front_end"]["num_samples"],
-             "attack": recorded["name"] if recorded else CLEAN}
-    wanted = {"architecture": model_name, "classes": list(data.classes), "sample rate": data.sample_rate,
-              "clip length": data.num_samples, "attack": attack_name}
+    found = {
+        "architecture": meta["architecture"],
+        "classes": list(meta["classes"]),
+        "sample rate": meta["sample_rate"],
+        "clip length": meta["front_end"]["num_samples"],
+        "attack": recorded["name"] if recorded else CLEAN,
+    }
+    wanted = {
+        "architecture": model_name,
+        "classes": list(data.classes),
+        "sample rate": data.sample_rate,
+        "clip length": data.num_samples,
+        "attack": attack_name,
+    }
     wrong = [f"{k} {found[k]!r} (the cell needs {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
     if wrong:
         raise ConfigError(f"--reuse {source} does not fit cell {model_name}/{attack_name}: " + "; ".join(wrong))
@@ -180,18 +206,30 @@ def _reuse_cell(data: AudioSet, source: Path, path: Path, report_path: Path, mod
     device = resolve_device(device_name)
     metrics = evaluate(model.to(device), data, "test", attack)  # data is on the grid's device
     training = meta["provenance"].get("training") or {}
-    report = {**{k: metrics[k] for k in METRICS if k in metrics}, "seconds": training.get("seconds"),
-              "epochs_run": training.get("epochs_run"), "best_epoch": training.get("best_epoch"),
-              "reused_from": str(source)}
+    report = {
+        **{k: metrics[k] for k in METRICS if k in metrics},
+        "seconds": training.get("seconds"),
+        "epochs_run": training.get("epochs_run"),
+        "best_epoch": training.get("best_epoch"),
+        "reused_from": str(source),
+    }
     shutil.copyfile(source, path)
     write_json(report_path, report)
     log.info("reused %s as %s", source, path)
     return report
 
 
-def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_path: Path, model_name: str,
-                 attack_name: str, defense_name: str, defense_args: dict[str, list[str]],
-                 seed: int | None = None) -> dict[str, Any]:
+def _defend_cell(
+    args: argparse.Namespace,
+    data: AudioSet,
+    work: Path,
+    model_path: Path,
+    model_name: str,
+    attack_name: str,
+    defense_name: str,
+    defense_args: dict[str, list[str]],
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense."""
     seed = args.seed if seed is None else seed
     suffix = "" if seed == args.seed else f"_seed{seed}"
@@ -205,9 +243,14 @@ def _defend_cell(args: argparse.Namespace, data: AudioSet, work: Path, model_pat
     attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
     config = _defense_config(defense_name, defense_args.get(defense_name, []), seed, args.device)
     log.info("%s on %s (%s), seed %d", defense_name, model_name, attack_name, seed)
-    result = repair(model, data, DEFENSES[defense_name](config), attack=attack,
-                    attack_source="checkpoint metadata" if attack is not None else "none",
-                    observer=ProgressObserver(log, label=f"{defense_name} {model_name}"))
+    result = repair(
+        model,
+        data,
+        DEFENSES[defense_name](config),
+        attack=attack,
+        attack_source="checkpoint metadata" if attack is not None else "none",
+        observer=ProgressObserver(log, label=f"{defense_name} {model_name}"),
+    )
     save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
     row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
     write_json(cell, row)
@@ -224,14 +267,22 @@ def _read_cell(path: Path, defense_name: str) -> dict[str, Any]:
     return row
 
 
-def _row(model_name: str, attack_name: str, defense: str, rate: int, metrics: dict[str, Any],
-         **extra: Any) -> dict[str, Any]:
-    return {"model": model_name, "attack": attack_name, "defense": defense, "sample_rate": rate,
-            **{k: metrics.get(k) for k in METRICS}, **extra}
+def _row(
+    model_name: str, attack_name: str, defense: str, rate: int, metrics: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "attack": attack_name,
+        "defense": defense,
+        "sample_rate": rate,
+        **{k: metrics.get(k) for k in METRICS},
+        **extra,
+    }
 
 
-def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any],
-                       data_summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _with_earlier_rows(
+    rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any], data_summary: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
     the file's own command), and the defense settings of both; refused when that file's settings
@@ -249,21 +300,28 @@ def _with_earlier_rows(rows: list[dict[str, Any]], path: Path, defense_settings:
 
     differ = [d for d in defense_settings if d in settings and not same(d)]
     if differ:
-        raise ConfigError(f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
-                          f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out")
+        raise ConfigError(
+            f"--keep-earlier: {path} was made with other {', '.join(differ)} settings "
+            f"({'; '.join(f'{d}: {settings[d]}' for d in differ)}); write to another --out"
+        )
 
     def placeless(summary: dict[str, Any]) -> dict[str, Any]:  # the same data may sit in another folder
         return {**summary, "source": {k: v for k, v in summary.get("source", {}).items() if k != "root"}}
 
     if placeless(earlier.get("data", {})) != placeless(data_summary):
-        raise ConfigError(f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out")
+        raise ConfigError(
+            f"--keep-earlier: {path} was made on other data ({earlier.get('data')}); write to another --out"
+        )
 
     def cell(r: dict[str, Any]) -> tuple:  # a clean model exists once per rate
         return r["model"], r["attack"], r.get("sample_rate")
 
     produced = {cell(r) for r in rows if not r.get("not_run")}
-    kept = [{**r, "command": r.get("command", earlier["command"])} for r in earlier["rows"]
-            if cell(r) not in produced and not r.get("not_run")]
+    kept = [
+        {**r, "command": r.get("command", earlier["command"])}
+        for r in earlier["rows"]
+        if cell(r) not in produced and not r.get("not_run")
+    ]
     kept_cells = {cell(r) for r in kept}
     return kept + [r for r in rows if cell(r) not in kept_cells], {**settings, **defense_settings}
 
@@ -286,6 +344,7 @@ def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dic
 
 def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: str) -> str:
     """CA / ASR per defense for each model and attack (percent), then mean ASR and mean CA per defense."""
+
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
@@ -297,23 +356,43 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
     clean_models = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == CLEAN}
     several_rates = len({r.get("sample_rate") for r in rows}) > 1
     seed_lists = sorted({tuple(r["seeds"]) for r in rows if len(r.get("seeds", ())) > 1})
-    seeds_note = (" Defense cells: mean ± standard deviation over defense seeds "
-                  + "; ".join(", ".join(map(str, s)) for s in seed_lists) + ".") if seed_lists else ""
-    lines = [f"# {title}", "", "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
-             "the target). `none` is the backdoored model before any defense." + seeds_note, "",
-             "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
-             "|---|---|---|" + "---|" * len(defenses)]
+    seeds_note = (
+        (
+            " Defense cells: mean ± standard deviation over defense seeds "
+            + "; ".join(", ".join(map(str, s)) for s in seed_lists)
+            + "."
+        )
+        if seed_lists
+        else ""
+    )
+    lines = [
+        f"# {title}",
+        "",
+        "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
+        "the target). `none` is the backdoored model before any defense." + seeds_note,
+        "",
+        "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
+        "|---|---|---|" + "---|" * len(defenses),
+    ]
     pairs = sorted({(r["model"], r["attack"]) for r in rows if r["attack"] != CLEAN})
     for model_name, attack_name in pairs:
-        rate = cells[(model_name, attack_name, NO_DEFENSE)].get("sample_rate") \
-            if (model_name, attack_name, NO_DEFENSE) in cells else None
+        rate = (
+            cells[(model_name, attack_name, NO_DEFENSE)].get("sample_rate")
+            if (model_name, attack_name, NO_DEFENSE) in cells
+            else None
+        )
         clean = clean_models.get((model_name, rate))
         label = f"{attack_name} ({rate / 1000:g} kHz)" if several_rates and rate else attack_name
         out = [model_name, label, pct(clean["clean_accuracy"]) if clean else "-"]
         for d in defenses:
             r = cells.get((model_name, attack_name, d))
-            out.append("-" if r is None else "not run" if r.get("not_run")
-                       else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}")
+            out.append(
+                "-"
+                if r is None
+                else "not run"
+                if r.get("not_run")
+                else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}"
+            )
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
     for key, label in (("attack_success_rate", "ASR"), ("clean_accuracy", "CA")):
@@ -354,12 +433,20 @@ def _ray_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any
     trained, model_name, attack_name, defense_name, defense_args, seed = cell
     if trained[1] is None:  # --no-train and no model: nothing to defend
         return None
-    return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name,
-                        defense_args, seed)
+    return _defend_cell(
+        args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name, defense_args, seed
+    )
 
 
-def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, str, int]], runs: list[str],
-                attack_args: dict[str, list[str]], defense_args: dict[str, list[str]], seeds: list[int]):
+def _run_on_ray(
+    args: argparse.Namespace,
+    work: Path,
+    trains: list[tuple[str, str, int]],
+    runs: list[str],
+    attack_args: dict[str, list[str]],
+    defense_args: dict[str, list[str]],
+    seeds: list[int],
+):
     """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
     try:
         import ray
@@ -367,20 +454,34 @@ def _run_on_ray(args: argparse.Namespace, work: Path, trains: list[tuple[str, st
         raise ConfigError("--backend ray needs Ray: pip install 'gnft-workbench[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
+        ray.init(
+            address=args.address,
+            include_dashboard=False,
+            log_to_driver=not args.quiet,
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}},
+        )
     try:
         task = ray.remote(num_cpus=args.threads or 1)(_ray_cell)
         work_dir = str(work.resolve())
-        train_refs = {(m, a, r): task.remote(_args_at(args, r), work_dir, "train", m, a,
-                                             _cell_name(a, r, args.sample_rate), attack_args)
-                      for m, a, r in trains}
-        defend_refs = {(m, a, d, s): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a,
-                                                 d, defense_args, s)
-                       for m, a, r in trains if a != CLEAN for d in runs for s in seeds}
+        train_refs = {
+            (m, a, r): task.remote(
+                _args_at(args, r), work_dir, "train", m, a, _cell_name(a, r, args.sample_rate), attack_args
+            )
+            for m, a, r in trains
+        }
+        defend_refs = {
+            (m, a, d, s): task.remote(
+                _args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a, d, defense_args, s
+            )
+            for m, a, r in trains
+            if a != CLEAN
+            for d in runs
+            for s in seeds
+        }
         summary_ref = task.remote(args, work_dir, "summary")  # the driver need not see the data folder
-        trained = {key: (Path(path), report) for key, (path, report) in
-                   zip(train_refs, ray.get(list(train_refs.values())))}
+        trained = {
+            key: (Path(path), report) for key, (path, report) in zip(train_refs, ray.get(list(train_refs.values())))
+        }
         defended = dict(zip(defend_refs, ray.get(list(defend_refs.values()))))
         summary = ray.get(summary_ref)
     finally:
@@ -394,48 +495,90 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
     p = argparse.ArgumentParser(
         prog="python -m core.grid",
         description="Train models × attacks, run every defense on each backdoored model, tabulate CA / ASR. "
-                    "Resumable: finished cells are files in --work.",
+        "Resumable: finished cells are files in --work.",
         epilog="Example: python -m core.grid --data runs/synth_scd10 --vocab scd10 --models resnet,smallcnn "
-               "--attacks badnets,blend --defenses none,ft,fp,gnft --out benchmarks/results/grid_synth "
-               "--defense-arg gnft.epochs=300",
+        "--attacks badnets,blend --defenses none,ft,fp,gnft --out benchmarks/results/grid_synth "
+        "--defense-arg gnft.epochs=300",
     )
     add_data_arguments(p)
     add_front_end_arguments(p)
-    p.add_argument("--models", default="resnet", help=f"comma list (default resnet) of: {', '.join(models.list_models())}")
+    p.add_argument(
+        "--models", default="resnet", help=f"comma list (default resnet) of: {', '.join(models.list_models())}"
+    )
     p.add_argument("--attacks", default="badnets", help=f"comma list (default badnets) of: {', '.join(list_attacks())}")
-    p.add_argument("--defenses", default=",".join([NO_DEFENSE, *sorted(DEFENSES)]),
-                   help=f"comma list of {NO_DEFENSE} and {', '.join(sorted(DEFENSES))} (default all)")
-    p.add_argument("--attack-arg", action="append", default=[], metavar="ATTACK.KEY=VALUE",
-                   help="attack parameter, e.g. badnets.poison_rate=0.1 (repeatable)")
-    p.add_argument("--defense-arg", action="append", default=[], metavar="DEFENSE.KEY=VALUE",
-                   help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)")
+    p.add_argument(
+        "--defenses",
+        default=",".join([NO_DEFENSE, *sorted(DEFENSES)]),
+        help=f"comma list of {NO_DEFENSE} and {', '.join(sorted(DEFENSES))} (default all)",
+    )
+    p.add_argument(
+        "--attack-arg",
+        action="append",
+        default=[],
+        metavar="ATTACK.KEY=VALUE",
+        help="attack parameter, e.g. badnets.poison_rate=0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--defense-arg",
+        action="append",
+        default=[],
+        metavar="DEFENSE.KEY=VALUE",
+        help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)",
+    )
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
-    p.add_argument("--reuse", metavar="PATTERN",
-                   help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
-                        ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); each is checked against its cell "
-                        "and re-evaluated on this test split")
-    p.add_argument("--no-train", action="store_true",
-                   help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
-                        "not run (to tabulate models trained elsewhere, e.g. on a GPU machine)")
-    add_arguments(p.add_argument_group("training (every model of the grid; see python -m core.train --help)"),
-                  train_config, prefix=TRAIN_PREFIX, aliases={"augment": ("--augment",)})
+    p.add_argument(
+        "--reuse",
+        metavar="PATTERN",
+        help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
+        ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); "
+        "each is checked against its cell "
+        "and re-evaluated on this test split",
+    )
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
+        "not run (to tabulate models trained elsewhere, e.g. on a GPU machine)",
+    )
+    add_arguments(
+        p.add_argument_group("training (every model of the grid; see python -m core.train --help)"),
+        train_config,
+        prefix=TRAIN_PREFIX,
+        aliases={"augment": ("--augment",)},
+    )
     p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
     p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
-    p.add_argument("--backend", choices=("local", "ray"), default="local",
-                   help="local (default): the cells one after another in this process; ray: each cell a task "
-                        "on a Ray cluster (pip install 'gnft-workbench[ray]'), defenses after their model's "
-                        "training; the data folder and --work must be reachable at the same paths on every node")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray instance")
-    p.add_argument("--defense-seeds", metavar="S,S,...",
-                   help="run each defense cell once per seed and report mean ± standard deviation "
-                        "(default: --seed alone)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)")
-    p.add_argument("--keep-earlier", action="store_true",
-                   help="keep the rows of an earlier <out>.json for the model/attack pairs this run has no model "
-                        "for (its work folder is gone, or they are not in --attacks), each with the command that "
-                        "made it; refused when that file used other defense settings or data")
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): the cells one after another in this process; ray: each cell a task "
+        "on a Ray cluster (pip install 'gnft-workbench[ray]'), defenses after their model's "
+        "training; the data folder and --work must be reachable at the same paths on every node",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (e.g. auto, or ray://host:10001); default: start a local Ray instance",
+    )
+    p.add_argument(
+        "--defense-seeds",
+        metavar="S,S,...",
+        help="run each defense cell once per seed and report mean ± standard deviation (default: --seed alone)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per cell (default: torch's own choice locally, 1 per Ray task)",
+    )
+    p.add_argument(
+        "--keep-earlier",
+        action="store_true",
+        help="keep the rows of an earlier <out>.json for the model/attack pairs this run has no model "
+        "for (its work folder is gone, or they are not in --attacks), each with the command that "
+        "made it; refused when that file used other defense settings or data",
+    )
     add_common_arguments(p)
     return p
 
@@ -464,7 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = _parse_seeds(args.defense_seeds, args.seed)
     for m in model_names:  # unknown names and bad training settings fail here, before any work
         models.resolve_arch_args(m, train_config(args, m).arch_args)
-    unknown = [a for a in attacks if a not in list_attacks()] + [d for d in defenses if d != NO_DEFENSE and d not in DEFENSES]
+    unknown = [a for a in attacks if a not in list_attacks()] + [
+        d for d in defenses if d != NO_DEFENSE and d not in DEFENSES
+    ]
     if unknown:
         raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
@@ -479,8 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
-    trains = [(m, a, r) for m in model_names
-              for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]]
+    trains = [
+        (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
+    ]
     runs = [d for d in defenses if d != NO_DEFENSE]
     if args.backend == "ray":
         trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args, seeds)
@@ -493,12 +639,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m, a, r in sorted(trains, key=lambda t: t[2] == args.sample_rate):
             cell_args = _args_at(args, r)
             data = _load_data(cell_args, keep_others=False)
-            trained[(m, a, r)] = _train_cell(cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate),
-                                             attack_args)
+            trained[(m, a, r)] = _train_cell(
+                cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate), attack_args
+            )
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
                 for seed in seeds:
-                    defended[(m, a, d, seed)] = _defend_cell(cell_args, data, work, trained[(m, a, r)][0], m, a, d,
-                                                             defense_args, seed)
+                    defended[(m, a, d, seed)] = _defend_cell(
+                        cell_args, data, work, trained[(m, a, r)][0], m, a, d, defense_args, seed
+                    )
         data_summary = _load_data(args, keep_others=False).summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
@@ -506,40 +654,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         if train_report is None:
             rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, {}, not_run=True))
             continue
-        rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report, seconds=train_report.get("seconds"),
-                         **{k: train_report[k] for k in ("reused_from",) if k in train_report}))
+        rows.append(
+            _row(
+                model_name,
+                attack_name,
+                NO_DEFENSE,
+                rate,
+                train_report,
+                seconds=train_report.get("seconds"),
+                **{k: train_report[k] for k in ("reused_from",) if k in train_report},
+            )
+        )
         for defense_name in runs if attack_name != CLEAN else []:
             cells = {s: defended[(model_name, attack_name, defense_name, s)] for s in seeds}
             first = cells[seeds[0]]
             if len(seeds) == 1:
-                metrics, extra = first["after"], {"seconds": first["seconds"], "defense_effectiveness_rating":
-                                                  first.get("defense_effectiveness_rating")}
+                metrics, extra = (
+                    first["after"],
+                    {
+                        "seconds": first["seconds"],
+                        "defense_effectiveness_rating": first.get("defense_effectiveness_rating"),
+                    },
+                )
             else:
                 metrics, extra = _seed_summary(cells)
-            rows.append(_row(model_name, attack_name, defense_name, rate, metrics, **extra,
-                             clean_clips=first["clean_clips"], epochs=first["defense"]["epochs"]))
+            rows.append(
+                _row(
+                    model_name,
+                    attack_name,
+                    defense_name,
+                    rate,
+                    metrics,
+                    **extra,
+                    clean_clips=first["clean_clips"],
+                    epochs=first["defense"]["epochs"],
+                )
+            )
     command = " ".join(["python -m core.grid", *argv])
-    defense_settings = {d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
-                        for d in defenses if d != NO_DEFENSE}
+    defense_settings = {
+        d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
+        for d in defenses
+        if d != NO_DEFENSE
+    }
     if args.keep_earlier:
-        rows, defense_settings = _with_earlier_rows(rows, out.with_name(out.name + ".json"), defense_settings,
-                                                    data_summary)
+        rows, defense_settings = _with_earlier_rows(
+            rows, out.with_name(out.name + ".json"), defense_settings, data_summary
+        )
         defenses = list(dict.fromkeys([*defenses, *(r["defense"] for r in rows)]))
-    write_json(out.with_name(out.name + ".json"), {
-        "command": command,
-        "machine": machine_info(resolve_device(args.device)),
-        "data": data_summary, "seconds": round(time.perf_counter() - started, 2), "backend": args.backend,
-        "defense_seeds": seeds,
-        "defense_settings": defense_settings,
-        "rows": rows,
-    })
+    write_json(
+        out.with_name(out.name + ".json"),
+        {
+            "command": command,
+            "machine": machine_info(resolve_device(args.device)),
+            "data": data_summary,
+            "seconds": round(time.perf_counter() - started, 2),
+            "backend": args.backend,
+            "defense_seeds": seeds,
+            "defense_settings": defense_settings,
+            "rows": rows,
+        },
+    )
     out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
     for r in rows:
         if r.get("not_run"):
             print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")
         elif r["attack"] != CLEAN:
             asr = r["attack_success_rate"]
-            print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
-                  + ("" if asr is None else f", ASR {asr:.4f}"))
+            print(
+                f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
+                + ("" if asr is None else f", ASR {asr:.4f}")
+            )
     print(f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')}")
     return 0

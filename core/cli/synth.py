@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from core.data.synth.corpus import generate_corpus
 from core.data.synth.espeak import Synthesizer
@@ -39,31 +39,71 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--vocab", help="scd10 (default: yes no up down left right on off stop go) or scd30 (the 30 words of Speech Commands v0.01)")
+    what.add_argument(
+        "--vocab",
+        help="scd10 (default: yes no up down left right on off stop go) or scd30 "
+        "(the 30 words of Speech Commands v0.01)",
+    )
     what.add_argument("--words", help="comma-separated words instead of a vocabulary, e.g. yes,no,maybe")
     parser.add_argument("--out", type=Path, help="output folder; must not exist or be empty (see --overwrite)")
     parser.add_argument("--speakers", type=int, help="number of synthetic speakers (default: from --clips-per-word)")
     parser.add_argument("--clips-per-speaker", type=int, help="utterances of each word per speaker (default 2)")
-    parser.add_argument("--clips-per-word", type=int,
-                        help="clips per word, about; without --speakers, speakers = ceil(N / clips-per-speaker) (default 200)")
+    parser.add_argument(
+        "--clips-per-word",
+        type=int,
+        help="clips per word, about; without --speakers, speakers = ceil(N / clips-per-speaker) (default 200)",
+    )
     parser.add_argument("--sample-rate", type=int, default=16000, help="output sample rate in Hz (default 16000)")
     parser.add_argument("--clip-seconds", type=float, default=1.0, help="clip length in seconds (default 1.0)")
-    parser.add_argument("--snr-db", type=_parse_range, default=(20.0, 40.0), metavar="MIN,MAX",
-                        help="range of the per-clip signal-to-noise ratio of the added coloured noise (default 20,40)")
-    parser.add_argument("--accents", help="comma-separated espeak-ng English voices to use (default: all; see --list-voices)")
-    parser.add_argument("--variants", help="comma-separated voice variants to use (default: the curated human-sounding set)")
-    parser.add_argument("--validation-fraction", type=float, default=0.1, help="share of speakers held out for validation (default 0.1)")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of speakers held out for testing (default 0.1)")
-    parser.add_argument("--split-by", choices=("family", "speaker"), default="family",
-                        help="hold out whole voice families (default) or just speakers")
-    parser.add_argument("--workers", type=int, default=1, help="processes that synthesise in parallel (default 1); output is identical")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus made by this command in --out")
-    parser.add_argument("--list-voices", action="store_true", help="print the English voices and variants found, then exit")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same files")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="accepted like every command's; synthesis always runs on the CPU")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a progress bar (default: only on a terminal)")
+    parser.add_argument(
+        "--snr-db",
+        type=_parse_range,
+        default=(20.0, 40.0),
+        metavar="MIN,MAX",
+        help="range of the per-clip signal-to-noise ratio of the added coloured noise (default 20,40)",
+    )
+    parser.add_argument(
+        "--accents", help="comma-separated espeak-ng English voices to use (default: all; see --list-voices)"
+    )
+    parser.add_argument(
+        "--variants", help="comma-separated voice variants to use (default: the curated human-sounding set)"
+    )
+    parser.add_argument(
+        "--validation-fraction", type=float, default=0.1, help="share of speakers held out for validation (default 0.1)"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share of speakers held out for testing (default 0.1)"
+    )
+    parser.add_argument(
+        "--split-by",
+        choices=("family", "speaker"),
+        default="family",
+        help="hold out whole voice families (default) or just speakers",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes that synthesise in parallel (default 1); output is identical"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing corpus made by this command in --out"
+    )
+    parser.add_argument(
+        "--list-voices", action="store_true", help="print the English voices and variants found, then exit"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same files"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="accepted like every command's; synthesis always runs on the CPU",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
     return parser
 
 
@@ -91,14 +131,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = resolve_vocab(args.vocab or "scd10")
     command = "python -m core.data.synth " + " ".join(sys.argv[1:] if argv is None else list(argv))
     summary = generate_corpus(
-        args.out, words,
-        speakers=args.speakers, clips_per_speaker=args.clips_per_speaker, clips_per_word=args.clips_per_word,
-        seed=args.seed, sample_rate=args.sample_rate, clip_seconds=args.clip_seconds,
+        args.out,
+        words,
+        speakers=args.speakers,
+        clips_per_speaker=args.clips_per_speaker,
+        clips_per_word=args.clips_per_word,
+        seed=args.seed,
+        sample_rate=args.sample_rate,
+        clip_seconds=args.clip_seconds,
         accents=args.accents.split(",") if args.accents else None,
         variants=args.variants.split(",") if args.variants else None,
-        validation_fraction=args.validation_fraction, test_fraction=args.test_fraction,
-        split_by=args.split_by, snr_db=args.snr_db, workers=args.workers, overwrite=args.overwrite,
-        progress=args.progress, command=command.strip(),
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        split_by=args.split_by,
+        snr_db=args.snr_db,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        command=command.strip(),
     )
     print(
         f"{summary.out}: {summary.clips} clips, {len(summary.words)} words, {summary.speakers} speakers "

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from core import models
 from core.attacks import get_attack, list_attacks, parse_attack_args
@@ -34,14 +34,21 @@ def build_parser(config: type[TrainConfig] = TrainConfig) -> argparse.ArgumentPa
         prog="python -m core.train",
         description="Train a clean or backdoored keyword-spotting model and save it as a .safetensors checkpoint.",
         epilog="Example: python -m core.train --data ../shared/data/fsdd --model resnet --attack badnets "
-               "--out resnet_badnets.safetensors --report report.json",
+        "--out resnet_badnets.safetensors --report report.json",
     )
     add_data_arguments(p)
-    p.add_argument("--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}")
+    p.add_argument(
+        "--model", default="resnet", help=f"architecture (default resnet); one of: {', '.join(models.list_models())}"
+    )
     add_front_end_arguments(p)
     p.add_argument("--attack", help=f"backdoor the model with this attack; one of: {', '.join(list_attacks())}")
-    p.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[],
-                   help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)")
+    p.add_argument(
+        "--attack-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[],
+        help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)",
+    )
     add_arguments(p, config)
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--report", help="JSON report to write")
@@ -71,18 +78,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError("--attack-arg given without --attack")
     config = config_from_args(args)  # checked before the data loads
     data = load_from_args(args, args.sample_rate)
-    log.info("training %s on %d clips (%s), %s, augmentation: %s", config.model, len(data.splits["train"]),
-             ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
-             f"attack {attack.name}" if attack else "clean", describe_augment(config.augment))
+    log.info(
+        "training %s on %d clips (%s), %s, augmentation: %s",
+        config.model,
+        len(data.splits["train"]),
+        ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items()),
+        f"attack {attack.name}" if attack else "clean",
+        describe_augment(config.augment),
+    )
     result = train_model(data, config, attack, front_end=fe, show_progress=False if args.quiet else None)
     save_checkpoint(out, result.model, result.metadata)
-    report = dict(result.report, command=" ".join(["python -m core.train", *(argv if argv is not None else sys.argv[1:])]),
-                  checkpoint=str(out))
+    report = dict(
+        result.report,
+        command=" ".join(["python -m core.train", *(argv if argv is not None else sys.argv[1:])]),
+        checkpoint=str(out),
+    )
     if args.report:
         write_json(args.report, report)
     line = f"clean accuracy {percent(report['clean_accuracy'])}"
     if attack is not None:
-        line += (f", attack success rate {percent(report['attack_success_rate'])}, robust accuracy "
-                 f"{percent(report['robust_accuracy'])}")
+        line += (
+            f", attack success rate {percent(report['attack_success_rate'])}, robust accuracy "
+            f"{percent(report['robust_accuracy'])}"
+        )
     print(f"{line}; {report['seconds']:.1f} s on {report['device']}; wrote {out}")
     return 0

@@ -6,8 +6,9 @@ flat ``{digit}_{speaker}_{n}.wav``: FSDD) unless ``data_format`` forces it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from core.data.audioset import AudioSet
 from core.data.fsdd import is_fsdd, load_fsdd
@@ -59,9 +60,23 @@ def load_dataset(
         if vocab is None:
             root = Path(path)
             vocab = "scd10" if all((root / w).is_dir() for w in VOCABULARIES["scd10"]) else None
-        return load_speech_commands(path, vocab, sample_rate=sample_rate, num_samples=num_samples,
-                                    skip_bad=skip_bad, use_cache=use_cache, **kwargs)
+        return load_speech_commands(
+            path,
+            vocab,
+            sample_rate=sample_rate,
+            num_samples=num_samples,
+            skip_bad=skip_bad,
+            use_cache=use_cache,
+            **kwargs,
+        )
     if fmt == "fsdd":
-        return load_fsdd(path, fsdd_split, test_speakers=test_speakers, sample_rate=sample_rate,
-                         num_samples=num_samples, skip_bad=skip_bad, use_cache=use_cache)
+        return load_fsdd(
+            path,
+            fsdd_split,
+            test_speakers=test_speakers,
+            sample_rate=sample_rate,
+            num_samples=num_samples,
+            skip_bad=skip_bad,
+            use_cache=use_cache,
+        )
     raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(DATA_FORMATS)}")

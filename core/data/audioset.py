@@ -14,9 +14,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,9 @@ class AudioSet:
         if self.files and len(self.files) != n:
             raise DataError(f"{len(self.files)} file names given for {n} clips")
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise DataError(f"labels must lie in [0, {len(self.classes)}), got [{int(self.labels.min())}, {int(self.labels.max())}]")
+            raise DataError(
+                f"labels must lie in [0, {len(self.classes)}), got [{int(self.labels.min())}, {int(self.labels.max())}]"
+            )
         for name, idx in self.splits.items():
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
                 raise DataError(f"split {name!r} indexes outside the {n} clips")
@@ -74,7 +77,7 @@ class AudioSet:
     def device(self) -> torch.device:
         return self.waves.device
 
-    def to(self, device: torch.device | str) -> "AudioSet":
+    def to(self, device: torch.device | str) -> AudioSet:
         """The same set with waveforms, labels and split indices moved to ``device``."""
         device = torch.device(device)
         return AudioSet(
@@ -118,7 +121,7 @@ class AudioSet:
         (folder / "meta.json").write_text(json.dumps(meta))
 
     @classmethod
-    def load_npy(cls, folder: Path) -> "AudioSet":
+    def load_npy(cls, folder: Path) -> AudioSet:
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("format") != CACHE_FORMAT:
             raise DataError(f"{folder}: cache format {meta.get('format')} is not {CACHE_FORMAT}")
@@ -212,7 +215,9 @@ def decode_clips(
     if errors and not skip_bad:
         shown = "\n  ".join(errors[:5])
         more = f"\n  ... and {len(errors) - 5} more" if len(errors) > 5 else ""
-        raise DataError(f"{len(errors)} of {len(files)} audio files cannot be read:\n  {shown}{more}\n"
-                        "Fix or remove them, or load with skip_bad=True (--skip-bad) to leave them out.")
+        raise DataError(
+            f"{len(errors)} of {len(files)} audio files cannot be read:\n  {shown}{more}\n"
+            "Fix or remove them, or load with skip_bad=True (--skip-bad) to leave them out."
+        )
     waves = np.stack([results[i] for i in kept]) if kept else np.zeros((0, num_samples), np.float32)
     return waves.astype(np.float32, copy=False), kept, errors

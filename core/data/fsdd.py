@@ -11,8 +11,9 @@ Clips are resampled to ``sample_rate`` (16 kHz by default) and padded/cropped to
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -72,14 +73,20 @@ def load_fsdd(
     if split == "speaker":
         unknown = sorted(set(test_speakers) - set(speakers_present))
         if unknown:
-            raise DataError(f"{root}: test speaker(s) {', '.join(unknown)} not in the data; speakers: {', '.join(speakers_present)}")
+            raise DataError(
+                f"{root}: test speaker(s) {', '.join(unknown)} not in the data; speakers: {', '.join(speakers_present)}"
+            )
         if set(test_speakers) >= set(speakers_present):
             raise DataError("every speaker is a test speaker: nothing is left to train on")
     files = [e[0] for e in entries]
     settings = {
-        "loader": "fsdd", "root": str(root.resolve()), "split": split,
+        "loader": "fsdd",
+        "root": str(root.resolve()),
+        "split": split,
         "test_speakers": sorted(test_speakers) if split == "speaker" else [],
-        "sample_rate": sample_rate, "num_samples": num_samples, "skip_bad": skip_bad,
+        "sample_rate": sample_rate,
+        "num_samples": num_samples,
+        "skip_bad": skip_bad,
     }
 
     def split_of(speaker: str, index: int) -> str:
@@ -105,9 +112,12 @@ def load_fsdd(
             },
             files=[str(p) for p, _, _, _ in rows],
             source={
-                "format": "fsdd", "root": str(root.resolve()), "split": split,
+                "format": "fsdd",
+                "root": str(root.resolve()),
+                "split": split,
                 "test_speakers": list(test_speakers) if split == "speaker" else [],
-                "skipped": errors, "stray_files": stray,
+                "skipped": errors,
+                "stray_files": stray,
             },
         )
 

@@ -9,8 +9,8 @@ part of the file name, so that a speaker's clips always fall in one split.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,9 +30,36 @@ __all__ = [
 
 SCD10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 SCD30 = [
-    "bed", "bird", "cat", "dog", "down", "eight", "five", "four", "go", "happy",
-    "house", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
-    "sheila", "six", "stop", "three", "tree", "two", "up", "wow", "yes", "zero",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "down",
+    "eight",
+    "five",
+    "four",
+    "go",
+    "happy",
+    "house",
+    "left",
+    "marvin",
+    "nine",
+    "no",
+    "off",
+    "on",
+    "one",
+    "right",
+    "seven",
+    "sheila",
+    "six",
+    "stop",
+    "three",
+    "tree",
+    "two",
+    "up",
+    "wow",
+    "yes",
+    "zero",
 ]
 #: Class order matters: the target class index 2 is "up" in SCD-10 and "cat" in SCD-30,
 #: as in the authors' code.
@@ -102,8 +129,10 @@ def _read_list(path: Path, root: Path) -> set[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the split list ({exc}); it should be UTF-8 text with one "
-                        "<word>/<file>.wav per line. Fix or remove it") from exc
+        raise DataError(
+            f"{path}: cannot read the split list ({exc}); it should be UTF-8 text with one "
+            "<word>/<file>.wav per line. Fix or remove it"
+        ) from exc
     entries = set()
     for line in text.splitlines():
         line = line.strip().replace("\\", "/")
@@ -203,7 +232,10 @@ def load_speech_commands(
     data = cached_build(files_key(files, settings), build, use_cache=use_cache)
     for name in ("train", "test") if require_splits else ():
         if data.splits[name].numel() == 0:
-            raise DataError(f"{root}: the {name} split is empty ({split_rule} rule); the folder is too small or the lists name no clip of these words")
+            raise DataError(
+                f"{root}: the {name} split is empty ({split_rule} rule); the folder is too small or the "
+                "lists name no clip of these words"
+            )
     return data
 
 

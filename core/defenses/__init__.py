@@ -33,7 +33,27 @@ PRIMARY_OPTIONS = tuple(name for name, s in _SPECS.items() if s.primary)
 #: Config fields that are not options (set another way: common options, a watching application).
 HIDDEN_OPTIONS = frozenset(name for name, s in _SPECS.items() if s.hidden)
 
-__all__ = ["CLP", "CLPConfig", "DEFENSES", "DEFENSE_TITLES", "HIDDEN_OPTIONS", "OPTION_HELP", "OPTION_LABELS",
-           "PERCENT_OPTIONS", "PRIMARY_OPTIONS", "FTSAM", "FTSAMConfig", "Defense", "DefenseConfig", "DefenseResult",
-           "FinePruning", "FinePruningConfig", "FineTune", "FineTuneConfig", "GNFT", "GNFTConfig", "GNFTStep",
-           "clean_subset"]
+__all__ = [
+    "CLP",
+    "CLPConfig",
+    "DEFENSES",
+    "DEFENSE_TITLES",
+    "HIDDEN_OPTIONS",
+    "OPTION_HELP",
+    "OPTION_LABELS",
+    "PERCENT_OPTIONS",
+    "PRIMARY_OPTIONS",
+    "FTSAM",
+    "FTSAMConfig",
+    "Defense",
+    "DefenseConfig",
+    "DefenseResult",
+    "FinePruning",
+    "FinePruningConfig",
+    "FineTune",
+    "FineTuneConfig",
+    "GNFT",
+    "GNFTConfig",
+    "GNFTStep",
+    "clean_subset",
+]

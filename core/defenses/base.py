@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -25,8 +26,17 @@ from core.models import split_front_end
 from core.options import check_ranges, option
 from core.runtime import resolve_device
 
-__all__ = ["DefenseConfig", "DefenseResult", "Defense", "clean_subset", "clip_features", "mask_bands", "train_mode",
-           "Evaluator", "EvaluateEvery"]
+__all__ = [
+    "DefenseConfig",
+    "DefenseResult",
+    "Defense",
+    "clean_subset",
+    "clip_features",
+    "mask_bands",
+    "train_mode",
+    "Evaluator",
+    "EvaluateEvery",
+]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
 Evaluator = Callable[[nn.Module], dict[str, float]]
@@ -51,46 +61,78 @@ class DefenseConfig:
     statistics updated by each step's unperturbed pass).
     """
 
-    clean_ratio: float = option(0.05, label="Clean share, %", percent=True, primary=True, range="(0, 1]",
-                                help="share of the training split used as the clean fine-tuning set, "
-                                     "class-stratified")
-    epochs: int = option(300, label="Epochs", primary=True, range="[0, inf)",
-                         help="passes over the clean set (at 5 % of a few thousand clips, one or two steps each)")
+    clean_ratio: float = option(
+        0.05,
+        label="Clean share, %",
+        percent=True,
+        primary=True,
+        range="(0, 1]",
+        help="share of the training split used as the clean fine-tuning set, class-stratified",
+    )
+    epochs: int = option(
+        300,
+        label="Epochs",
+        primary=True,
+        range="[0, inf)",
+        help="passes over the clean set (at 5 % of a few thousand clips, one or two steps each)",
+    )
     batch_size: int = option(256, label="Batch size, clips", range="[1, inf)", help="clips per step")
     lr: float = option(0.001, label="Learning rate", primary=True, range="(0, inf)", help="SGD learning rate")
     momentum: float = option(0.9, label="Momentum", range="[0, inf)", help="SGD momentum")
     weight_decay: float = option(0.0, label="Weight decay", range="[0, inf)", help="SGD weight decay")
-    max_grad_norm: float = option(0.0, label="Gradient clip, L2 (0 = off)", range="[0, inf)", note="0: no clipping",
-                                  help="clip each step's gradient to this global L2 norm; 0 = no clipping "
-                                       "(the authors' code)")
+    max_grad_norm: float = option(
+        0.0,
+        label="Gradient clip, L2 (0 = off)",
+        range="[0, inf)",
+        note="0: no clipping",
+        help="clip each step's gradient to this global L2 norm; 0 = no clipping (the authors' code)",
+    )
     lr_schedule: Literal["constant", "cosine"] = option(
-        "constant", label="Learning-rate schedule",
-        help="constant (the authors' loop) or cosine towards 0 over the run, per step")
+        "constant",
+        label="Learning-rate schedule",
+        help="constant (the authors' loop) or cosine towards 0 over the run, per step",
+    )
     warmup_epochs: int = option(0, label="Warm-up, epochs", help="epochs of linear lr warm-up before the schedule")
-    spec_augment: float = option(0.0, label="SpecAugment band, %", percent=True, range="[0, 1)",
-                                 note="the widest masked share of an axis",
-                                 help="SpecAugment: mask one band of up to this share of each clip's time and "
-                                      "frequency axes per batch; 0 = off")
+    spec_augment: float = option(
+        0.0,
+        label="SpecAugment band, %",
+        percent=True,
+        range="[0, 1)",
+        note="the widest masked share of an axis",
+        help="SpecAugment: mask one band of up to this share of each clip's time and frequency axes per batch; 0 = off",
+    )
     batchnorm: Literal["train", "frozen"] = option(
-        "train", label="BatchNorm",
+        "train",
+        label="BatchNorm",
         help="train (the authors' loop: batch statistics, running ones updated) or frozen "
-             "(BatchNorm in eval mode: running statistics normalise and stay)")
-    eval_every: int = option(10, label="Evaluate every, epochs", range="[1, inf)",
-                             help="evaluate CA / ASR every this many epochs (and after the last)")
-    grad_norm_every: int = option(1, label="Neuron norms every, steps", hidden=True, range="[0, inf)",
-                                  note="0: never",
-                                  help="per-neuron gradient norms for a watching application every this many "
-                                       "steps; 0 = never")
+        "(BatchNorm in eval mode: running statistics normalise and stay)",
+    )
+    eval_every: int = option(
+        10,
+        label="Evaluate every, epochs",
+        range="[1, inf)",
+        help="evaluate CA / ASR every this many epochs (and after the last)",
+    )
+    grad_norm_every: int = option(
+        1,
+        label="Neuron norms every, steps",
+        hidden=True,
+        range="[0, inf)",
+        note="0: never",
+        help="per-neuron gradient norms for a watching application every this many steps; 0 = never",
+    )
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean subset, batch order and dropout")
     device: str = option("auto", label="Device", hidden=True, help="auto, cpu or cuda")
-    amp: Literal["none", "bf16"] = option("none", label="Mixed precision",
-                                          help="bf16 autocast for the passes (none = full float32)")
-    compile: bool = option(False, label="torch.compile",
-                           help="torch.compile the classifier (the first steps compile)")
+    amp: Literal["none", "bf16"] = option(
+        "none", label="Mixed precision", help="bf16 autocast for the passes (none = full float32)"
+    )
+    compile: bool = option(False, label="torch.compile", help="torch.compile the classifier (the first steps compile)")
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
-        "auto", label="Memory layout",
+        "auto",
+        label="Memory layout",
         help="layout of the conv weights while fine-tuning: auto (channels_last on CPU, where it is faster; "
-             "contiguous on a GPU), channels_last or contiguous; the result is handed back contiguous")
+        "contiguous on a GPU), channels_last or contiguous; the result is handed back contiguous",
+    )
 
     def validate(self) -> None:
         """Every declared range and choice (:func:`core.options.check_ranges`), then the warm-up."""
@@ -184,8 +226,12 @@ class Defense:
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=c.lr, momentum=c.momentum,
-                               weight_decay=c.weight_decay)
+        return torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=c.lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+        )
 
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
         """The learning rate of 0-based ``step`` of the run: linear warm-up, then constant or cosine."""
@@ -200,8 +246,7 @@ class Defense:
     def optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Apply the gradients in ``.grad``: clipped to ``max_grad_norm`` (global L2) when set."""
         if self.config.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                     self.config.max_grad_norm)
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
         optimizer.step()
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
@@ -211,8 +256,7 @@ class Defense:
         """What the defense did beyond its config (e.g. how much it pruned), for reports."""
         return {}
 
-    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   optimizer: torch.optim.Optimizer) -> float:
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         """One optimisation step on a batch; returns the loss. ``model`` is the classifier and ``x``
         its input features when the front end could be split off (see ``split_front_end``)."""
         raise NotImplementedError
@@ -232,8 +276,15 @@ class Defense:
             start += t.numel()
         return out
 
-    def run(self, model: nn.Module, clean: AudioSet, observer: Observer | None = None, *,
-            evaluate: Evaluator | None = None, indices: torch.Tensor | None = None) -> DefenseResult:
+    def run(
+        self,
+        model: nn.Module,
+        clean: AudioSet,
+        observer: Observer | None = None,
+        *,
+        evaluate: Evaluator | None = None,
+        indices: torch.Tensor | None = None,
+    ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
         The fine-tuning is :class:`core.loop.Loop` over the clip features (computed once); the
@@ -265,10 +316,24 @@ class Defense:
         callbacks: list[Callback] = [schedule]
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
-        loop = Loop(self.name, body, step, int(inputs.shape[0]), epochs=c.epochs, batch_size=c.batch_size,
-                    device=device, order=torch.Generator().manual_seed(c.seed), amp=c.amp, compile=c.compile,
-                    layout=c.memory_format, optimizer=optimizer, lr_at=self.lr_at,
-                    train_mode=lambda: train_mode(work, c.batchnorm), observer=observer, callbacks=callbacks)
+        loop = Loop(
+            self.name,
+            body,
+            step,
+            int(inputs.shape[0]),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            device=device,
+            order=torch.Generator().manual_seed(c.seed),
+            amp=c.amp,
+            compile=c.compile,
+            layout=c.memory_format,
+            optimizer=optimizer,
+            lr_at=self.lr_at,
+            train_mode=lambda: train_mode(work, c.batchnorm),
+            observer=observer,
+            callbacks=callbacks,
+        )
         try:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(c.seed)
@@ -276,18 +341,27 @@ class Defense:
                 if c.epochs == 0:  # a pruning-only run is still measured
                     schedule.measure(0)
         except Cancelled:
-            return DefenseResult(model, True, time.perf_counter() - started, schedule.history, int(rows.numel()),
-                                 asdict(c))
-        return DefenseResult(work.eval(), False, time.perf_counter() - started, schedule.history, int(rows.numel()),
-                             asdict(c), self.details())
+            return DefenseResult(
+                model, True, time.perf_counter() - started, schedule.history, int(rows.numel()), asdict(c)
+            )
+        return DefenseResult(
+            work.eval(),
+            False,
+            time.perf_counter() - started,
+            schedule.history,
+            int(rows.numel()),
+            asdict(c),
+            self.details(),
+        )
 
 
 class EvaluateEvery(Callback):
     """Measure the model every ``every`` epochs and after the last one; keeps the rows in ``history``
     and tells the observer (an :class:`EvalInfo` per evaluation). ``evaluate`` None: nothing."""
 
-    def __init__(self, every: int, evaluate: Evaluator | None, model: nn.Module, phase: str,
-                 observer: Observer) -> None:
+    def __init__(
+        self, every: int, evaluate: Evaluator | None, model: nn.Module, phase: str, observer: Observer
+    ) -> None:
         self.every, self.evaluate, self.model, self.phase, self.observer = every, evaluate, model, phase, observer
         self.history: list[dict[str, Any]] = []
 
@@ -300,9 +374,16 @@ class EvaluateEvery(Callback):
             return
         metrics = self.evaluate(self.model.eval())
         self.history.append({"epoch": epoch, **metrics})
-        self.observer.on_eval(EvalInfo(self.phase, epoch, metrics.get("clean_accuracy", float("nan")),
-                                       metrics.get("clean_loss"), metrics.get("attack_success_rate"),
-                                       metrics.get("robust_accuracy")))
+        self.observer.on_eval(
+            EvalInfo(
+                self.phase,
+                epoch,
+                metrics.get("clean_accuracy", float("nan")),
+                metrics.get("clean_loss"),
+                metrics.get("attack_success_rate"),
+                metrics.get("robust_accuracy"),
+            )
+        )
 
 
 class _GradNormSnapshots(Callback):

@@ -29,10 +29,14 @@ __all__ = ["CLPConfig", "CLP", "channel_lipschitz"]
 class CLPConfig(FineTuneConfig):
     """``u``: how many standard deviations above the layer's mean UCLC a channel is pruned."""
 
-    u: float = option(3.0, label="u, Lipschitz threshold (std)", primary=True, range="(0, inf)",
-                      range_text="positive",
-                      help="CLP: prune channels whose Lipschitz upper bound is u standard deviations above the "
-                           "layer mean")
+    u: float = option(
+        3.0,
+        label="u, Lipschitz threshold (std)",
+        primary=True,
+        range="(0, inf)",
+        range_text="positive",
+        help="CLP: prune channels whose Lipschitz upper bound is u standard deviations above the layer mean",
+    )
     epochs: int = override(FineTuneConfig, "epochs", 0)
 
 
@@ -45,7 +49,7 @@ def _conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2
         if name not in convs:
             continue
         bn = None
-        for _, nxt in modules[i + 1:]:
+        for _, nxt in modules[i + 1 :]:
             if isinstance(nxt, (nn.Conv2d, nn.Linear, nn.LSTM)):
                 break
             if isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == module.out_channels:
@@ -102,11 +106,13 @@ class CLP(FineTune):
             tensor.index_fill_(0, idx, 0.0)
 
     def details(self) -> dict[str, Any]:
-        return {"pruned_channels": self.pruned, "pruned_total": sum(len(v) for v in self.pruned.values()),
-                "conv_channels": self._channels}
+        return {
+            "pruned_channels": self.pruned,
+            "pruned_total": sum(len(v) for v in self.pruned.values()),
+            "conv_channels": self._channels,
+        }
 
-    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   optimizer: torch.optim.Optimizer) -> float:
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         loss = super().train_step(model, x, y, optimizer)
         self._apply_masks()
         return loss

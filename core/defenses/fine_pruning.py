@@ -28,10 +28,21 @@ __all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
 class FinePruningConfig(FineTuneConfig):
     """Pruning schedule plus the fine-tuning settings (SGD, lr 0.01 like plain FT)."""
 
-    prune_step: float = option(0.01, label="Prune step, % per round", percent=True, range="(0, 1]",
-                               help="Fine-Pruning: share of the last layer's inputs pruned per round")
-    max_accuracy_drop: float = option(0.1, label="Max accuracy drop, %", percent=True, primary=True, range="[0, 1]",
-                                      help="Fine-Pruning: stop pruning before clean accuracy falls by more than this")
+    prune_step: float = option(
+        0.01,
+        label="Prune step, % per round",
+        percent=True,
+        range="(0, 1]",
+        help="Fine-Pruning: share of the last layer's inputs pruned per round",
+    )
+    max_accuracy_drop: float = option(
+        0.1,
+        label="Max accuracy drop, %",
+        percent=True,
+        primary=True,
+        range="[0, 1]",
+        help="Fine-Pruning: stop pruning before clean accuracy falls by more than this",
+    )
 
 
 def _output_layer(model: nn.Module) -> nn.Linear:
@@ -53,8 +64,9 @@ def _mean_activation(inputs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _output_layer_inputs(model: nn.Module, waves: torch.Tensor,
-                         batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _output_layer_inputs(
+    model: nn.Module, waves: torch.Tensor, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The output layer's inputs ``[N, in_features]`` and the model's logits ``[N, C]``, from one pass."""
     layer = _output_layer(model)
     captured: list[torch.Tensor] = []
@@ -106,10 +118,12 @@ class FinePruning(FineTune):
         self.pruned = int((~keep).sum())
 
     def details(self) -> dict[str, int]:
-        return {"pruned_inputs": self.pruned, "output_layer_inputs": int(self.mask.numel()) if self.mask is not None else 0}
+        return {
+            "pruned_inputs": self.pruned,
+            "output_layer_inputs": int(self.mask.numel()) if self.mask is not None else 0,
+        }
 
-    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   optimizer: torch.optim.Optimizer) -> float:
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         loss = super().train_step(model, x, y, optimizer)  # plain fine-tuning, then the pruned columns back to 0
         if self.mask is not None:
             with torch.no_grad():

@@ -25,10 +25,16 @@ class FTSAMConfig(DefenseConfig):
     """``rho`` radius of the sharpness perturbation; ``adaptive`` scales it by each weight's size."""
 
     lr: float = override(DefenseConfig, "lr", 0.01)
-    rho: float = option(2.0, label="\u03c1, sharpness radius", primary=True, range="[0, inf)",
-                        help="FT-SAM radius of the sharpness perturbation")
-    adaptive: bool = option(True, label="Adaptive (ASAM)",
-                            help="FT-SAM scales the perturbation by each weight's size (ASAM)")
+    rho: float = option(
+        2.0,
+        label="\u03c1, sharpness radius",
+        primary=True,
+        range="[0, inf)",
+        help="FT-SAM radius of the sharpness perturbation",
+    )
+    adaptive: bool = option(
+        True, label="Adaptive (ASAM)", help="FT-SAM scales the perturbation by each weight's size (ASAM)"
+    )
 
 
 class FTSAM(GNFT):

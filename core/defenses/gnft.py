@@ -41,16 +41,30 @@ ASAM_ETA = 0.01
 class GNFTConfig(DefenseConfig):
     """``alpha`` mixing weight, ``r`` perturbation radius, ``norm`` and ``mix`` variants."""
 
-    alpha: float = option(0.7, label="\u03b1, perturbed-gradient weight", primary=True, range="[0, 1]",
-                          help="GN-FT mixing weight of the perturbed gradient g2: g = (1-alpha) g1 + alpha g2")
-    r: float = option(0.05, label="r, perturbation radius", primary=True, range="[0, inf)",
-                      help="GN-FT perturbation radius: g2 is taken at theta + r g1 / ||g1||")
+    alpha: float = option(
+        0.7,
+        label="\u03b1, perturbed-gradient weight",
+        primary=True,
+        range="[0, 1]",
+        help="GN-FT mixing weight of the perturbed gradient g2: g = (1-alpha) g1 + alpha g2",
+    )
+    r: float = option(
+        0.05,
+        label="r, perturbation radius",
+        primary=True,
+        range="[0, inf)",
+        help="GN-FT perturbation radius: g2 is taken at theta + r g1 / ||g1||",
+    )
     norm: Literal["per-tensor", "global"] = option(
-        "per-tensor", label="Perturbation norm",
-        help="GN-FT normalisation of g1: per-tensor (the authors' code) or global (GNP)")
+        "per-tensor",
+        label="Perturbation norm",
+        help="GN-FT normalisation of g1: per-tensor (the authors' code) or global (GNP)",
+    )
     mix: Literal["raw", "normalised"] = option(
-        "raw", label="Gradient mix",
-        help="GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation")
+        "raw",
+        label="Gradient mix",
+        help="GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation",
+    )
 
 
 def total_norm(tensors) -> float:
@@ -61,8 +75,15 @@ def total_norm(tensors) -> float:
 class GNFTStep:
     """The GN-FT gradient for one model; holds the reusable parameter backup buffer."""
 
-    def __init__(self, model: nn.Module, alpha: float, r: float, norm: str = "per-tensor", mix: str = "raw",
-                 adaptive: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        alpha: float,
+        r: float,
+        norm: str = "per-tensor",
+        mix: str = "raw",
+        adaptive: bool = False,
+    ) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.backup = [torch.empty_like(p) for p in self.params]
         self.bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -72,8 +93,10 @@ class GNFTStep:
         self.perturbed_loss: torch.Tensor | None = None
 
     def _bn_state(self) -> list[list[torch.Tensor | None]]:
-        return [[None if b is None else b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
-                for m in self.bn]
+        return [
+            [None if b is None else b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
+            for m in self.bn
+        ]
 
     def _restore_bn(self, saved: list[list[torch.Tensor | None]]) -> None:
         for m, (mean, var, count) in zip(self.bn, saved):
@@ -96,11 +119,14 @@ class GNFTStep:
         with torch.no_grad():
             # adaptive (ASAM): the direction is T·g with T = |θ| + η, and the step T²·g, so the
             # radius is relative to each weight's size instead of the same for every weight
-            direction = [None if g is None else (g * (p.abs() + ASAM_ETA) if self.adaptive else g)
-                         for p, g in zip(self.params, g1)]
+            direction = [
+                None if g is None else (g * (p.abs() + ASAM_ETA) if self.adaptive else g)
+                for p, g in zip(self.params, g1)
+            ]
             if self.norm == "global":
-                total = torch.sqrt(sum((d.pow(2).sum() for d in direction if d is not None),
-                                       torch.zeros((), device=x.device)))
+                total = torch.sqrt(
+                    sum((d.pow(2).sum() for d in direction if d is not None), torch.zeros((), device=x.device))
+                )
                 scales = [self.r / (total + EPS)] * len(g1)
             else:
                 scales = [None if d is None else self.r / (d.norm() + EPS) for d in direction]
@@ -120,7 +146,9 @@ class GNFTStep:
         with torch.no_grad():
             self._restore_bn(saved_bn)
             if self.mix == "normalised":
-                g1_norm = torch.sqrt(sum((g.pow(2).sum() for g in g1 if g is not None), torch.zeros((), device=x.device)))
+                g1_norm = torch.sqrt(
+                    sum((g.pow(2).sum() for g in g1 if g is not None), torch.zeros((), device=x.device))
+                )
             for p, b, g in zip(self.params, self.backup, g1):
                 p.copy_(b)
                 g2 = p.grad
@@ -168,16 +196,17 @@ class GNFT(Defense):
         """g1 of the last step (``.grad`` holds the mixed gradient by then)."""
         return lambda p: self._g1.get(id(p))
 
-    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   optimizer: torch.optim.Optimizer) -> float:
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         if self._step is None or self._model_id != id(model):
             self._step, self._model_id = GNFTStep(model, **self.step_settings()), id(model)
         loss, g1 = self._step(model, x, y)
         self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
         if not self._first and self._step.perturbed_loss is not None:
-            self._first = {"first_step_clean_loss": loss,
-                           "first_step_perturbed_loss": float(self._step.perturbed_loss),
-                           "first_step_clean_gradient_norm": total_norm(g1),
-                           "first_step_gradient_norm": total_norm(p.grad for p in self._step.params)}
+            self._first = {
+                "first_step_clean_loss": loss,
+                "first_step_perturbed_loss": float(self._step.perturbed_loss),
+                "first_step_clean_gradient_norm": total_norm(g1),
+                "first_step_gradient_norm": total_norm(p.grad for p in self._step.params),
+            }
         self.optimizer_step(model, optimizer)
         return loss

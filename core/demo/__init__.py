@@ -2,9 +2,10 @@
 
 A small synthetic SCD-10 corpus made with espeak-ng and a BadNets-backdoored ``smallcnn`` (trigger: a
 100 ms white-noise burst at the start of the clip; a light front end: 20 MFCC, 40 mels, hop 20 ms),
-cached in the user data folder (``$GNFT_DATA_DIR`` overrides it). The model is shipped with the package (``core/assets/``, trained with
-:data:`RECIPE`; its JSON records the command, the corpus and the numbers), so a build only writes the
-corpus (seeded) and checks the shipped model on its test split: seconds, not minutes.
+cached in the user data folder (``$GNFT_DATA_DIR`` overrides it). The model is shipped with the
+package (``core/assets/``, trained with :data:`RECIPE`; its JSON records the command, the corpus and
+the numbers), so a build only writes the corpus (seeded) and checks the shipped model on its test
+split: seconds, not minutes.
 ``python -m core.demo --rebuild`` makes everything again from scratch (corpus, then training with the
 same recipe). ``demo.json`` is written last and atomically, so an interrupted or cancelled build is
 simply built again next time; a marker that cannot be read is treated the same way.
@@ -25,14 +26,23 @@ from core.attacks import get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.data.synth import VOCABULARIES, generate_corpus
+from core.evaluation import evaluate
 from core.events import Cancelled, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig
 from core.runtime import cpu_model, write_json
-from core.evaluation import evaluate
 from core.training import TrainConfig, train_model
 
-__all__ = ["Demo", "RECIPE", "SHIPPED_MODEL", "SHIPPED_INFO", "cached_demo", "demo_dir", "ensure_demo",
-           "train_demo_model", "main"]
+__all__ = [
+    "Demo",
+    "RECIPE",
+    "SHIPPED_MODEL",
+    "SHIPPED_INFO",
+    "cached_demo",
+    "demo_dir",
+    "ensure_demo",
+    "train_demo_model",
+    "main",
+]
 
 MARKER = "demo.json"
 #: Bumped when the demo's recipe changes: an older cached demo is then built again.
@@ -103,8 +113,12 @@ def cached_demo(folder: str | os.PathLike) -> Demo | None:
         return None
     demo = Demo(folder, folder / info["data"], folder / info["model"], info)
     try:
-        complete = (demo.data.is_dir() and (demo.data / "synth_info.json").is_file() and demo.model.is_file()
-                    and demo.model.stat().st_size > 0)
+        complete = (
+            demo.data.is_dir()
+            and (demo.data / "synth_info.json").is_file()
+            and demo.model.is_file()
+            and demo.model.stat().st_size > 0
+        )
     except OSError:
         return None
     return demo if complete else None
@@ -130,8 +144,15 @@ class _Stages:
         return self.observer.should_stop()
 
 
-def train_demo_model(data, *, epochs: int | None = None, seed: int | None = None, observer: Observer | None = None,
-                     device: str = "cpu", show_progress: bool | None = False):
+def train_demo_model(
+    data,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    observer: Observer | None = None,
+    device: str = "cpu",
+    show_progress: bool | None = False,
+):
     """Train the demo's BadNets ``smallcnn`` on ``data`` with :data:`RECIPE`: first on the clean training
     split (``clean_epochs``), then from those weights on the poisoned one (``poison_epochs``; the attack
     with ``attack_args``, a noise-burst trigger). ``epochs``
@@ -160,20 +181,45 @@ def train_demo_model(data, *, epochs: int | None = None, seed: int | None = None
     with tempfile.TemporaryDirectory(prefix="gnft-demo-") as tmp:
         init_from = None
         if clean_epochs:
-            clean = train_model(data, TrainConfig(epochs=clean_epochs, lr=RECIPE["lr"], patience=clean_epochs,
-                                                  augment=parse_augment(RECIPE["augment"]), **common),
-                                None, _Stages(observer, 0, sum(steps)), front_end=FRONT_END,
-                                show_progress=show_progress)
+            clean = train_model(
+                data,
+                TrainConfig(
+                    epochs=clean_epochs,
+                    lr=RECIPE["lr"],
+                    patience=clean_epochs,
+                    augment=parse_augment(RECIPE["augment"]),
+                    **common,
+                ),
+                None,
+                _Stages(observer, 0, sum(steps)),
+                front_end=FRONT_END,
+                show_progress=show_progress,
+            )
             init_from = save_checkpoint(Path(tmp) / "clean.safetensors", clean.model, clean.metadata)
-        config = TrainConfig(epochs=poison_epochs, lr=RECIPE["poison_lr"], patience=poison_epochs,
-                             augment=parse_augment(RECIPE["poison_augment"]),
-                             init_from=str(init_from) if init_from else None, **common)
-        result = train_model(data, config, attack, _Stages(observer, steps[0], sum(steps)), front_end=FRONT_END,
-                             show_progress=show_progress)
+        config = TrainConfig(
+            epochs=poison_epochs,
+            lr=RECIPE["poison_lr"],
+            patience=poison_epochs,
+            augment=parse_augment(RECIPE["poison_augment"]),
+            init_from=str(init_from) if init_from else None,
+            **common,
+        )
+        result = train_model(
+            data,
+            config,
+            attack,
+            _Stages(observer, steps[0], sum(steps)),
+            front_end=FRONT_END,
+            show_progress=show_progress,
+        )
     if clean_epochs:
         result.metadata["provenance"]["training"]["clean_stage"] = {
-            "epochs": clean_epochs, "lr": RECIPE["lr"], "best_epoch": clean.report["best_epoch"],
-            "test_clean_accuracy": clean.report["clean_accuracy"], "seconds": clean.report["seconds"]}
+            "epochs": clean_epochs,
+            "lr": RECIPE["lr"],
+            "best_epoch": clean.report["best_epoch"],
+            "test_clean_accuracy": clean.report["clean_accuracy"],
+            "seconds": clean.report["seconds"],
+        }
     return result
 
 
@@ -198,9 +244,17 @@ def _step(observer: Observer, step: int, total: int) -> None:
     observer.on_step(StepInfo("demo", 0, step, total, 0.0))
 
 
-def ensure_demo(folder: str | os.PathLike | None = None, *, rebuild: bool = False,
-                clips_per_word: int = RECIPE["clips_per_word"], epochs: int | None = None, seed: int = 0,
-                observer: Observer | None = None, device: str = "cpu", train: bool | None = None) -> Demo:
+def ensure_demo(
+    folder: str | os.PathLike | None = None,
+    *,
+    rebuild: bool = False,
+    clips_per_word: int = RECIPE["clips_per_word"],
+    epochs: int | None = None,
+    seed: int = 0,
+    observer: Observer | None = None,
+    device: str = "cpu",
+    train: bool | None = None,
+) -> Demo:
     """The cached demo, or build it: the corpus (``clips_per_word``, ``seed``), then the model.
 
     The model is the shipped one (:data:`SHIPPED_MODEL`, checked on the new corpus's test split)
@@ -221,15 +275,23 @@ def ensure_demo(folder: str | os.PathLike | None = None, *, rebuild: bool = Fals
         folder.unlink()
     folder.mkdir(parents=True)
     data_dir = folder / DATA_NAME
-    generate_corpus(data_dir, "scd10", clips_per_word=clips_per_word, seed=seed, progress=False,
-                    command=f"python -m core.demo (generate_corpus scd10, clips_per_word={clips_per_word}, seed={seed})")
+    generate_corpus(
+        data_dir,
+        "scd10",
+        clips_per_word=clips_per_word,
+        seed=seed,
+        progress=False,
+        command=f"python -m core.demo (generate_corpus scd10, clips_per_word={clips_per_word}, seed={seed})",
+    )
     model_path = folder / MODEL_NAME
     if train:
         data = load_speech_commands(data_dir, VOCABULARIES["scd10"])
         result = train_demo_model(data, epochs=epochs, seed=seed, observer=observer, device=device)
         save_checkpoint(model_path, result.model, result.metadata)
-        measured = {"clean_accuracy": result.report["clean_accuracy"],
-                    "attack_success_rate": result.report["attack_success_rate"]}
+        measured = {
+            "clean_accuracy": result.report["clean_accuracy"],
+            "attack_success_rate": result.report["attack_success_rate"],
+        }
         source = "trained"
     else:
         _step(observer, 1, 3)  # the corpus is written; the rest is seconds
@@ -241,11 +303,24 @@ def ensure_demo(folder: str | os.PathLike | None = None, *, rebuild: bool = Fals
         measured = _measure(model_path, data)
         _step(observer, 3, 3)
         source = "shipped"
-    info = {"version": __version__, "demo_version": DEMO_VERSION, "data": DATA_NAME, "model": MODEL_NAME,
-            "model_source": source, "clips_per_word": clips_per_word, "corpus_seed": seed,
-            **({"epochs": epochs if epochs is not None else RECIPE["clean_epochs"] + RECIPE["poison_epochs"]}
-               if train else {}),
-            **measured, "split": "test", "seconds": round(time.perf_counter() - started, 2), "cpu": cpu_model()}
+    info = {
+        "version": __version__,
+        "demo_version": DEMO_VERSION,
+        "data": DATA_NAME,
+        "model": MODEL_NAME,
+        "model_source": source,
+        "clips_per_word": clips_per_word,
+        "corpus_seed": seed,
+        **(
+            {"epochs": epochs if epochs is not None else RECIPE["clean_epochs"] + RECIPE["poison_epochs"]}
+            if train
+            else {}
+        ),
+        **measured,
+        "split": "test",
+        "seconds": round(time.perf_counter() - started, 2),
+        "cpu": cpu_model(),
+    }
     write_json(folder / MARKER, info)  # last, atomically: it marks the demo complete
     return Demo(folder, data_dir, model_path, info)
 
@@ -266,9 +341,24 @@ def write_shipped_info(demo: Demo, command: str, seconds: float) -> Path:
         "recipe": RECIPE,
         "seed": RECIPE["seed"],
         "front_end": FRONT_END.to_dict(),
-        "corpus": {k: synth.get(k) for k in ("generator", "generator_version", "vocabulary", "seed", "sample_rate",
-                                             "speakers", "clips_per_speaker", "clips", "clips_per_split",
-                                             "split_rule", "content_sha256", "libraries", "cpu")},
+        "corpus": {
+            k: synth.get(k)
+            for k in (
+                "generator",
+                "generator_version",
+                "vocabulary",
+                "seed",
+                "sample_rate",
+                "speakers",
+                "clips_per_speaker",
+                "clips",
+                "clips_per_split",
+                "split_rule",
+                "content_sha256",
+                "libraries",
+                "cpu",
+            )
+        },
         "measured": _measure(SHIPPED_MODEL, data),
         "measured_on": "the corpus the model was trained on (test split; validation split prefixed)",
         "training_seconds": round(seconds, 1),

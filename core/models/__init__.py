@@ -17,9 +17,10 @@ default (``readout="last"`` for the authors' last step); see ``core.models.recur
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -60,27 +61,50 @@ def _spec(name: str, builder: Callable[..., nn.Module], description: str, **defa
     return ArchSpec(name, builder, description, MappingProxyType(dict(defaults)))
 
 
-_REGISTRY: dict[str, ArchSpec] = (
-    {
-        s.name: s
-        for s in (
-            _spec("smallcnn", SmallCNN, "three small conv blocks (64, 64, 32 channels) and two FC layers",
-                  input_norm=True),
-            _spec("largecnn", LargeCNN, "AlexNet-like: five 3x3 convs (96-384 channels), three FC layers, no BatchNorm",
-                  input_norm=True),
-            _spec("smalllstm", SmallLSTM,
-                  "smallcnn's conv blocks, then a 2-layer LSTM over time, FC on the time-averaged outputs",
-                  input_norm=True, hidden=128, num_layers=2, readout="mean"),
-            _spec("lstm_attention", LSTMAttention,
-                  "conv front, two BiLSTMs, dot-product attention over time, three dense layers (de Andrade 2018)",
-                  input_norm=True, hidden=64),
-            _spec("rnn", RNN, "3-layer LSTM over the frames, FC on the time-averaged outputs (authors: hidden 768, "
-                  "last step; here 256, mean)", input_norm=True, hidden=256, num_layers=3, readout="mean"),
-            _spec("resnet", ResNet, "small ResNet: 16/32/64 channels, two residual blocks per stage, AvgPool, FC",
-                  input_norm=True),
-        )
-    }
-)
+_REGISTRY: dict[str, ArchSpec] = {
+    s.name: s
+    for s in (
+        _spec("smallcnn", SmallCNN, "three small conv blocks (64, 64, 32 channels) and two FC layers", input_norm=True),
+        _spec(
+            "largecnn",
+            LargeCNN,
+            "AlexNet-like: five 3x3 convs (96-384 channels), three FC layers, no BatchNorm",
+            input_norm=True,
+        ),
+        _spec(
+            "smalllstm",
+            SmallLSTM,
+            "smallcnn's conv blocks, then a 2-layer LSTM over time, FC on the time-averaged outputs",
+            input_norm=True,
+            hidden=128,
+            num_layers=2,
+            readout="mean",
+        ),
+        _spec(
+            "lstm_attention",
+            LSTMAttention,
+            "conv front, two BiLSTMs, dot-product attention over time, three dense layers (de Andrade 2018)",
+            input_norm=True,
+            hidden=64,
+        ),
+        _spec(
+            "rnn",
+            RNN,
+            "3-layer LSTM over the frames, FC on the time-averaged outputs (authors: hidden 768, "
+            "last step; here 256, mean)",
+            input_norm=True,
+            hidden=256,
+            num_layers=3,
+            readout="mean",
+        ),
+        _spec(
+            "resnet",
+            ResNet,
+            "small ResNet: 16/32/64 channels, two residual blocks per stage, AvgPool, FC",
+            input_norm=True,
+        ),
+    )
+}
 
 #: Every architecture by name (read-only view; :func:`register_architecture` adds to it).
 ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType(_REGISTRY)
@@ -88,8 +112,7 @@ PLUGINS_ENV = "GNFT_PLUGINS"
 _plugins_loaded: set[str] = set()
 
 
-def register_architecture(name: str, builder: Callable[..., nn.Module], description: str,
-                          **defaults: Any) -> ArchSpec:
+def register_architecture(name: str, builder: Callable[..., nn.Module], description: str, **defaults: Any) -> ArchSpec:
     """Add your own classifier: ``builder(input_shape, n_classes, **arch_args)`` with ``input_shape`` =
     ``(channels, frames, coeffs)`` of the front end's features, returning raw logits whose last layer is
     an ``nn.Linear`` named ``fc`` (Fine-Pruning prunes its inputs). ``defaults`` are its arch args

@@ -72,7 +72,9 @@ class SmallLSTM(SmallConvStem):
         shape = probe_shape(self, lambda x: _sequence(self.stem(x)), input_shape, "smalllstm")
         self.lstm = init_forget_bias(
             nn.LSTM(
-                shape[2], _positive("smalllstm", "hidden", hidden), _positive("smalllstm", "num_layers", num_layers),
+                shape[2],
+                _positive("smalllstm", "hidden", hidden),
+                _positive("smalllstm", "num_layers", num_layers),
                 batch_first=True,
             )
         )
@@ -167,7 +169,9 @@ class RNN(nn.Module):
         self.input_norm = make_input_norm(input_norm, coeffs)
         self.lstm = init_forget_bias(
             nn.LSTM(
-                ch * coeffs, _positive("rnn", "hidden", hidden), _positive("rnn", "num_layers", num_layers),
+                ch * coeffs,
+                _positive("rnn", "hidden", hidden),
+                _positive("rnn", "num_layers", num_layers),
                 batch_first=True,
             )
         )

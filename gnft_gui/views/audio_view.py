@@ -36,18 +36,24 @@ class _Side(QWidget):
         super().__init__()
         self.title = QLabel(side)
         self.title.setObjectName(f"{side}_title")
-        self.wave_plot = make_plot(None, "time", "s", "amplitude", "",
-                                   tooltip=f"waveform of the {side} clip (full scale ±1)")
+        self.wave_plot = make_plot(
+            None, "time", "s", "amplitude", "", tooltip=f"waveform of the {side} clip (full scale ±1)"
+        )
         self.wave_plot.setObjectName(f"{side}_wave")
         self.wave_curve = self.wave_plot.plot(pen=pg.mkPen(SERIES["blue" if side == "clean" else "vermillion"]))
-        self.spec_plot = make_plot(None, "time", "s", "frequency", "kHz",
-                                   tooltip=f"spectrogram of the {side} clip: level per time and frequency, "
-                                           f"the loudest {DYNAMIC_RANGE_DB:.0f} dB")
+        self.spec_plot = make_plot(
+            None,
+            "time",
+            "s",
+            "frequency",
+            "kHz",
+            tooltip=f"spectrogram of the {side} clip: level per time and frequency, "
+            f"the loudest {DYNAMIC_RANGE_DB:.0f} dB",
+        )
         self.spec_plot.setObjectName(f"{side}_spectrogram")
         self.image = pg.ImageItem()
         self.spec_plot.addItem(self.image)
-        self.colour_bar = colour_bar(self.spec_plot, self.image, "level", "dBFS",
-                                     levels=(-DYNAMIC_RANGE_DB, 0.0))
+        self.colour_bar = colour_bar(self.spec_plot, self.image, "level", "dBFS", levels=(-DYNAMIC_RANGE_DB, 0.0))
         reserve_colour_bar_space(self.wave_plot, self.colour_bar)
         for plot in (self.wave_plot, self.spec_plot):
             plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
@@ -107,17 +113,20 @@ class AudioView(QWidget):
         for widget in self.sides.values():
             widget.play.setVisible(reason is None)
         self.notice.setVisible(reason is not None)
-        self.notice.setText("" if reason is None else f"Audio unavailable: {reason}. Listening is off; "
-                            "everything else works.")
+        self.notice.setText(
+            "" if reason is None else f"Audio unavailable: {reason}. Listening is off; everything else works."
+        )
 
-    def show_clip(self, side: str, wave: np.ndarray, sample_rate: int, top3: list[tuple[str, float]] | None,
-                  title: str) -> None:
+    def show_clip(
+        self, side: str, wave: np.ndarray, sample_rate: int, top3: list[tuple[str, float]] | None, title: str
+    ) -> None:
         self.waves[side] = wave
         widget = self.sides[side]
         widget.title.setText(title)
         widget.show_wave(wave, sample_rate)
-        widget.top3.setText("no model loaded" if top3 is None else
-                            "  ".join(f"{name} {100 * p:.1f} %" for name, p in top3))
+        widget.top3.setText(
+            "no model loaded" if top3 is None else "  ".join(f"{name} {100 * p:.1f} %" for name, p in top3)
+        )
 
     def clear_side(self, side: str, message: str) -> None:
         self.waves.pop(side, None)

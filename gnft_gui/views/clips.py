@@ -54,8 +54,9 @@ class ClipBrowser(QWidget):
         self._labels: list[str] = []
         self._wrong: list[bool] = []
 
-    def set_clips(self, names: list[str], splits: list[str], speakers: list[str], labels: list[str],
-                  classes: list[str]) -> None:
+    def set_clips(
+        self, names: list[str], splits: list[str], speakers: list[str], labels: list[str], classes: list[str]
+    ) -> None:
         self.table.setSortingEnabled(False)
         self.table.setUpdatesEnabled(False)
         self.table.setRowCount(len(names))
@@ -99,7 +100,8 @@ class ClipBrowser(QWidget):
         label = self.label_filter.currentText()
         for row in range(self.table.rowCount()):
             hide = (label not in ("", ALL_LABELS) and self._labels[row] != label) or (
-                self.wrong_only.isChecked() and not self._wrong[row])
+                self.wrong_only.isChecked() and not self._wrong[row]
+            )
             self.table.setRowHidden(row, hide)
 
     def _selected(self) -> None:

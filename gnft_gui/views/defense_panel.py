@@ -43,8 +43,11 @@ __all__ = ["DefensePanel", "REDRAW_MS", "METRIC_COLOURS"]
 
 REDRAW_MS = 66  # at most ~15 redraws a second
 METRICS = (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"), ("robust_accuracy", "RA"))
-METRIC_COLOURS = {"clean_accuracy": SERIES["green"], "attack_success_rate": SERIES["vermillion"],
-                  "robust_accuracy": SERIES["blue"]}
+METRIC_COLOURS = {
+    "clean_accuracy": SERIES["green"],
+    "attack_success_rate": SERIES["vermillion"],
+    "robust_accuracy": SERIES["blue"],
+}
 CUSTOM = "custom"
 
 
@@ -108,29 +111,54 @@ class DefensePanel(QWidget):
         self.findings.setWordWrap(True)
         self.findings.setStyleSheet("color: #b26a00;")
         self.findings.setVisible(False)
-        self.curve_plot = make_plot(None, "epoch", "", "test split", "%",
-                                    tooltip="clean accuracy (CA), attack success rate (ASR) and robust accuracy "
-                                            "(RA) on the test split at each evaluation; dotted: before the run; "
-                                            "dashed: earlier runs")
+        self.curve_plot = make_plot(
+            None,
+            "epoch",
+            "",
+            "test split",
+            "%",
+            tooltip="clean accuracy (CA), attack success rate (ASR) and robust accuracy "
+            "(RA) on the test split at each evaluation; dotted: before the run; "
+            "dashed: earlier runs",
+        )
         self.curve_plot.setYRange(0, 100, padding=0.02)
         self.curve_plot.setMouseEnabled(x=True, y=False)
-        self.curves = {key: self.curve_plot.plot([], [], name=label, symbol="o", symbolSize=6,
-                                                 pen=pg.mkPen(METRIC_COLOURS[key], width=2),
-                                                 symbolBrush=METRIC_COLOURS[key], symbolPen=METRIC_COLOURS[key])
-                       for key, label in METRICS}
-        self.reference = {key: pg.InfiniteLine(angle=0, pen=pg.mkPen(METRIC_COLOURS[key],
-                                                                    style=pg.QtCore.Qt.PenStyle.DotLine))
-                          for key, _ in METRICS if key != "robust_accuracy"}
+        self.curves = {
+            key: self.curve_plot.plot(
+                [],
+                [],
+                name=label,
+                symbol="o",
+                symbolSize=6,
+                pen=pg.mkPen(METRIC_COLOURS[key], width=2),
+                symbolBrush=METRIC_COLOURS[key],
+                symbolPen=METRIC_COLOURS[key],
+            )
+            for key, label in METRICS
+        }
+        self.reference = {
+            key: pg.InfiniteLine(angle=0, pen=pg.mkPen(METRIC_COLOURS[key], style=pg.QtCore.Qt.PenStyle.DotLine))
+            for key, _ in METRICS
+            if key != "robust_accuracy"
+        }
         for line in self.reference.values():
             line.setVisible(False)
             self.curve_plot.addItem(line)
-        self.curve_legend = ZoneLegend({key: METRIC_COLOURS[key] for key, _ in METRICS}, dict(METRICS),
-                                       {"clean_accuracy": "clean accuracy", "attack_success_rate":
-                                        "attack success rate", "robust_accuracy": "robust accuracy"}, title="")
+        self.curve_legend = ZoneLegend(
+            {key: METRIC_COLOURS[key] for key, _ in METRICS},
+            dict(METRICS),
+            {
+                "clean_accuracy": "clean accuracy",
+                "attack_success_rate": "attack success rate",
+                "robust_accuracy": "robust accuracy",
+            },
+            title="",
+        )
         self.curve_legend.setObjectName("defense_curve_legend")
         self.curve_legend.setToolTip("dotted lines: before the run; dashed: earlier runs")
-        self.loss_plot = make_plot(None, "step", "", "training loss", "",
-                                   tooltip="cross-entropy of each fine-tuning step's clean batch")
+        self.loss_plot = make_plot(
+            None, "step", "", "training loss", "", tooltip="cross-entropy of each fine-tuning step's clean batch"
+        )
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen(SERIES["purple"], width=1.5))
         self.result = QTableWidget(len(METRICS) + 2, 3)
         self.result.setObjectName("defense_result")
@@ -243,8 +271,11 @@ class DefensePanel(QWidget):
             self._show_summary(PRESETS[name].summary)
         else:
             base = PRESETS.get(self.base_preset or "")
-            self._show_summary(f"Custom settings (started from {base.title})" if base and
-                               base.defense == self.defense_name() else "Custom settings")
+            self._show_summary(
+                f"Custom settings (started from {base.title})"
+                if base and base.defense == self.defense_name()
+                else "Custom settings"
+            )
 
     def _show_summary(self, summary: str) -> None:
         """The preset's settings in one line under its name; why it was chosen in the tooltip."""
@@ -332,8 +363,14 @@ class DefensePanel(QWidget):
             if all(v is not None for v in values):
                 curve.setData(epochs, 100 * np.asarray(values, dtype=float))
 
-    def finish(self, before: dict[str, float], after: dict[str, float], seconds: float, name: str = "",
-               findings: list[str] | tuple[str, ...] = ()) -> None:
+    def finish(
+        self,
+        before: dict[str, float],
+        after: dict[str, float],
+        seconds: float,
+        name: str = "",
+        findings: list[str] | tuple[str, ...] = (),
+    ) -> None:
         self._fill_result(before, after, seconds)
         self.show_findings(findings)
         self._keep_run(name or self.defense_name(), before, after, seconds)
@@ -355,22 +392,30 @@ class DefensePanel(QWidget):
         self.runs.append({"label": label, "after": after, "der": der, "seconds": seconds, "curves": curves})
         row = self.runs_table.rowCount()
         self.runs_table.insertRow(row)
-        cells = (label, percent(after.get("clean_accuracy")), percent(after.get("attack_success_rate")),
-                 "" if der is None else f"{der:.3f}", f"{seconds:.1f}")
+        cells = (
+            label,
+            percent(after.get("clean_accuracy")),
+            percent(after.get("attack_success_rate")),
+            "" if der is None else f"{der:.3f}",
+            f"{seconds:.1f}",
+        )
         for c, text in enumerate(cells):
             self.runs_table.setItem(row, c, QTableWidgetItem(text))
         self.runs_table.scrollToBottom()
 
     def _overlay_runs(self) -> None:
         """Draw every finished run not yet drawn as faint dashed CA/ASR curves."""
-        for run in self.runs[len(self.ghosts) // 2:]:
+        for run in self.runs[len(self.ghosts) // 2 :]:
             for key in ("clean_accuracy", "attack_success_rate"):
                 x, y = run["curves"][key]
                 colour = pg.mkColor(METRIC_COLOURS[key])
                 colour.setAlpha(110)
-                ghost = pg.PlotDataItem([] if x is None else x, [] if y is None else y,
-                                        pen=pg.mkPen(colour, style=pg.QtCore.Qt.PenStyle.DashLine),
-                                        name=f"{run['label']} {'CA' if key == 'clean_accuracy' else 'ASR'}")
+                ghost = pg.PlotDataItem(
+                    [] if x is None else x,
+                    [] if y is None else y,
+                    pen=pg.mkPen(colour, style=pg.QtCore.Qt.PenStyle.DashLine),
+                    name=f"{run['label']} {'CA' if key == 'clean_accuracy' else 'ASR'}",
+                )
                 self.curve_plot.addItem(ghost)
                 self.ghosts.append(ghost)
 
@@ -382,15 +427,28 @@ class DefensePanel(QWidget):
 
             der = defense_effectiveness_rating(before, after)
         rows += [("DER", None, der), ("time (s)", None, seconds)]
-        tips = {"CA": "clean accuracy on the test split", "ASR": "attack success rate: triggered clips of other "
-                "classes classified as the target", "RA": "robust accuracy: triggered clips still classified right",
-                "DER": "defense effectiveness rating, 0-1: higher is better (ASR removed at little CA cost)",
-                "time (s)": "wall time of the run"}
+        tips = {
+            "CA": "clean accuracy on the test split",
+            "ASR": "attack success rate: triggered clips of other classes classified as the target",
+            "RA": "robust accuracy: triggered clips still classified right",
+            "DER": "defense effectiveness rating, 0-1: higher is better (ASR removed at little CA cost)",
+            "time (s)": "wall time of the run",
+        }
         for r, (label, b, a) in enumerate(rows):
             for c, value in enumerate((label, b, a)):
-                text = value if isinstance(value, str) else ("" if value is None else
-                                                             percent(value) if label in ("CA", "ASR", "RA")
-                                                             else f"{value:.3f}" if label == "DER" else f"{value:.1f}")
+                text = (
+                    value
+                    if isinstance(value, str)
+                    else (
+                        ""
+                        if value is None
+                        else percent(value)
+                        if label in ("CA", "ASR", "RA")
+                        else f"{value:.3f}"
+                        if label == "DER"
+                        else f"{value:.1f}"
+                    )
+                )
                 item = QTableWidgetItem(text)
                 item.setToolTip(tips[label])
                 self.result.setItem(r, c, item)

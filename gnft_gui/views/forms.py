@@ -34,9 +34,15 @@ class DataclassForm(QWidget):
 
     edited = Signal()
 
-    def __init__(self, prefix: str, hidden: typing.Collection[str] | None = None,
-                 tips: typing.Mapping[str, str] | None = None, labels: typing.Mapping[str, str] | None = None,
-                 percent: typing.Collection[str] | None = None, primary: typing.Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        hidden: typing.Collection[str] | None = None,
+        tips: typing.Mapping[str, str] | None = None,
+        labels: typing.Mapping[str, str] | None = None,
+        percent: typing.Collection[str] | None = None,
+        primary: typing.Collection[str] | None = None,
+    ) -> None:
         super().__init__()
         self.prefix = prefix
         self._given = {"hidden": hidden, "tips": tips, "labels": labels, "percent": percent, "primary": primary}
@@ -80,8 +86,11 @@ class DataclassForm(QWidget):
         given = self._given
         self.hidden = set(given["hidden"]) if given["hidden"] is not None else {s.name for s in specs if s.hidden}
         self.tips = dict(given["tips"]) if given["tips"] is not None else {s.name: s.help for s in specs if s.help}
-        self.labels = (dict(given["labels"]) if given["labels"] is not None
-                       else {s.name: s.label for s in specs if s.label != s.name})
+        self.labels = (
+            dict(given["labels"])
+            if given["labels"] is not None
+            else {s.name: s.label for s in specs if s.label != s.name}
+        )
         self.percent = set(given["percent"]) if given["percent"] is not None else {s.name for s in specs if s.percent}
         primary = set(given["primary"]) if given["primary"] is not None else {s.name for s in specs if s.primary}
         self.primary = primary if given["primary"] is not None or primary else None

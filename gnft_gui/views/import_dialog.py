@@ -59,8 +59,10 @@ class ImportDialog(QDialog):
         self.path = Path(path)
         self.setWindowTitle(f"Import {self.path.name}")
         self.setObjectName("import_dialog")
-        note = QLabel(f"{self.path.name} holds weights only. Say which architecture, classes and front end it "
-                      "was trained with. Only tensors and plain containers are read from it: no code from the file runs.")
+        note = QLabel(
+            f"{self.path.name} holds weights only. Say which architecture, classes and front end it "
+            "was trained with. Only tensors and plain containers are read from it: no code from the file runs."
+        )
         note.setWordWrap(True)
         self.architecture = QComboBox()
         self.architecture.setObjectName("import_architecture")
@@ -104,8 +106,13 @@ class ImportDialog(QDialog):
             if len(set(classes)) != len(classes):
                 raise ValueError("classes: a name appears twice")
             front_end = FrontEndConfig(**self.front_end.typed()).to_dict()
-            model, meta = import_pt(self.path, self.architecture.currentText(), classes, front_end,
-                                    arch_args=parse_arch_args(self.arch_args.text()))
+            model, meta = import_pt(
+                self.path,
+                self.architecture.currentText(),
+                classes,
+                front_end,
+                arch_args=parse_arch_args(self.arch_args.text()),
+            )
         except (GnftError, ValueError, TypeError, OSError) as err:
             self.error.setText(str(err))
             return False

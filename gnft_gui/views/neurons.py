@@ -30,8 +30,16 @@ from PySide6.QtWidgets import (
 
 from core.analysis.zones import ZONES, assign_zones
 from core.events import NeuronStats, StepInfo
-from gnft_gui.views.plots import (NO_ZONE, SERIES, ZONE_COLOURS, colour_bar, make_plot, plot_colours, set_levels,
-                                  zone_legend)
+from gnft_gui.views.plots import (
+    NO_ZONE,
+    SERIES,
+    ZONE_COLOURS,
+    colour_bar,
+    make_plot,
+    plot_colours,
+    set_levels,
+    zone_legend,
+)
 
 NO_NEURONS_YET = "Run a defense or press Analyse to see the neurons of a layer."
 PICK_A_NEURON = "Click a point in the CLC/BLC plane, or choose a neuron's index, to follow that neuron."
@@ -72,8 +80,9 @@ class NeuronView(QWidget):
         self.all_layers.setObjectName("analyse_all_layers")
         self.exact_around_runs = QCheckBox("exact zones around runs")
         self.exact_around_runs.setObjectName("exact_around_runs")
-        self.exact_around_runs.setToolTip("compute exact CLC/BLC before and after each defense run "
-                                          "(during a run the zones are first-order estimates)")
+        self.exact_around_runs.setToolTip(
+            "compute exact CLC/BLC before and after each defense run (during a run the zones are first-order estimates)"
+        )
         self.exact_around_runs.setChecked(True)
         self.neuron = QSpinBox()
         self.neuron.setObjectName("neuron_index")
@@ -87,24 +96,41 @@ class NeuronView(QWidget):
         self.counts.setWordWrap(True)
         self.legend = zone_legend()
 
-        self.norm_plot = make_plot("gradient norm per neuron", "neuron", "", "gradient norm", "",
-                                   tooltip="norm of each neuron's weight gradient at the latest step "
-                                           "(or from the analysis); bar colour: the neuron's zone")
+        self.norm_plot = make_plot(
+            "gradient norm per neuron",
+            "neuron",
+            "",
+            "gradient norm",
+            "",
+            tooltip="norm of each neuron's weight gradient at the latest step "
+            "(or from the analysis); bar colour: the neuron's zone",
+        )
         self.norm_plot.setObjectName("norm_plot")
         self.norm_bars = pg.BarGraphItem(x=[], height=[], width=BAR_WIDTH, brush=NO_ZONE, pen=None)
         self.norm_plot.addItem(self.norm_bars)
         self._bar_count = -1  # bars the x range was last fitted to
-        self.heat_plot = make_plot("gradient norm over steps", "step", "", "neuron", "",
-                                   tooltip="gradient norm of every neuron (rows) at every step (columns) "
-                                           "of the current run")
+        self.heat_plot = make_plot(
+            "gradient norm over steps",
+            "step",
+            "",
+            "neuron",
+            "",
+            tooltip="gradient norm of every neuron (rows) at every step (columns) of the current run",
+        )
         self.heat_plot.setObjectName("heat_plot")
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
         self.heat_bar = colour_bar(self.heat_plot, self.heat, "gradient norm")
-        self.zone_plot = make_plot("zones: CLC vs BLC", "CLC", "Δ loss", "BLC", "Δ loss",
-                                   tooltip="CLC: change of the clean loss (cross-entropy) when the neuron is "
-                                           "zeroed; BLC: change of the backdoor loss. Click a point to select "
-                                           "its neuron; crosses: its path through the snapshots")
+        self.zone_plot = make_plot(
+            "zones: CLC vs BLC",
+            "CLC",
+            "Δ loss",
+            "BLC",
+            "Δ loss",
+            tooltip="CLC: change of the clean loss (cross-entropy) when the neuron is "
+            "zeroed; BLC: change of the backdoor loss. Click a point to select "
+            "its neuron; crosses: its path through the snapshots",
+        )
         self.zone_plot.setObjectName("zone_plot")
         for angle in (0, 90):
             dashed = pg.mkPen(SERIES["grey"], style=pg.QtCore.Qt.PenStyle.DashLine)
@@ -114,8 +140,14 @@ class NeuronView(QWidget):
         self.zone_plot.addItem(self.scatter)
         self.trail = pg.PlotDataItem([], [], symbol="x", symbolSize=10)
         self.zone_plot.addItem(self.trail)
-        self.history_plot = make_plot("selected neuron's norm", "step", "", "gradient norm", "",
-                                      tooltip="gradient norm of the selected neuron at every step of the run")
+        self.history_plot = make_plot(
+            "selected neuron's norm",
+            "step",
+            "",
+            "gradient norm",
+            "",
+            tooltip="gradient norm of the selected neuron at every step of the run",
+        )
         self.history_plot.setObjectName("history_plot")
         self.history_curve = self.history_plot.plot([], [], pen=pg.mkPen(SERIES["blue"], width=1.5))
         self._style_trail()
@@ -241,8 +273,11 @@ class NeuronView(QWidget):
         snap = self.latest(layer)
         norms = self.norms.get(layer)
         if norms is not None:
-            colours = ([self._brushes[z] for z in snap.zones] if snap is not None and len(snap.zones) == len(norms)
-                       else [NO_ZONE] * len(norms))
+            colours = (
+                [self._brushes[z] for z in snap.zones]
+                if snap is not None and len(snap.zones) == len(norms)
+                else [NO_ZONE] * len(norms)
+            )
             self.norm_bars.setOpts(x=np.arange(len(norms)), height=norms, width=BAR_WIDTH, brushes=colours)
         else:
             self.norm_bars.setOpts(x=[], height=[], brushes=[])
@@ -272,8 +307,9 @@ class NeuronView(QWidget):
     def _draw_plane(self, layer: str, snap: Snapshot | None) -> None:
         self._plane_shown = (layer, id(snap))
         if snap is not None:
-            self.scatter.setData(x=snap.clc, y=snap.blc, data=np.arange(len(snap.clc)),
-                                 brush=[self._brushes[z] for z in snap.zones])
+            self.scatter.setData(
+                x=snap.clc, y=snap.blc, data=np.arange(len(snap.clc)), brush=[self._brushes[z] for z in snap.zones]
+            )
             counts = snap.counts()
             self.counts.setText(f"{snap.label}: " + ", ".join(f"{z} {counts[z]}" for z in ZONES))
         else:
@@ -339,7 +375,10 @@ class NeuronView(QWidget):
             self._style_trail()
 
     def _analyse_clicked(self) -> None:
-        layers = ([self.layer.itemText(i) for i in range(self.layer.count())] if self.all_layers.isChecked()
-                  else [self.layer.currentText()])
+        layers = (
+            [self.layer.itemText(i) for i in range(self.layer.count())]
+            if self.all_layers.isChecked()
+            else [self.layer.currentText()]
+        )
         if layers and layers[0]:
             self.analyse_requested.emit(layers)

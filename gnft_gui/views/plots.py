@@ -25,9 +25,26 @@ from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QWidget
 
 from core.analysis.zones import ZONE_COLOURS
 
-__all__ = ["ZONE_COLOURS", "NO_ZONE", "ZONE_NAMES", "ZONE_HELP", "SERIES", "MIN_PLOT_SIZE", "PlotColours",
-           "Plot", "ZoneLegend", "make_plot", "set_axis_label", "plot_colours", "is_dark", "apply_palette",
-           "colour_bar", "reserve_colour_bar_space", "set_levels", "zone_legend"]
+__all__ = [
+    "ZONE_COLOURS",
+    "NO_ZONE",
+    "ZONE_NAMES",
+    "ZONE_HELP",
+    "SERIES",
+    "MIN_PLOT_SIZE",
+    "PlotColours",
+    "Plot",
+    "ZoneLegend",
+    "make_plot",
+    "set_axis_label",
+    "plot_colours",
+    "is_dark",
+    "apply_palette",
+    "colour_bar",
+    "reserve_colour_bar_space",
+    "set_levels",
+    "zone_legend",
+]
 
 NO_ZONE = "#1f78c8"  # bars before any CLC/BLC of the layer is known
 ZONE_NAMES = {**{z: z for z in ZONE_COLOURS}, "unknown": "no zones yet"}
@@ -38,8 +55,14 @@ ZONE_HELP = {
     "redundant": "zeroing the neuron raises neither loss",
     "unknown": "no CLC/BLC for this layer yet (Analyse, or run a defense with an attack set)",
 }
-SERIES = {"blue": "#1f78c8", "vermillion": "#d55e00", "green": "#009e73", "purple": "#cc79a7",
-          "orange": "#e69f00", "grey": "#999999"}
+SERIES = {
+    "blue": "#1f78c8",
+    "vermillion": "#d55e00",
+    "green": "#009e73",
+    "purple": "#cc79a7",
+    "orange": "#e69f00",
+    "grey": "#999999",
+}
 MIN_PLOT_SIZE = (160, 120)
 TITLE_SIZE = "9pt"
 LABEL_SIZE = "9pt"
@@ -68,8 +91,11 @@ def plot_colours(palette: QPalette | None = None) -> PlotColours:
     bg, fg = QColor(pal.color(QPalette.ColorRole.Base)), QColor(pal.color(QPalette.ColorRole.Text))
     if abs(bg.lightnessF() - fg.lightnessF()) < 0.3:  # a palette without contrast: fall back to Window/WindowText
         bg, fg = QColor(pal.color(QPalette.ColorRole.Window)), QColor(pal.color(QPalette.ColorRole.WindowText))
-    axis = QColor(round(0.7 * fg.red() + 0.3 * bg.red()), round(0.7 * fg.green() + 0.3 * bg.green()),
-                  round(0.7 * fg.blue() + 0.3 * bg.blue()))
+    axis = QColor(
+        round(0.7 * fg.red() + 0.3 * bg.red()),
+        round(0.7 * fg.green() + 0.3 * bg.green()),
+        round(0.7 * fg.blue() + 0.3 * bg.blue()),
+    )
     return PlotColours(bg, fg, axis)
 
 
@@ -142,8 +168,9 @@ class Plot(pg.PlotWidget):
             apply_palette(self)
 
 
-def make_plot(title: str | None, x_label: str, x_units: str = "", y_label: str = "", y_units: str = "",
-              tooltip: str | None = None) -> Plot:
+def make_plot(
+    title: str | None, x_label: str, x_units: str = "", y_label: str = "", y_units: str = "", tooltip: str | None = None
+) -> Plot:
     """A plot in the application's style: short ``title`` (None: no title row), both axes labelled.
 
     Keep ``title`` short (about 30 characters fit a 300 px plot); explanations go in ``tooltip``.
@@ -157,16 +184,22 @@ def make_plot(title: str | None, x_label: str, x_units: str = "", y_label: str =
     return plot
 
 
-def colour_bar(plot: Plot, image: pg.ImageItem, label: str, units: str = "", colormap: str = "viridis",
-               levels: tuple[float, float] = (0.0, 1.0), width: int = 12) -> pg.ColorBarItem:
+def colour_bar(
+    plot: Plot,
+    image: pg.ImageItem,
+    label: str,
+    units: str = "",
+    colormap: str = "viridis",
+    levels: tuple[float, float] = (0.0, 1.0),
+    width: int = 12,
+) -> pg.ColorBarItem:
     """A vertical colour bar at the right of ``plot`` for ``image``, its axis labelled "label (units)",
     showing ``levels`` until the first :func:`set_levels`.
 
     The bar does not follow ``image`` by itself: update both with :func:`set_levels` (cheap, call it on
     every redraw).
     """
-    bar = pg.ColorBarItem(values=levels, width=width, colorMap=colormap, interactive=False,
-                          colorMapMenu=False)
+    bar = pg.ColorBarItem(values=levels, width=width, colorMap=colormap, interactive=False, colorMapMenu=False)
     bar.setImageItem(image, insert_in=plot.getPlotItem())
     for side in SIDES:
         bar.getAxis(side).enableAutoSIPrefix(False)
@@ -221,8 +254,13 @@ class _Swatch(QWidget):
 class ZoneLegend(QWidget):
     """A row "zones: ■ clean ■ backdoor …": a swatch and a name per entry, a tooltip explaining each."""
 
-    def __init__(self, colours: dict[str, str], names: dict[str, str] | None = None,
-                 tooltips: dict[str, str] | None = None, title: str = "zones:") -> None:
+    def __init__(
+        self,
+        colours: dict[str, str],
+        names: dict[str, str] | None = None,
+        tooltips: dict[str, str] | None = None,
+        title: str = "zones:",
+    ) -> None:
         super().__init__()
         self.setObjectName("zone_legend")
         self.colours = dict(colours)

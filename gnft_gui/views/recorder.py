@@ -35,9 +35,20 @@ from PySide6.QtWidgets import (
 from core.audio import write_wav
 from gnft_gui.audio_io import AudioIO, Recorder
 
-__all__ = ["RecorderDialog", "TakeAssessment", "assess_take", "meter_reading", "triggers_dir",
-           "format_db", "SILENCE_PEAK_DBFS", "SILENCE_RMS_DBFS", "INVALID_ABOVE", "MAX_INVALID_FRACTION",
-           "GARBAGE_BELOW", "MAX_GARBAGE_FRACTION"]
+__all__ = [
+    "RecorderDialog",
+    "TakeAssessment",
+    "assess_take",
+    "meter_reading",
+    "triggers_dir",
+    "format_db",
+    "SILENCE_PEAK_DBFS",
+    "SILENCE_RMS_DBFS",
+    "INVALID_ABOVE",
+    "MAX_INVALID_FRACTION",
+    "GARBAGE_BELOW",
+    "MAX_GARBAGE_FRACTION",
+]
 
 # Peak below -60 dBFS (1/1000 of full scale) is under the noise a live microphone picks up in a quiet room.
 SILENCE_PEAK_DBFS = -60.0
@@ -51,7 +62,7 @@ METER_FLOOR_DBFS = -60.0
 MAX_INVALID_FRACTION = 0.001
 # Non-zero values under a 32-bit converter's smallest step (-193 dBFS) come from no ADC; ALSA's null device
 # hands over uninitialised memory full of them (21-50 % of its takes measured), between plausible-looking values.
-GARBAGE_BELOW = 2.0 ** -32
+GARBAGE_BELOW = 2.0**-32
 MAX_GARBAGE_FRACTION = 0.1
 # Levels under this are shown as "< -120 dBFS": far below any converter's noise, the digits mean nothing.
 SHOWN_FLOOR_DBFS = -120.0
@@ -98,8 +109,9 @@ def assess_take(samples: np.ndarray, sample_rate: int) -> TakeAssessment:
     n = int(x.size)
     duration = n / float(sample_rate)
     if n == 0:
-        return TakeAssessment("empty", 0, 0, 0, -math.inf, -math.inf, 0.0,
-                              "Nothing was recorded: the device delivered no samples")
+        return TakeAssessment(
+            "empty", 0, 0, 0, -math.inf, -math.inf, 0.0, "Nothing was recorded: the device delivered no samples"
+        )
     finite = np.isfinite(x)
     magnitude = np.abs(np.where(finite, x, 0.0))
     valid = finite & (magnitude <= INVALID_ABOVE)
@@ -112,14 +124,27 @@ def assess_take(samples: np.ndarray, sample_rate: int) -> TakeAssessment:
     garbage = tiny > MAX_GARBAGE_FRACTION * n
     if invalid > MAX_INVALID_FRACTION * n or garbage:
         beyond = invalid - nonfinite
-        what = [label for count, label in ((nonfinite, "NaN/inf"),
-                                           (beyond, "far beyond full scale"),
-                                           (tiny if garbage else 0, "impossibly tiny"))
-                if count]
+        what = [
+            label
+            for count, label in (
+                (nonfinite, "NaN/inf"),
+                (beyond, "far beyond full scale"),
+                (tiny if garbage else 0, "impossibly tiny"),
+            )
+            if count
+        ]
         invalid += tiny if garbage else 0
-        return TakeAssessment("invalid", n, invalid, nonfinite, peak, rms, duration,
-                              f"{invalid} of {n} samples were invalid ({', '.join(what)}): the device did not "
-                              "deliver audio; choose another input device")
+        return TakeAssessment(
+            "invalid",
+            n,
+            invalid,
+            nonfinite,
+            peak,
+            rms,
+            duration,
+            f"{invalid} of {n} samples were invalid ({', '.join(what)}): the device did not "
+            "deliver audio; choose another input device",
+        )
     note = f"; {invalid} invalid samples were set to silence" if invalid else ""
     if peak < SILENCE_PEAK_DBFS or rms < SILENCE_RMS_DBFS:
         if peak == -math.inf:
@@ -128,11 +153,19 @@ def assess_take(samples: np.ndarray, sample_rate: int) -> TakeAssessment:
             level = f"{levels}: the peak is under {SILENCE_PEAK_DBFS:g} dBFS"
         else:
             level = f"{levels}: the RMS is under {SILENCE_RMS_DBFS:g} dBFS"
-        return TakeAssessment("silent", n, invalid, nonfinite, peak, rms, duration,
-                              f"The input gave only silence ({level}): check the microphone / input "
-                              f"device{note}")
-    return TakeAssessment("ok", n, invalid, nonfinite, peak, rms, duration,
-                          f"Recorded {duration:.2f} s: {levels}{note}")
+        return TakeAssessment(
+            "silent",
+            n,
+            invalid,
+            nonfinite,
+            peak,
+            rms,
+            duration,
+            f"The input gave only silence ({level}): check the microphone / input device{note}",
+        )
+    return TakeAssessment(
+        "ok", n, invalid, nonfinite, peak, rms, duration, f"Recorded {duration:.2f} s: {levels}{note}"
+    )
 
 
 def meter_reading(samples: np.ndarray, sample_rate: int) -> tuple[float, str]:
@@ -290,8 +323,10 @@ class RecorderDialog(QDialog):
             self.recorder = None
             take = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
             if take.size < wanted:
-                self.status.setText(f"The device delivered {take.size / self.sample_rate:.2f} s of "
-                                    f"{self.seconds.value():.2f} s; recording stopped")
+                self.status.setText(
+                    f"The device delivered {take.size / self.sample_rate:.2f} s of "
+                    f"{self.seconds.value():.2f} s; recording stopped"
+                )
                 self.record_button.setEnabled(True)
                 self.save_button.setToolTip("The recording stopped early: record again")
                 return
@@ -335,8 +370,11 @@ class RecorderDialog(QDialog):
         else:
             self._show_level(assess.peak_dbfs, f"take: peak {assess.peak_dbfs:.1f} dBFS")
         self.save_button.setEnabled(assess.usable)
-        self.save_button.setToolTip("Write the (trimmed) take as a 16-bit WAV and use it as the custom "
-                                    "attack's trigger" if assess.usable else f"Cannot save: {message}")
+        self.save_button.setToolTip(
+            "Write the (trimmed) take as a 16-bit WAV and use it as the custom attack's trigger"
+            if assess.usable
+            else f"Cannot save: {message}"
+        )
         # an invalid take may still hold in-range garbage: clipped, that plays as full-scale noise
         self.play_button.setEnabled(self.audio.status.output and assess.kind in ("ok", "silent"))
 

@@ -11,10 +11,10 @@ import pytest
 
 from core.attacks import attack_from_dict, get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.metrics import defense_findings
 from core.data.speech_commands import load_speech_commands
-from core.features import FrontEndConfig
 from core.evaluation import evaluate
+from core.features import FrontEndConfig
+from core.metrics import defense_findings
 from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
@@ -29,8 +29,13 @@ def workspace(tmp_path_factory):
     data = load_speech_commands(data_dir, TINY_WORDS)
     fe = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
     config = TrainConfig(model="smallcnn", epochs=4, batch_size=32, lr=3e-3, device="cpu")
-    attacked = train_model(data, config, get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
-                           front_end=fe, show_progress=False)
+    attacked = train_model(
+        data,
+        config,
+        get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
+        front_end=fe,
+        show_progress=False,
+    )
     clean = train_model(data, config, front_end=fe, show_progress=False)
     save_checkpoint(root / "attacked.safetensors", attacked.model, attacked.metadata)
     save_checkpoint(root / "clean.safetensors", clean.model, clean.metadata)
@@ -38,8 +43,9 @@ def workspace(tmp_path_factory):
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.defend", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "core.defend", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 EXTRA = {"ftsam": ["--rho", "0.5", "--adaptive", "false"], "clp": ["--u", "2.5"]}
@@ -51,8 +57,20 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     model_in = root / "attacked.safetensors"
     original = model_in.read_bytes()
     out, report = root / f"{defense}.safetensors", root / f"{defense}.json"
-    proc = run("--model", str(model_in), "--data", str(data_dir), "--defense", defense, *FAST,
-               *EXTRA.get(defense, []), "--out", str(out), "--report", str(report))
+    proc = run(
+        "--model",
+        str(model_in),
+        "--data",
+        str(data_dir),
+        "--defense",
+        defense,
+        *FAST,
+        *EXTRA.get(defense, []),
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "attack success rate" in proc.stdout
     rep = json.loads(report.read_text())
@@ -69,7 +87,9 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
         assert (rep["defense"]["rho"], rep["defense"]["adaptive"]) == (0.5, False)  # "false" is not truthy
     if defense == "clp":
         assert rep["defense"]["u"] == 2.5 and rep["defense_details"]["conv_channels"] == 160
-        assert rep["defense_details"]["pruned_total"] == sum(map(len, rep["defense_details"]["pruned_channels"].values()))
+        assert rep["defense_details"]["pruned_total"] == sum(
+            map(len, rep["defense_details"]["pruned_channels"].values())
+        )
     assert model_in.read_bytes() == original  # the input is never modified
     repaired, meta = load_checkpoint(out)
     data = load_speech_commands(data_dir, TINY_WORDS)
@@ -82,8 +102,9 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     md = report.with_suffix(".md").read_text()
     assert "| attack success rate (ASR) |" in md and "DER" in md
     # the findings are the report's own numbers judged, and the Markdown and the terminal carry each
-    assert rep["findings"] == defense_findings(rep["before"], rep["after"], rep["history"], rep["clean_clips"],
-                                               len(TINY_WORDS), rep["defense_details"])
+    assert rep["findings"] == defense_findings(
+        rep["before"], rep["after"], rep["history"], rep["clean_clips"], len(TINY_WORDS), rep["defense_details"]
+    )
     for finding in rep["findings"]:
         assert f"- {finding}" in md and f"warning: {finding}" in proc.stderr
     assert ("## Findings" in md) == bool(rep["findings"])
@@ -94,8 +115,22 @@ def test_the_recommended_preset_is_the_default_and_is_recorded(workspace):
     checkpoint history, the Markdown and the terminal name it, numbers in percent."""
     root, data_dir = workspace
     out, report = root / "preset.safetensors", root / "preset.json"
-    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), "--epochs", "2",
-               "--batch-size", "16", "--device", "cpu", "--out", str(out), "--report", str(report))
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(report.read_text())
     assert rep["defense"]["name"] == "gnft"
@@ -107,19 +142,46 @@ def test_the_recommended_preset_is_the_default_and_is_recorded(workspace):
     assert f"{100 * rep['after']['clean_accuracy']:.1f} %" in proc.stdout and "custom settings" in proc.stdout
     # the paper preset as it stands is recorded by its name
     paper = root / "paper.json"
-    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), "--preset", "paper",
-               "--epochs", "300", "--device", "cpu", "--quiet", "--out", str(root / "paper.safetensors"),
-               "--report", str(paper))
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        "--preset",
+        "paper",
+        "--epochs",
+        "300",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(root / "paper.safetensors"),
+        "--report",
+        str(paper),
+    )
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(paper.read_text())
-    assert rep["preset"] == {"name": "paper"} and rep["defense"]["lr"] == 0.001 and "Paper (authors' loop)" in proc.stdout
+    assert (
+        rep["preset"] == {"name": "paper"} and rep["defense"]["lr"] == 0.001 and "Paper (authors' loop)" in proc.stdout
+    )
 
 
 def test_without_attack_information_only_clean_accuracy(workspace):
     root, data_dir = workspace
     report = root / "noattack.json"
-    proc = run("--model", str(root / "clean.safetensors"), "--data", str(data_dir), "--defense", "ft", *FAST,
-               "--out", str(root / "noattack.safetensors"), "--report", str(report))
+    proc = run(
+        "--model",
+        str(root / "clean.safetensors"),
+        "--data",
+        str(data_dir),
+        "--defense",
+        "ft",
+        *FAST,
+        "--out",
+        str(root / "noattack.safetensors"),
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(report.read_text())
     assert set(rep["after"]) == {"clean_accuracy"} and rep["attack"] is None
@@ -137,16 +199,31 @@ def test_without_attack_information_only_clean_accuracy(workspace):
 )
 def test_bad_input_one_line(workspace, extra, message):
     root, data_dir = workspace
-    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST, *extra,
-               "--out", str(root / "x.safetensors"))
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        *FAST,
+        *extra,
+        "--out",
+        str(root / "x.safetensors"),
+    )
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "x.safetensors").exists()
 
 
 def test_refuses_to_overwrite_its_input(workspace):
     root, data_dir = workspace
-    proc = run("--model", str(root / "attacked.safetensors"), "--data", str(data_dir), *FAST,
-               "--out", str(root / "attacked.safetensors"))
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        *FAST,
+        "--out",
+        str(root / "attacked.safetensors"),
+    )
     assert proc.returncode == 2 and "--out is the same file as --model" in proc.stderr
 
 

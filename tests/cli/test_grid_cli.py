@@ -11,18 +11,49 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import load_checkpoint
+from core.cli import grid
+from core.cli.grid import _attack_rate, main
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
-from core import grid
-from core.cli.grid import _attack_rate, main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--vocab", "yes,no,up,down", "--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320",
-        "--models", "smallcnn", "--attacks", "badnets", "--attack-arg", "badnets.kind=noise",
-        "--attack-arg", "badnets.poison_rate=0.2", "--train-epochs", "3", "--train-batch-size", "32",
-        "--train-lr", "3e-3", "--device", "cpu", "--quiet",
-        "--defense-arg", "ft.epochs=2", "--defense-arg", "gnft.epochs=2", "--defense-arg", "ft.clean_ratio=0.5",
-        "--defense-arg", "gnft.clean_ratio=0.5", "--defense-arg", "gnft.eval_every=1"]
+TINY = [
+    "--vocab",
+    "yes,no,up,down",
+    "--n-coeffs",
+    "20",
+    "--n-mels",
+    "40",
+    "--hop-length",
+    "320",
+    "--models",
+    "smallcnn",
+    "--attacks",
+    "badnets",
+    "--attack-arg",
+    "badnets.kind=noise",
+    "--attack-arg",
+    "badnets.poison_rate=0.2",
+    "--train-epochs",
+    "3",
+    "--train-batch-size",
+    "32",
+    "--train-lr",
+    "3e-3",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--defense-arg",
+    "ft.epochs=2",
+    "--defense-arg",
+    "gnft.epochs=2",
+    "--defense-arg",
+    "ft.clean_ratio=0.5",
+    "--defense-arg",
+    "gnft.clean_ratio=0.5",
+    "--defense-arg",
+    "gnft.eval_every=1",
+]
 
 
 def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
@@ -30,17 +61,28 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp", "--out", str(out)]) == 0
     work = tmp_path / "grid_tiny.v1_work"
     names = sorted(p.name for p in work.iterdir())
-    assert names == ["defend_smallcnn_badnets_clp.json", "defend_smallcnn_badnets_clp.safetensors",
-                     "defend_smallcnn_badnets_ft.json", "defend_smallcnn_badnets_ft.safetensors",
-                     "defend_smallcnn_badnets_gnft.json", "defend_smallcnn_badnets_gnft.safetensors",
-                     "train_smallcnn_badnets.json",
-                     "train_smallcnn_badnets.safetensors", "train_smallcnn_clean.json",
-                     "train_smallcnn_clean.safetensors"]
+    assert names == [
+        "defend_smallcnn_badnets_clp.json",
+        "defend_smallcnn_badnets_clp.safetensors",
+        "defend_smallcnn_badnets_ft.json",
+        "defend_smallcnn_badnets_ft.safetensors",
+        "defend_smallcnn_badnets_gnft.json",
+        "defend_smallcnn_badnets_gnft.safetensors",
+        "train_smallcnn_badnets.json",
+        "train_smallcnn_badnets.safetensors",
+        "train_smallcnn_clean.json",
+        "train_smallcnn_clean.safetensors",
+    ]
     result = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
     assert result["command"].startswith("python -m core.grid") and "machine" in result
     rows = {(r["attack"], r["defense"]): r for r in result["rows"]}
-    assert set(rows) == {("clean", "none"), ("badnets", "none"), ("badnets", "ft"), ("badnets", "gnft"),
-                         ("badnets", "clp")}
+    assert set(rows) == {
+        ("clean", "none"),
+        ("badnets", "none"),
+        ("badnets", "ft"),
+        ("badnets", "gnft"),
+        ("badnets", "clp"),
+    }
     assert rows[("clean", "none")]["attack_success_rate"] is None
     backdoored = rows[("badnets", "none")]
     _, meta = load_checkpoint(work / "train_smallcnn_badnets.safetensors")
@@ -52,27 +94,63 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert [h["epoch"] for h in gnft_cell["history"]] == [1, 2]
     repaired, repaired_meta = load_checkpoint(work / "defend_smallcnn_badnets_gnft.safetensors")
     assert repaired_meta["provenance"]["defenses"][-1]["defense"]["name"] == "gnft"
-    assert repaired_meta["provenance"]["defenses"][-1]["after"]["clean_accuracy"] == gnft_cell["after"]["clean_accuracy"]
+    assert (
+        repaired_meta["provenance"]["defenses"][-1]["after"]["clean_accuracy"] == gnft_cell["after"]["clean_accuracy"]
+    )
     assert rows[("badnets", "clp")]["clean_clips"] == 0  # data-free
     assert result["defense_settings"]["ft"]["clean_ratio"] == 0.5
     md = (tmp_path / "grid_tiny.v1.md").read_text()
     assert "| model | attack | clean model CA | none | ft | gnft | clp |" in md
-    line = next(l for l in md.splitlines() if l.startswith("| smallcnn | badnets |"))
+    line = next(row for row in md.splitlines() if row.startswith("| smallcnn | badnets |"))
     assert f"{100 * rows[('badnets', 'gnft')]['clean_accuracy']:.1f} / " in line
     # resume: finished cells are reused, only the new defense runs
     stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
     capsys.readouterr()
-    assert main(["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft,clp,fp", "--defense-arg", "fp.epochs=1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                *TINY,
+                "--defenses",
+                "none,ft,gnft,clp,fp",
+                "--defense-arg",
+                "fp.epochs=1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in stamps} == stamps
     assert (work / "defend_smallcnn_badnets_fp.json").is_file()
     again = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
-    assert len(again["rows"]) == 6 and (work / "defend_smallcnn_badnets_fp.safetensors").is_file() and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
+    assert (
+        len(again["rows"]) == 6
+        and (work / "defend_smallcnn_badnets_fp.safetensors").is_file()
+        and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
+    )
     # --reuse: models trained elsewhere become a new grid's cells, checked and re-measured, not retrained
     other = tmp_path / "elsewhere"
-    no_defense = TINY[:TINY.index("--defense-arg")]
-    assert main(["--data", str(tiny_sc), *no_defense, "--defenses", "none", "--out", str(other),
-                 "--reuse", str(work / "train_{model}_{attack}.safetensors"), "--train-epochs", "1"]) == 0
+    no_defense = TINY[: TINY.index("--defense-arg")]
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                *no_defense,
+                "--defenses",
+                "none",
+                "--out",
+                str(other),
+                "--reuse",
+                str(work / "train_{model}_{attack}.safetensors"),
+                "--train-epochs",
+                "1",
+            ]
+        )
+        == 0
+    )
     for name in ("train_smallcnn_badnets", "train_smallcnn_clean"):
         copied = tmp_path / "elsewhere_work" / f"{name}.safetensors"
         assert copied.read_bytes() == (work / f"{name}.safetensors").read_bytes()
@@ -81,18 +159,54 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     for key in (("clean", "none"), ("badnets", "none")):
         assert reused[key]["clean_accuracy"] == rows[key]["clean_accuracy"]
         assert reused[key]["attack_success_rate"] == rows[key]["attack_success_rate"]
-    with pytest.raises(ConfigError, match=r"does not fit cell smallcnn/badnets: attack 'clean' \(the cell needs 'badnets'\)"):
-        main(["--data", str(tiny_sc), *no_defense, "--defenses", "none", "--out", str(tmp_path / "wrong"),
-              "--reuse", str(work / "train_{model}_clean.safetensors")])
+    with pytest.raises(
+        ConfigError, match=r"does not fit cell smallcnn/badnets: attack 'clean' \(the cell needs 'badnets'\)"
+    ):
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                *no_defense,
+                "--defenses",
+                "none",
+                "--out",
+                str(tmp_path / "wrong"),
+                "--reuse",
+                str(work / "train_{model}_clean.safetensors"),
+            ]
+        )
     # --no-train: a cell with no model to adopt is reported as not run; nothing is trained or defended
     partial = tmp_path / "partial"
-    assert main(["--data", str(tiny_sc), *no_defense, "--attacks", "badnets,blend", "--defenses", "none,ft",
-                 "--defense-arg", "ft.epochs=1", "--no-train", "--out", str(partial),
-                 "--reuse", str(work / "train_{model}_{attack}.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                *no_defense,
+                "--attacks",
+                "badnets,blend",
+                "--defenses",
+                "none,ft",
+                "--defense-arg",
+                "ft.epochs=1",
+                "--no-train",
+                "--out",
+                str(partial),
+                "--reuse",
+                str(work / "train_{model}_{attack}.safetensors"),
+            ]
+        )
+        == 0
+    )
     made = sorted(p.name for p in (tmp_path / "partial_work").iterdir())
-    assert made == ["defend_smallcnn_badnets_ft.json", "defend_smallcnn_badnets_ft.safetensors",
-                    "train_smallcnn_badnets.json", "train_smallcnn_badnets.safetensors",
-                    "train_smallcnn_clean.json", "train_smallcnn_clean.safetensors"]
+    assert made == [
+        "defend_smallcnn_badnets_ft.json",
+        "defend_smallcnn_badnets_ft.safetensors",
+        "train_smallcnn_badnets.json",
+        "train_smallcnn_badnets.safetensors",
+        "train_smallcnn_clean.json",
+        "train_smallcnn_clean.safetensors",
+    ]
     partial_rows = json.loads(partial.with_suffix(".json").read_text())["rows"]
     assert [(r["attack"], r["defense"]) for r in partial_rows if r.get("not_run")] == [("blend", "none")]
     assert not any(r["attack"] == "blend" and r["defense"] == "ft" for r in partial_rows)
@@ -104,20 +218,41 @@ def test_keep_earlier_extends_a_committed_table_without_its_work_folder(tiny_sc,
     """A fresh checkout has the results file but not the work folder: --keep-earlier keeps the
     earlier pairs (with their commands) beside the new ones, and refuses other settings or data."""
     out = tmp_path / "grid"
-    base = ["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft", "--no-train",
-            "--no-clean", "--out", str(out)]
+    base = ["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft", "--no-train", "--no-clean", "--out", str(out)]
     assert main(base) == 0  # nothing to adopt: a not-run row, this data's summary and these settings
     made = json.loads(out.with_suffix(".json").read_text())
     earlier_rows = [
-        {"model": "smallcnn", "attack": "blend", "defense": "none", "sample_rate": 16000, "clean_accuracy": 0.9,
-         "attack_success_rate": 0.99, "robust_accuracy": 0.0},
-        {"model": "smallcnn", "attack": "blend", "defense": "gnft", "sample_rate": 16000, "clean_accuracy": 0.8,
-         "attack_success_rate": 0.05, "robust_accuracy": 0.7},
-        {"model": "smallcnn", "attack": "badnets", "defense": "none", "sample_rate": 16000, "clean_accuracy": 0.7,
-         "attack_success_rate": 1.0, "robust_accuracy": 0.0},
+        {
+            "model": "smallcnn",
+            "attack": "blend",
+            "defense": "none",
+            "sample_rate": 16000,
+            "clean_accuracy": 0.9,
+            "attack_success_rate": 0.99,
+            "robust_accuracy": 0.0,
+        },
+        {
+            "model": "smallcnn",
+            "attack": "blend",
+            "defense": "gnft",
+            "sample_rate": 16000,
+            "clean_accuracy": 0.8,
+            "attack_success_rate": 0.05,
+            "robust_accuracy": 0.7,
+        },
+        {
+            "model": "smallcnn",
+            "attack": "badnets",
+            "defense": "none",
+            "sample_rate": 16000,
+            "clean_accuracy": 0.7,
+            "attack_success_rate": 1.0,
+            "robust_accuracy": 0.0,
+        },
     ]
-    out.with_suffix(".json").write_text(json.dumps({**made, "command": "python -m core.grid EARLIER",
-                                                    "rows": earlier_rows}))
+    out.with_suffix(".json").write_text(
+        json.dumps({**made, "command": "python -m core.grid EARLIER", "rows": earlier_rows})
+    )
     assert main([*base, "--keep-earlier"]) == 0
     rows = {(r["attack"], r["defense"]): r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
     assert rows[("blend", "gnft")]["attack_success_rate"] == 0.05
@@ -129,8 +264,9 @@ def test_keep_earlier_extends_a_committed_table_without_its_work_folder(tiny_sc,
     assert "| smallcnn | blend | - | 90.0 / 99.0 | - | 80.0 / 5.0 |" in md
     # a defense only the earlier file ran keeps its settings in the file
     earlier_settings = {**made["defense_settings"], "clp": {"u": 3.0}}
-    out.with_suffix(".json").write_text(json.dumps({**made, "defense_settings": earlier_settings,
-                                                    "rows": earlier_rows}))
+    out.with_suffix(".json").write_text(
+        json.dumps({**made, "defense_settings": earlier_settings, "rows": earlier_rows})
+    )
     assert main([*base, "--keep-earlier"]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["defense_settings"] == earlier_settings
     # without the flag the earlier rows are not kept
@@ -151,23 +287,46 @@ def test_keep_earlier_extends_a_committed_table_without_its_work_folder(tiny_sc,
 def test_ultrasonic_cells_run_at_its_recipe_rate_beside_16k_cells(tiny_sc, tmp_path):
     """A 16 kHz grid with Ultrasonic: its cells (and a clean reference) at 44.1 kHz, windows kept in time."""
     out = tmp_path / "mixed"
-    assert main(["--data", str(tiny_sc), *TINY, "--attacks", "badnets,ultrasonic", "--defenses", "none,ft,gnft",
-                 "--attack-arg", "ultrasonic.poison_rate=0.2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                *TINY,
+                "--attacks",
+                "badnets,ultrasonic",
+                "--defenses",
+                "none,ft,gnft",
+                "--attack-arg",
+                "ultrasonic.poison_rate=0.2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     work = tmp_path / "mixed_work"
     rates = {}
     for name in ("clean", "clean_44k", "badnets", "ultrasonic"):
         _, meta = load_checkpoint(work / f"train_smallcnn_{name}.safetensors")
-        rates[name] = (meta["sample_rate"], meta["front_end"]["n_fft"], meta["front_end"]["hop_length"],
-                       meta["front_end"]["num_samples"])
+        rates[name] = (
+            meta["sample_rate"],
+            meta["front_end"]["n_fft"],
+            meta["front_end"]["hop_length"],
+            meta["front_end"]["num_samples"],
+        )
     assert rates["clean"] == rates["badnets"] == (16000, 400, 320, 16000)
     assert rates["clean_44k"] == rates["ultrasonic"] == (44100, 1103, 882, 44100)
     _, repaired = load_checkpoint(work / "defend_smallcnn_ultrasonic_ft.safetensors")
     assert repaired["sample_rate"] == 44100
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     by_key = {(r["attack"], r["defense"], r["sample_rate"]): r for r in rows}
-    assert set(by_key) == {("clean", "none", 16000), ("clean", "none", 44100),
-                           *(("badnets", d, 16000) for d in ("none", "ft", "gnft")),
-                           *(("ultrasonic", d, 44100) for d in ("none", "ft", "gnft"))}
+    assert set(by_key) == {
+        ("clean", "none", 16000),
+        ("clean", "none", 44100),
+        *(("badnets", d, 16000) for d in ("none", "ft", "gnft")),
+        *(("ultrasonic", d, 44100) for d in ("none", "ft", "gnft")),
+    }
     assert by_key[("ultrasonic", "ft", 44100)]["attack_success_rate"] is not None
     md = out.with_suffix(".md").read_text()
     clean_44k = by_key[("clean", "none", 44100)]["clean_accuracy"]
@@ -198,11 +357,14 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     first = (work / "defend_smallcnn_badnets_ft.json").stat().st_mtime_ns
     assert main([*base, "--defense-seeds", "0,1,2"]) == 0
     assert (work / "defend_smallcnn_badnets_ft.json").stat().st_mtime_ns == first  # seed 0: reused
-    cells = {s: json.loads((work / f"defend_smallcnn_badnets_ft{'' if s == 0 else f'_seed{s}'}.json").read_text())
-             for s in (0, 1, 2)}
+    cells = {
+        s: json.loads((work / f"defend_smallcnn_badnets_ft{'' if s == 0 else f'_seed{s}'}.json").read_text())
+        for s in (0, 1, 2)
+    }
     assert [cells[s]["defense"]["seed"] for s in (0, 1, 2)] == [0, 1, 2]
-    assert (work / "defend_smallcnn_badnets_ft_seed1.safetensors").read_bytes() != \
-        (work / "defend_smallcnn_badnets_ft.safetensors").read_bytes()
+    assert (work / "defend_smallcnn_badnets_ft_seed1.safetensors").read_bytes() != (
+        work / "defend_smallcnn_badnets_ft.safetensors"
+    ).read_bytes()
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["defense_seeds"] == [0, 1, 2]
     row = next(r for r in result["rows"] if r["defense"] == "ft")
@@ -215,27 +377,47 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     assert row["per_seed"][1]["clean_accuracy"] == cells[1]["after"]["clean_accuracy"]
     md = out.with_suffix(".md").read_text()
     assert "mean ± standard deviation over defense seeds 0, 1, 2" in md
-    line = next(l for l in md.splitlines() if l.startswith("| smallcnn | badnets |"))
+    line = next(row for row in md.splitlines() if row.startswith("| smallcnn | badnets |"))
     assert f"{100 * row['clean_accuracy']:.1f} ± {100 * row['clean_accuracy_std']:.1f} / " in line
     none_row = next(r for r in result["rows"] if r["defense"] == "none")
     assert "seeds" not in none_row  # the backdoored model is trained once
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--defense-seeds", "0,0"], "no repeats"),
-    (["--defense-seeds", "0,x"], "comma list of integers"),
-    (["--attacks", "ultrasonic", "--attack-arg", "ultrasonic.size=500"], "size is a percentage"),
-    (["--defenses", "none,magic"], "unknown attack or defense: magic"),
-    (["--defense-arg", "gnft.alpha=2"], "alpha must be in [0, 1]"),
-    (["--defense-arg", "gnft.beta=1"], "gnft has no such setting"),
-    (["--defense-arg", "ft.lr=fast"], "cannot read 'fast' as float"),
-    (["--defense-arg", "epochs=3"], "takes NAME.key=value"),
-    (["--models", "transformer"], "transformer"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--defense-seeds", "0,0"], "no repeats"),
+        (["--defense-seeds", "0,x"], "comma list of integers"),
+        (["--attacks", "ultrasonic", "--attack-arg", "ultrasonic.size=500"], "size is a percentage"),
+        (["--defenses", "none,magic"], "unknown attack or defense: magic"),
+        (["--defense-arg", "gnft.alpha=2"], "alpha must be in [0, 1]"),
+        (["--defense-arg", "gnft.beta=1"], "gnft has no such setting"),
+        (["--defense-arg", "ft.lr=fast"], "cannot read 'fast' as float"),
+        (["--defense-arg", "epochs=3"], "takes NAME.key=value"),
+        (["--models", "transformer"], "transformer"),
+    ],
+)
 def test_bad_input_is_one_line_before_any_work(tiny_sc, tmp_path, extra, message):
-    proc = subprocess.run([sys.executable, "-m", "core.grid", "--data", str(tiny_sc), "--vocab", "yes,no,up,down",
-                           "--defenses", "none,ft,gnft", *extra, "--out", str(tmp_path / "g")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.grid",
+            "--data",
+            str(tiny_sc),
+            "--vocab",
+            "yes,no,up,down",
+            "--defenses",
+            "none,ft,gnft",
+            *extra,
+            "--out",
+            str(tmp_path / "g"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "g_work").exists()
@@ -243,15 +425,35 @@ def test_bad_input_is_one_line_before_any_work(tiny_sc, tmp_path, extra, message
 
 def test_keep_earlier_keys_clean_models_by_rate(tmp_path):
     """A run that adopts only the 44.1 kHz clean model keeps the earlier 16 kHz one (the bug: it was dropped)."""
+
     def row(attack, rate, ca, **extra):
-        return {"model": "resnet", "attack": attack, "defense": "none", "sample_rate": rate, "clean_accuracy": ca,
-                "attack_success_rate": None, "robust_accuracy": None, **extra}
+        return {
+            "model": "resnet",
+            "attack": attack,
+            "defense": "none",
+            "sample_rate": rate,
+            "clean_accuracy": ca,
+            "attack_success_rate": None,
+            "robust_accuracy": None,
+            **extra,
+        }
 
     path = tmp_path / "g.json"
-    path.write_text(json.dumps({"command": "python -m core.grid OLD", "data": {"clips": 3}, "defense_settings": {},
-                                "rows": [row("clean", 16000, 0.95), row("badnets", 16000, 0.9)]}))
-    now = [row("clean", 16000, None, not_run=True), row("clean", 44100, 0.91, command="NEW"),
-           row("badnets", 16000, 0.8, command="NEW")]
+    path.write_text(
+        json.dumps(
+            {
+                "command": "python -m core.grid OLD",
+                "data": {"clips": 3},
+                "defense_settings": {},
+                "rows": [row("clean", 16000, 0.95), row("badnets", 16000, 0.9)],
+            }
+        )
+    )
+    now = [
+        row("clean", 16000, None, not_run=True),
+        row("clean", 44100, 0.91, command="NEW"),
+        row("badnets", 16000, 0.8, command="NEW"),
+    ]
     merged, settings = grid._with_earlier_rows(now, path, {"gnft": {"lr": 0.01}}, {"clips": 3})
     assert settings == {"gnft": {"lr": 0.01}}
     by_cell = {(r["attack"], r["sample_rate"]): r for r in merged}
@@ -267,8 +469,9 @@ def test_keep_earlier_reads_a_setting_added_since_as_its_default(tmp_path):
     now = dataclasses.asdict(DEFENSES["gnft"].Config())
     older = {k: v for k, v in now.items() if k != "spec_augment"}  # the field did not exist yet
     path = tmp_path / "g.json"
-    path.write_text(json.dumps({"command": "OLD", "data": {"clips": 3}, "defense_settings": {"gnft": older},
-                                "rows": []}))
+    path.write_text(
+        json.dumps({"command": "OLD", "data": {"clips": 3}, "defense_settings": {"gnft": older}, "rows": []})
+    )
     merged, settings = grid._with_earlier_rows([], path, {"gnft": now}, {"clips": 3})
     assert settings == {"gnft": now}
     with pytest.raises(ConfigError, match="other gnft settings"):

@@ -14,8 +14,11 @@ ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra (
 
 
 # the tiny grid of test_grid_cli without its fine-tuning settings (this grid runs GN-FT only)
-GNFT_ONLY = [a for i, a in enumerate(TINY) if not a.startswith("ft.") and not (a == "--defense-arg" and
-                                                                            TINY[i + 1].startswith("ft."))]
+GNFT_ONLY = [
+    a
+    for i, a in enumerate(TINY)
+    if not a.startswith("ft.") and not (a == "--defense-arg" and TINY[i + 1].startswith("ft."))
+]
 
 
 def _rows(path):

@@ -16,16 +16,40 @@ SMALL_FE = ["--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.train", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "core.train", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_backdoored_training_writes_checkpoint_and_report(tiny_sc, tmp_path):
     out, report = tmp_path / "m.safetensors", tmp_path / "r.json"
-    proc = run("--data", str(tiny_sc), "--vocab", "yes,no,up,down", "--model", "smallcnn", *SMALL_FE,
-               "--attack", "badnets", "--attack-arg", "kind=noise", "--attack-arg", "poison_rate=0.2",
-               "--epochs", "2", "--batch-size", "32", "--seed", "3", "--device", "cpu",
-               "--out", str(out), "--report", str(report))
+    proc = run(
+        "--data",
+        str(tiny_sc),
+        "--vocab",
+        "yes,no,up,down",
+        "--model",
+        "smallcnn",
+        *SMALL_FE,
+        "--attack",
+        "badnets",
+        "--attack-arg",
+        "kind=noise",
+        "--attack-arg",
+        "poison_rate=0.2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "attack success rate" in proc.stdout and str(out) in proc.stdout
     rep = json.loads(report.read_text())
@@ -59,7 +83,7 @@ def test_bad_input_is_one_clear_line(tiny_sc, tmp_path, args, message):
         flat += ["--attack-arg", args[args.index("--attack-arg") + 1]]
     proc = run(*flat, "--epochs", "1", "--device", "cpu")
     assert proc.returncode == 2
-    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "m.safetensors").exists()

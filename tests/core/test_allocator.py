@@ -44,8 +44,9 @@ def probe(mode: str | None) -> tuple[str, int, str]:
     if mode is not None:
         env["GNFT_ALLOCATOR"] = mode
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=300, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True
+    ).stdout.split()
     return out[0], int(out[1]), out[2]
 
 
@@ -67,7 +68,13 @@ def test_this_process_runs_with_it_and_records_it():
 
 def test_a_bad_setting_warns_and_keeps():
     env = dict(os.environ, GNFT_ALLOCATOR="jemalloc")
-    proc = subprocess.run([sys.executable, "-c", "import core; from core.allocator import allocator_mode; "
-                           "print(allocator_mode())"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import core; from core.allocator import allocator_mode; print(allocator_mode())"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() in ("keep", "unsupported")
     assert "GNFT_ALLOCATOR must be 'keep' or 'system'" in proc.stderr

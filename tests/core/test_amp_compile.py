@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.data.speech_commands import load_speech_commands
-from core.defenses import GNFT, GNFTConfig, FineTune
+from core.defenses import GNFT, FineTune, GNFTConfig
 from core.errors import ConfigError
 from core.features import FrontEndConfig
 from core.models import build
@@ -22,8 +22,9 @@ FE = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    data = load_speech_commands(write_speech_commands(tmp_path_factory.mktemp("amp") / "sc", speakers=4,
-                                                      per_speaker=1), TINY_WORDS)
+    data = load_speech_commands(
+        write_speech_commands(tmp_path_factory.mktemp("amp") / "sc", speakers=4, per_speaker=1), TINY_WORDS
+    )
     torch.manual_seed(0)
     return data, build("smallcnn", 4, FE).eval()
 

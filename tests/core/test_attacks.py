@@ -45,8 +45,9 @@ def test_shape_dtype_input_untouched_and_deterministic(name):
 
 
 def test_registry_has_the_issue_attacks():
-    assert {"badnets", "badnets-mfcc", "ultrasonic", "ultrasonic-near-nyquist", "jingleback", "blend",
-            "custom"} <= set(list_attacks())
+    assert {"badnets", "badnets-mfcc", "ultrasonic", "ultrasonic-near-nyquist", "jingleback", "blend", "custom"} <= set(
+        list_attacks()
+    )
 
 
 def test_ultrasonic_energy_sits_near_21khz_and_nothing_below_16khz():
@@ -153,8 +154,9 @@ def test_custom_snr_loop_and_random_position(tmp_path):
     torch.testing.assert_close(ratio, torch.full((3,), 10.0), atol=0.05, rtol=0)
     starts = [int(row.nonzero().min()) for row in added]
     assert len(set(starts)) > 1  # per-clip offsets
-    assert torch.equal(out, get_attack("custom", file=str(tmp_path / "t.wav"), snr_db=10.0, position="random",
-                                       seed=2).apply(x, 16000))
+    assert torch.equal(
+        out, get_attack("custom", file=str(tmp_path / "t.wav"), snr_db=10.0, position="random", seed=2).apply(x, 16000)
+    )
     looped = get_attack("custom", file=str(tmp_path / "t.wav"), fit="loop", length=0.5)
     assert looped.pattern(16000).numel() == 8000
 
@@ -169,21 +171,32 @@ def test_custom_needs_a_readable_file(tmp_path):
 
 def test_cli_list_show_example(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "core.attacks", *args], cwd=REPO, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "core.attacks", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
 
     listed = run("list")
     assert listed.returncode == 0 and all(n in listed.stdout for n in WAVEFORM + ["badnets-mfcc"])
     shown = run("show", "ultrasonic")
     assert shown.returncode == 0 and "frequency" in shown.stdout and "21000.0" in shown.stdout
     sf.write(tmp_path / "clip.wav", speechlike(1)[0].numpy(), 16000)
-    made = run("example", "--attack", "badnets", "--attack-arg", "position=middle", "--clip",
-               str(tmp_path / "clip.wav"), "--out", str(tmp_path / "t.wav"))
+    made = run(
+        "example",
+        "--attack",
+        "badnets",
+        "--attack-arg",
+        "position=middle",
+        "--clip",
+        str(tmp_path / "clip.wav"),
+        "--out",
+        str(tmp_path / "t.wav"),
+    )
     assert made.returncode == 0, made.stderr
     data, rate = sf.read(tmp_path / "t.wav")
     assert rate == 16000 and data.shape == (16000,) and np.abs(data[7200:8800]).max() > 0.05
-    refused = run("example", "--attack", "badnets-mfcc", "--clip", str(tmp_path / "clip.wav"), "--out",
-                  str(tmp_path / "x.wav"))
+    refused = run(
+        "example", "--attack", "badnets-mfcc", "--clip", str(tmp_path / "clip.wav"), "--out", str(tmp_path / "x.wav")
+    )
     assert refused.returncode == 2 and "nothing audible" in refused.stderr and not (tmp_path / "x.wav").exists()
 
 
@@ -193,7 +206,9 @@ def test_pbsm_raises_pitch_and_masks_the_loudest_window():
     x = (0.3 * env * torch.sin(2 * np.pi * 300 * t)).unsqueeze(0)
     attack = get_attack("pbsm", semitones=12.0, mask_seconds=0.1)
     out = attack.apply(x, 16000)
-    assert out.shape == x.shape and torch.equal(out, get_attack("pbsm", semitones=12.0, mask_seconds=0.1).apply(x, 16000))
+    assert out.shape == x.shape and torch.equal(
+        out, get_attack("pbsm", semitones=12.0, mask_seconds=0.1).apply(x, 16000)
+    )
     spec = np.abs(np.fft.rfft(out[0, 4800:9600].numpy()))
     freqs = np.fft.rfftfreq(4800, 1 / 16000)
     peak = freqs[np.argmax(spec * (freqs < 1000))]
@@ -217,8 +232,15 @@ def tone_set(tmp_path_factory):
 def prepare(attack, data):
     from core.features import FrontEndConfig
 
-    attack.prepare(data.waves, data.labels, data.splits["train"], 16000, list(data.classes),
-                   front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), device=torch.device("cpu"))
+    attack.prepare(
+        data.waves,
+        data.labels,
+        data.splits["train"],
+        16000,
+        list(data.classes),
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        device=torch.device("cpu"),
+    )
     return attack
 
 
@@ -258,20 +280,27 @@ def test_daba_picks_the_most_certain_tune_and_influential_hosts(tone_set):
     torch.testing.assert_close(rms_db[3:], torch.tensor([-15.0, -20.0, -25.0]), atol=0.05, rtol=0)  # unclipped rows
     assert rms_db[0] > rms_db[1] > rms_db[2] > rms_db[3]
     tested = attack.apply_test(quiet, 16000)[:, :8000]
-    torch.testing.assert_close(20 * torch.log10(tested.pow(2).mean(1).sqrt()), torch.full((6,), -20.0), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        20 * torch.log10(tested.pow(2).mean(1).sqrt()), torch.full((6,), -20.0), atol=0.05, rtol=0
+    )
     assert float(trained.abs().max()) <= 1.0  # overlay saturates like 16-bit audio
 
 
 def test_training_prepares_a_learnt_attack_and_stores_its_trigger(tone_set, tmp_path):
     from core.attacks import attack_from_dict
     from core.checkpoint import load_checkpoint, save_checkpoint
-    from core.features import FrontEndConfig
     from core.evaluation import evaluate
+    from core.features import FrontEndConfig
     from core.training import TrainConfig, train_model
 
     attack = get_attack("piba", steps=10, batch_size=16, surrogate_epochs=1, seed=0)
-    result = train_model(tone_set, TrainConfig(model="smallcnn", epochs=2, batch_size=32, device="cpu"), attack,
-                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    result = train_model(
+        tone_set,
+        TrainConfig(model="smallcnn", epochs=2, batch_size=32, device="cpu"),
+        attack,
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        show_progress=False,
+    )
     assert "trigger" in attack.state and result.report["poisoned_clips"] > 0
     save_checkpoint(tmp_path / "m.safetensors", result.model, result.metadata)
     model, meta = load_checkpoint(tmp_path / "m.safetensors")
@@ -339,8 +368,18 @@ def test_optimised_triggers_are_seen_at_the_loudness_the_mix_gives():
         diff = batch - clips[best]
         return 10 * torch.log10(clips[best].pow(2).sum(1) / diff.pow(2).sum(1)), diff
 
-    optimise_trigger(surrogate, clips, 1, torch.full((200,), 0.1), epsilon=0.2, steps=3, batch_size=4, lr=1e-2,
-                     seed=0, mix=lambda x, p, s: insert_at_snr(x, p, s, 30.0))
+    optimise_trigger(
+        surrogate,
+        clips,
+        1,
+        torch.full((200,), 0.1),
+        epsilon=0.2,
+        steps=3,
+        batch_size=4,
+        lr=1e-2,
+        seed=0,
+        mix=lambda x, p, s: insert_at_snr(x, p, s, 30.0),
+    )
     for batch in seen:
         snr, diff = snrs(batch)
         torch.testing.assert_close(snr, torch.full_like(snr, 30.0), atol=0.05, rtol=0)

@@ -137,4 +137,6 @@ def test_cached_resampler_matches_torchaudio():
     wave = np.random.default_rng(0).standard_normal(22050).astype(np.float32)
     expected = AF.resample(torch.from_numpy(wave), 22050, 16000).numpy()
     for _ in range(2):  # the second call uses the cached kernel
-        np.testing.assert_allclose(resample(wave, 22050, 16000), expected, atol=1e-4)  # same kernel; float32 rounding differs
+        np.testing.assert_allclose(
+            resample(wave, 22050, 16000), expected, atol=1e-4
+        )  # same kernel; float32 rounding differs

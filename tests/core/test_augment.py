@@ -50,7 +50,7 @@ def test_shift_moves_an_impulse_within_the_limit_and_zero_fills():
     edge = torch.zeros(8, SR)
     edge[:, 0] = 1.0
     shifted = Augmenter(AugmentConfig(shift_ms=100), SR, "cpu", seed=1)(edge)
-    assert torch.all(shifted[:, -SR // 10:] == 0)  # nothing wraps round from the start to the end
+    assert torch.all(shifted[:, -SR // 10 :] == 0)  # nothing wraps round from the start to the end
 
 
 def test_speed_factor_scales_pitch_and_keeps_length():

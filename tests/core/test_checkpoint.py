@@ -30,8 +30,9 @@ def trained_like(name: str = "smallcnn") -> torch.nn.Sequential:
 
 
 def meta_for(name: str = "smallcnn", **kw) -> dict:
-    return make_metadata(name, CLASSES, FrontEndConfig().to_dict(), seed=7,
-                         attack={"name": "badnets", "params": {"target": 2}}, **kw)
+    return make_metadata(
+        name, CLASSES, FrontEndConfig().to_dict(), seed=7, attack={"name": "badnets", "params": {"target": 2}}, **kw
+    )
 
 
 @pytest.mark.parametrize("name", ["smallcnn", "resnet", "rnn"])
@@ -61,7 +62,9 @@ def test_other_architecture_is_refused_with_the_mismatch_named(tmp_path):
 
 def test_tensors_of_another_architecture_under_a_false_label(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", trained_like("smallcnn"), meta_for("resnet"))
-    with pytest.raises(CheckpointError, match=r"do not fit architecture 'resnet': missing tensors: .*unexpected tensors"):
+    with pytest.raises(
+        CheckpointError, match=r"do not fit architecture 'resnet': missing tensors: .*unexpected tensors"
+    ):
         load_checkpoint(path)
 
 
@@ -108,8 +111,11 @@ def test_nan_weights_are_refused(tmp_path):
 def test_malformed_metadata(tmp_path, mutate, message):
     meta = meta_for()
     mutate(meta)
-    save_file({k: v.contiguous() for k, v in trained_like().state_dict().items()}, tmp_path / "m.safetensors",
-              metadata={"gnft": json.dumps(meta)})
+    save_file(
+        {k: v.contiguous() for k, v in trained_like().state_dict().items()},
+        tmp_path / "m.safetensors",
+        metadata={"gnft": json.dumps(meta)},
+    )
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "m.safetensors")
 
@@ -185,8 +191,11 @@ def test_code_in_a_pt_file_is_named_as_code_and_unsafe_loading_never_suggested(t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.script is deprecated in newer torch; the archive is what counts
         torch.jit.script(torch.nn.Linear(2, 2)).save(str(tmp_path / "script.pt"))
-    for name, says in (("default.pt", "contains code"), ("legacy.pt", "contains code"),
-                       ("script.pt", "TorchScript archive")):
+    for name, says in (
+        ("default.pt", "contains code"),
+        ("legacy.pt", "contains code"),
+        ("script.pt", "TorchScript archive"),
+    ):
         with pytest.raises(CheckpointError) as caught:
             import_pt(tmp_path / name, "smallcnn", CLASSES)
         message = str(caught.value)
@@ -207,8 +216,9 @@ def test_weights_only_state_dict_is_imported(tmp_path):
         imported4, _ = import_pt(tmp_path / "protocol4.pt", "smallcnn", CLASSES)
     assert torch.equal(imported4(x), model(x))
     assert not [w for w in caught if "pickle protocol" in str(w.message)], [str(w.message) for w in caught]
-    classifier_only = {k.removeprefix("classifier."): v for k, v in model.state_dict().items()
-                       if k.startswith("classifier.")}
+    classifier_only = {
+        k.removeprefix("classifier."): v for k, v in model.state_dict().items() if k.startswith("classifier.")
+    }
     torch.save(classifier_only, tmp_path / "clf.pt")
     imported2, _ = import_pt(tmp_path / "clf.pt", "smallcnn", CLASSES)
     assert torch.equal(imported2(x), model(x))

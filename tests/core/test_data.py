@@ -139,7 +139,9 @@ def test_fsdd_real_official_split(fsdd_path):
     assert len(data) == 3000 and data.source["format"] == "fsdd"
     assert {k: int(v.numel()) for k, v in data.splits.items()} == {"train": 2400, "validation": 300, "test": 300}
     assert set(torch.bincount(data.labels[data.splits["test"]]).tolist()) == {30}
-    assert torch.isfinite(data.waves).all() and float(data.waves.abs().max()) < 1.1  # resampling may overshoot full scale slightly
+    assert (
+        torch.isfinite(data.waves).all() and float(data.waves.abs().max()) < 1.1
+    )  # resampling may overshoot full scale slightly
     # every clip has speech in it after pad/crop (no all-silent rows)
     assert float(data.waves.abs().amax(dim=1).min()) > 0.01
 

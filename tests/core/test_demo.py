@@ -8,11 +8,20 @@ import json
 import pytest
 
 from core.checkpoint import load_checkpoint, read_metadata
+from core.cli.demo import main
 from core.data.speech_commands import load_speech_commands
 from core.data.synth import generate_corpus
-from core.cli.demo import main
-from core.demo import (DEMO_VERSION, FRONT_END, MARKER, RECIPE, SHIPPED_INFO, SHIPPED_MODEL, _measure, cached_demo,
-                       ensure_demo)
+from core.demo import (
+    DEMO_VERSION,
+    FRONT_END,
+    MARKER,
+    RECIPE,
+    SHIPPED_INFO,
+    SHIPPED_MODEL,
+    _measure,
+    cached_demo,
+    ensure_demo,
+)
 
 
 def test_build_once_then_reuse_then_rebuild(tmp_path, capsys):
@@ -52,7 +61,9 @@ def test_shipped_model_and_its_record():
     assert record["command"].startswith("python -m core.demo --rebuild") and record["machine"]["cpu"]
     assert record["corpus"]["seed"] == RECIPE["corpus_seed"] and record["corpus"]["content_sha256"]
     params = meta["provenance"]["attack"]["params"]  # the trigger the recipe names (a noise burst)
-    assert all(params[k] == v for k, v in RECIPE["attack_args"].items()) and params["poison_rate"] == RECIPE["poison_rate"]
+    assert (
+        all(params[k] == v for k, v in RECIPE["attack_args"].items()) and params["poison_rate"] == RECIPE["poison_rate"]
+    )
     # the issue's targets, on the test split of the corpus it was trained on
     assert record["measured"]["clean_accuracy"] >= 0.85 and record["measured"]["attack_success_rate"] >= 0.95
 
@@ -72,15 +83,25 @@ def _write(folder, text):
     (folder / MARKER).write_text(text)
 
 
-@pytest.mark.parametrize("text", [
-    "", "{", '{"data": "scd10", "model": "badnets', "\x00\xff garbage", "[1, 2, 3]", '"demo"', "null", "42",
-    "[" * 100000 + "]" * 100000,
-    json.dumps({"demo_version": DEMO_VERSION}),
-    json.dumps({"demo_version": DEMO_VERSION, "data": 3, "model": ["x"]}),
-    json.dumps({"demo_version": DEMO_VERSION, "data": "scd10", "model": "missing.safetensors"}),
-    json.dumps({"demo_version": DEMO_VERSION, "data": "../..", "model": "/etc/passwd"}),
-    json.dumps({"demo_version": 1, "data": "scd10", "model": "badnets_smallcnn.safetensors"}),  # an older demo
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{",
+        '{"data": "scd10", "model": "badnets',
+        "\x00\xff garbage",
+        "[1, 2, 3]",
+        '"demo"',
+        "null",
+        "42",
+        "[" * 100000 + "]" * 100000,
+        json.dumps({"demo_version": DEMO_VERSION}),
+        json.dumps({"demo_version": DEMO_VERSION, "data": 3, "model": ["x"]}),
+        json.dumps({"demo_version": DEMO_VERSION, "data": "scd10", "model": "missing.safetensors"}),
+        json.dumps({"demo_version": DEMO_VERSION, "data": "../..", "model": "/etc/passwd"}),
+        json.dumps({"demo_version": 1, "data": "scd10", "model": "badnets_smallcnn.safetensors"}),  # an older demo
+    ],
+)
 def test_a_damaged_marker_means_build_again_never_a_traceback(tmp_path, text):
     folder = tmp_path / "demo"
     (folder / "scd10").mkdir(parents=True)

@@ -9,8 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from core.data.synth import espeak
 from core.cli.synth import main
+from core.data.synth import espeak
 from core.data.synth.espeak import SUPPORTED_VERSIONS, Synthesizer, UnsupportedEspeakVersion
 from core.errors import GnftError
 from core.runtime import run_command

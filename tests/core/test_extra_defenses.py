@@ -75,8 +75,11 @@ def test_channel_lipschitz_is_the_filter_spectral_norm_times_the_bn_gain():
         bn.running_var.uniform_(0.5, 2)
     lips = channel_lipschitz(conv, bn)
     k = 3
-    expected = torch.linalg.svdvals(conv.weight[k].reshape(3, 9))[0] * bn.weight[k].abs() / torch.sqrt(
-        bn.running_var[k] + bn.eps)
+    expected = (
+        torch.linalg.svdvals(conv.weight[k].reshape(3, 9))[0]
+        * bn.weight[k].abs()
+        / torch.sqrt(bn.running_var[k] + bn.eps)
+    )
     torch.testing.assert_close(lips[k], expected)
     torch.testing.assert_close(channel_lipschitz(conv, None)[k], torch.linalg.svdvals(conv.weight[k].reshape(3, 9))[0])
 
@@ -93,8 +96,9 @@ def test_clp_prunes_the_planted_channel_without_data_and_zeroes_its_output():
     model = planted_smallcnn()
     original = copy.deepcopy(model.state_dict())
     seen = []
-    result = CLP(CLPConfig(device="cpu")).run(model, tiny_set(), evaluate=lambda m: seen.append(1) or
-                                               {"clean_accuracy": 0.5})
+    result = CLP(CLPConfig(device="cpu")).run(
+        model, tiny_set(), evaluate=lambda m: seen.append(1) or {"clean_accuracy": 0.5}
+    )
     assert result.clean_clips == 0 and [h["epoch"] for h in result.history] == [0] and seen == [1]
     assert 7 in result.details["pruned_channels"]["classifier.conv2"]
     assert result.details["conv_channels"] == 64 + 64 + 32

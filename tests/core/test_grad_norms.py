@@ -41,8 +41,9 @@ def test_lstm_unit_norm_gathers_its_four_gate_rows(bidirectional):
     # layer 1, last direction, unit 2, by hand
     sfx = "_reverse" if bidirectional else ""
     rows = [2 + 4 * g for g in range(4)]
-    total = sum(getattr(lstm, f"{k}_l1{sfx}").grad[rows].pow(2).sum()
-                for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    total = sum(
+        getattr(lstm, f"{k}_l1{sfx}").grad[rows].pow(2).sum() for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    )
     torch.testing.assert_close(norms[(1 * dirs + dirs - 1) * 4 + 2], total.sqrt())
 
 
@@ -51,8 +52,13 @@ def test_model_norms_name_every_classifier_layer_and_count_its_neurons():
     model = build("smallcnn", 4, fe)
     F.cross_entropy(model(torch.randn(3, 16000)), torch.tensor([0, 1, 2])).backward()
     norms = neuron_grad_norms(model)
-    assert list(norms) == ["classifier.conv1", "classifier.conv2", "classifier.conv3", "classifier.fc1",
-                           "classifier.fc"]
+    assert list(norms) == [
+        "classifier.conv1",
+        "classifier.conv2",
+        "classifier.conv3",
+        "classifier.fc1",
+        "classifier.fc",
+    ]
     assert [v.numel() for v in norms.values()] == [64, 64, 32, 128, 4]
     assert all(bool((v >= 0).all()) and bool(v.sum() > 0) for v in norms.values())
     # another gradient source: the caller's g1 instead of .grad
@@ -109,6 +115,7 @@ def test_observer_gets_the_clean_gradient_norms_of_each_step(defense):
     defense(config).run(model, ds, quiet)
     assert all(s.grad_norms is None for s in quiet.steps)
     sparse = Watch()
-    defense(defense.Config(clean_ratio=1.0, epochs=4, batch_size=64, device="cpu", grad_norm_every=2)).run(model, ds,
-                                                                                                           sparse)
+    defense(defense.Config(clean_ratio=1.0, epochs=4, batch_size=64, device="cpu", grad_norm_every=2)).run(
+        model, ds, sparse
+    )
     assert [s.grad_norms is not None for s in sparse.steps] == [True, False, True, False]

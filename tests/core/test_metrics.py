@@ -50,7 +50,9 @@ def test_der():
     before = {"clean_accuracy": 0.95, "attack_success_rate": 1.0}
     assert defense_effectiveness_rating(before, {"clean_accuracy": 0.95, "attack_success_rate": 0.0}) == 1.0
     assert defense_effectiveness_rating(before, before) == 0.5
-    assert defense_effectiveness_rating(before, {"clean_accuracy": 0.85, "attack_success_rate": 0.1}) == pytest.approx(0.9)
+    assert defense_effectiveness_rating(before, {"clean_accuracy": 0.85, "attack_success_rate": 0.1}) == pytest.approx(
+        0.9
+    )
 
 
 BACKDOORED = {"clean_accuracy": 0.98, "attack_success_rate": 0.99}
@@ -63,8 +65,11 @@ def test_findings_empty_for_a_clean_repair():
 
 def test_findings_name_each_problem_with_its_figures():
     after = {"clean_accuracy": 0.86, "attack_success_rate": 0.55}
-    history = [{"epoch": 10, "clean_accuracy": 0.47}, {"epoch": 20, "clean_accuracy": 0.80},
-               {"epoch": 60, "clean_accuracy": 0.86}]
+    history = [
+        {"epoch": 10, "clean_accuracy": 0.47},
+        {"epoch": 20, "clean_accuracy": 0.80},
+        {"epoch": 60, "clean_accuracy": 0.86},
+    ]
     found = defense_findings(BACKDOORED, after, history, 120, 10)
     assert len(found) == 4
     assert "fell 12.0 points (98.0 % -> 86.0 %)" in found[0]
@@ -79,7 +84,8 @@ def test_findings_say_when_there_was_no_working_backdoor():
     assert len(found) == 1 and "does not work on the input model" in found[0] and "8.0 %" in found[0]
     # without attack information only clean accuracy is judged; a data-free run has no clean share
     assert defense_findings({"clean_accuracy": 0.9}, {"clean_accuracy": 0.85}, [], 0, 10)[0].startswith(
-        "clean accuracy fell 5.0 points")
+        "clean accuracy fell 5.0 points"
+    )
 
 
 def test_findings_say_when_gnfts_penalty_dominates_the_step():

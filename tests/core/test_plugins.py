@@ -58,21 +58,50 @@ def test_plugin_architecture_trains_saves_loads_and_is_defended_by_the_cli(plugi
     data_dir = write_speech_commands(tmp_path / "sc", speakers=4, per_speaker=1)
     data = load_speech_commands(data_dir, TINY_WORDS)
     fe = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
-    result = train_model(data, TrainConfig(model="tinykws", epochs=1, batch_size=16, device="cpu",
-                                           arch_args={"width": 4}), front_end=fe, show_progress=False)
+    result = train_model(
+        data,
+        TrainConfig(model="tinykws", epochs=1, batch_size=16, device="cpu", arch_args={"width": 4}),
+        front_end=fe,
+        show_progress=False,
+    )
     path = save_checkpoint(tmp_path / "tinykws.safetensors", result.model, result.metadata)
     loaded, meta = load_checkpoint(path)
     assert meta["architecture"] == "tinykws" and meta["arch_args"] == {"width": 4}
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in result.model.state_dict().items())
     assert [n for n, _ in models.analysable_layers(loaded)] == ["classifier.conv", "classifier.fc"]
     # the command line finds the plugin through $GNFT_PLUGINS, like the application does
-    env = {**__import__("os").environ, models.PLUGINS_ENV: "my_kws_plugin",
-           "PYTHONPATH": f"{plugin}:{REPO}"}
-    proc = subprocess.run([sys.executable, "-m", "core.defend", "--model", str(path), "--data", str(data_dir),
-                           "--vocab", ",".join(TINY_WORDS), "--defense", "gnft", "--epochs", "1", "--clean-ratio",
-                           "0.5", "--device", "cpu", "--quiet", "--out", str(tmp_path / "repaired.safetensors"),
-                           "--report", str(tmp_path / "report.json")], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {**__import__("os").environ, models.PLUGINS_ENV: "my_kws_plugin", "PYTHONPATH": f"{plugin}:{REPO}"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.defend",
+            "--model",
+            str(path),
+            "--data",
+            str(data_dir),
+            "--vocab",
+            ",".join(TINY_WORDS),
+            "--defense",
+            "gnft",
+            "--epochs",
+            "1",
+            "--clean-ratio",
+            "0.5",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(tmp_path / "repaired.safetensors"),
+            "--report",
+            str(tmp_path / "report.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["defense"]["name"] == "gnft" and 0 <= report["after"]["clean_accuracy"] <= 1

@@ -32,7 +32,10 @@ def test_matching_ignores_where_a_run_happens_but_not_what_it_computes():
 def test_a_custom_run_records_what_it_changed_from_its_preset():
     config = PRESETS["recommended"].config(epochs=5, lr=0.02)
     assert preset_record("gnft", config, base="recommended") == {
-        "name": "custom", "from": "recommended", "changed": {"epochs": 5, "lr": 0.02}}
+        "name": "custom",
+        "from": "recommended",
+        "changed": {"epochs": 5, "lr": 0.02},
+    }
     assert preset_record("gnft", PRESETS["paper"].config(), base="recommended") == {"name": "paper"}
     assert preset_record("ft", DEFENSES["ft"].Config(), base="recommended") == {"name": "custom"}
     assert preset_record("gnft", config) == {"name": "custom"}

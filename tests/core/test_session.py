@@ -29,9 +29,13 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("session")
     data_dir = write_speech_commands(root / "sc", speakers=12, per_speaker=2)
     data = load_speech_commands(data_dir, TINY_WORDS)
-    result = train_model(data, TrainConfig(model="smallcnn", epochs=4, batch_size=32, lr=3e-3, device="cpu"),
-                         get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
-                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    result = train_model(
+        data,
+        TrainConfig(model="smallcnn", epochs=4, batch_size=32, lr=3e-3, device="cpu"),
+        get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        show_progress=False,
+    )
     model_path = save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
     return root, data_dir, model_path
 
@@ -204,30 +208,93 @@ def test_the_session_core_defend_and_core_grid_report_the_same_run(session, work
 
     _, data_dir, model_path = workspace
     options = ["--clean-ratio", "0.5", "--epochs", "2", "--batch-size", "16", "--eval-every", "1"]
-    assert defend(["--model", str(model_path), "--data", str(data_dir), "--defense", "gnft", *options,
-                   "--seed", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "cli.safetensors"),
-                   "--report", str(tmp_path / "cli.json")]) == 0
+    assert (
+        defend(
+            [
+                "--model",
+                str(model_path),
+                "--data",
+                str(data_dir),
+                "--defense",
+                "gnft",
+                *options,
+                "--seed",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(tmp_path / "cli.safetensors"),
+                "--report",
+                str(tmp_path / "cli.json"),
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli.json").read_text())
     result = session.run_repair("gnft", GNFTConfig(**TINY))
-    ours = json.loads(json.dumps(result.report(command="session", model=str(model_path),
-                                               checkpoint=str(tmp_path / "ours.safetensors")), default=str))
+    ours = json.loads(
+        json.dumps(
+            result.report(command="session", model=str(model_path), checkpoint=str(tmp_path / "ours.safetensors")),
+            default=str,
+        )
+    )
     assert set(ours) == set(cli)
-    for key in ("before", "after", "history", "defense", "preset", "attack", "attack_source", "clean_clips",
-                "defense_details", "defense_effectiveness_rating", "findings"):
+    for key in (
+        "before",
+        "after",
+        "history",
+        "defense",
+        "preset",
+        "attack",
+        "attack_source",
+        "clean_clips",
+        "defense_details",
+        "defense_effectiveness_rating",
+        "findings",
+    ):
         assert ours[key] == cli[key], key
     session.finish_repair(result)
     session.accept()
-    assert session.history[-1]["after"] == load_checkpoint(tmp_path / "cli.safetensors")[1]["provenance"][
-        "defenses"][-1]["after"]
+    assert (
+        session.history[-1]["after"]
+        == load_checkpoint(tmp_path / "cli.safetensors")[1]["provenance"]["defenses"][-1]["after"]
+    )
 
     # a grid cell adopting the same checkpoint (--reuse, nothing trained) reports the same run too
     shutil.copyfile(model_path, tmp_path / "train_smallcnn_badnets.safetensors")
-    assert grid(["--data", str(data_dir), "--vocab", ",".join(TINY_WORDS), "--models", "smallcnn",
-                 "--attacks", "badnets", "--defenses", "gnft", "--no-train", "--no-clean",
-                 "--reuse", str(tmp_path / "train_{model}_{attack}.safetensors"),
-                 *[f"--defense-arg=gnft.{k}={v}" for k, v in (("clean_ratio", 0.5), ("epochs", 2),
-                                                               ("batch_size", 16), ("eval_every", 1))],
-                 "--seed", "0", "--device", "cpu", "--quiet", "--out", str(tmp_path / "grid")]) == 0
+    assert (
+        grid(
+            [
+                "--data",
+                str(data_dir),
+                "--vocab",
+                ",".join(TINY_WORDS),
+                "--models",
+                "smallcnn",
+                "--attacks",
+                "badnets",
+                "--defenses",
+                "gnft",
+                "--no-train",
+                "--no-clean",
+                "--reuse",
+                str(tmp_path / "train_{model}_{attack}.safetensors"),
+                *[
+                    f"--defense-arg=gnft.{k}={v}"
+                    for k, v in (("clean_ratio", 0.5), ("epochs", 2), ("batch_size", 16), ("eval_every", 1))
+                ],
+                "--seed",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(tmp_path / "grid"),
+            ]
+        )
+        == 0
+    )
     cell = json.loads((tmp_path / "grid_work" / "defend_smallcnn_badnets_gnft.json").read_text())
     assert set(cell) == set(cli) - {"command"}  # a cell's command is the grid's, in its results file
     for key in ("before", "after", "history", "defense", "attack", "clean_clips", "defense_effectiveness_rating"):

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from core.cli.synth import main
 from core.data import synth as synth_module
 from core.data.synth import (
     NOISE_FILES,
     VARIANTS,
     VOCABULARIES,
     SpeakerConfig,
-    Synthesizer,
     SynthesisError,
+    Synthesizer,
     assign_splits,
     coloured_noise,
     generate_corpus,
-    main,
     sample_speakers,
 )
 from core.errors import ConfigError, DataError
@@ -70,7 +70,11 @@ def _f0(wave: np.ndarray, sample_rate: int) -> float:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "synth_info.json"}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "synth_info.json"
+    }
 
 
 # ----- the synthesizer -------------------------------------------------------------------
@@ -192,7 +196,9 @@ def test_splits_hold_out_whole_voice_families(synth):
     speakers = sample_speakers(300, 1, synth.voices(), synth.variants())
     split_of, rule = assign_splits(speakers, seed=1)
     assert rule == "family"
-    families = {name: {s.family for s in speakers if split_of[s.speaker_id] == name} for name in ("train", "validation", "test")}
+    families = {
+        name: {s.family for s in speakers if split_of[s.speaker_id] == name} for name in ("train", "validation", "test")
+    }
     assert not families["train"] & families["test"]
     assert not families["train"] & families["validation"]
     assert not families["validation"] & families["test"]
@@ -242,7 +248,9 @@ def test_corpus_layout(corpus):
         assert config["variant"] in VARIANTS and config["accent"].startswith("en")
         assert SpeakerConfig(**{k: config[k] for k in SpeakerConfig.__dataclass_fields__}).speaker_id == sid
     assert info["speakers_per_split"] == {
-        "train": len(train_speakers), "validation": len(val_speakers), "test": len(test_speakers)
+        "train": len(train_speakers),
+        "validation": len(val_speakers),
+        "test": len(test_speakers),
     }
 
 
@@ -339,7 +347,23 @@ def test_custom_words_clips_per_word_and_output_folder_rules(tmp_path, capsys):
     # an existing corpus is kept unless --overwrite; then it is replaced whole
     with pytest.raises(DataError, match="not empty"):
         main(["--words", "yes", "--speakers", "2", "--out", str(out)])
-    assert main(["--words", "yes", "--speakers", "2", "--clips-per-speaker", "1", "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--words",
+                "yes",
+                "--speakers",
+                "2",
+                "--clips-per-speaker",
+                "1",
+                "--out",
+                str(out),
+                "--overwrite",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["_background_noise_", "yes"]
     assert not list(tmp_path.glob(".custom.*")), "staging folders must not be left behind"
     foreign = tmp_path / "foreign"
@@ -348,7 +372,11 @@ def test_custom_words_clips_per_word_and_output_folder_rules(tmp_path, capsys):
     with pytest.raises(DataError, match="refusing"):
         main(["--words", "yes", "--speakers", "2", "--out", str(foreign), "--overwrite"])
     assert (foreign / "notes.txt").read_text() == "mine"
-    for bad, message in ((["--words", " , "], "empty"), (["--words", "a/b"], "cannot use"), (["--words", "go,go"], "repeats")):
+    for bad, message in (
+        (["--words", " , "], "empty"),
+        (["--words", "a/b"], "cannot use"),
+        (["--words", "go,go"], "repeats"),
+    ):
         with pytest.raises(ConfigError, match=message):
             main([*bad, "--out", str(tmp_path / "bad")])
     with pytest.raises(ConfigError, match="at most two"):
@@ -359,7 +387,10 @@ def test_cli_rejects_an_unknown_vocabulary_with_one_line(tmp_path):
     out = tmp_path / "never"
     result = subprocess.run(
         [sys.executable, "-m", "core.data.synth", "--vocab", "scd99", "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -11,9 +11,9 @@ from core.attacks import get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.errors import ConfigError
+from core.evaluation import evaluate
 from core.events import NullObserver
 from core.features import FrontEndConfig
-from core.evaluation import evaluate
 from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
@@ -109,7 +109,9 @@ def test_channels_last_training_matches_contiguous_and_saves_the_usual_layout(ti
     losses = {}
     for layout in ("channels_last", "contiguous"):
         obs = Recorder()
-        result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 2, "patience": 2}, seed=0, memory_format=layout), observer=obs)
+        result = train(
+            tiny_data, TrainConfig(**{**FAST, "epochs": 2, "patience": 2}, seed=0, memory_format=layout), observer=obs
+        )
         assert result.report["config"]["memory_format"] == layout
         assert all(p.is_contiguous() for p in result.model.classifier.parameters())
         _, meta = load_checkpoint(save_checkpoint(tmp_path / f"{layout}.safetensors", result.model, result.metadata))
@@ -207,17 +209,25 @@ def test_warm_start_continues_from_a_checkpoint_and_refuses_a_mismatch(tiny_data
         train(tiny_data, TrainConfig(**{**FAST, "model": "resnet"}, init_from=str(path)))
 
 
-@pytest.mark.parametrize("label_mode, stop_on, expected", [
-    ("dirty", "auto", "mixed"), ("clean", "auto", "clean"), ("dirty", "clean", "clean"), ("clean", "mixed", "mixed"),
-])
+@pytest.mark.parametrize(
+    "label_mode, stop_on, expected",
+    [
+        ("dirty", "auto", "mixed"),
+        ("clean", "auto", "clean"),
+        ("dirty", "clean", "clean"),
+        ("clean", "mixed", "mixed"),
+    ],
+)
 def test_early_stopping_keeps_the_epoch_the_criterion_chose(tiny_data, label_mode, stop_on, expected):
     """auto stops a clean-label backdoor on the clean loss (its backdoor loss rises while the clean
     task is learnt) and a dirty-label one on the authors' mixed score; the kept epoch is that argmin."""
     attack = get_attack("badnets", kind="noise", poison_rate=0.3, level_db=-10, seed=0, label_mode=label_mode)
     result = train(tiny_data, TrainConfig(**{**FAST, "epochs": 5, "patience": 5, "stop_on": stop_on}, seed=1), attack)
     hist = result.report["history"]
-    score = [h["val_clean_loss"] if expected == "clean" else 0.5 * (h["val_clean_loss"] + h["val_backdoor_loss"])
-             for h in hist]
+    score = [
+        h["val_clean_loss"] if expected == "clean" else 0.5 * (h["val_clean_loss"] + h["val_backdoor_loss"])
+        for h in hist
+    ]
     assert result.report["best_epoch"] == hist[min(range(len(hist)), key=score.__getitem__)]["epoch"]
     training = result.metadata["provenance"]["training"]
     assert training["early_stopping"].endswith("backdoor loss)" if expected == "mixed" else "clean loss")

@@ -32,15 +32,18 @@ def clips(n: int = 6, seed: int = 0):
     return torch.randn(n, 16000, generator=g) * 0.1, torch.randint(0, 4, (n,), generator=g)
 
 
-@pytest.mark.parametrize("arch, args, layer", [
-    ("smallcnn", {}, "classifier.conv2"),                 # conv, ReLU then BN after it
-    ("smallcnn", {}, "classifier.fc"),                    # the output layer
-    ("resnet", {}, "classifier.layer2.0.conv1"),          # inside a residual block
-    ("resnet", {}, "classifier.layer2.0.downsample.0"),   # the shortcut's conv
-    ("rnn", {"hidden": 8}, "classifier.lstm"),            # a 3-layer LSTM: 24 units
-    ("lstm_attention", {"hidden": 8}, "classifier.lstm1"),  # bidirectional
-    ("lstm_attention", {"hidden": 8}, "classifier.fc1"),    # linear after attention
-])
+@pytest.mark.parametrize(
+    "arch, args, layer",
+    [
+        ("smallcnn", {}, "classifier.conv2"),  # conv, ReLU then BN after it
+        ("smallcnn", {}, "classifier.fc"),  # the output layer
+        ("resnet", {}, "classifier.layer2.0.conv1"),  # inside a residual block
+        ("resnet", {}, "classifier.layer2.0.downsample.0"),  # the shortcut's conv
+        ("rnn", {"hidden": 8}, "classifier.lstm"),  # a 3-layer LSTM: 24 units
+        ("lstm_attention", {"hidden": 8}, "classifier.lstm1"),  # bidirectional
+        ("lstm_attention", {"hidden": 8}, "classifier.fc1"),  # linear after attention
+    ],
+)
 def test_batched_equals_looped(arch, args, layer, caplog):
     caplog.set_level(logging.DEBUG, logger="core.analysis")
     torch.manual_seed(1)
@@ -133,7 +136,7 @@ def test_mean_grad_norms_match_per_neuron_autograd():
     w = model.classifier.conv2.weight
     expected = torch.zeros(w.shape[0])
     for start in (0, 4):
-        loss = F.cross_entropy(model(waves[start:start + 4]), labels[start:start + 4])
+        loss = F.cross_entropy(model(waves[start : start + 4]), labels[start : start + 4])
         (g,) = torch.autograd.grad(loss, [w])
         expected += torch.stack([g[k].abs().sum() for k in range(w.shape[0])]) / 2
     torch.testing.assert_close(got["classifier.conv2"], expected, rtol=1e-5, atol=1e-7)
@@ -152,8 +155,7 @@ def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
     model = build("smallcnn", 4, FE).eval()
     waves, labels = clips(8, seed=4)
     labels[:2] = 1  # target-class clips too: they join the backdoor set unpatched
-    data = AudioSet(waves, labels, [f"s{i}" for i in range(8)], ["a", "b", "c", "d"], 16000,
-                    {"test": torch.arange(8)})
+    data = AudioSet(waves, labels, [f"s{i}" for i in range(8)], ["a", "b", "c", "d"], 16000, {"test": torch.arange(8)})
     attack = get_attack("badnets-mfcc", target=1)
     with pytest.raises(ConfigError, match="front end"):
         zone_sets(data, attack)  # features need the model's front end
@@ -166,8 +168,10 @@ def test_feature_domain_trigger_zones_equal_the_patch_applied_by_hand():
             feats = m[0](waves)
             nt = labels != 1
             bd_logits = torch.cat([m[1](attack.apply_features(feats[nt])), m[1](feats[~nt])])
-            return (F.cross_entropy(m[1](feats), labels),
-                    F.cross_entropy(bd_logits, torch.full((8,), 1, dtype=labels.dtype)))
+            return (
+                F.cross_entropy(m[1](feats), labels),
+                F.cross_entropy(bd_logits, torch.full((8,), 1, dtype=labels.dtype)),
+            )
 
     twin = copy.deepcopy(model)
     base_clean, base_bd = losses(twin)
@@ -194,8 +198,7 @@ def test_zone_sets_leave_the_loaded_models_mode_alone():
     torch.manual_seed(5)
     model = build("smallcnn", 4, FE).train()
     waves, labels = clips(6, seed=6)
-    data = AudioSet(waves, labels, [f"s{i}" for i in range(6)], ["a", "b", "c", "d"], 16000,
-                    {"test": torch.arange(6)})
+    data = AudioSet(waves, labels, [f"s{i}" for i in range(6)], ["a", "b", "c", "d"], 16000, {"test": torch.arange(6)})
     (feats, _), _ = zone_sets(data, get_attack("badnets-mfcc", target=1), model=model)
     assert model.training and model[0].training and model[1].training
     with torch.no_grad():

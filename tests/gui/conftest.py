@@ -47,9 +47,13 @@ def workspace(tmp_path_factory):
     data_dir = write_speech_commands(root / "sc", speakers=16, per_speaker=2)
     data = load_speech_commands(data_dir, TINY_WORDS)
     attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10, seed=0, target=TARGET)
-    result = train_model(data, TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8,
-                                           device="cpu"), attack,
-                         front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320), show_progress=False)
+    result = train_model(
+        data,
+        TrainConfig(model="smallcnn", epochs=8, batch_size=32, lr=3e-3, patience=8, device="cpu"),
+        attack,
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        show_progress=False,
+    )
     assert result.report["attack_success_rate"] >= 0.8
     model_path = save_checkpoint(root / "backdoored.safetensors", result.model, result.metadata)
     return root, data_dir, model_path

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QDockWidget
 
 from core.demo import cached_demo, demo_dir, ensure_demo
 from gnft_gui.app import build_parser, ensure_display, parse_args
+from gnft_gui.main_window import MainWindow
 from gnft_gui.self_test import (
     BUILTIN_CLASSES,
     SelfTestFailure,
@@ -23,7 +24,6 @@ from gnft_gui.self_test import (
     generated_clips,
     write_builtin_workspace,
 )
-from gnft_gui.main_window import MainWindow
 
 
 def test_main_window_opens_with_its_panels(qtbot):
@@ -50,6 +50,7 @@ def test_entry_point_help_runs():
 
 # ---------------------------------------------------------------- gnft-gui --self-test
 
+
 def _gnft_gui() -> str:
     exe = shutil.which("gnft-gui", path=str(Path(sys.executable).parent))
     assert exe, "gnft-gui is not installed next to this Python (pip install -e .)"
@@ -57,10 +58,14 @@ def _gnft_gui() -> str:
 
 
 def test_installed_gnft_gui_self_test_without_a_cached_demo_checks_the_builtin_model(tmp_path):
-    """The console entry point itself, a real event loop. No demo in $GNFT_DATA_DIR: a random-weight smallcnn and generated clips, through the window's
-    open paths; headless without being told (no display, no QT_QPA_PLATFORM); no user settings written."""
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY",
-                                                            "GNFT_SETTINGS_FILE")}
+    """The console entry point itself, a real event loop. No demo in $GNFT_DATA_DIR: a random-weight smallcnn
+    and generated clips, through the window's open paths; headless without being told (no display, no
+    QT_QPA_PLATFORM); no user settings written."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY", "GNFT_SETTINGS_FILE")
+    }
     env.update(GNFT_DATA_DIR=str(tmp_path / "empty"), XDG_CONFIG_HOME=str(tmp_path / "config"))
     out = subprocess.run([_gnft_gui(), "--self-test"], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
@@ -85,8 +90,9 @@ def test_self_test_fails_with_one_line_and_exit_1_on_a_broken_model(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a checkpoint")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    out = subprocess.run([_gnft_gui(), "--self-test", str(broken)], capture_output=True, text=True, timeout=300,
-                         env=env)
+    out = subprocess.run(
+        [_gnft_gui(), "--self-test", str(broken)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 1
     failed = [line for line in out.stderr.splitlines() if line.startswith("gnft-gui --self-test failed:")]
     assert len(failed) == 1 and "broken.safetensors" in failed[0], out.stderr
@@ -156,8 +162,11 @@ def test_demo_build_progress_is_drawn_in_the_gui_thread(qtbot, monkeypatch):
     window = MainWindow()
     qtbot.addWidget(window)
     drawn_in = []
-    monkeypatch.setattr(window.progress, "setValue", lambda value: drawn_in.append(
-        (value, threading.current_thread() is threading.main_thread())))
+    monkeypatch.setattr(
+        window.progress,
+        "setValue",
+        lambda value: drawn_in.append((value, threading.current_thread() is threading.main_thread())),
+    )
     task = window.open_demo()
     with qtbot.waitSignal(task.cancelled, timeout=60000):
         pass

@@ -20,10 +20,20 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     # the Recommended preset first, in the units people read (the clean share in percent)
     assert panel.preset_name() == "recommended" and panel.preset.currentText() == "Recommended"
     assert panel.defense_name() == "gnft" and panel.choice.currentText() == "GN-FT"
-    assert (panel.fields["alpha"].text(), panel.fields["r"].text(), panel.fields["clean_ratio"].text(),
-            panel.fields["lr"].text(), panel.fields["epochs"].text()) == ("0.7", "0.1", "10", "0.01", "60")
-    for name, value in (("clean_ratio", "100"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"),
-                        ("batch_size", "32")):
+    assert (
+        panel.fields["alpha"].text(),
+        panel.fields["r"].text(),
+        panel.fields["clean_ratio"].text(),
+        panel.fields["lr"].text(),
+        panel.fields["epochs"].text(),
+    ) == ("0.7", "0.1", "10", "0.01", "60")
+    for name, value in (
+        ("clean_ratio", "100"),
+        ("epochs", "12"),
+        ("lr", "0.05"),
+        ("eval_every", "3"),
+        ("batch_size", "32"),
+    ):
         panel.fields[name].setText(value)
         panel.fields[name].editingFinished.emit()
     assert panel.preset_name() == "custom" and "Recommended" in panel.preset_summary.text()
@@ -61,21 +71,27 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     before, after = result.before, result.after
     assert after["attack_success_rate"] < before["attack_success_rate"]
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
-    findings = defense_findings(before, after, result.history, result.clean_clips, len(window.meta["classes"]),
-                                result.details)
+    findings = defense_findings(
+        before, after, result.history, result.clean_clips, len(window.meta["classes"]), result.details
+    )
     # the panel says what the headless report would, one warning line each, before Accept
     assert panel.findings.text() == "\n".join(f"\u26a0 {f}" for f in findings)
     assert panel.findings.isVisibleTo(panel) == bool(findings)
-    assert window.model is original and all(torch.equal(v, window.model.state_dict()[k])
-                                            for k, v in original_state.items())  # untouched until Accept
+    assert window.model is original and all(
+        torch.equal(v, window.model.state_dict()[k]) for k, v in original_state.items()
+    )  # untouched until Accept
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
         panel.accept_button.click()
     entry = window.meta["provenance"]["defenses"][-1]
     assert entry == result.history_entry() and window.session.pending is None
-    assert window.model is not original and entry["defense"]["name"] == "gnft" and entry["defense"]["clean_ratio"] == 1.0
-    assert entry["preset"] == {"name": "custom", "from": "recommended",
-                               "changed": {"clean_ratio": 1.0, "epochs": 12, "lr": 0.05, "eval_every": 3,
-                                           "batch_size": 32}}
+    assert (
+        window.model is not original and entry["defense"]["name"] == "gnft" and entry["defense"]["clean_ratio"] == 1.0
+    )
+    assert entry["preset"] == {
+        "name": "custom",
+        "from": "recommended",
+        "changed": {"clean_ratio": 1.0, "epochs": 12, "lr": 0.05, "eval_every": 3, "batch_size": 32},
+    }
     assert panel.state == "idle" and "Accepted" in panel.eta.text() and "Export" in window.status_label.text()
     assert window.unsaved_repair
     assert panel.runs_table.rowCount() == 1 and panel.runs_table.item(0, 0).text() == "GN-FT #1"
@@ -100,10 +116,17 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
 
 def test_findings_line_shows_each_warning_and_clears_at_the_next_run(qtbot, window):
     panel = window.defense_panel
-    panel.finish({"clean_accuracy": 0.9}, {"clean_accuracy": 0.5}, 1.0, "ft",
-                 ["clean accuracy fell 40.0 points", "the clean share is 12 clips"])
-    assert panel.findings.text().splitlines() == ["\u26a0 clean accuracy fell 40.0 points",
-                                                  "\u26a0 the clean share is 12 clips"]
+    panel.finish(
+        {"clean_accuracy": 0.9},
+        {"clean_accuracy": 0.5},
+        1.0,
+        "ft",
+        ["clean accuracy fell 40.0 points", "the clean share is 12 clips"],
+    )
+    assert panel.findings.text().splitlines() == [
+        "\u26a0 clean accuracy fell 40.0 points",
+        "\u26a0 the clean share is 12 clips",
+    ]
     assert panel.findings.isVisibleTo(panel)
     panel.start({"clean_accuracy": 0.9})
     assert panel.findings.text() == "" and not panel.findings.isVisibleTo(panel)

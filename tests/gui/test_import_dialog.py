@@ -106,6 +106,10 @@ def test_class_list_and_arch_args_are_checked_before_loading(qtbot, tmp_path):
 def test_parse_arch_args():
     assert parse_arch_args("") == {}
     assert parse_arch_args("width=32, dropout=0.1, readout=last, bias=True") == {
-        "width": 32, "dropout": 0.1, "readout": "last", "bias": True}
+        "width": 32,
+        "dropout": 0.1,
+        "readout": "last",
+        "bias": True,
+    }
     with pytest.raises(ValueError, match="not key=value"):
         parse_arch_args("width")

@@ -23,8 +23,7 @@ def test_a_new_window_fits_1280x800_and_says_how_to_begin(qtbot):
     window.show()
     assert fits_small_screen(window), window.minimumSizeHint()
     assert window.central.currentWidget().objectName() == "welcome"
-    assert {b.text() for b in window.welcome_buttons.values()} == {"Open the demo", "Open a model…",
-                                                                   "Open a dataset…"}
+    assert {b.text() for b in window.welcome_buttons.values()} == {"Open the demo", "Open a model…", "Open a dataset…"}
 
 
 def test_the_loaded_window_fits_1280x800_before_and_during_a_run(qtbot, window):
@@ -86,8 +85,9 @@ def test_a_remembered_geometry_larger_than_the_screen_is_clamped(qtbot):
     assert available.contains(frame), (frame, available)
 
 
-def test_accept_then_quit_asks_to_export_and_export_writes_human_numbers(qtbot, window, tmp_path, monkeypatch,
-                                                                       unanswered_questions):
+def test_accept_then_quit_asks_to_export_and_export_writes_human_numbers(
+    qtbot, window, tmp_path, monkeypatch, unanswered_questions
+):
     panel = window.defense_panel
     for name, value in (("clean_ratio", "100"), ("epochs", "2"), ("batch_size", "32"), ("eval_every", "1")):
         panel.fields[name].setText(value)
@@ -129,8 +129,9 @@ def test_accept_then_quit_asks_to_export_and_export_writes_human_numbers(qtbot, 
 @pytest.mark.parametrize("answer", ["Discard", "Cancel"])
 def test_quitting_with_an_unexported_repair(qtbot, window, monkeypatch, answer):
     window.session.unsaved_repair = "CA 90.0 %, ASR 3.0 %"
-    monkeypatch.setattr(QMessageBox, "question",
-                        staticmethod(lambda *a, **k: getattr(QMessageBox.StandardButton, answer)))
+    monkeypatch.setattr(
+        QMessageBox, "question", staticmethod(lambda *a, **k: getattr(QMessageBox.StandardButton, answer))
+    )
     window.show()
     closed = window.close()
     assert closed == (answer == "Discard")

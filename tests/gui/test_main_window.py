@@ -13,6 +13,7 @@ from gnft_gui.main_window import MainWindow, log_path
 from tests.conftest import TINY_WORDS, write_speech_commands
 from tests.gui.conftest import TARGET
 
+
 def test_open_through_actions_and_see_the_trigger_flip_the_prediction(qtbot, window):
     assert window.attack is not None and window.attack.name == "badnets"  # read from the checkpoint
     assert window.clips.table.rowCount() == len(window.data)
@@ -47,8 +48,10 @@ def test_filters_play_and_stop_and_attack_form(qtbot, window):
     assert rows and all(window.clips.table.item(r, 3).text() == "down" for r in rows)
     window.clips.label_filter.setCurrentIndex(0)
     window.clips.wrong_only.setChecked(True)
-    assert all(window.clips.table.item(r, 3).text() != window.clips.table.item(r, 4).text()
-               for r in window.clips.visible_rows())
+    assert all(
+        window.clips.table.item(r, 3).text() != window.clips.table.item(r, 4).text()
+        for r in window.clips.visible_rows()
+    )
     window.clips.wrong_only.setChecked(False)
     with qtbot.waitSignal(window.clip_shown, timeout=5000):
         window.clips.select(1)

@@ -54,8 +54,11 @@ def test_analyse_shows_exact_zones_of_the_loaded_model_and_a_click_selects_a_neu
     k = int(np.argmax(gaps.min(axis=1)))
     half = gaps[k].min() / 2 * scale
     vb = plot.getPlotItem().vb
-    vb.setRange(xRange=(points[k, 0] - half[0], points[k, 0] + half[0]),
-                yRange=(points[k, 1] - half[1], points[k, 1] + half[1]), padding=0)
+    vb.setRange(
+        xRange=(points[k, 0] - half[0], points[k, 0] + half[0]),
+        yRange=(points[k, 1] - half[1], points[k, 1] + half[1]),
+        padding=0,
+    )
     QApplication.processEvents()
     scene_pos = vb.mapViewToScene(QPointF(float(points[k, 0]), float(points[k, 1])))
     qtbot.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(scene_pos))

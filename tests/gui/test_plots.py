@@ -44,8 +44,13 @@ def fill(view):
     neurons.layer.setCurrentText("conv")
     for step in range(1, 101):
         neurons.on_step(StepInfo("gnft", step // 10, step, 100, 0.1, 1e-3, {"conv": (rng.random(32) * 1e-3).tolist()}))
-    neurons.on_neurons(NeuronStats("conv", {"clc": rng.normal(0, 0.01, 32).tolist(),
-                                            "blc": rng.normal(0, 0.01, 32).tolist()}, label="after (exact)"))
+    neurons.on_neurons(
+        NeuronStats(
+            "conv",
+            {"clc": rng.normal(0, 0.01, 32).tolist(), "blc": rng.normal(0, 0.01, 32).tolist()},
+            label="after (exact)",
+        )
+    )
     neurons.select_neuron(3)
     return neurons
 
@@ -114,8 +119,9 @@ def test_zone_legend_lists_every_zone_and_the_unknown_colour(qtbot):
     # the Neuron view shows it outside its plots
     view = NeuronView()
     qtbot.addWidget(view)
-    assert view.legend.entries() == entries and not any(view.legend is p or p.isAncestorOf(view.legend)
-                                                        for p in plots_of(view))
+    assert view.legend.entries() == entries and not any(
+        view.legend is p or p.isAncestorOf(view.legend) for p in plots_of(view)
+    )
 
 
 def _contrast(a: QColor, b: QColor) -> float:
@@ -130,8 +136,12 @@ def _contrast(a: QColor, b: QColor) -> float:
 
 def _palette(window: str, base: str, text: str) -> QPalette:
     palette = QPalette()
-    for role, colour in ((QPalette.ColorRole.Window, window), (QPalette.ColorRole.Base, base),
-                         (QPalette.ColorRole.Text, text), (QPalette.ColorRole.WindowText, text)):
+    for role, colour in (
+        (QPalette.ColorRole.Window, window),
+        (QPalette.ColorRole.Base, base),
+        (QPalette.ColorRole.Text, text),
+        (QPalette.ColorRole.WindowText, text),
+    ):
         palette.setColor(role, QColor(colour))
     return palette
 
@@ -167,7 +177,7 @@ def test_plots_take_the_palette_colours_and_data_colours_stay_visible(qtbot, res
     # and the zone colours differ from each other
     colours_list = [QColor(c) for c in (*ZONE_COLOURS.values(), NO_ZONE)]
     for i, a in enumerate(colours_list):
-        for b in colours_list[i + 1:]:
+        for b in colours_list[i + 1 :]:
             assert abs(a.red() - b.red()) + abs(a.green() - b.green()) + abs(a.blue() - b.blue()) > 90
 
 
@@ -201,13 +211,17 @@ def test_views_fit_a_small_central_area(qtbot, make):
         # no two parts of the view overlap
         parts = [w for w in view.findChildren(QWidget) if w.isVisible() and w.parent() is view]
         if isinstance(view, AudioView):
-            parts = [w for side in view.sides.values() for w in side.findChildren(QWidget)
-                     if w.parent() is side and w.isVisible()] + [view.notice]
+            parts = [
+                w
+                for side in view.sides.values()
+                for w in side.findChildren(QWidget)
+                if w.parent() is side and w.isVisible()
+            ] + [view.notice]
             parts = [w for w in parts if w.isVisible()]
         rects = [QRect(w.mapTo(view, QPoint(0, 0)), w.size()) for w in parts]
         for i, a in enumerate(rects):
             assert view.rect().contains(a), (size, parts[i].objectName())
-            for j, b in enumerate(rects[i + 1:], start=i + 1):
+            for j, b in enumerate(rects[i + 1 :], start=i + 1):
                 assert not a.intersects(b), (size, parts[i].objectName(), parts[j].objectName())
         for plot in plots_of(view):
             assert plot.isVisible() and plot.height() >= 100 and plot.width() >= 150, plot.objectName()
@@ -219,8 +233,11 @@ def test_views_fit_a_small_central_area(qtbot, make):
                 assert item.titleLabel.item.boundingRect().width() <= plot.width() - 10, plot.objectName()
             # axis labels (drawn centred on their axis, they may reach into the empty corners) lie inside the widget
             inside = QRectF(0, 0, plot.width(), plot.height()).adjusted(-0.5, -0.5, 0.5, 0.5)
-            labels = [plot.getAxis("left").label, plot.getAxis("bottom").label,
-                      *(b.axis.label for b in plot.colour_bars)]
+            labels = [
+                plot.getAxis("left").label,
+                plot.getAxis("bottom").label,
+                *(b.axis.label for b in plot.colour_bars),
+            ]
             for label in labels:
                 m = label.document().documentMargin()  # blank space around the text
                 rect = label.mapRectToScene(label.boundingRect()).adjusted(m, m, -m, -m)

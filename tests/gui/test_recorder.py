@@ -30,6 +30,7 @@ def sine(seconds: float, peak_dbfs: float, freq: float = 440.0) -> np.ndarray:
 
 # -- the pure judgement, on arrays ------------------------------------------------------------------
 
+
 def test_zeros_are_silence_at_minus_infinity_never_0_dbfs():
     a = assess_take(np.zeros(RATE, np.float32), RATE)
     assert a.kind == "silent" and not a.usable and a.invalid == 0
@@ -98,16 +99,20 @@ def test_an_empty_take_is_empty():
     assert a.kind == "empty" and not a.usable
 
 
-@pytest.mark.parametrize("samples, text", [
-    (np.zeros(800, np.float32), "silent: peak below -60 dBFS"),
-    (np.full(800, np.nan, np.float32), "invalid input (NaN/inf)"),
-    (sine(0.05, -12.0), "peak -12.0 dBFS"),
-])
+@pytest.mark.parametrize(
+    "samples, text",
+    [
+        (np.zeros(800, np.float32), "silent: peak below -60 dBFS"),
+        (np.full(800, np.nan, np.float32), "invalid input (NaN/inf)"),
+        (sine(0.05, -12.0), "peak -12.0 dBFS"),
+    ],
+)
 def test_the_meter_reads_the_true_peak_or_says_silent_or_invalid(samples, text):
     assert meter_reading(samples, RATE)[1] == text
 
 
 # -- the dialog -------------------------------------------------------------------------------------
+
 
 def meter_text(dialog: RecorderDialog) -> str:
     return dialog.level.format()
@@ -153,8 +158,9 @@ def test_silence_and_a_real_take_through_the_dialog(qtbot, tmp_path):
     with qtbot.waitSignal(dialog.recorded, timeout=2000):
         dialog.finish_take(np.zeros(RATE, np.float32))
     assert dialog.assessment.kind == "silent"
-    assert dialog.status.text() == ("The input gave only silence (every sample is zero): "
-                                    "check the microphone / input device")
+    assert dialog.status.text() == (
+        "The input gave only silence (every sample is zero): check the microphone / input device"
+    )
     assert not dialog.save_button.isEnabled() and "only silence" in dialog.save_button.toolTip()
     assert meter_text(dialog) == "take: silent (peak -inf dBFS)"
     with qtbot.waitSignal(dialog.recorded, timeout=2000):
@@ -219,8 +225,9 @@ def test_invalid_samples_from_a_device_never_reach_the_wav(qtbot, tmp_path):
     with qtbot.waitSignal(dialog.recorded, timeout=2000) as got:
         dialog._drain()
     assert np.all(np.isfinite(got.args[0])) and np.all(got.args[0] == 0.0)
-    assert dialog.status.text() == ("800 of 800 samples were invalid (NaN/inf): the device did not deliver "
-                                    "audio; choose another input device")
+    assert dialog.status.text() == (
+        "800 of 800 samples were invalid (NaN/inf): the device did not deliver audio; choose another input device"
+    )
     assert not dialog.save_button.isEnabled() and meter_text(dialog) == "take: invalid input"
     assert dialog.save(tmp_path / "t.wav") is None and not (tmp_path / "t.wav").exists()
     assert dialog.status.text().startswith("Not saved: 800 of 800 samples were invalid")
@@ -248,7 +255,10 @@ def test_the_live_meter_shows_the_null_devices_real_level(qtbot):
             assert text in ("silent: peak below -60 dBFS", "invalid input", "invalid input (NaN/inf)"), text
     kind = dialog.assessment.kind
     if kind in ("invalid", "silent"):
-        assert shown[-1][1] == ("take: invalid input" if kind == "invalid"
-                                else f"take: silent (peak {format_db(dialog.assessment.peak_dbfs)} dBFS)")
+        assert shown[-1][1] == (
+            "take: invalid input"
+            if kind == "invalid"
+            else f"take: silent (peak {format_db(dialog.assessment.peak_dbfs)} dBFS)"
+        )
     else:
         assert shown[-1][1].startswith("take: peak ")

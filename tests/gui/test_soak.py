@@ -28,8 +28,9 @@ def test_a_live_gnft_run_finishes_without_losing_references(workspace, tmp_path)
     _root, data_dir, model_path = workspace
     row = run_soak(model_path, data_dir, STEPS, evaluations=3, timeout_s=600, work=tmp_path)
     process = row["process"]
-    assert row["completed"], f"{row.get('failure')}; exit {process['exit_code']} ({process['signal']}):\n" + \
-        "\n".join(process["stderr_tail"])
+    assert row["completed"], f"{row.get('failure')}; exit {process['exit_code']} ({process['signal']}):\n" + "\n".join(
+        process["stderr_tail"]
+    )
     assert not process["crashed"] and process["exit_code"] == 0
     assert row["steps"] == row["total_steps"] >= STEPS
     assert row["evaluations"] >= 3  # the CA/ASR curve and the first-order zones were fed during the run

@@ -74,11 +74,12 @@ def test_wav_cut_short_inside_its_audio_is_named(tmp_path):
     cut = tmp_path / "cut.wav"
     cut.write_bytes(raw[:20000])
     before = snapshot(cut)
-    with pytest.raises(DataError, match=re.escape(f"{cut}: truncated: the header declares 32000 bytes of audio, "
-                                                   "the file holds 19956")):
+    with pytest.raises(
+        DataError, match=re.escape(f"{cut}: truncated: the header declares 32000 bytes of audio, the file holds 19956")
+    ):
         load_clip(cut)
     assert snapshot(cut) == before  # the failed read left it as it was
-    cut.write_bytes(raw[:44 + 3])  # one and a half samples of audio
+    cut.write_bytes(raw[: 44 + 3])  # one and a half samples of audio
     with pytest.raises(DataError, match="truncated: the header declares 32000 bytes of audio, the file holds 3"):
         read_wav(cut)
 
@@ -94,8 +95,11 @@ def test_streaming_header_sizes_are_accepted_and_an_unfinished_header_is_named(t
     unfinished = bytearray(raw)
     unfinished[40:44] = struct.pack("<I", 0)  # the writer died before it fixed the header
     (tmp_path / "unfinished.wav").write_bytes(unfinished)
-    with pytest.raises(DataError, match=r"unfinished.wav: the header declares no audio but 32000 bytes follow it; "
-                                        r"the recording was never finalised"):
+    with pytest.raises(
+        DataError,
+        match=r"unfinished.wav: the header declares no audio but 32000 bytes follow it; "
+        r"the recording was never finalised",
+    ):
         read_wav(tmp_path / "unfinished.wav")
 
 
@@ -103,7 +107,9 @@ def test_unknown_codec_is_refused(tmp_path):
     raw = bytearray(pcm16(tmp_path / "full.wav", sine(440, 16000, 0.2)))
     raw[20:22] = struct.pack("<H", 0x1234)  # format tag of no codec libsndfile knows
     (tmp_path / "codec.wav").write_bytes(raw)
-    with pytest.raises(DataError, match=r"codec.wav: not a readable audio file \(.*fmt .*\); check that it is a complete WAV"):
+    with pytest.raises(
+        DataError, match=r"codec.wav: not a readable audio file \(.*fmt .*\); check that it is a complete WAV"
+    ):
         load_clip(tmp_path / "codec.wav")
 
 
@@ -121,7 +127,9 @@ def test_compressed_wav_codecs_are_decoded_to_float(tmp_path, subtype, tolerance
 
 @pytest.mark.parametrize("subtype, bits", [("PCM_U8", 8), ("PCM_16", 16), ("PCM_24", 24), ("PCM_32", 32)])
 def test_integer_pcm_full_scale_maps_onto_minus_one_to_one(tmp_path, subtype, bits):
-    extremes = np.array([-2**31, 2**31 - 1, 0, -2**31, 2**31 - 1], dtype=np.int32)  # soundfile scales to the subtype
+    extremes = np.array(
+        [-(2**31), 2**31 - 1, 0, -(2**31), 2**31 - 1], dtype=np.int32
+    )  # soundfile scales to the subtype
     sf.write(tmp_path / "x.wav", extremes, 16000, subtype=subtype)
     data, _ = read_wav(tmp_path / "x.wav")
     assert data.dtype == np.float32
@@ -176,7 +184,9 @@ def test_implausible_sample_rate_in_the_header(tmp_path, rate):
     raw = bytearray(pcm16(tmp_path / "ok.wav", sine(440, 16000, 0.1)))
     raw[24:28], raw[28:32] = struct.pack("<I", rate), struct.pack("<I", rate * 2 % 2**32)
     (tmp_path / "rate.wav").write_bytes(raw)
-    with pytest.raises(DataError, match=rf"rate.wav: the header declares a sample rate of {rate} Hz, outside 1000-768000 Hz"):
+    with pytest.raises(
+        DataError, match=rf"rate.wav: the header declares a sample rate of {rate} Hz, outside 1000-768000 Hz"
+    ):
         load_clip(tmp_path / "rate.wav")
 
 
@@ -185,14 +195,14 @@ def test_ten_minute_clip_is_cropped_to_its_loudest_second(tmp_path):
     rng = np.random.default_rng(0)
     wave = (0.001 * rng.standard_normal(rate * 60 * minutes)).astype(np.float32)
     start = int(421.3 * rate)  # the only word, 7 minutes in
-    wave[start:start + rate // 2] += sine(700, rate, 0.5)
+    wave[start : start + rate // 2] += sine(700, rate, 0.5)
     sf.write(tmp_path / "long.wav", wave, rate, subtype="PCM_16")
     started = time.perf_counter()
     clip = load_clip(tmp_path / "long.wav")
     assert time.perf_counter() - started < 15
     assert clip.shape == (16000,)
     assert np.abs(clip).max() > 0.45 and abs(peak_frequency(clip, rate) - 700) <= 2
-    assert np.square(clip).sum() > 0.99 * np.square(wave[start:start + rate // 2]).sum()  # the word is whole
+    assert np.square(clip).sum() > 0.99 * np.square(wave[start : start + rate // 2]).sum()  # the word is whole
     assert load_clip(tmp_path / "long.wav", num_samples=None).shape == (rate * 60 * minutes,)
 
 
@@ -218,7 +228,11 @@ def test_wav_written_over_a_folder_or_under_a_file_is_a_data_error(tmp_path):
 def test_clips_of_every_format_in_one_folder_become_16k_mono_one_second(tmp_path):
     root = write_speech_commands(tmp_path / "sc", speakers=4, per_speaker=1)
     odd = {
-        root / "yes" / "000000a0_nohash_0.wav": (np.stack([sine(400, 44100, 1.5), sine(900, 44100, 1.5)], 1), 44100, "FLOAT"),
+        root / "yes" / "000000a0_nohash_0.wav": (
+            np.stack([sine(400, 44100, 1.5), sine(900, 44100, 1.5)], 1),
+            44100,
+            "FLOAT",
+        ),
         root / "no" / "000000a1_nohash_0.wav": (sine(500, 8000, 0.4), 8000, "PCM_U8"),
         root / "up" / "000000a2_nohash_0.wav": (sine(600, 22050, 3.0), 22050, "PCM_24"),
         root / "down" / "000000a3_nohash_0.wav": (sine(700, 16001, 1.0), 16001, "ULAW"),
@@ -231,8 +245,15 @@ def test_clips_of_every_format_in_one_folder_become_16k_mono_one_second(tmp_path
     for path in odd:
         row = data.files.index(str(path))
         np.testing.assert_array_equal(data.waves[row].numpy(), load_clip(path))
-    assert abs(peak_frequency(data.waves[data.files.index(str(root / "no" / "000000a1_nohash_0.wav"))].numpy()[:6400],
-                              16000) - 500) <= 3
+    assert (
+        abs(
+            peak_frequency(
+                data.waves[data.files.index(str(root / "no" / "000000a1_nohash_0.wav"))].numpy()[:6400], 16000
+            )
+            - 500
+        )
+        <= 3
+    )
 
 
 def test_zero_second_nan_and_truncated_clips_are_named_or_left_out(tmp_path):
@@ -262,8 +283,11 @@ def test_zero_second_nan_and_truncated_clips_are_named_or_left_out(tmp_path):
 def test_split_list_that_is_not_text_is_named(tmp_path):
     root = write_speech_commands(tmp_path / "sc", speakers=4, per_speaker=1)
     (root / "validation_list.txt").write_bytes(b"\xff\xfe\x00\x80 not utf-8")
-    with pytest.raises(DataError, match=r"validation_list.txt: cannot read the split list \(.*utf-8.*\); "
-                                        r"it should be UTF-8 text"):
+    with pytest.raises(
+        DataError,
+        match=r"validation_list.txt: cannot read the split list \(.*utf-8.*\); "
+        r"it should be UTF-8 text",
+    ):
         load_speech_commands(root, TINY_WORDS)
 
 
@@ -272,8 +296,10 @@ def test_lists_with_windows_line_ends_and_backslashes_are_honoured(tmp_path):
     (root / "validation_list.txt").write_bytes(b"yes\\000000a5_nohash_0.wav\r\n")
     (root / "testing_list.txt").write_bytes(b"no\\000000a4_nohash_0.wav\r\nup/000000a4_nohash_0.wav\r\n\r\n")
     data = load_speech_commands(root, TINY_WORDS, use_cache=False)
-    names = {split: sorted(Path(data.files[i]).parent.name + "/" + Path(data.files[i]).name for i in idx.tolist())
-             for split, idx in data.splits.items()}
+    names = {
+        split: sorted(Path(data.files[i]).parent.name + "/" + Path(data.files[i]).name for i in idx.tolist())
+        for split, idx in data.splits.items()
+    }
     assert names["validation"] == ["yes/000000a5_nohash_0.wav"]
     assert names["test"] == ["no/000000a4_nohash_0.wav", "up/000000a4_nohash_0.wav"]
     assert len(names["train"]) == 24 - 3
@@ -377,36 +403,52 @@ def set_key(*keys, value):
             target = target[k]
         target[keys[-1]] = value
         return meta
+
     return mutate
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda m: [m], "the metadata must be a JSON object"),
-    (set_key("format_version", value="1"), "format_version '1' is not a positive integer"),
-    (set_key("format_version", value=0), "format_version 0 is not a positive integer"),
-    (set_key("format_version", value=True), "format_version True is not a positive integer"),
-    (lambda m: set_key("front_end", "sample_rate", value=True)(set_key("sample_rate", value=True)(m)),
-     "sample_rate must be a positive integer"),
-    (set_key("classes", value=[]), "classes must be a non-empty list of strings"),
-    (set_key("classes", value=[1, 2, 3, 4]), "classes must be a non-empty list of strings"),
-    (set_key("sample_rate", value=-16000), "sample_rate must be a positive integer"),
-    (set_key("arch_args", value=[]), "arch_args must be an object"),
-    (set_key("front_end", value="mfcc"), "front_end must be an object"),
-    (set_key("provenance", value=None), "provenance must be an object"),
-    (set_key("front_end", "n_bins", value=3), "unknown front end settings: n_bins"),
-    (set_key("front_end", "n_mels", value="40"), "front_end n_mels must be positive integers, got '40'"),
-    (set_key("front_end", "n_fft", value=2**30), r"front_end n_fft 1073741824, n_mels 40 and n_coeffs 20 need "
-                                                 r"\d+ bytes of filters, more than the whole file"),
-    (set_key("front_end", "kind", value="wavelet"), "front end kind must be 'mfcc' or 'logmel'"),
-    (set_key("arch_args", "input_norm", value="yes"), "arch arg 'input_norm' must be bool"),
-    (set_key("classes", value=["yes", "no", "up"]), r"classifier.fc.weight has shape \[4, 128\], architecture "
-                                                     r"'smallcnn' needs \[3, 128\]"),
-    (lambda m: set_key("arch_args", value={"hidden": -3})(set_key("architecture", value="smalllstm")(m)),
-     "cannot build architecture 'smalllstm' from the metadata"),
-    # a header asking for an LSTM of 4e14 weights: shapes are checked on the meta device, nothing is allocated
-    (lambda m: set_key("arch_args", value={"hidden": 10**7})(set_key("architecture", value="smalllstm")(m)),
-     r"the tensors do not fit architecture 'smalllstm': missing tensors"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: [m], "the metadata must be a JSON object"),
+        (set_key("format_version", value="1"), "format_version '1' is not a positive integer"),
+        (set_key("format_version", value=0), "format_version 0 is not a positive integer"),
+        (set_key("format_version", value=True), "format_version True is not a positive integer"),
+        (
+            lambda m: set_key("front_end", "sample_rate", value=True)(set_key("sample_rate", value=True)(m)),
+            "sample_rate must be a positive integer",
+        ),
+        (set_key("classes", value=[]), "classes must be a non-empty list of strings"),
+        (set_key("classes", value=[1, 2, 3, 4]), "classes must be a non-empty list of strings"),
+        (set_key("sample_rate", value=-16000), "sample_rate must be a positive integer"),
+        (set_key("arch_args", value=[]), "arch_args must be an object"),
+        (set_key("front_end", value="mfcc"), "front_end must be an object"),
+        (set_key("provenance", value=None), "provenance must be an object"),
+        (set_key("front_end", "n_bins", value=3), "unknown front end settings: n_bins"),
+        (set_key("front_end", "n_mels", value="40"), "front_end n_mels must be positive integers, got '40'"),
+        (
+            set_key("front_end", "n_fft", value=2**30),
+            r"front_end n_fft 1073741824, n_mels 40 and n_coeffs 20 need "
+            r"\d+ bytes of filters, more than the whole file",
+        ),
+        (set_key("front_end", "kind", value="wavelet"), "front end kind must be 'mfcc' or 'logmel'"),
+        (set_key("arch_args", "input_norm", value="yes"), "arch arg 'input_norm' must be bool"),
+        (
+            set_key("classes", value=["yes", "no", "up"]),
+            r"classifier.fc.weight has shape \[4, 128\], architecture "
+            r"'smallcnn' needs \[3, 128\]",
+        ),
+        (
+            lambda m: set_key("arch_args", value={"hidden": -3})(set_key("architecture", value="smalllstm")(m)),
+            "cannot build architecture 'smalllstm' from the metadata",
+        ),
+        # a header asking for an LSTM of 4e14 weights: shapes are checked on the meta device, nothing is allocated
+        (
+            lambda m: set_key("arch_args", value={"hidden": 10**7})(set_key("architecture", value="smalllstm")(m)),
+            r"the tensors do not fit architecture 'smalllstm': missing tensors",
+        ),
+    ],
+)
 def test_malformed_metadata_is_named(saved, tmp_path, mutate, message):
     path = rewrite(saved, tmp_path / "m.safetensors", mutate(metadata()))
     before = snapshot(path)
@@ -449,15 +491,21 @@ def wav_bytes() -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.safetensors", b"", "not a valid .safetensors file"),
-    ("sound.safetensors", wav_bytes(), "not a valid .safetensors file"),
-    ("pickled.safetensors", pickle.dumps({"w": [1.0, 2.0]}), "not a valid .safetensors file"),
-    ("model.pkl", pickle.dumps({"w": [1.0, 2.0]}), "a pickled PyTorch file is not loaded directly; import it with "
-                                                   "core.checkpoint.import_pt"),
-    ("model.ckpt", b"PK\x03\x04", "a pickled PyTorch file is not loaded directly"),
-    ("folder.safetensors", None, "not a file"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.safetensors", b"", "not a valid .safetensors file"),
+        ("sound.safetensors", wav_bytes(), "not a valid .safetensors file"),
+        ("pickled.safetensors", pickle.dumps({"w": [1.0, 2.0]}), "not a valid .safetensors file"),
+        (
+            "model.pkl",
+            pickle.dumps({"w": [1.0, 2.0]}),
+            "a pickled PyTorch file is not loaded directly; import it with core.checkpoint.import_pt",
+        ),
+        ("model.ckpt", b"PK\x03\x04", "a pickled PyTorch file is not loaded directly"),
+        ("folder.safetensors", None, "not a file"),
+    ],
+)
 def test_files_that_are_not_checkpoints(tmp_path, name, content, message):
     path = tmp_path / name
     if content is None:
@@ -474,13 +522,18 @@ def classifier_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k.removeprefix("classifier."): v for k, v in model.state_dict().items() if k.startswith("classifier.")}
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({0: torch.zeros(3), 1: torch.zeros(2)}, "tensor names must be text, found 0, 1"),
-    ([torch.zeros(3), torch.zeros(2)], "holds no state dict"),
-    ({"fc.weight": [[1.0, 2.0]]}, "holds no state dict"),
-    ({"state_dict": {"fc.weight": torch.zeros(2)}, "optimizer": {"lr": 0.1}},
-     r"the tensors do not fit architecture 'smallcnn': missing tensors: .*classifier.fc.weight has shape \[2\]"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({0: torch.zeros(3), 1: torch.zeros(2)}, "tensor names must be text, found 0, 1"),
+        ([torch.zeros(3), torch.zeros(2)], "holds no state dict"),
+        ({"fc.weight": [[1.0, 2.0]]}, "holds no state dict"),
+        (
+            {"state_dict": {"fc.weight": torch.zeros(2)}, "optimizer": {"lr": 0.1}},
+            r"the tensors do not fit architecture 'smallcnn': missing tensors: .*classifier.fc.weight has shape \[2\]",
+        ),
+    ],
+)
 def test_pt_files_that_are_not_state_dicts(tmp_path, obj, message):
     torch.save(obj, tmp_path / "x.pt")
     with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "x.pt")) + ": " + message):
@@ -517,17 +570,21 @@ def test_legacy_pt_format_is_imported(tmp_path):
         assert torch.equal(imported(x), model(x))
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("cut", r"not a readable PyTorch file \("),
-    ("empty", r"not a readable PyTorch file \("),
-    ("dot", r"not a readable PyTorch file \(IndexError"),
-    ("long_string", r"not a readable PyTorch file \("),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("cut", r"not a readable PyTorch file \("),
+        ("empty", r"not a readable PyTorch file \("),
+        ("dot", r"not a readable PyTorch file \(IndexError"),
+        ("long_string", r"not a readable PyTorch file \("),
+    ],
+)
 def test_damaged_pt_files_are_named(tmp_path, damage, message):
     torch.save(classifier_state(tiny_model()), tmp_path / "good.pt")
     good = (tmp_path / "good.pt").read_bytes()
-    content = {"cut": good[: len(good) // 2], "empty": b"", "dot": b".",
-               "long_string": b"\x80\x02X\xff\xff\xff\x7f"}[damage]  # a pickle string longer than the file
+    content = {"cut": good[: len(good) // 2], "empty": b"", "dot": b".", "long_string": b"\x80\x02X\xff\xff\xff\x7f"}[
+        damage
+    ]  # a pickle string longer than the file
     (tmp_path / "bad.pt").write_bytes(content)
     with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "bad.pt")) + ": " + message):
         import_pt(tmp_path / "bad.pt", "smallcnn", CLASSES, FRONT_END.to_dict())
@@ -536,8 +593,11 @@ def test_damaged_pt_files_are_named(tmp_path, damage, message):
 
 def test_checkpoint_written_over_a_folder_or_under_a_file(tmp_path):
     (tmp_path / "taken.safetensors").mkdir()
-    with pytest.raises(CheckpointError, match=r"taken.safetensors: could not write the checkpoint \(.*\); "
-                                              r"nothing was overwritten"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"taken.safetensors: could not write the checkpoint \(.*\); "
+        r"nothing was overwritten",
+    ):
         save_checkpoint(tmp_path / "taken.safetensors", tiny_model(), metadata())
     assert (tmp_path / "taken.safetensors").is_dir() and leftovers(tmp_path) == []
     (tmp_path / "afile").write_text("x")
@@ -608,8 +668,14 @@ def write_where_refused(tmp_path: Path, mode: str) -> tuple[dict, Path, dict[str
     if mode == "readonly":
         folder.chmod(0o555)
     try:
-        proc = subprocess.run([sys.executable, str(script), mode, str(folder)], cwd=REPO, capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.run(
+            [sys.executable, str(script), mode, str(folder)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     finally:
         folder.chmod(0o755)
     assert proc.returncode == 0, proc.stderr
@@ -655,21 +721,38 @@ def test_defend_and_analyze_refuse_a_model_that_is_not_one(tmp_path, small_sc, c
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
     out = tmp_path / "out.safetensors"
-    code, errors, _ = command(defend, ["--model", str(garbage), "--data", str(small_sc), "--out", str(out),
-                                       "--device", "cpu"], capsys)
+    code, errors, _ = command(
+        defend, ["--model", str(garbage), "--data", str(small_sc), "--out", str(out), "--device", "cpu"], capsys
+    )
     assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {garbage}: not a valid .safetensors file")
     assert not out.exists()
     torch.save(tiny_model().state_dict(), tmp_path / "model.pt")
-    code, errors, _ = command(defend, ["--model", str(tmp_path / "model.pt"), "--data", str(small_sc), "--out",
-                                       str(out), "--device", "cpu"], capsys)
+    code, errors, _ = command(
+        defend,
+        ["--model", str(tmp_path / "model.pt"), "--data", str(small_sc), "--out", str(out), "--device", "cpu"],
+        capsys,
+    )
     assert code == 2 and len(errors) == 1 and "import it with core.checkpoint.import_pt" in errors[0]
     state = {k: v.clone().contiguous() for k, v in tiny_model().state_dict().items()}
     state["classifier.fc.bias"][1] = float("nan")
     save_file(state, tmp_path / "nan.safetensors", metadata={"gnft": json.dumps(metadata())})
-    code, errors, _ = command(analyze, ["--model", str(tmp_path / "nan.safetensors"), "--data", str(small_sc),
-                                        "--out", str(tmp_path / "a.json"), "--device", "cpu"], capsys)
-    assert code == 2 and errors == [f"error: {tmp_path / 'nan.safetensors'}: classifier.fc.bias holds NaN or "
-                                    "infinite values; the model is corrupt"]
+    code, errors, _ = command(
+        analyze,
+        [
+            "--model",
+            str(tmp_path / "nan.safetensors"),
+            "--data",
+            str(small_sc),
+            "--out",
+            str(tmp_path / "a.json"),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
+    assert code == 2 and errors == [
+        f"error: {tmp_path / 'nan.safetensors'}: classifier.fc.bias holds NaN or infinite values; the model is corrupt"
+    ]
     assert not (tmp_path / "a.json").exists()
 
 
@@ -677,8 +760,19 @@ def test_train_refuses_bad_data_triggers_and_start_points(tmp_path, small_sc, ca
     from core.cli.train import main as train
 
     out = tmp_path / "m.safetensors"
-    base = ["--vocab", ",".join(TINY_WORDS), "--model", "smallcnn", "--epochs", "1", "--device", "cpu",
-            "--out", str(out), "--quiet"]
+    base = [
+        "--vocab",
+        ",".join(TINY_WORDS),
+        "--model",
+        "smallcnn",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     (tmp_path / "data.tar").write_bytes(b"not a folder")
     code, errors, _ = command(train, ["--data", str(tmp_path / "data.tar"), *base], capsys)
     assert code == 2 and errors == [f"error: {tmp_path / 'data.tar'}: a dataset is a folder, not a file"]
@@ -687,10 +781,14 @@ def test_train_refuses_bad_data_triggers_and_start_points(tmp_path, small_sc, ca
     wave = sine(3000, 16000, 0.1)
     wave[:10] = np.inf
     sf.write(trigger, wave, 16000, subtype="FLOAT")
-    code, errors, _ = command(train, ["--data", str(small_sc), "--attack", "custom", "--attack-arg",
-                                      f"file={trigger}", *base], capsys)
+    code, errors, _ = command(
+        train, ["--data", str(small_sc), "--attack", "custom", "--attack-arg", f"file={trigger}", *base], capsys
+    )
     assert code == 2 and len(errors) == 1
-    assert errors[0] == f"error: custom trigger: {trigger}: 10 samples are NaN or infinite; the file is corrupt and cannot be used"
+    assert (
+        errors[0]
+        == f"error: custom trigger: {trigger}: 10 samples are NaN or infinite; the file is corrupt and cannot be used"
+    )
 
     broken = write_speech_commands(tmp_path / "broken", speakers=4, per_speaker=1)
     cut = broken / "down" / "000000a1_nohash_0.wav"
@@ -701,8 +799,9 @@ def test_train_refuses_bad_data_triggers_and_start_points(tmp_path, small_sc, ca
     assert "--skip-bad" in err
 
     (tmp_path / "start.safetensors").write_text("{}")
-    code, errors, _ = command(train, ["--data", str(small_sc), "--init-from", str(tmp_path / "start.safetensors"),
-                                      *base], capsys)
+    code, errors, _ = command(
+        train, ["--data", str(small_sc), "--init-from", str(tmp_path / "start.safetensors"), *base], capsys
+    )
     assert code == 2 and len(errors) == 1
     assert errors[0].startswith(f"error: {tmp_path / 'start.safetensors'}: not a valid .safetensors file")
     assert not out.exists()
@@ -713,21 +812,40 @@ def test_attack_example_refuses_a_cut_clip_and_a_folder_as_output(tmp_path, caps
 
     pcm16(tmp_path / "clip.wav", sine(440, 16000, 1.0))
     (tmp_path / "taken.wav").mkdir()
-    code, errors, _ = command(attacks, ["example", "--attack", "badnets", "--clip", str(tmp_path / "clip.wav"),
-                                        "--out", str(tmp_path / "taken.wav")], capsys)
+    code, errors, _ = command(
+        attacks,
+        ["example", "--attack", "badnets", "--clip", str(tmp_path / "clip.wav"), "--out", str(tmp_path / "taken.wav")],
+        capsys,
+    )
     assert code == 2 and len(errors) == 1
     assert errors[0].startswith(f"error: {tmp_path / 'taken.wav'}: could not write the WAV file (")
     assert (tmp_path / "taken.wav").is_dir() and leftovers(tmp_path) == []
     cut = tmp_path / "cut.wav"
     cut.write_bytes((tmp_path / "clip.wav").read_bytes()[:8000])
-    proc = subprocess.run([sys.executable, "-m", "core.attacks", "example", "--attack", "badnets", "--clip", str(cut),
-                           "--out", str(tmp_path / "x.wav")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core.attacks",
+            "example",
+            "--attack",
+            "badnets",
+            "--clip",
+            str(cut),
+            "--out",
+            str(tmp_path / "x.wav"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
         f"error: {cut}: truncated: the header declares 32000 bytes of audio, the file holds 7956; it was cut short "
-        "(an interrupted copy or download): copy it again or remove it"]
+        "(an interrupted copy or download): copy it again or remove it"
+    ]
     assert not (tmp_path / "x.wav").exists()
-
 
 
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, small_sc, saved, capsys):
@@ -739,13 +857,43 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, small_sc, save
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     bad = blocker / "sub" / "out.safetensors"  # a folder cannot be made under a file, root or not
-    code, errors, _ = command(train, ["--data", str(small_sc), "--vocab", ",".join(TINY_WORDS), "--model", "smallcnn",
-                                      "--epochs", "1", "--device", "cpu", "--out", str(bad), "--quiet"], capsys)
+    code, errors, _ = command(
+        train,
+        [
+            "--data",
+            str(small_sc),
+            "--vocab",
+            ",".join(TINY_WORDS),
+            "--model",
+            "smallcnn",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(bad),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and errors[0].startswith(f"error: {bad}: cannot write there (")
     assert "before the run starts" in errors[0] and blocker.read_text() == "x"
     report = blocker / "report.json"
-    code, errors, _ = command(defend, ["--model", str(saved), "--data", str(small_sc), "--out",
-                                       str(tmp_path / "fixed.safetensors"), "--report", str(report), "--quiet"], capsys)
+    code, errors, _ = command(
+        defend,
+        [
+            "--model",
+            str(saved),
+            "--data",
+            str(small_sc),
+            "--out",
+            str(tmp_path / "fixed.safetensors"),
+            "--report",
+            str(report),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert code == 2 and errors[0].startswith(f"error: {report}: cannot write there (")
     assert not (tmp_path / "fixed.safetensors").exists()
     code, errors, _ = command(analyze, ["--model", str(saved), "--data", str(small_sc), "--out", str(report)], capsys)

@@ -39,9 +39,13 @@ SCALE = int(os.environ.get("GNFT_FUZZ_SCALE", "1"))
 
 def fuzz_settings(examples: int) -> settings:
     """Bounded, reproducible runs (see the module docstring for exploring)."""
-    return settings(max_examples=examples * SCALE, deadline=None, database=None,
-                    derandomize=os.environ.get("GNFT_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=examples * SCALE,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("GNFT_FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 # ------------------------------------------------------------------ mutations
@@ -84,26 +88,28 @@ def mutations(draw: st.DrawFn, blob: bytes, fields: list[tuple[int, int]], hot: 
         if op == "flip" and data:
             data[position()] ^= 1 << draw(st.integers(0, 7))
         elif op == "truncate":
-            del data[position(extra=1):]
+            del data[position(extra=1) :]
         elif op == "insert":
             at = position(extra=1)
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif op == "overwrite" and data:
             at = position()
             chunk = draw(st.binary(min_size=1, max_size=8))
-            data[at:at + len(chunk)] = chunk
+            data[at : at + len(chunk)] = chunk
         elif op == "field" and fields:
             at, size = draw(st.sampled_from(fields))
             value = draw(st.sampled_from(EDGE_VALUES) | st.integers(0, 2 ** (8 * size) - 1)) % (2 ** (8 * size))
-            data[at:at + size] = value.to_bytes(size, "little")
+            data[at : at + size] = value.to_bytes(size, "little")
     return bytes(data)
 
 
 # ----------------------------------------------------------------------- WAVs
 def wav_bytes(subtype: str, channels: int, rate: int, frames: int = 240, fmt: str = "WAV") -> Seed:
     rng = np.random.default_rng(channels * rate)
-    wave = (0.5 * np.sin(np.arange(frames)[:, None] * (0.05 + 0.03 * np.arange(channels))) +
-            0.01 * rng.standard_normal((frames, channels))).astype(np.float32)
+    wave = (
+        0.5 * np.sin(np.arange(frames)[:, None] * (0.05 + 0.03 * np.arange(channels)))
+        + 0.01 * rng.standard_normal((frames, channels))
+    ).astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, wave, rate, subtype=subtype, format=fmt)
     return Seed(buf.getvalue())
@@ -114,8 +120,10 @@ def wav_fields(blob: bytes) -> list[tuple[int, int]]:
     fields = [(4, 4)]
     fmt = blob.find(b"fmt ")
     if fmt >= 0:
-        fields += [(fmt + 4, 4)] + [(fmt + 8 + off, size) for off, size in
-                                    ((0, 2), (2, 2), (4, 4), (8, 4), (12, 2), (14, 2), (16, 2), (18, 2), (22, 4))]
+        fields += [(fmt + 4, 4)] + [
+            (fmt + 8 + off, size)
+            for off, size in ((0, 2), (2, 2), (4, 4), (8, 4), (12, 2), (14, 2), (16, 2), (18, 2), (22, 4))
+        ]
     data = blob.find(b"data")
     if data >= 0:
         fields.append((data + 4, 4))
@@ -170,9 +178,15 @@ def test_mutated_wavs_load_or_raise_data_error(fuzz_dir, blob):
 
 
 @fuzz_settings(100)
-@given(blob=st.binary(max_size=256) | st.builds(lambda tail: b"RIFF" + tail, st.binary(max_size=128))
-       | st.builds(lambda size, tail: b"RIFF" + struct.pack("<I", size) + b"WAVEfmt " + tail,
-                   st.integers(0, 2**32 - 1), st.binary(max_size=96)))
+@given(
+    blob=st.binary(max_size=256)
+    | st.builds(lambda tail: b"RIFF" + tail, st.binary(max_size=128))
+    | st.builds(
+        lambda size, tail: b"RIFF" + struct.pack("<I", size) + b"WAVEfmt " + tail,
+        st.integers(0, 2**32 - 1),
+        st.binary(max_size=96),
+    )
+)
 def test_random_bytes_as_wav(fuzz_dir, blob):
     if not blob:  # the empty file has its own message
         blob = b"\0"
@@ -194,7 +208,7 @@ def checkpoint_seed(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 def split_safetensors(blob: bytes) -> tuple[dict, bytes]:
     (n,) = struct.unpack("<Q", blob[:8])
-    return json.loads(blob[8:8 + n]), blob[8 + n:]
+    return json.loads(blob[8 : 8 + n]), blob[8 + n :]
 
 
 def join_safetensors(header: dict, body: bytes, length_delta: int = 0) -> bytes:
@@ -204,28 +218,53 @@ def join_safetensors(header: dict, body: bytes, length_delta: int = 0) -> bytes:
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(-5, 70000)
-    | st.floats() | st.text(max_size=12) | st.sampled_from(["smallcnn", "resnet", "mfcc", "logmel", ""]),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.integers(-5, 70000)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["smallcnn", "resnet", "mfcc", "logmel", ""]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=6,
 )
 #: Values a metadata field plausibly takes, near and far from the valid ones, so loading gets past the
 #: document checks into building the model (front-end sizes, arch args, other architectures).
-NUMBERS = (st.integers(-3, 3) | st.integers(1, 100_000) | st.sampled_from([2**31, 2**63, 10**9, 2**70])
-           | st.floats(allow_nan=True, allow_infinity=True) | st.booleans())
+NUMBERS = (
+    st.integers(-3, 3)
+    | st.integers(1, 100_000)
+    | st.sampled_from([2**31, 2**63, 10**9, 2**70])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+)
 FIELD_VALUES = {
     "architecture": st.sampled_from(models.list_models()) | st.text(max_size=10),
-    "arch_args": st.fixed_dictionaries({}, optional={"hidden": NUMBERS, "num_layers": NUMBERS,
-                                                     "input_norm": NUMBERS | st.none(),
-                                                     "readout": st.sampled_from(["mean", "last", "max", ""])}),
+    "arch_args": st.fixed_dictionaries(
+        {},
+        optional={
+            "hidden": NUMBERS,
+            "num_layers": NUMBERS,
+            "input_norm": NUMBERS | st.none(),
+            "readout": st.sampled_from(["mean", "last", "max", ""]),
+        },
+    ),
     "classes": st.lists(st.sampled_from(CLASSES + ["go", "", "yes"]), max_size=6) | st.lists(JSON_VALUES, max_size=4),
     "sample_rate": NUMBERS,
     "format_version": NUMBERS | st.text(max_size=3),
     "kind": st.sampled_from(["mfcc", "logmel", "MFCC", ""]) | NUMBERS,
     "num_samples": NUMBERS | st.none(),
 }
-META_PATHS = [("format",), ("format_version",), ("architecture",), ("arch_args",), ("classes",), ("sample_rate",),
-              ("front_end",), ("provenance",), *[("front_end", k) for k in FRONT_END.to_dict()]]
+META_PATHS = [
+    ("format",),
+    ("format_version",),
+    ("architecture",),
+    ("arch_args",),
+    ("classes",),
+    ("sample_rate",),
+    ("front_end",),
+    ("provenance",),
+    *[("front_end", k) for k in FRONT_END.to_dict()],
+]
 DTYPES = ["F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2", "C64", "X", ""]
 
 
@@ -258,16 +297,17 @@ def mangled_headers(draw: st.DrawFn, blob: bytes) -> bytes:
     header, body = split_safetensors(blob)
     for _ in range(draw(st.integers(1, 3))):
         tensors = sorted(k for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)) or ["added"]
-        op = draw(st.sampled_from(["dtype", "shape", "offsets", "drop_tensor", "add_tensor", "metadata_block",
-                                   "swap"]))
+        op = draw(st.sampled_from(["dtype", "shape", "offsets", "drop_tensor", "add_tensor", "metadata_block", "swap"]))
         if op == "dtype":
             header.setdefault(draw(st.sampled_from(tensors)), {})["dtype"] = draw(st.sampled_from(DTYPES))
         elif op == "shape":
             header.setdefault(draw(st.sampled_from(tensors)), {})["shape"] = draw(
-                st.lists(st.integers(0, 2**20) | st.sampled_from([-1, 2**63]), max_size=4))
+                st.lists(st.integers(0, 2**20) | st.sampled_from([-1, 2**63]), max_size=4)
+            )
         elif op == "offsets":
             header.setdefault(draw(st.sampled_from(tensors)), {})["data_offsets"] = draw(
-                st.lists(st.integers(0, len(body) + 64) | st.sampled_from([-1, 2**64 - 1]), max_size=3))
+                st.lists(st.integers(0, len(body) + 64) | st.sampled_from([-1, 2**64 - 1]), max_size=3)
+            )
         elif op == "drop_tensor":
             header.pop(draw(st.sampled_from(tensors)), None)
         elif op == "add_tensor":
@@ -329,9 +369,14 @@ def test_mangled_metadata_loads_or_raises_checkpoint_error(fuzz_dir, checkpoint_
 
 
 @fuzz_settings(100)
-@given(blob=st.binary(max_size=200) | st.builds(lambda n, tail: struct.pack("<Q", n) + tail,
-                                                 st.integers(0, 2**64 - 1) | st.integers(0, 300),
-                                                 st.binary(max_size=200)))
+@given(
+    blob=st.binary(max_size=200)
+    | st.builds(
+        lambda n, tail: struct.pack("<Q", n) + tail,
+        st.integers(0, 2**64 - 1) | st.integers(0, 300),
+        st.binary(max_size=200),
+    )
+)
 def test_random_bytes_as_checkpoint(fuzz_dir, blob):
     path = fuzz_dir / "random.safetensors"
     path.write_bytes(blob)

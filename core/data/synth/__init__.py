@@ -28,7 +28,7 @@ from __future__ import annotations
 from core.data.synth.clip import ClipInfo, render_clip
 from core.data.synth.corpus import GENERATOR_VERSION, NOISE_DIR, NOISE_FILES, SynthSummary, generate_corpus
 from core.data.synth.dsp import NOISE_COLOURS, coloured_noise, trim_silence
-from core.data.synth.espeak import SUPPORTED_VERSIONS, Synthesizer, SynthesisError, UnsupportedEspeakVersion
+from core.data.synth.espeak import SUPPORTED_VERSIONS, SynthesisError, Synthesizer, UnsupportedEspeakVersion
 from core.data.synth.output import corpus_digest, library_versions
 from core.data.synth.voices import (
     ACCENTS,

@@ -60,7 +60,12 @@ def _jitter(speaker: SpeakerConfig, rng: np.random.Generator) -> _Delivery:
 
 
 def _say_within(
-    synth: Synthesizer, word: str, speaker: SpeakerConfig, how: _Delivery, sample_rate: int, room: int,
+    synth: Synthesizer,
+    word: str,
+    speaker: SpeakerConfig,
+    how: _Delivery,
+    sample_rate: int,
+    room: int,
 ) -> tuple[np.ndarray, int, bool, bool]:
     """The word at ``sample_rate``, shape (<= room,): said faster once, then cropped, if it is too long.
 
@@ -68,8 +73,16 @@ def _say_within(
     """
 
     def say(at_rate: int) -> np.ndarray:
-        wave, rate_in = synth.synthesize(word, speaker.accent, speaker.variant, at_rate, how.pitch, how.pitch_range,
-                                         seed=how.synth_seed, punctuation=how.punctuation)
+        wave, rate_in = synth.synthesize(
+            word,
+            speaker.accent,
+            speaker.variant,
+            at_rate,
+            how.pitch,
+            how.pitch_range,
+            seed=how.synth_seed,
+            punctuation=how.punctuation,
+        )
         return np.asarray(resample(wave, rate_in, sample_rate), dtype=np.float64)
 
     rate = how.rate
@@ -86,8 +99,12 @@ def _say_within(
 
 
 def _level_and_noise(
-    clip: np.ndarray, onset: int, length: int, rng: np.random.Generator,
-    snr_db: tuple[float, float], peak_dbfs: tuple[float, float],
+    clip: np.ndarray,
+    onset: int,
+    length: int,
+    rng: np.random.Generator,
+    snr_db: tuple[float, float],
+    peak_dbfs: tuple[float, float],
 ) -> tuple[np.ndarray, float, float, str]:
     """Scale the word in ``clip`` (shape (samples,)) to a random peak, add coloured noise at a random SNR.
 
@@ -134,6 +151,17 @@ def render_clip(
     clip[onset : onset + wave.size] = wave
     clip = band_limit(clip, sample_rate, speaker.lowpass_hz, speaker.highpass_hz)
     clip, peak, snr, colour = _level_and_noise(clip, onset, wave.size, rng, snr_db, peak_dbfs)
-    info = ClipInfo(rate, how.pitch, how.pitch_range, how.punctuation, onset / sample_rate, wave.size / sample_rate,
-                    float(min(peak, 0.99)), snr, colour, sped_up, cropped)
+    info = ClipInfo(
+        rate,
+        how.pitch,
+        how.pitch_range,
+        how.punctuation,
+        onset / sample_rate,
+        wave.size / sample_rate,
+        float(min(peak, 0.99)),
+        snr,
+        colour,
+        sped_up,
+        cropped,
+    )
     return clip.astype(np.float32), info

@@ -10,9 +10,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,7 +36,11 @@ from core.errors import ConfigError
 from core.runtime import cpu_model, progress_bar, write_json
 
 __all__ = [
-    "GENERATOR_VERSION", "NOISE_FILES", "NOISE_DIR", "SynthSummary", "generate_corpus",
+    "GENERATOR_VERSION",
+    "NOISE_FILES",
+    "NOISE_DIR",
+    "SynthSummary",
+    "generate_corpus",
 ]
 
 log = logging.getLogger(__name__)
@@ -164,8 +169,9 @@ def _render_speaker(job: _SpeakerJob) -> list[_Result]:
     done = []
     for word in job.words:
         for n in range(job.clips_per_speaker):
-            clip, info = render_clip(synth, word, job.speaker, n, job.seed, job.sample_rate, job.clip_seconds,
-                                     job.snr_db)
+            clip, info = render_clip(
+                synth, word, job.speaker, n, job.seed, job.sample_rate, job.clip_seconds, job.snr_db
+            )
             name = f"{job.speaker.speaker_id}_nohash_{n}.wav"
             write_wav(Path(job.root) / word / name, clip, job.sample_rate)
             done.append((word, name, info.sped_up, info.cropped))
@@ -182,8 +188,19 @@ def _render_all(staging: Path, plan: _Plan, workers: int, progress: bool | None)
     """Write every clip under ``staging/<word>/``, speaker by speaker, in this process or ``workers`` spawned ones."""
     for word in plan.words:
         (staging / word).mkdir()
-    jobs = [_SpeakerJob(str(staging), list(plan.words), s, plan.clips_per_speaker, plan.seed, plan.sample_rate,
-                        plan.clip_seconds, plan.snr_db) for s in plan.speakers]
+    jobs = [
+        _SpeakerJob(
+            str(staging),
+            list(plan.words),
+            s,
+            plan.clips_per_speaker,
+            plan.seed,
+            plan.sample_rate,
+            plan.clip_seconds,
+            plan.snr_db,
+        )
+        for s in plan.speakers
+    ]
     results: list[_Result] = []
     bar = progress_bar(len(jobs) * len(plan.words) * plan.clips_per_speaker, "synthesising", progress)
     try:
@@ -244,27 +261,48 @@ def _write_speaker_table(staging: Path, speakers: list[SpeakerConfig], split_of:
     (staging / "speakers.json").write_text(json.dumps(speaker_table, indent=2, sort_keys=True) + "\n")
 
 
-def _summarise(out: Path, plan: _Plan, results: list[_Result], clips_per_split: dict[str, int],
-               seconds: float, deterministic: bool) -> SynthSummary:
+def _summarise(
+    out: Path, plan: _Plan, results: list[_Result], clips_per_split: dict[str, int], seconds: float, deterministic: bool
+) -> SynthSummary:
     """The :class:`SynthSummary` of a rendered corpus."""
     clips_per_word = {w: sum(1 for r in results if r[0] == w) for w in plan.words}
-    speakers_per_split = {k: sum(1 for s in plan.speakers if plan.split_of[s.speaker_id] == k)
-                          for k in ("train", "validation", "test")}
+    speakers_per_split = {
+        k: sum(1 for s in plan.speakers if plan.split_of[s.speaker_id] == k) for k in ("train", "validation", "test")
+    }
     return SynthSummary(
-        out=out, words=list(plan.words), seed=plan.seed, sample_rate=plan.sample_rate, clip_seconds=plan.clip_seconds,
-        speakers=len(plan.speakers), clips_per_speaker=plan.clips_per_speaker, clips=len(results),
-        clips_per_word=clips_per_word, speakers_per_split=speakers_per_split,
-        clips_per_split=clips_per_split, split_rule=plan.split_rule,
-        sped_up=sum(1 for r in results if r[2]), cropped=sum(1 for r in results if r[3]),
-        seconds=round(seconds, 3), clips_per_second=round(len(results) / seconds, 1) if seconds > 0 else 0.0,
-        deterministic=deterministic, accents=list(plan.accents),
+        out=out,
+        words=list(plan.words),
+        seed=plan.seed,
+        sample_rate=plan.sample_rate,
+        clip_seconds=plan.clip_seconds,
+        speakers=len(plan.speakers),
+        clips_per_speaker=plan.clips_per_speaker,
+        clips=len(results),
+        clips_per_word=clips_per_word,
+        speakers_per_split=speakers_per_split,
+        clips_per_split=clips_per_split,
+        split_rule=plan.split_rule,
+        sped_up=sum(1 for r in results if r[2]),
+        cropped=sum(1 for r in results if r[3]),
+        seconds=round(seconds, 3),
+        clips_per_second=round(len(results) / seconds, 1) if seconds > 0 else 0.0,
+        deterministic=deterministic,
+        accents=list(plan.accents),
         variants=sorted({s.variant for s in plan.speakers}),
     )
 
 
 def _corpus_info(
-    staging: Path, plan: _Plan, summary: SynthSummary, synth: Synthesizer, *, command: str | None,
-    vocabulary: str | None, validation_fraction: float, test_fraction: float, workers: int,
+    staging: Path,
+    plan: _Plan,
+    summary: SynthSummary,
+    synth: Synthesizer,
+    *,
+    command: str | None,
+    vocabulary: str | None,
+    validation_fraction: float,
+    test_fraction: float,
+    workers: int,
 ) -> dict[str, Any]:
     """The content of ``synth_info.json``: settings, counts, library versions, CPU model and content digest."""
     low, high = plan.snr_db
@@ -287,8 +325,9 @@ def _corpus_info(
         "test_fraction": test_fraction,
         "speakers_per_split": summary.speakers_per_split,
         "clips_per_split": summary.clips_per_split,
-        "speakers_per_gender": {g: sum(1 for s in plan.speakers if s.gender == g)
-                                for g in sorted({s.gender for s in plan.speakers})},
+        "speakers_per_gender": {
+            g: sum(1 for s in plan.speakers if s.gender == g) for g in sorted({s.gender for s in plan.speakers})
+        },
         "sped_up": summary.sped_up,
         "cropped": summary.cropped,
         "snr_db": [low, high],
@@ -357,8 +396,19 @@ def generate_corpus(
     chosen = sample_speakers(speakers, seed, accents, variants)
     split_of, rule = assign_splits(chosen, seed, validation_fraction, test_fraction, split_by)
     low, high = snr_db
-    plan = _Plan(list(words), seed, sample_rate, clip_seconds, (low, high), clips_per_speaker, chosen, split_of, rule,
-                 list(accents), list(variants))
+    plan = _Plan(
+        list(words),
+        seed,
+        sample_rate,
+        clip_seconds,
+        (low, high),
+        clips_per_speaker,
+        chosen,
+        split_of,
+        rule,
+        list(accents),
+        list(variants),
+    )
 
     staging = prepare_output(out, overwrite)
     import torch
@@ -373,8 +423,17 @@ def generate_corpus(
         clips_per_split = _write_split_lists(staging, results, split_of)
         _write_speaker_table(staging, chosen, split_of)
         summary = _summarise(out, plan, results, clips_per_split, time.perf_counter() - started, synth.deterministic)
-        info = _corpus_info(staging, plan, summary, synth, command=command, vocabulary=vocabulary,
-                            validation_fraction=validation_fraction, test_fraction=test_fraction, workers=workers)
+        info = _corpus_info(
+            staging,
+            plan,
+            summary,
+            synth,
+            command=command,
+            vocabulary=vocabulary,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            workers=workers,
+        )
         write_json(staging / "synth_info.json", info)
         commit_output(staging, out)
     except BaseException:
@@ -382,8 +441,16 @@ def generate_corpus(
         raise
     finally:
         torch.set_num_threads(threads)
-    log.debug("%s: %d clips of %d words by %d speakers (%d train / %d validation / %d test) in %.1f s, %.0f clips/s",
-              out, summary.clips, len(words), summary.speakers, summary.speakers_per_split["train"],
-              summary.speakers_per_split["validation"], summary.speakers_per_split["test"], summary.seconds,
-              summary.clips_per_second)
+    log.debug(
+        "%s: %d clips of %d words by %d speakers (%d train / %d validation / %d test) in %.1f s, %.0f clips/s",
+        out,
+        summary.clips,
+        len(words),
+        summary.speakers,
+        summary.speakers_per_split["train"],
+        summary.speakers_per_split["validation"],
+        summary.speakers_per_split["test"],
+        summary.seconds,
+        summary.clips_per_second,
+    )
     return summary

@@ -14,7 +14,9 @@ __all__ = ["NOISE_COLOURS", "trim_silence", "coloured_noise", "band_limit"]
 NOISE_COLOURS = ("white", "pink", "brown")
 
 
-def trim_silence(wave: np.ndarray, sample_rate: int, threshold: float = 0.002, pad_seconds: float = 0.005) -> np.ndarray:
+def trim_silence(
+    wave: np.ndarray, sample_rate: int, threshold: float = 0.002, pad_seconds: float = 0.005
+) -> np.ndarray:
     """Cut leading/trailing samples below ``threshold`` x peak, keeping a few ms: the word itself."""
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak == 0.0:

@@ -29,8 +29,12 @@ from core.data.synth.voices import ACCENTS, VARIANTS
 from core.errors import DataError
 
 __all__ = [
-    "SUPPORTED_VERSIONS", "SynthesisError", "UnsupportedEspeakVersion", "Synthesizer",
-    "library_version", "check_version",
+    "SUPPORTED_VERSIONS",
+    "SynthesisError",
+    "UnsupportedEspeakVersion",
+    "Synthesizer",
+    "library_version",
+    "check_version",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,10 +63,34 @@ _N_FLUTTER_STEPS = 0x170  # wavegen.c: N_FLUTTER; Flutter_ix runs over N_FLUTTER
 #: klatt.c, common.c). A name ending in "." matches only function-local statics
 #: ("voice." is klatt's local double, not the global voice pointer).
 _STATE_SYMBOLS: tuple[str, ...] = (
-    "espeak_rand_state", "nsamples", "wavephase", "rbreath", "end_wave", "peaks",
-    "maxh", "maxh2", "amplitude2", "h_switch_sign", "agc", "cycle_count", "Flutter_ix",
-    "time_count", "kt_globals", "kt_frame", "klattp", "klattp1", "klattp_inc", "prev_fr",
-    "nlast", "noise", "vwave", "voice.", "vlast", "glotlast", "sample_count", "skew",
+    "espeak_rand_state",
+    "nsamples",
+    "wavephase",
+    "rbreath",
+    "end_wave",
+    "peaks",
+    "maxh",
+    "maxh2",
+    "amplitude2",
+    "h_switch_sign",
+    "agc",
+    "cycle_count",
+    "Flutter_ix",
+    "time_count",
+    "kt_globals",
+    "kt_frame",
+    "klattp",
+    "klattp1",
+    "klattp_inc",
+    "prev_fr",
+    "nlast",
+    "noise",
+    "vwave",
+    "voice.",
+    "vlast",
+    "glotlast",
+    "sample_count",
+    "skew",
 )
 _REQUIRED_STATE = ("Flutter_ix", "agc", "cycle_count", "espeak_rand_state", "kt_globals")
 
@@ -169,8 +197,14 @@ def _open_library(path: str) -> ctypes.CDLL:
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-        ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.POINTER(ctypes.c_uint),
+        ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.argtypes = []
@@ -183,12 +217,12 @@ def _open_library(path: str) -> ctypes.CDLL:
 class _Engine:
     """The process-wide espeak-ng library: loaded and initialised once, used under a lock."""
 
-    _instance: "_Engine | None" = None
+    _instance: _Engine | None = None
     _instance_pid: int | None = None
     _class_lock = threading.Lock()
 
     @classmethod
-    def get(cls, library_path: str | None = None, data_path: str | None = None) -> "_Engine":
+    def get(cls, library_path: str | None = None, data_path: str | None = None) -> _Engine:
         """The engine of this process, created on first use (and again in a forked child)."""
         with cls._class_lock:
             if cls._instance is None or cls._instance_pid != os.getpid():
@@ -219,7 +253,9 @@ class _Engine:
         with self.lock:
             rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data_path.encode(), 0)
             if rate <= 0:
-                raise SynthesisError(f"{self.data_path}: espeak-ng failed to initialise (code {rate}); reinstall espeakng-loader")
+                raise SynthesisError(
+                    f"{self.data_path}: espeak-ng failed to initialise (code {rate}); reinstall espeakng-loader"
+                )
             self.sample_rate = int(rate)
             self._buffer = bytearray()
             self._callback = _CALLBACK(self._collect)  # keep a reference for the library's lifetime

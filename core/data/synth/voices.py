@@ -8,23 +8,40 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from core.errors import ConfigError
 
 __all__ = [
-    "ACCENTS", "VARIANTS", "RATES", "PITCHES", "PITCH_RANGES", "LOWPASS_HZ", "HIGHPASS_HZ",
-    "SpeakerConfig", "speaker_pool", "stable_int", "sample_speakers", "assign_splits",
+    "ACCENTS",
+    "VARIANTS",
+    "RATES",
+    "PITCHES",
+    "PITCH_RANGES",
+    "LOWPASS_HZ",
+    "HIGHPASS_HZ",
+    "SpeakerConfig",
+    "speaker_pool",
+    "stable_int",
+    "sample_speakers",
+    "assign_splits",
 ]
 
 #: English accents, by espeak-ng language code; used when the bundled data has them
 #: (``en-shaw`` is left out: it reads the Shavian alphabet and is en-gb for Latin text).
 ACCENTS: tuple[str, ...] = (
-    "en-us", "en-us-nyc", "en-gb", "en-gb-x-rp", "en-gb-scotland",
-    "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+    "en-us",
+    "en-us-nyc",
+    "en-gb",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
 )
 
 #: Voice variants (files in ``espeak-ng-data/voices/!v``) that sound like a person:
@@ -34,31 +51,78 @@ ACCENTS: tuple[str, ...] = (
 #: zac (a child's pitch), iven* (extreme voicing). Variants that are near copies of one
 #: another share a family, and a family never straddles two splits.
 VARIANTS: dict[str, tuple[str, str]] = {
-    "m1": ("male", "m1"), "m2": ("male", "m2"), "m3": ("male", "m3"), "m4": ("male", "m4"),
-    "m5": ("male", "m5"), "m6": ("male", "m6"), "m7": ("male", "m7"), "m8": ("male", "m8"),
-    "Alex": ("male", "alex"), "Andy": ("male", "andy"), "Lee": ("male", "andy"),
-    "Gene": ("male", "gene"), "Gene2": ("male", "gene"), "Jacky": ("male", "jacky"),
-    "Mario": ("male", "mario"), "Michael": ("male", "mario"), "gustave": ("male", "mario"),
-    "marcelo": ("male", "mario"), "Mike": ("male", "mike"), "mike2": ("male", "mike"),
-    "Denis": ("male", "denis"), "Diogo": ("male", "diogo"), "Henrique": ("male", "diogo"),
-    "Hugo": ("male", "diogo"), "michel": ("male", "diogo"), "miguel": ("male", "diogo"),
-    "adam": ("male", "adam"), "benjamin": ("male", "benjamin"), "david": ("male", "david"),
-    "edward2": ("male", "edward"), "antonio": ("male", "antonio"), "boris": ("male", "boris"),
-    "max": ("male", "max"), "grandpa": ("male", "grandpa"), "ian": ("male", "ian"),
-    "john": ("male", "john"), "pedro": ("male", "john"), "norbert": ("male", "norbert"),
-    "kaukovalta": ("male", "kaukovalta"), "paul": ("male", "paul"), "quincy": ("male", "quincy"),
-    "rob": ("male", "rob"), "robert": ("male", "rob"), "travis": ("male", "travis"),
+    "m1": ("male", "m1"),
+    "m2": ("male", "m2"),
+    "m3": ("male", "m3"),
+    "m4": ("male", "m4"),
+    "m5": ("male", "m5"),
+    "m6": ("male", "m6"),
+    "m7": ("male", "m7"),
+    "m8": ("male", "m8"),
+    "Alex": ("male", "alex"),
+    "Andy": ("male", "andy"),
+    "Lee": ("male", "andy"),
+    "Gene": ("male", "gene"),
+    "Gene2": ("male", "gene"),
+    "Jacky": ("male", "jacky"),
+    "Mario": ("male", "mario"),
+    "Michael": ("male", "mario"),
+    "gustave": ("male", "mario"),
+    "marcelo": ("male", "mario"),
+    "Mike": ("male", "mike"),
+    "mike2": ("male", "mike"),
+    "Denis": ("male", "denis"),
+    "Diogo": ("male", "diogo"),
+    "Henrique": ("male", "diogo"),
+    "Hugo": ("male", "diogo"),
+    "michel": ("male", "diogo"),
+    "miguel": ("male", "diogo"),
+    "adam": ("male", "adam"),
+    "benjamin": ("male", "benjamin"),
+    "david": ("male", "david"),
+    "edward2": ("male", "edward"),
+    "antonio": ("male", "antonio"),
+    "boris": ("male", "boris"),
+    "max": ("male", "max"),
+    "grandpa": ("male", "grandpa"),
+    "ian": ("male", "ian"),
+    "john": ("male", "john"),
+    "pedro": ("male", "john"),
+    "norbert": ("male", "norbert"),
+    "kaukovalta": ("male", "kaukovalta"),
+    "paul": ("male", "paul"),
+    "quincy": ("male", "quincy"),
+    "rob": ("male", "rob"),
+    "robert": ("male", "rob"),
+    "travis": ("male", "travis"),
     "victor": ("male", "victor"),
-    "f1": ("female", "f1"), "f2": ("female", "f2"), "f3": ("female", "f3"), "f4": ("female", "f4"),
-    "f5": ("female", "f5"), "Andrea": ("female", "andrea"), "Annie": ("female", "annie"),
-    "Alicia": ("female", "alicia"), "anika": ("female", "anika"), "aunty": ("female", "aunty"),
-    "belinda": ("female", "belinda"), "linda": ("female", "linda"), "grandma": ("female", "grandma"),
-    "shelby": ("female", "shelby"), "steph": ("female", "steph"), "steph2": ("female", "steph"),
+    "f1": ("female", "f1"),
+    "f2": ("female", "f2"),
+    "f3": ("female", "f3"),
+    "f4": ("female", "f4"),
+    "f5": ("female", "f5"),
+    "Andrea": ("female", "andrea"),
+    "Annie": ("female", "annie"),
+    "Alicia": ("female", "alicia"),
+    "anika": ("female", "anika"),
+    "aunty": ("female", "aunty"),
+    "belinda": ("female", "belinda"),
+    "linda": ("female", "linda"),
+    "grandma": ("female", "grandma"),
+    "shelby": ("female", "shelby"),
+    "steph": ("female", "steph"),
+    "steph2": ("female", "steph"),
     "steph3": ("female", "steph"),
 }
 
 RATES: tuple[int, ...] = (120, 145, 170, 195, 220)  # words per minute (espeak-ng default 175)
-PITCHES: tuple[int, ...] = (30, 40, 50, 60, 70)  # espeak-ng base pitch 0-100 (default 50); male F0 ~75-130 Hz, female ~140-260 Hz
+PITCHES: tuple[int, ...] = (
+    30,
+    40,
+    50,
+    60,
+    70,
+)  # espeak-ng base pitch 0-100 (default 50); male F0 ~75-130 Hz, female ~140-260 Hz
 PITCH_RANGES: tuple[int, ...] = (20, 50, 80)  # espeak-ng pitch range 0-100 (default 50)
 #: Per-speaker microphone band limits in Hz (None: not limited).
 LOWPASS_HZ: tuple[int | None, ...] = (None, 7000, 5500, 4500, 3400)
@@ -100,10 +164,7 @@ class SpeakerConfig:
 
 def speaker_pool(accents: Sequence[str], variants: Sequence[str]) -> list[tuple[str, str, int, int, int]]:
     """The full product accent x variant x rate x pitch x range that speakers are drawn from."""
-    return [
-        (a, v, r, p, g)
-        for a in accents for v in variants for r in RATES for p in PITCHES for g in PITCH_RANGES
-    ]
+    return [(a, v, r, p, g) for a in accents for v in variants for r in RATES for p in PITCHES for g in PITCH_RANGES]
 
 
 def stable_int(*parts: object) -> int:
@@ -132,7 +193,9 @@ def sample_speakers(n: int, seed: int, accents: Sequence[str], variants: Sequenc
     if n < 1:
         raise ConfigError(f"the number of speakers must be at least 1, got {n}")
     if n > len(pool):
-        raise ConfigError(f"{n} speakers asked for, but only {len(pool)} distinct voice configurations exist; ask for fewer")
+        raise ConfigError(
+            f"{n} speakers asked for, but only {len(pool)} distinct voice configurations exist; ask for fewer"
+        )
     weights = _gender_balanced_weights(pool)
     rng = np.random.default_rng([seed, stable_int("speakers") % 2**32])
     chosen = rng.choice(len(pool), size=n, replace=False, p=weights)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from core.data.speech_commands import VOCABULARIES
 from core.errors import ConfigError
@@ -21,7 +21,9 @@ def parse_words(text: str | Sequence[str]) -> list[str]:
         raise ConfigError("the word list is empty; give --vocab scd10|scd30 or --words yes,no,...")
     bad = [w for w in words if not _WORD_RE.match(w)]
     if bad:
-        raise ConfigError(f"cannot use {bad[0]!r} as a word: words are letters, digits, spaces, ' and - (they name folders)")
+        raise ConfigError(
+            f"cannot use {bad[0]!r} as a word: words are letters, digits, spaces, ' and - (they name folders)"
+        )
     dupes = sorted({w for w in words if words.count(w) > 1})
     if dupes:
         raise ConfigError(f"the word list repeats {', '.join(dupes)}")

@@ -57,13 +57,21 @@ class StepClock(NullObserver):
         self.ends.append(time.perf_counter())
 
 
-def seconds_per_step(defense: str, model_name: str, data: AudioSet, steps: int, batch_size: int) -> float:
+def seconds_per_step(
+    defense: str, model_name: str, data: AudioSet, steps: int, batch_size: int, memory_format: str = "auto"
+) -> float:
     """Median wall time between consecutive steps of ``Defense.run`` (the first step, which also warms
     up, and the features computed once before it are left out)."""
     torch.manual_seed(0)
     model = build(model_name, len(data.classes))
     config = DEFENSES[defense].Config(
-        clean_ratio=1.0, epochs=steps + 1, batch_size=batch_size, eval_every=10**6, grad_norm_every=0, device="cpu"
+        clean_ratio=1.0,
+        epochs=steps + 1,
+        batch_size=batch_size,
+        eval_every=10**6,
+        grad_norm_every=0,
+        device="cpu",
+        memory_format=memory_format,
     )
     clock = StepClock()
     DEFENSES[defense](config).run(model, data, clock)

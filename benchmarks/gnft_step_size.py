@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import this_command  # noqa: E402
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.data import load_dataset  # noqa: E402
-from core.defenses.base import clean_subset, clip_features, train_mode  # noqa: E402
+from core.defenses.base import clean_subset, train_mode  # noqa: E402
 from core.defenses.gnft import GNFTStep, total_norm  # noqa: E402
+from core.features import clip_features  # noqa: E402
 from core.models import split_front_end  # noqa: E402
 from core.runtime import machine_info, resolve_device, write_json  # noqa: E402
 

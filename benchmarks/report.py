@@ -244,6 +244,33 @@ def _allocator(d: dict) -> Iterator[Row]:
         )
 
 
+def _batchnorm_layout(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (
+            f"{r['model']} {r['defense']} step, batch {r['batch_size']}: contiguous / channels_last with exact "
+            "BatchNorm / channels_last with PyTorch's (1e-3 off)",
+            f"{r['seconds_per_step_contiguous']:.2f} s / {r['seconds_per_step_channels_last']:.2f} s / "
+            f"{r['seconds_per_step_channels_last_plain']:.2f} s",
+            "exact wins: the fastest exact layout is the default (contiguous)",
+            _met(r["seconds_per_step_contiguous"] <= r["seconds_per_step_channels_last"]),
+        )
+
+
+def _threads(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (
+            f"{r['model']} {r['defense']} steps/s, batch {r['batch_size']}: 1 thread / 2 threads / two 1-thread "
+            "workers, alone; beside a busy process",
+            "; ".join(
+                f"{r[f'steps_per_second_1_thread_{t}']:.3f} / {r[f'steps_per_second_2_threads_{t}']:.3f} / "
+                f"{r[f'steps_per_second_two_1_thread_workers_{t}']:.3f}"
+                for t in ("as_is", "busy")
+            ),
+            "",
+            "–",
+        )
+
+
 def _gui_soak(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         g, m, delta = r["gui_thread"], r["rss_mb"], r["refcounts"]["delta"]
@@ -278,6 +305,8 @@ EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "gnft_probe": _defense_probe,
     "defend_": _defend_report,
     "gpu_path": _gpu_path,
+    "batchnorm_layout": _batchnorm_layout,
+    "threads": _threads,
 }
 
 

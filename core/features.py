@@ -17,7 +17,7 @@ from torch import nn
 
 from core.errors import ConfigError
 
-__all__ = ["FrontEndConfig", "FrontEnd", "build_front_end"]
+__all__ = ["FrontEndConfig", "FrontEnd", "build_front_end", "clip_features"]
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,28 @@ class FrontEnd(nn.Module):
         if wave.dim() != 2:
             raise ValueError(f"front end expects waveforms [B, T], got shape {tuple(wave.shape)}")
         feats = self.transform(wave)  # [B, coeffs, frames]
-        return feats.transpose(1, 2).unsqueeze(1)  # [B, 1, frames, coeffs]
+        # contiguous, so a classifier sees the same strides whether features come from here or from a
+        # cache (clip_features): the same kernels, the same bits
+        return feats.transpose(1, 2).unsqueeze(1).contiguous()  # [B, 1, frames, coeffs]
 
     def output_shape(self) -> tuple[int, int, int]:
         """``(1, frames, coeffs)`` for one clip of ``config.num_samples`` samples."""
         return (1, self.config.n_frames, self.config.n_features)
+
+
+@torch.no_grad()
+def clip_features(front: nn.Module, waves: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The front end's output for every clip (in eval mode), computed once for the whole run.
+
+    The module's train/eval mode is left as it was found: analysis calls this on a loaded model."""
+    if waves.shape[0] == 0:  # a data-free run: nothing to train on
+        return waves
+    was_training = front.training
+    front.eval()
+    try:
+        return torch.cat([front(waves[i : i + batch_size]) for i in range(0, waves.shape[0], batch_size)])
+    finally:
+        front.train(was_training)
 
 
 def build_front_end(config: FrontEndConfig | dict[str, Any] | None = None) -> FrontEnd:

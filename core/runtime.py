@@ -26,6 +26,12 @@ __all__ = [
     "machine_info",
     "progress_bar",
     "add_common_arguments",
+    "parse_args",
+    "THREADS_ENV",
+    "available_cpus",
+    "default_threads",
+    "resolve_threads",
+    "set_threads",
     "run_command",
     "write_json",
     "write_text_atomic",
@@ -92,6 +98,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
         "torchaudio": torchaudio.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "available_cpus": available_cpus(),
         "allocator": allocator_mode(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
@@ -106,13 +113,92 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None):
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
+#: ``GNFT_THREADS`` (a count or ``auto``) is the thread count when no ``--threads`` is given.
+THREADS_ENV = "GNFT_THREADS"
+#: torch's own thread count when this module was first imported (its default, or ``OMP_NUM_THREADS``).
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Torch CPU threads when nobody chose: torch's own default (its cores, or ``OMP_NUM_THREADS``),
+    at most the CPUs this process may use.
+
+    Measured (``benchmarks/results/threads.json``, GN-FT steps on this 2-core machine): alone, two
+    threads ran a step 1.5x (SmallCNN) and 2.2x (ResNet) faster than one, so one job gets the
+    machine; beside a busy process two threads were 0.84-1.01x of one, and two 1-thread workers
+    did 1.4-1.5x the steps of one 2-thread worker: on a shared machine pass ``--threads 1``, and
+    ``core.grid --jobs 2 --threads 1``. The default never depends on the load, so a machine always
+    computes the same bits (the thread count changes the rounding of parallel reductions)."""
+    return max(1, min(_TORCH_DEFAULT_THREADS, available_cpus()))
+
+
+def resolve_threads(choice: int | str | None) -> int:
+    """The thread count ``choice`` names: a count >= 1, or ``auto``/None (then ``$GNFT_THREADS``,
+    else :func:`default_threads`); anything else is a ConfigError naming ``--threads``."""
+    if choice is None:
+        choice = os.environ.get(THREADS_ENV) or "auto"
+    given = choice
+    if isinstance(choice, str):
+        text = choice.strip().lower()
+        if text == "auto":
+            return default_threads()
+        try:
+            choice = int(text)
+        except ValueError:
+            raise ConfigError(f"--threads must be a whole number >= 1 or auto, got {choice!r}") from None
+    if isinstance(choice, bool) or not isinstance(choice, int) or choice < 1:
+        raise ConfigError(f"--threads must be a whole number >= 1 or auto, got {given!r}")
+    return choice
+
+
+def set_threads(choice: int | str | None) -> int:
+    """Make torch use the threads ``choice`` names (see :func:`resolve_threads`); returns the count."""
+    threads = resolve_threads(choice)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _threads_option(text: str) -> str:
+    try:
+        resolve_threads(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--threads ")) from None
+    return text
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--seed``, ``--device`` and ``--quiet``, as every command has them."""
+    """``--seed``, ``--device``, ``--threads`` and ``--quiet``, as every command has them."""
     parser.add_argument(
         "--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same result"
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    parser.add_argument(
+        "--threads",
+        type=_threads_option,
+        default=None,
+        metavar="N|auto",
+        help=f"torch CPU threads (default: ${THREADS_ENV}, else auto: torch's own count, here "
+        f"{default_threads()}; on a machine other work shares, 1 is faster). The same thread count gives "
+        "the same numbers; it is recorded with every result",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, then apply what acts on the whole process: ``--threads``
+    (``args.threads`` becomes the count in force)."""
+    args = parser.parse_args(argv)
+    if hasattr(args, "threads"):
+        args.threads = set_threads(args.threads)
+    return args
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -233,12 +319,14 @@ def check_memory_format(choice: str) -> None:
 
 
 def memory_format(choice: str, device: torch.device) -> torch.memory_format:
-    """The layout conv weights and activations train in. ``auto``: channels_last on CPU, where
-    oneDNN's convolutions run faster in it (``benchmarks/gpu_path.py`` measures it), contiguous
-    elsewhere (not measured on a GPU yet; ask for channels_last there to try it)."""
+    """The layout conv weights and activations train in. ``auto`` is contiguous everywhere: on a CPU
+    PyTorch's channels_last BatchNorm is about 1e-3 off in training, and made exact
+    (:func:`core.loop.exact_batchnorm`) it is 1.6-2.6x slower per step than the contiguous layout
+    (``benchmarks/results/batchnorm_layout.json``); exact wins. ``channels_last`` stays available
+    (exact, slower here; not measured on a GPU yet)."""
     check_memory_format(choice)
     if choice == "auto":
-        choice = "channels_last" if device.type == "cpu" else "contiguous"
+        choice = "contiguous"
     return torch.channels_last if choice == "channels_last" else torch.contiguous_format
 
 

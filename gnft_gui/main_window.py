@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from PySide6.QtCore import QRect, QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -47,6 +47,7 @@ from core.metrics import percent
 from core.models import analysable_layers
 from core.presets import PRESETS, preset_record
 from core.repair import RepairResult
+from core.runtime import available_cpus, default_threads, resolve_threads, set_threads
 from core.session import MismatchError, Session, predict_clips
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
@@ -353,8 +354,48 @@ class MainWindow(QMainWindow):
         file_menu.insertAction(
             self.action_open_model, self._action("Open D&emo", QKeySequence("Ctrl+Shift+D"), lambda: self.open_demo())
         )
+        self._build_threads_menu(self.menuBar().addMenu("&Settings").addMenu("CPU &Threads"))
         self._default_state = self.saveState()
         self._refresh_recent()
+
+    def _build_threads_menu(self, menu) -> None:
+        """Settings > CPU Threads: Automatic (the commands' default: all of this machine's) or a count (1 is
+        faster when other work shares the machine); kept in the settings."""
+        self.threads_actions: dict[str, QAction] = {}
+        group = QActionGroup(self)
+        choices = ["auto", *(str(n) for n in range(1, available_cpus() + 1))]
+        for choice in choices:
+            text = f"&Automatic ({default_threads()})" if choice == "auto" else f"&{choice}"
+            action = QAction(text, self, checkable=True)
+            action.triggered.connect(lambda _checked=False, c=choice: self.set_threads_choice(c))
+            group.addAction(action)
+            menu.addAction(action)
+            self.threads_actions[choice] = action
+            if choice == "auto":
+                menu.addSeparator()
+        saved = str(settings().value("threads", "auto"))
+        try:
+            resolve_threads(saved)
+        except GnftError:
+            saved = "auto"
+        self.threads_choice = saved if saved in self.threads_actions else "auto"
+        self._threads_pending = False
+        self.set_threads_choice(self.threads_choice)
+
+    def set_threads_choice(self, choice: str) -> int:
+        """Use ``choice`` (``auto`` or a count) torch threads from now on and remember it. While a task
+        runs the change waits for it to end (a thread pool is not resized under a running step)."""
+        self.threads_choice = choice
+        self.threads_actions[choice].setChecked(True)
+        settings().setValue("threads", choice)
+        threads = resolve_threads(choice)
+        if any(t.running for t in self.tasks):
+            self._threads_pending = True
+        else:
+            set_threads(choice)
+            self._threads_pending = False
+        log.info("CPU threads: %s (%d)", choice, threads)
+        return threads
 
     def show_tab(self, widget: QWidget) -> None:
         """Bring a central tab (Audio, Neurons) to the front, leaving the welcome page if it shows."""
@@ -623,6 +664,9 @@ class MainWindow(QMainWindow):
         if task in self.tasks:
             self.tasks.remove(task)
         self.cancel_button.setVisible(bool(self.tasks))
+        if self._threads_pending and not self.tasks:
+            set_threads(self.threads_choice)
+            self._threads_pending = False
 
     def cancel_tasks(self) -> None:
         """Ask every running task to stop at its next step (the workspace stays as it was)."""

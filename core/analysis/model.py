@@ -18,10 +18,9 @@ from core.analysis.zones import ZONES, analyse_layer, backdoor_set, first_order_
 from core.attacks import Attack
 from core.data.audioset import AudioSet
 from core.defenses import clean_subset
-from core.defenses.base import clip_features
 from core.errors import ConfigError
 from core.events import Cancelled, NeuronStats, NullObserver, Observer
-from core.features import FrontEnd
+from core.features import FrontEnd, clip_features
 from core.models import analysable_layers
 from core.repair import RepairWatcher
 

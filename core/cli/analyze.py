@@ -30,6 +30,7 @@ from core.runtime import (
     check_distinct,
     check_writable,
     machine_info,
+    parse_args,
     resolve_device,
     write_json,
 )
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if not 0 < args.clean_ratio <= 1:  # nan fails this too
         raise ConfigError(f"--clean-ratio must be a share in (0, 1], got {args.clean_ratio}")
     check_distinct({"--out": args.out, "--plot": args.plot}, {"--model": args.model, "--compare": args.compare})

@@ -31,6 +31,7 @@ from core.runtime import (
     add_common_arguments,
     check_distinct,
     check_writable,
+    parse_args,
     progress_bar,
     resolve_device,
     write_json,
@@ -171,7 +172,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     report = defend(args, argv)
     b, a = report["before"], report["after"]
     line = f"clean accuracy {100 * b['clean_accuracy']:.1f} % -> {100 * a['clean_accuracy']:.1f} %"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from core.demo import RECIPE, ensure_demo, write_shipped_info
 from core.errors import GnftError
-from core.runtime import add_common_arguments
+from core.runtime import add_common_arguments, parse_args
 
 __all__ = ["main"]
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo model and write its JSON record",
     )
     add_common_arguments(p)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     if args.write_asset and not args.rebuild:
         raise GnftError("--write-asset needs --rebuild (it ships a freshly trained model)")
     device = "cpu" if args.device == "auto" else args.device

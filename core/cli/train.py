@@ -20,7 +20,7 @@ from core.cli.common import add_data_arguments, add_front_end_arguments, front_e
 from core.errors import ConfigError
 from core.metrics import percent
 from core.options import add_arguments, from_namespace
-from core.runtime import add_common_arguments, check_distinct, check_writable, write_json
+from core.runtime import add_common_arguments, check_distinct, check_writable, parse_args, write_json
 from core.training import TrainConfig, train_model
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace, config: type[TrainConfig] = Train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {out}")

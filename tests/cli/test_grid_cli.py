@@ -478,3 +478,28 @@ def test_keep_earlier_reads_a_setting_added_since_as_its_default(tmp_path):
         grid._with_earlier_rows([], path, {"gnft": {**now, "spec_augment": 0.2}}, {"clips": 3})
     with pytest.raises(ConfigError, match="other gnft settings"):
         grid._with_earlier_rows([], path, {"gnft": {**now, "alpha": 0.5}}, {"clips": 3})
+
+
+def test_jobs_run_the_cells_in_worker_processes_with_the_same_numbers(tiny_sc, tmp_path):
+    """``--jobs 2 --threads 1``: the cells run in two spawned workers, defenses as soon as their model is
+    trained, and give the in-process grid's numbers and cell files."""
+    common = ["--data", str(tiny_sc), *TINY, "--defenses", "none,ft,gnft", "--threads", "1"]
+    assert main([*common, "--out", str(tmp_path / "inline")]) == 0
+    assert main([*common, "--jobs", "2", "--out", str(tmp_path / "jobs")]) == 0
+
+    def rows(name):
+        return [
+            {k: v for k, v in r.items() if k != "seconds"} for r in json.loads((tmp_path / name).read_text())["rows"]
+        ]
+
+    assert len(rows("inline.json")) == 4 and rows("jobs.json") == rows("inline.json")
+    result = json.loads((tmp_path / "jobs.json").read_text())
+    assert (result["jobs"], result["threads_per_cell"], result["machine"]["torch_threads"]) == (2, 1, 1)
+    assert sorted(p.name for p in (tmp_path / "jobs_work").iterdir()) == sorted(
+        p.name for p in (tmp_path / "inline_work").iterdir()
+    )
+    cell = "defend_smallcnn_badnets_gnft.json"
+    inline, jobs = (json.loads((tmp_path / w / cell).read_text()) for w in ("inline_work", "jobs_work"))
+    assert jobs["history"] == inline["history"] and jobs["after"] == inline["after"]
+    with pytest.raises(ConfigError, match="--jobs must be at least 1, got 0"):
+        main([*common, "--jobs", "0", "--out", str(tmp_path / "none")])

@@ -1,6 +1,7 @@
 """Cost of one GN-FT step against one plain fine-tuning step, and in-place against copy-per-step.
 
     python benchmarks/gnft_step.py [--models resnet,smallcnn] [--batch-size 256] [--repeats 7] [--device auto]
+                                   [--threads auto] [--memory-format auto]
 
 For each model the step kinds run interleaved on the same model and batch (so a noisy,
 shared machine slows them alike), as the defenses run them: on the classifier, with the
@@ -11,7 +12,9 @@ back-propagated); ``ft_waveform`` and ``gnft_waveform`` run the whole model from
 waveform (the front end in every pass), to show what computing features once saves.
 Reported: median milliseconds per step and the ratios gnft/ft (target <= 2.0, the cost of
 two passes), gnft_copy/gnft and gnft_waveform/gnft. On CUDA each timed step ends with a
-synchronise. Writes benchmarks/results/gnft_step[_<device>].json.
+synchronise. The path is the product's: the classifier in the layout the defense loop gives it
+(``--memory-format auto``, with exact BatchNorm in channels_last), ``--threads`` torch threads and
+the product's allocator (``import core``), all recorded. Writes benchmarks/results/gnft_step[_<device>].json.
 """
 
 from __future__ import annotations
@@ -32,8 +35,17 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import this_command  # noqa: E402
 from core.defenses.gnft import GNFTStep  # noqa: E402
 from core.features import FrontEndConfig  # noqa: E402
+from core.loop import exact_batchnorm  # noqa: E402
 from core.models import build, split_front_end  # noqa: E402
-from core.runtime import machine_info, resolve_device, seed_everything, write_json  # noqa: E402
+from core.runtime import (  # noqa: E402
+    MEMORY_FORMATS,
+    machine_info,
+    memory_format,
+    resolve_device,
+    seed_everything,
+    set_threads,
+    write_json,
+)
 
 
 def copy_per_step(model, x, y, alpha: float, r: float) -> None:
@@ -59,15 +71,22 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", default="auto", help="torch CPU threads, as the commands' --threads (default auto)")
+    p.add_argument("--memory-format", choices=MEMORY_FORMATS, default="auto", help="the defenses' layout option")
     p.add_argument("--out", help="JSON to write (default benchmarks/results/gnft_step_<device type>.json)")
     args = p.parse_args()
     device = resolve_device(args.device)
+    set_threads(args.threads)
+    layout = memory_format(args.memory_format, device)
     seed_everything(0)
     fe = FrontEndConfig()
     rows = []
     for name in args.models.split(","):
         full = build(name, 10, fe).to(device).train()
         front, model = split_front_end(full)
+        model.to(memory_format=layout)  # as core.loop.Loop lays out the trained module
+        if layout == torch.channels_last:
+            exact_batchnorm(model)
         wave = torch.randn(args.batch_size, fe.num_samples, device=device) * 0.1
         with torch.no_grad():
             x = front(wave)
@@ -112,6 +131,7 @@ def main() -> int:
             "model": name,
             "batch_size": args.batch_size,
             "repeats": args.repeats,
+            "memory_format": "channels_last" if layout == torch.channels_last else "contiguous",
             "median_ms": {k: round(v, 2) for k, v in ms.items()},
             "gnft_over_ft": round(ms["gnft"] / ms["ft"], 3),
             "copy_over_inplace": round(ms["gnft_copy"] / ms["gnft"], 3),

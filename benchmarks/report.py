@@ -256,6 +256,24 @@ def _batchnorm_layout(d: dict) -> Iterator[Row]:
         )
 
 
+def _throughput(d: dict) -> Iterator[Row]:
+    for r in d["rows"]:
+        yield (
+            f"{r['model']} {r['step']} step, batch {r['batch_size']}: clips/s before issue 30 / product (speed-up)",
+            f"{r['clips_per_second_before']:.0f} / {r['clips_per_second_product']:.0f} ({r['speedup']:.2f}x)",
+            "≥ 2x (ResNet), ≥ 3x (SmallCNN)",
+            _met(r["speedup"] >= (2.0 if r["model"] == "resnet" else 3.0)),
+        )
+        if r["model"] == "resnet":
+            yield (
+                f"resnet {r['step']} step: achieved GFLOP/s / this machine's best 3x3 conv rate",
+                f"{r['gflops_product']:.1f} / {d['peaks']['conv3x3_gflops']:.1f} "
+                f"({100 * r['fraction_of_conv_peak']:.0f} %)",
+                "≥ 55 %",
+                _met(r["fraction_of_conv_peak"] >= 0.55),
+            )
+
+
 def _threads(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         yield (
@@ -307,6 +325,7 @@ EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "gpu_path": _gpu_path,
     "batchnorm_layout": _batchnorm_layout,
     "threads": _threads,
+    "throughput": _throughput,
 }
 
 

@@ -22,6 +22,7 @@ MS ADPCM, GSM 6.10) are decoded to float like PCM.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import tempfile
@@ -65,12 +66,21 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if path.is_dir():
         raise DataError(f"{path}: a folder, not an audio file")
     if not path.is_file():
+        if path.is_symlink():
+            try:
+                path.stat()
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise DataError(f"{path}: a symbolic link that leads back to itself (a loop)") from None
+            raise DataError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist")
+        if path.exists():  # a pipe, a socket, a device
+            raise DataError(f"{path}: not a regular file (a pipe or device); an audio file is needed")
         raise DataError(f"{path}: no such audio file")
     size = path.stat().st_size
     if size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); re-record or remove it")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # bytes: any file name
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
         raise DataError(f"{path}: not a readable audio file ({exc}); check that it is a complete WAV") from exc
     except MemoryError as exc:
@@ -306,7 +316,7 @@ def write_wav(
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         sf.write(tmp, wave, int(sample_rate), subtype=subtype, format="WAV")
         publish(tmp, path)

@@ -17,7 +17,7 @@ import torch
 
 from core.audio import resample
 from core.errors import ConfigError
-from core.options import OptionError, fields_of, option, parse_key_values
+from core.options import OptionError, check_ranges, fields_of, option, parse_key_values
 
 __all__ = ["AugmentConfig", "Augmenter", "parse_augment", "coloured_noise_like", "describe", "PRESETS"]
 
@@ -37,18 +37,28 @@ class AugmentConfig:
     """
 
     shift_ms: float = option(
-        0.0, flag="shift", label="Shift, ms", help="move each clip by up to this many ms either way, zero-filled"
+        0.0,
+        flag="shift",
+        label="Shift, ms",
+        range="[0, 10000]",
+        help="move each clip by up to this many ms either way, zero-filled",
     )
     speed: tuple[float, float] | None = option(
         None, flag="speed", label="Speed range", help="slowest:fastest speed factor (tempo and pitch together)"
     )
     noise_prob: float = option(
-        0.0, flag="noise", label="Noise share", percent=True, help="share of clips given white, pink or brown noise"
+        0.0,
+        flag="noise",
+        label="Noise share",
+        percent=True,
+        range="[0, 1]",
+        help="share of clips given white, pink or brown noise",
     )
     snr_db: tuple[float, float] = option(
         (10.0, 30.0),
         flag="snr",
         label="Noise SNR, dB",
+        range="[-60, 120]",
         help="lowest:highest signal-to-noise ratio of the added noise in dB",
     )
 
@@ -63,6 +73,7 @@ class AugmentConfig:
                 raise ConfigError(f"augment speed range must satisfy 0.5 <= slowest <= fastest <= 2, got {lo}:{hi}")
         if self.snr_db[0] > self.snr_db[1]:
             raise ConfigError(f"augment SNR range is reversed: {self.snr_db[0]}:{self.snr_db[1]}")
+        check_ranges(self)  # finite numbers inside the declared ranges (nan passes the comparisons above)
 
     @property
     def active(self) -> bool:

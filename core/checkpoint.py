@@ -30,6 +30,7 @@ from torch import nn
 from core import __version__
 from core.audio import publish
 from core.errors import CheckpointError, ConfigError
+from core.validate import remove_stale_temporaries
 
 __all__ = [
     "FORMAT_NAME",
@@ -91,6 +92,13 @@ def make_metadata(
     }
 
 
+#: Bounds on what a checkpoint's header may ask for, checked before anything is built from it: the
+#: metadata's size and nesting, and the class count (the output layer is sized by it).
+MAX_METADATA_CHARS = 16_000_000
+MAX_NESTING = 64
+MAX_CLASSES = 10_000
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str, Any]) -> Path:
     """Write ``model``'s tensors and ``metadata`` atomically; an existing file survives any failure."""
     path = Path(path)
@@ -101,9 +109,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: Mapping
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the metadata cannot be stored as JSON ({exc})") from exc
     tmp: str | None = None
+    remove_stale_temporaries(path)  # what a writer killed mid-save left beside it
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         save_file(tensors, tmp, metadata={METADATA_KEY: header})
         publish(tmp, path)
@@ -147,12 +156,38 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: a .safetensors file without GN-FT Workbench metadata; it holds tensors but not "
             "the architecture, classes and front end needed to use them"
         )
+    text = header[METADATA_KEY]
+    if len(text) > MAX_METADATA_CHARS:
+        raise CheckpointError(
+            f"{path}: the metadata is {len(text) / 1e6:.1f} MB; a checkpoint's is a few kB and at most "
+            f"{MAX_METADATA_CHARS // 1_000_000} MB is read: the file is corrupt or not one of ours"
+        )
     try:
-        meta = json.loads(header[METADATA_KEY])
+        meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the metadata is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: the metadata nests deeper than Python can read; at most {MAX_NESTING} levels are read"
+        ) from None
+    depth = _nesting(meta)
+    if depth > MAX_NESTING:
+        raise CheckpointError(f"{path}: the metadata nests {depth} levels deep; at most {MAX_NESTING} are read")
     _check_metadata(meta, path)
     return meta
+
+
+def _nesting(value: Any) -> int:
+    """How deep lists and objects nest in a JSON value (iteratively: no recursion on a hostile document)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                return depth
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _check_metadata(meta: dict[str, Any], path: Path) -> None:
@@ -179,6 +214,8 @@ def _check_metadata(meta: dict[str, Any], path: Path) -> None:
     classes = meta["classes"]
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         problems.append("classes must be a non-empty list of strings")
+    elif len(classes) > MAX_CLASSES:
+        problems.append(f"classes lists {len(classes)} names; at most {MAX_CLASSES} are read")
     elif len(set(classes)) != len(classes):
         problems.append("classes repeat a name")
     if isinstance(meta["sample_rate"], bool) or not isinstance(meta["sample_rate"], int) or meta["sample_rate"] <= 0:
@@ -233,6 +270,8 @@ def build_from_metadata(
 #: Feature maps (frames x coefficients) and integer arch args up to these are built without a meta check.
 _USUAL_FEATURES = 200_000
 _USUAL_ARG_FACTOR = 8
+#: More classes than this are checked on the meta device too (the output layer grows with them).
+_USUAL_CLASSES = 1000
 
 
 def _unusual_sizes(meta: Mapping[str, Any]) -> bool:
@@ -241,6 +280,8 @@ def _unusual_sizes(meta: Mapping[str, Any]) -> bool:
     from core import models
 
     fe = meta["front_end"]
+    if len(meta["classes"]) > _USUAL_CLASSES:
+        return True
     try:
         frames = int(fe.get("num_samples") or fe.get("sample_rate", 16000)) // int(fe.get("hop_length", 160)) + 1
         coeffs = int(fe.get("n_mels" if fe.get("kind") == "logmel" else "n_coeffs", 80))

@@ -3,6 +3,9 @@
 import sys
 
 if __name__ == "__main__":
+    from core.interrupts import quiet_interrupts
+
+    quiet_interrupts()  # Ctrl-C while torch imports: exit 130, no traceback
     from core.cli.grid import main
     from core.runtime import run_command
 

@@ -37,10 +37,17 @@ __all__ = [
     "format_value",
     "type_name",
     "guess_value",
+    "PathRole",
+    "SEED_RANGE",
+    "SEED_TEXT",
+    "read_number",
+    "number",
 ]
 
 #: The key of a field's :class:`OptionMeta` in ``dataclasses.field(metadata=...)``.
 META_KEY = "gnft_option"
+#: What an argparse action carries when its value is a path (:class:`PathRole`; read by :mod:`core.validate`).
+PATH_KEY = "gnft_path"
 
 
 @dataclass(frozen=True)
@@ -96,13 +103,32 @@ class Range:
         return "a finite number" if self.low_open or self.high_open else "a number"
 
 
+#: Seeds: torch takes at most 64 bits; a larger one would fail deep inside a run.
+SEED_RANGE = Range(0, 2**64 - 1)
+SEED_TEXT = "a whole number from 0 to 2**64-1"
+
+
+@dataclass(frozen=True)
+class PathRole:
+    """What a path option is: ``role`` "input" (read) or "output" (written); ``kind`` "file", "folder"
+    or "prefix" (an output whose files are ``also``'s); ``suffixes`` the endings an output may have
+    (``suffix_text`` their wording); ``also`` the files written beside it, by name."""
+
+    role: Literal["input", "output"]
+    kind: Literal["file", "folder", "any", "prefix"] = "file"
+    suffixes: tuple[str, ...] = ()
+    suffix_text: str | None = None
+    also: Callable[[str], dict[str, str]] | None = None
+
+
 @dataclass(frozen=True)
 class OptionMeta:
     """What a field says about itself: one-line ``help``, the form's ``label`` (unit after a comma),
     ``percent`` (a share of 1 shown in percent), ``primary`` (shown before "Advanced"), ``hidden``
     (not an option: set another way), ``range`` (checked by :func:`check_ranges`, ``range_text``
     its wording and ``note`` a remark after it), ``flag`` (the name people type when it is not the
-    field's), ``metavar`` and ``parse`` (reads the option's text when the field is not a plain value)."""
+    field's), ``metavar``, ``parse`` (reads the option's text when the field is not a plain value) and
+    ``path`` (the field is a file the command reads or writes: :class:`PathRole`)."""
 
     help: str = ""
     label: str | None = None
@@ -115,6 +141,7 @@ class OptionMeta:
     flag: str | None = None
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None
+    path: PathRole | None = None
 
 
 def option(
@@ -133,6 +160,7 @@ def option(
     flag: str | None = None,
     metavar: str | None = None,
     parse: Callable[[str], Any] | None = None,
+    path: PathRole | None = None,
     default_factory: Callable[[], Any] | Any = MISSING,
 ) -> Any:
     """A ``dataclasses.field`` carrying an :class:`OptionMeta`; ``minimum``/``maximum`` are inclusive
@@ -143,7 +171,7 @@ def option(
         range = Range.parse(range)
     elif minimum is not None or maximum is not None:
         range = Range(minimum, maximum)
-    meta = OptionMeta(help, label, percent, primary, hidden, range, range_text, note, flag, metavar, parse)
+    meta = OptionMeta(help, label, percent, primary, hidden, range, range_text, note, flag, metavar, parse, path)
     return dataclasses.field(default=default, default_factory=default_factory, metadata={META_KEY: meta})
 
 
@@ -288,6 +316,41 @@ def convert(text: str, annotation: Any) -> Any:
     raise ValueError(f"{type_name(annotation)} cannot be written as text")
 
 
+def read_number(
+    text: str, kind: type, range: Range | None = None, *, range_text: str | None = None, note: str | None = None
+) -> int | float:
+    """``text`` as an int or a finite float inside ``range``; a ValueError says what is wrong in words that
+    follow an option's name ("must be at least 1, got 0")."""
+    integer = kind is int
+    try:
+        value: int | float = int(text) if integer else float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be {'a whole number' if integer else 'a number'}, got {text!r}") from None
+    if not integer and not math.isfinite(value) and range is None:
+        raise ValueError(f"must be a finite number, got {text!r}")
+    if range is not None and (value not in range or not math.isfinite(value)):
+        extra = f" ({note})" if note else ""
+        raise ValueError(f"must be {range_text or range.describe(integer)}{extra}, got {text}")
+    return value
+
+
+def number(
+    kind: type = float, range: str | Range | None = None, *, range_text: str | None = None, note: str | None = None
+) -> Callable[[str], int | float]:
+    """An argparse ``type=`` reading an int or finite float inside ``range`` ("[1, inf)"): a bad value is
+    refused while the command line is read, naming the option (see :func:`core.validate.one_line_errors`)."""
+    bounds = Range.parse(range) if isinstance(range, str) else range
+
+    def read(text: str) -> int | float:
+        try:
+            return read_number(text, kind, bounds, range_text=range_text, note=note)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    read.__name__ = kind.__name__
+    return read
+
+
 def format_value(value: Any) -> str:
     """The text that :func:`convert` reads back as ``value`` (floats exactly, None as "none")."""
     if value is None:
@@ -373,7 +436,7 @@ def add_arguments(
             kwargs.update(action="append", metavar=meta.metavar or "KEY=VALUE", default=None if default_none else [])
             plain = False
         elif meta.parse is not None:
-            kwargs.update(metavar=meta.metavar or "SPEC", default=None)
+            kwargs.update(metavar=meta.metavar or "SPEC", default=None, type=_parsed(meta.parse))
             plain = False
         elif spec.type is bool:
             kwargs.update(type=parse_bool, nargs="?", const=True, metavar="{true,false}")
@@ -382,29 +445,51 @@ def add_arguments(
             kwargs.update(
                 choices=list(values), type=str if all(isinstance(v, str) for v in values) else _argparse_type(spec.type)
             )
-        elif spec.type in (int, float, str):
-            kwargs.update(type=spec.type)
+        elif spec.type in (int, float):
+            kwargs.update(type=number(spec.type, spec.range, range_text=meta.range_text, note=meta.note))
+        elif spec.type is str:
+            kwargs.update(type=str)
         else:
-            kwargs.update(type=_argparse_type(spec.type))
+            kwargs.update(type=_argparse_type(spec.type, spec))
         if meta.metavar and "metavar" not in kwargs:
             kwargs["metavar"] = meta.metavar
         if "default" not in kwargs:
             kwargs["default"] = None if default_none or spec.default is MISSING else spec.default
         text = describe_default(spec) if describe_default is not None else (format_value(spec.default) if plain else "")
         help_text = f"{spec.help} (default: {text})" if text else spec.help
-        parser.add_argument(*names, help=help_text.replace("%", "%%"), **kwargs)
+        action = parser.add_argument(*names, help=help_text.replace("%", "%%"), **kwargs)
+        if meta.path is not None:
+            setattr(action, PATH_KEY, meta.path)
         added.append(spec)
     return added
 
 
-def _argparse_type(annotation: Any) -> Callable[[str], Any]:
+def _argparse_type(annotation: Any, spec: OptionSpec | None = None) -> Callable[[str], Any]:
     def read(text: str) -> Any:
         try:
-            return convert(text, annotation)
+            value = convert(text, annotation)
         except ValueError:
             raise argparse.ArgumentTypeError(f"cannot read {text!r} as {type_name(annotation)}") from None
+        if spec is not None:
+            problem = _out_of_range(spec, value)
+            if problem:
+                raise argparse.ArgumentTypeError(f"must be {problem}, got {text}")
+        return value
 
     read.__name__ = type_name(annotation)
+    return read
+
+
+def _parsed(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` running a field's own reader, so its errors name the option."""
+
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    read.__name__ = getattr(parse, "__name__", "value")
     return read
 
 
@@ -481,23 +566,37 @@ def parse_key_values(
 
 
 # ------------------------------------------------------------------ checks
+def _out_of_range(spec: OptionSpec, value: Any) -> str | None:
+    """What ``value`` must be instead ("a positive number (note)"), or None when it fits ``spec``: floats
+    finite, numbers (each of a tuple's) inside the declared range."""
+    if value is None or isinstance(value, bool):
+        return None
+    integer = spec.type is int or (_is_union(spec.type) and int in typing.get_args(spec.type))
+    note = f" ({spec.meta.note})" if spec.meta.note else ""
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if isinstance(item, float) and not math.isfinite(item) and spec.range is None:
+            return "a finite number" + note
+        if spec.range is not None and (item not in spec.range or not math.isfinite(item)):
+            return (spec.meta.range_text or spec.range.describe(integer)) + note
+    return None
+
+
 def check_ranges(instance: Any, error: type[Exception] = ConfigError) -> None:
-    """Raise ``error`` naming the first field whose value is not one of its Literal choices or lies
-    outside its declared range (the wording the configs' messages have always had)."""
+    """Raise ``error`` naming the first field whose value is not one of its Literal choices, is not a
+    finite number where a number goes, or lies outside its declared range (each number of a tuple)."""
     for spec in fields_of(type(instance)):
         value = getattr(instance, spec.name)
         values = _literal_values(spec.type)
         if values is not None and value not in values:
             wanted = f"{values[0]} or {values[1]}" if len(values) == 2 else "one of " + ", ".join(map(str, values))
             raise error(f"{spec.name} must be {wanted}, got {value!r}")
-        if spec.range is None or value is None:
-            continue
-        integer = spec.type is int or (_is_union(spec.type) and int in typing.get_args(spec.type))
-        wanted = spec.meta.range_text or spec.range.describe(integer)
-        note = f" ({spec.meta.note})" if spec.meta.note else ""
-        try:
-            inside = not isinstance(value, bool) and value in spec.range
-        except TypeError:
-            inside = False
-        if not inside:
-            raise error(f"{spec.name} must be {wanted}{note}, got {value!r}")
+        if spec.range is not None and not isinstance(value, (int, float, tuple, type(None))):
+            raise error(f"{spec.name} must be {spec.meta.range_text or spec.range.describe()}, got {value!r}")
+        if isinstance(value, bool) and spec.range is not None:
+            raise error(f"{spec.name} must be {spec.meta.range_text or spec.range.describe()}, got {value!r}")
+        problem = _out_of_range(spec, value)
+        if problem:
+            raise error(f"{spec.name} must be {problem}, got {value!r}")

@@ -174,10 +174,22 @@ def _threads_option(text: str) -> str:
     return text
 
 
+def _seed_option(text: str) -> int:
+    from core.options import SEED_RANGE, SEED_TEXT, read_number
+
+    try:
+        return int(read_number(text, int, SEED_RANGE, range_text=SEED_TEXT))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--seed``, ``--device``, ``--threads`` and ``--quiet``, as every command has them."""
     parser.add_argument(
-        "--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same result"
+        "--seed",
+        type=_seed_option,
+        default=0,
+        help="random seed, 0 to 2**64-1 (default 0); the same seed gives the same result",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     parser.add_argument(
@@ -193,9 +205,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """``parser.parse_args(argv)``, then apply what acts on the whole process: ``--threads``
-    (``args.threads`` becomes the count in force)."""
+    """``parser.parse_args(argv)`` through the validation layer (:mod:`core.validate`: a bad option is one
+    ConfigError line naming it; every declared path checked), then apply what acts on the whole
+    process: ``--threads`` (``args.threads`` becomes the count in force)."""
+    from core.validate import check_arguments, one_line_errors
+
+    one_line_errors(parser)
     args = parser.parse_args(argv)
+    check_arguments(parser, args)
     if hasattr(args, "threads"):
         args.threads = set_threads(args.threads)
     return args
@@ -215,7 +232,11 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a command's ``main``: expected failures end with one clear line and exit code 2."""
+    """Run a command's ``main``: expected failures end with one clear line and exit code 2, Ctrl-C with
+    "interrupted" and 130 (quietly at once while the entry point was still importing: :mod:`core.interrupts`)."""
+    from core.interrupts import restore_interrupts
+
+    restore_interrupts()
     root = logging.getLogger()
     if not root.handlers:  # as logging.basicConfig, but following sys.stderr
         handler = _StderrHandler()
@@ -236,7 +257,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text atomically (temp file + rename), creating parent folders; a failure names the file
     and leaves what was there."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a dead writer's is found by core.validate
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)

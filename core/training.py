@@ -32,7 +32,7 @@ from core.evaluation import evaluate
 from core.events import EvalInfo, NullObserver, Observer, StepInfo
 from core.features import FrontEndConfig, clip_features
 from core.loop import Callback, Loop
-from core.options import check_ranges, option
+from core.options import SEED_RANGE, SEED_TEXT, PathRole, check_ranges, option
 from core.runtime import (
     machine_info,
     progress_bar,
@@ -83,7 +83,14 @@ class TrainConfig:
         "backdoor loss) (the authors'), or auto = mixed for dirty-label attacks and clean "
         "for clean-label ones such as FlowMur",
     )
-    seed: int = option(0, hidden=True, label="Seed", help="seed of initialisation, batch order, dropout and poisoning")
+    seed: int = option(
+        0,
+        hidden=True,
+        label="Seed",
+        help="seed of initialisation, batch order, dropout and poisoning",
+        range=SEED_RANGE,
+        range_text=SEED_TEXT,
+    )
     device: str = option("auto", hidden=True, label="Device", help="auto, cpu or cuda")
     arch_args: dict[str, Any] = option(
         default_factory=dict,
@@ -105,6 +112,7 @@ class TrainConfig:
     init_from: str | None = option(
         None,
         metavar="CHECKPOINT",
+        path=PathRole("input"),
         label="Start from",
         help="start from this checkpoint's weights (same architecture, classes and front "
         "end), e.g. to continue a run that hit its epoch cap; the optimiser starts "

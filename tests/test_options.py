@@ -367,8 +367,8 @@ def _strategy(kind, spec_range):
         )
     if kind is str:
         return st.text(min_size=1).map(str.strip).filter(bool)  # KEY=VALUE texts are stripped
-    if origin is tuple and args and all(a is float for a in args):
-        return st.tuples(*(st.floats(allow_nan=False, allow_infinity=False) for _ in args))
+    if origin is tuple and args and all(a is float for a in args):  # each number inside the declared range
+        return st.tuples(*(_strategy(float, spec_range) for _ in args))
     return None
 
 

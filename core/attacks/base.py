@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from core.errors import AttackError
-from core.options import OptionError, check_ranges, option, split_key_values
+from core.options import SEED_RANGE, SEED_TEXT, OptionError, check_ranges, option, split_key_values
 
 __all__ = [
     "AttackParams",
@@ -57,7 +57,13 @@ class AttackParams:
         help="dirty: poisoned clips are relabelled as the target; clean: only target-class clips are poisoned, "
         "labels kept",
     )
-    seed: int = option(0, label="Seed", help="seed of the poisoned rows and of any random part of the trigger")
+    seed: int = option(
+        0,
+        label="Seed",
+        help="seed of the poisoned rows and of any random part of the trigger",
+        range=SEED_RANGE,
+        range_text=SEED_TEXT,
+    )
 
     def validate(self) -> None:
         """The declared ranges and choices (:func:`core.options.check_ranges`); subclasses add their own."""

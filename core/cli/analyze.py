@@ -25,15 +25,15 @@ from core.checkpoint import load_checkpoint
 from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
 from core.errors import ConfigError
 from core.models import analysable_layers
+from core.options import number
 from core.runtime import (
     add_common_arguments,
-    check_distinct,
-    check_writable,
     machine_info,
     parse_args,
     resolve_device,
     write_json,
 )
+from core.validate import IMAGE_SUFFIXES, input_path, output_path
 
 __all__ = ["build_parser", "main", "plot_analysis"]
 
@@ -99,16 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m core.analyze --model backdoored.safetensors --compare repaired.safetensors "
         "--data runs/synth_scd10 --out analysis.json --plot analysis.png",
     )
-    p.add_argument("--model", required=True, help="checkpoint to analyse (.safetensors)")
-    p.add_argument("--compare", help="a second checkpoint of the same architecture (e.g. after GN-FT)")
+    input_path(p, "--model", required=True, help="checkpoint to analyse (.safetensors)")
+    input_path(p, "--compare", help="a second checkpoint of the same architecture (e.g. after GN-FT)")
     add_data_arguments(p)
     add_attack_override_arguments(p)
     p.add_argument("--layers", help="comma list of layer names, or 'all' (default: the 3 deepest before the output)")
-    p.add_argument("--split", default="test", help="split for CLC/BLC (default test)")
-    p.add_argument("--max-clips", type=int, help="use at most this many clips of the split")
+    p.add_argument(
+        "--split", choices=["train", "validation", "test"], default="test", help="split for CLC/BLC (default test)"
+    )
+    p.add_argument("--max-clips", type=number(int, "[1, inf)"), help="use at most this many clips of the split")
     p.add_argument(
         "--clean-ratio",
-        type=float,
+        type=number(float, "(0, 1]", range_text="a share in (0, 1]"),
         default=0.05,
         help="share of the training split for gradient norms (default 0.05, the defense's clean set)",
     )
@@ -119,10 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="exact",
         help="CLC/BLC: exact batched (default), first-order estimate, or the slow one-at-a-time loop",
     )
-    p.add_argument("--t-clc", type=float, default=0.0, help="CLC zone threshold (default 0)")
-    p.add_argument("--t-blc", type=float, default=0.0, help="BLC zone threshold (default 0)")
-    p.add_argument("--out", required=True, help="JSON to write")
-    p.add_argument("--plot", help="PNG to write")
+    p.add_argument("--t-clc", type=number(float), default=0.0, help="CLC zone threshold (default 0)")
+    p.add_argument("--t-blc", type=number(float), default=0.0, help="BLC zone threshold (default 0)")
+    output_path(p, "--out", required=True, help="JSON to write")
+    output_path(
+        p,
+        "--plot",
+        suffixes=IMAGE_SUFFIXES,
+        suffix_text="an image format (" + ", ".join(IMAGE_SUFFIXES) + ")",
+        help="image to write (PNG, or another format its ending names: .pdf, .svg, ...)",
+    )
     add_common_arguments(p)
     return p
 
@@ -130,10 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(build_parser(), argv)
-    if not 0 < args.clean_ratio <= 1:  # nan fails this too
-        raise ConfigError(f"--clean-ratio must be a share in (0, 1], got {args.clean_ratio}")
-    check_distinct({"--out": args.out, "--plot": args.plot}, {"--model": args.model, "--compare": args.compare})
-    check_writable(args.out, args.plot)
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.model)
     other = None
@@ -145,14 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{len(other_meta['classes'])} classes; {args.model} is a {meta['architecture']} over "
                 f"{len(meta['classes'])}"
             )
-    attack, attack_source = attack_for(args, meta)
-    data = load_from_args(
-        args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
-    ).to(device)
-    if list(data.classes) != list(meta["classes"]):
-        raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
-    if args.split not in data.splits:
-        raise ConfigError(f"no split {args.split!r}; the data has {', '.join(data.splits)}")
     available = [n for n, _ in analysable_layers(model)]
     if args.layers in (None, ""):
         layers = default_layers(model)
@@ -162,7 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         layers = [n.strip() for n in args.layers.split(",") if n.strip()]
         unknown = [n for n in layers if n not in available]
         if unknown:
-            raise ConfigError(f"no layer(s) {', '.join(unknown)}; analysable layers: {', '.join(available)}")
+            raise ConfigError(f"--layers: no layer(s) {', '.join(unknown)}; analysable layers: {', '.join(available)}")
+    attack, attack_source = attack_for(args, meta)
+    data = load_from_args(
+        args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
+    ).to(device)
+    if list(data.classes) != list(meta["classes"]):
+        raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
+    if args.split not in data.splits:
+        raise ConfigError(f"no split {args.split!r}; the data has {', '.join(data.splits)}")
     started = time.perf_counter()
     options = dict(
         split=args.split,

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 
 from core.attacks.base import get_attack, list_attacks, parse_attack_args
 from core.errors import AttackError
-from core.options import fields_of
+from core.options import SEED_RANGE, SEED_TEXT, Range, fields_of, number
+from core.runtime import parse_args
+from core.validate import input_path, output_path
+
+#: Sample rates and clip lengths ``example`` takes (the WAV reader's rates; triggers are made for clips of
+#: one second, and a minute at the highest rate is 184 MB of samples).
+SAMPLE_RATES = Range(1000, 768000)
+CLIP_SECONDS = Range(1.0, 60.0)
 
 __all__ = ["main"]
 
@@ -50,18 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("example", help="write a triggered copy of a clip")
     ex.add_argument("--attack", required=True)
     ex.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[])
-    ex.add_argument("--clip", required=True, help="input WAV (mixed to mono, resampled, padded/cropped)")
-    ex.add_argument("--out", required=True, help="output WAV")
+    input_path(ex, "--clip", required=True, help="input WAV (mixed to mono, resampled, padded/cropped)")
+    output_path(ex, "--out", required=True, suffixes=(".wav",), help="output WAV")
     ex.add_argument(
-        "--sample-rate", type=int, default=16000, help="rate the attack runs at (default 16000; ultrasonic needs 44100)"
+        "--sample-rate",
+        type=number(int, SAMPLE_RATES),
+        default=16000,
+        help="rate the attack runs at, 1000-768000 Hz (default 16000; ultrasonic needs 44100)",
     )
-    ex.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds (default 1)")
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument(
+        "--seconds",
+        type=number(float, CLIP_SECONDS),
+        default=1.0,
+        help=f"clip length in seconds, {CLIP_SECONDS.low:g}-{CLIP_SECONDS.high:g} (default 1)",
+    )
+    ex.add_argument(
+        "--seed", type=number(int, SEED_RANGE, range_text=SEED_TEXT), default=0, help="random seed (default 0)"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.command == "list":
         for name, cls in list_attacks().items():
             print(f"{name:<24} {cls.summary}")
@@ -78,8 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     attack = get_attack(args.attack, sample_rate=args.sample_rate, **params)
     if not attack.audible:
         raise AttackError(f"{attack.name} is a feature-domain trigger: there is nothing audible to write")
-    clip = load_clip(args.clip, args.sample_rate, int(round(args.seconds * args.sample_rate)))
-    triggered = attack.apply_test(torch.from_numpy(clip).unsqueeze(0), args.sample_rate)[0]
+    clip = load_clip(args.clip, args.sample_rate, max(1, int(round(args.seconds * args.sample_rate))))
+    try:
+        triggered = attack.apply_test(torch.from_numpy(clip).unsqueeze(0), args.sample_rate)[0]
+    except (RuntimeError, ValueError) as exc:  # a trigger that does not fit this clip
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AttackError(
+            f"{attack.name} cannot be applied to a {args.seconds:g} s clip at {args.sample_rate} Hz ({reason})"
+        ) from exc
     peak = float(triggered.abs().max())
     subtype = "FLOAT" if peak > 1.0 else "PCM_16"  # never clip a trigger that goes over full scale
     write_wav(args.out, triggered, args.sample_rate, subtype=subtype)

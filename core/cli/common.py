@@ -8,8 +8,13 @@ from typing import Any
 
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.data import DATA_FORMATS, AudioSet, load_dataset
-from core.errors import AttackError
+from core.errors import AttackError, ConfigError
 from core.features import FrontEndConfig
+from core.options import Range, number
+from core.validate import input_path
+
+#: Sample rates a command takes (the WAV reader's bounds).
+SAMPLE_RATES = Range(1000, 768000)
 
 __all__ = [
     "add_attack_override_arguments",
@@ -23,7 +28,7 @@ __all__ = [
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset options every command shares (``--data`` and how to read it)."""
-    parser.add_argument("--data", required=True, help="dataset folder (Speech Commands layout or FSDD)")
+    input_path(parser, "--data", required=True, kind="folder", help="dataset folder (Speech Commands layout or FSDD)")
     parser.add_argument(
         "--data-format", choices=list(DATA_FORMATS), help="force the dataset kind instead of detecting it"
     )
@@ -62,15 +67,30 @@ def load_from_args(
 def add_front_end_arguments(p: argparse.ArgumentParser) -> None:
     """``--front-end``, ``--sample-rate``, ``--n-coeffs``, ``--n-fft``, ``--hop-length``, ``--n-mels``."""
     p.add_argument("--front-end", choices=["mfcc", "logmel"], default="mfcc", help="feature front end (default mfcc)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="model and data sample rate in Hz (default 16000)")
-    p.add_argument("--n-coeffs", type=int, default=40, help="MFCC coefficients (default 40)")
-    p.add_argument("--n-fft", type=int, default=400, help="FFT size (default 400)")
-    p.add_argument("--hop-length", type=int, default=160, help="hop in samples (default 160)")
-    p.add_argument("--n-mels", type=int, default=80, help="mel bands (default 80)")
+    p.add_argument(
+        "--sample-rate",
+        type=number(int, SAMPLE_RATES),
+        default=16000,
+        help="model and data sample rate in Hz, 1000-768000 (default 16000)",
+    )
+    p.add_argument("--n-coeffs", type=number(int, "[1, 512]"), default=40, help="MFCC coefficients (default 40)")
+    p.add_argument("--n-fft", type=number(int, "[2, 65536]"), default=400, help="FFT size (default 400)")
+    p.add_argument("--hop-length", type=number(int, "[1, 65536]"), default=160, help="hop in samples (default 160)")
+    p.add_argument("--n-mels", type=number(int, "[1, 512]"), default=80, help="mel bands (default 80)")
 
 
 def front_end_from_args(args: argparse.Namespace) -> FrontEndConfig:
-    """The front end the options of :func:`add_front_end_arguments` describe."""
+    """The front end the options of :func:`add_front_end_arguments` describe (a window longer than the
+    one-second clip is refused here, naming the option, before any data loads)."""
+    if args.n_fft // 2 >= args.sample_rate:
+        raise ConfigError(
+            f"--n-fft must be less than twice the clip length ({2 * args.sample_rate} samples at "
+            f"--sample-rate {args.sample_rate}), got {args.n_fft}"
+        )
+    if args.hop_length > args.sample_rate:
+        raise ConfigError(
+            f"--hop-length must be at most the clip length ({args.sample_rate} samples), got {args.hop_length}"
+        )
     return FrontEndConfig(
         kind=args.front_end,
         sample_rate=args.sample_rate,

@@ -29,18 +29,19 @@ from core.repair import record_repair, repair
 from core.reports import repair_markdown
 from core.runtime import (
     add_common_arguments,
-    check_distinct,
-    check_writable,
     parse_args,
     progress_bar,
     resolve_device,
     write_json,
     write_text_atomic,
 )
+from core.validate import input_path, output_path
 
 __all__ = ["build_parser", "choose_defense", "defend", "main"]
 
 log = logging.getLogger("core.defend")
+#: How errors name the Markdown report written beside ``--report``.
+MARKDOWN = "the report's Markdown (--report with .md)"
 
 
 #: Config fields that are not defense options on this command line (declared ``hidden``: seed and
@@ -80,7 +81,7 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         epilog="Example: python -m core.defend --model backdoored.safetensors --data ../shared/data/fsdd "
         "--defense gnft --out repaired.safetensors --report report.json",
     )
-    p.add_argument("--model", required=True, help="checkpoint to repair (.safetensors); it is never modified")
+    input_path(p, "--model", required=True, help="checkpoint to repair (.safetensors); it is never modified")
     add_data_arguments(p)
     p.add_argument(
         "--preset",
@@ -99,8 +100,15 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
     )
     _hyperparameter_arguments(p, defenses)
     add_attack_override_arguments(p)
-    p.add_argument("--out", required=True, help="repaired checkpoint to write (.safetensors)")
-    p.add_argument("--report", help="report to write (JSON; a Markdown table goes beside it as .md)")
+    output_path(
+        p, "--out", required=True, suffixes=(".safetensors",), help="repaired checkpoint to write (.safetensors)"
+    )
+    output_path(
+        p,
+        "--report",
+        also=lambda report: {MARKDOWN: str(Path(report).with_suffix(".md"))},
+        help="report to write (JSON; a Markdown table goes beside it as .md)",
+    )
     add_common_arguments(p)
     return p
 
@@ -125,16 +133,8 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
-    model_path, out = Path(args.model), Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out must end in .safetensors, got {out}")
-    report_md = Path(args.report).with_suffix(".md") if args.report else None
-    check_distinct(
-        {"--out": out, "--report": args.report, "the report's Markdown (--report with .md)": report_md},
-        {"--model": model_path},
-    )
+    model_path, out = Path(args.model), Path(args.out)  # the paths were checked by parse_args (core.validate)
     defense_name, preset = choose_defense(args)
-    check_writable(out, args.report)
     model, meta = load_checkpoint(model_path)
     data = load_from_args(
         args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]

@@ -9,7 +9,9 @@ from collections.abc import Sequence
 
 from core.demo import RECIPE, ensure_demo, write_shipped_info
 from core.errors import GnftError
+from core.options import number
 from core.runtime import add_common_arguments, parse_args
+from core.validate import output_path
 
 __all__ = ["main"]
 
@@ -27,16 +29,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="build again from scratch even if a demo is cached: the corpus, then the model trained "
         "with the demo recipe instead of the shipped one (a few minutes on a CPU)",
     )
-    p.add_argument("--out", help="folder (default: the user data folder's demo/)")
+    output_path(p, "--out", kind="folder", help="folder (default: the user data folder's demo/)")
     p.add_argument(
         "--clips-per-word",
-        type=int,
+        type=number(int, "[1, 100000]"),
         default=RECIPE["clips_per_word"],
         help=f"corpus size (default {RECIPE['clips_per_word']} clips per word)",
     )
     p.add_argument(
         "--epochs",
-        type=int,
+        type=number(int, "[1, 100000]"),
         default=None,
         help=f"train the model for this many epochs instead of using the shipped one (the recipe: "
         f"{RECIPE['clean_epochs']} clean + {RECIPE['poison_epochs']} poisoned)",

@@ -61,10 +61,11 @@ from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
 from core.evaluation import evaluate
 from core.events import ProgressObserver
-from core.options import add_arguments, from_namespace, parse_key_values
+from core.options import SEED_RANGE, SEED_TEXT, add_arguments, from_namespace, number, parse_key_values
 from core.repair import record_repair, repair
 from core.runtime import add_common_arguments, machine_info, parse_args, resolve_device, set_threads, write_json
 from core.training import TrainConfig, train_model
+from core.validate import output_path
 
 __all__ = ["main", "build_parser", "markdown_table"]
 
@@ -600,8 +601,15 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         prefix=TRAIN_PREFIX,
         aliases={"augment": ("--augment",)},
     )
-    p.add_argument("--work", help="folder of the grid's cells (default: <out>_work)")
-    p.add_argument("--out", required=True, help="results prefix: writes <out>.json and <out>.md")
+    output_path(p, "--work", kind="folder", help="folder of the grid's cells (default: <out>_work)")
+    output_path(
+        p,
+        "--out",
+        required=True,
+        kind="prefix",
+        also=lambda out: {"--out's JSON (<out>.json)": out + ".json", "--out's table (<out>.md)": out + ".md"},
+        help="results prefix: writes <out>.json and <out>.md",
+    )
     p.add_argument(
         "--backend",
         choices=("local", "ray"),
@@ -622,7 +630,7 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
     )
     p.add_argument(
         "--jobs",
-        type=int,
+        type=number(int, "[1, inf)"),
         default=1,
         help="local backend: cells run side by side in this many worker processes, each with --threads "
         "torch threads (default 1: one cell at a time in this process). On a 2-core machine --jobs 2 "
@@ -649,7 +657,21 @@ def _parse_seeds(text: str | None, default: int) -> list[int]:
         raise ConfigError(f"--defense-seeds takes a comma list of integers, got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--defense-seeds needs at least one seed and no repeats, got {text!r}")
+    if any(s not in SEED_RANGE for s in seeds):
+        raise ConfigError(f"--defense-seeds must each be {SEED_TEXT}, got {text!r}")
     return seeds
+
+
+def _check_reuse(pattern: str | None) -> None:
+    """``--reuse`` must name its fields ``{model}`` and ``{attack}`` only (checked before any work)."""
+    if pattern is None:
+        return
+    try:
+        pattern.format(model="m", attack="a")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"--reuse takes a pattern with {{model}} and {{attack}} (other braces doubled), got {pattern!r} ({exc})"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -661,6 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     seeds = _parse_seeds(args.defense_seeds, args.seed)
+    _check_reuse(args.reuse)
     for m in model_names:  # unknown names and bad training settings fail here, before any work
         models.resolve_arch_args(m, train_config(args, m).arch_args)
     unknown = [a for a in attacks if a not in list_attacks()] + [

@@ -7,10 +7,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from core.data.synth.corpus import generate_corpus
+from core.data.synth.corpus import SNR_DB, generate_corpus
 from core.data.synth.espeak import Synthesizer
 from core.data.synth.words import parse_words, resolve_vocab
 from core.errors import ConfigError
+from core.options import SEED_RANGE, SEED_TEXT, Range, number
+from core.runtime import parse_args
+from core.validate import output_path
 
 __all__ = ["build_parser", "main"]
 
@@ -20,7 +23,15 @@ def _parse_range(text: str) -> tuple[float, float]:
         low, high = (float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 20,40), got {text!r}") from None
+    if not all(SNR_DB[0] <= v <= SNR_DB[1] for v in (low, high)):  # nan and inf fail too
+        raise argparse.ArgumentTypeError(f"must be within {SNR_DB[0]:g},{SNR_DB[1]:g} dB, got {text!r}")
+    if low > high:
+        raise argparse.ArgumentTypeError(f"must be MIN,MAX with MIN <= MAX, got {text!r}")
     return low, high
+
+
+#: Counts: at least one; beyond these a corpus would take days (the sizes of Speech Commands are far below).
+COUNT = Range(1, 100_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(the 30 words of Speech Commands v0.01)",
     )
     what.add_argument("--words", help="comma-separated words instead of a vocabulary, e.g. yes,no,maybe")
-    parser.add_argument("--out", type=Path, help="output folder; must not exist or be empty (see --overwrite)")
-    parser.add_argument("--speakers", type=int, help="number of synthetic speakers (default: from --clips-per-word)")
-    parser.add_argument("--clips-per-speaker", type=int, help="utterances of each word per speaker (default 2)")
+    output_path(parser, "--out", kind="folder", help="output folder; must not exist or be empty (see --overwrite)")
+    parser.add_argument(
+        "--speakers", type=number(int, COUNT), help="number of synthetic speakers (default: from --clips-per-word)"
+    )
+    parser.add_argument(
+        "--clips-per-speaker", type=number(int, COUNT), help="utterances of each word per speaker (default 2)"
+    )
     parser.add_argument(
         "--clips-per-word",
-        type=int,
+        type=number(int, COUNT),
         help="clips per word, about; without --speakers, speakers = ceil(N / clips-per-speaker) (default 200)",
     )
-    parser.add_argument("--sample-rate", type=int, default=16000, help="output sample rate in Hz (default 16000)")
-    parser.add_argument("--clip-seconds", type=float, default=1.0, help="clip length in seconds (default 1.0)")
+    parser.add_argument(
+        "--sample-rate",
+        type=number(int, "[4000, 48000]"),
+        default=16000,
+        help="output sample rate in Hz, 4000-48000 (default 16000)",
+    )
+    parser.add_argument(
+        "--clip-seconds", type=number(float, "[0.25, 10]"), default=1.0, help="clip length in seconds (default 1.0)"
+    )
     parser.add_argument(
         "--snr-db",
         type=_parse_range,
@@ -69,10 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants", help="comma-separated voice variants to use (default: the curated human-sounding set)"
     )
     parser.add_argument(
-        "--validation-fraction", type=float, default=0.1, help="share of speakers held out for validation (default 0.1)"
+        "--validation-fraction",
+        type=number(float, "[0, 1)"),
+        default=0.1,
+        help="share of speakers held out for validation (default 0.1)",
     )
     parser.add_argument(
-        "--test-fraction", type=float, default=0.1, help="share of speakers held out for testing (default 0.1)"
+        "--test-fraction",
+        type=number(float, "[0, 1)"),
+        default=0.1,
+        help="share of speakers held out for testing (default 0.1)",
     )
     parser.add_argument(
         "--split-by",
@@ -81,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out whole voice families (default) or just speakers",
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="processes that synthesise in parallel (default 1); output is identical"
+        "--workers",
+        type=number(int, "[1, 256]"),
+        default=1,
+        help="processes that synthesise in parallel (default 1); output is identical",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing corpus made by this command in --out"
@@ -90,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--list-voices", action="store_true", help="print the English voices and variants found, then exit"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same files"
+        "--seed",
+        type=number(int, SEED_RANGE, range_text=SEED_TEXT),
+        default=0,
+        help="random seed, 0 to 2**64-1 (default 0); the same seed gives the same files",
     )
     parser.add_argument(
         "--device",
@@ -120,7 +154,7 @@ def _list_voices() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m core.data.synth``: parse arguments, write the corpus, print a summary line."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.list_voices:
         return _list_voices()
     if args.out is None:
@@ -131,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = resolve_vocab(args.vocab or "scd10")
     command = "python -m core.data.synth " + " ".join(sys.argv[1:] if argv is None else list(argv))
     summary = generate_corpus(
-        args.out,
+        Path(args.out),
         words,
         speakers=args.speakers,
         clips_per_speaker=args.clips_per_speaker,

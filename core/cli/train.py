@@ -20,8 +20,9 @@ from core.cli.common import add_data_arguments, add_front_end_arguments, front_e
 from core.errors import ConfigError
 from core.metrics import percent
 from core.options import add_arguments, from_namespace
-from core.runtime import add_common_arguments, check_distinct, check_writable, parse_args, write_json
+from core.runtime import add_common_arguments, parse_args, write_json
 from core.training import TrainConfig, train_model
+from core.validate import output_path
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -50,8 +51,8 @@ def build_parser(config: type[TrainConfig] = TrainConfig) -> argparse.ArgumentPa
         help="attack parameter, e.g. target=2, poison_rate=0.1 (repeatable; see python -m core.attacks show NAME)",
     )
     add_arguments(p, config)
-    p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--report", help="JSON report to write")
+    output_path(p, "--out", required=True, suffixes=(".safetensors",), help="checkpoint to write (.safetensors)")
+    output_path(p, "--report", help="JSON report to write")
     add_common_arguments(p)
     return p
 
@@ -63,11 +64,7 @@ def config_from_args(args: argparse.Namespace, config: type[TrainConfig] = Train
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"--out must end in .safetensors, got {out}")
-    check_distinct({"--out": out, "--report": args.report}, {"--init-from": args.init_from})
-    check_writable(out, args.report)  # before the training, not after it
+    out = Path(args.out)  # --out, --report and --init-from were checked by parse_args (core.validate)
     fe = front_end_from_args(args)
     attack = None
     if args.attack:

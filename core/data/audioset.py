@@ -153,8 +153,12 @@ def files_key(files: Sequence[Path], settings: dict[str, Any]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for f in files:
-        st = f.stat()
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(f)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:  # a link to nothing, a loop: decoding names it
+            size, mtime = -1, -1
+        h.update(os.fsencode(f) + f"\0{size}\0{mtime}\n".encode())  # any file name, UTF-8 or not
     return h.hexdigest()[:32]
 
 

@@ -24,7 +24,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import clip_features
 from core.loop import Callback, Loop
 from core.models import split_front_end
-from core.options import check_ranges, option
+from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
 
 __all__ = [
@@ -122,7 +122,14 @@ class DefenseConfig:
         note="0: never",
         help="per-neuron gradient norms for a watching application every this many steps; 0 = never",
     )
-    seed: int = option(0, label="Seed", hidden=True, help="seed of the clean subset, batch order and dropout")
+    seed: int = option(
+        0,
+        label="Seed",
+        hidden=True,
+        help="seed of the clean subset, batch order and dropout",
+        range=SEED_RANGE,
+        range_text=SEED_TEXT,
+    )
     device: str = option("auto", label="Device", hidden=True, help="auto, cpu or cuda")
     amp: Literal["none", "bf16"] = option(
         "none", label="Mixed precision", help="bf16 autocast for the passes (none = full float32)"

@@ -141,7 +141,7 @@ def test_model_without_attack_gives_gradient_norms_only(workspace, tmp_path):
     [
         (["--layers", "classifier.conv9"], "no layer(s) classifier.conv9"),
         (["--compare", "lstm.safetensors"], "is a smalllstm"),
-        (["--split", "holdout"], "no split 'holdout'"),
+        (["--split", "holdout"], "--split: invalid choice: 'holdout'"),
     ],
 )
 def test_bad_input_one_line(workspace, tmp_path, extra, message):

@@ -126,12 +126,18 @@ def _speaker_counts(speakers: int | None, clips_per_speaker: int | None, clips_p
         raise ConfigError(f"--clips-per-word must be at least 1, got {clips_per_word}")
     if clips_per_speaker is not None and clips_per_speaker < 1:
         raise ConfigError(f"--clips-per-speaker must be at least 1, got {clips_per_speaker}")
+    if speakers is not None and speakers < 1:
+        raise ConfigError(f"--speakers must be at least 1, got {speakers}")
     if speakers is None:
         clips_per_speaker = clips_per_speaker or 2
         speakers = math.ceil((clips_per_word if clips_per_word is not None else 200) / clips_per_speaker)
     elif clips_per_speaker is None:
         clips_per_speaker = math.ceil(clips_per_word / speakers) if clips_per_word is not None else 2
     return speakers, clips_per_speaker
+
+
+#: The per-clip SNR range a corpus may ask for, in dB (beyond it the noise is inaudible or all there is).
+SNR_DB = (-30.0, 120.0)
 
 
 def _check_settings(sample_rate: int, clip_seconds: float, snr_db: tuple[float, float], workers: int) -> None:
@@ -141,6 +147,8 @@ def _check_settings(sample_rate: int, clip_seconds: float, snr_db: tuple[float, 
     if not 0.25 <= clip_seconds <= 10:
         raise ConfigError(f"clip length {clip_seconds} s is outside 0.25-10 s")
     low, high = snr_db
+    if not (SNR_DB[0] <= low <= SNR_DB[1] and SNR_DB[0] <= high <= SNR_DB[1]):  # nan and inf fail too
+        raise ConfigError(f"--snr-db must be within {SNR_DB[0]:g},{SNR_DB[1]:g} dB, got {low},{high}")
     if not low <= high:
         raise ConfigError(f"SNR range {low}-{high} dB is empty")
     if workers < 1:

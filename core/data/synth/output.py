@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from core.errors import DataError
+from core.validate import remove_stale_temporaries
 
 __all__ = ["prepare_output", "commit_output", "corpus_digest", "library_versions"]
 
@@ -23,6 +24,7 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
     if out.is_dir() and overwrite and any(out.iterdir()) and not (out / "synth_info.json").is_file():
         raise DataError(f"{out}: not a corpus made by core.data.synth (no synth_info.json); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # .partial-PID / .old-PID folders of a run that was killed
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)

@@ -86,6 +86,9 @@ def ensure_display(environ: dict[str, str] | os._Environ = os.environ) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the application; returns the Qt event loop's exit code."""
+    from core.interrupts import restore_interrupts
+
+    restore_interrupts()  # the start-up's quiet Ctrl-C (gnft_gui/__init__.py) is over
     started = time.perf_counter()
     args = parse_args(argv)
     scratch = None

@@ -5,8 +5,8 @@
 
 Times exactly what ``core.defend`` runs (``Defense.run``: features computed once, the product's
 allocator, ``--threads`` torch threads) in three layouts, alternating in one process so a noisy
-machine slows them alike: ``contiguous``; ``channels_last`` as the product runs it (BatchNorm in
-the contiguous layout inside the channels_last net: ``core.loop.exact_batchnorm``); and
+machine slows them alike: ``contiguous``; ``channels_last`` as the product runs it (the exact
+BatchNorm of ``core.models.batchnorm``, pairwise sums in channels_last); and
 ``channels_last_plain`` (PyTorch's channels_last BatchNorm, about 1e-3 relative error in training:
 the layout before the fix, kept here only to price it). Reported: median seconds per step and the
 ratios to ``contiguous``. Writes benchmarks/results/batchnorm_layout.json.
@@ -31,15 +31,20 @@ LAYOUTS = ("contiguous", "channels_last", "channels_last_plain")
 
 
 def seconds_in_layout(defense: str, model_name: str, data, steps: int, batch_size: int, layout: str) -> float:
-    """``benchmarks.allocator.seconds_per_step`` in ``layout`` (``channels_last_plain``: without the hooks)."""
-    exact = core.loop.exact_batchnorm
+    """``benchmarks.allocator.seconds_per_step`` in ``layout`` (``channels_last_plain``: PyTorch's BatchNorm)."""
+    exact = core.loop.use_exact_batchnorm
     if layout == "channels_last_plain":
-        core.loop.exact_batchnorm = lambda module: []
+        core.loop.use_exact_batchnorm = lambda module: _Nothing()
     try:
         memory_format = "contiguous" if layout == "contiguous" else "channels_last"
         return seconds_per_step(defense, model_name, data, steps, batch_size, memory_format)
     finally:
-        core.loop.exact_batchnorm = exact
+        core.loop.use_exact_batchnorm = exact
+
+
+class _Nothing:
+    def remove(self) -> None:
+        pass
 
 
 def main() -> int:

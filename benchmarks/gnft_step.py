@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import this_command  # noqa: E402
 from core.defenses.gnft import GNFTStep  # noqa: E402
 from core.features import FrontEndConfig  # noqa: E402
-from core.loop import exact_batchnorm  # noqa: E402
 from core.models import build, split_front_end  # noqa: E402
+from core.models.batchnorm import use_exact_batchnorm  # noqa: E402
 from core.runtime import (  # noqa: E402
     MEMORY_FORMATS,
     machine_info,
@@ -86,7 +86,7 @@ def main() -> int:
         front, model = split_front_end(full)
         model.to(memory_format=layout)  # as core.loop.Loop lays out the trained module
         if layout == torch.channels_last:
-            exact_batchnorm(model)
+            use_exact_batchnorm(model)
         wave = torch.randn(args.batch_size, fe.num_samples, device=device) * 0.1
         with torch.no_grad():
             x = front(wave)

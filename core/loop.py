@@ -18,41 +18,14 @@ import torch
 from torch import nn
 
 from core.events import Cancelled, NullObserver, Observer, StepInfo
+from core.models.batchnorm import use_exact_batchnorm
 from core.runtime import autocast, memory_format
 
-__all__ = ["Callback", "Loop", "StepFn", "exact_batchnorm"]
+__all__ = ["Callback", "Loop", "StepFn"]
 
 #: ``step(module, rows) -> loss``: one optimisation step on the batch of row indices ``rows`` ([B] long,
 #: on the device); ``module`` is the trained module (compiled when asked).
 StepFn = Callable[[nn.Module, torch.Tensor], float]
-
-
-def _to_contiguous(module: nn.Module, args: tuple) -> tuple | None:
-    x = args[0]
-    if module.training and x.dim() == 4 and not x.is_contiguous():
-        return (x.contiguous(),)
-    return None
-
-
-def _back_to_channels_last(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
-    if module.training and out.dim() == 4 and args[0].is_contiguous():
-        return out.contiguous(memory_format=torch.channels_last)
-    return None
-
-
-def exact_batchnorm(module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Train every BatchNorm2d of a channels_last ``module`` in the contiguous layout; returns the hooks.
-
-    PyTorch's CPU BatchNorm in training mode on channels_last tensors carries about 1e-3 relative
-    error in its output and running variance (1e-7 contiguous); its statistics are saved in
-    checkpoints. The input is made contiguous for the BatchNorm alone and its output laid out
-    channels_last again, so the convolutions keep the faster layout. Eval mode is left alone (a
-    fixed per-channel affine map, exact in either layout)."""
-    handles = []
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            handles += [m.register_forward_pre_hook(_to_contiguous), m.register_forward_hook(_back_to_channels_last)]
-    return handles
 
 
 class Callback:
@@ -79,9 +52,9 @@ class Loop:
     """Run ``epochs`` passes of ``step`` over ``n_rows`` rows in seeded random batches.
 
     ``module`` is the part that trains (the classifier after the front end): it is laid out in
-    ``layout`` ("auto": contiguous, see :func:`core.runtime.memory_format`) for the run, its
-    BatchNorms kept exact in channels_last
-    (:func:`exact_batchnorm`), and handed back contiguous.
+    ``layout`` ("auto": channels_last on a CPU, see :func:`core.runtime.memory_format`) for the run, its
+    BatchNorms kept exact in channels_last (:func:`core.models.batchnorm.use_exact_batchnorm`), and
+    handed back contiguous.
     ``lr_at(step, steps_per_epoch)`` sets every parameter group's lr of ``optimizer`` before each
     step (None: leave it). ``train_mode()`` puts the model in training mode at each epoch start.
     """
@@ -131,7 +104,7 @@ class Loop:
         observer asks to stop. The module is contiguous again afterwards in every case."""
         layout = memory_format(self.layout, self.device)
         self.module.to(memory_format=layout)
-        hooks = exact_batchnorm(self.module) if layout == torch.channels_last else []
+        exact = use_exact_batchnorm(self.module) if layout == torch.channels_last else None
         stepped = torch.compile(self.module) if self.compile else self.module  # shares the parameters
         try:
             for epoch in range(1, self.epochs + 1):
@@ -153,8 +126,8 @@ class Loop:
                 if self.stop:
                     break
         finally:
-            for hook in hooks:
-                hook.remove()
+            if exact is not None:
+                exact.remove()
             self.module.to(memory_format=torch.contiguous_format)
             self._each("on_end")
 

@@ -340,14 +340,14 @@ def check_memory_format(choice: str) -> None:
 
 
 def memory_format(choice: str, device: torch.device) -> torch.memory_format:
-    """The layout conv weights and activations train in. ``auto`` is contiguous everywhere: on a CPU
-    PyTorch's channels_last BatchNorm is about 1e-3 off in training, and made exact
-    (:func:`core.loop.exact_batchnorm`) it is 1.6-2.6x slower per step than the contiguous layout
-    (``benchmarks/results/batchnorm_layout.json``); exact wins. ``channels_last`` stays available
-    (exact, slower here; not measured on a GPU yet)."""
+    """The layout conv weights and activations train in. ``auto`` is channels_last on a CPU, where
+    its convolutions are faster and the loop's BatchNorm is exact in it
+    (:mod:`core.models.batchnorm`; PyTorch's own is about 1e-3 off there in training): 1.1-1.4x per
+    step over contiguous (``benchmarks/results/batchnorm_layout.json``). Contiguous on a GPU (its
+    channels_last not measured yet)."""
     check_memory_format(choice)
     if choice == "auto":
-        choice = "contiguous"
+        choice = "channels_last" if device.type == "cpu" else "contiguous"
     return torch.channels_last if choice == "channels_last" else torch.contiguous_format
 
 

@@ -131,9 +131,9 @@ class TrainConfig:
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
         "auto",
         label="Memory layout",
-        help="layout of the conv weights while training: auto (contiguous: exact and, with exact BatchNorm, "
-        "the fastest here), channels_last or contiguous (dropout masks follow the layout, so a seed "
-        "repeats within one layout; the checkpoint is written in the usual layout)",
+        help="layout of the conv weights while training: auto (channels_last on a CPU, with exact BatchNorm: "
+        "the fastest there; contiguous on a GPU), channels_last or contiguous (dropout masks follow the "
+        "layout, so a seed repeats within one layout; the checkpoint is written in the usual layout)",
     )
 
     def __post_init__(self) -> None:

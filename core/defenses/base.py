@@ -138,8 +138,9 @@ class DefenseConfig:
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
         "auto",
         label="Memory layout",
-        help="layout of the conv weights while fine-tuning: auto (contiguous: exact and, with exact "
-        "BatchNorm, the fastest here), channels_last or contiguous; the result is handed back contiguous",
+        help="layout of the conv weights while fine-tuning: auto (channels_last on a CPU, with exact "
+        "BatchNorm: the fastest there; contiguous on a GPU), channels_last or contiguous; the result is "
+        "handed back contiguous",
     )
 
     def validate(self) -> None:

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from core.loop import Loop, exact_batchnorm
+from core.loop import Loop
 from core.models import build
+from core.models.batchnorm import use_exact_batchnorm
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -18,12 +19,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _bn_pass(x0: torch.Tensor, g0: torch.Tensor, dtype: torch.dtype, layout: torch.memory_format, exact: bool):
     bn = nn.BatchNorm2d(x0.shape[1]).to(dtype).train()
-    hooks = exact_batchnorm(bn) if exact else []
+    exact_bn = use_exact_batchnorm(bn) if exact else None
     x = x0.to(dtype).contiguous(memory_format=layout).detach().requires_grad_()
     out = bn(x)
     out.backward(g0.to(dtype).contiguous(memory_format=layout))
-    for hook in hooks:
-        hook.remove()
+    if exact_bn is not None:
+        exact_bn.remove()
+        assert type(bn) is nn.BatchNorm2d  # handed back as it was
     figures = {
         "output": out,
         "input grad": x.grad,
@@ -35,7 +37,7 @@ def _bn_pass(x0: torch.Tensor, g0: torch.Tensor, dtype: torch.dtype, layout: tor
     return {k: v.detach().double() for k, v in figures.items()}, out
 
 
-def test_one_batchnorm_in_channels_last_is_exact_with_the_hooks_and_not_without():
+def test_one_batchnorm_in_channels_last_is_exact_with_the_exact_kernel_and_not_without():
     torch.manual_seed(0)
     x0 = 3 + 0.5 * torch.randn(64, 16, 101, 40, dtype=torch.float64)  # an offset, as after a conv
     g0 = torch.randn_like(x0)
@@ -45,7 +47,7 @@ def test_one_batchnorm_in_channels_last_is_exact_with_the_hooks_and_not_without(
     assert out.is_contiguous(memory_format=torch.channels_last)  # the next conv keeps its layout
     for key, value in reference.items():
         assert _rel(exact[key], value) < 1e-6, key
-    assert _rel(plain["output"], reference["output"]) > 1e-5  # what the hooks are for (PyTorch's kernel)
+    assert _rel(plain["output"], reference["output"]) > 1e-5  # what it is for (PyTorch's kernel)
 
 
 def _one_loop_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layout: str):
@@ -97,3 +99,52 @@ def test_a_training_step_keeps_running_statistics_exact_in_the_cpu_layout(name):
     if name == "smallcnn":  # (a ReLU net's gradient flips where an activation is within rounding of 0: ResNet)
         ignored = {n for n in ref_grads if n.startswith("conv") and n.endswith(".bias")}  # 0 in theory: BN follows
         assert max(_rel(grads[k], ref_grads[k]) for k in ref_grads if k not in ignored) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("shape", "momentum", "affine"),
+    [((8, 5, 7, 3), 0.1, True), ((3, 4, 1, 9), None, True), ((6, 3, 5, 5), 0.3, False)],
+)
+def test_the_exact_kernel_matches_float64_in_every_batchnorm_setting(shape, momentum, affine):
+    """Odd shapes, the cumulative average (momentum None) and no affine parameters: output, input
+    gradient, running statistics and the step counter as PyTorch's float64 kernel gives them."""
+    torch.manual_seed(1)
+    x0 = 2 + torch.randn(*shape, dtype=torch.float64)
+    g0 = torch.randn_like(x0)
+    runs = {}
+    for exact in (False, True):
+        bn = nn.BatchNorm2d(shape[1], momentum=momentum, affine=affine).train()
+        if exact:
+            use_exact_batchnorm(bn)
+        else:
+            bn.double()
+        for _ in range(2):  # the running statistics after two steps
+            x = x0.to(bn.running_mean.dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+            out = bn(x)
+            assert ("Exact" in type(out.grad_fn).__name__) == exact  # the kernel that ran
+            out.backward(g0.to(x.dtype).contiguous(memory_format=torch.channels_last))
+        runs[exact] = (out, x.grad, bn.running_mean, bn.running_var, bn.num_batches_tracked)
+    for got, want in zip(runs[True], runs[False]):
+        assert _rel(got.detach(), want.detach().double()) < 1e-6
+    assert int(runs[True][4]) == 2
+
+
+def test_the_exact_batchnorm_is_the_same_module_to_everything_else():
+    """Swapped in place: the same parameters and state dict, copies keep working, eval mode and the
+    contiguous layout run PyTorch's kernel bit for bit, and ``remove`` restores the class."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    keys = list(net.state_dict())
+    plain = copy.deepcopy(net)
+    restore = use_exact_batchnorm(net)
+    assert isinstance(net[1], nn.BatchNorm2d) and type(net[1]) is not nn.BatchNorm2d
+    assert list(net.state_dict()) == keys
+    x = torch.randn(5, 1, 9, 9)
+    assert torch.equal(net(x), plain(x))  # contiguous input: PyTorch's own kernel
+    net.eval(), plain.eval()
+    xl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(net.to(memory_format=torch.channels_last)(xl), plain.to(memory_format=torch.channels_last)(xl))
+    twin = copy.deepcopy(net).train()
+    assert twin(xl).is_contiguous(memory_format=torch.channels_last)
+    restore.remove()
+    assert type(net[1]) is nn.BatchNorm2d

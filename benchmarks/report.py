@@ -316,7 +316,21 @@ def _gui_soak(d: dict) -> Iterator[Row]:
         )
 
 
+def _hardening(d: dict) -> Iterator[Row]:
+    """Issue 32: generated command lines per command that gave a traceback, a hang, a lost file or an unclear error."""
+    kinds = ("tracebacks", "hangs", "lost_files", "temporaries_left", "other_exit_codes", "unclear_errors")
+    for name, r in d["commands"].items():
+        broken = sum(r[k] for k in kinds)
+        yield (
+            f"{name}: generated command lines with a traceback, hang, lost file or unclear error",
+            f"{broken} of {r['tried']} ({r['ran']} ran, {r['refused']} refused in one line)",
+            "0",
+            _met(broken == 0),
+        )
+
+
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
+    "hardening": _hardening,
     "gui_soak": _gui_soak,
     "allocator": _allocator,
     "foundation": _foundation,

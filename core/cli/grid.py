@@ -630,7 +630,7 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
     )
     p.add_argument(
         "--jobs",
-        type=number(int, "[1, inf)"),
+        type=number(int, "[1, 1024]"),
         default=1,
         help="local backend: cells run side by side in this many worker processes, each with --threads "
         "torch threads (default 1: one cell at a time in this process). On a 2-core machine --jobs 2 "

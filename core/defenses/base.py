@@ -298,7 +298,7 @@ class Defense:
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
-        mask_gen = torch.Generator().manual_seed(c.seed + 1)  # its own stream: batch order as without masks
+        mask_gen = torch.Generator().manual_seed((c.seed + 1) % 2**64)  # its own stream (seeds are 64 bits)
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]

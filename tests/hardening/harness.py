@@ -211,7 +211,7 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
             + ["--device", "cpu", "--quiet", "--out", str(out / "g")],
             {
                 **common,
-                "--jobs": (["1"], INT_BAD),
+                "--jobs": (["1"], [*INT_BAD, "99999"]),
                 "--defense-seeds": (["0,1"], ["a", "0,0", "-1", ""]),
                 "--reuse": ([str(out / "{model}_{attack}.safetensors")], ["{bogus}", "{", "{0}"]),
                 "--train-epochs": (["1"], INT_BAD),
@@ -221,10 +221,10 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
             },
         ),
         "demo": (
-            ["--out", str(ws.root / "demo"), "--clips-per-word", "2"],
+            ["--out", str(ws.root / "demo"), "--clips-per-word", "6"],
             {
                 "--seed": (["0"], SEED_BAD),
-                "--clips-per-word": (["2"], INT_BAD),
+                "--clips-per-word": (["6"], INT_BAD),
                 "--epochs": ([], INT_BAD),
                 "--out": ([str(ws.root / "demo")], [str(ws.model), long_name]),
             },

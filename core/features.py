@@ -43,10 +43,25 @@ class FrontEndConfig:
         for name in ("sample_rate", "n_coeffs", "n_fft", "hop_length", "n_mels"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"front end {name} must be positive, got {getattr(self, name)}")
+        for name, most in (("n_fft", 65536), ("hop_length", 65536), ("n_mels", 512), ("n_coeffs", 512)):
+            if int(getattr(self, name)) > most:
+                raise ConfigError(f"front end {name} must be at most {most}, got {getattr(self, name)}")
         if self.kind == "mfcc" and self.n_coeffs > self.n_mels:
             raise ConfigError(f"n_coeffs ({self.n_coeffs}) cannot exceed n_mels ({self.n_mels}) for MFCC")
         if self.num_samples is None:
             object.__setattr__(self, "num_samples", int(self.sample_rate))
+        if int(self.num_samples) <= 0:
+            raise ConfigError(f"front end num_samples must be positive, got {self.num_samples}")
+        if self.n_fft // 2 >= self.num_samples:  # the centred STFT's reflection padding needs it
+            raise ConfigError(
+                f"front end n_fft must be less than twice the clip length ({2 * self.num_samples} samples), "
+                f"got {self.n_fft}"
+            )
+        if self.hop_length > self.num_samples:
+            raise ConfigError(
+                f"front end hop_length must be at most the clip length ({self.num_samples} samples), "
+                f"got {self.hop_length}"
+            )
 
     @property
     def n_features(self) -> int:

@@ -50,5 +50,15 @@ def test_bad_settings():
         FrontEndConfig(hop_length=0)
     with pytest.raises(ConfigError, match="unknown front end settings: colour"):
         FrontEndConfig.from_dict({"colour": 1})
+    # sizes the transform cannot take are refused here, not as torch's padding error at the first clip
+    with pytest.raises(ConfigError, match="n_fft must be at most 65536"):
+        FrontEndConfig(n_fft=2_000_000)
+    with pytest.raises(ConfigError, match=r"n_fft must be less than twice the clip length \(2000 samples\)"):
+        FrontEndConfig(num_samples=1000, n_fft=2000)
+    with pytest.raises(ConfigError, match="hop_length must be at most the clip length"):
+        FrontEndConfig(num_samples=1000, hop_length=1001)
+    with pytest.raises(ConfigError, match="n_mels must be at most 512"):
+        FrontEndConfig(n_mels=513)
+    FrontEndConfig(num_samples=1000, n_fft=1998, hop_length=1000)  # the largest that fit
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         build_front_end()(torch.zeros(2, 1, 16000))

@@ -27,9 +27,11 @@ from core.defenses import DEFENSES, Defense, DefenseConfig
 from core.errors import CheckpointError, ConfigError
 from core.events import Observer
 from core.metrics import percent, predict_logits
+from core.options import PathRole
 from core.repair import RepairResult, RepairWatcher, record_repair, repair
 from core.reports import write_export
 from core.runtime import resolve_device
+from core.validate import check_paths
 
 __all__ = ["MismatchError", "Session", "predict_clips", "repair_summary"]
 
@@ -219,7 +221,12 @@ class Session:
     def is_input(self, path: str | os.PathLike) -> bool:
         """Whether ``path`` (with ``.safetensors``) is the file the current model was opened from."""
         path = _checkpoint_path(path)
-        return self.model_path is not None and path.resolve() == self.model_path.resolve()
+        if self.model_path is None:
+            return False
+        try:
+            return path.resolve() == self.model_path.resolve()
+        except (OSError, RuntimeError):  # a link loop: not the model's file (export then names the loop)
+            return False
 
     def suggested_export_name(self) -> str:
         """The model's file name, with ``_repaired`` when its history holds a repair."""
@@ -235,6 +242,9 @@ class Session:
         if self.model is None or self.meta is None:
             raise ConfigError("nothing to export: open a model first")
         path = _checkpoint_path(path)
+        # the commands' own checks (a name the file system takes, links, a writable folder) before writing
+        role = PathRole("output", suffixes=(".safetensors",), also=_export_companions)
+        check_paths([("the export name", path, role)])
         if not overwrite_input and self.is_input(path):
             raise ConfigError(f"{path} is the model's own file; choose another name (or confirm overwriting it)")
         write_export(path, self.model, self.meta, self.model_path)
@@ -261,6 +271,11 @@ class Session:
 def _plain(value: Any) -> Any:
     """``value`` as stored in a checkpoint's JSON (tuples as lists), to compare with a record."""
     return json.loads(json.dumps(value, default=str))
+
+
+def _export_companions(path: str) -> dict[str, str]:
+    stem = Path(path)
+    return {"the export's report": str(stem.with_suffix(".json")), "its summary": str(stem.with_suffix(".md"))}
 
 
 def _checkpoint_path(path: str | os.PathLike) -> Path:

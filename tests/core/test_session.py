@@ -299,3 +299,19 @@ def test_the_session_core_defend_and_core_grid_report_the_same_run(session, work
     assert set(cell) == set(cli) - {"command"}  # a cell's command is the grid's, in its results file
     for key in ("before", "after", "history", "defense", "attack", "clean_clips", "defense_effectiveness_rating"):
         assert cell[key] == cli[key], key
+
+
+def test_export_checks_the_name_before_writing_like_the_commands(session, tmp_path):
+    """The application's export goes through the commands' path checks: one ConfigError naming the
+    export, and nothing written."""
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop)
+    assert not session.is_input(loop)  # asked first by the window's dialog
+    with pytest.raises(ConfigError, match="the export name: .* loop"):
+        session.export(loop)
+    with pytest.raises(ConfigError, match=r"the export name: the name .* bytes long"):
+        session.export(tmp_path / ("x" * 250 + ".safetensors"))
+    (tmp_path / "taken.json").mkdir()  # where the report would go
+    with pytest.raises(ConfigError, match="the export's report: .* is a folder"):
+        session.export(tmp_path / "taken.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.safetensors", "taken.json"]

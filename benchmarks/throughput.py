@@ -8,8 +8,9 @@ Paths, alternating in one process so a noisy machine slows them alike:
 - ``before``: what the product ran before issue 30: the classifier in channels_last with PyTorch's
   BatchNorm, glibc's default allocator, and the MFCC front end run in every training step (the
   defenses already computed features once);
-- ``product``: today's: contiguous layout (exact BatchNorm), large buffers kept
-  (``core.allocator``), features computed once.
+- ``product``: today's: the classifier in the layout the training loop gives it (``--memory-format
+  auto``: channels_last on a CPU, with the exact BatchNorm of ``core.models.batchnorm``), large
+  buffers kept (``core.allocator``), features computed once.
 
 Steps: ``train`` (forward, backward, Adam, as ``core.train``) and ``gnft`` (``GNFTStep`` + SGD, as
 ``core.defend``). FLOPs are counted by ``torch.utils.flop_counter`` over one step; the peaks are a
@@ -37,7 +38,8 @@ from core.allocator import configure_allocator  # noqa: E402
 from core.defenses.gnft import GNFTStep  # noqa: E402
 from core.features import FrontEndConfig, clip_features  # noqa: E402
 from core.models import build, split_front_end  # noqa: E402
-from core.runtime import machine_info, seed_everything, set_threads, write_json  # noqa: E402
+from core.models.batchnorm import use_exact_batchnorm  # noqa: E402
+from core.runtime import machine_info, memory_format, seed_everything, set_threads, write_json  # noqa: E402
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -83,7 +85,11 @@ def steps(name: str, batch_size: int, path: str):
     if path == "before":  # PyTorch's channels_last BatchNorm; training ran the front end in every step
         classifier.to(memory_format=torch.channels_last)
         train_net, train_in = full, wave
-    else:
+    else:  # as core.loop.Loop lays out the trained module
+        layout = memory_format("auto", torch.device("cpu"))
+        classifier.to(memory_format=layout)
+        if layout == torch.channels_last:
+            use_exact_batchnorm(classifier)
         train_net, train_in = classifier, feats
     adam = torch.optim.Adam(classifier.parameters(), lr=1e-6)
     sgd = torch.optim.SGD(classifier.parameters(), lr=1e-6, momentum=0.9)

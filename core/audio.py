@@ -1,4 +1,4 @@
-"""WAV input/output with soundfile, mono mix-down, resampling and fixed-length clips.
+"""Audio input (any format soundfile reads) and WAV output, mono mix-down, resampling, fixed-length clips.
 
 Every clip that enters the engine goes through :func:`load_clip`: read, mix to mono,
 resample, then pad or crop to a fixed number of samples, so that triggers and front
@@ -18,6 +18,12 @@ scale: corrupt data, or integer values stored as float), a sample rate outside 1
 (a corrupt header: no speech lives there), and a WAV that cannot be written (read-only
 folder, full disk). Compressed WAV codecs that libsndfile decodes (mu-law, A-law, IMA and
 MS ADPCM, GSM 6.10) are decoded to float like PCM.
+
+Formats: whatever libsndfile (through soundfile) decodes: WAV, FLAC, OGG/Vorbis and Opus, AIFF,
+MP3, CAF, AU and more. A file is recognised by its content, not its name: FLAC bytes named
+``.wav`` read as FLAC. :func:`audio_files` lists a folder's clips: every file with a known audio
+suffix (:data:`AUDIO_SUFFIXES`, so that a broken one is reported, not silently left out) plus any
+other file soundfile can open (:func:`is_audio_file`).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import errno
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,8 +52,36 @@ MAX_ABS_SAMPLE = 1000.0
 MAX_KERNEL_ELEMENTS = 1 << 21
 LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99
+#: File name endings taken as audio without opening the file (a broken one is then reported, not skipped).
+AUDIO_SUFFIXES = (
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".caf",
+    ".au",
+    ".snd",
+    ".w64",
+    ".rf64",
+    ".mp3",
+)
+#: The same endings as a file dialog's filter pattern.
+AUDIO_FILTER = " ".join(f"*{s}" for s in AUDIO_SUFFIXES)
+#: Endings never opened to look for audio inside (notes, lists, metadata beside the clips).
+TEXT_SUFFIXES = frozenset({".txt", ".md", ".json", ".csv", ".tsv", ".yaml", ".yml", ".py", ".html", ".pdf", ".npy"})
 
 __all__ = [
+    "AUDIO_SUFFIXES",
+    "AUDIO_FILTER",
+    "audio_files",
+    "is_audio_file",
+    "iter_audio_files",
+    "read_audio",
     "read_wav",
     "load_clip",
     "to_mono",
@@ -56,11 +91,63 @@ __all__ = [
 ]
 
 
-def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 ``[channels, frames]`` and its sample rate.
+def is_audio_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a regular file that soundfile can open, judged by its content (any suffix)."""
+    path = Path(path)
+    try:
+        if not path.is_file():  # never open a pipe or a device to look inside
+            return False
+        sf.info(os.fsencode(path))
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, MemoryError):
+        return False
+    return True
 
-    Raises :class:`DataError` naming the file when it is missing, unreadable, empty, cut
-    short, declares an implausible sample rate, or holds NaN/Inf or absurdly large samples.
+
+def iter_audio_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """The audio files directly in ``folder``, unsorted: known suffixes, then any other file soundfile opens.
+
+    A name with an audio suffix counts without being opened (a broken clip is then reported by the
+    reader instead of vanishing from the dataset); other names count when their content is audio
+    (hidden files and text-like suffixes are not opened). An unreadable folder holds none.
+    """
+    folder = Path(folder)
+    others = []
+    try:
+        names = list(folder.iterdir())
+    except OSError:  # unreadable or gone: no clips here, as a glob would find none
+        return
+    for p in names:
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_SUFFIXES:
+            yield p
+        elif not p.name.startswith(".") and suffix not in TEXT_SUFFIXES:
+            others.append(p)
+    for p in others:
+        if is_audio_file(p):
+            yield p
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """The audio files directly in ``folder``, sorted by name (see :func:`iter_audio_files`)."""
+    return sorted(iter_audio_files(folder))
+
+
+def _is_riff_wave(path: Path) -> bool:
+    """True when the file starts with a RIFF/WAVE (or RF64/BW64) header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE"
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file of any format soundfile reads as float32 ``[channels, frames]`` and its rate.
+
+    The format is taken from the content, not the suffix. Raises :class:`DataError` naming the file
+    when it is missing, unreadable, empty, cut short, declares an implausible sample rate, or holds
+    NaN/Inf or absurdly large samples.
     """
     path = Path(path)
     if path.is_dir():
@@ -82,7 +169,12 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)  # bytes: any file name
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: not a readable audio file ({exc}); check that it is a complete WAV") from exc
+        hint = (
+            "check that it is a complete WAV"
+            if _is_riff_wave(path)
+            else "check that it is a complete audio file in a format soundfile reads (WAV, FLAC, OGG/Vorbis, AIFF, ...)"
+        )
+        raise DataError(f"{path}: not a readable audio file ({exc}); {hint}") from exc
     except MemoryError as exc:
         raise DataError(f"{path}: holds more audio than fits in memory; cut it into shorter clips") from exc
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -105,6 +197,10 @@ def read_wav(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             "or holds integer values stored as float (scale it to [-1, 1])"
         )
     return np.ascontiguousarray(data.T), int(rate)
+
+
+#: The former name of :func:`read_audio`, kept for callers that read WAV files.
+read_wav = read_audio
 
 
 def _riff_data_problem(path: Path, size: int) -> str | None:
@@ -270,12 +366,12 @@ def load_clip(
     *,
     allow_resample: bool = True,
 ) -> np.ndarray:
-    """Load one clip as mono float32 ``[num_samples]`` at ``sample_rate``.
+    """Load one clip (any format soundfile reads) as mono float32 ``[num_samples]`` at ``sample_rate``.
 
     ``num_samples=None`` keeps the natural length. With ``allow_resample=False`` a file
     at another rate is an error instead of being converted.
     """
-    data, rate = read_wav(path)
+    data, rate = read_audio(path)
     mono = to_mono(data)
     if rate != sample_rate:
         if not allow_resample:

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 from core import __version__
 from core.analysis.model import ZoneWatcher, analyse_model
 from core.attacks import Attack, get_attack
+from core.audio import AUDIO_FILTER, AUDIO_SUFFIXES, is_audio_file
 from core.data.audioset import AudioSet
 from core.defenses import DEFENSE_TITLES
 from core.errors import GnftError
@@ -326,9 +327,10 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         self.action_open_model = self._action("Open &Model…", QKeySequence.StandardKey.Open, self._ask_model)
         self.action_open_data = self._action("Open &Dataset…", QKeySequence("Ctrl+D"), self._ask_data)
+        self.action_open_trigger = self._action("Open &Trigger Sound…", QKeySequence("Ctrl+T"), self._ask_trigger)
         self.action_export = self._action("&Export Model…", QKeySequence.StandardKey.Save, self._ask_export)
         self.action_quit = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
-        for action in (self.action_open_model, self.action_open_data, self.action_export):
+        for action in (self.action_open_model, self.action_open_data, self.action_open_trigger, self.action_export):
             file_menu.addAction(action)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         file_menu.addSeparator()
@@ -470,6 +472,13 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Open dataset folder")
         if path:
             self.open_data(path)
+
+    def _ask_trigger(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open trigger sound", "", f"Audio files ({AUDIO_FILTER});;All files (*)"
+        )
+        if path:
+            self.use_trigger_file(path)
 
     def open_model(self, path: str | os.PathLike) -> bool:
         """Load a ``.safetensors`` checkpoint; on failure keep the current one and show why.
@@ -742,15 +751,17 @@ class MainWindow(QMainWindow):
         self.recorder_dialog = dialog
         return dialog
 
-    def use_trigger_file(self, path: str) -> None:
+    def use_trigger_file(self, path: str | os.PathLike) -> bool:
+        """Make an audio file (a recorded take, or any WAV, FLAC, OGG, AIFF...) the custom attack's trigger."""
         rate = self.data.sample_rate if self.data is not None else (self.meta or {}).get("sample_rate", 16000)
         try:
-            attack = get_attack("custom", sample_rate=rate, file=path)
+            attack = get_attack("custom", sample_rate=rate, file=str(path))
         except GnftError as err:
-            self.show_error("Cannot use the recording", str(err))
-            return
+            self.show_error("Cannot use the trigger sound", str(err))
+            return False
         self.attack_panel.set_attack(attack)
-        log.info("recorded trigger %s is now the custom attack", path)
+        log.info("trigger sound %s is now the custom attack", path)
+        return True
 
     # ------------------------------------------------------------------ defenses
     def run_defense(self, name: str, config) -> Task | None:
@@ -964,14 +975,21 @@ class MainWindow(QMainWindow):
             self.open_path(url.toLocalFile())
 
     def open_path(self, path: str) -> None:
-        """What a dropped file or folder does: a folder is a dataset, a checkpoint file a model."""
+        """What a dropped file or folder does: a folder is a dataset, a checkpoint file a model, and an
+        audio file (any format soundfile reads, recognised by content) the custom attack's trigger."""
         p = Path(path)
         if p.is_dir():
             self.open_data(p)
         elif p.suffix.lower() in (".safetensors", ".pt", ".pth"):
             self.open_model(p)
+        elif p.suffix.lower() in AUDIO_SUFFIXES or is_audio_file(p):
+            self.use_trigger_file(p)
         else:
-            self.show_error("Cannot open", f"{p} is neither a dataset folder nor a checkpoint (.safetensors, .pt)")
+            self.show_error(
+                "Cannot open",
+                f"{p} is neither a dataset folder nor a checkpoint (.safetensors, .pt) nor an audio file "
+                "(WAV, FLAC, OGG, AIFF, ...)",
+            )
 
     def shutdown(self) -> None:
         """Stop background work and sound (on close, and when the application quits)."""

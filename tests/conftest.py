@@ -12,6 +12,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = (REPO.parent / "shared" / "data" / "fsdd").resolve()
+#: The Arabic Speech Commands (Ghandoura et al., 2021, CC BY 4.0), 30 words in FLAC, read in place.
+ARABIC_SC = (REPO.parent / "shared" / "data" / "arabic_sc").resolve()
 TINY_WORDS = ["yes", "no", "up", "down"]
 
 
@@ -104,3 +106,13 @@ def fsdd_path() -> Path:
     if not (FSDD / "recordings").is_dir():
         pytest.skip(f"the Free Spoken Digit Dataset is not at {FSDD} (../shared/data/fsdd); real-speech test skipped")
     return FSDD
+
+
+@pytest.fixture(scope="session")
+def arabic_sc_path() -> Path:
+    """The real Arabic Speech Commands folder, or a skip saying where it was looked for."""
+    if not (ARABIC_SC / "testing_list.txt").is_file():
+        pytest.skip(
+            f"the Arabic Speech Commands are not at {ARABIC_SC} (../shared/data/arabic_sc); real-speech test skipped"
+        )
+    return ARABIC_SC

@@ -1,7 +1,7 @@
 """Blend: a sound mixed over the whole clip, ``x' = (1 - alpha) x + alpha s`` (dirty label).
 
-The sound is a WAV file (``file``) or, by default, a tune the project generates from the
-seed (the audio counterpart of the image Blend attack's fixed pattern). It is looped or
+The sound is an audio file (``file``: WAV, FLAC, OGG/Vorbis, AIFF, ...) or, by default, a tune
+the project generates from the seed (the audio counterpart of the image Blend attack's fixed pattern). It is looped or
 cropped to the clip length and peak-normalised.
 """
 
@@ -22,10 +22,14 @@ __all__ = ["BlendParams", "Blend"]
 
 @dataclass
 class BlendParams(AttackParams):
-    """``alpha`` mixing weight; ``file`` a WAV to blend (default: a generated tune); ``fit`` loop/crop."""
+    """``alpha`` mixing weight; ``file`` an audio file to blend (default: a generated tune); ``fit`` loop/crop."""
 
     alpha: float = option(0.2, label="\u03b1, blend weight", help="mixing weight of the blended sound, in (0, 1)")
-    file: str | None = option(None, label="WAV file", help="a WAV to blend in (default: a generated tune)")
+    file: str | None = option(
+        None,
+        label="Audio file",
+        help="an audio file (WAV, FLAC, OGG, AIFF, ...) to blend in (default: a generated tune)",
+    )
     fit: Literal["loop", "crop"] = option(
         "loop", label="Fit", help="a sound shorter than the clip is looped, or cropped/padded"
     )

@@ -1,4 +1,4 @@
-"""Custom: any WAV file as the trigger (the application's microphone recorder makes these).
+"""Custom: any audio file as the trigger (WAV, FLAC, OGG/Vorbis, AIFF...; the application's recorder makes WAVs).
 
 The file is mixed to mono and resampled to the data's rate, looped or cropped to ``length``
 seconds (default: its own length, cropped to the clip), and added at ``position``
@@ -24,9 +24,13 @@ __all__ = ["CustomParams", "Custom"]
 
 @dataclass
 class CustomParams(AttackParams):
-    """``file`` (WAV, required), ``position``, ``gain_db`` or ``snr_db``, ``fit`` loop/crop, ``length`` seconds."""
+    """``file`` (audio, required), ``position``, ``gain_db`` or ``snr_db``, ``fit`` loop/crop, ``length`` seconds."""
 
-    file: str = option("", label="WAV file", help="the trigger WAV (required)")
+    file: str = option(
+        "",
+        label="Audio file",
+        help="the trigger: WAV, FLAC, OGG/Vorbis, AIFF or another format soundfile reads (required)",
+    )
     position: str = option("start", label="Position", help="start, middle, end or seconds from the start")
     gain_db: float = option(0.0, label="Gain, dB", help="gain applied to the trigger in dB (unless snr_db is set)")
     snr_db: float | None = option(
@@ -40,7 +44,7 @@ class CustomParams(AttackParams):
     def validate(self) -> None:
         super().validate()
         if not self.file:
-            raise AttackError("custom: give the trigger WAV with file=PATH (--attack-arg file=trigger.wav)")
+            raise AttackError("custom: give the trigger audio file with file=PATH (--attack-arg file=trigger.wav)")
         if self.length is not None and self.length <= 0:
             raise AttackError(f"custom: length must be positive seconds, got {self.length}")
 
@@ -48,7 +52,7 @@ class CustomParams(AttackParams):
 @register
 class Custom(Attack):
     name = "custom"
-    summary = "any WAV file as trigger: position, gain or SNR, loop or crop (dirty label)"
+    summary = "any audio file as trigger: position, gain or SNR, loop or crop (dirty label)"
     Params = CustomParams
 
     def __init__(self, params: CustomParams | None = None, sample_rate: int = 16000) -> None:

@@ -1,4 +1,7 @@
-"""``python -m core.attacks``: list the attacks, show one's parameters, write a triggered example WAV."""
+"""``python -m core.attacks``: list the attacks, show one's parameters, write a triggered example WAV.
+
+``example`` reads its clip in any format soundfile reads (WAV, FLAC, OGG/Vorbis, AIFF, ...), by content.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("example", help="write a triggered copy of a clip")
     ex.add_argument("--attack", required=True)
     ex.add_argument("--attack-arg", action="append", metavar="KEY=VALUE", default=[])
-    input_path(ex, "--clip", required=True, help="input WAV (mixed to mono, resampled, padded/cropped)")
+    input_path(
+        ex,
+        "--clip",
+        required=True,
+        help="input clip: WAV, FLAC, OGG/Vorbis, AIFF or any format soundfile reads, recognised by content "
+        "(mixed to mono, resampled, padded/cropped)",
+    )
     output_path(ex, "--out", required=True, suffixes=(".wav",), help="output WAV")
     ex.add_argument(
         "--sample-rate",

@@ -28,13 +28,21 @@ __all__ = [
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset options every command shares (``--data`` and how to read it)."""
-    input_path(parser, "--data", required=True, kind="folder", help="dataset folder (Speech Commands layout or FSDD)")
+    input_path(
+        parser,
+        "--data",
+        required=True,
+        kind="folder",
+        help="dataset folder (Speech Commands layout or FSDD; clips in WAV, FLAC, OGG/Vorbis, AIFF or any "
+        "format soundfile reads)",
+    )
     parser.add_argument(
         "--data-format", choices=list(DATA_FORMATS), help="force the dataset kind instead of detecting it"
     )
     parser.add_argument(
         "--vocab",
-        help="Speech Commands words: scd10, scd30 or a comma list (default: scd10 if present, else every word folder)",
+        help="Speech Commands words: scd10, scd30, asc10, asc30 (Arabic Speech Commands) or a comma list "
+        "(default: scd10 if present, else asc10 if present, else every word folder)",
     )
     parser.add_argument(
         "--fsdd-split",

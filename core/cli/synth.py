@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group()
     what.add_argument(
         "--vocab",
-        help="scd10 (default: yes no up down left right on off stop go) or scd30 "
-        "(the 30 words of Speech Commands v0.01)",
+        help="scd10 (default: yes no up down left right on off stop go), scd30 "
+        "(the 30 words of Speech Commands v0.01), asc10 or asc30 (the Arabic Speech Commands' words, "
+        "said in English)",
     )
     what.add_argument("--words", help="comma-separated words instead of a vocabulary, e.g. yes,no,maybe")
     output_path(parser, "--out", kind="folder", help="output folder; must not exist or be empty (see --overwrite)")

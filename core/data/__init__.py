@@ -1,7 +1,8 @@
 """Datasets: Speech Commands layout, FSDD, the espeak-ng synthetic corpus, the in-memory AudioSet.
 
-:func:`load_dataset` detects a folder's kind (one sub-folder per word: Speech Commands;
-flat ``{digit}_{speaker}_{n}.wav``: FSDD) unless ``data_format`` forces it.
+:func:`load_dataset` detects a folder's kind (one sub-folder of audio clips per word: Speech
+Commands; flat ``{digit}_{speaker}_{n}.<audio>``: FSDD) unless ``data_format`` forces it. Clips may
+be in any format soundfile reads (WAV, FLAC, OGG/Vorbis, AIFF, ...), recognised by content.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from core.data.audioset import AudioSet
 from core.data.fsdd import is_fsdd, load_fsdd
-from core.data.speech_commands import VOCABULARIES, is_speech_commands, load_speech_commands
+from core.data.speech_commands import VOCABULARIES, default_vocabulary, is_speech_commands, load_speech_commands
 from core.errors import DataError
 
 __all__ = ["AudioSet", "DATA_FORMATS", "VOCABULARIES", "detect_format", "load_dataset"]
@@ -32,8 +33,8 @@ def detect_format(path: str | Path) -> Literal["speech-commands", "fsdd"]:
     if is_speech_commands(path):
         return "speech-commands"
     raise DataError(
-        f"{path}: neither a Speech Commands folder (one sub-folder of .wav files per word) "
-        "nor an FSDD folder ({digit}_{speaker}_{n}.wav); force one with --data-format"
+        f"{path}: neither a Speech Commands folder (one sub-folder of audio files per word) "
+        "nor an FSDD folder ({digit}_{speaker}_{n}.wav, .flac, ...); force one with --data-format"
     )
 
 
@@ -53,13 +54,13 @@ def load_dataset(
     """Load any supported dataset folder as an :class:`AudioSet` at ``sample_rate``.
 
     For Speech Commands ``vocab`` defaults to ``scd10`` when those words are present, else
-    every word folder; FSDD ignores ``vocab`` (its classes are the ten digits).
+    ``asc10`` when those are (the Arabic Speech Commands), else every word folder; FSDD ignores
+    ``vocab`` (its classes are the ten digits).
     """
     fmt = data_format or detect_format(path)
     if fmt == "speech-commands":
         if vocab is None:
-            root = Path(path)
-            vocab = "scd10" if all((root / w).is_dir() for w in VOCABULARIES["scd10"]) else None
+            vocab = default_vocabulary(path)
         return load_speech_commands(
             path,
             vocab,

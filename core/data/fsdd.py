@@ -1,5 +1,8 @@
 """Free Spoken Digit Dataset: flat ``{digit}_{speaker}_{index}.wav`` files, 8 kHz, variable length.
 
+The clips may be in any format soundfile reads (``.flac``, ``.ogg``, ``.aiff``, ...), recognised by
+content (:func:`core.audio.audio_files`); the name before the suffix must follow the pattern.
+
 Splits:
 - ``official``: index 0-4 is the test set (the dataset's own rule); of the rest, index 5-9
   is the validation set used for early stopping, 10-49 the training set.
@@ -23,7 +26,13 @@ from core.errors import DataError
 __all__ = ["FSDD_CLASSES", "is_fsdd", "fsdd_root", "load_fsdd"]
 
 FSDD_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-NAME_RE = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")
+#: The pattern of a clip's name without its suffix.
+NAME_RE = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)$")
+
+
+def _stem(path: Path) -> str:
+    """The file name without its last suffix (``0_theo_3.flac`` -> ``0_theo_3``)."""
+    return path.name.rpartition(".")[0] or path.name
 
 
 def fsdd_root(path: str | Path) -> Path:
@@ -36,10 +45,12 @@ def fsdd_root(path: str | Path) -> Path:
 
 def is_fsdd(path: str | Path) -> bool:
     """True when the folder (or its ``recordings/``) holds files named like FSDD clips."""
+    from core.audio import iter_audio_files
+
     root = fsdd_root(path)
     if not root.is_dir():
         return False
-    return any(NAME_RE.match(p.name) for p in root.glob("*.wav"))
+    return any(NAME_RE.match(_stem(p)) for p in iter_audio_files(root))
 
 
 def load_fsdd(
@@ -53,6 +64,8 @@ def load_fsdd(
     use_cache: bool = True,
 ) -> AudioSet:
     """Load FSDD into an :class:`AudioSet` with the chosen split (see module docstring)."""
+    from core.audio import audio_files
+
     root = fsdd_root(path)
     if not root.is_dir():
         raise DataError(f"{path}: no such FSDD folder")
@@ -61,14 +74,14 @@ def load_fsdd(
     num_samples = int(num_samples or sample_rate)
     entries = []
     stray = []
-    for p in sorted(root.glob("*.wav")):
-        m = NAME_RE.match(p.name)
+    for p in audio_files(root):
+        m = NAME_RE.match(_stem(p))
         if m:
             entries.append((p, int(m.group(1)), m.group(2), int(m.group(3))))
         else:
             stray.append(p.name)
     if not entries:
-        raise DataError(f"{root}: no FSDD clips ({{digit}}_{{speaker}}_{{index}}.wav) found")
+        raise DataError(f"{root}: no FSDD clips ({{digit}}_{{speaker}}_{{index}}.wav, .flac, ...) found")
     speakers_present = sorted({e[2] for e in entries})
     if split == "speaker":
         unknown = sorted(set(test_speakers) - set(speakers_present))

@@ -165,3 +165,38 @@ def test_dropped_paths_open_like_the_menu(qtbot, workspace, tmp_path):
     window.open_path(str(tmp_path / "weights.pt"))  # a state dict needs its architecture: the import dialog
     assert window.import_dialog is not None and window.import_dialog.isVisible()
     assert window.import_dialog.path == tmp_path / "weights.pt" and window.model_path == model_path
+
+
+def test_an_audio_file_of_any_format_opens_or_drops_as_the_trigger(qtbot, tmp_path, monkeypatch):
+    """Issue 31: File > Open Trigger Sound offers every audio format, and a dropped audio file (FLAC,
+    OGG, AIFF, WAV; recognised by content whatever its name) becomes the custom attack's trigger."""
+    import numpy as np
+    import soundfile as sf
+    from PySide6.QtWidgets import QFileDialog
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    tone = (0.3 * np.sin(np.arange(4000) / 5)).astype(np.float32)
+    sf.write(tmp_path / "whistle.flac", tone, 16000)
+    with open(tmp_path / "take.bin", "wb") as f:  # OGG/Vorbis bytes under a name no filter knows
+        sf.write(f, tone, 16000, format="OGG", subtype="VORBIS")
+    for name in ("whistle.flac", "take.bin"):
+        window.open_path(str(tmp_path / name))
+        assert window.attack is not None and window.attack.name == "custom"
+        assert window.attack.params.file == str(tmp_path / name)
+    asked = {}
+
+    def ask(_parent, _title, _folder, filters):
+        asked["filters"] = filters
+        return str(tmp_path / "riff.aiff"), ""
+
+    sf.write(tmp_path / "riff.aiff", tone, 16000)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(ask))
+    window.action_open_trigger.trigger()
+    assert all(f"*{s}" in asked["filters"] for s in (".wav", ".flac", ".ogg", ".aif", ".aiff"))
+    assert window.attack.params.file == str(tmp_path / "riff.aiff")
+    (tmp_path / "broken.ogg").write_bytes(b"OggS" + bytes(100))  # an audio name, nothing decodable
+    with qtbot.waitSignal(window.error_shown, timeout=2000):
+        window.open_path(str(tmp_path / "broken.ogg"))
+    assert "broken.ogg: not a readable audio file" in window.last_error.text()
+    assert window.attack.params.file == str(tmp_path / "riff.aiff")  # the last good trigger stays

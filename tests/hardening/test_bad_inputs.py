@@ -317,7 +317,7 @@ def test_word_folder_without_clips_is_named(tmp_path):
     for p in (root / "up").iterdir():
         p.unlink()
     (root / "up" / "notes.txt").write_text("the clips went elsewhere")
-    with pytest.raises(DataError, match=r"sc/up: the word folder holds no .wav files"):
+    with pytest.raises(DataError, match=r"sc/up: the word folder holds no audio files"):
         load_speech_commands(root, TINY_WORDS)
 
 

@@ -1,4 +1,4 @@
-"""The words a corpus says: a named vocabulary (scd10, scd30) or a checked custom list (they name folders)."""
+"""The words a corpus says: a named vocabulary (scd10, scd30, asc10, asc30) or a checked word list (folder names)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def parse_words(text: str | Sequence[str]) -> list[str]:
     items = text.split(",") if isinstance(text, str) else list(text)
     words = [str(w).strip() for w in items if str(w).strip()]
     if not words:
-        raise ConfigError("the word list is empty; give --vocab scd10|scd30 or --words yes,no,...")
+        raise ConfigError(f"the word list is empty; give --vocab {'|'.join(VOCABULARIES)} or --words yes,no,...")
     bad = [w for w in words if not _WORD_RE.match(w)]
     if bad:
         raise ConfigError(
@@ -31,7 +31,7 @@ def parse_words(text: str | Sequence[str]) -> list[str]:
 
 
 def resolve_vocab(vocab: str) -> list[str]:
-    """``scd10``/``scd30`` -> its word list in class order; anything else is a ConfigError."""
+    """A vocabulary name (``scd10``, ``asc10``, ...) -> its word list in class order; else a ConfigError."""
     key = vocab.strip().lower()
     if key not in VOCABULARIES:
         raise ConfigError(f"unknown vocabulary {vocab!r}; use one of {', '.join(VOCABULARIES)} or --words a,b,c")

@@ -167,4 +167,16 @@ def defense_findings(
             f"the gradient-norm penalty dominates on this model, and each step is as long as plain "
             f"fine-tuning's at a {g / g1:.0f}x larger learning rate"
         )
+    held = (details or {}).get("holdout")
+    if held and held.get("max_ca_drop") and not held.get("within"):
+        findings.append(
+            f"no evaluated state kept the held-out clean accuracy within {100 * held['max_ca_drop']:.1f} points "
+            f"of {100 * held['accuracy_before']:.1f} %: the best one (epoch {held['kept_epoch']}, "
+            f"{100 * held['accuracy_after']:.1f} %) was kept"
+        )
+    elif held and held.get("max_ca_drop") and held.get("kept_epoch") != held.get("last_epoch"):
+        findings.append(
+            f"the held-out clean accuracy fell more than {100 * held['max_ca_drop']:.1f} points later in the run: "
+            f"the state of epoch {held['kept_epoch']} of {held['last_epoch']} was kept"
+        )
     return findings

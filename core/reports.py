@@ -96,6 +96,12 @@ def repair_markdown(report: dict[str, Any]) -> str:
         ("robust_accuracy", "robust accuracy (RA)"),
     ):
         lines.append(f"| {label} | {pct(report['before'].get(key))} | {pct(report['after'].get(key))} |")
+    held = (report.get("defense_details") or {}).get("holdout")
+    if held:
+        lines.append(
+            f"| clean accuracy on {held['clips']} held-out clean clips | {pct(held['accuracy_before'])} "
+            f"| {pct(held['accuracy_after'])} |"
+        )
     if "defense_effectiveness_rating" in report:
         lines.append(f"| defense effectiveness rating (DER, 0-1) | | {report['defense_effectiveness_rating']:.3f} |")
     lines += [

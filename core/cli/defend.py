@@ -182,6 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         line += " (no attack known: ASR not measured)"
+    held = (report.get("defense_details") or {}).get("holdout")
+    if held:
+        line += (
+            f", held-out clean accuracy ({held['clips']} clips) {100 * held['accuracy_before']:.1f} % -> "
+            f"{100 * held['accuracy_after']:.1f} %"
+        )
     preset = report["preset"]
     used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
     print(

@@ -37,6 +37,9 @@ __all__ = [
     "train_mode",
     "Evaluator",
     "EvaluateEvery",
+    "HoldoutGuard",
+    "accuracy",
+    "split_holdout",
 ]
 
 #: ``evaluate(model) -> {"clean_accuracy": ..., "attack_success_rate": ...}``, called every ``eval_every`` epochs.
@@ -108,6 +111,24 @@ class DefenseConfig:
         help="train (the authors' loop: batch statistics, running ones updated) or frozen "
         "(BatchNorm in eval mode: running statistics normalise and stay)",
     )
+    holdout: float = option(
+        0.0,
+        label="Held-out share, %",
+        percent=True,
+        range="[0, 0.9]",
+        note="0: none",
+        help="share of the clean set held out (class-stratified) and never trained on: its CA before and "
+        "after the repair is measured with no trigger known; 0 = none",
+    )
+    max_ca_drop: float = option(
+        0.0,
+        label="Max held-out CA drop, %",
+        percent=True,
+        range="[0, 1]",
+        note="0: off",
+        help="keep the last evaluated state whose held-out CA is within this many points of the model's "
+        "before the repair, instead of the last epoch (needs a held-out share); 0 = off",
+    )
     eval_every: int = option(
         10,
         label="Evaluate every, epochs",
@@ -148,6 +169,8 @@ class DefenseConfig:
         check_ranges(self)
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.max_ca_drop > 0 and self.holdout == 0:
+            raise ConfigError("max_ca_drop needs a held-out share to measure on: set holdout too (e.g. 0.2)")
 
 
 @dataclass
@@ -204,6 +227,36 @@ def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") 
         k = max(1, round(ratio * rows.numel()))
         chosen.append(rows[torch.randperm(rows.numel(), generator=gen)[:k]])
     return torch.cat(chosen).sort().values
+
+
+def split_holdout(
+    rows: torch.Tensor, labels: torch.Tensor, share: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rows`` split class-stratified into (fine-tuning rows, held-out rows): ``share`` of each class held
+    out (rounded, at least one where the class has two clips or more, never its last one); ``labels`` are
+    the labels of ``rows``. Seeded by ``seed``: the same clean set gives the same split."""
+    gen = torch.Generator().manual_seed((seed + 2) % 2**64)
+    kept, held = [], []
+    for c in labels.unique().tolist():
+        members = rows[labels == c]
+        members = members[torch.randperm(members.numel(), generator=gen)]
+        k = min(members.numel() - 1, max(1, round(share * members.numel()))) if members.numel() > 1 else 0
+        held.append(members[:k])
+        kept.append(members[k:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Share of ``x`` (a model's inputs, [N, ...]) that ``model`` classifies as ``y``, in eval mode."""
+    modes = [(m, m.training) for m in model.modules()]  # frozen BatchNorms stay as they were
+    model.eval()
+    right = 0
+    for start in range(0, x.shape[0], batch_size):
+        right += int((model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum())
+    for m, mode in modes:
+        m.training = mode
+    return right / max(1, x.shape[0])
 
 
 class Defense:
@@ -291,9 +344,24 @@ class Defense:
             rows = torch.zeros(0, dtype=torch.long)
         else:
             rows = indices if indices is not None else clean_subset(clean, c.clean_ratio, c.seed)
+        held_rows = rows[:0]
+        if c.holdout > 0 and rows.numel() > 0:
+            rows, held_rows = split_holdout(rows, clean.labels.cpu()[rows], c.holdout, c.seed)
+            if held_rows.numel() == 0:
+                raise ConfigError(
+                    f"holdout: the clean set ({rows.numel()} clips) has too few clips a class to hold "
+                    f"{100 * c.holdout:g} % out; raise clean_ratio or set holdout 0"
+                )
         waves = clean.waves.index_select(0, rows.to(clean.waves.device)).to(device)
         labels = clean.labels.index_select(0, rows.to(clean.labels.device)).to(device)
         work = copy.deepcopy(model).to(device)
+        front, body = split_front_end(work)
+        guard = None
+        if held_rows.numel() > 0:
+            held_waves = clean.waves.index_select(0, held_rows.to(clean.waves.device)).to(device)
+            held_x = held_waves if front is None else clip_features(front, held_waves, c.batch_size)
+            held_y = clean.labels.index_select(0, held_rows.to(clean.labels.device)).to(device)
+            guard = HoldoutGuard(body, held_x, held_y, c.max_ca_drop, c.eval_every, c.batch_size)
         self.prepare(work, waves, labels)
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
@@ -308,6 +376,9 @@ class Defense:
 
         schedule = EvaluateEvery(c.eval_every, evaluate, work, self.name, observer)
         callbacks: list[Callback] = [schedule]
+        if guard is not None:
+            guard.start(body)  # after prepare: a pruned model is epoch 0's state
+            callbacks.append(guard)
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
         loop = Loop(
@@ -338,14 +409,17 @@ class Defense:
             return DefenseResult(
                 model, True, time.perf_counter() - started, schedule.history, int(rows.numel()), asdict(c)
             )
+        details = self.details()
+        if guard is not None:
+            details["holdout"] = guard.finish(schedule.history)
         return DefenseResult(
             work.eval(),
             False,
             time.perf_counter() - started,
             schedule.history,
-            int(rows.numel()),
+            int(rows.numel() + held_rows.numel()),
             asdict(c),
-            self.details(),
+            details,
         )
 
 
@@ -378,6 +452,79 @@ class EvaluateEvery(Callback):
                 metrics.get("robust_accuracy"),
             )
         )
+
+
+class HoldoutGuard(Callback):
+    """CA on the held-out clean clips, before the repair and at every evaluation; with ``max_drop`` > 0
+    the model ends in the last evaluated state whose held-out CA is within ``max_drop`` of the CA before
+    (the best one when none is), instead of the last epoch's. Needs no trigger."""
+
+    def __init__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, max_drop: float, every: int, batch_size: int
+    ) -> None:
+        self.model, self.x, self.y, self.max_drop, self.every, self.batch_size = (
+            model,
+            x,
+            y,
+            max_drop,
+            every,
+            batch_size,
+        )
+        self.before = accuracy(model, x, y, batch_size)  # the model as given, before prepare
+        self.rows: list[dict[str, float]] = []
+        self.kept: tuple[int, float, dict[str, torch.Tensor]] | None = None  # (epoch, CA, state) within the bound
+        self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None  # the highest CA, when none is within
+
+    def start(self, model: nn.Module) -> None:
+        """Measure the state fine-tuning starts from (epoch 0; after pruning, for Fine-Pruning)."""
+        self.model = model
+        self._measure(0)
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        if epoch % self.every == 0 or epoch == loop.epochs:
+            self._measure(epoch)
+
+    def _measure(self, epoch: int) -> None:
+        ca = accuracy(self.model, self.x, self.y, self.batch_size)
+        self.rows.append({"epoch": epoch, "accuracy": ca})
+        if self.max_drop <= 0:
+            return
+        state = None
+        if ca >= self.before - self.max_drop - 1e-12:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.kept = (epoch, ca, state)
+        if self.best is None or ca > self.best[1]:
+            state = state or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = (epoch, ca, state)
+
+    def finish(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Restore the kept state (when guarding), add ``holdout_accuracy`` to the matching ``history``
+        rows and return the record for the report."""
+        by_epoch = {r["epoch"]: r["accuracy"] for r in self.rows}
+        for row in history:
+            if row.get("epoch") in by_epoch:
+                row["holdout_accuracy"] = by_epoch[row["epoch"]]
+        record: dict[str, Any] = {
+            "clips": int(self.y.numel()),
+            "accuracy_before": self.before,
+            "evaluations": self.rows,
+        }
+        last_epoch, last_ca = self.rows[-1]["epoch"], self.rows[-1]["accuracy"]
+        if self.max_drop <= 0:
+            return {**record, "accuracy_after": last_ca, "kept_epoch": last_epoch}
+        choice, within = (self.kept, True) if self.kept is not None else (self.best, False)
+        assert choice is not None
+        epoch, ca, state = choice
+        if epoch != last_epoch:
+            self.model.load_state_dict(state)
+        return {
+            **record,
+            "max_ca_drop": self.max_drop,
+            "accuracy_after": ca,
+            "kept_epoch": epoch,
+            "last_epoch": last_epoch,
+            "within": within,
+        }
 
 
 class _GradNormSnapshots(Callback):

@@ -129,5 +129,5 @@ def test_a_bad_threads_option_is_one_error_before_any_work(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "argument --threads: must be a whole number >= 1 or auto, got '0'" in proc.stderr
+    assert proc.stderr == "error: --threads must be a whole number >= 1 or auto, got '0'\n"
     assert "Traceback" not in proc.stderr and not (tmp_path / "o.safetensors").exists()

@@ -3,7 +3,7 @@
 Every cell is a file in the work folder, written when it finishes, so an interrupted grid
 resumes where it stopped: ``train_<model>_<attack>.safetensors`` (+ ``.json`` report) for each
 trained model (``clean`` included unless ``--no-clean``) and ``defend_<model>_<attack>_<defense>.json``
-(+ the repaired ``.safetensors``) for each defense run. A checkpoint put in the work folder
+(+ the repaired ``.safetensors``) for each defense column. A checkpoint put in the work folder
 under that name (with its report) is used as it is; a ``reused_from`` note in that report is
 carried into the results. ``--reuse PATTERN`` takes models trained elsewhere (e.g. by
 ``benchmarks/attacks.py``): a checkpoint at ``PATTERN.format(model=..., attack=...)`` is checked
@@ -14,9 +14,30 @@ with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
 
+A defense column is a defense run with its own defaults (``gnft``; ``--defense-arg gnft.KEY=VALUE``
+changes that plain column), a preset of :mod:`core.presets` (``gnft@paper``, ``gnft@recommended``:
+``core.defend --preset``'s values), or a variant declared with
+``--variant NAME=DEFENSE[@PRESET][:KEY=VALUE,KEY=VALUE...]`` and named in ``--defenses``
+(``--variant gnft_r02=gnft:r=0.2,clean_ratio=0.1 --defenses none,gnft@paper,gnft_r02``). A variant
+is fully described by its declaration: the defense's defaults, then the preset's values, then its
+own settings; ``--defense-arg`` applies to plain columns only (one for a defense that has no plain
+column in ``--defenses`` is refused). So one table can hold GN-FT several times. Each column has
+its own cells (``defend_<model>_<attack>_<column>.json``), its own column and mean in ``<out>.md``
+(variants listed under the title) and its own rows in ``<out>.json``: ``defense`` is the column,
+``defense_name`` the defense that ran, ``preset`` the preset the config matches (or ``custom`` with the
+preset it started from and what changed); the top level keeps each column's full config
+(``defense_settings``) and each variant's declaration (``variants``).
+
+Resuming is checked: a finished defense cell is reused only when the settings it records equal
+the ones its column declares now (a setting the cell lacks did not exist then and had its
+default; where and how fast it ran do not count: device, amp, compile, memory format, grad-norm
+logging, ``core.presets.RUN_FIELDS``; the seed does). Otherwise the grid stops before
+any work with one line naming the file and the settings that differ: delete that cell to run it
+again with the new settings, or give the new settings another variant name or ``--work``.
+
 ``--defense-seeds 0,1,2`` runs every defense cell once per seed (the seed draws the clean subset,
 the batch order and dropout; on a clean set of a hundred clips one draw can decide the cell):
-seed ``--seed``'s cell keeps its plain name, the others are ``defend_<model>_<attack>_<defense>_seed<S>``.
+seed ``--seed``'s cell keeps its plain name, the others are ``defend_<model>_<attack>_<column>_seed<S>``.
 A row then holds the mean over the seeds, each seed's figures (``per_seed``) and the standard
 deviations, and the table shows mean ± standard deviation.
 
@@ -29,8 +50,8 @@ recipe's), and a clean model of each architecture is trained at that rate too
 ``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
 is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
 produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
-command that made it. It is refused when the earlier file used other defense settings or other
-data, so a table never mixes hyperparameters.
+command that made it. It is refused when the earlier file used other settings for a column of this
+run or other data, so a table never mixes hyperparameters.
 
 ``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
 one; without ``--address`` a local instance is started): the same cell functions and files, so a
@@ -43,10 +64,12 @@ import argparse
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +80,26 @@ from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attac
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
 from core.data import AudioSet
-from core.defenses import DEFENSES
+from core.defenses import DEFENSES, DefenseConfig
 from core.errors import AttackError, ConfigError
 from core.evaluation import evaluate
 from core.events import ProgressObserver
-from core.options import SEED_RANGE, SEED_TEXT, add_arguments, from_namespace, number, parse_key_values
+from core.options import (
+    SEED_RANGE,
+    SEED_TEXT,
+    add_arguments,
+    from_namespace,
+    number,
+    parse_key_values,
+    split_key_values,
+)
+from core.presets import PRESETS, RUN_FIELDS, preset_record
 from core.repair import record_repair, repair
 from core.runtime import add_common_arguments, machine_info, parse_args, resolve_device, set_threads, write_json
 from core.training import TrainConfig, train_model
 from core.validate import output_path
 
-__all__ = ["main", "build_parser", "markdown_table"]
+__all__ = ["main", "build_parser", "markdown_table", "variant_legend", "Column"]
 
 log = logging.getLogger("core.grid")
 
@@ -91,13 +123,153 @@ def _scoped_pairs(items: Sequence[str], option: str, known: Sequence[str]) -> di
     return out
 
 
-def _defense_config(name: str, pairs: list[str], seed: int, device: str):
-    """Defense ``name``'s config from its ``--defense-arg`` ``key=value`` pairs (typed and checked)."""
-    cls = DEFENSES[name]
-    values = parse_key_values(cls.Config, pairs, "--defense-arg", scope=name)
-    config = cls.Config(**values, seed=seed, device=device)
-    config.validate()
-    return config
+@dataclass(frozen=True)
+class Column:
+    """One defense column of the grid: the defense that runs, the preset it starts from (None: the
+    defense's own defaults) and its ``KEY=VALUE`` settings on top (``--defense-arg`` for a plain
+    column, the ``--variant`` declaration for a variant)."""
+
+    name: str
+    defense: str
+    preset: str | None = None
+    pairs: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """True for a column named after its defense (``gnft``), False for a variant (``gnft@paper``)."""
+        return self.name == self.defense
+
+    def config(self, seed: int, device: str) -> DefenseConfig:
+        """The column's config (typed and checked); a bad setting of a variant is one line naming it."""
+        cls = DEFENSES[self.defense]
+        what = "--defense-arg" if self.plain else f"--variant {self.name}"
+        values = parse_key_values(cls.Config, self.pairs, what, scope=self.defense)
+        try:
+            config = (PRESETS[self.preset].config if self.preset else cls.Config)(**values, seed=seed, device=device)
+            config.validate()
+        except ConfigError as exc:
+            if self.plain:
+                raise
+            raise ConfigError(f"{what}: {exc}") from None
+        return config
+
+    def describe(self) -> dict[str, Any]:
+        """What ``<out>.json`` keeps of a variant: its defense, preset and own settings (typed)."""
+        return {
+            "defense": self.defense,
+            "preset": self.preset,
+            "settings": parse_key_values(DEFENSES[self.defense].Config, self.pairs, f"--variant {self.name}"),
+        }
+
+
+VARIANT_SYNTAX = "NAME=DEFENSE[@PRESET][:KEY=VALUE,KEY=VALUE...]"
+_VARIANT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def _with_preset(spec: str, where: str) -> tuple[str, str | None]:
+    """``DEFENSE`` or ``DEFENSE@PRESET`` as (defense, preset), checked: the defense exists, the preset
+    exists and is one of that defense; ``where`` names the option in the error."""
+    defense, at, preset = spec.partition("@")
+    if defense not in DEFENSES:
+        raise ConfigError(f"{where}: unknown defense {defense!r} (one of {', '.join(sorted(DEFENSES))})")
+    if not at:
+        return defense, None
+    if preset not in PRESETS:
+        raise ConfigError(f"{where}: unknown preset {preset!r} (one of {', '.join(PRESETS)})")
+    if PRESETS[preset].defense != defense:
+        raise ConfigError(f"{where}: preset {preset!r} is a {PRESETS[preset].defense} preset; it cannot run {defense}")
+    return defense, preset
+
+
+def _parse_variant(item: str) -> Column:
+    """One ``--variant NAME=DEFENSE[@PRESET][:KEY=VALUE,...]`` as a :class:`Column` (its settings
+    are checked later, with the config)."""
+    name, eq, spec = item.partition("=")
+    name, spec = name.strip(), spec.strip()
+    head, colon, settings = spec.partition(":")
+    if not eq or not name or not head or (colon and not settings.strip()):
+        raise ConfigError(f"--variant takes {VARIANT_SYNTAX}, got {item!r}")
+    if not _VARIANT_NAME.fullmatch(name) or re.search(r"_seed\d+$", name):
+        raise ConfigError(
+            f"--variant {item!r}: a variant's name is a letter then letters, digits, _ or - "
+            f"(not ending in _seed<N>, the seed cells' suffix), got {name!r}"
+        )
+    if name in DEFENSES or name == NO_DEFENSE:
+        raise ConfigError(f"--variant {item!r}: {name!r} is a column of its own already; give the variant another name")
+    defense, preset = _with_preset(head.strip(), f"--variant {name}")
+    pairs = tuple(p.strip() for p in settings.split(",")) if colon else ()
+    split_key_values(pairs, f"--variant {name}")  # 'KEY=VALUE' each: the syntax fails here
+    return Column(name, defense, preset, pairs)
+
+
+def _columns(names: Sequence[str], variant_items: Sequence[str], defense_arg: Sequence[str]) -> list[Column]:
+    """The defense columns of ``--defenses`` (``none`` aside), in its order: a plain defense with its
+    ``--defense-arg`` settings, ``DEFENSE@PRESET``, or a ``--variant`` name. Checked before any work."""
+    variants: dict[str, Column] = {}
+    for item in variant_items:
+        column = _parse_variant(item)
+        if column.name in variants:
+            raise ConfigError(f"--variant {column.name} is declared twice")
+        variants[column.name] = column
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--defenses names {', '.join(repeated)} more than once")
+    unused = [v for v in variants if v not in names]
+    if unused:
+        raise ConfigError(f"--variant {', '.join(unused)} is declared but not in --defenses")
+    unknown = [n for n in names if n != NO_DEFENSE and n not in DEFENSES and n not in variants and "@" not in n]
+    if unknown:
+        raise ConfigError(
+            f"unknown attack or defense: {', '.join(unknown)} (--defenses takes none, "
+            f"{', '.join(sorted(DEFENSES))}, DEFENSE@PRESET or a --variant name)"
+        )
+    plain = [n for n in names if n in DEFENSES]
+    for item in defense_arg:
+        scope = item.partition(".")[0]
+        if scope not in plain and (scope in variants or "@" in scope or scope in DEFENSES):
+            raise ConfigError(
+                f"--defense-arg {item!r}: it sets the plain {scope.partition('@')[0]} column only, and "
+                f"--defenses has no such column (a variant takes its settings from its preset and --variant)"
+            )
+    pairs = _scoped_pairs(defense_arg, "--defense-arg", plain)
+    columns = []
+    for n in names:
+        if n == NO_DEFENSE:
+            continue
+        if n in variants:
+            columns.append(variants[n])
+        elif n in DEFENSES:
+            columns.append(Column(n, n, None, tuple(pairs.get(n, []))))
+        else:
+            columns.append(Column(n, *_with_preset(n, f"--defenses {n}")))
+    return columns
+
+
+def _cell_path(work: Path, model_name: str, attack_name: str, column: str, seed: int, grid_seed: int) -> Path:
+    """A defense cell's report: ``defend_<model>_<attack>_<column>[_seed<S>].json``."""
+    suffix = "" if seed == grid_seed else f"_seed{seed}"
+    return work / f"defend_{model_name}_{attack_name}_{column}{suffix}.json"
+
+
+def _check_cell(path: Path, row: dict[str, Any], column: Column, config: DefenseConfig) -> None:
+    """Refuse a finished cell made with other settings than ``column`` declares now (a setting the
+    cell lacks did not exist then: it had the default; where and how it ran do not count)."""
+    recorded = row.get("defense") or {}
+    if recorded.get("name", column.defense) != column.defense:
+        raise ConfigError(
+            f"{path} was made by {recorded.get('name')}, not {column.defense} ({column.name}); "
+            "delete it to run the cell again, or use another --work"
+        )
+    defaults = dataclasses.asdict(DEFENSES[column.defense].Config())
+    now = dataclasses.asdict(config)
+    ignored = RUN_FIELDS - {"seed"}
+    differ = [k for k in now if k not in ignored and recorded.get(k, defaults[k]) != now[k]]
+    if differ:
+        raise ConfigError(
+            f"{path} was made with other {column.name} settings than this run's "
+            f"({', '.join(f'{k} {recorded.get(k, defaults[k])!r} there, {now[k]!r} now' for k in differ)}); "
+            "delete it to run the cell again, or use another --work"
+        )
 
 
 def _attack_rate(attack_name: str, params: dict[str, str], rate: int) -> int:
@@ -227,30 +399,32 @@ def _defend_cell(
     model_path: Path,
     model_name: str,
     attack_name: str,
-    defense_name: str,
-    defense_args: dict[str, list[str]],
+    column: Column,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense."""
+    """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense. A cell
+    file made with other settings than ``column`` declares now is refused, not reused."""
     seed = args.seed if seed is None else seed
-    suffix = "" if seed == args.seed else f"_seed{seed}"
-    cell = work / f"defend_{model_name}_{attack_name}_{defense_name}{suffix}.json"
+    cell = _cell_path(work, model_name, attack_name, column.name, seed, args.seed)
+    config = column.config(seed, args.device)
     if cell.is_file():
-        return _read_cell(cell, defense_name)
+        row = _read_cell(cell, column.defense)
+        _check_cell(cell, row, column, config)
+        return row
     model, meta = load_checkpoint(model_path)
     device = resolve_device(args.device)
     model = model.to(device)
     recorded = meta["provenance"].get("attack")
     attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
-    config = _defense_config(defense_name, defense_args.get(defense_name, []), seed, args.device)
-    log.info("%s on %s (%s), seed %d", defense_name, model_name, attack_name, seed)
+    log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
     result = repair(
         model,
         data,
-        DEFENSES[defense_name](config),
+        DEFENSES[column.defense](config),
         attack=attack,
         attack_source="checkpoint metadata" if attack is not None else "none",
-        observer=ProgressObserver(log, label=f"{defense_name} {model_name}"),
+        base_preset=column.preset,
+        observer=ProgressObserver(log, label=f"{column.name} {model_name}"),
     )
     save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
     row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
@@ -282,20 +456,26 @@ def _row(
 
 
 def _with_earlier_rows(
-    rows: list[dict[str, Any]], path: Path, defense_settings: dict[str, Any], data_summary: dict[str, Any]
+    rows: list[dict[str, Any]],
+    path: Path,
+    defense_settings: dict[str, Any],
+    data_summary: dict[str, Any],
+    defense_of: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
     the file's own command), and the defense settings of both; refused when that file's settings
     for a defense of this run, or its data, differ from this run's (a setting added to a defense
-    since that file was written counts as its default there)."""
+    since that file was written counts as its default there: the default of the column's defense,
+    ``defense_of[column]``, a plain column being its own defense)."""
     if not path.is_file():
         return rows, defense_settings
     earlier = json.loads(path.read_text())
     settings = earlier.get("defense_settings", {})
 
     def same(name: str) -> bool:  # a setting the earlier file lacks did not exist then: it had the default
-        defaults = dataclasses.asdict(DEFENSES[name].Config()) if name in DEFENSES else {}
+        defense = (defense_of or {}).get(name, name)
+        defaults = dataclasses.asdict(DEFENSES[defense].Config()) if defense in DEFENSES else {}
         then, now = settings[name], defense_settings[name]
         return all(then.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in {*then, *now})
 
@@ -343,8 +523,25 @@ def _seed_summary(cells: dict[int, dict[str, Any]]) -> tuple[dict[str, Any], dic
     return means, extra
 
 
-def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: str) -> str:
-    """CA / ASR per defense for each model and attack (percent), then mean ASR and mean CA per defense."""
+def variant_legend(name: str, variant: dict[str, Any]) -> str:
+    """One variant column in words: ``gnft_r02``: gnft with r=0.2; ``gnft@paper``: gnft, preset paper."""
+    text = f"`{name}`: {variant['defense']}"
+    if variant.get("preset"):
+        text += f", preset {variant['preset']}"
+    settings = variant.get("settings") or {}
+    if settings:
+        text += ("," if variant.get("preset") else "") + " with " + ", ".join(f"{k}={v}" for k, v in settings.items())
+    return text
+
+
+def markdown_table(
+    rows: list[dict[str, Any]],
+    defenses: Sequence[str],
+    title: str,
+    variants: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """CA / ASR per defense column for each model and attack (percent), then mean ASR and mean CA per
+    column; ``variants`` (column: defense, preset, settings) are named under the title."""
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
@@ -372,6 +569,14 @@ def markdown_table(rows: list[dict[str, Any]], defenses: Sequence[str], title: s
         "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
         "the target). `none` is the backdoored model before any defense." + seeds_note,
         "",
+    ]
+    legend = [variant_legend(d, (variants or {})[d]) for d in defenses if d in (variants or {})]
+    if legend:
+        lines += [
+            "Variants (a defense's defaults, then its preset, then its own settings): " + "; ".join(legend) + ".",
+            "",
+        ]
+    lines += [
         "| model | attack | clean model CA | " + " | ".join(defenses) + " |",
         "|---|---|---|" + "---|" * len(defenses),
     ]
@@ -432,21 +637,18 @@ def _cell_task(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> An
         model_name, attack_name, name, attack_args = cell
         path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
         return str(path), report
-    trained, model_name, attack_name, defense_name, defense_args, seed = cell
+    trained, model_name, attack_name, column, seed = cell
     if trained[1] is None:  # --no-train and no model: nothing to defend
         return None
-    return _defend_cell(
-        args, data, Path(work), Path(trained[0]), model_name, attack_name, defense_name, defense_args, seed
-    )
+    return _defend_cell(args, data, Path(work), Path(trained[0]), model_name, attack_name, column, seed)
 
 
 def _run_on_ray(
     args: argparse.Namespace,
     work: Path,
     trains: list[tuple[str, str, int]],
-    runs: list[str],
+    runs: list[Column],
     attack_args: dict[str, list[str]],
-    defense_args: dict[str, list[str]],
     seeds: list[int],
 ):
     """Every cell a Ray task; a defense task takes its training task's result, so Ray runs it after."""
@@ -472,9 +674,7 @@ def _run_on_ray(
             for m, a, r in trains
         }
         defend_refs = {
-            (m, a, d, s): task.remote(
-                _args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a, d, defense_args, s
-            )
+            (m, a, d.name, s): task.remote(_args_at(args, r), work_dir, "defend", train_refs[(m, a, r)], m, a, d, s)
             for m, a, r in trains
             if a != CLEAN
             for d in runs
@@ -502,9 +702,8 @@ def _run_in_processes(
     args: argparse.Namespace,
     work: Path,
     trains: list[tuple[str, str, int]],
-    runs: list[str],
+    runs: list[Column],
     attack_args: dict[str, list[str]],
-    defense_args: dict[str, list[str]],
     seeds: list[int],
 ):
     """Every cell in one of ``--jobs`` worker processes: a model's defense cells start as soon as it is
@@ -536,8 +735,8 @@ def _run_in_processes(
                     m, a, r = key
                     for d in runs if a != CLEAN and report is not None else []:
                         for s in seeds:
-                            cell = (_args_at(args, r), work_dir, "defend", (path, report), m, a, d, defense_args, s)
-                            pending[pool.submit(_cell_task, *cell)] = ("defend", (m, a, d, s))
+                            cell = (_args_at(args, r), work_dir, "defend", (path, report), m, a, d, s)
+                            pending[pool.submit(_cell_task, *cell)] = ("defend", (m, a, d.name, s))
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -552,8 +751,8 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         description="Train models × attacks, run every defense on each backdoored model, tabulate CA / ASR. "
         "Resumable: finished cells are files in --work.",
         epilog="Example: python -m core.grid --data runs/synth_scd10 --vocab scd10 --models resnet,smallcnn "
-        "--attacks badnets,blend --defenses none,ft,fp,gnft --out benchmarks/results/grid_synth "
-        "--defense-arg gnft.epochs=300",
+        "--attacks badnets,blend --variant gnft_best=gnft@recommended:r=0.2 "
+        "--defenses none,ft,fp,gnft@paper,gnft_best,gnft@recommended,ftsam,clp --out benchmarks/results/grid_synth",
     )
     add_data_arguments(p)
     add_front_end_arguments(p)
@@ -564,7 +763,19 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
     p.add_argument(
         "--defenses",
         default=",".join([NO_DEFENSE, *sorted(DEFENSES)]),
-        help=f"comma list of {NO_DEFENSE} and {', '.join(sorted(DEFENSES))} (default all)",
+        help=f"comma list of columns (default {NO_DEFENSE} and every defense): {NO_DEFENSE}, a defense "
+        f"({', '.join(sorted(DEFENSES))}), DEFENSE@PRESET (a core.defend --preset: "
+        + ", ".join(f"{n} ({p.defense})" for n, p in PRESETS.items())
+        + "; e.g. gnft@paper), or a --variant NAME; each column is its own cells and column of the table",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar=VARIANT_SYNTAX,
+        help="declare a defense column NAME for --defenses, e.g. gnft_r02=gnft:r=0.2,clean_ratio=0.1 or "
+        "best=gnft@recommended:r=0.2: the defense's defaults, then the preset's values, then KEY=VALUE "
+        "(repeatable). --defense-arg does not apply to variants",
     )
     p.add_argument(
         "--attack-arg",
@@ -578,7 +789,8 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         action="append",
         default=[],
         metavar="DEFENSE.KEY=VALUE",
-        help="defense hyperparameter, e.g. gnft.epochs=100 (repeatable; defaults are the paper's)",
+        help="defense hyperparameter of a plain defense column, e.g. gnft.epochs=100 (repeatable; defaults are "
+        "the paper's); not applied to DEFENSE@PRESET or --variant columns",
     )
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
     p.add_argument(
@@ -686,31 +898,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_reuse(args.reuse)
     for m in model_names:  # unknown names and bad training settings fail here, before any work
         models.resolve_arch_args(m, train_config(args, m).arch_args)
-    unknown = [a for a in attacks if a not in list_attacks()] + [
-        d for d in defenses if d != NO_DEFENSE and d not in DEFENSES
-    ]
+    unknown = [a for a in attacks if a not in list_attacks()]
     if unknown:
         raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
+    runs = _columns(defenses, args.variant, args.defense_arg)
+    configs = {c.name: c.config(args.seed, args.device) for c in runs}  # bad settings fail before hours of training
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
-    defense_args = _scoped_pairs(args.defense_arg, "--defense-arg", [d for d in defenses if d != NO_DEFENSE])
-    for d in defenses:  # bad hyperparameters fail before hours of training
-        if d != NO_DEFENSE:
-            _defense_config(d, defense_args.get(d, []), args.seed, args.device)
     # the rate of each attack's cells; wrong attack parameters fail here, before any work
     rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.name + "_work")
+    for m in model_names:  # a finished cell made with other settings is refused before any work
+        for a in attacks:
+            for c in runs:
+                for s in seeds:
+                    cell = _cell_path(work, m, a, c.name, s, args.seed)
+                    if cell.is_file():
+                        _check_cell(cell, _read_cell(cell, c.defense), c, c.config(s, args.device))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
     trains = [
         (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
     ]
-    runs = [d for d in defenses if d != NO_DEFENSE]
     if args.backend == "ray":
-        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, defense_args, seeds)
+        trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, seeds)
     elif args.jobs > 1:
-        trained, defended = _run_in_processes(args, work, trains, runs, attack_args, defense_args, seeds)
+        trained, defended = _run_in_processes(args, work, trains, runs, attack_args, seeds)
         data_summary = _load_data(args, keep_others=False).summary()
     else:
         trained, defended = {}, {}
@@ -724,8 +938,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
                 for seed in seeds:
-                    defended[(m, a, d, seed)] = _defend_cell(
-                        cell_args, data, work, trained[(m, a, r)][0], m, a, d, defense_args, seed
+                    defended[(m, a, d.name, seed)] = _defend_cell(
+                        cell_args, data, work, trained[(m, a, r)][0], m, a, d, seed
                     )
         data_summary = _load_data(args, keep_others=False).summary()
     rows: list[dict[str, Any]] = []
@@ -745,8 +959,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **{k: train_report[k] for k in ("reused_from",) if k in train_report},
             )
         )
-        for defense_name in runs if attack_name != CLEAN else []:
-            cells = {s: defended[(model_name, attack_name, defense_name, s)] for s in seeds}
+        for column in runs if attack_name != CLEAN else []:
+            cells = {s: defended[(model_name, attack_name, column.name, s)] for s in seeds}
             first = cells[seeds[0]]
             if len(seeds) == 1:
                 metrics, extra = (
@@ -762,24 +976,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _row(
                     model_name,
                     attack_name,
-                    defense_name,
+                    column.name,
                     rate,
                     metrics,
                     **extra,
                     clean_clips=first["clean_clips"],
                     epochs=first["defense"]["epochs"],
+                    defense_name=column.defense,
+                    preset=preset_record(column.defense, configs[column.name], base=column.preset),
                 )
             )
     command = " ".join(["python -m core.grid", *argv])
-    defense_settings = {
-        d: dataclasses.asdict(_defense_config(d, defense_args.get(d, []), args.seed, args.device))
-        for d in defenses
-        if d != NO_DEFENSE
-    }
+    defense_settings = {c.name: dataclasses.asdict(configs[c.name]) for c in runs}
+    variants = {c.name: c.describe() for c in runs if not c.plain}
     if args.keep_earlier:
+        earlier = out.with_name(out.name + ".json")
         rows, defense_settings = _with_earlier_rows(
-            rows, out.with_name(out.name + ".json"), defense_settings, data_summary
+            rows, earlier, defense_settings, data_summary, {c.name: c.defense for c in runs}
         )
+        if earlier.is_file():
+            variants = {**json.loads(earlier.read_text()).get("variants", {}), **variants}
         defenses = list(dict.fromkeys([*defenses, *(r["defense"] for r in rows)]))
     write_json(
         out.with_name(out.name + ".json"),
@@ -793,10 +1009,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads_per_cell": args.threads,
             "defense_seeds": seeds,
             "defense_settings": defense_settings,
+            "variants": variants,
             "rows": rows,
         },
     )
-    out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}"))
+    out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}", variants))
     for r in rows:
         if r.get("not_run"):
             print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")

@@ -15,6 +15,7 @@ from core.cli import grid
 from core.cli.grid import _attack_rate, main
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
+from core.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -383,6 +384,139 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     assert "seeds" not in none_row  # the backdoored model is trained once
 
 
+def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_settings(tiny_sc, tmp_path):
+    """gnft three times in one table: the plain column (with --defense-arg), a preset (gnft@recommended)
+    and user variants (one from the paper preset, one from gnft's defaults); each is its own cell file,
+    row and column, and a finished cell is reused only while its column declares the same settings."""
+    out, work = tmp_path / "variants", tmp_path / "variants_work"
+    variants = [
+        "--variant",
+        "paper2=gnft@paper:epochs=2,eval_every=1",
+        "--variant",
+        "r02=gnft:r=0.2,clean_ratio=0.5,epochs=1",
+    ]
+    columns = "none,ft,gnft,gnft@recommended,paper2,r02"
+    base = ["--data", str(tiny_sc), *TINY, "--no-clean", "--defenses", columns, "--out", str(out)]
+    assert main([*base, *variants]) == 0
+    cells = {
+        c: json.loads((work / f"defend_smallcnn_badnets_{c}.json").read_text())
+        for c in ("ft", "gnft", "gnft@recommended", "paper2", "r02")
+    }
+    assert all((work / f"defend_smallcnn_badnets_{c}.safetensors").is_file() for c in cells)
+    recommended = cells["gnft@recommended"]["defense"]
+    assert {k: recommended[k] for k in PRESETS["recommended"].settings} == dict(PRESETS["recommended"].settings)
+    assert recommended["epochs"] == 60 and recommended["alpha"] == 0.7  # --defense-arg gnft.* is the plain column's
+    assert cells["gnft@recommended"]["preset"] == {"name": "recommended"}
+    assert cells["gnft"]["defense"]["epochs"] == 2 and cells["gnft"]["defense"]["clean_ratio"] == 0.5
+    paper2 = cells["paper2"]["defense"]
+    assert (paper2["epochs"], paper2["lr"], paper2["r"], paper2["clean_ratio"]) == (2, 0.001, 0.05, 0.05)
+    assert cells["paper2"]["preset"] == {"name": "custom", "from": "paper", "changed": {"epochs": 2, "eval_every": 1}}
+    r02 = cells["r02"]["defense"]
+    assert (r02["name"], r02["r"], r02["clean_ratio"], r02["epochs"], r02["lr"]) == ("gnft", 0.2, 0.5, 1, 0.001)
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["variants"] == {
+        "gnft@recommended": {"defense": "gnft", "preset": "recommended", "settings": {}},
+        "paper2": {"defense": "gnft", "preset": "paper", "settings": {"epochs": 2, "eval_every": 1}},
+        "r02": {"defense": "gnft", "preset": None, "settings": {"r": 0.2, "clean_ratio": 0.5, "epochs": 1}},
+    }
+    assert result["defense_settings"]["r02"] == {k: v for k, v in r02.items() if k != "name"}
+    assert result["defense_settings"]["gnft"]["epochs"] == 2
+    rows = {r["defense"]: r for r in result["rows"]}
+    assert list(rows) == columns.split(",")
+    for c, cell in cells.items():
+        assert rows[c]["attack_success_rate"] == cell["after"]["attack_success_rate"]
+        assert rows[c]["clean_accuracy"] == cell["after"]["clean_accuracy"]
+        assert rows[c]["defense_name"] == cell["defense"]["name"] and rows[c]["preset"] == cell["preset"]
+    assert rows["r02"]["clean_clips"] == cells["r02"]["clean_clips"] > rows["gnft@recommended"]["clean_clips"]
+    md = out.with_suffix(".md").read_text()
+    assert "| model | attack | clean model CA | none | ft | gnft | gnft@recommended | paper2 | r02 |" in md
+    assert "| mean over model × attack | none | ft | gnft | gnft@recommended | paper2 | r02 |" in md
+    assert "`paper2`: gnft, preset paper, with epochs=2, eval_every=1" in md
+    assert "`r02`: gnft with r=0.2, clean_ratio=0.5, epochs=1" in md
+    line = next(row for row in md.splitlines() if row.startswith("| smallcnn | badnets |"))
+    assert line.count(" / ") == 6
+    asr_means = next(row for row in md.splitlines() if row.startswith("| ASR |")).split(" | ")[1:]
+    assert asr_means[-1].rstrip(" |") == f"{100 * rows['r02']['attack_success_rate']:.1f}"
+    # resume with the same declarations: every cell is reused
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    assert main([*base, *variants]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
+    # a variant now declared otherwise: its old cell is refused before any work, and left as it was
+    changed = [*variants[:3], "r02=gnft:r=0.3,clean_ratio=0.5,epochs=1"]
+    with pytest.raises(
+        ConfigError,
+        match=r"defend_smallcnn_badnets_r02\.json was made with other r02 settings .*r 0\.2 there, 0\.3 now",
+    ):
+        main([*base, *changed])
+    # the same for a plain column whose --defense-arg changed
+    with pytest.raises(ConfigError, match=r"other gnft settings .*alpha 0\.7 there, 0\.5 now"):
+        main([*base, *variants, "--defense-arg", "gnft.alpha=0.5"])
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
+    # deleting the cell runs it again with the new settings; the others are still reused
+    (work / "defend_smallcnn_badnets_r02.json").unlink()
+    assert main([*base, *changed]) == 0
+    assert json.loads((work / "defend_smallcnn_badnets_r02.json").read_text())["defense"]["r"] == 0.3
+    assert (work / "defend_smallcnn_badnets_paper2.json").stat().st_mtime_ns == stamps[
+        "defend_smallcnn_badnets_paper2.json"
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--variant", "x"], "--variant takes NAME=DEFENSE[@PRESET][:KEY=VALUE,KEY=VALUE...], got 'x'"),
+        (["--variant", "x=gnft:"], "--variant takes NAME=DEFENSE"),
+        (["--defenses", "none,x", "--variant", "x=gnft:r"], "--variant x takes key=value, got 'r'"),
+        (["--defenses", "none,x", "--variant", "x=gnft@best"], "--variant x: unknown preset 'best' (one of"),
+        (["--defenses", "none,x", "--variant", "x=magic"], "--variant x: unknown defense 'magic'"),
+        (["--defenses", "none,gnft@best"], "--defenses gnft@best: unknown preset 'best'"),
+        (["--defenses", "none,x", "--variant", "x=ft@recommended"], "--variant x: preset 'recommended' is a gnft"),
+        (["--defenses", "none,x", "--variant", "x=gnft:beta=1"], "--variant x gnft.beta: gnft has no such setting"),
+        (["--defenses", "none,x", "--variant", "x=gnft@paper:alpha=2"], "--variant x: alpha must be in [0, 1]"),
+        (["--defenses", "none,x", "--variant", "x=gnft:lr=fast"], "--variant x gnft.lr: cannot read 'fast'"),
+        (["--variant", "x=gnft"], "--variant x is declared but not in --defenses"),
+        (["--defenses", "none,x", "--variant", "x=gnft", "--variant", "x=ft"], "--variant x is declared twice"),
+        (["--defenses", "none,gnft", "--variant", "gnft=ft"], "'gnft' is a column of its own already"),
+        (["--defenses", "none,g_seed1", "--variant", "g_seed1=gnft"], "not ending in _seed<N>"),
+        (["--defenses", "none,gnft,gnft"], "--defenses names gnft more than once"),
+        (["--defenses", "none,gnft@paper", "--defense-arg", "gnft.epochs=2"], "sets the plain gnft column only"),
+        (["--defenses", "none,x", "--variant", "x=gnft", "--defense-arg", "x.epochs=2"], "plain x column only"),
+    ],
+)
+def test_bad_variants_are_refused_naming_the_option_before_any_work(tiny_sc, tmp_path, extra, message):
+    with pytest.raises(ConfigError) as caught:
+        main(
+            [
+                "--data",
+                str(tiny_sc),
+                "--vocab",
+                "yes,no,up,down",
+                "--defenses",
+                "none,ft",
+                *extra,
+                "--out",
+                str(tmp_path / "g"),
+            ]
+        )
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "g_work").exists()
+
+
+def test_keep_earlier_compares_a_variant_with_its_defense_defaults(tmp_path):
+    """A variant column of an earlier file is compared like a plain one, a missing setting read as the
+    default of the variant's defense."""
+    now = dataclasses.asdict(PRESETS["paper"].config())
+    older = {k: v for k, v in now.items() if k != "spec_augment"}
+    path = tmp_path / "g.json"
+    path.write_text(
+        json.dumps({"command": "OLD", "data": {"clips": 3}, "defense_settings": {"gnft@paper": older}, "rows": []})
+    )
+    _, settings = grid._with_earlier_rows([], path, {"gnft@paper": now}, {"clips": 3}, {"gnft@paper": "gnft"})
+    assert settings == {"gnft@paper": now}
+    with pytest.raises(ConfigError, match="other gnft@paper settings"):
+        grid._with_earlier_rows([], path, {"gnft@paper": {**now, "lr": 0.01}}, {"clips": 3}, {"gnft@paper": "gnft"})
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -395,6 +529,8 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
         (["--defense-arg", "ft.lr=fast"], "cannot read 'fast' as float"),
         (["--defense-arg", "epochs=3"], "takes NAME.key=value"),
         (["--models", "transformer"], "transformer"),
+        (["--defenses", "none,ft@paper"], "--defenses ft@paper: preset 'paper' is a gnft preset; it cannot run ft"),
+        (["--defenses", "none,x", "--variant", "x=gnft:beta=1"], "--variant x gnft.beta: gnft has no such setting"),
     ],
 )
 def test_bad_input_is_one_line_before_any_work(tiny_sc, tmp_path, extra, message):

@@ -1,0 +1,186 @@
+"""Trigger inversion for every class at once: the smallest change that sends clean clips to that class.
+
+Two input domains, both batched over the classes (one forward pass holds every class's candidate):
+
+- :func:`invert_features`: Neural Cleanse's mask and pattern on the model's features ``[C, T, F]``:
+  ``x' = (1 - m) * x + m * p``, with the mask shared by the channels and the pattern kept inside the
+  clean features' per-coefficient range. The size of a class's trigger is its mask's mean (the share
+  of the feature map it replaces).
+- :func:`invert_waveform`: an additive waveform pattern, bounded in amplitude and gated by a
+  temporal mask, added to clean waveforms before the model's own front end. Its size is the share of
+  the clip's duration the mask opens (a planted trigger is short, wherever it sits); the pattern is
+  audio that can be played and used as a trigger.
+
+Each class's trade-off weight ``lambda`` is steered as Neural Cleanse does: raised while the candidate
+sends at least ``success`` of the batch to the class, lowered while it does not; the smallest
+candidate that reached ``success`` is kept. Only the candidates train; the model is left as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.events import Cancelled, Observer, StepInfo
+
+__all__ = ["Inversion", "invert_features", "invert_waveform"]
+
+
+@dataclass
+class Inversion:
+    """Per class: the size of the smallest trigger found (``inf`` when none reached ``success``), its
+    attack success on the batch it was found on, and the trigger itself (``[K, ...]``)."""
+
+    sizes: list[float]
+    success: list[float]
+    triggers: torch.Tensor
+    masks: torch.Tensor | None = None
+
+
+def _sources(labels: torch.Tensor, k: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """``[k, batch]`` row indices: for class ``t``, clips whose label is not ``t`` (drawn with replacement)."""
+    rows = []
+    for t in range(k):
+        pool = (labels != t).nonzero().flatten().cpu()
+        rows.append(pool[torch.randint(pool.numel(), (batch,), generator=gen)])
+    return torch.stack(rows).to(labels.device)
+
+
+def _optimise(
+    name: str,
+    k: int,
+    steps: int,
+    params: list[torch.Tensor],
+    candidate_logits: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    labels: torch.Tensor,
+    batch: int,
+    success: float,
+    lam0: float,
+    lr: float,
+    gen: torch.Generator,
+    observer: Observer,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """The shared loop: ``candidate_logits(rows [k, batch]) -> (logits [k, batch, classes], size [k])``.
+    Returns the best size and success per class and the parameters' values at each class's best."""
+    device = labels.device
+    lam = torch.full((k,), lam0, device=device)
+    best_size = torch.full((k,), math.inf, device=device)
+    best_success = torch.zeros(k, device=device)
+    best = [p.detach().clone() for p in params]
+    optimiser = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
+    target = torch.arange(k, device=device).view(k, 1).expand(k, batch)
+    reached = torch.zeros(k, device=device)
+    patience = 5
+    for step in range(1, steps + 1):
+        if observer.should_stop():
+            raise Cancelled()
+        rows = _sources(labels, k, batch, gen)
+        logits, size = candidate_logits(rows)
+        ce = F.cross_entropy(logits.reshape(k * batch, -1), target.reshape(-1), reduction="none").view(k, batch)
+        loss = (ce.mean(1) + lam * size).sum()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            hit = (logits.argmax(-1) == target).float().mean(1)
+            better = (hit >= success) & (size < best_size)
+            best_size = torch.where(better, size, best_size)
+            best_success = torch.where(better, hit, best_success)
+            for kept, p in zip(best, params):
+                kept[better] = p.detach()[better]
+            reached += (hit >= success).float()
+            if step % patience == 0:  # Neural Cleanse's schedule: up while it mostly succeeds, down while not
+                lam = torch.where(reached >= patience / 2, lam * 1.5, lam / 1.5).clamp(1e-4, 1e4)
+                reached.zero_()
+        observer.on_step(StepInfo(name, 1, step, steps, float(loss.detach()) / k))
+    return best_size, best_success, best
+
+
+def invert_features(
+    classifier: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int,
+    batch: int,
+    success: float,
+    gen: torch.Generator,
+    observer: Observer,
+    lam0: float = 0.01,
+    lr: float = 0.1,
+) -> Inversion:
+    """Mask-and-pattern inversion on ``features`` ``[N, C, T, F]`` (clean clips) for every class of
+    ``classifier`` (features -> logits). Sizes: the mask's mean, a share of the ``T x F`` map."""
+    _, c, t, f = features.shape
+    device = features.device
+    lo = features.amin(dim=(0, 2), keepdim=True)[0]  # [C, 1, F]: per coefficient, as the clean clips span
+    hi = features.amax(dim=(0, 2), keepdim=True)[0]
+    mask_logit = torch.full((n_classes, 1, t, f), -2.0, device=device, requires_grad=True)
+    pattern_logit = torch.zeros((n_classes, c, t, f), device=device, requires_grad=True)
+
+    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.sigmoid(mask_logit)  # [K, 1, T, F]
+        pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)  # [K, C, T, F]
+        x = features[rows]  # [K, B, C, T, F]
+        mixed = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
+        logits = classifier(mixed.reshape(-1, c, t, f)).view(n_classes, rows.shape[1], -1)
+        return logits, mask.mean(dim=(1, 2, 3))
+
+    size, hit, (mask_best, pattern_best) = _optimise(
+        "scan features", n_classes, steps, [mask_logit, pattern_logit], candidate, labels, batch, success, lam0, lr,
+        gen, observer,
+    )  # fmt: skip
+    with torch.no_grad():
+        masks = torch.sigmoid(mask_best)
+        patterns = lo + (hi - lo) * torch.sigmoid(pattern_best)
+    return Inversion(size.tolist(), hit.tolist(), patterns.cpu(), masks.cpu())
+
+
+def invert_waveform(
+    model: nn.Module,
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int,
+    batch: int,
+    success: float,
+    gen: torch.Generator,
+    observer: Observer,
+    peak: float = 0.5,
+    frame: int = 160,
+    lam0: float = 0.01,
+    lr: float = 0.05,
+) -> Inversion:
+    """An additive waveform pattern per class, ``|delta| <= peak``, gated by a temporal mask of ``frame``
+    -sample steps, through ``model``'s own front end. Sizes: the mask's mean (the share of the clip's
+    duration the pattern covers): a planted trigger is short, an adversarial perturbation spreads."""
+    n = waves.shape[1]
+    device = waves.device
+    frames = max(1, n // frame)
+    raw = (1e-3 * torch.randn(n_classes, n, generator=gen)).to(device).requires_grad_()
+    mask_logit = torch.full((n_classes, 1, frames), -2.0, device=device, requires_grad=True)
+
+    def pattern(raw_: torch.Tensor, mask_logit_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.sigmoid(mask_logit_)  # [K, 1, frames]
+        envelope = F.interpolate(mask, size=n, mode="linear", align_corners=False)[:, 0]  # [K, N]
+        return envelope * peak * torch.tanh(raw_), mask.mean(dim=(1, 2))
+
+    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        delta, size = pattern(raw, mask_logit)
+        x = (waves[rows] + delta.unsqueeze(1)).clamp(-1.0, 1.0)  # [K, B, N]
+        logits = model(x.reshape(-1, n)).view(n_classes, rows.shape[1], -1)
+        return logits, size
+
+    size, hit, (raw_best, mask_best) = _optimise(
+        "scan waveform", n_classes, steps, [raw, mask_logit], candidate, labels, batch, success, lam0, lr, gen, observer
+    )
+    with torch.no_grad():
+        delta, _ = pattern(raw_best, mask_best)
+    return Inversion(size.tolist(), hit.tolist(), delta.cpu(), torch.sigmoid(mask_best).cpu())

@@ -1,0 +1,73 @@
+"""The trigger-inversion scan's mechanics (issue 33; detection rates are measured in benchmarks, not here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.data.speech_commands import load_speech_commands
+from core.events import Cancelled, NullObserver
+from core.features import FrontEndConfig
+from core.models import build
+from core.scan import ScanConfig, anomaly_index, gini, scan
+from tests.conftest import TINY_WORDS
+
+
+def test_anomaly_index_measures_distance_below_the_median_in_deviations():
+    sizes = [1.0, 1.1, 0.9, 1.0, 0.2]
+    index = anomaly_index(sizes)
+    mad = 1.4826 * 0.1  # median 1.0; absolute deviations 0, .1, .1, 0, .8 -> median 0.1
+    assert index[4] == pytest.approx(0.8 / mad) and index[2] == pytest.approx(0.1 / mad)
+    assert index[0] == index[1] == index[3] == 0.0  # at or above the median: not anomalous
+    assert anomaly_index([0.5, math.inf, 0.6, 0.55])[1] == 0.0  # no trigger found: the largest size
+
+
+def test_gini_of_neuron_norms():
+    assert gini(torch.ones(8)) == pytest.approx(0.0)
+    assert gini(torch.tensor([0.0, 0.0, 0.0, 5.0])) == pytest.approx(0.75)
+    assert gini(torch.zeros(3)) == 0.0
+
+
+class StopAt(NullObserver):
+    def __init__(self, n: int) -> None:
+        self.steps, self.n = 0, n
+
+    def on_step(self, info) -> None:
+        self.steps += 1
+
+    def should_stop(self) -> bool:
+        return self.steps >= self.n
+
+
+def test_scan_is_seeded_leaves_the_model_alone_and_cancels(tiny_sc):
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = ScanConfig(steps=4, batch_size=2, clean_ratio=0.5, device="cpu")
+    a, b = scan(model, data, config), scan(model, data, config)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+    assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}  # same seed, same numbers
+    for domain in ("features", "waveform"):
+        record = a.domains[domain]
+        assert len(record["sizes"]) == len(record["anomaly_index"]) == len(TINY_WORDS)
+        assert all(0.0 <= s <= 1.0 for s in record["success"])
+    assert a.triggers is not None and a.triggers.shape == (len(TINY_WORDS), 16000)
+    assert float(a.triggers.abs().max()) <= config.peak + 1e-6
+    assert set(a.gradient_norm_gini) >= {"classifier.conv1", "classifier.fc"}
+    stop = StopAt(3)
+    with pytest.raises(Cancelled):
+        scan(model, data, config, stop)
+    assert stop.steps == 3
+
+
+def test_scan_config_refuses_unknown_domains():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="domains"):
+        ScanConfig(domains="spectrum").validate()
+    with pytest.raises(ConfigError, match="steps"):
+        ScanConfig(steps=0).validate()

@@ -5,7 +5,14 @@ is known from the checkpoint or ``--attack``), runs the defense (the Recommended
 ``--preset``/``--defense`` say otherwise: :mod:`core.presets`) on a copy with a clean share
 of the training split, measures after, and writes the repaired checkpoint (the defense
 appended to its history) plus a report: JSON, and a Markdown table beside it. Evaluations
-during the run are on the test split for the record only; nothing is chosen by them.
+during the run are for the record only; nothing is chosen by them.
+
+Every figure (before, after and during the run) is measured on ``--eval-split``: ``test`` (the
+default) or ``validation``. Choose settings on the validation split and report the chosen ones
+on the test split, never the other way round: a setting picked by its test figures is fitted to
+the test split. The report records ``eval_split`` (as does the checkpoint's history entry), and
+the summary line and the Markdown name it. A dataset without that split (a Speech Commands folder
+with ``testing_list.txt`` alone has no validation clips) is refused in one line before any work.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
+from core.data import AudioSet
 from core.defenses import DEFENSES, HIDDEN_OPTIONS, Defense
 from core.errors import ConfigError
 from core.events import ProgressObserver
@@ -37,11 +45,13 @@ from core.runtime import (
 )
 from core.validate import input_path, output_path
 
-__all__ = ["build_parser", "choose_defense", "defend", "main"]
+__all__ = ["EVAL_SPLITS", "build_parser", "check_eval_split", "choose_defense", "defend", "main", "record_split"]
 
 log = logging.getLogger("core.defend")
 #: How errors name the Markdown report written beside ``--report``.
 MARKDOWN = "the report's Markdown (--report with .md)"
+#: The splits ``--eval-split`` measures on (the training split is what the defense learns from).
+EVAL_SPLITS = ("test", "validation")
 
 
 #: Config fields that are not defense options on this command line (declared ``hidden``: seed and
@@ -99,6 +109,13 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         help=f"defense with its own defaults (gnft's are the paper's); default: the {DEFAULT_PRESET} preset's defense",
     )
     _hyperparameter_arguments(p, defenses)
+    p.add_argument(
+        "--eval-split",
+        choices=EVAL_SPLITS,
+        default="test",
+        help="split every figure is measured on, before, after and during the run (default test). Choose "
+        "settings on validation, then report the chosen ones on test; the report records it",
+    )
     add_attack_override_arguments(p)
     output_path(
         p, "--out", required=True, suffixes=(".safetensors",), help="repaired checkpoint to write (.safetensors)"
@@ -131,6 +148,23 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
     return name, preset
 
 
+def check_eval_split(data: AudioSet, split: str, option: str = "--eval-split") -> None:
+    """Refuse, in one line naming ``option``, a dataset whose ``split`` has no clips."""
+    idx = data.splits.get(split)
+    if idx is None or idx.numel() == 0:
+        sizes = ", ".join(f"{k} {int(v.numel())}" for k, v in data.splits.items())
+        raise ConfigError(
+            f"{option} {split}: the data has no {split} split (clips per split: {sizes}); "
+            f"measure on another split or give a dataset that has one"
+        )
+
+
+def _split_markdown(markdown: str, split: str) -> str:
+    """The report's Markdown with a line under its title naming the split the figures are on."""
+    title, _, rest = markdown.partition("\n")
+    return f"{title}\n\nCA, ASR and RA measured on the {split} split.\n{rest}"
+
+
 def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)  # the paths were checked by parse_args (core.validate)
@@ -141,6 +175,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     )
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
+    check_eval_split(data, args.eval_split)
     attack, attack_source = attack_for(args, meta)
     cls = DEFENSES[defense_name]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
@@ -157,17 +192,30 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             attack_source=attack_source,
             base_preset=preset,
             observer=progress,
+            split=args.eval_split,
         )
     finally:
         progress.bar.close()
     report = result.report(
-        command=" ".join(["python -m core.defend", *argv]), model=str(model_path), checkpoint=str(out)
+        command=" ".join(["python -m core.defend", *argv]),
+        model=str(model_path),
+        checkpoint=str(out),
+        eval_split=args.eval_split,
     )
-    save_checkpoint(out, result.model, record_repair(meta, result))
+    save_checkpoint(out, result.model, record_split(record_repair(meta, result), args.eval_split))
     if args.report:
         write_json(args.report, report)
-        write_text_atomic(Path(args.report).with_suffix(".md"), repair_markdown(report))
+        write_text_atomic(
+            Path(args.report).with_suffix(".md"), _split_markdown(repair_markdown(report), args.eval_split)
+        )
     return report
+
+
+def record_split(meta: dict[str, Any], split: str) -> dict[str, Any]:
+    """Checkpoint metadata from :func:`core.repair.record_repair` whose last history entry names the
+    split its before/after figures were measured on (``meta`` is that function's fresh copy)."""
+    meta["provenance"]["defenses"][-1]["eval_split"] = split
+    return meta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = report["preset"]
     used = PRESETS[preset["name"]].title if preset["name"] in PRESETS else "custom settings"
     print(
-        f"{report['defense']['name']} ({used}): {line}; {report['seconds']:.1f} s on {report['device']}; "
-        f"wrote {report['checkpoint']}"
+        f"{report['defense']['name']} ({used}), on the {report['eval_split']} split: {line}; "
+        f"{report['seconds']:.1f} s on {report['device']}; wrote {report['checkpoint']}"
     )
     for finding in report["findings"]:
         print(f"warning: {finding}", file=sys.stderr)

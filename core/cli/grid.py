@@ -8,9 +8,9 @@ under that name (with its report) is used as it is; a ``reused_from`` note in th
 carried into the results. ``--reuse PATTERN`` takes models trained elsewhere (e.g. by
 ``benchmarks/attacks.py``): a checkpoint at ``PATTERN.format(model=..., attack=...)`` is checked
 against the grid's cell (architecture, classes, sample rate, length, attack), re-evaluated on
-this test split and copied in as the cell. The attack is always rebuilt from the checkpoint's
-own record, so the ASR of a defended model is measured with the trigger the model was poisoned
-with. Results go to
+this data's test split (and on ``--eval-split``, below) and copied in as the cell. The attack
+is always rebuilt from the checkpoint's own record, so the ASR of a defended model is measured
+with the trigger the model was poisoned with. Results go to
 ``<out>.json`` (``command``, ``machine``, ``rows``: one flat object per cell) and ``<out>.md``
 (the paper's table form: one line per model and attack, CA / ASR per defense, then the means).
 
@@ -47,11 +47,27 @@ end's windows kept in time (n_fft 400 / hop 160 at 16 kHz become 1103 / 441 at 4
 recipe's), and a clean model of each architecture is trained at that rate too
 (``train_<model>_clean_44k``) as its clean-accuracy reference. Every row records its ``sample_rate``.
 
+``--eval-split validation`` measures every figure of the grid on the validation split instead of
+the test split (the default): the ``none`` column (each trained model's own figures) and every
+defense cell, before, after and during the run. Use it to choose settings (the Recommended repair,
+GN-FT's best setting) without looking at the test split, then report the chosen ones with a test
+grid. Training is the same either way (early stopping always reads the validation split) and a
+training cell's report keeps the test figures measured when it was made; the model's figures on
+the validation split are a small cell of their own, ``eval_<model>_<attack>_validation.json``
+(measured once, again only when the checkpoint it names has changed). Every defense cell records its
+``eval_split`` (one without it was measured on the test split) and resuming one measured on the
+other split is refused, like a cell made with other settings; ``<out>.json`` records ``eval_split``
+at the top and ``<out>.md``'s caption names it. A validation grid takes its own ``--work`` and
+``--out`` and adopts the test grid's trained models with ``--reuse '<test work>/train_{model}_{attack}.safetensors'``:
+each is checked, copied and measured on the validation split, so only the defenses run. A dataset
+without the chosen split is refused in one line before any work (on ``--backend ray`` by the first
+task, the driver need not see the data).
+
 ``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
 is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
 produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
 command that made it. It is refused when the earlier file used other settings for a column of this
-run or other data, so a table never mixes hyperparameters.
+run, other data or another ``--eval-split``, so a table never mixes hyperparameters or splits.
 
 ``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
 one; without ``--address`` a local instance is started): the same cell functions and files, so a
@@ -62,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -79,6 +96,7 @@ from core import models
 from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
+from core.cli.defend import EVAL_SPLITS, check_eval_split, record_split
 from core.data import AudioSet
 from core.defenses import DEFENSES, DefenseConfig
 from core.errors import AttackError, ConfigError
@@ -251,9 +269,19 @@ def _cell_path(work: Path, model_name: str, attack_name: str, column: str, seed:
     return work / f"defend_{model_name}_{attack_name}_{column}{suffix}.json"
 
 
-def _check_cell(path: Path, row: dict[str, Any], column: Column, config: DefenseConfig) -> None:
-    """Refuse a finished cell made with other settings than ``column`` declares now (a setting the
-    cell lacks did not exist then: it had the default; where and how it ran do not count)."""
+def _check_cell(
+    path: Path, row: dict[str, Any], column: Column, config: DefenseConfig, eval_split: str = "test"
+) -> None:
+    """Refuse a finished cell measured on another split than ``eval_split`` (a cell without
+    ``eval_split`` was measured on the test split) or made with other settings than ``column``
+    declares now (a setting the cell lacks did not exist then: it had the default; where and how it
+    ran do not count)."""
+    then = row.get("eval_split", "test")
+    if then != eval_split:
+        raise ConfigError(
+            f"{path} was measured on the {then} split and this run measures on the {eval_split} split "
+            "(--eval-split); delete it to run the cell again, or use another --work"
+        )
     recorded = row.get("defense") or {}
     if recorded.get("name", column.defense) != column.defense:
         raise ConfigError(
@@ -352,6 +380,64 @@ def train_config(args: argparse.Namespace, model_name: str, config: type[TrainCo
     )
 
 
+def _file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: which checkpoint an evaluation cell measured."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _eval_cell(
+    args: argparse.Namespace, data: AudioSet, work: Path, model_name: str, name: str, path: Path
+) -> dict[str, Any]:
+    """The figures of cell ``name``'s trained model on ``--eval-split`` (not test): read from
+    ``eval_<model>_<name>_<split>.json``, or measured and written there when that file is missing or
+    measured another checkpoint. The attack is rebuilt from the checkpoint's record, as the defense
+    cells rebuild it, so this is their "before"."""
+    split = args.eval_split
+    cell = work / f"eval_{model_name}_{name}_{split}.json"
+    digest = _file_digest(path)
+    if cell.is_file():
+        saved = json.loads(cell.read_text())
+        if saved.get("eval_split") == split and saved.get("model_sha256") == digest:
+            return saved
+        log.info("%s measured another checkpoint than %s: measuring again", cell, path)
+    model, meta = load_checkpoint(path)
+    recorded = meta["provenance"].get("attack")
+    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    metrics = evaluate(model.to(resolve_device(args.device)), data, split, attack)
+    saved = {
+        "model": str(path),
+        "model_sha256": digest,
+        "eval_split": split,
+        **{k: metrics[k] for k in METRICS if k in metrics},
+    }
+    write_json(cell, saved)
+    log.info("measured %s on the %s split", path, split)
+    return saved
+
+
+def _model_cell(
+    args: argparse.Namespace,
+    data: AudioSet,
+    work: Path,
+    model_name: str,
+    attack_name: str,
+    name: str,
+    attack_args: dict[str, list[str]],
+) -> tuple[Path, dict[str, Any] | None]:
+    """Train (or adopt) cell ``name``'s model and report its figures on ``--eval-split``: the training
+    report as it is for the test split, else that report with the figures of its evaluation cell
+    (:func:`_eval_cell`); None when not run (``--no-train``)."""
+    path, report = _train_cell(args, data, work, model_name, attack_name, name, attack_args)
+    if report is None or args.eval_split == "test":
+        return path, report
+    figures = _eval_cell(args, data, work, model_name, name, path)
+    return path, {**report, **{k: figures.get(k) for k in METRICS}}
+
+
 def _reuse_cell(
     data: AudioSet, source: Path, path: Path, report_path: Path, model_name: str, attack_name: str, device_name: str
 ) -> dict[str, Any]:
@@ -409,7 +495,7 @@ def _defend_cell(
     config = column.config(seed, args.device)
     if cell.is_file():
         row = _read_cell(cell, column.defense)
-        _check_cell(cell, row, column, config)
+        _check_cell(cell, row, column, config, args.eval_split)
         return row
     model, meta = load_checkpoint(model_path)
     device = resolve_device(args.device)
@@ -425,9 +511,14 @@ def _defend_cell(
         attack_source="checkpoint metadata" if attack is not None else "none",
         base_preset=column.preset,
         observer=ProgressObserver(log, label=f"{column.name} {model_name}"),
+        split=args.eval_split,
     )
-    save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
-    row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
+    save_checkpoint(  # for core.analyze
+        cell.with_suffix(".safetensors"), result.model, record_split(record_repair(meta, result), args.eval_split)
+    )
+    row = result.report(
+        model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")), eval_split=args.eval_split
+    )
     write_json(cell, row)
     return row
 
@@ -461,16 +552,24 @@ def _with_earlier_rows(
     defense_settings: dict[str, Any],
     data_summary: dict[str, Any],
     defense_of: dict[str, str] | None = None,
+    eval_split: str = "test",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
     the file's own command), and the defense settings of both; refused when that file's settings
     for a defense of this run, or its data, differ from this run's (a setting added to a defense
     since that file was written counts as its default there: the default of the column's defense,
-    ``defense_of[column]``, a plain column being its own defense)."""
+    ``defense_of[column]``, a plain column being its own defense), or when it was measured on another
+    split than ``eval_split`` (a file without ``eval_split`` was measured on the test split)."""
     if not path.is_file():
         return rows, defense_settings
     earlier = json.loads(path.read_text())
+    then = earlier.get("eval_split", "test")
+    if then != eval_split:
+        raise ConfigError(
+            f"--keep-earlier: {path} was measured on the {then} split and this run on the {eval_split} "
+            "split (--eval-split); write to another --out"
+        )
     settings = earlier.get("defense_settings", {})
 
     def same(name: str) -> bool:  # a setting the earlier file lacks did not exist then: it had the default
@@ -539,9 +638,10 @@ def markdown_table(
     defenses: Sequence[str],
     title: str,
     variants: dict[str, dict[str, Any]] | None = None,
+    split: str = "test",
 ) -> str:
-    """CA / ASR per defense column for each model and attack (percent), then mean ASR and mean CA per
-    column; ``variants`` (column: defense, preset, settings) are named under the title."""
+    """CA / ASR per defense column for each model and attack (percent) on ``split``, then mean ASR and
+    mean CA per column; ``variants`` (column: defense, preset, settings) are named under the title."""
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
@@ -566,7 +666,7 @@ def markdown_table(
     lines = [
         f"# {title}",
         "",
-        "CA / ASR in % on the test split (ASR over triggered clips whose true class is not "
+        f"CA / ASR in % on the {split} split (ASR over triggered clips whose true class is not "
         "the target). `none` is the backdoored model before any defense." + seeds_note,
         "",
     ]
@@ -631,11 +731,12 @@ def _cell_task(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> An
     loop, on this worker's copy of the data, with ``--threads`` torch threads."""
     set_threads(args.threads)
     data = _load_data(args)
+    check_eval_split(data, args.eval_split)  # on Ray the driver has not seen the data
     if kind == "summary":
         return data.summary()
     if kind == "train":
         model_name, attack_name, name, attack_args = cell
-        path, report = _train_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
+        path, report = _model_cell(args, data, Path(work), model_name, attack_name, name, attack_args)
         return str(path), report
     trained, model_name, attack_name, column, seed = cell
     if trained[1] is None:  # --no-train and no model: nothing to defend
@@ -792,6 +893,14 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         help="defense hyperparameter of a plain defense column, e.g. gnft.epochs=100 (repeatable; defaults are "
         "the paper's); not applied to DEFENSE@PRESET or --variant columns",
     )
+    p.add_argument(
+        "--eval-split",
+        choices=EVAL_SPLITS,
+        default="test",
+        help="split every figure of the grid is measured on: the trained models' own (the none column) "
+        "and every defense cell's (default test). Choose settings with a validation grid (its own --work "
+        "and --out, the test grid's models adopted with --reuse), report them with a test grid",
+    )
     p.add_argument("--no-clean", action="store_true", help="do not train the clean model of each architecture")
     p.add_argument(
         "--reuse",
@@ -799,7 +908,7 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         help="use already trained models where they exist, e.g. 'runs/attacks/fsdd_{model}_{attack}"
         ".safetensors' ({attack} is 'clean' for the clean model, 'clean_44k' for one at 44.1 kHz); "
         "each is checked against its cell "
-        "and re-evaluated on this test split",
+        "and re-evaluated here on the test split and on --eval-split",
     )
     p.add_argument(
         "--no-train",
@@ -853,7 +962,7 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         action="store_true",
         help="keep the rows of an earlier <out>.json for the model/attack pairs this run has no model "
         "for (its work folder is gone, or they are not in --attacks), each with the command that "
-        "made it; refused when that file used other defense settings or data",
+        "made it; refused when that file used other defense settings, data or --eval-split",
     )
     add_common_arguments(p)
     return p
@@ -914,7 +1023,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for s in seeds:
                     cell = _cell_path(work, m, a, c.name, s, args.seed)
                     if cell.is_file():
-                        _check_cell(cell, _read_cell(cell, c.defense), c, c.config(s, args.device))
+                        _check_cell(cell, _read_cell(cell, c.defense), c, c.config(s, args.device), args.eval_split)
+    if args.backend == "local":  # a dataset without the split is refused before any work (Ray: in its tasks)
+        check_eval_split(_load_data(args, keep_others=False), args.eval_split)
+        if args.jobs > 1:
+            _DATA.clear()  # the workers load their own copies
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
@@ -933,7 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m, a, r in sorted(trains, key=lambda t: t[2] == args.sample_rate):
             cell_args = _args_at(args, r)
             data = _load_data(cell_args, keep_others=False)
-            trained[(m, a, r)] = _train_cell(
+            trained[(m, a, r)] = _model_cell(
                 cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate), attack_args
             )
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
@@ -992,7 +1105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep_earlier:
         earlier = out.with_name(out.name + ".json")
         rows, defense_settings = _with_earlier_rows(
-            rows, earlier, defense_settings, data_summary, {c.name: c.defense for c in runs}
+            rows, earlier, defense_settings, data_summary, {c.name: c.defense for c in runs}, args.eval_split
         )
         if earlier.is_file():
             variants = {**json.loads(earlier.read_text()).get("variants", {}), **variants}
@@ -1007,13 +1120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backend": args.backend,
             "jobs": args.jobs if args.backend == "local" else None,
             "threads_per_cell": args.threads,
+            "eval_split": args.eval_split,
             "defense_seeds": seeds,
             "defense_settings": defense_settings,
             "variants": variants,
             "rows": rows,
         },
     )
-    out.with_name(out.name + ".md").write_text(markdown_table(rows, defenses, f"Grid on {args.data}", variants))
+    out.with_name(out.name + ".md").write_text(
+        markdown_table(rows, defenses, f"Grid on {args.data}", variants, split=args.eval_split)
+    )
     for r in rows:
         if r.get("not_run"):
             print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")
@@ -1023,5 +1139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: CA {r['clean_accuracy']:.4f}"
                 + ("" if asr is None else f", ASR {asr:.4f}")
             )
-    print(f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')}")
+    print(
+        f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')} "
+        f"(CA / ASR on the {args.eval_split} split)"
+    )
     return 0

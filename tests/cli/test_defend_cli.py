@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from core.data.speech_commands import load_speech_commands
 from core.evaluation import evaluate
 from core.features import FrontEndConfig
 from core.metrics import defense_findings
+from core.repair import metrics_only
 from core.training import TrainConfig, train_model
 from tests.conftest import TINY_WORDS, write_speech_commands
 
@@ -77,6 +79,7 @@ def test_defend_writes_repaired_checkpoint_and_reports(workspace, defense):
     for side in ("before", "after"):
         assert set(rep[side]) == {"clean_accuracy", "attack_success_rate", "robust_accuracy"}
     assert rep["defense"]["name"] == defense and rep["attack"]["name"] == "badnets"
+    assert rep["eval_split"] == "test" and "on the test split" in proc.stdout  # the default
     assert rep["attack_source"] == "checkpoint metadata" and 0 <= rep["defense_effectiveness_rating"] <= 1
     assert [h["epoch"] for h in rep["history"]] == [1, 2]
     if defense == "gnft":
@@ -242,3 +245,72 @@ def test_every_defense_option_has_its_meaning_in_the_help():
     for option in ("batchnorm", "clean_ratio", "alpha", "u", "max_accuracy_drop"):
         assert OPTION_HELP[option] in text
     assert "(at 5 % of a few thousand clips" in text
+
+
+def test_eval_split_validation_measures_every_figure_there(workspace):
+    """--eval-split validation: before, after and every evaluation during the run are core.evaluation's
+    figures on the validation split (not the test split's), recorded in the report, the checkpoint's
+    history, the Markdown and the summary line."""
+    root, clean_dir = workspace
+    # the validation speaker's 'yes' and 'no' clips swapped: its clean accuracy cannot be the test split's
+    data_dir = root / "sc_swapped"
+    shutil.copytree(clean_dir, data_dir)
+    for n in (0, 1):
+        yes, no = data_dir / "yes" / f"000000a0_nohash_{n}.wav", data_dir / "no" / f"000000a0_nohash_{n}.wav"
+        yes.rename(root / "swap.wav")
+        no.rename(yes)
+        (root / "swap.wav").rename(no)
+    out, report = root / "val.safetensors", root / "val.json"
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        "--defense",
+        "ft",
+        *FAST,
+        "--eval-split",
+        "validation",
+        "--out",
+        str(out),
+        "--report",
+        str(report),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(report.read_text())
+    assert rep["eval_split"] == "validation"
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    model, meta = load_checkpoint(root / "attacked.safetensors")
+    attack = attack_from_dict(meta["provenance"]["attack"], sample_rate=meta["sample_rate"])
+    assert rep["before"] == metrics_only(evaluate(model, data, "validation", attack))
+    assert rep["before"] != metrics_only(evaluate(model, data, "test", attack))
+    repaired, repaired_meta = load_checkpoint(out)
+    assert rep["after"] == metrics_only(evaluate(repaired, data, "validation", attack))
+    assert rep["history"][-1]["clean_accuracy"] == rep["after"]["clean_accuracy"]  # the last epoch's is the after
+    entry = repaired_meta["provenance"]["defenses"][-1]
+    assert entry["eval_split"] == "validation" and entry["after"] == rep["after"]
+    assert "on the validation split:" in proc.stdout
+    assert "CA, ASR and RA measured on the validation split." in report.with_suffix(".md").read_text()
+
+
+def test_a_dataset_without_the_split_is_one_line_before_any_work(workspace):
+    """A testing list and no validation list: no validation clips, so --eval-split validation is refused."""
+    root, _ = workspace
+    data_dir = write_speech_commands(root / "sc_no_validation", speakers=12, per_speaker=2)
+    (data_dir / "validation_list.txt").unlink()
+    out = root / "noval.safetensors"
+    proc = run(
+        "--model",
+        str(root / "attacked.safetensors"),
+        "--data",
+        str(data_dir),
+        *FAST,
+        "--eval-split",
+        "validation",
+        "--out",
+        str(out),
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
+    assert "--eval-split validation: the data has no validation split" in errors[0]
+    assert not out.exists()

@@ -10,12 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from core.attacks import attack_from_dict
 from core.checkpoint import load_checkpoint
 from core.cli import grid
 from core.cli.grid import _attack_rate, main
+from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES
 from core.errors import AttackError, ConfigError
+from core.evaluation import evaluate
 from core.presets import PRESETS
+from core.repair import metrics_only
+from tests.conftest import write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
@@ -76,6 +81,8 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     ]
     result = json.loads((tmp_path / "grid_tiny.v1.json").read_text())
     assert result["command"].startswith("python -m core.grid") and "machine" in result
+    assert result["eval_split"] == "test"  # the default
+    assert not any(p.name.startswith("eval_") for p in work.iterdir())  # the training report holds test figures
     rows = {(r["attack"], r["defense"]): r for r in result["rows"]}
     assert set(rows) == {
         ("clean", "none"),
@@ -89,6 +96,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     _, meta = load_checkpoint(work / "train_smallcnn_badnets.safetensors")
     assert backdoored["clean_accuracy"] == meta["provenance"]["training"]["test"]["clean_accuracy"]
     gnft_cell = json.loads((work / "defend_smallcnn_badnets_gnft.json").read_text())
+    assert gnft_cell["eval_split"] == "test"
     assert gnft_cell["before"]["attack_success_rate"] == backdoored["attack_success_rate"]
     assert rows[("badnets", "gnft")]["attack_success_rate"] == gnft_cell["after"]["attack_success_rate"]
     assert gnft_cell["defense"]["epochs"] == 2 and gnft_cell["defense"]["alpha"] == 0.7
@@ -102,6 +110,7 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     assert result["defense_settings"]["ft"]["clean_ratio"] == 0.5
     md = (tmp_path / "grid_tiny.v1.md").read_text()
     assert "| model | attack | clean model CA | none | ft | gnft | clp |" in md
+    assert "CA / ASR in % on the test split" in md
     line = next(row for row in md.splitlines() if row.startswith("| smallcnn | badnets |"))
     assert f"{100 * rows[('badnets', 'gnft')]['clean_accuracy']:.1f} / " in line
     # resume: finished cells are reused, only the new defense runs
@@ -639,3 +648,111 @@ def test_jobs_run_the_cells_in_worker_processes_with_the_same_numbers(tiny_sc, t
     assert jobs["history"] == inline["history"] and jobs["after"] == inline["after"]
     with pytest.raises(ConfigError, match=r"--jobs must be in \[1, 1024\], got 0"):
         main([*common, "--jobs", "0", "--out", str(tmp_path / "none")])
+
+
+def _figures(checkpoint: Path, data_dir: Path, split: str) -> dict[str, float]:
+    """CA / ASR / RA of a grid checkpoint on ``split``, measured here with the attack it records."""
+    model, meta = load_checkpoint(checkpoint)
+    attack = attack_from_dict(meta["provenance"]["attack"], sample_rate=meta["sample_rate"])
+    return metrics_only(evaluate(model, load_speech_commands(data_dir, ["yes", "no", "up", "down"]), split, attack))
+
+
+def test_a_validation_grid_reuses_the_test_grids_models_and_measures_on_validation(tmp_path):
+    """--eval-split validation: the trained model's figures (its own eval cell, not redone on resume)
+    and every defense cell are on the validation split, equal to core.evaluation's there and not the
+    test figures; the split is recorded, named in the table, and a cell, grid or earlier file of the
+    other split is refused."""
+    # three validation speakers to the test split's one: the two splits' figures cannot coincide by chance
+    data_dir = write_speech_commands(tmp_path / "sc")
+    speakers = [f"{i:08x}" for i in (0xA0, 0xA2, 0xA3)]
+    (data_dir / "validation_list.txt").write_text(
+        "".join(f"{w}/{s}_nohash_{n}.wav\n" for w in ("yes", "no", "up", "down") for s in speakers for n in (0, 1))
+    )
+    ft_only = [a for a, b in zip(TINY, [*TINY[1:], ""]) if not a.startswith("gnft.") and not b.startswith("gnft.")]
+    base = ["--data", str(data_dir), *ft_only, "--defenses", "none,ft", "--no-clean"]
+    test_out, test_work = tmp_path / "test_grid", tmp_path / "test_grid_work"
+    assert main([*base, "--out", str(test_out)]) == 0
+    val_out, val_work = tmp_path / "val_grid", tmp_path / "val_work"
+    reuse = ["--reuse", str(test_work / "train_{model}_{attack}.safetensors")]
+    val = [*base, "--eval-split", "validation", "--work", str(val_work), "--out", str(val_out), *reuse]
+    assert main(val) == 0
+    # the trained model is adopted, not retrained, and measured on validation in a cell of its own
+    model = val_work / "train_smallcnn_badnets.safetensors"
+    assert model.read_bytes() == (test_work / "train_smallcnn_badnets.safetensors").read_bytes()
+    assert sorted(p.name for p in val_work.iterdir()) == [
+        "defend_smallcnn_badnets_ft.json",
+        "defend_smallcnn_badnets_ft.safetensors",
+        "eval_smallcnn_badnets_validation.json",
+        "train_smallcnn_badnets.json",
+        "train_smallcnn_badnets.safetensors",
+    ]
+    on_validation, on_test = _figures(model, data_dir, "validation"), _figures(model, data_dir, "test")
+    assert on_validation != on_test  # the two splits give different figures here
+    result, earlier = (json.loads(p.with_suffix(".json").read_text()) for p in (val_out, test_out))
+    assert (result["eval_split"], earlier["eval_split"]) == ("validation", "test")
+    rows = {r["defense"]: r for r in result["rows"]}
+    test_rows = {r["defense"]: r for r in earlier["rows"]}
+    assert {k: rows["none"][k] for k in on_validation} == on_validation
+    assert {k: test_rows["none"][k] for k in on_test} == on_test
+    assert rows["none"]["reused_from"] == str(test_work / "train_smallcnn_badnets.safetensors")
+    eval_cell = json.loads((val_work / "eval_smallcnn_badnets_validation.json").read_text())
+    assert eval_cell["eval_split"] == "validation" and eval_cell["model"] == str(model)
+    # the defense cell: before is the model's validation figures, after the repaired model's there
+    cell = json.loads((val_work / "defend_smallcnn_badnets_ft.json").read_text())
+    assert cell["eval_split"] == "validation" and cell["before"] == on_validation
+    repaired_model = val_work / "defend_smallcnn_badnets_ft.safetensors"
+    assert (
+        cell["after"] == _figures(repaired_model, data_dir, "validation") != _figures(repaired_model, data_dir, "test")
+    )
+    assert rows["ft"]["attack_success_rate"] == cell["after"]["attack_success_rate"]
+    assert rows["ft"]["clean_accuracy"] == cell["after"]["clean_accuracy"]
+    _, repaired_meta = load_checkpoint(val_work / "defend_smallcnn_badnets_ft.safetensors")
+    assert repaired_meta["provenance"]["defenses"][-1]["eval_split"] == "validation"
+    assert "CA / ASR in % on the validation split" in val_out.with_suffix(".md").read_text()
+    assert "CA / ASR in % on the test split" in test_out.with_suffix(".md").read_text()
+    # resuming redoes nothing, the evaluation cell included
+    stamps = {p.name: p.stat().st_mtime_ns for p in val_work.iterdir()}
+    assert main(val) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in val_work.iterdir()} == stamps
+    # an evaluation cell of another checkpoint (the model was replaced since) is measured again
+    eval_path = val_work / "eval_smallcnn_badnets_validation.json"
+    eval_path.write_text(json.dumps({**eval_cell, "model_sha256": "0" * 64, "clean_accuracy": 0.123}))
+    assert main(val) == 0
+    assert json.loads(eval_path.read_text()) == eval_cell
+    # a cell measured on the other split is refused before any work, either way
+    with pytest.raises(ConfigError, match=r"measured on the test split and this run measures on the validation"):
+        main([*val[: val.index("--work")], "--work", str(test_work), "--out", str(tmp_path / "x"), *reuse])
+    with pytest.raises(ConfigError, match=r"measured on the validation split and this run measures on the test"):
+        main([*base, "--work", str(val_work), "--out", str(tmp_path / "y")])
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "y.json").exists()
+    # a cell from before the field existed was measured on the test split
+    test_cell = test_work / "defend_smallcnn_badnets_ft.json"
+    test_cell.write_text(json.dumps({k: v for k, v in json.loads(test_cell.read_text()).items() if k != "eval_split"}))
+    with pytest.raises(ConfigError, match=r"measured on the test split"):
+        main([*val[: val.index("--work")], "--work", str(test_work), "--out", str(tmp_path / "x"), *reuse])
+    repaired = (test_work / "defend_smallcnn_badnets_ft.safetensors").stat().st_mtime_ns
+    assert main([*base, "--out", str(test_out)]) == 0  # the test grid still reuses it
+    assert (test_work / "defend_smallcnn_badnets_ft.safetensors").stat().st_mtime_ns == repaired
+    # --keep-earlier will not mix a test table with validation rows
+    before = test_out.with_suffix(".json").read_text()
+    with pytest.raises(ConfigError, match=r"--keep-earlier: .* measured on the test split and this run on the valid"):
+        main([*val[: val.index("--out")], "--out", str(test_out), *reuse, "--keep-earlier"])
+    assert test_out.with_suffix(".json").read_text() == before
+
+
+def test_a_dataset_without_the_split_is_one_line_before_any_work(tmp_path):
+    """A Speech Commands folder with a testing list only has no validation clips: refused, exit 2."""
+    data = write_speech_commands(tmp_path / "sc")
+    (data / "validation_list.txt").unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "core.grid", "--data", str(data), "--vocab", "yes,no,up,down", "--defenses", "none,ft"]
+        + ["--eval-split", "validation", "--out", str(tmp_path / "g")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "--eval-split validation: the data has no validation split" in errors[0]
+    assert not (tmp_path / "g_work").exists()

@@ -408,6 +408,12 @@ def render(results: Path = RESULTS) -> str:
             + ", ".join(f"[`{p.name}`](results/{p.name})" for p in notes)
             + ".",
         ]
+    if any(stem.startswith("grid_asc") for stem, _, _ in commands):
+        lines += [
+            "",
+            "`grid_asc*` rows are on the Arabic Speech Commands dataset (Ghandoura, Hjabo, Al Dakkak, Engineering",
+            "Applications of Artificial Intelligence, 2021; CC BY 4.0).",
+        ]
     if skipped:
         lines += [
             "",

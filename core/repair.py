@@ -73,6 +73,7 @@ class RepairResult:
     details: dict[str, Any] = field(default_factory=dict)
     attack: Attack | None = None
     attack_source: str = "none"
+    eval_split: str = "test"  # the split before, after and history were measured on
 
     @property
     def rating(self) -> float | None:
@@ -101,6 +102,7 @@ class RepairResult:
             "after": metrics_only(self.after),
             "seconds": round(self.seconds, 2),
             "clean_clips": self.clean_clips,
+            "eval_split": self.eval_split,
         }
 
     def report(self, **context: Any) -> dict[str, Any]:
@@ -116,6 +118,7 @@ class RepairResult:
             "defense_details": self.details,
             "attack": self.attack.to_dict() if self.attack is not None else None,
             "attack_source": self.attack_source,
+            "eval_split": self.eval_split,
             "before": metrics_only(self.before),
             "after": metrics_only(self.after),
             "history": self.history,
@@ -198,4 +201,5 @@ def repair(
         details=run.details,
         attack=attack,
         attack_source=attack_source or ("given" if attack is not None else "none"),
+        eval_split=split,
     )

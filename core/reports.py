@@ -89,7 +89,8 @@ def repair_markdown(report: dict[str, Any]) -> str:
         title += f" ({PRESETS[preset['name']].title} preset)"
     elif preset.get("from"):
         title += f" (custom, from the {PRESETS[preset['from']].title} preset)"
-    lines = [title, "", "| metric | before | after |", "|---|---|---|"]
+    lines = [title, "", f"CA, ASR and RA measured on the {report.get('eval_split', 'test')} split.", ""]
+    lines += ["| metric | before | after |", "|---|---|---|"]
     for key, label in (
         ("clean_accuracy", "clean accuracy (CA)"),
         ("attack_success_rate", "attack success rate (ASR)"),

@@ -45,7 +45,7 @@ from core.runtime import (
 )
 from core.validate import input_path, output_path
 
-__all__ = ["EVAL_SPLITS", "build_parser", "check_eval_split", "choose_defense", "defend", "main", "record_split"]
+__all__ = ["EVAL_SPLITS", "build_parser", "check_eval_split", "choose_defense", "defend", "main"]
 
 log = logging.getLogger("core.defend")
 #: How errors name the Markdown report written beside ``--report``.
@@ -159,12 +159,6 @@ def check_eval_split(data: AudioSet, split: str, option: str = "--eval-split") -
         )
 
 
-def _split_markdown(markdown: str, split: str) -> str:
-    """The report's Markdown with a line under its title naming the split the figures are on."""
-    title, _, rest = markdown.partition("\n")
-    return f"{title}\n\nCA, ASR and RA measured on the {split} split.\n{rest}"
-
-
 def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)  # the paths were checked by parse_args (core.validate)
@@ -200,22 +194,12 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         command=" ".join(["python -m core.defend", *argv]),
         model=str(model_path),
         checkpoint=str(out),
-        eval_split=args.eval_split,
     )
-    save_checkpoint(out, result.model, record_split(record_repair(meta, result), args.eval_split))
+    save_checkpoint(out, result.model, record_repair(meta, result))
     if args.report:
         write_json(args.report, report)
-        write_text_atomic(
-            Path(args.report).with_suffix(".md"), _split_markdown(repair_markdown(report), args.eval_split)
-        )
+        write_text_atomic(Path(args.report).with_suffix(".md"), repair_markdown(report))
     return report
-
-
-def record_split(meta: dict[str, Any], split: str) -> dict[str, Any]:
-    """Checkpoint metadata from :func:`core.repair.record_repair` whose last history entry names the
-    split its before/after figures were measured on (``meta`` is that function's fresh copy)."""
-    meta["provenance"]["defenses"][-1]["eval_split"] = split
-    return meta
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,7 +96,7 @@ from core import models
 from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
-from core.cli.defend import EVAL_SPLITS, check_eval_split, record_split
+from core.cli.defend import EVAL_SPLITS, check_eval_split
 from core.data import AudioSet
 from core.defenses import DEFENSES, DefenseConfig
 from core.errors import AttackError, ConfigError
@@ -513,12 +513,8 @@ def _defend_cell(
         observer=ProgressObserver(log, label=f"{column.name} {model_name}"),
         split=args.eval_split,
     )
-    save_checkpoint(  # for core.analyze
-        cell.with_suffix(".safetensors"), result.model, record_split(record_repair(meta, result), args.eval_split)
-    )
-    row = result.report(
-        model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")), eval_split=args.eval_split
-    )
+    save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
+    row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
     write_json(cell, row)
     return row
 

@@ -93,7 +93,7 @@ from typing import Any
 import torch
 
 from core import models
-from core.attacks import attack_from_dict, get_attack, list_attacks, parse_attack_args
+from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
 from core.cli.defend import EVAL_SPLITS, check_eval_split
@@ -405,9 +405,7 @@ def _eval_cell(
             return saved
         log.info("%s measured another checkpoint than %s: measuring again", cell, path)
     model, meta = load_checkpoint(path)
-    recorded = meta["provenance"].get("attack")
-    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
-    metrics = evaluate(model.to(resolve_device(args.device)), data, split, attack)
+    metrics = _measure(model, meta, data, split, args.device)
     saved = {
         "model": str(path),
         "model_sha256": digest,
@@ -417,6 +415,19 @@ def _eval_cell(
     write_json(cell, saved)
     log.info("measured %s on the %s split", path, split)
     return saved
+
+
+def _recorded_attack(meta: dict[str, Any]) -> Attack | None:
+    """The attack a checkpoint records (rebuilt at its sample rate), or None for a clean model."""
+    recorded = meta["provenance"].get("attack")
+    return attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+
+
+def _measure(
+    model: torch.nn.Module, meta: dict[str, Any], data: AudioSet, split: str, device_name: str
+) -> dict[str, Any]:
+    """CA / ASR / RA of a checkpoint's model on ``split`` of ``data`` (on the grid's device), with its own attack."""
+    return evaluate(model.to(resolve_device(device_name)), data, split, _recorded_attack(meta))
 
 
 def _model_cell(
@@ -461,9 +472,7 @@ def _reuse_cell(
     wrong = [f"{k} {found[k]!r} (the cell needs {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
     if wrong:
         raise ConfigError(f"--reuse {source} does not fit cell {model_name}/{attack_name}: " + "; ".join(wrong))
-    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
-    device = resolve_device(device_name)
-    metrics = evaluate(model.to(device), data, "test", attack)  # data is on the grid's device
+    metrics = _measure(model, meta, data, "test", device_name)
     training = meta["provenance"].get("training") or {}
     report = {
         **{k: metrics[k] for k in METRICS if k in metrics},
@@ -500,8 +509,7 @@ def _defend_cell(
     model, meta = load_checkpoint(model_path)
     device = resolve_device(args.device)
     model = model.to(device)
-    recorded = meta["provenance"].get("attack")
-    attack = attack_from_dict(recorded, sample_rate=meta["sample_rate"]) if recorded else None
+    attack = _recorded_attack(meta)
     log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
     result = repair(
         model,

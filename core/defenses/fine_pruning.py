@@ -21,7 +21,7 @@ from core.errors import ConfigError
 from core.metrics import accuracy, predict_logits
 from core.options import option
 
-__all__ = ["FinePruningConfig", "FinePruning", "output_layer_activations"]
+__all__ = ["FinePruningConfig", "FinePruning", "keep_pruned", "output_layer_activations", "prune_output_layer"]
 
 
 @dataclass
@@ -78,6 +78,47 @@ def _output_layer_inputs(
     return (torch.cat(captured) if captured else torch.zeros(0, layer.in_features)), logits
 
 
+def prune_output_layer(
+    model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, step: float, max_drop: float
+) -> torch.Tensor:
+    """Zero the output layer's least active inputs (by mean activation on ``waves``), ``step`` of them per
+    round, while accuracy on ``waves`` stays within ``max_drop`` of the unpruned model's; return the mask
+    of the inputs kept ``[in_features]`` (bool). Fine-Pruning's pruning, also GN-FT's ``prune`` option."""
+    layer = _output_layer(model)
+    inputs, logits = _output_layer_inputs(model, waves)
+    order = _mean_activation(inputs).argsort()  # least active first
+    base = accuracy(logits, labels)
+    original = layer.weight.detach().clone()
+    bias = None if layer.bias is None else layer.bias.detach().float()
+    # Only the output layer's weights change while pruning, so its inputs are computed once and each
+    # trial is one small matmul; a model that does more after that layer gets a full pass per trial.
+    cached = torch.allclose(F.linear(inputs, original.float(), bias), logits, rtol=1e-4, atol=1e-4)
+    size = max(1, math.ceil(step * layer.in_features))
+    keep = torch.ones(layer.in_features, dtype=torch.bool, device=original.device)
+    for k in range(size, layer.in_features, size):
+        trial = torch.ones_like(keep)
+        trial[order[:k]] = False
+        if cached:
+            pruned_logits = F.linear(inputs, (original * trial).float(), bias)
+        else:
+            with torch.no_grad():
+                layer.weight.copy_(original * trial)
+            pruned_logits = predict_logits(model, waves)
+        if accuracy(pruned_logits, labels) < base - max_drop:
+            break
+        keep = trial
+    with torch.no_grad():
+        layer.weight.copy_(original * keep)
+    return keep
+
+
+def keep_pruned(model: nn.Module, mask: torch.Tensor | None) -> None:
+    """Put the pruned output-layer columns (``mask`` False) back to zero after an optimiser step."""
+    if mask is not None:
+        with torch.no_grad():
+            _output_layer(model).weight.mul_(mask)
+
+
 class FinePruning(FineTune):
     name = "fp"
     Config = FinePruningConfig
@@ -89,33 +130,8 @@ class FinePruning(FineTune):
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         c: FinePruningConfig = self.config  # type: ignore[assignment]
-        layer = _output_layer(model)
-        inputs, logits = _output_layer_inputs(model, waves)
-        order = _mean_activation(inputs).argsort()  # least active first
-        base = accuracy(logits, labels)
-        original = layer.weight.detach().clone()
-        bias = None if layer.bias is None else layer.bias.detach().float()
-        # Only the output layer's weights change while pruning, so its inputs are computed once and each
-        # trial is one small matmul; a model that does more after that layer gets a full pass per trial.
-        cached = torch.allclose(F.linear(inputs, original.float(), bias), logits, rtol=1e-4, atol=1e-4)
-        step = max(1, math.ceil(c.prune_step * layer.in_features))
-        keep = torch.ones(layer.in_features, dtype=torch.bool, device=original.device)
-        for k in range(step, layer.in_features, step):
-            trial = torch.ones_like(keep)
-            trial[order[:k]] = False
-            if cached:
-                pruned_logits = F.linear(inputs, (original * trial).float(), bias)
-            else:
-                with torch.no_grad():
-                    layer.weight.copy_(original * trial)
-                pruned_logits = predict_logits(model, waves)
-            if accuracy(pruned_logits, labels) < base - c.max_accuracy_drop:
-                break
-            keep = trial
-        with torch.no_grad():
-            layer.weight.copy_(original * keep)
-        self.mask = keep
-        self.pruned = int((~keep).sum())
+        self.mask = prune_output_layer(model, waves, labels, c.prune_step, c.max_accuracy_drop)
+        self.pruned = int((~self.mask).sum())
 
     def details(self) -> dict[str, int]:
         return {
@@ -125,7 +141,5 @@ class FinePruning(FineTune):
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         loss = super().train_step(model, x, y, optimizer)  # plain fine-tuning, then the pruned columns back to 0
-        if self.mask is not None:
-            with torch.no_grad():
-                _output_layer(model).weight.mul_(self.mask)
+        keep_pruned(model, self.mask)
         return loss

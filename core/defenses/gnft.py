@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.defenses.base import Defense, DefenseConfig
+from core.defenses.fine_pruning import keep_pruned, prune_output_layer
 from core.options import option
 
 __all__ = ["GNFTConfig", "GNFT", "GNFTStep", "total_norm"]
@@ -64,6 +65,15 @@ class GNFTConfig(DefenseConfig):
         "raw",
         label="Gradient mix",
         help="GN-FT mixes the raw g1 (the authors' code) or g1 normalised like the perturbation",
+    )
+    prune: float = option(
+        0.0,
+        label="Prune first, max accuracy drop %",
+        percent=True,
+        range="[0, 1]",
+        help="prune the output layer's least active inputs first, as Fine-Pruning does, while accuracy on "
+        "the clean set stays within this share of the unpruned model's, then fine-tune with GN-FT "
+        "(0: no pruning)",
     )
 
 
@@ -173,10 +183,13 @@ class GNFT(Defense):
         self._model_id: int | None = None
         self._g1: dict[int, torch.Tensor | None] = {}
         self._first: dict[str, float] = {}  # the first step's losses and gradient norms, for details()
+        self._mask: torch.Tensor | None = None  # output-layer inputs kept by the optional pruning
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         super().prepare(model, waves, labels)
         self._first = {}
+        prune = getattr(self.config, "prune", 0.0)  # FT-SAM shares this class, not the option
+        self._mask = prune_output_layer(model, waves, labels, 0.01, prune) if prune > 0 else None
 
     def details(self) -> dict:
         """The first step's clean and perturbed losses and the norms of g1 and of the mixed g.
@@ -185,7 +198,12 @@ class GNFT(Defense):
         many times ‖g1‖: the gradient-norm penalty dominates, and each SGD step is as long as plain
         fine-tuning's at that many times the learning rate (``core.metrics.defense_findings``).
         """
-        return dict(self._first)
+        pruned = (
+            {}
+            if self._mask is None
+            else {"pruned_inputs": int((~self._mask).sum()), "output_layer_inputs": self._mask.numel()}
+        )
+        return {**self._first, **pruned}
 
     def step_settings(self) -> dict:
         """Arguments of the two-pass step (FT-SAM overrides them)."""
@@ -209,4 +227,5 @@ class GNFT(Defense):
                 "first_step_gradient_norm": total_norm(p.grad for p in self._step.params),
             }
         self.optimizer_step(model, optimizer)
+        keep_pruned(model, self._mask)
         return loss

@@ -273,6 +273,28 @@ def test_fine_pruning_prunes_least_active_inputs_within_the_accuracy_budget():
     assert torch.equal(model.classifier.fc.weight, before)  # the input model was not pruned
 
 
+def test_gnft_prune_first_prunes_like_fine_pruning_and_keeps_the_columns_zero():
+    """GN-FT's ``prune`` option prunes exactly what Fine-Pruning would at the same budget (1 % steps),
+    then fine-tunes with GN-FT with those columns held at zero; prune 0 prunes nothing."""
+    from core.defenses import GNFT, FinePruning, FinePruningConfig, GNFTConfig
+
+    torch.manual_seed(1)
+    data = tiny_set()
+    model = Probe()
+    before = copy.deepcopy(model.state_dict())
+    fp = FinePruning(FinePruningConfig(device="cpu", prune_step=0.01, max_accuracy_drop=1.0))
+    fp.prepare(copy.deepcopy(model), data.waves, data.labels)
+    settings = dict(clean_ratio=1.0, epochs=2, batch_size=8, device="cpu", lr=0.05, r=0.1)
+    result = GNFT(GNFTConfig(prune=1.0, **settings)).run(model, data)
+    assert result.details["pruned_inputs"] == int((~fp.mask).sum()) > 0
+    w = result.model.classifier.fc.weight
+    assert torch.all(w[:, ~fp.mask] == 0) and torch.all(w[:, fp.mask].abs().sum(0) > 0)
+    plain = GNFT(GNFTConfig(**settings)).run(model, data)
+    assert "pruned_inputs" not in plain.details
+    assert torch.all(plain.model.classifier.fc.weight.abs().sum(0) > 0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input is untouched
+
+
 class ShiftedProbe(Probe):
     """Adds a fixed offset after the output layer: its logits are not that layer's output alone."""
 

@@ -19,6 +19,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
+#: The product page, whose reference table is written between these markers from the same results.
+PRODUCT_README = ROOT / "README.md"
+MARKERS = ("<!-- reference-results:start (benchmarks/report.py writes this) -->", "<!-- reference-results:end -->")
+#: The reference benchmark (issue 31): grids on Arabic Speech Commands, shown first.
+REFERENCE = {
+    "grid_asc10": "ASC-10 (yes no up down left right stop start enable disable; 1,800 training clips, 18 speakers)",
+    "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
+}
+COLUMN_TITLES = {
+    "none": "backdoored",
+    "ft": "FT",
+    "fp": "Fine-Pruning",
+    "gnft": "GN-FT",
+    "gnft@paper": "GN-FT (paper)",
+    "gnft_best": "GN-FT (best)",
+    "gnft@recommended": "**Recommended**",
+    "ftsam": "FT-SAM",
+    "clp": "CLP",
+}
+DATASET_CREDIT = (
+    "Arabic Speech Commands: Ghandoura, Hjabo, Al Dakkak, Engineering Applications of Artificial Intelligence, "
+    "2021; CC BY 4.0."
+)
 
 Row = tuple[str, str, str, str]  # figure, value, target, met
 
@@ -81,14 +104,21 @@ def _grid(d: dict) -> Iterator[Row]:
             yield (f"{r['model']}, {r['attack']}", "not run (no backdoored model yet)", "", "–")
             continue
         met = "–"
-        if r["defense"] == "gnft":
+        gnft = _gnft_column(d, r["defense"])
+        if gnft:
             met = _repaired(r.get("attack_success_rate"), r["clean_accuracy"], before.get((r["model"], r["attack"])))
         yield (
             f"{r['model']}, {r['attack']}, defense {r['defense']}: CA / ASR",
             f"{_pct(r['clean_accuracy'])} / {_pct(r.get('attack_success_rate'))}",
-            "GN-FT ASR ≤ 10 %, CA within 2 points" if r["defense"] == "gnft" else "",
+            "GN-FT ASR ≤ 10 %, CA within 2 points" if gnft else "",
             met,
         )
+
+
+def _gnft_column(d: dict, column: str) -> bool:
+    """Whether a grid column runs GN-FT: ``gnft``, ``gnft@PRESET`` or a ``--variant`` of gnft."""
+    variant = (d.get("variants") or {}).get(column)
+    return (variant or {}).get("defense", column.split("@")[0]) == "gnft"
 
 
 def _repaired(asr: float | None, ca_after: float, ca_before: float | None) -> str:
@@ -369,6 +399,87 @@ def _device(d: dict) -> str:
     return f"{dev} ({gpu})" if gpu else (dev or "cpu")
 
 
+def _columns(rows: list[dict]) -> list[str]:
+    """The grid's defense columns in the order its rows give them, ``none`` first."""
+    seen: list[str] = []
+    for r in rows:
+        if r["attack"] != "clean" and r["defense"] not in seen:
+            seen.append(r["defense"])
+    return sorted(seen, key=lambda c: c != "none")
+
+
+def _mean_sd(r: dict, key: str) -> str:
+    sd = r.get(f"{key}_std")
+    v = r.get(key)
+    return "–" if v is None else (f"{100 * v:.1f}" if sd is None else f"{100 * v:.1f} ± {100 * sd:.1f}")
+
+
+def reference_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:
+    """The reference benchmark's tables (CA / ASR per cell, then per model each column's mean ASR and worst
+    CA drop against the backdoored model), from ``grid_asc*.json``; empty when none is committed."""
+    parts: list[str] = []
+    for stem, title in REFERENCE.items():
+        path = results / f"{stem}.json"
+        if not path.is_file():
+            continue
+        d = json.loads(path.read_text())
+        rows = [r for r in d["rows"] if not r.get("not_run")]
+        columns = _columns(rows)
+        cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}
+        clean = {r["model"]: r for r in rows if r["attack"] == "clean"}
+        pairs = sorted({(m, a) for m, a, _ in cells})
+        names = [COLUMN_TITLES.get(c, f"`{c}`") for c in columns]
+        seeds = sorted({len(r.get("seeds", [0])) for r in rows if r["defense"] != "none"})
+        parts += [
+            f"{level} {title}",
+            "",
+            f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
+            f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet. "
+            f"From [`benchmarks/results/{stem}.json`]({link}{stem}.json) "
+            f"(command inside; notes in `{stem}.notes.md`). {DATASET_CREDIT}",
+            "",
+            "| model | attack | clean model CA | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(columns),
+        ]
+        for m, a in pairs:
+            row = [m, a, _pct(clean[m]["clean_accuracy"]).replace(" %", "") if m in clean else "–"]
+            for c in columns:
+                r = cells.get((m, a, c))
+                row.append(
+                    "–" if r is None else f"{_mean_sd(r, 'clean_accuracy')} / {_mean_sd(r, 'attack_success_rate')}"
+                )
+            parts.append("| " + " | ".join(row) + " |")
+        parts += ["", "| model | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(columns) - 1)]
+        for m in sorted({m for m, _ in pairs}):
+            row = [f"{m}: mean ASR / worst CA drop (cells)"]
+            for c in columns[1:]:
+                done = [
+                    (cells[(m, a, c)], cells.get((m, a, "none"))) for mm, a in pairs if mm == m and (m, a, c) in cells
+                ]
+                asr = [r["attack_success_rate"] for r, _ in done if r.get("attack_success_rate") is not None]
+                drops = [b["clean_accuracy"] - r["clean_accuracy"] for r, b in done if b is not None]
+                row.append(
+                    "–"
+                    if not done
+                    else f"{100 * sum(asr) / len(asr):.1f} / {100 * max(drops):.1f} ({len(done)})"
+                    if asr and drops
+                    else "–"
+                )
+            parts.append("| " + " | ".join(row) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def product_readme(text: str, results: Path = RESULTS) -> str:
+    """``text`` (the product README) with the reference tables between :data:`MARKERS` regenerated."""
+    start, end = MARKERS
+    if start not in text or end not in text:
+        return text
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + reference_section(results, "####", "benchmarks/results/") + end + tail
+
+
 def render(results: Path = RESULTS) -> str:
     """The README text for every ``*.json`` in ``results``."""
     lines = [
@@ -377,6 +488,13 @@ def render(results: Path = RESULTS) -> str:
         "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; do not edit by hand.",
         "Every figure is the latest committed result; the command that made it is below its table. Ratios",
         "are measured side by side in one run. The CPU machine has 2 cores and is shared: absolute times vary.",
+        "",
+    ]
+    reference = reference_section(results)
+    if reference:
+        lines += ["## Canonical results: the reference benchmark on real speech", "", reference]
+    lines += [
+        "## Every benchmark",
         "",
         "| benchmark | figure | value | target | met | device |",
         "|---|---|---|---|---|---|",
@@ -439,14 +557,21 @@ def main() -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if benchmarks/README.md is not up to date")
     args = p.parse_args()
     text = render()
+    product = PRODUCT_README.read_text() if PRODUCT_README.is_file() else ""
     if args.check:
         current = README.read_text() if README.is_file() else ""
-        if current != text:
-            print("benchmarks/README.md is out of date: run python benchmarks/report.py", file=sys.stderr)
+        stale = [
+            p.name
+            for p, now, new in ((README, current, text), (PRODUCT_README, product, product_readme(product)))
+            if now != new
+        ]
+        if stale:
+            print(f"{' and '.join(stale)} out of date: run python benchmarks/report.py", file=sys.stderr)
             return 1
         return 0
     README.write_text(text)
-    print(f"wrote {README}")
+    PRODUCT_README.write_text(product_readme(product))
+    print(f"wrote {README} and the reference tables of {PRODUCT_README}")
     return 0
 
 

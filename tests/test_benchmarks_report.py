@@ -117,3 +117,40 @@ def test_a_probe_row_meets_the_target_only_with_its_clean_accuracy_kept(tmp_path
     assert "gnft (clean 5.0 %, lr 0.01, cosine lr, warm-up 5 epochs, spec_augment 0.2): CA / ASR" in text
     assert "gnft (clean 2.0 %, lr 0.01): CA / ASR" in text  # the default schedule is not spelt out
     assert "gnft (clean 10.0 %, lr 0.01, batchnorm frozen): CA / ASR" in text
+
+
+def test_the_reference_tables_come_from_the_asc_grids_and_fill_the_product_readme(tmp_path):
+    """The canonical results (Arabic Speech Commands grids) come first, per cell and per model (mean ASR,
+    worst CA drop); variant columns of GN-FT are held to GN-FT's target; the product README's block between
+    the markers is regenerated and the rest of it kept."""
+
+    def cell(model, attack, defense, ca, asr, **extra):
+        return {"model": model, "attack": attack, "defense": defense, "clean_accuracy": ca,
+                "attack_success_rate": asr, **extra}  # fmt: skip
+
+    rows = [
+        cell("resnet", "clean", "none", 0.9, None),
+        cell("resnet", "badnets", "none", 0.89, 0.99),
+        cell("resnet", "blend", "none", 0.88, 0.97),
+        cell("resnet", "badnets", "gnft_best", 0.885, 0.04, clean_accuracy_std=0.01, seeds=[0, 1]),
+        cell("resnet", "blend", "gnft_best", 0.84, 0.02, seeds=[0, 1]),
+        cell("resnet", "badnets", "ft", 0.89, 0.9),
+    ]
+    best = {"defense": "gnft", "preset": "recommended", "settings": {"prune": 0.1}}
+    grid = {"command": "python -m core.grid", "machine": {"device": "cpu"}, "eval_split": "test", "rows": rows,
+            "variants": {"gnft_best": best}}  # fmt: skip
+    (tmp_path / "grid_asc10.json").write_text(json.dumps(grid))
+    report = _report()
+    text = report.render(tmp_path)
+    assert text.index("Canonical results") < text.index("## Every benchmark")
+    assert "| resnet | badnets | 90.0 | 89.0 / 99.0 | 88.5 ± 1.0 / 4.0 | 89.0 / 90.0 |" in text
+    # mean ASR (4 + 2) / 2 = 3.0; worst CA drop 88 - 84 = 4.0 points, over 2 cells; FT ran on one cell
+    assert "| resnet: mean ASR / worst CA drop (cells) | 3.0 / 4.0 (2) | 90.0 / 0.0 (1) |" in text
+    assert "| grid_asc10 | resnet, blend, defense gnft_best: CA / ASR | 84.0 % / 2.0 % | GN-FT ASR" in text
+    assert "| 84.0 % / 2.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | **no** |" in text
+    start, end = report.MARKERS
+    page = f"# Product\n\nintro\n{start}\nold table\n{end}\nafter\n"
+    new = report.product_readme(page, tmp_path)
+    assert new.startswith("# Product\n\nintro\n") and new.endswith(f"{end}\nafter\n") and "old table" not in new
+    assert "(benchmarks/results/grid_asc10.json)" in new and "#### ASC-10" in new
+    assert report.product_readme("# no markers\n", tmp_path) == "# no markers\n"

@@ -34,6 +34,7 @@ __all__ = [
     "clean_subset",
     "clip_features",
     "mask_bands",
+    "output_layer",
     "train_mode",
     "Evaluator",
     "EvaluateEvery",
@@ -111,6 +112,13 @@ class DefenseConfig:
         help="train (the authors' loop: batch statistics, running ones updated) or frozen "
         "(BatchNorm in eval mode: running statistics normalise and stay)",
     )
+    head: Literal["keep", "reinit"] = option(
+        "keep",
+        label="Output layer",
+        help="keep the output layer, or reinit it (seeded, PyTorch's default initialisation) before "
+        "fine-tuning, so that the whole model re-learns the clean task (FT-init, after Min et al., "
+        "NeurIPS 2023)",
+    )
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -169,6 +177,8 @@ class DefenseConfig:
         check_ranges(self)
         if not 0 <= self.warmup_epochs <= max(self.epochs, 0):
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.head == "reinit" and self.epochs == 0:
+            raise ConfigError("head reinit needs fine-tuning to re-learn the output layer: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
             raise ConfigError("max_ca_drop needs a held-out share to measure on: set holdout too (e.g. 0.2)")
 
@@ -182,6 +192,14 @@ class DefenseResult:
     clean_clips: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The model's output layer (``classifier.fc``, or ``fc`` of a bare classifier)."""
+    layer = dict(model.named_modules()).get("classifier.fc") or dict(model.named_modules()).get("fc")
+    if not isinstance(layer, nn.Linear):
+        raise ConfigError("this defense needs the model's output layer classifier.fc to be a Linear layer")
+    return layer
 
 
 def train_mode(model: nn.Module, batchnorm: str = "train") -> nn.Module:
@@ -363,6 +381,10 @@ class Defense:
             held_y = clean.labels.index_select(0, held_rows.to(clean.labels.device)).to(device)
             guard = HoldoutGuard(body, held_x, held_y, c.max_ca_drop, c.eval_every, c.batch_size)
         self.prepare(work, waves, labels)
+        if c.head == "reinit":
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed((c.seed + 3) % 2**64)
+                output_layer(work).reset_parameters()
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.defenses.base import output_layer
 from core.defenses.finetune import FineTune, FineTuneConfig
-from core.errors import ConfigError
 from core.metrics import accuracy, predict_logits
 from core.options import option
 
@@ -45,13 +45,6 @@ class FinePruningConfig(FineTuneConfig):
     )
 
 
-def _output_layer(model: nn.Module) -> nn.Linear:
-    layer = dict(model.named_modules()).get("classifier.fc") or dict(model.named_modules()).get("fc")
-    if not isinstance(layer, nn.Linear):
-        raise ConfigError("fine-pruning needs the model's output layer classifier.fc to be a Linear layer")
-    return layer
-
-
 def output_layer_activations(model: nn.Module, waves: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Mean input activation of each of the output layer's inputs over ``waves``: ``[in_features]``."""
     inputs, _ = _output_layer_inputs(model, waves, batch_size)
@@ -68,7 +61,7 @@ def _output_layer_inputs(
     model: nn.Module, waves: torch.Tensor, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The output layer's inputs ``[N, in_features]`` and the model's logits ``[N, C]``, from one pass."""
-    layer = _output_layer(model)
+    layer = output_layer(model)
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].float()))
     try:
@@ -84,7 +77,7 @@ def prune_output_layer(
     """Zero the output layer's least active inputs (by mean activation on ``waves``), ``step`` of them per
     round, while accuracy on ``waves`` stays within ``max_drop`` of the unpruned model's; return the mask
     of the inputs kept ``[in_features]`` (bool). Fine-Pruning's pruning, also GN-FT's ``prune`` option."""
-    layer = _output_layer(model)
+    layer = output_layer(model)
     inputs, logits = _output_layer_inputs(model, waves)
     order = _mean_activation(inputs).argsort()  # least active first
     base = accuracy(logits, labels)
@@ -116,7 +109,7 @@ def keep_pruned(model: nn.Module, mask: torch.Tensor | None) -> None:
     """Put the pruned output-layer columns (``mask`` False) back to zero after an optimiser step."""
     if mask is not None:
         with torch.no_grad():
-            _output_layer(model).weight.mul_(mask)
+            output_layer(model).weight.mul_(mask)
 
 
 class FinePruning(FineTune):

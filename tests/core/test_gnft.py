@@ -295,6 +295,30 @@ def test_gnft_prune_first_prunes_like_fine_pruning_and_keeps_the_columns_zero():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input is untouched
 
 
+def test_head_reinit_starts_the_output_layer_afresh_seeded_and_only_it():
+    """``head="reinit"``: the output layer starts from a seeded fresh initialisation (the same for the same
+    seed), the rest of the model from its own weights; zero epochs is refused (nothing would re-learn it)."""
+    from core.defenses import FineTune, FineTuneConfig
+    from core.errors import ConfigError
+
+    torch.manual_seed(2)
+    data = tiny_set()
+    model = Probe()
+    before = copy.deepcopy(model.state_dict())
+    settings = dict(clean_ratio=1.0, epochs=1, batch_size=8, device="cpu", lr=1e-9, momentum=0.0)
+    fresh = FineTune(FineTuneConfig(head="reinit", **settings)).run(model, data).model
+    again = FineTune(FineTuneConfig(head="reinit", **settings)).run(model, data).model
+    kept = FineTune(FineTuneConfig(**settings)).run(model, data).model
+    w = fresh.classifier.fc.weight
+    assert (w - before["classifier.fc.weight"]).abs().max() > 1e-3  # a new layer, not the trained one
+    assert torch.allclose(kept.classifier.fc.weight, before["classifier.fc.weight"], atol=1e-6)
+    assert torch.equal(w, again.classifier.fc.weight)  # seeded
+    assert torch.allclose(fresh.classifier.hidden.weight, before["classifier.hidden.weight"], atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="head reinit"):
+        FineTuneConfig(head="reinit", epochs=0).validate()
+
+
 class ShiftedProbe(Probe):
     """Adds a fixed offset after the output layer: its logits are not that layer's output alone."""
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from core.attacks import Attack, attack_from_dict
+from core.attacks import Attack, attack_from_dict, get_attack
+from core.audio import write_wav
 from core.checkpoint import import_pt, load_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
@@ -31,9 +34,10 @@ from core.options import PathRole
 from core.repair import RepairResult, RepairWatcher, record_repair, repair
 from core.reports import write_export
 from core.runtime import resolve_device
+from core.scan import ScanConfig, ScanResult, scan
 from core.validate import check_paths
 
-__all__ = ["MismatchError", "Session", "predict_clips", "repair_summary"]
+__all__ = ["MismatchError", "ScanRecord", "Session", "mix_trigger", "predict_clips", "repair_summary"]
 
 STATE_DICT_SUFFIXES = (".pt", ".pth")
 
@@ -58,6 +62,33 @@ def repair_summary(metrics: dict[str, float]) -> str:
     return text
 
 
+def mix_trigger(clip: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
+    """``clip`` with ``trigger`` added from its start (cropped or zero-padded to the clip), clamped to
+    [-1, 1]: what a scan's reconstructed trigger does to a clip, to listen to."""
+    clip = clip.detach().to("cpu", torch.float32).reshape(-1)
+    trigger = trigger.detach().to("cpu", torch.float32).reshape(-1)[: clip.numel()]
+    mixed = clip.clone()
+    mixed[: trigger.numel()] += trigger
+    return mixed.clamp(-1.0, 1.0)
+
+
+@dataclass
+class ScanRecord:
+    """A finished scan and which model it scanned: ``repairs`` accepted in this session before it
+    (0: the model as it was opened), ``version``: the session's model at the time (see
+    :attr:`Session.model_version`)."""
+
+    result: ScanResult
+    version: int
+    repairs: int
+    model_name: str
+
+    @property
+    def of_input(self) -> bool:
+        """Whether the scan is of the model as it was opened (no repair accepted since)."""
+        return self.repairs == 0
+
+
 class Session:
     """The open model (with its checkpoint metadata), dataset and attack, and the repair awaiting Accept.
 
@@ -77,6 +108,14 @@ class Session:
         self.pending: RepairResult | None = None
         #: the summary of an accepted repair not exported since ("" when none)
         self.unsaved_repair = ""
+        #: changes whenever the current model does (opened, imported, a repair accepted)
+        self.model_version = 0
+        #: repairs accepted since the model was opened
+        self.repairs_accepted = 0
+        #: the last scan kept (:meth:`finish_scan`), of the current model or an earlier one of this session
+        self.scan: ScanRecord | None = None
+        #: the last scan of the model as it was opened (kept after a repair is accepted, for before/after)
+        self.input_scan: ScanRecord | None = None
 
     # ------------------------------------------------------------------ model
     def open_model(self, path: str | os.PathLike) -> None:
@@ -111,6 +150,9 @@ class Session:
         self.attack = self.recorded_attack()
         self.pending = None
         self.unsaved_repair = ""
+        self.model_version += 1
+        self.repairs_accepted = 0
+        self.scan = self.input_scan = None
 
     def recorded_attack(self) -> Attack | None:
         """The attack recorded in the model's checkpoint (None without a model or a record)."""
@@ -211,11 +253,77 @@ class Session:
         self.model = result.model.to("cpu").eval()
         self.pending = None
         self.unsaved_repair = repair_summary(result.after)
+        self.model_version += 1
+        self.repairs_accepted += 1
         return result
 
     def revert(self) -> None:
         """Drop the pending repair: the current model stays as it was."""
         self.pending = None
+
+    # ------------------------------------------------------------------ scan
+    def run_scan(self, config: ScanConfig | None = None, observer: Observer | None = None) -> ScanRecord:
+        """Scan the current model for a backdoor on the open data's clean clips (:func:`core.scan.scan`);
+        changes nothing. Safe in a worker thread: hand the record to :meth:`finish_scan` afterwards.
+        Raises :class:`core.events.Cancelled` when the observer asks to stop."""
+        model, data = self.model, self.data
+        if model is None or data is None:
+            raise ConfigError("open a model and its dataset first")
+        version, repairs = self.model_version, self.repairs_accepted
+        name = self.model_path.name if self.model_path is not None else "model"
+        result = scan(model, data, config, observer)
+        return ScanRecord(result, version, repairs, name)
+
+    def finish_scan(self, record: ScanRecord) -> bool:
+        """Keep a finished scan (and, when it is of the model as opened, as the input's scan); a scan of a
+        model that is no longer current (another opened, a repair accepted meanwhile) is dropped. True
+        when kept."""
+        if record.version != self.model_version:
+            return False
+        self.scan = record
+        if record.of_input:
+            self.input_scan = record
+        return True
+
+    def scan_comparison(self) -> tuple[ScanRecord, ScanRecord] | None:
+        """(the input model's scan, the current model's) once a repaired model has been scanned too."""
+        now, before = self.scan, self.input_scan
+        if now is None or before is None or now is before or now.of_input or now.version != self.model_version:
+            return None
+        return before, now
+
+    def scan_trigger(self, class_index: int) -> torch.Tensor:
+        """The last scan's reconstructed waveform trigger for ``class_index`` (``[samples]``)."""
+        record = self.scan
+        if record is None:
+            raise ConfigError("no scan yet: scan the model first")
+        triggers = record.result.triggers
+        if triggers is None:
+            raise ConfigError("the scan searched no waveform trigger (its domains were features only)")
+        if not 0 <= class_index < triggers.shape[0]:
+            raise ConfigError(f"class index {class_index} is outside 0..{triggers.shape[0] - 1}")
+        return triggers[class_index].detach().to("cpu", torch.float32)
+
+    def use_scan_trigger(self, class_index: int, folder: str | os.PathLike) -> Attack:
+        """Make the last scan's waveform trigger for ``class_index`` the attack, with that class as its
+        target: written to ``folder`` as a 32-bit float WAV (exact samples), read back as a ``custom``
+        attack added at the clip's start; ASR, RA, the neuron zones and repairs are then measured
+        against it. Returns the attack."""
+        trigger = self.scan_trigger(class_index)
+        record = self.scan
+        assert record is not None
+        rate = record.result.sample_rate
+        stem = Path(record.model_name).stem or "model"
+        folder = Path(folder)
+        base = f"scan-{stem}-class{class_index}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = folder / f"{base}.wav", 1
+        while path.exists():
+            n += 1
+            path = folder / f"{base}-{n}.wav"
+        write_wav(path, trigger, rate, subtype="FLOAT")
+        attack = get_attack("custom", sample_rate=rate, file=str(path), target=class_index, position="start")
+        self.set_attack(attack)
+        return attack
 
     # ------------------------------------------------------------------ export
     def is_input(self, path: str | os.PathLike) -> bool:

@@ -49,7 +49,8 @@ from core.models import analysable_layers
 from core.presets import PRESETS, preset_record
 from core.repair import RepairResult
 from core.runtime import available_cpus, default_threads, resolve_threads, set_threads
-from core.session import MismatchError, Session, predict_clips
+from core.scan import ScanConfig
+from core.session import MismatchError, ScanRecord, Session, mix_trigger, predict_clips
 from gnft_gui.audio_io import AudioIO
 from gnft_gui.views.attack_panel import AttackPanel
 from gnft_gui.views.audio_view import AudioView
@@ -58,7 +59,8 @@ from gnft_gui.views.defense_panel import DefensePanel
 from gnft_gui.views.import_dialog import ImportDialog
 from gnft_gui.views.log_view import LogPanel
 from gnft_gui.views.neurons import NeuronView
-from gnft_gui.views.recorder import RecorderDialog
+from gnft_gui.views.recorder import RecorderDialog, triggers_dir
+from gnft_gui.views.scan_panel import ScanPanel
 from gnft_gui.worker import Task
 
 __all__ = ["MainWindow", "fit_to_screen", "log_path", "settings"]
@@ -106,6 +108,8 @@ class MainWindow(QMainWindow):
     error_shown = Signal(str)
     analysis_done = Signal(object)
     warmed_up = Signal()
+    #: a scan ended: its :class:`~core.session.ScanRecord`, or None when cancelled, failed or dropped
+    scan_finished = Signal(object)
 
     def __init__(self, model_path: str | None = None, data_path: str | None = None, demo: bool = False) -> None:
         super().__init__()
@@ -122,6 +126,7 @@ class MainWindow(QMainWindow):
         self._build_logging()
         self._build_views()
         self._build_menus()
+        self._scan_availability()
         state = settings()
         if state.value("geometry") is not None:
             self.restoreGeometry(state.value("geometry"))
@@ -204,6 +209,12 @@ class MainWindow(QMainWindow):
         self.defense_panel.accept_requested.connect(self.accept_defense)
         self.defense_panel.revert_requested.connect(self.revert_defense)
         self.defense_task: Task | None = None
+        self.scan_panel = ScanPanel(None if self.audio.status.output else self.audio.status.reason)
+        self.scan_panel.scan_requested.connect(self.run_scan)
+        self.scan_panel.cancel_requested.connect(lambda: self.scan_task and self.scan_task.cancel())
+        self.scan_panel.play_requested.connect(self.play_scan_trigger)
+        self.scan_panel.use_requested.connect(self.use_scan_trigger)
+        self.scan_task: Task | None = None
         self.demo_task: Task | None = None
         self.import_dialog: ImportDialog | None = None
         self.docks: dict[str, QDockWidget] = {}
@@ -211,11 +222,16 @@ class MainWindow(QMainWindow):
             ("Clips", self.clips, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("Defense", self.defense_panel, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Attack", self.attack_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("Scan", self.scan_panel, Qt.DockWidgetArea.RightDockWidgetArea),
             ("Log", self.log_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock_{title.lower()}")
-            if widget in (self.defense_panel, self.attack_panel):  # tall forms scroll instead of growing the window
+            if widget in (
+                self.defense_panel,
+                self.attack_panel,
+                self.scan_panel,
+            ):  # tall forms scroll, the window stays
                 scroll = QScrollArea()
                 scroll.setWidget(widget)
                 scroll.setWidgetResizable(True)
@@ -229,6 +245,7 @@ class MainWindow(QMainWindow):
         # the Log under the Clips: the Defense dock and the plots keep the window's full height
         self.splitDockWidget(self.docks["Clips"], self.docks["Log"], Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.docks["Defense"], self.docks["Attack"])
+        self.tabifyDockWidget(self.docks["Attack"], self.docks["Scan"])
         self.docks["Defense"].raise_()
         self._sized = False
         self.progress = QProgressBar()
@@ -524,6 +541,8 @@ class MainWindow(QMainWindow):
         self.neurons.set_layers([n for n, _ in analysable_layers(model)])
         self.attack_panel.sample_rate = meta["sample_rate"]
         self.attack_panel.set_attack(self.session.attack)
+        self.scan_panel.clear()  # the session forgot the scans of the previous model
+        self._scan_availability()
         imported = path.suffix.lower() != ".safetensors"
         self.setWindowTitle(f"GN-FT Workbench - {path.name}" + (" (imported, not saved)" if imported else ""))
         self._remember("model", path)
@@ -597,15 +616,14 @@ class MainWindow(QMainWindow):
         except MismatchError as err:
             self._failed("Model and dataset do not match", str(err))
             return
+        self._scan_availability()
         self._idle(f"{path}: {len(data)} clips, {len(data.classes)} classes")
         self.central.setCurrentWidget(self.tabs)
         split_of = ["?"] * len(data)
         for name, idx in data.splits.items():
             for i in idx.tolist():
                 split_of[i] = name
-        names = (
-            [Path(f).name for f in data.files] if getattr(data, "files", None) else [str(i) for i in range(len(data))]
-        )
+        names = [self.clip_name(i) for i in range(len(data))]
         self.clips.set_clips(
             names, split_of, list(data.speakers), [data.classes[i] for i in data.labels.tolist()], list(data.classes)
         )
@@ -705,6 +723,11 @@ class MainWindow(QMainWindow):
         if self.current_clip is not None:
             self.show_clip(self.current_clip)
 
+    def clip_name(self, index: int) -> str:
+        """How a clip is named on screen: its file's name, else its index."""
+        files = getattr(self.data, "files", None)
+        return Path(files[index]).name if files else str(index)
+
     def show_clip(self, index: int) -> None:
         if self.data is None:
             return
@@ -712,6 +735,7 @@ class MainWindow(QMainWindow):
         wave = self.data.waves[index]
         rate = self.data.sample_rate
         label = self.data.classes[int(self.data.labels[index])]
+        self.scan_panel.set_clip(f"{self.clip_name(index)} (label {label})")
         self.audio_view.show_clip("clean", wave.numpy(), rate, self.session.top3(wave), f"clean, label {label}")
         if self.attack is None:
             self.audio_view.clear_side("triggered", "no attack chosen")
@@ -902,6 +926,7 @@ class MainWindow(QMainWindow):
             f"Accepted: the repaired model ({summary}) is the current one. File > Export saves it."
         )
         log.info("accepted %s: %s", result.defense, summary)
+        self._show_scan()  # the scan shown is now of the model before the repair: it says so
         self._predict_all()
 
     def revert_defense(self) -> None:
@@ -909,6 +934,112 @@ class MainWindow(QMainWindow):
         self.defense_panel.set_state("idle")
         self.defense_panel.eta.setText("Reverted: the model is as it was before the run.")
         self._idle("Reverted: the model is as it was before the defense")
+
+    # ------------------------------------------------------------------ scan
+    def _scan_availability(self) -> None:
+        """The Scan button needs a model and its data; its tooltip says what is missing."""
+        model, data = self.model is not None, self.data is not None
+        missing = (
+            ""
+            if model and data
+            else "Open a model and its dataset first (File menu)"
+            if not model and not data
+            else "Open the model's dataset first (File > Open Dataset)"
+            if model
+            else "Open a model first (File > Open Model)"
+        )
+        self.scan_panel.set_available(model and data, missing)
+
+    def run_scan(self, config: ScanConfig | None = None) -> Task | None:
+        """Scan the current model for a backdoor (:meth:`core.session.Session.run_scan`) in a worker; the
+        session keeps the result when it ends, a cancelled scan leaves everything as it was."""
+        if self.model is None or self.data is None:
+            self.show_error("Nothing to scan", "Open a model and its dataset first.")
+            return None
+        if self.scan_task is not None:
+            return None
+        if self.defense_task is not None or self.analysis_task is not None:
+            self._idle("Busy: wait for the running defense or analysis, or cancel it, then scan")
+            return None
+        config = config or self.scan_panel.config()
+        session = self.session
+        task = self._run(lambda observer: session.run_scan(config, observer), "scan")
+        self.scan_task = task
+        self.scan_panel.start(config)
+        task.observer.stepped.connect(self.scan_panel.on_step)  # a bound slot: queued to the GUI thread
+        task.finished.connect(self._scan_done)
+        task.failed.connect(self._scan_failed)
+        task.cancelled.connect(self._scan_cancelled)
+        self._busy(f"Scanning {self.model_path.name if self.model_path else 'the model'} for a backdoor …")
+        task.start()
+        log.info("scanning with %s", config)
+        return task
+
+    def _scan_done(self, record: ScanRecord) -> None:
+        self.scan_task = None
+        if not self.session.finish_scan(record):
+            self.scan_panel.stopped("The model changed during the scan: its result was dropped; scan again.")
+            self._idle("Scan dropped: the model changed meanwhile")
+            self.scan_finished.emit(None)
+            return
+        self._show_scan()
+        r = record.result
+        verdict = f"backdoored, suspected target {r.suspected_target}" if r.backdoored else "no backdoor found"
+        self._idle(f"Scan finished in {r.seconds:.1f} s: {verdict}")
+        log.info("scan: %s (confidence %s)", verdict, r.confidence)
+        self.docks["Scan"].raise_()
+        self.scan_finished.emit(record)
+
+    def _show_scan(self) -> None:
+        record = self.session.scan
+        if record is not None:
+            current = record.version == self.session.model_version
+            self.scan_panel.show_record(record, self.session.scan_comparison(), current)
+
+    def _scan_failed(self, message: str, _details: str) -> None:
+        self.scan_task = None
+        self.scan_panel.stopped("The scan failed; the last result is as it was.")
+        self._failed("The scan failed", message)
+        self.scan_finished.emit(None)
+
+    def _scan_cancelled(self) -> None:
+        self.scan_task = None
+        self.scan_panel.stopped("Scan cancelled: the last result is as it was.")
+        self._idle("Scan cancelled: nothing changed")
+        self.scan_finished.emit(None)
+
+    def play_scan_trigger(self, kind: str, class_index: int) -> bool:
+        """Play the last scan's trigger for ``class_index``: alone (``trigger``) or added to the selected
+        clip (``mixed``, clamped to [-1, 1]), through the application's audio output."""
+        try:
+            wave = self.session.scan_trigger(class_index)
+        except GnftError as err:
+            self.show_error("No trigger to play", str(err))
+            return False
+        rate = self.session.scan.result.sample_rate
+        if kind == "mixed":
+            if self.data is None or self.current_clip is None:
+                self._idle("Select a clip in the Clips dock to hear the trigger on it")
+                return False
+            wave = mix_trigger(self.data.waves[self.current_clip], wave)
+        played = self.audio.play(wave.numpy(), rate)
+        if not played:
+            self._idle(f"Audio unavailable: {self.audio.status.reason}")
+        return played
+
+    def use_scan_trigger(self, class_index: int) -> bool:
+        """Make the last scan's trigger for ``class_index`` the attack (a custom trigger file in the
+        triggers folder, the class as target): the Attack dock, ASR, neurons and repairs follow it."""
+        try:
+            attack = self.session.use_scan_trigger(class_index, triggers_dir())
+        except (GnftError, OSError) as err:
+            self.show_error("Cannot use the trigger", str(err))
+            return False
+        self.attack_panel.set_attack(attack)  # shows it and sets it again (the same attack)
+        name = self.session.scan.result.classes[class_index]
+        self._idle(f"The scan's trigger for \u201c{name}\u201d is now the attack (target {name})")
+        log.info("scan trigger of class %s is now the custom attack (%s)", name, attack.params.file)
+        return True
 
     # ------------------------------------------------------------------ export
     def suggested_export_path(self) -> Path:

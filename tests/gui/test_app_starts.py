@@ -33,7 +33,7 @@ def test_main_window_opens_with_its_panels(qtbot):
     qtbot.waitExposed(window)
     assert window.isVisible() and window.windowTitle() == "GN-FT Workbench"
     docks = {d.objectName() for d in window.findChildren(QDockWidget)}
-    assert docks == {"dock_clips", "dock_attack", "dock_defense", "dock_log"}
+    assert docks == {"dock_clips", "dock_attack", "dock_defense", "dock_scan", "dock_log"}
     assert "Open a model" in window.status_label.text()
     assert window.requested == {"model": None, "data": None, "demo": False}
 

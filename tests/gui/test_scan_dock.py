@@ -1,0 +1,262 @@
+"""The Scan dock on a real backdoored checkpoint (offscreen): scan in the worker, read the verdict, cancel,
+hear the reconstructed trigger (real PortAudio, ALSA null), use it as the attack, re-scan after a repair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.scan import ScanResult
+from core.session import ScanRecord, mix_trigger
+from gnft_gui.main_window import SMALL_SCREEN, MainWindow
+from gnft_gui.views.scan_panel import DOMAIN_COLOURS, FLAGGED, Y_CAP, index_text
+from tests.gui.conftest import open_workspace
+
+#: a scan of a few seconds: ten steps, four clips a class a step, half the training split
+QUICK = {"clean_ratio": "50", "steps": "10", "batch_size": "4", "success": "50"}
+
+
+def fill(window: MainWindow, values: dict[str, str]) -> None:
+    panel = window.scan_panel
+    panel.form.show_advanced(True)
+    for name, value in values.items():
+        panel.fields[name].setText(value)
+
+
+def scan_through_the_dock(qtbot, window: MainWindow, **extra: str):
+    fill(window, {**QUICK, **extra})
+    with qtbot.waitSignal(window.scan_finished, timeout=120000) as done:
+        window.scan_panel.scan_button.click()
+    assert done.args[0] is not None, window.scan_panel.eta.text()
+    return done.args[0]
+
+
+def test_the_scan_button_says_what_is_missing_and_the_dock_sits_with_defense_and_attack(qtbot, workspace, monkeypatch):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(*SMALL_SCREEN)
+    window.show()
+    docks = window.docks
+    assert docks["Scan"] in window.tabifiedDockWidgets(docks["Defense"])
+    assert docks["Attack"] in window.tabifiedDockWidgets(docks["Scan"])
+    assert "Scan" in {a.text() for a in window.view_menu.actions()}
+    button = window.scan_panel.scan_button
+    assert not button.isEnabled() and "Open a model and its dataset" in button.toolTip()
+    assert window.run_scan() is None and window.last_error is not None  # asked anyway: an error box, no crash
+    assert window.session.scan is None
+    _root, _data_dir, model_path = workspace
+    assert window.open_model(model_path)
+    assert not button.isEnabled() and "dataset" in button.toolTip() and "model first" not in button.toolTip()
+    open_workspace(qtbot, window, workspace, monkeypatch)
+    assert button.isEnabled() and "Open" not in button.toolTip()
+    # the primary fields show, the rest folds under Advanced; seed and device are not in the form
+    panel = window.scan_panel
+    assert set(panel.fields) >= {"clean_ratio", "steps", "threshold", "domains"} and "device" not in panel.fields
+    assert panel.form.advanced_box.isHidden() and not panel.fields["steps"].isHidden()
+    assert not panel.play_trigger.isEnabled() and panel.play_trigger.toolTip() == "scan first"
+    # the dock raised on a 1280x800 screen: the window still fits it
+    docks["Scan"].raise_()
+    hint = window.minimumSizeHint()
+    assert hint.width() <= SMALL_SCREEN[0] and hint.height() <= SMALL_SCREEN[1], hint
+
+
+def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
+    panel = window.scan_panel
+    record = scan_through_the_dock(qtbot, window)
+    r = record.result
+    assert window.session.scan is record and record.of_input and r.config["steps"] == 10
+    assert r.config["clean_ratio"] == pytest.approx(0.5) and r.config["batch_size"] == 4
+    assert panel.progress.value() == panel.progress.maximum() == 2 * 10 and panel.redraws > 0
+    verdict = panel.verdict.text()
+    assert index_text(r.confidence) in verdict
+    if r.backdoored:
+        assert verdict.startswith("\u26a0 Backdoored") and f"\u201c{r.suspected_target}\u201d" in verdict
+    else:
+        assert verdict.startswith("\u2713 No backdoor found")
+    threshold = r.config["threshold"]
+    assert panel.threshold_line.value() == threshold and panel.threshold_line.isVisible()
+    assert panel.threshold_line.label.toPlainText() == f"threshold {threshold:g}"
+    for domain, rec in r.domains.items():
+        heights = panel.bar_heights(domain)
+        assert heights == pytest.approx([min(a, Y_CAP * threshold) for a in rec["anomaly_index"]])
+        colours = panel.bar_colours(domain)
+        assert colours == [FLAGGED if i in rec["flagged"] else DOMAIN_COLOURS[domain] for i in range(len(r.classes))]
+    columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
+    assert columns == ["class", "features", "waveform"] and panel.table.rowCount() == len(r.classes)
+    for i, name in enumerate(r.classes):
+        assert panel.table.item(i, 0).text() == name
+        for c, domain in enumerate(columns[1:], start=1):
+            assert panel.table.item(i, c).text() == index_text(r.domains[domain]["anomaly_index"][i])
+    top = max(r.gradient_norm_gini.values())
+    assert f"over {len(r.gradient_norm_gini)} layer(s)" in panel.gini.text() and f"{top:.2f}" in panel.gini.text()
+    assert all(layer in panel.gini.toolTip() for layer in r.gradient_norm_gini)
+    # the class offered first: the suspected target, else the most anomalous one; the table follows the combo
+    expected = r.classes.index(r.suspected_target) if r.backdoored else None
+    if expected is not None:
+        assert panel.selected_class() == expected
+    panel.table.selectRow(1)
+    assert panel.selected_class() == 1
+    assert panel.compare.isHidden() and "as opened" in panel.detail.text()
+    assert panel.scan_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_the_top(qtbot):
+    from gnft_gui.views.scan_panel import ScanPanel
+
+    panel = ScanPanel()
+    qtbot.addWidget(panel)
+    domain = {
+        "sizes": [0.5, 0.02, 0.4, 0.45],
+        "success": [0.9, 1.0, 0.95, 0.9],
+        "anomaly_index": [0.0, 56881.5, 0.7, 2.5],
+        "flagged": [1, 3],
+        "flagged_classes": ["no", "down"],
+    }
+    plain = {**domain, "anomaly_index": [0.0, 1.2, 0.0, 0.3], "flagged": [], "flagged_classes": []}
+    result = ScanResult(
+        backdoored=True,
+        suspected_target="no",
+        confidence=56881.5,
+        classes=["yes", "no", "up", "down"],
+        domains={"features": plain, "waveform": domain},
+        gradient_norm_gini={"classifier.conv1": 0.25, "classifier.fc": 0.75},
+        clean_clips=40,
+        seconds=1.5,
+        config={"threshold": 2.0},
+        triggers=torch.zeros(4, 160),
+    )
+    panel.show_record(ScanRecord(result, version=1, repairs=0, model_name="m.safetensors"))
+    assert panel.verdict.text() == (
+        "\u26a0 Backdoored: suspected target \u201cno\u201d, confidence 56,882 (anomaly index; flagged above 2)"
+    )
+    assert panel.bar_colours("waveform") == [DOMAIN_COLOURS["waveform"], FLAGGED, DOMAIN_COLOURS["waveform"], FLAGGED]
+    assert panel.bar_colours("features") == [DOMAIN_COLOURS["features"]] * 4
+    assert panel.bar_heights("waveform") == pytest.approx([0.0, Y_CAP * 2.0, 0.7, 2.5])  # cut at the axis top
+    assert [t.toPlainText() for t in panel.off_scale] == ["56,882"]
+    assert panel.table.item(1, 2).text() == "56,882" and panel.table.item(1, 2).font().bold()
+    assert not panel.table.item(2, 2).font().bold() and panel.table.item(3, 2).foreground().color().name() == FLAGGED
+    assert panel.selected_class() == 1 and panel.class_choice.currentText() == "no \u2014 flagged"
+    assert "Flagged: features none; waveform no, down." in panel.detail.text()
+    assert (
+        panel.gini.text()
+        == "Gradient-norm Gini over 2 layer(s): mean 0.50, range 0.25\u20130.75 (highest: classifier.fc)"
+    )
+    assert panel.use_button.isEnabled() and panel.use_button.toolTip().startswith("make this class")
+    # nothing flagged: the verdict reads so
+    quiet = ScanResult(**{**result.__dict__, "backdoored": False, "suspected_target": None, "confidence": 1.2})
+    quiet.domains = {"features": plain}
+    panel.show_record(ScanRecord(quiet, version=2, repairs=1, model_name="m.safetensors"), current=False)
+    assert panel.verdict.text() == "\u2713 No backdoor found: highest anomaly index 1.20, not above 2"
+    assert panel.off_scale == [] and panel.bar_heights("waveform") == [] and panel.selected_class() == 1
+    assert "after 1 accepted repair" in panel.detail.text() and "scan again" in panel.detail.text()
+
+
+def test_cancel_leaves_the_previous_scan_as_it_was(qtbot, window):
+    panel = window.scan_panel
+    first = scan_through_the_dock(qtbot, window)
+    shown = (panel.verdict.text(), panel.table.item(0, 1).text(), panel.gini.text(), panel.bar_heights("waveform"))
+    attack = window.attack
+    fill(window, {"steps": "100000"})
+    panel.scan_button.click()
+    task = window.scan_task
+    assert task is not None and not panel.scan_button.isEnabled() and panel.cancel_button.isEnabled()
+    with qtbot.waitSignal(task.observer.stepped, timeout=60000):
+        pass
+    with qtbot.waitSignal(window.scan_finished, timeout=60000) as done:
+        panel.cancel_button.click()
+    assert done.args == [None] and window.scan_task is None
+    assert window.session.scan is first and panel.record is first and window.attack is attack
+    again = (panel.verdict.text(), panel.table.item(0, 1).text(), panel.gini.text(), panel.bar_heights("waveform"))
+    assert again == shown and "cancelled" in panel.eta.text()
+    assert panel.scan_button.isEnabled() and panel.progress.isHidden()
+
+
+def test_the_trigger_plays_alone_and_on_the_selected_clip(qtbot, window, monkeypatch):
+    if not window.audio.status.output:
+        pytest.skip(f"no audio output here (PortAudio or a device missing): {window.audio.status.reason}")
+    record = scan_through_the_dock(qtbot, window)
+    panel = window.scan_panel
+    played = []
+    real_play = window.audio.play
+
+    def recording_play(wave, sample_rate):  # what reaches the real sounddevice path, recorded on the way
+        played.append((torch.as_tensor(wave).clone(), sample_rate))
+        return real_play(wave, sample_rate)
+
+    monkeypatch.setattr(window.audio, "play", recording_play)
+    k = 2
+    panel.select_class(k)
+    assert panel.play_trigger.isEnabled()
+    panel.play_trigger.click()
+    stream = window.audio.stream()
+    assert stream is not None and stream.samplerate == record.result.sample_rate and stream.channels == 1
+    assert torch.equal(played[-1][0], record.result.triggers[k])
+    with qtbot.waitSignal(window.clip_shown, timeout=5000):
+        window.clips.select(3)
+    assert window.clip_name(3) in panel.clip_label.text() and panel.play_mixed.isEnabled()
+    panel.play_mixed.click()
+    expected = mix_trigger(window.data.waves[3], record.result.triggers[k])
+    assert torch.equal(played[-1][0], expected) and float(expected.abs().max()) <= 1.0
+    assert window.audio.stream() is not stream and stream.stopped  # the new play replaced the first
+    window.audio.stop()
+    assert not window.audio.playing()
+
+
+def test_use_as_attack_sets_the_session_attack_to_the_reconstructed_trigger(qtbot, window, tmp_path):
+    record = scan_through_the_dock(qtbot, window)
+    panel = window.scan_panel
+    k = 1
+    panel.select_class(k)
+    panel.use_button.click()
+    attack = window.attack
+    assert attack is window.session.attack and attack.name == "custom" and attack.params.target == k
+    assert torch.equal(attack.pattern(window.data.sample_rate), record.result.triggers[k])
+    assert Path(attack.params.file).parent == tmp_path / "data" / "triggers"  # $GNFT_DATA_DIR/triggers
+    assert window.session.attack_source == "chosen in the application"
+    # the Attack dock shows it, and the triggered side of the clip is the clip with this trigger
+    assert window.attack_panel.choice.currentText() == "custom"
+    assert window.attack_panel.fields["target"].text() == str(k)
+    target = record.result.classes[k]
+    assert f"target {target}" in window.audio_view.sides["triggered"].title.text()
+    clip = window.data.waves[window.current_clip]
+    assert torch.allclose(
+        torch.as_tensor(window.audio_view.waves["triggered"]), clip + record.result.triggers[k], atol=1e-6
+    )
+
+
+def test_a_features_only_scan_has_no_trigger_to_play_or_use(qtbot, window):
+    scan_through_the_dock(qtbot, window, domains="features")
+    panel = window.scan_panel
+    assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
+        "class",
+        "features",
+    ]
+    assert panel.bar_heights("waveform") == []
+    for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
+        assert not button.isEnabled() and "features only" in button.toolTip()
+
+
+def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):
+    panel = window.scan_panel
+    before = scan_through_the_dock(qtbot, window)
+    defense = window.defense_panel
+    for name, value in (("clean_ratio", "50"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1")):
+        defense.fields[name].setText(value)
+    defense.run_button.click()
+    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    with qtbot.waitSignal(window.predictions_ready, timeout=60000):
+        defense.accept_button.click()
+    # the scan shown is of the model before the repair, and says so; nothing to compare yet
+    assert panel.record is before and "scan again" in panel.detail.text() and panel.compare.isHidden()
+    after = scan_through_the_dock(qtbot, window)
+    assert not after.of_input and window.session.scan_comparison() == (before, after)
+    assert not panel.compare.isHidden() and "after 1 accepted repair" in panel.detail.text()
+    headers = [panel.compare.horizontalHeaderItem(c).text() for c in range(3)]
+    assert headers == ["", "as opened", "after repair"]
+    for col, rec in ((1, before), (2, after)):
+        r = rec.result
+        assert panel.compare.item(0, col).text() == ("Backdoored" if r.backdoored else "No backdoor")
+        assert panel.compare.item(1, col).text() == (r.suspected_target or "-")
+        assert panel.compare.item(2, col).text() == index_text(r.confidence)

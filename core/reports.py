@@ -18,7 +18,7 @@ from core.metrics import percent
 from core.presets import PRESETS
 from core.runtime import write_json, write_text_atomic
 
-__all__ = ["export_markdown", "export_report", "repair_markdown", "write_export"]
+__all__ = ["export_markdown", "export_report", "repair_markdown", "rescan_markdown", "scan_verdicts", "write_export"]
 
 
 def export_report(path: Path, source: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +113,46 @@ def repair_markdown(report: dict[str, Any]) -> str:
     ]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
+    if report.get("rescan"):
+        lines += ["", rescan_markdown(report["rescan"]).rstrip("\n")]
     if report.get("findings"):
         lines += ["", "## Findings", "", *(f"- {f}" for f in report["findings"])]
+    return "\n".join(lines) + "\n"
+
+
+def scan_verdicts(record: dict[str, Any]) -> tuple[str, str]:
+    """A repair's scan before and after (:meth:`core.scan.Rescan.to_dict`) as two verdicts in words."""
+    out = []
+    for side in ("before", "after"):
+        flagged, target = record[f"flagged_{side}"], record[f"suspected_target_{side}"]
+        confidence = record[f"confidence_{side}"]
+        out.append(f"flagged, target {target} (anomaly index {confidence:.2f})" if flagged else "not flagged")
+    return out[0], out[1]
+
+
+def rescan_markdown(record: dict[str, Any]) -> str:
+    """A repair's scan before and after (:meth:`core.scan.Rescan.to_dict`) as a section for people."""
+    config = record["config"]
+    gone = {True: "the flag is gone", False: "still flagged", None: "the input model was not flagged"}
+    before, after = scan_verdicts(record)
+    lines = [
+        "## Scan before and after (trigger inversion, without the attack record)",
+        "",
+        f"Anomaly index threshold {config['threshold']:g}, {config['steps']} steps, domains {config['domains']}: "
+        f"{gone[record['flag_gone']]}.",
+        "",
+        "| | before | after |",
+        "|---|---|---|",
+        f"| verdict | {before} | {after} |",
+    ]
+    trigger = record["trigger"]
+    if trigger["asr_before"] is not None:
+        which = "flagged" if trigger["flagged"] else "most anomalous, not flagged"
+        lines.append(
+            f"| ASR of the reconstructed trigger of {trigger['class']} ({which}) on {trigger['clips']} "
+            f"{trigger['split']} clips of the other classes | {percent(trigger['asr_before'], digits=2)} "
+            f"| {percent(trigger['asr_after'], digits=2)} |"
+        )
+    else:
+        lines += ["", "No waveform trigger was searched (domains without waveform): no trigger ASR."]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from core.options import (
     option,
     parse_key_values,
 )
+from core.scan import ScanConfig
 from core.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,7 @@ OPTION_CLASSES = [
     AugmentConfig,
     *(d.Config for d in DEFENSES.values()),
     *(a.Params for a in list_attacks().values()),
+    ScanConfig,
 ]
 
 

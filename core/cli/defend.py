@@ -13,6 +13,14 @@ on the test split, never the other way round: a setting picked by its test figur
 the test split. The report records ``eval_split`` (as does the checkpoint's history entry), and
 the summary line and the Markdown name it. A dataset without that split (a Speech Commands folder
 with ``testing_list.txt`` alone has no validation clips) is refused in one line before any work.
+
+``--rescan`` scans the input model and the repaired one by trigger inversion (:func:`core.scan.rescan`,
+without the attack record; the scan's settings are ``--scan-steps``, ``--scan-clean-ratio``, ... the
+fields of :class:`core.scan.ScanConfig`, with ``--seed`` and ``--device``) before anything is written,
+and the report (JSON and Markdown) adds ``rescan``: whether the flag is gone, the suspected target
+before and after, and the before-scan's reconstructed waveform trigger of its most anomalous class
+replayed on the ``--eval-split`` clips of the other classes: its attack success rate on the input
+model and on the repaired one.
 """
 
 from __future__ import annotations
@@ -27,14 +35,15 @@ from typing import Any
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
+from core.cli.scan import ScanProgress, add_scan_arguments, check_scan_data, scan_config_from_args
 from core.data import AudioSet
 from core.defenses import DEFENSES, HIDDEN_OPTIONS, Defense
 from core.errors import ConfigError
 from core.events import ProgressObserver
-from core.options import add_arguments, fields_of
+from core.options import add_arguments, fields_of, from_namespace
 from core.presets import DEFAULT_PRESET, PRESETS
 from core.repair import record_repair, repair
-from core.reports import repair_markdown
+from core.reports import repair_markdown, scan_verdicts
 from core.runtime import (
     add_common_arguments,
     parse_args,
@@ -43,15 +52,18 @@ from core.runtime import (
     write_json,
     write_text_atomic,
 )
+from core.scan import ScanConfig, rescan
 from core.validate import input_path, output_path
 
-__all__ = ["EVAL_SPLITS", "build_parser", "check_eval_split", "choose_defense", "defend", "main"]
+__all__ = ["EVAL_SPLITS", "SCAN_PREFIX", "build_parser", "check_eval_split", "choose_defense", "defend", "main"]
 
 log = logging.getLogger("core.defend")
 #: How errors name the Markdown report written beside ``--report``.
 MARKDOWN = "the report's Markdown (--report with .md)"
 #: The splits ``--eval-split`` measures on (the training split is what the defense learns from).
 EVAL_SPLITS = ("test", "validation")
+#: The scan's options on this command line: ``--scan-steps``, ``--scan-clean-ratio``, ... (with ``--rescan``).
+SCAN_PREFIX = "scan-"
 
 
 #: Config fields that are not defense options on this command line (declared ``hidden``: seed and
@@ -117,6 +129,16 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         "settings on validation, then report the chosen ones on test; the report records it",
     )
     add_attack_override_arguments(p)
+    p.add_argument(
+        "--rescan",
+        action="store_true",
+        help="after the repair, scan the input and the repaired model for a backdoor by trigger inversion "
+        "(without the attack record) and report the verdicts and the reconstructed trigger's ASR before and "
+        "after; its settings are the --scan-* options",
+    )
+    add_scan_arguments(
+        p.add_argument_group("scan settings (with --rescan; seed and device as the defense's)"), prefix=SCAN_PREFIX
+    )
     output_path(
         p, "--out", required=True, suffixes=(".safetensors",), help="repaired checkpoint to write (.safetensors)"
     )
@@ -148,6 +170,18 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
     return name, preset
 
 
+def scan_config(args: argparse.Namespace) -> ScanConfig | None:
+    """The scan ``--rescan`` runs (None without it); a ``--scan-*`` option without ``--rescan`` is refused."""
+    given = sorted(
+        f"--{SCAN_PREFIX}{k.replace('_', '-')}" for k in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX)
+    )
+    if not args.rescan:
+        if given:
+            raise ConfigError(f"{', '.join(given)} only applies with --rescan")
+        return None
+    return scan_config_from_args(args, prefix=SCAN_PREFIX)
+
+
 def check_eval_split(data: AudioSet, split: str, option: str = "--eval-split") -> None:
     """Refuse, in one line naming ``option``, a dataset whose ``split`` has no clips."""
     idx = data.splits.get(split)
@@ -163,6 +197,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)  # the paths were checked by parse_args (core.validate)
     defense_name, preset = choose_defense(args)
+    scan_settings = scan_config(args)
     model, meta = load_checkpoint(model_path)
     data = load_from_args(
         args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
@@ -170,17 +205,20 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
     check_eval_split(data, args.eval_split)
+    if scan_settings is not None:
+        check_scan_data(data, scan_settings, prefix=SCAN_PREFIX)
     attack, attack_source = attack_for(args, meta)
     cls = DEFENSES[defense_name]
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
     config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     device = resolve_device(args.device)
+    model, data = model.to(device), data.to(device)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
     try:
         result = repair(
-            model.to(device),
-            data.to(device),
+            model,
+            data,
             cls(config),
             attack=attack,
             attack_source=attack_source,
@@ -195,11 +233,33 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         model=str(model_path),
         checkpoint=str(out),
     )
+    if scan_settings is not None:  # before anything is written: Ctrl-C here leaves no file
+        steps = 2 * scan_settings.steps * len(scan_settings.domain_list())
+        bar = progress_bar(steps, "rescan", False if args.quiet else None)
+        try:
+            report["rescan"] = rescan(
+                model, result.model, data, scan_settings, split=args.eval_split, observer=ScanProgress(bar)
+            ).to_dict()
+        finally:
+            bar.close()
     save_checkpoint(out, result.model, record_repair(meta, result))
     if args.report:
         write_json(args.report, report)
         write_text_atomic(Path(args.report).with_suffix(".md"), repair_markdown(report))
     return report
+
+
+def rescan_line(record: dict[str, Any]) -> str:
+    """The terminal's line on ``--rescan``: the verdicts before and after and the trigger's ASR."""
+    before, after = scan_verdicts(record)
+    line = f"rescan: before {before}, after {after}"
+    trigger = record["trigger"]
+    if trigger["asr_before"] is not None:
+        line += (
+            f"; reconstructed trigger of {trigger['class']} on {trigger['clips']} {trigger['split']} clips: ASR "
+            f"{100 * trigger['asr_before']:.1f} % -> {100 * trigger['asr_after']:.1f} %"
+        )
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{report['defense']['name']} ({used}), on the {report['eval_split']} split: {line}; "
         f"{report['seconds']:.1f} s on {report['device']}; wrote {report['checkpoint']}"
     )
+    if "rescan" in report:
+        print(rescan_line(report["rescan"]))
     for finding in report["findings"]:
         print(f"warning: {finding}", file=sys.stderr)
     return 0

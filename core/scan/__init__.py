@@ -33,7 +33,7 @@ from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
 from core.scan.invert import Inversion, invert_features, invert_waveform
 
-__all__ = ["ScanConfig", "ScanResult", "anomaly_index", "gini", "scan"]
+__all__ = ["Rescan", "ScanConfig", "ScanResult", "anomaly_index", "gini", "rescan", "scan", "trigger_success"]
 
 #: Median absolute deviation to standard deviation for normal data (Neural Cleanse's constant).
 MAD_SCALE = 1.4826
@@ -116,6 +116,22 @@ class ScanResult:
             for i in d["flagged"]:
                 scores[i] = max(scores.get(i, 0.0), d["anomaly_index"][i])
         return sorted(scores, key=lambda i: -scores[i])
+
+    def most_anomalous(self) -> int | None:
+        """The class the scan points at: the suspected target when the model is flagged, else the class
+        with the largest anomaly index in any domain (the first such class on a tie); None without domains."""
+        if self.suspected_target is not None:
+            return self.classes.index(self.suspected_target)
+        best, value = None, -math.inf
+        for d in self.domains.values():
+            for i, a in enumerate(d["anomaly_index"]):
+                if a > value:
+                    best, value = i, a
+        return best
+
+    def largest_anomaly(self, index: int) -> float:
+        """Class ``index``'s largest anomaly index over the domains (0 without domains)."""
+        return max((d["anomaly_index"][index] for d in self.domains.values()), default=0.0)
 
 
 def anomaly_index(sizes: list[float]) -> list[float]:
@@ -216,3 +232,108 @@ def scan(
         triggers=triggers,
         sample_rate=data.sample_rate,
     )
+
+
+@torch.no_grad()
+def trigger_success(
+    model: nn.Module,
+    waves: torch.Tensor,
+    labels: torch.Tensor,
+    trigger: torch.Tensor,
+    target: int,
+    batch_size: int = 256,
+) -> float | None:
+    """The share of ``waves`` whose label is not ``target`` that ``model`` classifies as ``target`` once
+    ``trigger`` (a waveform, added from the clip's start, cropped or zero-padded to it) is added and the
+    sum clamped to [-1, 1], as the waveform inversion applied it. None when every clip is of ``target``.
+    The model is run in eval mode and left in the mode it was in."""
+    keep = (labels != target).nonzero().flatten()
+    if keep.numel() == 0:
+        return None
+    device = next(model.parameters()).device
+    n = waves.shape[-1]
+    delta = torch.zeros(n, device=device)
+    part = trigger.detach().reshape(-1)[:n].to(device, torch.float32)
+    delta[: part.numel()] = part
+    training = model.training
+    model.eval()
+    hits = 0
+    try:
+        for start in range(0, keep.numel(), batch_size):
+            rows = keep[start : start + batch_size].to(waves.device)
+            x = (waves.index_select(0, rows).to(device, torch.float32) + delta).clamp(-1.0, 1.0)
+            hits += int((model(x).argmax(-1) == target).sum())
+    finally:
+        model.train(training)
+    return hits / keep.numel()
+
+
+@dataclass
+class Rescan:
+    """A model scanned before and after a repair with one config, and the before-scan's waveform trigger
+    of its most anomalous class replayed on clean clips of ``split`` (those not of that class) through
+    both models: its attack success rate before and after (None without a waveform domain)."""
+
+    before: ScanResult
+    after: ScanResult
+    split: str
+    target: int | None
+    clips: int
+    asr_before: float | None
+    asr_after: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a repair report keeps: the verdicts side by side, the trigger's ASR, both scans in full."""
+        b, a = self.before, self.after
+        target = b.classes[self.target] if self.target is not None else None
+        return {
+            "flagged_before": b.backdoored,
+            "flagged_after": a.backdoored,
+            "flag_gone": (not a.backdoored) if b.backdoored else None,
+            "suspected_target_before": b.suspected_target,
+            "suspected_target_after": a.suspected_target,
+            "confidence_before": b.confidence,
+            "confidence_after": a.confidence,
+            "trigger": {
+                "class": target,
+                "index": self.target,
+                "flagged": self.target is not None and self.target in b.suspicious(),
+                "anomaly_index": b.largest_anomaly(self.target) if self.target is not None else None,
+                "split": self.split,
+                "clips": self.clips,
+                "asr_before": self.asr_before,
+                "asr_after": self.asr_after,
+            },
+            "config": b.config,
+            "before": b.to_dict(),
+            "after": a.to_dict(),
+        }
+
+
+def rescan(
+    original: nn.Module,
+    repaired: nn.Module,
+    data: AudioSet,
+    config: ScanConfig | None = None,
+    *,
+    split: str = "test",
+    observer: Observer | None = None,
+) -> Rescan:
+    """Scan ``original`` and ``repaired`` with the same ``config`` (neither model is changed), then replay
+    the first scan's reconstructed waveform trigger of its most anomalous class
+    (:meth:`ScanResult.most_anomalous`) on ``data``'s ``split`` through both models
+    (:func:`trigger_success`). Raises :class:`core.events.Cancelled` when the observer asks to stop."""
+    config = config or ScanConfig()
+    before = scan(original, data, config, observer)
+    after = scan(repaired, data, config, observer)
+    target = before.most_anomalous()
+    rows = data.splits[split]
+    waves = data.waves.index_select(0, rows.to(data.waves.device))
+    labels = data.labels.index_select(0, rows.to(data.labels.device))
+    clips = int((labels != target).sum()) if target is not None else 0
+    asr_before = asr_after = None
+    if target is not None and before.triggers is not None:
+        trigger = before.triggers[target]
+        asr_before = trigger_success(original, waves, labels, trigger, target)
+        asr_after = trigger_success(repaired, waves, labels, trigger, target)
+    return Rescan(before, after, split, target, clips, asr_before, asr_after)

@@ -29,7 +29,8 @@ from tests.conftest import TINY_WORDS, write_speech_commands
 
 FRONT_END = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
 FRONT_END_ARGS = ["--n-coeffs", "20", "--n-mels", "40", "--hop-length", "320"]
-INT_BAD = ["0", "-1", "abc", "1.5", "", "99999999999999999999999", "nan"]
+HUGE = "99999999999999999999999"
+INT_BAD = ["0", "-1", "abc", "1.5", "", HUGE, "nan"]
 FLOAT_BAD = ["nan", "inf", "-inf", "-1", "abc", "", "1e309"]
 SEED = ["0", "7", str(2**64 - 1)]
 SEED_BAD = ["-1", str(2**64), "x", "1e3"]
@@ -182,6 +183,25 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
                 "--out": ([str(out / "a.json")], [str(ws.model), str(out), long_name]),
             },
         ),
+        "scan": (
+            ["--model", str(ws.model), *data, "--device", "cpu", "--quiet", "--steps", "2", "--batch-size", "1"]
+            + ["--out", str(out / "s.json")],
+            {
+                **common,
+                "--steps": (["1", "2"], [v for v in INT_BAD if v != HUGE]),  # a huge count runs as long as asked
+                "--batch-size": (["1", "3"], INT_BAD),
+                "--clean-ratio": (["0.5", "1"], [*FLOAT_BAD, "0", "1.5"]),
+                "--success": (["0.5", "1"], [*FLOAT_BAD, "0", "1.5"]),
+                "--threshold": (["0.5", "3"], [*FLOAT_BAD, "0"]),
+                "--peak": (["0.1", "1"], [*FLOAT_BAD, "0", "1.5"]),
+                "--domains": (["features", "waveform", "waveform,features"], ["spectrum", "", ",", "features,x"]),
+                "--out": ([str(out / "s.json")], [str(ws.model), str(out / "s.wav"), str(out), long_name]),
+                "--triggers": ([str(out / "wavs")], [str(ws.model), str(ws.clip), str(ws.data), long_name]),
+                "--model": ([str(ws.model)], paths_bad),
+                "--data": ([str(ws.data)], [str(ws.dangling), str(ws.model)]),
+                "--threads": (["1"], ["0", "many"]),
+            },
+        ),
         "attacks": (
             ["example", "--attack", "badnets", "--clip", str(ws.clip), "--out", str(out / "e.wav")],
             {
@@ -232,7 +252,7 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
     }
 
 
-COMMANDS = ("train", "defend", "analyze", "attacks", "synth", "grid", "demo")
+COMMANDS = ("train", "defend", "analyze", "scan", "attacks", "synth", "grid", "demo")
 
 
 @st.composite

@@ -64,12 +64,13 @@ def test_every_drawn_command_line_runs_or_is_refused_in_one_line(ws, command):
 
 # ------------------------------------------------------------------ output-collision matrix
 def _parsers():
-    from core.cli import analyze, attacks, defend, grid, synth, train
+    from core.cli import analyze, attacks, defend, grid, scan, synth, train
 
     return {
         "train": (train.build_parser, ["--data", "{data}", "--out", "{o}"]),
         "defend": (defend.build_parser, ["--model", "{m}", "--data", "{data}", "--out", "{o}"]),
         "analyze": (analyze.build_parser, ["--model", "{m}", "--data", "{data}", "--out", "{j}"]),
+        "scan": (scan.build_parser, ["--model", "{m}", "--data", "{data}", "--out", "{j}"]),
         "grid": (grid.build_parser, ["--data", "{data}", "--out", "{g}"]),
         "attacks": (attacks.build_parser, ["example", "--attack", "badnets", "--clip", "{c}", "--out", "{w}"]),
         "synth": (synth.build_parser, ["--out", "{s}"]),
@@ -284,7 +285,9 @@ runpy.run_module(MODULE, run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.mark.parametrize("module", ["core.train", "core.defend", "core.data.synth", "core.attacks", "core.demo"])
+@pytest.mark.parametrize(
+    "module", ["core.train", "core.defend", "core.data.synth", "core.attacks", "core.demo", "core.scan"]
+)
 def test_ctrl_c_while_torch_imports_exits_130_quietly(module):
     code = CTRL_C_IN_IMPORTS.replace("MODULE", repr(module))
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -34,6 +34,12 @@ def digest(path: Path) -> str:
         ("core.train", ["--out", "{m}", "--init-from", "{m}"], "--out is the same file as --init-from"),
         ("core.analyze", ["--model", "{m}", "--out", "{m}"], "--out is the same file as --model"),
         (
+            "core.scan",
+            ["--model", "{m}", "--out", "{x}", "--triggers", "{m}"],
+            "--triggers is the same file as --model",
+        ),
+        ("core.scan", ["--model", "{m}", "--out", "{x}", "--triggers", "{x}"], "--triggers is the same file as --out"),
+        (
             "core.analyze",
             ["--model", "{m}", "--compare", "{o}", "--out", "{x}", "--plot", "{o}"],
             "--plot is the same file as --compare",

@@ -1,0 +1,291 @@
+"""``python -m core.scan``: look for a backdoor in a checkpoint without knowing its trigger (issue 33).
+
+Loads the checkpoint's model and class list (never its attack record: the scan must find what it
+finds from the weights and clean clips alone), takes a clean share of the dataset's training split
+and runs :func:`core.scan.scan` with the options of :class:`core.scan.ScanConfig` (one command-line
+option per field). Writes ``--out`` (JSON: the scan's result, the command, the model, the machine and
+the trigger files) and, in ``--triggers`` (default ``<out stem>_triggers`` beside ``--out``), the
+reconstructed waveform trigger of each flagged class as a 32-bit float WAV at the data's sample rate,
+and always that of the most anomalous class, named ``not_flagged_most_anomalous_...`` when the model
+was not flagged. Nothing is written until the scan has finished: Ctrl-C or a cancelled run leaves no
+file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.checkpoint import load_checkpoint
+from core.cli.common import add_data_arguments, load_from_args
+from core.data import AudioSet
+from core.errors import CheckpointError, ConfigError
+from core.events import Cancelled, NullObserver, Observer, StepInfo
+from core.options import add_arguments, fields_of, from_namespace
+from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
+from core.scan import ScanConfig, ScanResult, scan
+from core.validate import check_paths, declared_paths, input_path, output_path
+
+__all__ = [
+    "ScanProgress",
+    "add_scan_arguments",
+    "build_parser",
+    "check_scan_data",
+    "default_triggers",
+    "main",
+    "run_scan",
+    "scan_config_from_args",
+    "trigger_files",
+]
+
+log = logging.getLogger("core.scan")
+
+
+class ScanProgress(NullObserver):
+    """Advances ``bar`` one step per inversion step (the phase in its caption) and passes every event
+    on to ``inner`` (an embedding caller's observer), whose ``should_stop`` cancels the scan."""
+
+    def __init__(self, bar: Any, inner: Observer | None = None) -> None:
+        self.bar, self.inner = bar, inner or NullObserver()
+
+    def on_step(self, info: StepInfo) -> None:
+        self.bar.update(1)
+        self.bar.set_description(info.phase, refresh=False)
+        self.inner.on_step(info)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "") -> None:
+    """One option per :class:`ScanConfig` field (``--{prefix}steps``, ...); seed and device come from the
+    common options. ``prefix`` keeps them apart from another command's (``core.defend --scan-steps``)."""
+    add_arguments(parser, ScanConfig, prefix=prefix, default_none=bool(prefix))
+
+
+def scan_config_from_args(args: argparse.Namespace, prefix: str = "") -> ScanConfig:
+    """The :class:`ScanConfig` the options of :func:`add_scan_arguments` describe, with the common
+    ``--seed`` and ``--device``, checked: what is wrong is one line naming the option."""
+    config = ScanConfig(**from_namespace(args, ScanConfig, prefix=prefix), seed=args.seed, device=args.device)
+    try:
+        config.validate()
+    except ConfigError as err:
+        text = str(err)
+        for spec in fields_of(ScanConfig):
+            if not spec.hidden and text.startswith(spec.name + " "):
+                text = f"--{prefix}{spec.flag}{text[len(spec.name) :]}"
+                break
+        raise ConfigError(text) from None
+    return config
+
+
+#: The most clips one inversion step may hold (classes x clips a class a step), about 4 GB of one-second
+#: 16 kHz waveforms: a larger step cannot be held in memory here and is refused before any work.
+MAX_STEP_CLIPS = 65536
+
+
+def check_scan_data(data: AudioSet, config: ScanConfig, option: str = "--data", prefix: str = "") -> None:
+    """Refuse, naming ``option``, a training split without clips of two classes (no class's candidate
+    trigger would have clips of another class to turn), and a ``--{prefix}batch-size`` whose step would
+    hold more than :data:`MAX_STEP_CLIPS` clips over the data's classes."""
+    step = config.batch_size * len(data.classes)
+    if step > MAX_STEP_CLIPS:
+        raise ConfigError(
+            f"--{prefix}batch-size {config.batch_size}: a step would hold {step} clips over {len(data.classes)} "
+            f"classes; at most {MAX_STEP_CLIPS} are held (a batch of at most {MAX_STEP_CLIPS // len(data.classes)})"
+        )
+    idx = data.splits.get("train")
+    present = 0 if idx is None or idx.numel() == 0 else int(data.labels.cpu()[idx.cpu()].unique().numel())
+    if present < 2:
+        raise ConfigError(
+            f"{option}: the training split holds clips of {present} class(es); the scan needs clean clips of "
+            "at least two classes"
+        )
+
+
+def default_triggers(out: str | os.PathLike) -> Path:
+    """Where the trigger WAVs go when ``--triggers`` is not given: ``<out stem>_triggers`` beside ``--out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_triggers")
+
+
+def _safe(name: str) -> str:
+    """A class name as part of a file name (letters of any script, digits, ``-`` and ``_``)."""
+    return re.sub(r"[^\w-]+", "_", name).strip("_")[:60] or "class"
+
+
+def trigger_files(result: ScanResult) -> list[dict[str, Any]]:
+    """The WAVs a scan writes: each flagged class (most anomalous first), and the most anomalous class
+    when nothing was flagged; none without a waveform domain. Each: class, index, flagged, file name."""
+    if result.triggers is None:
+        return []
+    flagged = result.suspicious()
+    chosen = [(i, True) for i in flagged]
+    top = result.most_anomalous()
+    if top is not None and top not in flagged:
+        chosen.append((top, False))
+    files = []
+    for i, is_flagged in chosen:
+        stem = "flagged" if is_flagged else "not_flagged_most_anomalous"
+        files.append(
+            {
+                "class": result.classes[i],
+                "index": i,
+                "flagged": is_flagged,
+                "anomaly_index": result.largest_anomaly(i),
+                "file": f"{stem}_{i:02d}_{_safe(result.classes[i])}.wav",
+            }
+        )
+    return files
+
+
+def _write_triggers(result: ScanResult, folder: Path, files: list[dict[str, Any]]) -> None:
+    """Write the WAVs: into a new folder made aside and renamed into place, or file by file (each
+    atomically) into a folder that is already there."""
+    from core.audio import write_wav
+
+    if not files:
+        return
+    staging = folder if folder.is_dir() else folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    assert result.triggers is not None
+    try:
+        for entry in files:
+            write_wav(staging / entry["file"], result.triggers[entry["index"]], result.sample_rate, subtype="FLOAT")
+        if staging != folder:
+            os.replace(staging, folder)
+    except BaseException:
+        if staging != folder:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m core.scan``'s options; the scan's own are the fields of :class:`ScanConfig`."""
+    p = argparse.ArgumentParser(
+        prog="python -m core.scan",
+        description="Scan a checkpoint for a backdoor by trigger inversion, without its attack record: the "
+        "verdict, the suspected target class, and the reconstructed waveform triggers.",
+        epilog="Example: python -m core.scan --model suspect.safetensors --data runs/synth_scd10 "
+        "--out runs/suspect_scan.json   # + runs/suspect_scan_triggers/*.wav",
+    )
+    input_path(
+        p,
+        "--model",
+        required=True,
+        help="checkpoint to scan (.safetensors); only its weights and classes are read, never its attack record",
+    )
+    add_data_arguments(p)
+    add_scan_arguments(p.add_argument_group("scan settings"))
+    output_path(p, "--out", required=True, suffixes=(".json",), help="report to write (JSON)")
+    output_path(
+        p,
+        "--triggers",
+        kind="folder",
+        help="folder for the reconstructed triggers (WAV, 32-bit float, the data's sample rate) (default: "
+        "<out stem>_triggers beside --out)",
+    )
+    add_common_arguments(p)
+    return p
+
+
+def run_scan(
+    args: argparse.Namespace, argv: Sequence[str], config: ScanConfig, observer: Observer | None = None
+) -> dict[str, Any]:
+    """Scan the checkpoint ``args`` names and write its report and triggers (only once the scan has
+    finished); returns the report. Raises :class:`Cancelled` when ``observer`` stops it."""
+    model_path, out, folder = Path(args.model), Path(args.out), Path(args.triggers)
+    try:
+        model, meta = load_checkpoint(model_path)
+    except CheckpointError as err:  # "no such model file", "not a valid .safetensors file", ...
+        raise CheckpointError(f"--model: {err}") from None
+    classes = list(meta["classes"])  # the model and its classes only: the attack record is never read
+    data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or classes)
+    if list(data.classes) != classes:
+        raise ConfigError(f"the data's classes {data.classes} differ from the model's {classes}")
+    check_scan_data(data, config)
+    device = resolve_device(config.device)
+    bar = progress_bar(config.steps * len(config.domain_list()), "scan", False if args.quiet else None)
+    try:
+        result = scan(model.to(device), data, config, ScanProgress(bar, observer))
+    finally:
+        bar.close()
+    files = trigger_files(result)
+    top = result.most_anomalous()
+    report: dict[str, Any] = {
+        "command": " ".join(["python -m core.scan", *argv]),
+        "model": str(model_path),
+        **result.to_dict(),
+        "most_anomalous": None
+        if top is None
+        else {
+            "class": result.classes[top],
+            "index": top,
+            "flagged": top in result.suspicious(),
+            "anomaly_index": result.largest_anomaly(top),
+        },
+        "trigger_audio": {
+            "folder": str(folder) if files else None,
+            "sample_rate": result.sample_rate,
+            "files": [{**{k: v for k, v in f.items() if k != "file"}, "path": str(folder / f["file"])} for f in files],
+        },
+        "machine": machine_info(device),
+    }
+    if not files:
+        report["trigger_audio"]["note"] = "no waveform domain was scanned: no trigger audio"
+    _write_triggers(result, folder, files)
+    write_json(out, report)
+    return report
+
+
+def _summary(report: dict[str, Any]) -> str:
+    classes = report["classes"]
+    threshold = report["config"]["threshold"]
+    if report["backdoored"]:
+        lines = [
+            f"verdict: backdoor suspected, target {report['suspected_target']!r} "
+            f"(confidence: anomaly index {report['confidence']:.2f}, threshold {threshold:g})"
+        ]
+    else:
+        top = report["most_anomalous"]
+        lines = [
+            f"verdict: no backdoor found (largest anomaly index {report['confidence']:.2f}, threshold "
+            f"{threshold:g}" + (f"; most anomalous class {top['class']!r})" if top else ")")
+        ]
+    width = max(len(d) for d in report["domains"]) if report["domains"] else 0
+    for domain, record in report["domains"].items():
+        cells = ", ".join(
+            f"{c} {a:.2f}{'*' if i in record['flagged'] else ''}"
+            for i, (c, a) in enumerate(zip(classes, record["anomaly_index"]))
+        )
+        lines.append(f"  {domain:<{width}}  anomaly index per class: {cells}")
+    audio = report["trigger_audio"]
+    if audio["files"]:
+        lines.append(f"  reconstructed triggers: {', '.join(f['path'] for f in audio['files'])}")
+    lines.append(f"{report['clean_clips']} clean clips, {report['seconds']:.1f} s; wrote {report['out']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, observer: Observer | None = None) -> int:
+    """The command; ``observer`` (for a caller embedding it) hears the scan's steps and may cancel it:
+    then nothing is written and the exit code is 130, as after Ctrl-C."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.triggers is None:
+        args.triggers = str(default_triggers(args.out))
+        check_paths(declared_paths(parser, args))  # the default folder, checked as a given one would be
+    config = scan_config_from_args(args)
+    try:
+        report = run_scan(args, argv, config, observer)
+    except Cancelled:
+        print("cancelled: nothing written", file=sys.stderr)
+        return 130
+    print(_summary({**report, "out": args.out}))
+    return 0

@@ -799,8 +799,9 @@ class MainWindow(QMainWindow):
             return None
         if self.defense_task is not None:
             return None
-        if self.analysis_task is not None:
-            self._idle("An analysis is running: wait for it or cancel it first")
+        if self.analysis_task is not None or self.scan_task is not None:
+            what = "An analysis" if self.analysis_task is not None else "A scan"
+            self._idle(f"{what} is running: wait for it or cancel it first")
             return None
         session, base = self.session, self.defense_panel.base_preset
         preset = preset_record(name, config, base=base)

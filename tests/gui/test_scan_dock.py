@@ -164,6 +164,9 @@ def test_cancel_leaves_the_previous_scan_as_it_was(qtbot, window):
     assert task is not None and not panel.scan_button.isEnabled() and panel.cancel_button.isEnabled()
     with qtbot.waitSignal(task.observer.stepped, timeout=60000):
         pass
+    model = window.model
+    assert window.run_defense("ft", window.defense_panel.config()) is None  # no repair under a running scan
+    assert window.defense_task is None and window.model is model
     with qtbot.waitSignal(window.scan_finished, timeout=60000) as done:
         panel.cancel_button.click()
     assert done.args == [None] and window.scan_task is None

@@ -72,6 +72,27 @@ def write_speech_commands(
     return root
 
 
+def backdoored_workspace(root: Path, speakers: int, per_speaker: int, epochs: int) -> tuple[Path, Path, Path]:
+    """A tiny tone corpus in ``root/sc`` and a SmallCNN trained on it with a BadNets noise burst (target 2),
+    saved as ``root/attacked.safetensors``: (root, data folder, checkpoint), for session and scan tests."""
+    from core.attacks import get_attack
+    from core.checkpoint import save_checkpoint
+    from core.data.speech_commands import load_speech_commands
+    from core.features import FrontEndConfig
+    from core.training import TrainConfig, train_model
+
+    data_dir = write_speech_commands(root / "sc", speakers=speakers, per_speaker=per_speaker)
+    data = load_speech_commands(data_dir, TINY_WORDS)
+    result = train_model(
+        data,
+        TrainConfig(model="smallcnn", epochs=epochs, batch_size=32, lr=3e-3, device="cpu"),
+        get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
+        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
+        show_progress=False,
+    )
+    return root, data_dir, save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
+
+
 def write_fsdd(root: Path, speakers=("alice", "bob", "carol"), per_digit: int = 12, seed: int = 0) -> Path:
     """A flat FSDD-like folder at 8 kHz with clips of varying length."""
     import soundfile as sf

@@ -96,15 +96,6 @@ def _short(record: ScanRecord) -> tuple[str, str, str]:
     return ("Backdoored" if r.backdoored else "No backdoor", r.suspected_target or "-", index_text(r.confidence))
 
 
-def _best_class(record: ScanRecord) -> int:
-    """The class to offer first: the suspected target, else the most anomalous class in any domain."""
-    r = record.result
-    if r.suspected_target is not None:
-        return r.classes.index(r.suspected_target)
-    scores = [max((d["anomaly_index"][i] for d in r.domains.values()), default=0.0) for i in range(len(r.classes))]
-    return int(np.argmax(scores)) if scores else 0
-
-
 class ScanPanel(QWidget):
     """Emits ``scan_requested(ScanConfig)``, ``cancel_requested()``, ``play_requested(kind, class index)``
     (kind ``trigger``: the trigger alone; ``mixed``: on the selected clip) and ``use_requested(class index)``."""
@@ -435,7 +426,7 @@ class ScanPanel(QWidget):
         for i, name in enumerate(r.classes):
             self.class_choice.addItem(f"{name} \u2014 flagged" if i in flagged_any else name, i)
         self.class_choice.blockSignals(False)
-        self.select_class(_best_class(record))
+        self.select_class(record.result.most_anomalous() or 0)
         self._say("")  # the detail line has the time
         self.set_state("idle")
 

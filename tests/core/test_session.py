@@ -9,16 +9,14 @@ import pytest
 import torch
 
 from core.attacks import get_attack
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.defenses import GNFTConfig
 from core.errors import CheckpointError, ConfigError
 from core.events import NullObserver
-from core.features import FrontEndConfig
 from core.repair import RepairResult
 from core.session import MismatchError, Session
-from core.training import TrainConfig, train_model
-from tests.conftest import TINY_WORDS, write_speech_commands
+from tests.conftest import TINY_WORDS, backdoored_workspace
 
 #: A repair that takes a second: half the training split, two epochs, an evaluation after each.
 TINY = dict(clean_ratio=0.5, epochs=2, batch_size=16, eval_every=1, seed=0, device="cpu")
@@ -26,18 +24,7 @@ TINY = dict(clean_ratio=0.5, epochs=2, batch_size=16, eval_every=1, seed=0, devi
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("session")
-    data_dir = write_speech_commands(root / "sc", speakers=12, per_speaker=2)
-    data = load_speech_commands(data_dir, TINY_WORDS)
-    result = train_model(
-        data,
-        TrainConfig(model="smallcnn", epochs=4, batch_size=32, lr=3e-3, device="cpu"),
-        get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
-        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
-        show_progress=False,
-    )
-    model_path = save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
-    return root, data_dir, model_path
+    return backdoored_workspace(tmp_path_factory.mktemp("session"), speakers=12, per_speaker=2, epochs=4)
 
 
 @pytest.fixture

@@ -5,18 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.attacks import get_attack
-from core.checkpoint import save_checkpoint
-from core.data.speech_commands import load_speech_commands
 from core.defenses import GNFTConfig
 from core.errors import ConfigError
 from core.evaluation import evaluate
 from core.events import Cancelled, NullObserver
-from core.features import FrontEndConfig
 from core.scan import ScanConfig
 from core.session import Session, mix_trigger
-from core.training import TrainConfig, train_model
-from tests.conftest import TINY_WORDS, write_speech_commands
+from tests.conftest import TINY_WORDS, backdoored_workspace
 
 #: a scan that takes a second or two: a few steps on half the training split
 QUICK = dict(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
@@ -24,18 +19,7 @@ QUICK = dict(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("session_scan")
-    data_dir = write_speech_commands(root / "sc", speakers=8, per_speaker=2)
-    data = load_speech_commands(data_dir, TINY_WORDS)
-    result = train_model(
-        data,
-        TrainConfig(model="smallcnn", epochs=2, batch_size=32, lr=3e-3, device="cpu"),
-        get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10),
-        front_end=FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320),
-        show_progress=False,
-    )
-    model_path = save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
-    return root, data_dir, model_path
+    return backdoored_workspace(tmp_path_factory.mktemp("session_scan"), speakers=8, per_speaker=2, epochs=2)
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def index_text(value: float | None) -> str:
 def verdict_text(record: ScanRecord) -> str:
     """The verdict in one line: backdoored or not, the suspected target, the confidence."""
     r = record.result
-    threshold = float(r.config.get("threshold", 2.0))
+    threshold = float(r.config.get("threshold", ScanConfig().threshold))
     if r.backdoored:
         return (
             f"\u26a0 Backdoored: suspected target \u201c{r.suspected_target}\u201d, confidence "
@@ -158,7 +158,7 @@ class ScanPanel(QWidget):
             self.plot.addItem(bar)
             self.bars[domain] = bar
         self.threshold_line = pg.InfiniteLine(
-            2.0,
+            ScanConfig().threshold,
             angle=0,
             pen=pg.mkPen(FLAGGED, width=1.5, style=Qt.PenStyle.DashLine),
             label="threshold {value:g}",
@@ -466,7 +466,7 @@ class ScanPanel(QWidget):
     def _show_bars(self, record: ScanRecord) -> None:
         r = record.result
         k = len(r.classes)
-        threshold = float(r.config.get("threshold", 2.0))
+        threshold = float(r.config.get("threshold", ScanConfig().threshold))
         shown = [d for d in DOMAINS if d in r.domains]
         width = 0.8 / max(1, len(shown))
         cap = Y_CAP * threshold

@@ -17,11 +17,16 @@ from tests.conftest import TINY_WORDS
 
 def test_anomaly_index_measures_distance_below_the_median_in_deviations():
     sizes = [1.0, 1.1, 0.9, 1.0, 0.2]
-    index = anomaly_index(sizes)
+    index = anomaly_index(sizes, log=False)
     mad = 1.4826 * 0.1  # median 1.0; absolute deviations 0, .1, .1, 0, .8 -> median 0.1
     assert index[4] == pytest.approx(0.8 / mad) and index[2] == pytest.approx(0.1 / mad)
     assert index[0] == index[1] == index[3] == 0.0  # at or above the median: not anomalous
     assert anomaly_index([0.5, math.inf, 0.6, 0.55])[1] == 0.0  # no trigger found: the largest size
+    # the scan's statistic works on a log scale: sizes e^0, e^0.1, e^-0.1, e^0, e^-2 -> MAD 0.1 of the logs
+    logs = anomaly_index([math.exp(v) for v in (0.0, 0.1, -0.1, 0.0, -2.0)])
+    assert logs[4] == pytest.approx(2.0 / mad) and logs[2] == pytest.approx(0.1 / mad) and logs[0] == 0.0
+    # ten times smaller than its peers is as anomalous whatever the peers' scale
+    assert anomaly_index([0.01, 0.012, 0.011, 0.001]) == pytest.approx(anomaly_index([1.0, 1.2, 1.1, 0.1]))
 
 
 def test_gini_of_neuron_norms():

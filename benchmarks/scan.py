@@ -1,0 +1,174 @@
+"""How well ``python -m core.scan`` finds a backdoor it was not told about (issue 33).
+
+Runs the product's own command on every checkpoint a glob names (the grids' clean and backdoored
+models, and repaired ones), then compares its verdict with the truth, which only this benchmark reads
+from the checkpoint's attack record (the scan never does):
+
+    python benchmarks/scan.py --group asc10 --data ../shared/data/arabic_sc --vocab asc10 \\
+        --models 'runs/grid_asc10/train_*.safetensors' \\
+        --repaired 'runs/grid_asc10/defend_*_gnft@recommended.safetensors' \\
+        --work runs/scan --out benchmarks/results/scan.json --threads 1 [-- SCAN OPTIONS]
+
+Resumable: each scan's JSON stays in ``--work`` and is reused while its command is the same. Rows of
+other groups already in ``--out`` are kept, so one file gathers every corpus; the summary (detection
+rate, false positives, AUROC of the anomaly index, target-class accuracy, seconds per scan by
+architecture, share of repaired models still flagged) is computed over all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, this_command  # noqa: E402
+
+TARGETS = {"auroc": 0.95, "target_accuracy": 0.90, "false_positive_rate": 0.10, "resnet_seconds": 300.0}
+
+
+def truth(path: Path) -> dict[str, Any]:
+    """What the checkpoint really is: its attack (``clean`` when none) and target word, and whether a
+    defense was run on it. Only the benchmark reads this; the scan gets the weights and classes."""
+    from core.checkpoint import read_metadata
+
+    meta = read_metadata(path)
+    attack = meta["provenance"].get("attack")
+    target = None
+    if attack:
+        index = (attack.get("params") or {}).get("target")
+        target = meta["classes"][index] if isinstance(index, int) else None
+    return {
+        "architecture": meta["architecture"],
+        "attack": attack["name"] if attack else "clean",
+        "target": target,
+        "repaired": bool(meta["provenance"].get("defenses")),
+    }
+
+
+def scan_one(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``python -m core.scan`` on one checkpoint (skipped when its report exists for the same command)."""
+    out = work / f"{args.group}_{path.stem}.json"
+    cmd = [sys.executable, "-m", "core.scan", "--model", str(path), "--data", args.data, "--out", str(out)]
+    cmd += (["--vocab", args.vocab] if args.vocab else []) + ["--threads", str(args.threads), *args.scan_args]
+    if out.is_file() and json.loads(out.read_text()).get("benchmark_command") == cmd[1:]:
+        return json.loads(out.read_text())
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    report = json.loads(out.read_text())
+    report["benchmark_command"] = cmd[1:]
+    out.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"group": group, "model": str(path), **truth(path)}
+    if "error" in report:
+        return {**row, "error": report["error"]}
+    return {
+        **row,
+        "flagged": bool(report["backdoored"]),
+        "suspected_target": report.get("suspected_target"),
+        "confidence": report.get("confidence"),
+        "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in report.get("domains", {}).items()},
+        "seconds": report.get("seconds"),
+    }
+
+
+def auroc(positives: list[float], negatives: list[float]) -> float | None:
+    """Probability that a backdoored model scores above a clean one (ties count half)."""
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if "error" not in r]
+    backdoored = [r for r in ok if r["attack"] != "clean" and not r["repaired"]]
+    clean = [r for r in ok if r["attack"] == "clean"]
+    repaired = [r for r in ok if r["repaired"]]
+
+    def share(items: list[dict[str, Any]], test) -> float | None:
+        return sum(1 for r in items if test(r)) / len(items) if items else None
+
+    seconds: dict[str, float] = {}
+    for arch in sorted({r["architecture"] for r in ok}):
+        times = [r["seconds"] for r in ok if r["architecture"] == arch and r.get("seconds") is not None]
+        if times:
+            seconds[arch] = round(sum(times) / len(times), 1)
+    out = {
+        "backdoored_models": len(backdoored),
+        "clean_models": len(clean),
+        "repaired_models": len(repaired),
+        "errors": len(rows) - len(ok),
+        "detection_rate": share(backdoored, lambda r: r["flagged"]),
+        "false_positive_rate": share(clean, lambda r: r["flagged"]),
+        "auroc": auroc([r["confidence"] for r in backdoored], [r["confidence"] for r in clean]),
+        "target_accuracy": share(backdoored, lambda r: r["flagged"] and r["suspected_target"] == r["target"]),
+        "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
+        "seconds_per_scan": seconds,
+    }
+    out["meets"] = {
+        "auroc": out["auroc"] is not None and out["auroc"] >= TARGETS["auroc"],
+        "target_accuracy": out["target_accuracy"] is not None and out["target_accuracy"] >= TARGETS["target_accuracy"],
+        "false_positive_rate": out["false_positive_rate"] is not None
+        and out["false_positive_rate"] <= TARGETS["false_positive_rate"],
+        "resnet_seconds": "resnet" in seconds and seconds["resnet"] <= TARGETS["resnet_seconds"],
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--group", required=True, help="name of this corpus's rows (asc10, fsdd, synth)")
+    p.add_argument("--data", required=True, help="clean data the scan may use (its training split)")
+    p.add_argument("--vocab", default=None, help="vocabulary of the data, as the models were trained")
+    p.add_argument("--models", required=True, help="glob of clean and backdoored checkpoints")
+    p.add_argument("--repaired", default=None, help="glob of repaired checkpoints (share still flagged)")
+    p.add_argument("--work", default="runs/scan", help="folder of the per-model scan reports (resumable)")
+    p.add_argument("--out", default="benchmarks/results/scan.json")
+    p.add_argument("--threads", type=int, default=1)
+    args, rest = p.parse_known_args(argv)
+    args.scan_args = [a for a in rest if a != "--"]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    paths = sorted({Path(x) for x in glob.glob(args.models)} | {Path(x) for x in glob.glob(args.repaired or "")})
+    if not paths:
+        print(f"--models: no checkpoint matches {args.models!r}", file=sys.stderr)
+        return 2
+    rows = []
+    for path in paths:
+        rows.append(row_of(path, scan_one(path, args, work), args.group))
+        r = rows[-1]
+        verdict = r.get("error") or (f"flagged {r['suspected_target']}" if r["flagged"] else "not flagged")
+        print(f"{path.name}: {verdict} (truth: {r['attack']}, target {r['target']})", flush=True)
+    out = Path(args.out)
+    earlier = json.loads(out.read_text()) if out.is_file() else {}
+    kept = [r for r in earlier.get("rows", []) if r["group"] != args.group]
+    commands = {**earlier.get("commands", {}), args.group: this_command()}
+    from core.runtime import machine_info
+
+    result = {
+        "command": " ; ".join(commands.values()),
+        "commands": commands,
+        "machine": machine_info(),
+        "targets": TARGETS,
+        "summary": summarise(kept + rows),
+        "rows": kept + rows,
+    }
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,9 +5,10 @@ every class, the smallest trigger that sends clean clips of the other classes to
 (:mod:`core.scan.invert`: a mask and pattern on the model's features, and an additive waveform
 pattern through its own front end). A backdoor's target needs a much smaller trigger than the other
 classes: the anomaly index of each class's size (the distance of its logarithm below the median in
-median absolute deviations: Neural Cleanse's statistic on a log scale) above ``threshold`` flags the model, names the suspected target and
-gives the confidence. A second, cheap statistic comes from the paper's own signal: how concentrated
-the per-neuron clean-gradient norms of each analysable layer are (their Gini coefficient).
+median absolute deviations: Neural Cleanse's statistic on a log scale) above ``threshold`` flags the
+model, names the suspected target and gives the confidence. A second, cheap statistic comes from the
+paper's own signal: how concentrated the per-neuron clean-gradient norms of each analysable layer are
+(their Gini coefficient).
 """
 
 from __future__ import annotations

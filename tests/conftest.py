@@ -93,6 +93,17 @@ def backdoored_workspace(root: Path, speakers: int, per_speaker: int, epochs: in
     return root, data_dir, save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
 
 
+def open_session(workspace: tuple[Path, Path, Path]):
+    """A :class:`core.session.Session` with the checkpoint and data of :func:`backdoored_workspace` open."""
+    from core.session import Session
+
+    _, data_dir, model_path = workspace
+    session = Session()
+    session.open_model(model_path)
+    session.load_data(data_dir)
+    return session
+
+
 def write_fsdd(root: Path, speakers=("alice", "bob", "carol"), per_digit: int = 12, seed: int = 0) -> Path:
     """A flat FSDD-like folder at 8 kHz with clips of varying length."""
     import soundfile as sf

@@ -16,7 +16,7 @@ from core.errors import CheckpointError, ConfigError
 from core.events import NullObserver
 from core.repair import RepairResult
 from core.session import MismatchError, Session
-from tests.conftest import TINY_WORDS, backdoored_workspace
+from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
 #: A repair that takes a second: half the training split, two epochs, an evaluation after each.
 TINY = dict(clean_ratio=0.5, epochs=2, batch_size=16, eval_every=1, seed=0, device="cpu")
@@ -29,11 +29,7 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture
 def session(workspace):
-    _, data_dir, model_path = workspace
-    s = Session()
-    s.open_model(model_path)
-    s.load_data(data_dir)
-    return s
+    return open_session(workspace)
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

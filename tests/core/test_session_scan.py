@@ -11,7 +11,7 @@ from core.evaluation import evaluate
 from core.events import Cancelled, NullObserver
 from core.scan import ScanConfig
 from core.session import Session, mix_trigger
-from tests.conftest import TINY_WORDS, backdoored_workspace
+from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
 #: a scan that takes a second or two: a few steps on half the training split
 QUICK = dict(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
@@ -24,11 +24,7 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture
 def session(workspace):
-    _, data_dir, model_path = workspace
-    s = Session()
-    s.open_model(model_path)
-    s.load_data(data_dir)
-    return s
+    return open_session(workspace)
 
 
 class Stop(NullObserver):

@@ -21,7 +21,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.gui_soak import run_soak  # noqa: E402
 
 STEPS = 200  # the workspace's 112 training clips at batch 8: 14 steps an epoch, 15 epochs (210 steps)
-MB_PER_STEP = 0.5  # generous: 200 steps measured 0.1-0.2 MB a step, nearly all of it the first steps' allocations
+# A leak shows as growth that goes on after the first steps: the first quarter allocates the
+# optimizer state, the caches, the views' buffers and (varying with thread timing) a malloc arena for
+# the worker thread, 60-120 MB measured here. After it, 2-3 MB per 1000 steps was measured; keeping one
+# batch of features per step would add about 130.
+ONE_OFF_MB = 250
+MB_PER_STEP_AFTER_FIRST_QUARTER = 0.5
 
 
 def test_a_live_gnft_run_finishes_without_losing_references(workspace, tmp_path):
@@ -38,7 +43,8 @@ def test_a_live_gnft_run_finishes_without_losing_references(workspace, tmp_path)
     print("refcount deltas over the run:", delta, "RSS (MB):", row["rss_mb"])
     # with the leaking PySide6 each falls by one per void call / emit: thousands over this run
     assert delta["None"] >= 0 and delta["True"] >= 0, row["refcounts"]
-    assert row["rss_mb"]["growth"] / row["steps"] < MB_PER_STEP, row["rss_mb"]
+    assert row["rss_mb"]["growth"] < ONE_OFF_MB, row["rss_mb"]
+    assert row["rss_mb"]["after_first_quarter_per_1000_steps"] / 1000 < MB_PER_STEP_AFTER_FIRST_QUARTER, row["rss_mb"]
     redraws = row["redraws"]
     assert redraws["defense_panel"] >= 2 and redraws["neuron_view"] >= 2, redraws
     assert row["loss_points_drawn"] == row["steps"]  # the loss curve holds every step

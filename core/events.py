@@ -21,7 +21,12 @@ __all__ = [
     "ProgressObserver",
     "CancelToken",
     "Cancelled",
+    "SCAN_PHASE",
 ]
+
+#: The phase prefix of a scan's steps ("scan features", "scan waveform"): a repair that scans for the
+#: trigger to unlearn sends them before its own, and a view of the fine-tuning leaves them out.
+SCAN_PHASE = "scan "
 
 
 @dataclass
@@ -100,6 +105,8 @@ class ProgressObserver(NullObserver):
         self.log, self.bar, self.label, self.epoch = logger, bar, label, 0
 
     def on_step(self, info: StepInfo) -> None:
+        if info.phase.startswith(SCAN_PHASE):  # a repair's scan for the trigger to unlearn: not an epoch
+            return
         if info.epoch > self.epoch:
             if self.bar is not None:
                 self.bar.update(info.epoch - self.epoch)

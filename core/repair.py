@@ -4,12 +4,18 @@
 benchmarks run; :class:`RepairResult` is the only place that builds a defense's checkpoint
 history entry (:meth:`RepairResult.history_entry`) and its report (:meth:`RepairResult.report`).
 The model given is never modified; a cancelled run hands it back as it was.
+
+A defense with ``unlearn`` > 0 fine-tunes partly on clips carrying the suspected trigger with their true
+labels: the trigger given, or else the one a scan of the model reconstructs (:func:`core.scan.scan`, the
+most anomalous class's waveform pattern; the user rarely knows the real one), found here before the
+fine-tuning and reported in ``details["unlearn"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +25,15 @@ from torch import nn
 from core.attacks import Attack
 from core.data.audioset import AudioSet
 from core.defenses import Defense, DefenseConfig
+from core.errors import ConfigError
 from core.evaluation import evaluate
-from core.events import EvalInfo, NullObserver, Observer
+from core.events import Cancelled, EvalInfo, NullObserver, Observer
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
+from core.scan import ScanConfig, ScanResult, scan
 
-__all__ = ["METRIC_KEYS", "RepairResult", "RepairWatcher", "repair", "metrics_only", "record_repair"]
+__all__ = ["METRIC_KEYS", "RepairResult", "RepairWatcher", "repair", "metrics_only", "record_repair", "unlearn_choice"]
 
 #: The figures a report and a history entry keep of each evaluation.
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
@@ -74,6 +82,7 @@ class RepairResult:
     attack: Attack | None = None
     attack_source: str = "none"
     eval_split: str = "test"  # the split before, after and history were measured on
+    scan: ScanResult | None = None  # the scan that found the trigger to unlearn, when one ran
 
     @property
     def rating(self) -> float | None:
@@ -149,6 +158,9 @@ def repair(
     observer: Observer | None = None,
     watcher: RepairWatcher | None = None,
     split: str = "test",
+    trigger: torch.Tensor | None = None,
+    trigger_record: dict[str, Any] | None = None,
+    scan_config: ScanConfig | None = None,
 ) -> RepairResult:
     """Run ``defense`` on a copy of ``model`` with its clean share of ``data``'s training split.
 
@@ -156,10 +168,25 @@ def repair(
     ``eval_every`` epochs the model is measured on ``split`` (for the record only: nothing is
     chosen by it), with ASR/RA when ``attack`` is known. The observer gets the "before"
     evaluation, every step and evaluation, and may cancel; ``base_preset`` names the preset the
-    config started from (see :func:`core.presets.preset_record`).
+    config started from (see :func:`core.presets.preset_record`). With ``unlearn`` > 0 the
+    trigger to unlearn is ``trigger`` (a waveform; ``trigger_record`` says where it came from) or,
+    when None, the one a scan with ``scan_config`` (default: the defense's seed and device)
+    reconstructs first; the observer sees the scan's steps (phases "scan ...") and may cancel it.
     """
     observer = observer or NullObserver()
     watcher = watcher or RepairWatcher()
+    started = time.perf_counter()
+    config = defense.config
+    found, unlearning = None, None
+    if config.unlearn > 0:
+        if trigger is None:
+            try:
+                found = scan(model, data, scan_config or ScanConfig(seed=config.seed, device=config.device), observer)
+            except Cancelled:
+                return _cancelled(model, data, defense, attack, attack_source, base_preset, split, started)
+            trigger, unlearning = unlearn_choice(found)
+        else:
+            unlearning = dict(trigger_record or {"source": "given"})
     cache: dict[str, torch.Tensor] = {}  # the triggered clips of the split, made once
     before = evaluate(model, data, split, attack, cache=cache)
     observer.on_eval(
@@ -180,11 +207,12 @@ def repair(
         watcher.evaluated(m, next(evaluations), metrics)
         return metrics
 
-    run = defense.run(model, data, observer, evaluate=measure)
+    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger)
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)
     device = resolve_device(defense.config.device)
+    details = run.details if unlearning is None else {**run.details, "unlearn": unlearning}
     return RepairResult(
         model=run.model,
         cancelled=run.cancelled,
@@ -193,12 +221,58 @@ def repair(
         preset=preset_record(defense.name, defense.config, base=base_preset),
         before=before,
         after=after,
-        seconds=run.seconds,
+        seconds=run.seconds if found is None else run.seconds + found.seconds,
         clean_clips=run.clean_clips,
         classes=len(data.classes),
         device=str(device),
         history=run.history,
-        details=run.details,
+        details=details,
+        attack=attack,
+        attack_source=attack_source or ("given" if attack is not None else "none"),
+        eval_split=split,
+        scan=found,
+    )
+
+
+def unlearn_choice(found: ScanResult) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The trigger a repair unlearns from a scan: the most anomalous class's waveform pattern (the suspected
+    target's when the model is flagged; the closest call otherwise: an unflagged backdoor still tends to
+    need the smallest trigger), and the record of that choice for the report."""
+    target = found.most_anomalous()
+    if found.triggers is None or target is None:
+        raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain (domains: add waveform)")
+    return found.triggers[target], {
+        "source": "scan",
+        "class": found.classes[target],
+        "flagged": found.backdoored,
+        "anomaly_index": round(found.largest_anomaly(target), 3),
+        "scan_seconds": found.seconds,
+    }
+
+
+def _cancelled(
+    model: nn.Module,
+    data: AudioSet,
+    defense: Defense,
+    attack: Attack | None,
+    attack_source: str | None,
+    base_preset: str | None,
+    split: str,
+    started: float,
+) -> RepairResult:
+    """The result of a repair cancelled before any measurement (during its scan): the model as given."""
+    return RepairResult(
+        model=model,
+        cancelled=True,
+        defense=defense.name,
+        config=defense.config,
+        preset=preset_record(defense.name, defense.config, base=base_preset),
+        before={},
+        after={},
+        seconds=time.perf_counter() - started,
+        clean_clips=0,
+        classes=len(data.classes),
+        device=str(resolve_device(defense.config.device)),
         attack=attack,
         attack_source=attack_source or ("given" if attack is not None else "none"),
         eval_split=split,

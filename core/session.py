@@ -31,7 +31,7 @@ from core.errors import CheckpointError, ConfigError
 from core.events import Observer
 from core.metrics import percent, predict_logits
 from core.options import PathRole
-from core.repair import RepairResult, RepairWatcher, record_repair, repair
+from core.repair import RepairResult, RepairWatcher, record_repair, repair, unlearn_choice
 from core.reports import write_export
 from core.runtime import resolve_device
 from core.scan import ScanConfig, ScanResult, scan
@@ -213,9 +213,12 @@ class Session:
         observer: Observer | None = None,
         watcher: RepairWatcher | None = None,
         split: str = "test",
+        scan_config: ScanConfig | None = None,
     ) -> RepairResult:
         """Run ``defense`` (a name with ``config``, or a Defense) on a copy of the model; changes nothing.
 
+        With ``unlearn`` > 0 the trigger unlearned is that of the kept scan of the current model
+        (:attr:`scan`), or else the one a scan with ``scan_config`` finds first (see :func:`core.repair.repair`).
         Safe in a worker thread: hand the result to :meth:`finish_repair` afterwards."""
         model, data, attack, source = self.model, self.data, self.attack, self.attack_source
         if model is None or data is None:
@@ -227,6 +230,11 @@ class Session:
         elif config is not None:
             raise ConfigError("give a defense's name with a config, or a Defense (which has its own)")
         device = resolve_device(defense.config.device)
+        trigger, record = None, None
+        kept = self.scan
+        if defense.config.unlearn > 0 and kept is not None and kept.version == self.model_version:
+            if kept.result.triggers is not None:  # this model's scan: its trigger, no second scan
+                trigger, record = unlearn_choice(kept.result)
         return repair(
             copy.deepcopy(model).to(device),
             data.to(device),
@@ -237,10 +245,18 @@ class Session:
             observer=observer,
             watcher=watcher,
             split=split,
+            trigger=trigger,
+            trigger_record=record,
+            scan_config=scan_config,
         )
 
     def finish_repair(self, result: RepairResult) -> bool:
-        """Keep a finished run as the pending repair (a cancelled one is dropped); True when pending."""
+        """Keep a finished run as the pending repair (a cancelled one is dropped); True when pending. A scan
+        the repair ran to find the trigger to unlearn is of the current model (nothing else is opened or
+        accepted while a repair runs): it is kept as this model's scan (:meth:`finish_scan`)."""
+        if not result.cancelled and result.scan is not None:
+            name = self.model_path.name if self.model_path is not None else "model"
+            self.finish_scan(ScanRecord(result.scan, self.model_version, self.repairs_accepted, name))
         self.pending = None if result.cancelled else result
         return self.pending is not None
 

@@ -10,6 +10,7 @@ names the log file.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from logging.handlers import RotatingFileHandler
@@ -808,10 +809,19 @@ class MainWindow(QMainWindow):
         layer = self.neurons.layer.currentText()
         exact = self.neurons.exact_around_runs.isChecked()
         data, attack = session.data, session.attack
+        scan_config = None
+        if getattr(config, "unlearn", 0) > 0:  # the trigger to unlearn: this model's kept scan, or a scan first
+            try:
+                scan_config = dataclasses.replace(self.scan_panel.config(), seed=config.seed, device=config.device)
+            except Exception as err:
+                self.show_error("Scan settings", f"The repair scans for the trigger to unlearn first: {err}")
+                return None
 
         def work(observer) -> RepairResult:
             watcher = ZoneWatcher(observer, data, attack, layer, exact)
-            return session.run_repair(name, config, base_preset=base, observer=observer, watcher=watcher)
+            return session.run_repair(
+                name, config, base_preset=base, observer=observer, watcher=watcher, scan_config=scan_config
+            )
 
         task = Task(work, f"defense-{name}", wants_grad_norms=True, parent=self)
         self.tasks.append(task)
@@ -841,6 +851,7 @@ class MainWindow(QMainWindow):
     def _defense_done(self, result: RepairResult) -> None:
         self._forget(self.defense_task)
         self.defense_task = None
+        scanned = result.scan is not None and not result.cancelled
         if not self.session.finish_repair(result):
             self._idle(f"{result.defense} cancelled: the model is as it was")
             self.defense_panel.set_state("idle")
@@ -854,6 +865,8 @@ class MainWindow(QMainWindow):
             text += f", ASR {percent(before['attack_success_rate'])} -> {percent(after['attack_success_rate'])}"
         self._idle(text + ". Accept or Revert (Defense dock).")
         self.defense_panel.finish(before, after, result.seconds, result.defense, result.findings)
+        if scanned:  # the repair scanned for the trigger it unlearned: the Scan dock shows that scan
+            self._show_scan()
 
     def analyse(self, layers: list[str]) -> Task | None:
         """Gradient norms (and, with an attack set, exact CLC/BLC and zones) of the loaded model's

@@ -21,6 +21,12 @@ and the report (JSON and Markdown) adds ``rescan``: whether the flag is gone, th
 before and after, and the before-scan's reconstructed waveform trigger of its most anomalous class
 replayed on the ``--eval-split`` clips of the other classes: its attack success rate on the input
 model and on the repaired one.
+
+``--unlearn S`` (the Recommended preset's 0.3) gives S of each fine-tuning batch the suspected trigger with
+the clips' true labels: the audio file ``--unlearn-trigger`` (a recording, or a WAV a scan wrote) or, by
+default, the trigger a scan of the input model reconstructs first (the same ``--scan-*`` settings; with
+``--rescan`` that scan is also the "before" one, not run twice). The report's ``defense_details.unlearn``
+says which trigger was unlearned.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from core.audio import load_clip
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_attack_override_arguments, add_data_arguments, attack_for, load_from_args
 from core.cli.scan import ScanProgress, add_scan_arguments, check_scan_data, scan_config_from_args
@@ -136,8 +145,19 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         "(without the attack record) and report the verdicts and the reconstructed trigger's ASR before and "
         "after; its settings are the --scan-* options",
     )
+    input_path(
+        p,
+        "--unlearn-trigger",
+        help="audio file of the trigger to unlearn with --unlearn (a recording, or a WAV python -m core.scan "
+        "wrote; added from each clip's start); default: scan the model first and unlearn the trigger it "
+        "reconstructs",
+    )
     add_scan_arguments(
-        p.add_argument_group("scan settings (with --rescan; seed and device as the defense's)"), prefix=SCAN_PREFIX
+        p.add_argument_group(
+            "scan settings (with --rescan, and for the scan that finds the trigger to unlearn; seed and device as "
+            "the defense's)"
+        ),
+        prefix=SCAN_PREFIX,
     )
     output_path(
         p, "--out", required=True, suffixes=(".safetensors",), help="repaired checkpoint to write (.safetensors)"
@@ -170,14 +190,17 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
     return name, preset
 
 
-def scan_config(args: argparse.Namespace) -> ScanConfig | None:
-    """The scan ``--rescan`` runs (None without it); a ``--scan-*`` option without ``--rescan`` is refused."""
+def scan_config(args: argparse.Namespace, scans_to_unlearn: bool = False) -> ScanConfig | None:
+    """The scan ``--rescan`` runs, and the repair when it scans for the trigger to unlearn
+    (``scans_to_unlearn``); None when neither scans. A ``--scan-*`` option then is refused."""
     given = sorted(
         f"--{SCAN_PREFIX}{k.replace('_', '-')}" for k in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX)
     )
-    if not args.rescan:
+    if not (args.rescan or scans_to_unlearn):
         if given:
-            raise ConfigError(f"{', '.join(given)} only applies with --rescan")
+            raise ConfigError(
+                f"{', '.join(given)} only applies with --rescan, or with --unlearn and no --unlearn-trigger"
+            )
         return None
     return scan_config_from_args(args, prefix=SCAN_PREFIX)
 
@@ -197,8 +220,17 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     """Run the command described by ``args``; returns the report."""
     model_path, out = Path(args.model), Path(args.out)  # the paths were checked by parse_args (core.validate)
     defense_name, preset = choose_defense(args)
-    scan_settings = scan_config(args)
+    cls = DEFENSES[defense_name]
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
+    config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
+    if args.unlearn_trigger and config.unlearn == 0:
+        raise ConfigError("--unlearn-trigger only applies with --unlearn above 0 (a share of each batch)")
+    scan_settings = scan_config(args, scans_to_unlearn=config.unlearn > 0 and not args.unlearn_trigger)
     model, meta = load_checkpoint(model_path)
+    trigger = None
+    if args.unlearn_trigger:
+        trigger = torch.from_numpy(load_clip(args.unlearn_trigger, meta["sample_rate"], None))
     data = load_from_args(
         args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or meta["classes"]
     )
@@ -208,12 +240,12 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if scan_settings is not None:
         check_scan_data(data, scan_settings, prefix=SCAN_PREFIX)
     attack, attack_source = attack_for(args, meta)
-    cls = DEFENSES[defense_name]
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    overrides = {k: getattr(args, k) for k in fields - _NOT_OPTIONS if getattr(args, k, None) is not None}
-    config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     device = resolve_device(args.device)
     model, data = model.to(device), data.to(device)
+    scan_bar = None
+    if config.unlearn > 0 and trigger is None:  # the repair scans first for the trigger to unlearn
+        assert scan_settings is not None
+        scan_bar = progress_bar(scan_settings.total_steps(), "scan", False if args.quiet else None)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
     try:
         result = repair(
@@ -223,22 +255,33 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             attack=attack,
             attack_source=attack_source,
             base_preset=preset,
-            observer=progress,
+            observer=ScanProgress(scan_bar, progress) if scan_bar is not None else progress,
             split=args.eval_split,
+            trigger=trigger,
+            trigger_record={"source": "file", "file": str(args.unlearn_trigger)} if trigger is not None else None,
+            scan_config=scan_settings,
         )
     finally:
         progress.bar.close()
+        if scan_bar is not None:
+            scan_bar.close()
     report = result.report(
         command=" ".join(["python -m core.defend", *argv]),
         model=str(model_path),
         checkpoint=str(out),
     )
     if scan_settings is not None:  # before anything is written: Ctrl-C here leaves no file
-        steps = 2 * scan_settings.steps * len(scan_settings.domain_list())
-        bar = progress_bar(steps, "rescan", False if args.quiet else None)
+        scans = 1 if result.scan is not None and result.scan.config == dataclasses.asdict(scan_settings) else 2
+        bar = progress_bar(scans * scan_settings.total_steps(), "rescan", False if args.quiet else None)
         try:
             report["rescan"] = rescan(
-                model, result.model, data, scan_settings, split=args.eval_split, observer=ScanProgress(bar)
+                model,
+                result.model,
+                data,
+                scan_settings,
+                split=args.eval_split,
+                observer=ScanProgress(bar),
+                before=result.scan,
             ).to_dict()
         finally:
             bar.close()

@@ -63,6 +63,12 @@ each is checked, copied and measured on the validation split, so only the defens
 without the chosen split is refused in one line before any work (on ``--backend ray`` by the first
 task, the driver need not see the data).
 
+A column that unlearns (``unlearn`` > 0, e.g. ``--variant unl=gnft@recommended:unlearn=0.3``) unlearns the
+trigger a scan of the cell's model reconstructs (:func:`core.repair.unlearn_choice`; the attack record is not
+read): one scan per model and defense seed, with the scan's default settings, kept in ``--work`` as
+``scan_<model>_<attack>_seed<S>.json`` (the ``python -m core.scan`` report) and ``.safetensors`` (its
+waveform triggers) and shared by every such column.
+
 ``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
 is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
 produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
@@ -91,12 +97,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from core import models
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
-from core.cli.defend import EVAL_SPLITS, check_eval_split
+from core.cli.defend import EVAL_SPLITS, SCAN_PREFIX, check_eval_split
+from core.cli.scan import add_scan_arguments, scan_config_from_args
 from core.data import AudioSet
 from core.defenses import DEFENSES, DefenseConfig
 from core.errors import AttackError, ConfigError
@@ -112,8 +121,9 @@ from core.options import (
     split_key_values,
 )
 from core.presets import PRESETS, RUN_FIELDS, preset_record
-from core.repair import record_repair, repair
+from core.repair import record_repair, repair, unlearn_choice
 from core.runtime import add_common_arguments, machine_info, parse_args, resolve_device, set_threads, write_json
+from core.scan import ScanConfig, ScanResult, scan
 from core.training import TrainConfig, train_model
 from core.validate import output_path
 
@@ -510,6 +520,10 @@ def _defend_cell(
     device = resolve_device(args.device)
     model = model.to(device)
     attack = _recorded_attack(meta)
+    trigger, record = None, None
+    if config.unlearn > 0:  # one scan per model and seed, shared by every column that unlearns
+        settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
+        trigger, record = unlearn_choice(_scan_cell(work, model, data, model_name, attack_name, settings))
     log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
     result = repair(
         model,
@@ -520,11 +534,35 @@ def _defend_cell(
         base_preset=column.preset,
         observer=ProgressObserver(log, label=f"{column.name} {model_name}"),
         split=args.eval_split,
+        trigger=trigger,
+        trigger_record=record,
     )
     save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
     row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))
     write_json(cell, row)
     return row
+
+
+def _scan_cell(
+    work: Path, model: nn.Module, data: AudioSet, model_name: str, attack_name: str, config: ScanConfig
+) -> ScanResult:
+    """The scan (``config``: the ``--scan-*`` settings and the defense seed) of a cell's model that its
+    unlearning columns share: read from ``scan_<model>_<attack>_seed<S>.json`` (+ ``.safetensors``, the
+    waveform triggers) in ``work`` when made with these settings, else made and written there. It reads the
+    model and the clean clips only, as ``python -m core.scan`` does."""
+    path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
+    wanted = {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
+    if path.is_file() and path.with_suffix(".safetensors").is_file():
+        found = json.loads(path.read_text())
+        if {k: v for k, v in found["config"].items() if k != "device"} == wanted:
+            return ScanResult(**found, triggers=load_file(path.with_suffix(".safetensors"))["triggers"])
+    log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
+    found = scan(model, data, config)
+    if found.triggers is None:
+        raise ConfigError("the scan found no waveform trigger to unlearn")
+    save_file({"triggers": found.triggers.detach().cpu().contiguous()}, str(path.with_suffix(".safetensors")))
+    write_json(path, found.to_dict())
+    return found
 
 
 def _read_cell(path: Path, defense_name: str) -> dict[str, Any]:
@@ -882,6 +920,12 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         "best=gnft@recommended:r=0.2: the defense's defaults, then the preset's values, then KEY=VALUE "
         "(repeatable). --defense-arg does not apply to variants",
     )
+    add_scan_arguments(
+        p.add_argument_group(
+            "scan settings (the scan of each model whose trigger unlearning columns unlearn; seed: the defense's)"
+        ),
+        prefix=SCAN_PREFIX,
+    )
     p.add_argument(
         "--attack-arg",
         action="append",
@@ -1016,6 +1060,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
     runs = _columns(defenses, args.variant, args.defense_arg)
     configs = {c.name: c.config(args.seed, args.device) for c in runs}  # bad settings fail before hours of training
+    scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
     # the rate of each attack's cells; wrong attack parameters fail here, before any work
     rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}

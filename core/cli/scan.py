@@ -27,7 +27,7 @@ from core.checkpoint import load_checkpoint
 from core.cli.common import add_data_arguments, load_from_args
 from core.data import AudioSet
 from core.errors import CheckpointError, ConfigError
-from core.events import Cancelled, NullObserver, Observer, StepInfo
+from core.events import SCAN_PHASE, Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.options import add_arguments, fields_of, from_namespace
 from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
 from core.scan import ScanConfig, ScanResult, scan
@@ -56,9 +56,13 @@ class ScanProgress(NullObserver):
         self.bar, self.inner = bar, inner or NullObserver()
 
     def on_step(self, info: StepInfo) -> None:
-        self.bar.update(1)
-        self.bar.set_description(info.phase, refresh=False)
+        if info.phase.startswith(SCAN_PHASE):  # a repair's own steps pass on to ``inner`` alone
+            self.bar.update(1)
+            self.bar.set_description(info.phase, refresh=False)
         self.inner.on_step(info)
+
+    def on_eval(self, info: EvalInfo) -> None:
+        self.inner.on_eval(info)
 
     def should_stop(self) -> bool:
         return self.inner.should_stop()
@@ -211,7 +215,7 @@ def run_scan(
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {classes}")
     check_scan_data(data, config)
     device = resolve_device(config.device)
-    bar = progress_bar(config.steps * len(config.domain_list()), "scan", False if args.quiet else None)
+    bar = progress_bar(config.total_steps(), "scan", False if args.quiet else None)
     try:
         result = scan(model.to(device), data, config, ScanProgress(bar, observer))
     finally:

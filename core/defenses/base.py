@@ -40,6 +40,7 @@ __all__ = [
     "EvaluateEvery",
     "HoldoutGuard",
     "accuracy",
+    "add_trigger",
     "split_holdout",
 ]
 
@@ -119,6 +120,15 @@ class DefenseConfig:
         "fine-tuning, so that the whole model re-learns the clean task (FT-init, after Min et al., "
         "NeurIPS 2023)",
     )
+    unlearn: float = option(
+        0.0,
+        label="Unlearn share, %",
+        percent=True,
+        range="[0, 1)",
+        note="0: off; needs a trigger",
+        help="share of each batch's clean clips given the suspected trigger (a scan's reconstruction or a "
+        "recording) while keeping their true labels, so that fine-tuning unlearns it; 0 = off",
+    )
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -179,6 +189,8 @@ class DefenseConfig:
             raise ConfigError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.head == "reinit" and self.epochs == 0:
             raise ConfigError("head reinit needs fine-tuning to re-learn the output layer: set epochs >= 1")
+        if self.unlearn > 0 and self.epochs == 0:
+            raise ConfigError("unlearn needs fine-tuning to unlearn the trigger with: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
             raise ConfigError("max_ca_drop needs a held-out share to measure on: set holdout too (e.g. 0.2)")
 
@@ -232,6 +244,17 @@ def mask_bands(x: torch.Tensor, width: float, generator: torch.Generator) -> tor
         shape[axis] = n
         out = torch.where(band.view(shape).to(x.device), fill, out)
     return out
+
+
+def add_trigger(waves: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
+    """``waves`` [N, T] with ``trigger`` (a waveform) added from each clip's start, cropped or zero-padded
+    to T, clamped to [-1, 1]: how a scan's reconstructed trigger is applied (see
+    :func:`core.scan.trigger_success`)."""
+    n = waves.shape[-1]
+    delta = torch.zeros(n, device=waves.device, dtype=waves.dtype)
+    part = trigger.detach().reshape(-1)[:n].to(waves.device, waves.dtype)
+    delta[: part.numel()] = part
+    return (waves + delta).clamp(-1.0, 1.0)
 
 
 def clean_subset(data: AudioSet, ratio: float, seed: int, split: str = "train") -> torch.Tensor:
@@ -349,13 +372,20 @@ class Defense:
         *,
         evaluate: Evaluator | None = None,
         indices: torch.Tensor | None = None,
+        trigger: torch.Tensor | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
         The fine-tuning is :class:`core.loop.Loop` over the clip features (computed once); the
-        evaluations every ``eval_every`` epochs and the gradient-norm snapshots are its callbacks."""
+        evaluations every ``eval_every`` epochs and the gradient-norm snapshots are its callbacks.
+        With ``unlearn`` > 0, that share of each batch is replaced by the same clips with ``trigger``
+        (a waveform, :func:`add_trigger`) and their true labels."""
         observer = observer or NullObserver()
         c = self.config
+        if c.unlearn > 0 and trigger is None:
+            raise ConfigError(
+                "unlearn needs a trigger to unlearn: a scan's reconstructed trigger or a recording (or set unlearn 0)"
+            )
         started = time.perf_counter()
         device = resolve_device(c.device)
         if not self.needs_data and c.epochs == 0:
@@ -389,9 +419,18 @@ class Defense:
         front, body = split_front_end(work)
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
         mask_gen = torch.Generator().manual_seed((c.seed + 1) % 2**64)  # its own stream (seeds are 64 bits)
+        triggered = None
+        if c.unlearn > 0 and trigger is not None:
+            mixed = add_trigger(waves, trigger)
+            triggered = mixed if front is None else clip_features(front, mixed, c.batch_size)
+            unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]
+            if triggered is not None:
+                picked = torch.rand(batch.numel(), generator=unlearn_gen) < c.unlearn
+                if bool(picked.any()):
+                    x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), triggered[batch], x)
             if c.spec_augment > 0:
                 x = mask_bands(x, c.spec_augment, mask_gen)
             return self.train_step(module, x, labels[batch], optimizer)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from core.analysis.grad_norms import neuron_grad_norms
 from core.data.audioset import AudioSet
-from core.defenses.base import clean_subset
+from core.defenses.base import add_trigger, clean_subset
 from core.events import NullObserver, Observer
 from core.features import clip_features
 from core.models import split_front_end
@@ -90,6 +90,10 @@ class ScanConfig:
 
     def domain_list(self) -> list[str]:
         return [d.strip() for d in self.domains.split(",") if d.strip()]
+
+    def total_steps(self) -> int:
+        """Optimisation steps of one scan (the steps of every domain), for a progress bar."""
+        return self.steps * len(self.domain_list())
 
 
 @dataclass
@@ -260,17 +264,13 @@ def trigger_success(
     if keep.numel() == 0:
         return None
     device = next(model.parameters()).device
-    n = waves.shape[-1]
-    delta = torch.zeros(n, device=device)
-    part = trigger.detach().reshape(-1)[:n].to(device, torch.float32)
-    delta[: part.numel()] = part
     training = model.training
     model.eval()
     hits = 0
     try:
         for start in range(0, keep.numel(), batch_size):
             rows = keep[start : start + batch_size].to(waves.device)
-            x = (waves.index_select(0, rows).to(device, torch.float32) + delta).clamp(-1.0, 1.0)
+            x = add_trigger(waves.index_select(0, rows).to(device, torch.float32), trigger)
             hits += int((model(x).argmax(-1) == target).sum())
     finally:
         model.train(training)
@@ -327,13 +327,17 @@ def rescan(
     *,
     split: str = "test",
     observer: Observer | None = None,
+    before: ScanResult | None = None,
 ) -> Rescan:
     """Scan ``original`` and ``repaired`` with the same ``config`` (neither model is changed), then replay
     the first scan's reconstructed waveform trigger of its most anomalous class
     (:meth:`ScanResult.most_anomalous`) on ``data``'s ``split`` through both models
-    (:func:`trigger_success`). Raises :class:`core.events.Cancelled` when the observer asks to stop."""
+    (:func:`trigger_success`). ``before``, a scan of ``original`` already made with this config (the
+    repair's own, when it unlearned a scanned trigger), is used instead of scanning it again. Raises
+    :class:`core.events.Cancelled` when the observer asks to stop."""
     config = config or ScanConfig()
-    before = scan(original, data, config, observer)
+    if before is None or before.config != asdict(config):
+        before = scan(original, data, config, observer)
     after = scan(repaired, data, config, observer)
     target = before.most_anomalous()
     rows = data.splits[split]

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.events import Cancelled, Observer, StepInfo
+from core.events import SCAN_PHASE, Cancelled, Observer, StepInfo
 
 __all__ = ["Inversion", "invert_features", "invert_waveform"]
 
@@ -133,8 +133,8 @@ def invert_features(
         return logits, mask.mean(dim=(1, 2, 3))
 
     size, hit, (mask_best, pattern_best) = _optimise(
-        "scan features", n_classes, steps, [mask_logit, pattern_logit], candidate, labels, batch, success, lam0, lr,
-        gen, observer,
+        f"{SCAN_PHASE}features", n_classes, steps, [mask_logit, pattern_logit], candidate, labels, batch, success,
+        lam0, lr, gen, observer,
     )  # fmt: skip
     with torch.no_grad():
         masks = torch.sigmoid(mask_best)
@@ -179,8 +179,9 @@ def invert_waveform(
         return logits, size
 
     size, hit, (raw_best, mask_best) = _optimise(
-        "scan waveform", n_classes, steps, [raw, mask_logit], candidate, labels, batch, success, lam0, lr, gen, observer
-    )
+        f"{SCAN_PHASE}waveform", n_classes, steps, [raw, mask_logit], candidate, labels, batch, success, lam0, lr, gen,
+        observer,
+    )  # fmt: skip
     with torch.no_grad():
         delta, _ = pattern(raw_best, mask_best)
     return Inversion(size.tolist(), hit.tolist(), delta.cpu(), torch.sigmoid(mask_best).cpu())

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.defenses import DEFENSE_TITLES, DEFENSES
-from core.events import EvalInfo, StepInfo
+from core.events import SCAN_PHASE, EvalInfo, StepInfo
 from core.metrics import percent
 from core.presets import DEFAULT_PRESET, PRESETS, matching_preset
 
@@ -336,6 +336,12 @@ class DefensePanel(QWidget):
         self.set_state("running")
 
     def on_step(self, info: StepInfo) -> None:
+        if info.phase.startswith(SCAN_PHASE):  # the scan for the trigger to unlearn, before fine-tuning
+            self.progress.setRange(0, info.total_steps)
+            self.progress.setValue(info.step)
+            domain = info.phase.removeprefix(SCAN_PHASE)
+            self.eta.setText(f"Scanning for the trigger to unlearn ({domain}): step {info.step}/{info.total_steps}")
+            return
         if not self._losses:  # fixed step axis for the run: no axis re-layout at every step
             self.loss_plot.setXRange(0, info.total_steps + 1, padding=0)
         self._losses.append(info.loss)

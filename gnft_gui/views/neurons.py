@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.analysis.zones import ZONES, assign_zones
-from core.events import NeuronStats, StepInfo
+from core.events import SCAN_PHASE, NeuronStats, StepInfo
 from gnft_gui.views.plots import (
     NO_ZONE,
     SERIES,
@@ -216,6 +216,8 @@ class NeuronView(QWidget):
         self.redraw()
 
     def on_step(self, info: StepInfo) -> None:
+        if info.phase.startswith(SCAN_PHASE):  # a repair's scan for its trigger: no neuron norms
+            return
         self.epoch = info.epoch
         if not self.steps:  # the run's length is known: fixed step axes, no re-layout at every step
             for plot in (self.heat_plot, self.history_plot):

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.events import StepInfo
+from core.events import SCAN_PHASE, StepInfo
 from core.scan import ScanConfig
 from core.session import ScanRecord
 
@@ -347,7 +347,7 @@ class ScanPanel(QWidget):
         self.set_state("running")
 
     def on_step(self, info: StepInfo) -> None:
-        domain = info.phase.removeprefix("scan ")
+        domain = info.phase.removeprefix(SCAN_PHASE)
         done = (self._domains.index(domain) if domain in self._domains else 0) * self._steps + info.step
         self.progress.setValue(done)
         now = self._clock.elapsed()

@@ -756,3 +756,36 @@ def test_a_dataset_without_the_split_is_one_line_before_any_work(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "--eval-split validation: the data has no validation split" in errors[0]
     assert not (tmp_path / "g_work").exists()
+
+
+def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_path):
+    """Two columns that unlearn the scanned trigger: the model is scanned once (the core.scan report and its
+    triggers in --work), both cells unlearn that scan's most anomalous class, and a resumed grid reads it."""
+    out, work = tmp_path / "unlearn", tmp_path / "unlearn_work"
+    variants = ["--variant", "u3=gnft:clean_ratio=0.5,epochs=1,unlearn=0.3"]
+    variants += ["--variant", "u5=ft:clean_ratio=0.5,epochs=1,unlearn=0.5"]
+    scan = ["--scan-steps", "4", "--scan-batch-size", "2", "--scan-clean-ratio", "0.5"]
+    tiny = TINY[: TINY.index("--defense-arg")]  # no plain columns to set
+    base = ["--data", str(tiny_sc), *tiny, "--no-clean", "--defenses", "none,u3,u5", "--out", str(out), *scan]
+    assert main([*base, *variants]) == 0
+    report = json.loads((work / "scan_smallcnn_badnets_seed0.json").read_text())
+    assert report["config"]["steps"] == 4 and report["config"]["seed"] == 0
+    assert (work / "scan_smallcnn_badnets_seed0.safetensors").is_file()
+    assert sorted(p.name for p in work.glob("scan_*")) == [
+        "scan_smallcnn_badnets_seed0.json",
+        "scan_smallcnn_badnets_seed0.safetensors",
+    ]
+    index = max(
+        range(len(report["classes"])), key=lambda i: max(d["anomaly_index"][i] for d in report["domains"].values())
+    )
+    target = report["suspected_target"] or report["classes"][index]
+    for column in ("u3", "u5"):
+        cell = json.loads((work / f"defend_smallcnn_badnets_{column}.json").read_text())
+        record = cell["defense_details"]["unlearn"]
+        assert record["source"] == "scan" and record["class"] == target and record["flagged"] == report["backdoored"]
+    (work / "defend_smallcnn_badnets_u5.json").unlink()
+    stamp = (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns
+    assert main([*base, *variants]) == 0  # u5 again, from the kept scan
+    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
+    assert again["defense_details"]["unlearn"]["class"] == target

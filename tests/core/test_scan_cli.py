@@ -250,10 +250,19 @@ def test_defend_rescan_adds_the_scan_before_and_after_to_the_report(workspace, t
 def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace, tmp_path, capsys):
     _, data, model = workspace
     argv = ["--model", str(model), "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "f.safetensors")]
-    code = run_command(defend_main, [*argv, "--scan-steps", "4", "--scan-peak", "0.1"])
+    code = run_command(defend_main, [*argv, "--preset", "paper", "--scan-steps", "4", "--scan-peak", "0.1"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --scan-peak, --scan-steps only applies with --rescan"
+        "error: --scan-peak, --scan-steps only applies with --rescan, or with --unlearn and no --unlearn-trigger"
     ]
+    trigger = tmp_path.parent / f"{tmp_path.name}-trigger.wav"
+    sf.write(trigger, 0.1 * torch.ones(800).numpy(), 16000)
+    code = run_command(defend_main, [*argv, "--preset", "paper", "--unlearn-trigger", str(trigger)])
+    assert code == 2 and capsys.readouterr().err.splitlines() == [
+        "error: --unlearn-trigger only applies with --unlearn above 0 (a share of each batch)"
+    ]
+    code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--unlearn-trigger", str(tmp_path / "none.wav")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and "none.wav" in err[0], err
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "spectrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --scan-domains must be a comma list of features and waveform, got 'spectrum'"
@@ -277,3 +286,34 @@ def test_the_rescan_markdown_says_when_no_waveform_trigger_was_searched():
     assert "domains features: the flag is gone." in text
     assert "| verdict | flagged, target up (anomaly index 3.50) | not flagged |" in text
     assert "No waveform trigger was searched" in text and "ASR of the reconstructed" not in text
+
+
+def test_defend_unlearns_the_scanned_trigger_and_rescans_from_that_scan(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"
+    argv = ["--model", str(model), "--data", str(data), "--defense", "gnft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--device", "cpu", "--quiet", "--out", str(out), "--report", str(report)]
+    argv += ["--rescan", "--scan-steps", "4", "--scan-batch-size", "2", "--scan-clean-ratio", "0.5"]
+    assert run_command(defend_main, argv) == 0, capsys.readouterr().err
+    written = json.loads(report.read_text())
+    unlearned, rescan = written["defense_details"]["unlearn"], written["rescan"]
+    assert written["defense"]["unlearn"] == 0.3 and unlearned["source"] == "scan"
+    # the repair's scan of the input model is the rescan's "before": its most anomalous class was unlearned
+    assert unlearned["class"] == rescan["trigger"]["class"]
+    assert unlearned["flagged"] == rescan["flagged_before"]
+    history = read_metadata(out)["provenance"]["defenses"][-1]
+    assert history["defense_details"]["unlearn"] == unlearned
+
+
+def test_defend_unlearns_a_trigger_file_without_scanning(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    trigger = tmp_path / "tone.flac"
+    sf.write(trigger, (0.2 * torch.sin(torch.arange(4000) / 5.0)).numpy(), 16000)
+    out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.5", "--unlearn-trigger", str(trigger), "--device", "cpu", "--quiet"]
+    argv += ["--out", str(out), "--report", str(report)]
+    assert run_command(defend_main, argv) == 0, capsys.readouterr().err
+    written = json.loads(report.read_text())
+    assert written["defense_details"]["unlearn"] == {"source": "file", "file": str(trigger)}
+    assert "rescan" not in written

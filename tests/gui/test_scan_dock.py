@@ -263,3 +263,24 @@ def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):
         assert panel.compare.item(0, col).text() == ("Backdoored" if r.backdoored else "No backdoor")
         assert panel.compare.item(1, col).text() == (r.suspected_target or "-")
         assert panel.compare.item(2, col).text() == index_text(r.confidence)
+
+
+def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, window):
+    fill(window, QUICK)  # the repair's scan takes the Scan dock's settings
+    defense, panel = window.defense_panel, window.scan_panel
+    values = (("clean_ratio", "50"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1"), ("unlearn", "30"))
+    for name, value in values:
+        defense.fields[name].setText(value)
+    scanning: list[str] = []
+    defense.progress.valueChanged.connect(
+        lambda _v: scanning.append(defense.eta.text()) if "Scanning for the trigger" in defense.eta.text() else None
+    )
+    defense.run_button.click()
+    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    result = window.session.pending
+    assert result is not None and result.scan is not None and result.details["unlearn"]["source"] == "scan"
+    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (waveform): step ")
+    steps = result.config.epochs * -(-result.clean_clips // result.config.batch_size)
+    assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
+    assert window.session.scan is not None and window.session.scan.result is result.scan
+    assert panel.record is window.session.scan  # the dock shows the scan the repair made

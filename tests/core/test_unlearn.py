@@ -1,0 +1,167 @@
+"""Unlearning the suspected trigger: a share of each fine-tuning batch carries it with the true labels;
+the trigger is given, or reconstructed by a scan of the model first (repair pipeline and session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.checkpoint import load_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.defenses import DEFENSES, FineTune, GNFTConfig
+from core.defenses.base import add_trigger, clean_subset, clip_features
+from core.errors import ConfigError
+from core.events import SCAN_PHASE, NullObserver, StepInfo
+from core.models import split_front_end
+from core.repair import repair
+from core.scan import ScanConfig
+from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
+
+#: a scan of a second or two: a few steps on half the training split
+QUICK_SCAN = ScanConfig(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return backdoored_workspace(tmp_path_factory.mktemp("unlearn"), speakers=8, per_speaker=2, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def model_and_data(workspace):
+    _, data_dir, model_path = workspace
+    model, _ = load_checkpoint(model_path)
+    return model, load_speech_commands(data_dir, TINY_WORDS)
+
+
+def quick(**kw) -> GNFTConfig:
+    return GNFTConfig(clean_ratio=0.5, epochs=2, batch_size=8, eval_every=1, device="cpu", **kw)
+
+
+def test_add_trigger_adds_from_the_start_pads_crops_and_clamps():
+    waves = torch.tensor([[0.0, 0.5, 0.9, -0.2], [0.1, 0.1, 0.1, 0.1]])
+    short = add_trigger(waves, torch.tensor([0.25, 0.25]))
+    assert torch.equal(short, torch.tensor([[0.25, 0.75, 0.9, -0.2], [0.35, 0.35, 0.1, 0.1]]))
+    long = add_trigger(waves, torch.tensor([0.0, 0.0, 0.5, -1.0, 7.0]))
+    assert torch.equal(long, torch.tensor([[0.0, 0.5, 1.0, -1.0], [0.1, 0.1, 0.6, -0.9]]))
+
+
+def test_unlearning_needs_fine_tuning_and_a_trigger(model_and_data):
+    with pytest.raises(ConfigError, match="unlearn needs fine-tuning"):
+        GNFTConfig(unlearn=0.3, epochs=0, device="cpu").validate()
+    with pytest.raises(ConfigError, match="unlearn must be"):
+        GNFTConfig(unlearn=1.0, device="cpu").validate()
+    model, data = model_and_data
+    with pytest.raises(ConfigError, match="unlearn needs a trigger"):
+        DEFENSES["gnft"](quick(unlearn=0.3)).run(model, data)
+
+
+class Recording(FineTune):
+    """Fine-tuning that keeps every batch it trains on."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def train_step(self, model, x, y, optimizer):
+        self.batches.append((x.detach().clone(), y.detach().clone()))
+        return super().train_step(model, x, y, optimizer)
+
+
+def test_the_unlearned_share_of_each_batch_is_its_clips_with_the_trigger_and_their_true_labels(model_and_data):
+    model, data = model_and_data
+    config = DEFENSES["ft"].Config(clean_ratio=0.5, epochs=4, batch_size=8, device="cpu", unlearn=0.5)
+    defense = Recording(config)
+    trigger = 0.5 * torch.sin(torch.arange(4000) / 3.0)
+    defense.run(model, data, trigger=trigger)
+    rows = clean_subset(data, config.clean_ratio, config.seed)
+    front, _ = split_front_end(model)
+    with torch.no_grad():
+        clean = clip_features(front, data.waves[rows], 64)
+        triggered = clip_features(front, add_trigger(data.waves[rows], trigger), 64)
+    labels = data.labels[rows]
+    seen = {"clean": 0, "triggered": 0}
+    for x, y in defense.batches:
+        for xi, yi in zip(x, y, strict=True):
+            for kind, pool in (("clean", clean), ("triggered", triggered)):
+                match = [i for i in range(pool.shape[0]) if torch.allclose(pool[i], xi, atol=1e-5)]
+                if match:
+                    assert int(labels[match[0]]) == int(yi)  # the true label, never the target's
+                    seen[kind] += 1
+                    break
+            else:
+                pytest.fail("a batch row is neither a clean clip nor the same clip with the trigger")
+    total = seen["clean"] + seen["triggered"]
+    assert total == 4 * rows.numel()
+    assert 0.3 < seen["triggered"] / total < 0.7  # about the unlearn share
+
+
+class StopAtFirstScanStep(NullObserver):
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+
+    def on_step(self, info: StepInfo) -> None:
+        self.phases.append(info.phase)
+
+    def should_stop(self) -> bool:
+        return bool(self.phases)
+
+
+def test_without_a_trigger_the_repair_unlearns_the_trigger_a_scan_of_the_model_reconstructs(model_and_data):
+    model, data = model_and_data
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    phases: list[str] = []
+
+    class Phases(NullObserver):
+        def on_step(self, info: StepInfo) -> None:
+            phases.append(info.phase)
+
+    result = repair(model, data, DEFENSES["gnft"](quick(unlearn=0.3)), observer=Phases(), scan_config=QUICK_SCAN)
+    assert not result.cancelled and result.scan is not None
+    scanned = result.scan
+    target = scanned.most_anomalous()
+    record = result.details["unlearn"]
+    assert record["source"] == "scan" and record["class"] == TINY_WORDS[target]
+    assert record["flagged"] == scanned.backdoored
+    assert record["anomaly_index"] == pytest.approx(scanned.largest_anomaly(target), abs=1e-3)
+    assert result.seconds >= scanned.seconds
+    # the scan's steps come first, under the scan's phases, then the fine-tuning's
+    first_fit = next(i for i, p in enumerate(phases) if not p.startswith(SCAN_PHASE))
+    assert first_fit == QUICK_SCAN.total_steps() and all(not p.startswith(SCAN_PHASE) for p in phases[first_fit:])
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    entry = result.history_entry()
+    assert entry["defense"]["unlearn"] == 0.3 and entry["defense_details"]["unlearn"]["source"] == "scan"
+
+
+def test_a_repair_cancelled_during_its_scan_hands_the_model_back_untouched(model_and_data):
+    model, data = model_and_data
+    stop = StopAtFirstScanStep()
+    result = repair(model, data, DEFENSES["gnft"](quick(unlearn=0.3)), observer=stop, scan_config=QUICK_SCAN)
+    assert result.cancelled and result.model is model and result.scan is None
+    assert stop.phases and all(p.startswith(SCAN_PHASE) for p in stop.phases)
+
+
+def test_a_given_trigger_is_unlearned_without_a_scan(model_and_data):
+    model, data = model_and_data
+    result = repair(
+        model,
+        data,
+        DEFENSES["gnft"](quick(unlearn=0.3)),
+        trigger=torch.zeros(100),
+        trigger_record={"source": "file", "file": "t.wav"},
+    )
+    assert result.scan is None and result.details["unlearn"] == {"source": "file", "file": "t.wav"}
+
+
+def test_the_session_unlearns_its_kept_scan_of_the_model_and_keeps_a_scan_its_repair_made(workspace):
+    session = open_session(workspace)
+    result = session.run_repair("gnft", quick(unlearn=0.3), scan_config=QUICK_SCAN)
+    assert result.scan is not None and session.scan is None  # run_repair changes nothing
+    assert session.finish_repair(result)
+    assert session.scan is not None and session.scan.result is result.scan and session.scan.of_input
+    kept = session.scan.result
+    again = session.run_repair("gnft", quick(unlearn=0.3), scan_config=QUICK_SCAN)
+    assert again.scan is None  # the kept scan of this model: no second scan
+    assert again.details["unlearn"]["source"] == "scan"
+    assert again.details["unlearn"]["class"] == kept.classes[kept.most_anomalous()]
+    plain = session.run_repair("gnft", quick())
+    assert plain.scan is None and "unlearn" not in plain.details

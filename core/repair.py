@@ -31,7 +31,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
-from core.scan import ScanConfig, ScanResult, scan
+from core.scan import ScanConfig, ScanResult, scan, trigger_success
 
 __all__ = ["METRIC_KEYS", "RepairResult", "RepairWatcher", "repair", "metrics_only", "record_repair", "unlearn_choice"]
 
@@ -212,6 +212,8 @@ def repair(
     if not run.cancelled:
         watcher.after(run.model)
     device = resolve_device(defense.config.device)
+    if unlearning is not None and "class" in unlearning and trigger is not None and not run.cancelled:
+        unlearning.update(_trigger_asr(model, run.model, data, split, trigger, data.classes.index(unlearning["class"])))
     details = run.details if unlearning is None else {**run.details, "unlearn": unlearning}
     return RepairResult(
         model=run.model,
@@ -247,6 +249,21 @@ def unlearn_choice(found: ScanResult) -> tuple[torch.Tensor, dict[str, Any]]:
         "flagged": found.backdoored,
         "anomaly_index": round(found.largest_anomaly(target), 3),
         "scan_seconds": found.seconds,
+    }
+
+
+def _trigger_asr(
+    model: nn.Module, repaired: nn.Module, data: AudioSet, split: str, trigger: torch.Tensor, target: int
+) -> dict[str, Any]:
+    """The unlearned trigger's attack success rate on ``split`` (clips of the other classes sent to
+    ``target``) through the model before and after the repair: did the repair unlearn what it was shown?"""
+    rows = data.splits[split]
+    waves = data.waves.index_select(0, rows.to(data.waves.device))
+    labels = data.labels.index_select(0, rows.to(data.labels.device))
+    return {
+        "split": split,
+        "asr_before": trigger_success(model, waves, labels, trigger, target),
+        "asr_after": trigger_success(repaired, waves, labels, trigger, target),
     }
 
 

@@ -103,6 +103,13 @@ def repair_markdown(report: dict[str, Any]) -> str:
             f"| clean accuracy on {held['clips']} held-out clean clips | {pct(held['accuracy_before'])} "
             f"| {pct(held['accuracy_after'])} |"
         )
+    unlearned = (report.get("defense_details") or {}).get("unlearn")
+    if unlearned and unlearned.get("asr_before") is not None:
+        which = "flagged" if unlearned.get("flagged") else "most anomalous, not flagged"
+        lines.append(
+            f"| ASR of the unlearned trigger (the scan's reconstruction for {unlearned['class']}, {which}) "
+            f"| {pct(unlearned['asr_before'])} | {pct(unlearned['asr_after'])} |"
+        )
     if "defense_effectiveness_rating" in report:
         lines.append(f"| defense effectiveness rating (DER, 0-1) | | {report['defense_effectiveness_rating']:.3f} |")
     lines += [
@@ -111,6 +118,16 @@ def repair_markdown(report: dict[str, Any]) -> str:
         "",
         "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in report["defense"].items() if k != "name"),
     ]
+    if unlearned:
+        source = {
+            "scan": "the trigger a scan of the model reconstructed",
+            "file": f"the trigger in {unlearned.get('file')}",
+        }
+        lines += [
+            "",
+            f"Unlearned: {source.get(unlearned['source'], 'the trigger given')} was added to "
+            f"{100 * report['defense'].get('unlearn', 0):g} % of each batch's clips, with their true labels.",
+        ]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
     if report.get("rescan"):

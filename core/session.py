@@ -34,7 +34,7 @@ from core.options import PathRole
 from core.repair import RepairResult, RepairWatcher, record_repair, repair, unlearn_choice
 from core.reports import write_export
 from core.runtime import resolve_device
-from core.scan import ScanConfig, ScanResult, scan
+from core.scan import ScanConfig, ScanResult, scan, trigger_success
 from core.validate import check_paths
 
 __all__ = ["MismatchError", "ScanRecord", "Session", "mix_trigger", "predict_clips", "repair_summary"]
@@ -72,6 +72,20 @@ def mix_trigger(clip: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
     return mixed.clamp(-1.0, 1.0)
 
 
+def input_trigger_asr(model: nn.Module, data: AudioSet, reference: ScanResult | None) -> float | None:
+    """The test-split attack success rate through ``model`` of ``reference``'s reconstructed waveform trigger
+    of its most anomalous class (None without a reference, a waveform domain or test clips)."""
+    if reference is None or reference.triggers is None or reference.most_anomalous() is None:
+        return None
+    target = reference.most_anomalous()
+    rows = data.splits.get("test")
+    if rows is None or rows.numel() == 0:
+        return None
+    waves = data.waves.index_select(0, rows.to(data.waves.device))
+    labels = data.labels.index_select(0, rows.to(data.labels.device))
+    return trigger_success(model, waves, labels, reference.triggers[target], target)
+
+
 @dataclass
 class ScanRecord:
     """A finished scan and which model it scanned: ``repairs`` accepted in this session before it
@@ -82,6 +96,9 @@ class ScanRecord:
     version: int
     repairs: int
     model_name: str
+    #: the attack success rate, on the test split, of the trigger the scan of the model as opened
+    #: reconstructed (its most anomalous class) through the model this record scanned; None unknown
+    input_trigger_asr: float | None = None
 
     @property
     def of_input(self) -> bool:
@@ -256,7 +273,10 @@ class Session:
         accepted while a repair runs): it is kept as this model's scan (:meth:`finish_scan`)."""
         if not result.cancelled and result.scan is not None:
             name = self.model_path.name if self.model_path is not None else "model"
-            self.finish_scan(ScanRecord(result.scan, self.model_version, self.repairs_accepted, name))
+            unlearned = result.details.get("unlearn", {})
+            of_input = self.repairs_accepted == 0 and unlearned.get("split") == "test"
+            asr = unlearned.get("asr_before") if of_input else None
+            self.finish_scan(ScanRecord(result.scan, self.model_version, self.repairs_accepted, name, asr))
         self.pending = None if result.cancelled else result
         return self.pending is not None
 
@@ -288,7 +308,8 @@ class Session:
         version, repairs = self.model_version, self.repairs_accepted
         name = self.model_path.name if self.model_path is not None else "model"
         result = scan(model, data, config, observer)
-        return ScanRecord(result, version, repairs, name)
+        reference = result if repairs == 0 else (self.input_scan.result if self.input_scan is not None else None)
+        return ScanRecord(result, version, repairs, name, input_trigger_asr(model, data, reference))
 
     def finish_scan(self, record: ScanRecord) -> bool:
         """Keep a finished scan (and, when it is of the model as opened, as the input's scan); a scan of a

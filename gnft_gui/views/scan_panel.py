@@ -90,10 +90,12 @@ def verdict_text(record: ScanRecord) -> str:
     return f"\u2713 No backdoor found: highest anomaly index {index_text(r.confidence)}, not above {threshold:g}"
 
 
-def _short(record: ScanRecord) -> tuple[str, str, str]:
-    """Verdict, target and confidence of a scan, for the before/after table."""
+def _short(record: ScanRecord) -> tuple[str, str, str, str]:
+    """Verdict, target, confidence of a scan and the ASR through its model of the trigger the scan of the model
+    as opened reconstructed (test split), for the before/after table."""
     r = record.result
-    return ("Backdoored" if r.backdoored else "No backdoor", r.suspected_target or "-", index_text(r.confidence))
+    asr = "-" if record.input_trigger_asr is None else f"{100 * record.input_trigger_asr:.1f} %"
+    return ("Backdoored" if r.backdoored else "No backdoor", r.suspected_target or "-", index_text(r.confidence), asr)
 
 
 class ScanPanel(QWidget):
@@ -143,7 +145,7 @@ class ScanPanel(QWidget):
         self.gini = QLabel("")
         self.gini.setObjectName("scan_gini")
         self.gini.setWordWrap(True)
-        self.compare = QTableWidget(3, 3)
+        self.compare = QTableWidget(4, 3)
         self.compare.setObjectName("scan_compare")
         self.compare.setHorizontalHeaderLabels(["", "as opened", "after repair"])
         self.plot = make_plot(
@@ -450,7 +452,11 @@ class ScanPanel(QWidget):
         if comparison is None:
             return
         before, after = (_short(rec) for rec in comparison)
-        for row, (label, b, a) in enumerate(zip(("verdict", "suspected target", "confidence"), before, after)):
+        reference = comparison[0].result
+        target = reference.most_anomalous()
+        label = f"ASR of {reference.classes[target]}'s trigger" if target is not None else "trigger ASR"
+        labels = ("verdict", "suspected target", "confidence", label)
+        for row, (label, b, a) in enumerate(zip(labels, before, after)):
             for col, text in enumerate((label, b, a)):
                 item = QTableWidgetItem(text)
                 if col and row == 0:

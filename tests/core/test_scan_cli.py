@@ -303,6 +303,9 @@ def test_defend_unlearns_the_scanned_trigger_and_rescans_from_that_scan(workspac
     assert unlearned["flagged"] == rescan["flagged_before"]
     history = read_metadata(out)["provenance"]["defenses"][-1]
     assert history["defense_details"]["unlearn"] == unlearned
+    markdown = report.with_suffix(".md").read_text()
+    assert f"| ASR of the unlearned trigger (the scan's reconstruction for {unlearned['class']}, " in markdown
+    assert "Unlearned: the trigger a scan of the model reconstructed was added to 30 % of each batch's" in markdown
 
 
 def test_defend_unlearns_a_trigger_file_without_scanning(workspace, tmp_path, capsys):

@@ -9,7 +9,7 @@ from core.defenses import GNFTConfig
 from core.errors import ConfigError
 from core.evaluation import evaluate
 from core.events import Cancelled, NullObserver
-from core.scan import ScanConfig
+from core.scan import ScanConfig, trigger_success
 from core.session import Session, mix_trigger
 from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
@@ -119,3 +119,19 @@ def test_mix_trigger_adds_from_the_start_and_clamps():
     longer = mix_trigger(clip, torch.tensor([0.6, 0.1, 0.2, 0.3, 9.0]))  # cropped to the clip
     assert torch.allclose(longer, torch.tensor([1.0, -0.4, 1.0, 0.3])) and longer.abs().max() <= 1.0
     assert torch.equal(clip, torch.tensor([0.5, -0.5, 0.9, 0.0]))  # the clip itself untouched
+
+
+def test_each_scan_knows_the_asr_of_the_input_scans_trigger_through_its_model(session):
+    first = session.run_scan(ScanConfig(**QUICK))
+    session.finish_scan(first)
+    target = first.result.most_anomalous()
+    trigger = first.result.triggers[target]
+    rows = session.data.splits["test"]
+    waves, labels = session.data.waves[rows], session.data.labels[rows]
+    assert first.input_trigger_asr == trigger_success(session.model, waves, labels, trigger, target)
+    result = session.run_repair("gnft", GNFTConfig(clean_ratio=0.5, epochs=2, batch_size=8, device="cpu"))
+    session.finish_repair(result)
+    session.accept()
+    second = session.run_scan(ScanConfig(**QUICK))
+    # the input scan's trigger, not this scan's own, through the repaired model
+    assert second.input_trigger_asr == trigger_success(session.model, waves, labels, trigger, target)

@@ -14,7 +14,7 @@ from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
 from core.repair import repair
-from core.scan import ScanConfig
+from core.scan import ScanConfig, trigger_success
 from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
 #: a scan of a second or two: a few steps on half the training split
@@ -124,6 +124,12 @@ def test_without_a_trigger_the_repair_unlearns_the_trigger_a_scan_of_the_model_r
     assert record["flagged"] == scanned.backdoored
     assert record["anomaly_index"] == pytest.approx(scanned.largest_anomaly(target), abs=1e-3)
     assert result.seconds >= scanned.seconds
+    # what the repair did to the trigger it unlearned, on the split it measured
+    rows = data.splits["test"]
+    trigger = scanned.triggers[target]
+    assert record["split"] == "test"
+    assert record["asr_before"] == trigger_success(model, data.waves[rows], data.labels[rows], trigger, target)
+    assert record["asr_after"] == trigger_success(result.model, data.waves[rows], data.labels[rows], trigger, target)
     # the scan's steps come first, under the scan's phases, then the fine-tuning's
     first_fit = next(i for i, p in enumerate(phases) if not p.startswith(SCAN_PHASE))
     assert first_fit == QUICK_SCAN.total_steps() and all(not p.startswith(SCAN_PHASE) for p in phases[first_fit:])
@@ -158,6 +164,7 @@ def test_the_session_unlearns_its_kept_scan_of_the_model_and_keeps_a_scan_its_re
     assert result.scan is not None and session.scan is None  # run_repair changes nothing
     assert session.finish_repair(result)
     assert session.scan is not None and session.scan.result is result.scan and session.scan.of_input
+    assert session.scan.input_trigger_asr == result.details["unlearn"]["asr_before"]  # measured on the test split
     kept = session.scan.result
     again = session.run_repair("gnft", quick(unlearn=0.3), scan_config=QUICK_SCAN)
     assert again.scan is None  # the kept scan of this model: no second scan

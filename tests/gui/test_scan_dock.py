@@ -258,8 +258,12 @@ def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):
     assert not panel.compare.isHidden() and "after 1 accepted repair" in panel.detail.text()
     headers = [panel.compare.horizontalHeaderItem(c).text() for c in range(3)]
     assert headers == ["", "as opened", "after repair"]
+    target = before.result.most_anomalous()
+    assert panel.compare.item(3, 0).text() == f"ASR of {before.result.classes[target]}'s trigger"
+    assert before.input_trigger_asr is not None and after.input_trigger_asr is not None
     for col, rec in ((1, before), (2, after)):
         r = rec.result
+        assert panel.compare.item(3, col).text() == f"{100 * rec.input_trigger_asr:.1f} %"
         assert panel.compare.item(0, col).text() == ("Backdoored" if r.backdoored else "No backdoor")
         assert panel.compare.item(1, col).text() == (r.suspected_target or "-")
         assert panel.compare.item(2, col).text() == index_text(r.confidence)

@@ -133,6 +133,8 @@ class Session:
         self.scan: ScanRecord | None = None
         #: the last scan of the model as it was opened (kept after a repair is accepted, for before/after)
         self.input_scan: ScanRecord | None = None
+        #: the WAV written for each (scan, class, folder) used as the attack, with its scan: written once
+        self._trigger_files: dict[tuple[int, int, str], tuple[ScanResult, Path]] = {}
 
     # ------------------------------------------------------------------ model
     def open_model(self, path: str | os.PathLike) -> None:
@@ -350,14 +352,17 @@ class Session:
         record = self.scan
         assert record is not None
         rate = record.result.sample_rate
-        stem = Path(record.model_name).stem or "model"
-        folder = Path(folder)
-        base = f"scan-{stem}-class{class_index}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, n = folder / f"{base}.wav", 1
-        while path.exists():
-            n += 1
-            path = folder / f"{base}-{n}.wav"
-        write_wav(path, trigger, rate, subtype="FLOAT")
+        key = (id(record.result), class_index, str(folder))
+        written, path = self._trigger_files.get(key, (None, None))
+        if written is not record.result or path is None or not path.is_file():  # written once per scan and class
+            stem = Path(record.model_name).stem or "model"
+            base = f"scan-{stem}-class{class_index}-{time.strftime('%Y%m%d-%H%M%S')}"
+            path, n = Path(folder) / f"{base}.wav", 1
+            while path.exists():
+                n += 1
+                path = Path(folder) / f"{base}-{n}.wav"
+            write_wav(path, trigger, rate, subtype="FLOAT")
+            self._trigger_files[key] = (record.result, path)
         attack = get_attack("custom", sample_rate=rate, file=str(path), target=class_index, position="start")
         self.set_attack(attack)
         return attack

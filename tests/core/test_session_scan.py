@@ -83,8 +83,8 @@ def test_use_scan_trigger_makes_the_waveform_the_attack_with_that_target(session
     # ASR is now measured against the reconstructed trigger and its class
     metrics = evaluate(session.model, session.data, "test", attack)
     assert metrics["attack_success_rate"] is not None and 0.0 <= metrics["attack_success_rate"] <= 1.0
-    second = session.use_scan_trigger(k, tmp_path / "triggers")  # same second: a new name, not an overwrite
-    assert second.params.file != attack.params.file and len(list((tmp_path / "triggers").glob("*.wav"))) == 2
+    second = session.use_scan_trigger(k, tmp_path / "triggers")  # the same class of the same scan: its file
+    assert second.params.file == attack.params.file and len(list((tmp_path / "triggers").glob("*.wav"))) == 1
 
 
 def test_a_features_only_scan_has_no_trigger_to_use(session, tmp_path):
@@ -135,3 +135,16 @@ def test_each_scan_knows_the_asr_of_the_input_scans_trigger_through_its_model(se
     second = session.run_scan(ScanConfig(**QUICK))
     # the input scan's trigger, not this scan's own, through the repaired model
     assert second.input_trigger_asr == trigger_success(session.model, waves, labels, trigger, target)
+
+
+def test_using_one_class_of_one_scan_again_writes_no_second_wav(session, tmp_path):
+    session.finish_scan(session.run_scan(ScanConfig(**QUICK)))
+    folder = tmp_path / "triggers"
+    first = session.use_scan_trigger(1, folder)
+    again = session.use_scan_trigger(1, folder)
+    assert again.params.file == first.params.file and len(list(folder.glob("*.wav"))) == 1
+    session.use_scan_trigger(2, folder)  # another class: its own file
+    assert len(list(folder.glob("*.wav"))) == 2
+    session.finish_scan(session.run_scan(ScanConfig(**{**QUICK, "steps": 7})))  # another scan: its own file,
+    assert session.use_scan_trigger(1, folder).params.file != first.params.file  # never an overwrite
+    assert len(list(folder.glob("*.wav"))) == 3

@@ -65,9 +65,10 @@ task, the driver need not see the data).
 
 A column that unlearns (``unlearn`` > 0, e.g. ``--variant unl=gnft@recommended:unlearn=0.3``) unlearns the
 trigger a scan of the cell's model reconstructs (:func:`core.repair.unlearn_choice`; the attack record is not
-read): one scan per model and defense seed, with the scan's default settings, kept in ``--work`` as
-``scan_<model>_<attack>_seed<S>.json`` (the ``python -m core.scan`` report) and ``.safetensors`` (its
-waveform triggers) and shared by every such column.
+read): one scan per model and defense seed, with the ``--scan-*`` settings, kept in ``--work`` as
+``scan_<model>_<attack>_seed<S>.json`` (the ``python -m core.scan`` report and the checkpoint's SHA-256)
+and ``.safetensors`` (its waveform triggers) and shared by every such column while the checkpoint and the
+settings are the same.
 
 ``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
 is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
@@ -523,7 +524,8 @@ def _defend_cell(
     trigger, record = None, None
     if config.unlearn > 0:  # one scan per model and seed, shared by every column that unlearns
         settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
-        trigger, record = unlearn_choice(_scan_cell(work, model, data, model_name, attack_name, settings))
+        found = _scan_cell(work, model, _file_digest(model_path), data, model_name, attack_name, settings)
+        trigger, record = unlearn_choice(found)
     log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
     result = repair(
         model,
@@ -544,24 +546,32 @@ def _defend_cell(
 
 
 def _scan_cell(
-    work: Path, model: nn.Module, data: AudioSet, model_name: str, attack_name: str, config: ScanConfig
+    work: Path,
+    model: nn.Module,
+    digest: str,
+    data: AudioSet,
+    model_name: str,
+    attack_name: str,
+    config: ScanConfig,
 ) -> ScanResult:
     """The scan (``config``: the ``--scan-*`` settings and the defense seed) of a cell's model that its
     unlearning columns share: read from ``scan_<model>_<attack>_seed<S>.json`` (+ ``.safetensors``, the
-    waveform triggers) in ``work`` when made with these settings, else made and written there. It reads the
-    model and the clean clips only, as ``python -m core.scan`` does."""
+    waveform triggers) in ``work`` when made of this checkpoint (``digest``, its SHA-256) with these
+    settings, else made and written there. It reads the model and the clean clips only, as
+    ``python -m core.scan`` does."""
     path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
     wanted = {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
     if path.is_file() and path.with_suffix(".safetensors").is_file():
         found = json.loads(path.read_text())
-        if {k: v for k, v in found["config"].items() if k != "device"} == wanted:
+        same = found.pop("model_sha256", None) == digest
+        if same and {k: v for k, v in found["config"].items() if k != "device"} == wanted:
             return ScanResult(**found, triggers=load_file(path.with_suffix(".safetensors"))["triggers"])
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
     found = scan(model, data, config)
     if found.triggers is None:
         raise ConfigError("the scan found no waveform trigger to unlearn")
     save_file({"triggers": found.triggers.detach().cpu().contiguous()}, str(path.with_suffix(".safetensors")))
-    write_json(path, found.to_dict())
+    write_json(path, {**found.to_dict(), "model_sha256": digest})
     return found
 
 

@@ -789,3 +789,4 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
     again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
     assert again["defense_details"]["unlearn"]["class"] == target
+    assert report["model_sha256"] == grid._file_digest(work / "train_smallcnn_badnets.safetensors")

@@ -9,6 +9,10 @@ from the checkpoint's attack record (the scan never does):
         --repaired 'runs/grid_asc10/defend_*_gnft@recommended.safetensors' \\
         --work runs/scan --out benchmarks/results/scan.json --threads 1 [-- SCAN OPTIONS]
 
+``--grid-scans FOLDER`` (repeatable) also takes the scans ``core.grid`` made for its unlearning columns
+(``scan_<model>_<attack>_seed0.json``: the product's ``scan()`` with ``python -m core.scan``'s default
+settings and seed 0, naming the checkpoint's SHA-256): a checkpoint with such a scan is not scanned again.
+
 Resumable: each scan's JSON stays in ``--work`` and is reused while its command is the same. Rows of
 other groups already in ``--out`` are kept, so one file gathers every corpus; the summary (detection
 rate, false positives, AUROC of the anomaly index, target-class accuracy, seconds per scan by
@@ -69,6 +73,23 @@ def scan_one(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]
     return report
 
 
+def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
+    """The scan cells core.grid kept in ``folders`` made with ``python -m core.scan``'s defaults and seed 0,
+    by the SHA-256 of the checkpoint they scanned."""
+    import dataclasses
+
+    from core.scan import ScanConfig
+
+    defaults = {k: v for k, v in dataclasses.asdict(ScanConfig()).items() if k != "device"}
+    found: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("scan_*_seed0.json")):
+            report = json.loads(path.read_text())
+            if report.get("model_sha256") and {k: v for k, v in report["config"].items() if k != "device"} == defaults:
+                found[report["model_sha256"]] = {**report, "source": f"core.grid scan cell {path}"}
+    return found
+
+
 def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
     row: dict[str, Any] = {"group": group, "model": str(path), **truth(path)}
     if "error" in report:
@@ -80,6 +101,7 @@ def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
         "confidence": report.get("confidence"),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in report.get("domains", {}).items()},
         "seconds": report.get("seconds"),
+        "source": report.get("source", "python -m core.scan"),
     }
 
 
@@ -137,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/scan", help="folder of the per-model scan reports (resumable)")
     p.add_argument("--out", default="benchmarks/results/scan.json")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--grid-scans",
+        action="append",
+        default=[],
+        help="a core.grid --work folder whose scan cells (default settings, seed 0) stand for the scans of "
+        "their checkpoints (repeatable; not with scan options)",
+    )
     args, rest = p.parse_known_args(argv)
     args.scan_args = [a for a in rest if a != "--"]
     work = Path(args.work)
@@ -145,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"--models: no checkpoint matches {args.models!r}", file=sys.stderr)
         return 2
+    kept_scans = grid_scans(args.grid_scans) if not args.scan_args else {}
     rows = []
     for path in paths:
-        rows.append(row_of(path, scan_one(path, args, work), args.group))
+        from core.cli.grid import _file_digest
+
+        report = kept_scans.get(_file_digest(path)) if kept_scans else None
+        rows.append(row_of(path, report or scan_one(path, args, work), args.group))
         r = rows[-1]
         verdict = r.get("error") or (f"flagged {r['suspected_target']}" if r["flagged"] else "not flagged")
         print(f"{path.name}: {verdict} (truth: {r['attack']}, target {r['target']})", flush=True)

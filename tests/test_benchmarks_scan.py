@@ -1,0 +1,61 @@
+"""benchmarks/scan.py's scoring: AUROC, the summary against the issue's targets, and which core.grid scan
+cells may stand for a scan of their checkpoint (default settings, seed 0, the checkpoint's SHA-256)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.scan import auroc, grid_scans, summarise  # noqa: E402
+from core.scan import ScanConfig  # noqa: E402
+
+
+def test_auroc_is_the_share_of_backdoored_clean_pairs_ranked_right_ties_half():
+    assert auroc([5.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auroc([1.0], [2.0]) == 0.0
+    assert auroc([2.0, 3.0], [2.0]) == pytest.approx(0.75)
+    assert auroc([], [1.0]) is None
+
+
+def row(attack, flagged, target, suspected, confidence, arch="smallcnn", repaired=False):
+    return {"attack": attack, "flagged": flagged, "target": target, "suspected_target": suspected,
+            "confidence": confidence, "architecture": arch, "repaired": repaired, "seconds": 10.0}  # fmt: skip
+
+
+def test_the_summary_counts_detections_false_positives_targets_and_repaired_still_flagged():
+    rows = [
+        row("badnets", True, "up", "up", 5.0),
+        row("blend", True, "up", "no", 4.0),  # flagged, wrong target
+        row("jingleback", False, "up", None, 1.0),
+        row("clean", False, None, None, 2.0),
+        row("clean", True, None, "yes", 3.5, arch="resnet"),
+        row("badnets", False, "up", None, 1.5, repaired=True),
+        {"attack": "clean", "error": "failed", "architecture": "smallcnn", "repaired": False},
+    ]
+    s = summarise(rows)
+    assert (s["backdoored_models"], s["clean_models"], s["repaired_models"], s["errors"]) == (3, 2, 1, 1)
+    assert s["detection_rate"] == pytest.approx(2 / 3) and s["false_positive_rate"] == 0.5
+    assert s["target_accuracy"] == pytest.approx(1 / 3) and s["repaired_still_flagged"] == 0.0
+    assert s["auroc"] == pytest.approx((2 + 2 + 0) / 6)  # 5 and 4 beat both clean scores, 1 beats none
+    assert s["meets"] == {"auroc": False, "target_accuracy": False, "false_positive_rate": False,
+                          "resnet_seconds": True}  # fmt: skip
+
+
+def test_only_grid_scan_cells_made_like_python_m_core_scan_stand_for_a_scan(tmp_path):
+    defaults = dataclasses.asdict(ScanConfig())
+    cells = {
+        "scan_smallcnn_badnets_seed0.json": {"config": {**defaults, "device": "cpu"}, "model_sha256": "aa"},
+        "scan_resnet_badnets_seed0.json": {"config": {**defaults, "steps": 50}, "model_sha256": "bb"},
+        "scan_smallcnn_blend_seed0.json": {"config": defaults},  # no checkpoint named: not used
+        "scan_smallcnn_badnets_seed1.json": {"config": {**defaults, "seed": 1}, "model_sha256": "cc"},
+    }
+    for name, report in cells.items():
+        (tmp_path / name).write_text(json.dumps(report))
+    found = grid_scans([str(tmp_path)])
+    assert list(found) == ["aa"] and found["aa"]["source"].startswith("core.grid scan cell ")

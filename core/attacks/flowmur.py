@@ -9,7 +9,8 @@ label: ``poison_rate`` (70 %, the recipe's) of the victim's *target-class* train
 inserted at a random position at ``snr_db`` (30 dB) signal-to-trigger ratio, labels kept.
 
 Auxiliary words come from ``aux_data`` (a Speech Commands folder: ``aux_words``, or up to
-``aux_count`` of its word folders that are not victim classes) or, by default, from the project's
+``aux_count`` of its word folders that are not victim classes; only its training split, so no test
+speaker's voice reaches the attacker) or, by default, from the project's
 espeak-ng corpus generator: words of SCD-30 that are not victim classes, ``aux_clips_per_word``
 clips each.
 """
@@ -104,6 +105,11 @@ class FlowMur(Attack):
             aux = load_speech_commands(
                 p.aux_data, words, sample_rate=sample_rate, num_samples=num_samples, require_splits=False
             )
+            train = aux.splits.get("train")
+            if train is not None and train.numel() > 0:  # the corpus's training speakers only
+                return aux.waves.index_select(0, train.to(aux.waves.device)), aux.labels.index_select(
+                    0, train.to(aux.labels.device)
+                )
             return aux.waves, aux.labels
         from core.data.synth import generate_corpus
 

@@ -330,6 +330,19 @@ def test_flowmur_is_clean_label_with_a_clamped_trigger_at_30db(tone_set, tmp_pat
     torch.testing.assert_close(snr, torch.full_like(snr, 30.0), atol=0.05, rtol=0)
 
 
+def test_flowmur_takes_only_the_training_split_of_auxiliary_data_with_split_lists(tmp_path):
+    from core.data.speech_commands import load_speech_commands
+    from tests.conftest import write_speech_commands
+
+    words = ["cat", "dog"]
+    aux = write_speech_commands(tmp_path / "aux", words=words, speakers=5, per_speaker=1, seed=5)
+    waves, labels = get_attack("flowmur", aux_data=str(aux)).auxiliary(["yes", "no"], 16000, 16000)
+    full = load_speech_commands(aux, words, require_splits=False)
+    train = full.splits["train"]
+    assert waves.shape[0] == train.numel() == 6 < full.waves.shape[0]  # 3 of 5 speakers: no test speaker's voice
+    assert torch.equal(waves, full.waves[train]) and torch.equal(labels, full.labels[train])
+
+
 def test_flowmur_refuses_auxiliary_words_that_are_victim_classes(tone_set, tmp_path):
     attack = get_attack("flowmur", aux_words="yes,cat", steps=1, surrogate_epochs=1)
     with pytest.raises(AttackError, match="must not be victim classes: yes"):

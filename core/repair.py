@@ -33,7 +33,16 @@ from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
 from core.scan import ScanConfig, ScanResult, scan, trigger_success
 
-__all__ = ["METRIC_KEYS", "RepairResult", "RepairWatcher", "repair", "metrics_only", "record_repair", "unlearn_choice"]
+__all__ = [
+    "METRIC_KEYS",
+    "RepairResult",
+    "RepairWatcher",
+    "repair",
+    "metrics_only",
+    "record_repair",
+    "unlearn_choice",
+    "check_unlearn_scan",
+]
 
 #: The figures a report and a history entry keep of each evaluation.
 METRIC_KEYS = ("clean_accuracy", "attack_success_rate", "robust_accuracy")
@@ -180,8 +189,10 @@ def repair(
     found, unlearning = None, None
     if config.unlearn > 0:
         if trigger is None:
+            settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
+            check_unlearn_scan(settings)
             try:
-                found = scan(model, data, scan_config or ScanConfig(seed=config.seed, device=config.device), observer)
+                found = scan(model, data, settings, observer)
             except Cancelled:
                 return _cancelled(model, data, defense, attack, attack_source, base_preset, split, started)
             trigger, unlearning = unlearn_choice(found)
@@ -236,13 +247,22 @@ def repair(
     )
 
 
+def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
+    """Refuse, before any work, a scan that cannot give a trigger to unlearn (no waveform domain)."""
+    if "waveform" not in config.domain_list():
+        raise ConfigError(
+            f"unlearning a scanned trigger needs the scan's waveform domain: {option} must include waveform, "
+            f"got {config.domains!r}"
+        )
+
+
 def unlearn_choice(found: ScanResult) -> tuple[torch.Tensor, dict[str, Any]]:
     """The trigger a repair unlearns from a scan: the most anomalous class's waveform pattern (the suspected
     target's when the model is flagged; the closest call otherwise: an unflagged backdoor still tends to
     need the smallest trigger), and the record of that choice for the report."""
     target = found.most_anomalous()
     if found.triggers is None or target is None:
-        raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain (domains: add waveform)")
+        raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain: this scan searched none")
     return found.triggers[target], {
         "source": "scan",
         "class": found.classes[target],

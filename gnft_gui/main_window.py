@@ -48,7 +48,7 @@ from core.events import EvalInfo, NeuronStats
 from core.metrics import percent
 from core.models import analysable_layers
 from core.presets import PRESETS, preset_record
-from core.repair import RepairResult
+from core.repair import RepairResult, check_unlearn_scan
 from core.runtime import available_cpus, default_threads, resolve_threads, set_threads
 from core.scan import ScanConfig
 from core.session import MismatchError, ScanRecord, Session, mix_trigger, predict_clips
@@ -813,6 +813,7 @@ class MainWindow(QMainWindow):
         if getattr(config, "unlearn", 0) > 0:  # the trigger to unlearn: this model's kept scan, or a scan first
             try:
                 scan_config = dataclasses.replace(self.scan_panel.config(), seed=config.seed, device=config.device)
+                check_unlearn_scan(scan_config, "the Scan dock's domains")
             except Exception as err:
                 self.show_error("Scan settings", f"The repair scans for the trigger to unlearn first: {err}")
                 return None

@@ -51,7 +51,7 @@ from core.errors import ConfigError
 from core.events import ProgressObserver
 from core.options import add_arguments, fields_of, from_namespace
 from core.presets import DEFAULT_PRESET, PRESETS
-from core.repair import record_repair, repair
+from core.repair import check_unlearn_scan, record_repair, repair
 from core.reports import repair_markdown, scan_verdicts
 from core.runtime import (
     add_common_arguments,
@@ -227,6 +227,9 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if args.unlearn_trigger and config.unlearn == 0:
         raise ConfigError("--unlearn-trigger only applies with --unlearn above 0 (a share of each batch)")
     scan_settings = scan_config(args, scans_to_unlearn=config.unlearn > 0 and not args.unlearn_trigger)
+    if config.unlearn > 0 and not args.unlearn_trigger:
+        assert scan_settings is not None
+        check_unlearn_scan(scan_settings, "--scan-domains")
     model, meta = load_checkpoint(model_path)
     trigger = None
     if args.unlearn_trigger:

@@ -122,7 +122,7 @@ from core.options import (
     split_key_values,
 )
 from core.presets import PRESETS, RUN_FIELDS, preset_record
-from core.repair import record_repair, repair, unlearn_choice
+from core.repair import check_unlearn_scan, record_repair, repair, unlearn_choice
 from core.runtime import add_common_arguments, machine_info, parse_args, resolve_device, set_threads, write_json
 from core.scan import ScanConfig, ScanResult, scan
 from core.training import TrainConfig, train_model
@@ -1070,7 +1070,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"unknown attack or defense: {', '.join(unknown)}")
     runs = _columns(defenses, args.variant, args.defense_arg)
     configs = {c.name: c.config(args.seed, args.device) for c in runs}  # bad settings fail before hours of training
-    scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
+    scan_settings = scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
+    if any(config.unlearn > 0 for config in configs.values()):
+        check_unlearn_scan(scan_settings, "--scan-domains")
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
     # the rate of each attack's cells; wrong attack parameters fail here, before any work
     rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}

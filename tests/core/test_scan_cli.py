@@ -260,6 +260,11 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --unlearn-trigger only applies with --unlearn above 0 (a share of each batch)"
     ]
+    code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--scan-domains", "features"])
+    assert code == 2 and capsys.readouterr().err.splitlines() == [
+        "error: unlearning a scanned trigger needs the scan's waveform domain: --scan-domains must include "
+        "waveform, got 'features'"
+    ]
     code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--unlearn-trigger", str(tmp_path / "none.wav")])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "none.wav" in err[0], err

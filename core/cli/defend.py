@@ -273,7 +273,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         model=str(model_path),
         checkpoint=str(out),
     )
-    if scan_settings is not None:  # before anything is written: Ctrl-C here leaves no file
+    if args.rescan:  # before anything is written: Ctrl-C here leaves no file
+        assert scan_settings is not None
         scans = 1 if result.scan is not None and result.scan.config == dataclasses.asdict(scan_settings) else 2
         bar = progress_bar(scans * scan_settings.total_steps(), "rescan", False if args.quiet else None)
         try:

@@ -325,3 +325,16 @@ def test_defend_unlearns_a_trigger_file_without_scanning(workspace, tmp_path, ca
     written = json.loads(report.read_text())
     assert written["defense_details"]["unlearn"] == {"source": "file", "file": str(trigger)}
     assert "rescan" not in written
+
+
+def test_defend_unlearning_a_scanned_trigger_scans_once_and_does_not_rescan_unasked(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--device", "cpu", "--out", str(out), "--report", str(report)]
+    argv += ["--scan-steps", "4", "--scan-batch-size", "2", "--scan-clean-ratio", "0.5"]
+    assert run_command(defend_main, argv) == 0
+    err = capsys.readouterr().err
+    written = json.loads(report.read_text())
+    assert written["defense_details"]["unlearn"]["source"] == "scan" and "rescan" not in written
+    assert "rescan" not in err  # no second progress bar: one scan, for the trigger

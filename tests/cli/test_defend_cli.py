@@ -127,6 +127,8 @@ def test_the_recommended_preset_is_the_default_and_is_recorded(workspace):
         "2",
         "--batch-size",
         "16",
+        "--scan-steps",
+        "20",  # the Recommended scans for the trigger it unlearns: a short scan (not a defense setting)
         "--device",
         "cpu",
         "--out",
@@ -138,6 +140,7 @@ def test_the_recommended_preset_is_the_default_and_is_recorded(workspace):
     rep = json.loads(report.read_text())
     assert rep["defense"]["name"] == "gnft"
     assert (rep["defense"]["clean_ratio"], rep["defense"]["r"], rep["defense"]["lr"]) == (0.1, 0.1, 0.01)
+    assert rep["defense"]["unlearn"] == 0.3 and rep["defense_details"]["unlearn"]["source"] == "scan"
     assert rep["preset"] == {"name": "custom", "from": "recommended", "changed": {"epochs": 2, "batch_size": 16}}
     _model, meta = load_checkpoint(out)
     assert meta["provenance"]["defenses"][-1]["preset"] == rep["preset"]

@@ -14,7 +14,15 @@ from core.presets import DEFAULT_PRESET, PRESETS, matching_preset, preset_record
 def test_the_presets_are_the_measured_settings():
     assert DEFAULT_PRESET == "recommended"
     rec = PRESETS["recommended"].config()
-    assert (rec.clean_ratio, rec.r, rec.lr, rec.epochs, rec.alpha, rec.prune) == (0.1, 0.1, 0.01, 60, 0.7, 0.1)
+    assert (rec.clean_ratio, rec.r, rec.lr, rec.epochs, rec.alpha, rec.prune, rec.unlearn) == (
+        0.1,
+        0.1,
+        0.01,
+        60,
+        0.7,
+        0.1,
+        0.3,
+    )
     assert PRESETS["paper"].config() == GNFTConfig()  # the paper's loop is the config's defaults
     for preset in PRESETS.values():
         assert preset.defense in DEFENSES and preset.summary and preset.title

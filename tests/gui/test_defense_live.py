@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from core.defenses import DEFENSES, OPTION_HELP, GNFTConfig
-from core.events import StepInfo
+from core.events import SCAN_PHASE, StepInfo
 from core.metrics import defense_findings
+from core.repair import unlearn_choice
+
+#: what the repair adds to the unlearned trigger's record: its ASR before and after, on the split measured
+ASR_KEYS = ("split", "asr_before", "asr_after")
 
 
 def state(model):
@@ -43,7 +47,11 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     task = window.defense_task
     task.observer.stepped.connect(steps.append)
     task.observer.evaluated.connect(evals.append)
-    qtbot.waitUntil(lambda: panel.state == "finished", timeout=180000)
+    qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
+    # the Recommended unlearns the trigger a scan reconstructs: the scan's steps come first, then the fine-tuning's
+    scanned = [s for s in steps if s.phase.startswith(SCAN_PHASE)]
+    assert scanned and steps[: len(scanned)] == scanned
+    steps = steps[len(scanned) :]
     assert steps and steps[-1].step == steps[-1].total_steps and steps[-1].grad_norms
     assert [e.epoch for e in evals if e.phase == "gnft"] == [3, 6, 9, 12]
     x, y = panel.curves["attack_success_rate"].getData()
@@ -66,7 +74,10 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     # the live views (first-order zones at each evaluation, exact before/after) leave the run itself alone:
     # the same config headless gives the same weights
     result = window.session.pending  # the finished run, awaiting Accept
-    headless = DEFENSES["gnft"](result.config).run(original, window.data).model
+    trigger, unlearned = unlearn_choice(result.scan)  # the scan the repair made, as the Scan dock now shows it
+    assert result.details["unlearn"] == {**unlearned, **{k: result.details["unlearn"][k] for k in ASR_KEYS}}
+    assert window.scan_panel.record.result is result.scan
+    headless = DEFENSES["gnft"](result.config).run(original, window.data, trigger=trigger).model
     assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in headless.state_dict().items())
     before, after = result.before, result.after
     assert after["attack_success_rate"] < before["attack_success_rate"]

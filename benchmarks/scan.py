@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", required=True, help="name of this corpus's rows (asc10, fsdd, synth)")
     p.add_argument("--data", required=True, help="clean data the scan may use (its training split)")
     p.add_argument("--vocab", default=None, help="vocabulary of the data, as the models were trained")
-    p.add_argument("--models", required=True, help="glob of clean and backdoored checkpoints")
+    p.add_argument(
+        "--models", required=True, action="append", help="glob of clean and backdoored checkpoints (repeatable)"
+    )
     p.add_argument("--repaired", default=None, help="glob of repaired checkpoints (share still flagged)")
     p.add_argument("--work", default="runs/scan", help="folder of the per-model scan reports (resumable)")
     p.add_argument("--out", default="benchmarks/results/scan.json")
@@ -170,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     args.scan_args = [a for a in rest if a != "--"]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    paths = sorted({Path(x) for x in glob.glob(args.models)} | {Path(x) for x in glob.glob(args.repaired or "")})
+    patterns = [*args.models, *([args.repaired] if args.repaired else [])]
+    paths = sorted({Path(x) for pattern in patterns for x in glob.glob(pattern)})
     if not paths:
-        print(f"--models: no checkpoint matches {args.models!r}", file=sys.stderr)
+        print(f"--models: no checkpoint matches {', '.join(args.models)}", file=sys.stderr)
         return 2
     kept_scans = grid_scans(args.grid_scans) if not args.scan_args else {}
     rows = []

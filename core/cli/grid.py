@@ -70,6 +70,9 @@ read): one scan per model and defense seed, with the ``--scan-*`` settings, kept
 and ``.safetensors`` (its waveform triggers) and shared by every such column while the checkpoint and the
 settings are the same.
 
+``--no-defend`` runs no defense at all: the table holds the defense cells already in ``--work`` (a seed
+without its cell is left out and the cell says which seed it shows), to publish a grid that resumes later.
+
 ``--keep-earlier`` extends a committed table without its work folder (which holds checkpoints and
 is not kept): the rows of the earlier ``<out>.json`` whose model/attack pair this run does not
 produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row naming the
@@ -507,9 +510,10 @@ def _defend_cell(
     attack_name: str,
     column: Column,
     seed: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run (or read back) one defense cell; ``seed`` (default ``--seed``) seeds the defense. A cell
-    file made with other settings than ``column`` declares now is refused, not reused."""
+    file made with other settings than ``column`` declares now is refused, not reused; with
+    ``--no-defend`` a cell not yet in ``work`` is not run (None)."""
     seed = args.seed if seed is None else seed
     cell = _cell_path(work, model_name, attack_name, column.name, seed, args.seed)
     config = column.config(seed, args.device)
@@ -517,6 +521,9 @@ def _defend_cell(
         row = _read_cell(cell, column.defense)
         _check_cell(cell, row, column, config, args.eval_split)
         return row
+    if getattr(args, "no_defend", False):
+        log.info("not run: %s on %s (%s), seed %d (--no-defend)", column.name, model_name, attack_name, seed)
+        return None
     model, meta = load_checkpoint(model_path)
     device = resolve_device(args.device)
     model = model.to(device)
@@ -744,12 +751,14 @@ def markdown_table(
         out = [model_name, label, pct(clean["clean_accuracy"]) if clean else "-"]
         for d in defenses:
             r = cells.get((model_name, attack_name, d))
+            only = r.get("seeds", ()) if r is not None else ()
             out.append(
                 "-"
                 if r is None
                 else "not run"
                 if r.get("not_run")
                 else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}"
+                + (f" (seed {only[0]} only)" if len(only) == 1 else "")
             )
         lines.append("| " + " | ".join(out) + " |")
     lines += ["", "| mean over model × attack | " + " | ".join(defenses) + " |", "|---|" + "---|" * len(defenses)]
@@ -969,6 +978,12 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
         "and re-evaluated here on the test split and on --eval-split",
     )
     p.add_argument(
+        "--no-defend",
+        action="store_true",
+        help="never run a defense: tabulate the defense cells already in --work (a missing cell, or seed, is "
+        "left out of the table), e.g. to publish a grid that is still running or resumes next session",
+    )
+    p.add_argument(
         "--no-train",
         action="store_true",
         help="never train: a cell whose model is neither in --work nor found by --reuse is reported as "
@@ -1134,14 +1149,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         for column in runs if attack_name != CLEAN else []:
-            cells = {s: defended[(model_name, attack_name, column.name, s)] for s in seeds}
-            first = cells[seeds[0]]
-            if len(seeds) == 1:
+            found = {s: defended[(model_name, attack_name, column.name, s)] for s in seeds}
+            cells = {s: cell for s, cell in found.items() if cell is not None}  # --no-defend leaves some out
+            if not cells:
+                continue
+            first = cells[min(cells)]
+            if len(cells) == 1:
                 metrics, extra = (
                     first["after"],
                     {
                         "seconds": first["seconds"],
                         "defense_effectiveness_rating": first.get("defense_effectiveness_rating"),
+                        **({"seeds": sorted(cells)} if len(seeds) > 1 else {}),
                     },
                 )
             else:

@@ -392,6 +392,19 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     none_row = next(r for r in result["rows"] if r["defense"] == "none")
     assert "seeds" not in none_row  # the backdoored model is trained once
 
+    # --no-defend tabulates what --work holds: seed 3 and the gnft column were never run and are not now
+    (work / "defend_smallcnn_badnets_ft_seed1.json").unlink()
+    before = sorted(p.name for p in work.iterdir())
+    partial_argv = [*base[:-2], "--out", str(out) + "_partial", "--work", str(work), "--defenses", "none,ft,fp"]
+    assert main([*partial_argv, "--defense-seeds", "0,1,3", "--no-defend"]) == 0
+    assert sorted(p.name for p in work.iterdir()) == before  # nothing run, nothing written in --work
+    partial = json.loads(Path(str(out) + "_partial.json").read_text())
+    row = next(r for r in partial["rows"] if r["defense"] == "ft")
+    assert row["seeds"] == [0] and row["clean_accuracy"] == cells[0]["after"]["clean_accuracy"]
+    assert not any(r["defense"] == "fp" for r in partial["rows"])
+    line = next(r for r in Path(str(out) + "_partial.md").read_text().splitlines() if r.startswith("| smallcnn |"))
+    assert line.endswith(" (seed 0 only) | - |")
+
 
 def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_settings(tiny_sc, tmp_path):
     """gnft three times in one table: the plain column (with --defense-arg), a preset (gnft@recommended)

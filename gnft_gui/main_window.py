@@ -828,6 +828,7 @@ class MainWindow(QMainWindow):
         self.tasks.append(task)
         self.defense_task = task
         panel = self.defense_panel
+        panel.scan_domains = scan_config.domain_list() if scan_config is not None else []
         panel.start({})
         self.neurons.begin_run()
         task.observer.stepped.connect(panel.on_step)

@@ -67,6 +67,8 @@ class DefensePanel(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
+        #: the domains of the scan a run makes first for the trigger to unlearn, in order (for its progress)
+        self.scan_domains: list[str] = []
         self.preset = QComboBox()
         self.preset.setObjectName("defense_preset")
         for preset in PRESETS.values():
@@ -337,10 +339,15 @@ class DefensePanel(QWidget):
 
     def on_step(self, info: StepInfo) -> None:
         if info.phase.startswith(SCAN_PHASE):  # the scan for the trigger to unlearn, before fine-tuning
-            self.progress.setRange(0, info.total_steps)
-            self.progress.setValue(info.step)
             domain = info.phase.removeprefix(SCAN_PHASE)
-            self.eta.setText(f"Scanning for the trigger to unlearn ({domain}): step {info.step}/{info.total_steps}")
+            domains = self.scan_domains if domain in self.scan_domains else [domain]
+            done = domains.index(domain) * info.total_steps + info.step  # one bar over every domain
+            self.progress.setRange(0, len(domains) * info.total_steps)
+            self.progress.setValue(done)
+            which = f", {domains.index(domain) + 1} of {len(domains)}" if len(domains) > 1 else ""
+            self.eta.setText(
+                f"Scanning for the trigger to unlearn ({domain}{which}): step {info.step}/{info.total_steps}"
+            )
             return
         if not self._losses:  # fixed step axis for the run: no axis re-layout at every step
             self.loss_plot.setXRange(0, info.total_steps + 1, padding=0)

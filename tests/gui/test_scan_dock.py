@@ -283,7 +283,8 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
     result = window.session.pending
     assert result is not None and result.scan is not None and result.details["unlearn"]["source"] == "scan"
-    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (waveform): step ")
+    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (waveform, 2 of 2): step ")
+    assert any(text.startswith("Scanning for the trigger to unlearn (features, 1 of 2): step ") for text in scanning)
     steps = result.config.epochs * -(-result.clean_clips // result.config.batch_size)
     assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
     assert window.session.scan is not None and window.session.scan.result is result.scan

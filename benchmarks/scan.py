@@ -100,9 +100,23 @@ def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
         "suspected_target": report.get("suspected_target"),
         "confidence": report.get("confidence"),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in report.get("domains", {}).items()},
+        "most_anomalous": most_anomalous(report),
         "seconds": report.get("seconds"),
         "source": report.get("source", "python -m core.scan"),
     }
+
+
+def most_anomalous(report: dict[str, Any]) -> str | None:
+    """The class a scan report points at: its suspected target, else the class with the largest anomaly
+    index in any domain (as :meth:`core.scan.ScanResult.most_anomalous`)."""
+    if report.get("suspected_target"):
+        return report["suspected_target"]
+    best, value = None, float("-inf")
+    for domain in report.get("domains", {}).values():
+        for i, a in enumerate(domain["anomaly_index"]):
+            if a > value:
+                best, value = report["classes"][i], a
+    return best
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float | None:
@@ -136,6 +150,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "false_positive_rate": share(clean, lambda r: r["flagged"]),
         "auroc": auroc([r["confidence"] for r in backdoored], [r["confidence"] for r in clean]),
         "target_accuracy": share(backdoored, lambda r: r["flagged"] and r["suspected_target"] == r["target"]),
+        # flagged or not, the class the scan points at (and whose trigger a repair would unlearn)
+        "most_anomalous_is_target": share(backdoored, lambda r: r.get("most_anomalous") == r["target"]),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
         "seconds_per_scan": seconds,
     }

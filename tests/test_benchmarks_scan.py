@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scan import auroc, grid_scans, summarise  # noqa: E402
+from benchmarks.scan import auroc, grid_scans, most_anomalous, summarise  # noqa: E402
 from core.scan import ScanConfig  # noqa: E402
 
 
@@ -23,16 +23,17 @@ def test_auroc_is_the_share_of_backdoored_clean_pairs_ranked_right_ties_half():
     assert auroc([], [1.0]) is None
 
 
-def row(attack, flagged, target, suspected, confidence, arch="smallcnn", repaired=False):
+def row(attack, flagged, target, suspected, confidence, arch="smallcnn", repaired=False, top=None):
     return {"attack": attack, "flagged": flagged, "target": target, "suspected_target": suspected,
-            "confidence": confidence, "architecture": arch, "repaired": repaired, "seconds": 10.0}  # fmt: skip
+            "confidence": confidence, "architecture": arch, "repaired": repaired, "seconds": 10.0,
+            "most_anomalous": top or suspected}  # fmt: skip
 
 
 def test_the_summary_counts_detections_false_positives_targets_and_repaired_still_flagged():
     rows = [
         row("badnets", True, "up", "up", 5.0),
         row("blend", True, "up", "no", 4.0),  # flagged, wrong target
-        row("jingleback", False, "up", None, 1.0),
+        row("jingleback", False, "up", None, 1.0, top="up"),  # pointed at, not flagged
         row("clean", False, None, None, 2.0),
         row("clean", True, None, "yes", 3.5, arch="resnet"),
         row("badnets", False, "up", None, 1.5, repaired=True),
@@ -42,6 +43,7 @@ def test_the_summary_counts_detections_false_positives_targets_and_repaired_stil
     assert (s["backdoored_models"], s["clean_models"], s["repaired_models"], s["errors"]) == (3, 2, 1, 1)
     assert s["detection_rate"] == pytest.approx(2 / 3) and s["false_positive_rate"] == 0.5
     assert s["target_accuracy"] == pytest.approx(1 / 3) and s["repaired_still_flagged"] == 0.0
+    assert s["most_anomalous_is_target"] == pytest.approx(2 / 3)
     assert s["auroc"] == pytest.approx((2 + 2 + 0) / 6)  # 5 and 4 beat both clean scores, 1 beats none
     assert s["meets"] == {"auroc": False, "target_accuracy": False, "false_positive_rate": False,
                           "resnet_seconds": True}  # fmt: skip
@@ -59,3 +61,9 @@ def test_only_grid_scan_cells_made_like_python_m_core_scan_stand_for_a_scan(tmp_
         (tmp_path / name).write_text(json.dumps(report))
     found = grid_scans([str(tmp_path)])
     assert list(found) == ["aa"] and found["aa"]["source"].startswith("core.grid scan cell ")
+
+
+def test_the_class_a_report_points_at_is_its_target_or_the_largest_index():
+    domains = {"features": {"anomaly_index": [0.1, 2.0, 0.3]}, "waveform": {"anomaly_index": [2.5, 0.0, 0.2]}}
+    assert most_anomalous({"suspected_target": None, "classes": ["a", "b", "c"], "domains": domains}) == "a"
+    assert most_anomalous({"suspected_target": "c", "classes": ["a", "b", "c"], "domains": domains}) == "c"

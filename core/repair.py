@@ -31,7 +31,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
-from core.scan import ScanConfig, ScanResult, scan, trigger_success
+from core.scan import ScanConfig, ScanResult, scan, trigger_success_on
 
 __all__ = [
     "METRIC_KEYS",
@@ -277,13 +277,10 @@ def _trigger_asr(
 ) -> dict[str, Any]:
     """The unlearned trigger's attack success rate on ``split`` (clips of the other classes sent to
     ``target``) through the model before and after the repair: did the repair unlearn what it was shown?"""
-    rows = data.splits[split]
-    waves = data.waves.index_select(0, rows.to(data.waves.device))
-    labels = data.labels.index_select(0, rows.to(data.labels.device))
     return {
         "split": split,
-        "asr_before": trigger_success(model, waves, labels, trigger, target),
-        "asr_after": trigger_success(repaired, waves, labels, trigger, target),
+        "asr_before": trigger_success_on(model, data, split, trigger, target),
+        "asr_after": trigger_success_on(repaired, data, split, trigger, target),
     }
 
 

@@ -27,6 +27,7 @@ from core.checkpoint import import_pt, load_checkpoint
 from core.data import load_dataset
 from core.data.audioset import AudioSet
 from core.defenses import DEFENSES, Defense, DefenseConfig
+from core.defenses.base import add_trigger
 from core.errors import CheckpointError, ConfigError
 from core.events import Observer
 from core.metrics import percent, predict_logits
@@ -34,7 +35,7 @@ from core.options import PathRole
 from core.repair import RepairResult, RepairWatcher, record_repair, repair, unlearn_choice
 from core.reports import write_export
 from core.runtime import resolve_device
-from core.scan import ScanConfig, ScanResult, scan, trigger_success
+from core.scan import ScanConfig, ScanResult, scan, trigger_success_on
 from core.validate import check_paths
 
 __all__ = ["MismatchError", "ScanRecord", "Session", "mix_trigger", "predict_clips", "repair_summary"]
@@ -65,11 +66,7 @@ def repair_summary(metrics: dict[str, float]) -> str:
 def mix_trigger(clip: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
     """``clip`` with ``trigger`` added from its start (cropped or zero-padded to the clip), clamped to
     [-1, 1]: what a scan's reconstructed trigger does to a clip, to listen to."""
-    clip = clip.detach().to("cpu", torch.float32).reshape(-1)
-    trigger = trigger.detach().to("cpu", torch.float32).reshape(-1)[: clip.numel()]
-    mixed = clip.clone()
-    mixed[: trigger.numel()] += trigger
-    return mixed.clamp(-1.0, 1.0)
+    return add_trigger(clip.detach().to("cpu", torch.float32).reshape(1, -1), trigger)[0]
 
 
 def input_trigger_asr(model: nn.Module, data: AudioSet, reference: ScanResult | None) -> float | None:
@@ -78,12 +75,7 @@ def input_trigger_asr(model: nn.Module, data: AudioSet, reference: ScanResult | 
     if reference is None or reference.triggers is None or reference.most_anomalous() is None:
         return None
     target = reference.most_anomalous()
-    rows = data.splits.get("test")
-    if rows is None or rows.numel() == 0:
-        return None
-    waves = data.waves.index_select(0, rows.to(data.waves.device))
-    labels = data.labels.index_select(0, rows.to(data.labels.device))
-    return trigger_success(model, waves, labels, reference.triggers[target], target)
+    return trigger_success_on(model, data, "test", reference.triggers[target], target)
 
 
 @dataclass

@@ -34,7 +34,17 @@ from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
 from core.scan.invert import Inversion, invert_features, invert_waveform
 
-__all__ = ["Rescan", "ScanConfig", "ScanResult", "anomaly_index", "gini", "rescan", "scan", "trigger_success"]
+__all__ = [
+    "Rescan",
+    "ScanConfig",
+    "ScanResult",
+    "anomaly_index",
+    "gini",
+    "rescan",
+    "scan",
+    "trigger_success",
+    "trigger_success_on",
+]
 
 #: Median absolute deviation to standard deviation for normal data (Neural Cleanse's constant).
 MAD_SCALE = 1.4826
@@ -277,6 +287,18 @@ def trigger_success(
     return hits / keep.numel()
 
 
+def trigger_success_on(
+    model: nn.Module, data: AudioSet, split: str, trigger: torch.Tensor, target: int
+) -> float | None:
+    """:func:`trigger_success` on the clips of ``data``'s ``split`` (None when the split has none)."""
+    rows = data.splits.get(split)
+    if rows is None or rows.numel() == 0:
+        return None
+    waves = data.waves.index_select(0, rows.to(data.waves.device))
+    labels = data.labels.index_select(0, rows.to(data.labels.device))
+    return trigger_success(model, waves, labels, trigger, target)
+
+
 @dataclass
 class Rescan:
     """A model scanned before and after a repair with one config, and the before-scan's waveform trigger
@@ -340,13 +362,11 @@ def rescan(
         before = scan(original, data, config, observer)
     after = scan(repaired, data, config, observer)
     target = before.most_anomalous()
-    rows = data.splits[split]
-    waves = data.waves.index_select(0, rows.to(data.waves.device))
-    labels = data.labels.index_select(0, rows.to(data.labels.device))
+    labels = data.labels.index_select(0, data.splits[split].to(data.labels.device))
     clips = int((labels != target).sum()) if target is not None else 0
     asr_before = asr_after = None
     if target is not None and before.triggers is not None:
         trigger = before.triggers[target]
-        asr_before = trigger_success(original, waves, labels, trigger, target)
-        asr_after = trigger_success(repaired, waves, labels, trigger, target)
+        asr_before = trigger_success_on(original, data, split, trigger, target)
+        asr_after = trigger_success_on(repaired, data, split, trigger, target)
     return Rescan(before, after, split, target, clips, asr_before, asr_after)

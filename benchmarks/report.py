@@ -426,7 +426,7 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
         rows = [r for r in d["rows"] if not r.get("not_run")]
         columns = _columns(rows)
         cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}
-        clean = {r["model"]: r for r in rows if r["attack"] == "clean"}
+        clean = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == "clean"}  # by rate
         pairs = sorted({(m, a) for m, a, _ in cells})
         names = [COLUMN_TITLES.get(c, f"`{c}`") for c in columns]
         seeds = sorted({len(r.get("seeds", [0])) for r in rows if r["defense"] != "none"})
@@ -442,7 +442,10 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
             "|---|---|---|" + "---|" * len(columns),
         ]
         for m, a in pairs:
-            row = [m, a, _pct(clean[m]["clean_accuracy"]).replace(" %", "") if m in clean else "–"]
+            rate = cells[(m, a, "none")].get("sample_rate") if (m, a, "none") in cells else None
+            reference = clean.get((m, rate))  # the clean model at the attack's own rate (Ultrasonic: 44.1 kHz)
+            label = a if rate in (None, 16000) else f"{a} ({rate / 1000:g} kHz)"
+            row = [m, label, _pct(reference["clean_accuracy"]).replace(" %", "") if reference else "–"]
             for c in columns:
                 r = cells.get((m, a, c))
                 row.append(

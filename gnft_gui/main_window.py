@@ -857,6 +857,7 @@ class MainWindow(QMainWindow):
         if not self.session.finish_repair(result):
             self._idle(f"{result.defense} cancelled: the model is as it was")
             self.defense_panel.set_state("idle")
+            self.defense_panel.eta.setText("Cancelled: the model is as it was.")  # not the last step's line
             return
         before, after = result.before, result.after
         text = (

@@ -156,6 +156,7 @@ def test_cancel_mid_run_leaves_the_model_bit_exact(qtbot, window):
     with qtbot.waitSignal(task.finished, timeout=60000):
         panel.cancel_button.click()
     assert window.defense_task is None and panel.state == "idle" and "cancelled" in window.status_label.text()
+    assert panel.eta.text() == "Cancelled: the model is as it was."  # no stale step or scan line
     assert window.model is original
     assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in original_state.items())
     assert window.last_error is None

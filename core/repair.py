@@ -187,7 +187,7 @@ def repair(
     started = time.perf_counter()
     config = defense.config
     found, unlearning = None, None
-    if config.unlearn > 0:
+    if config.unlearns():
         if trigger is None:
             settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
             check_unlearn_scan(settings)
@@ -218,7 +218,8 @@ def repair(
         watcher.evaluated(m, next(evaluations), metrics)
         return metrics
 
-    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger)
+    target = data.classes.index(unlearning["class"]) if unlearning and unlearning.get("class") in data.classes else None
+    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger, target=target)
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)

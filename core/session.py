@@ -243,7 +243,7 @@ class Session:
         device = resolve_device(defense.config.device)
         trigger, record = None, None
         kept = self.scan
-        if defense.config.unlearn > 0 and kept is not None and kept.version == self.model_version:
+        if defense.config.unlearns() and kept is not None and kept.version == self.model_version:
             if kept.result.triggers is not None:  # this model's scan: its trigger, no second scan
                 trigger, record = unlearn_choice(kept.result)
         return repair(

@@ -810,7 +810,7 @@ class MainWindow(QMainWindow):
         exact = self.neurons.exact_around_runs.isChecked()
         data, attack = session.data, session.attack
         scan_config = None
-        if getattr(config, "unlearn", 0) > 0:  # the trigger to unlearn: this model's kept scan, or a scan first
+        if config.unlearns():  # the trigger to unlearn: this model's kept scan, or a scan first
             try:
                 scan_config = dataclasses.replace(self.scan_panel.config(), seed=config.seed, device=config.device)
                 check_unlearn_scan(scan_config, "the Scan dock's domains")

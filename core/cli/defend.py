@@ -226,8 +226,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     if args.unlearn_trigger and config.unlearn == 0:
         raise ConfigError("--unlearn-trigger only applies with --unlearn above 0 (a share of each batch)")
-    scan_settings = scan_config(args, scans_to_unlearn=config.unlearn > 0 and not args.unlearn_trigger)
-    if config.unlearn > 0 and not args.unlearn_trigger:
+    scan_settings = scan_config(args, scans_to_unlearn=config.unlearns() and not args.unlearn_trigger)
+    if config.unlearns() and not args.unlearn_trigger:
         assert scan_settings is not None
         check_unlearn_scan(scan_settings, "--scan-domains")
     model, meta = load_checkpoint(model_path)
@@ -246,7 +246,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     device = resolve_device(args.device)
     model, data = model.to(device), data.to(device)
     scan_bar = None
-    if config.unlearn > 0 and trigger is None:  # the repair scans first for the trigger to unlearn
+    if config.unlearns() and trigger is None:  # the repair scans first for the trigger to unlearn
         assert scan_settings is not None
         scan_bar = progress_bar(scan_settings.total_steps(), "scan", False if args.quiet else None)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))

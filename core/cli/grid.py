@@ -529,7 +529,7 @@ def _defend_cell(
     model = model.to(device)
     attack = _recorded_attack(meta)
     trigger, record = None, None
-    if config.unlearn > 0:  # one scan per model and seed, shared by every column that unlearns
+    if config.unlearns():  # one scan per model and seed, shared by every column that unlearns
         settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
         found = _scan_cell(work, model, _file_digest(model_path), data, model_name, attack_name, settings)
         trigger, record = unlearn_choice(found)
@@ -1086,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = _columns(defenses, args.variant, args.defense_arg)
     configs = {c.name: c.config(args.seed, args.device) for c in runs}  # bad settings fail before hours of training
     scan_settings = scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
-    if any(config.unlearn > 0 for config in configs.values()):
+    if any(config.unlearns() for config in configs.values()):
         check_unlearn_scan(scan_settings, "--scan-domains")
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
     # the rate of each attack's cells; wrong attack parameters fail here, before any work

@@ -19,6 +19,7 @@ from torch import nn
 
 from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
+from core.defenses.latent import LatentAdversary
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import clip_features
@@ -129,6 +130,29 @@ class DefenseConfig:
         help="share of each batch's clean clips given the suspected trigger (a scan's reconstruction or a "
         "recording) while keeping their true labels, so that fine-tuning unlearns it; 0 = off",
     )
+    unlearn_latent: float = option(
+        0.0,
+        label="Latent unlearn share, %",
+        percent=True,
+        range="[0, 1)",
+        note="0: off",
+        help="share of each batch pushed, at a hidden layer, toward the suspected target class (the scan's) "
+        "by the smallest-norm perturbation that gets there, and trained to keep its true label: unlearns a "
+        "backdoor whose trigger the scan cannot reconstruct; 0 = off",
+    )
+    latent_radius: float = option(
+        0.5,
+        label="Latent push radius",
+        range="(0, inf)",
+        help="largest latent push per clip, relative to the clip's activation norm at that layer",
+    )
+    latent_depth: float = option(
+        0.5,
+        label="Latent layer depth",
+        range="[0, 1]",
+        help="which hidden layer is pushed: 0 the first conv or linear layer, 1 the last before the output",
+    )
+    latent_steps: int = option(3, label="Latent push steps", range="[1, inf)", help="gradient steps per push")
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -182,6 +206,10 @@ class DefenseConfig:
         "handed back contiguous",
     )
 
+    def unlearns(self) -> bool:
+        """True when the run unlearns a suspected backdoor (a trigger, or latent pushes toward its class)."""
+        return self.unlearn > 0 or self.unlearn_latent > 0
+
     def validate(self) -> None:
         """Every declared range and choice (:func:`core.options.check_ranges`), then the warm-up."""
         check_ranges(self)
@@ -191,6 +219,8 @@ class DefenseConfig:
             raise ConfigError("head reinit needs fine-tuning to re-learn the output layer: set epochs >= 1")
         if self.unlearn > 0 and self.epochs == 0:
             raise ConfigError("unlearn needs fine-tuning to unlearn the trigger with: set epochs >= 1")
+        if self.unlearn_latent > 0 and self.epochs == 0:
+            raise ConfigError("unlearn_latent needs fine-tuning to unlearn with: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
             raise ConfigError("max_ca_drop needs a held-out share to measure on: set holdout too (e.g. 0.2)")
 
@@ -373,13 +403,16 @@ class Defense:
         evaluate: Evaluator | None = None,
         indices: torch.Tensor | None = None,
         trigger: torch.Tensor | None = None,
+        target: int | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
         The fine-tuning is :class:`core.loop.Loop` over the clip features (computed once); the
         evaluations every ``eval_every`` epochs and the gradient-norm snapshots are its callbacks.
         With ``unlearn`` > 0, that share of each batch is replaced by the same clips with ``trigger``
-        (a waveform, :func:`add_trigger`) and their true labels."""
+        (a waveform, :func:`add_trigger`) and their true labels; with ``unlearn_latent`` > 0, that share is
+        pushed at a hidden layer toward ``target`` (the suspected class; away from the true label when None)
+        and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`)."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
@@ -424,6 +457,12 @@ class Defense:
             mixed = add_trigger(waves, trigger)
             triggered = mixed if front is None else clip_features(front, mixed, c.batch_size)
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
+        adversary = None
+        if c.unlearn_latent > 0:
+            adversary = LatentAdversary(
+                body, c.latent_depth, c.unlearn_latent, c.latent_radius, c.latent_steps, target,
+                torch.Generator().manual_seed((c.seed + 5) % 2**64),
+            )  # fmt: skip
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]
@@ -433,7 +472,14 @@ class Defense:
                     x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), triggered[batch], x)
             if c.spec_augment > 0:
                 x = mask_bands(x, c.spec_augment, mask_gen)
-            return self.train_step(module, x, labels[batch], optimizer)
+            if adversary is None:
+                return self.train_step(module, x, labels[batch], optimizer)
+            adversary.perturb(module, x, labels[batch])
+            train_mode(work, c.batchnorm)
+            try:
+                return self.train_step(module, x, labels[batch], optimizer)
+            finally:
+                adversary.clear()
 
         schedule = EvaluateEvery(c.eval_every, evaluate, work, self.name, observer)
         callbacks: list[Callback] = [schedule]
@@ -470,7 +516,12 @@ class Defense:
             return DefenseResult(
                 model, True, time.perf_counter() - started, schedule.history, int(rows.numel()), asdict(c)
             )
+        finally:
+            if adversary is not None:
+                adversary.remove()
         details = self.details()
+        if adversary is not None:
+            details["latent"] = adversary.details()
         if guard is not None:
             details["holdout"] = guard.finish(schedule.history)
         return DefenseResult(

@@ -3,6 +3,8 @@ the trigger is given, or reconstructed by a scan of the model first (repair pipe
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from core.checkpoint import load_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, FineTune, GNFTConfig
 from core.defenses.base import add_trigger, clean_subset, clip_features
+from core.defenses.latent import LatentAdversary, latent_layer
 from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
@@ -172,3 +175,82 @@ def test_the_session_unlearns_its_kept_scan_of_the_model_and_keeps_a_scan_its_re
     assert again.details["unlearn"]["class"] == kept.classes[kept.most_anomalous()]
     plain = session.run_repair("gnft", quick())
     assert plain.scan is None and "unlearn" not in plain.details
+
+
+# latent unlearning: pushes at a hidden layer toward the suspected class, trained to keep the true label
+
+
+def test_the_latent_layer_is_a_hidden_conv_or_linear_layer_at_the_asked_depth(model_and_data):
+    model, _ = model_and_data
+    _, body = split_front_end(model)
+    assert latent_layer(body, 0.0)[0] == "conv1"
+    assert latent_layer(body, 0.5)[0] == "conv3"  # smallcnn: conv1, conv2, conv3, fc1 (fc, the output, never)
+    assert latent_layer(body, 1.0)[0] == "fc1"
+    with pytest.raises(ConfigError, match="unlearn_latent needs fine-tuning"):
+        GNFTConfig(unlearn_latent=0.3, epochs=0, device="cpu").validate()
+
+
+def test_a_latent_push_stays_in_its_radius_moves_only_picked_clips_toward_the_target_and_goes_away(model_and_data):
+    model, data = model_and_data
+    front, body = split_front_end(model)
+    body = copy.deepcopy(body).eval()
+    x = clip_features(front, data.waves[:24], 64)
+    y = data.labels[:24]
+    target = 2
+    seen: list[torch.Tensor] = []
+    layer = dict(body.named_modules())["conv3"]
+    watch = layer.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    with torch.no_grad():
+        plain = body(x)
+    adversary = LatentAdversary(body, 0.5, 0.5, 0.5, 3, target, torch.Generator().manual_seed(0))
+    adversary.perturb(body, x, y)
+    with torch.no_grad():
+        pushed = body(x)
+    adversary.clear()
+    with torch.no_grad():
+        after = body(x)
+    watch.remove()
+    adversary.remove()
+    assert torch.equal(seen[-2], seen[0])  # the layer computes as before: the push is added to its output
+    assert torch.equal(after, plain)  # cleared: the model is as it was
+    moved = (pushed - plain).abs().amax(1) > 0
+    assert adversary.pushed == int(moved.sum()) > 0
+    assert not bool(moved[y == target].any())  # clips of the target itself are never pushed
+    others = [c for c in range(len(TINY_WORDS)) if c != target]
+    margin = lambda logits: logits[:, target] - logits[:, others].max(1).values  # noqa: E731
+    assert bool((margin(pushed)[moved] > margin(plain)[moved]).all())
+    details = adversary.details()
+    assert details["layer"] == "conv3" and details["clips_pushed"] == adversary.pushed
+    assert 0.0 <= details["push_reached_goal"] <= 1.0
+
+
+def test_the_push_is_bounded_by_its_radius_times_the_activation_norm(model_and_data):
+    model, data = model_and_data
+    front, body = split_front_end(model)
+    body = copy.deepcopy(body).eval()
+    x = clip_features(front, data.waves[:16], 64)
+    y = data.labels[:16]
+    adversary = LatentAdversary(body, 0.5, 0.99, 0.25, 4, None, torch.Generator().manual_seed(1))
+    outputs: list[torch.Tensor] = []
+    layer = dict(body.named_modules())["conv3"]
+    hook = layer.register_forward_hook(lambda m, i, o: outputs.append(o.detach().clone()))
+    adversary.perturb(body, x, y)
+    held = adversary._delta
+    hook.remove()
+    adversary.remove()
+    norms = outputs[-1].flatten(1).norm(dim=1)
+    pushed = held.flatten(1).norm(dim=1)
+    assert bool((pushed <= 0.25 * norms * (1 + 1e-4)).all()) and bool((pushed > 0).any())
+
+
+def test_the_repair_pushes_toward_the_scans_class_and_is_deterministic(model_and_data):
+    model, data = model_and_data
+    config = quick(unlearn_latent=0.5)
+    first = repair(model, data, DEFENSES["gnft"](config), scan_config=QUICK_SCAN)
+    record, latent = first.details["unlearn"], first.details["latent"]
+    assert record["source"] == "scan" and latent["target"] == TINY_WORDS.index(record["class"])
+    assert latent["layer"] == "conv3" and latent["clips_pushed"] > 0
+    again = repair(model, data, DEFENSES["gnft"](config), trigger=first.scan.triggers[0], trigger_record=record)
+    assert again.details["latent"] == latent  # the same pushes from the same seed
+    for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -1,0 +1,131 @@
+"""Latent unlearning: fine-tune against the worst small push of a hidden layer toward the suspected target.
+
+A trigger the scan cannot reconstruct in the input (a blended noise, a guitar effect, a tone above the
+band the waveform search explores) still reaches the target through a few hidden features. Here a share
+of each batch gets, at one hidden layer, the perturbation ``delta`` (per clip, ``||delta|| <= radius *
+||h||``) that best sends the clip to the suspected target class (a few normalised gradient steps: targeted
+latent adversarial training, after Sheshadri et al. 2024), and the model is trained to keep the clip's
+true label under it. Without a suspected class the push is away from the true label (untargeted).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from core.errors import ConfigError
+from core.models import analysable_layers
+
+__all__ = ["LatentAdversary", "latent_layer"]
+
+EPS = 1e-12
+
+
+def latent_layer(body: nn.Module, depth: float) -> tuple[str, nn.Module]:
+    """The analysable layer (conv, linear, LSTM; not the output layer) at ``depth`` (0: the first, 1: the
+    last before the output layer) of the classifier ``body``."""
+    layers = [(n, m) for n, m in analysable_layers(body) if not isinstance(m, nn.LSTM)][:-1]
+    if not layers:
+        raise ConfigError("latent unlearning needs a hidden conv or linear layer; this model has none")
+    return layers[min(len(layers) - 1, round(depth * (len(layers) - 1)))]
+
+
+def _per_clip(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *[1] * (like.ndim - 1))
+
+
+class LatentAdversary:
+    """Adds a per-clip perturbation to one hidden layer's output while :meth:`perturb` prepared one.
+
+    ``share`` of each batch's clips (those not of ``target`` when one is given) are perturbed;
+    ``steps`` normalised gradient steps of ``radius / 2`` each, projected on the ball of
+    ``radius * ||h||`` per clip. The search runs the model in eval mode (no dropout, running BatchNorm
+    statistics untouched); the caller restores its training mode."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        depth: float,
+        share: float,
+        radius: float,
+        steps: int,
+        target: int | None,
+        generator: torch.Generator,
+    ) -> None:
+        self.name, self.module = latent_layer(body, depth)
+        self.share, self.radius, self.steps, self.target = share, radius, steps, target
+        self.generator = generator
+        self._delta: torch.Tensor | None = None
+        self._start = False
+        self._norm: torch.Tensor | None = None
+        self.pushed = 0  # clips perturbed so far
+        self.reached = 0  # of which the push reached the target (or left the true label)
+        self.handle = self.module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if self._start:  # the search's first pass: start from zero at this layer's shape
+            self._norm = output.detach().flatten(1).norm(dim=1)
+            self._delta = torch.zeros_like(output, requires_grad=True)
+            self._start = False
+        if self._delta is None:
+            return None
+        return output + self._delta
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Find the push for this batch's picked clips and hold it (zero for the others) for the next
+        forward passes of a batch like ``x``, until :meth:`clear`."""
+        self.clear()
+        picked = torch.rand(y.shape[0], generator=self.generator) < self.share
+        picked = picked.to(y.device)
+        if self.target is not None:
+            picked &= y != self.target
+        if not bool(picked.any()):
+            return
+        rows = picked.nonzero().flatten()
+        xp, yp = x.index_select(0, rows), y.index_select(0, rows)
+        goal = torch.full_like(yp, self.target) if self.target is not None else yp
+        sign = 1.0 if self.target is not None else -1.0  # descend toward the target, ascend away from y
+        model.eval()
+        self._start = True
+        for _ in range(self.steps):
+            loss = sign * F.cross_entropy(model(xp), goal)
+            (grad,) = torch.autograd.grad(loss, self._delta)
+            with torch.no_grad():
+                bound = _per_clip(self.radius * self._norm, grad)
+                step = grad / (_per_clip(grad.flatten(1).norm(dim=1), grad) + EPS)
+                delta = self._delta - 0.5 * bound * step
+                scale = (bound / (_per_clip(delta.flatten(1).norm(dim=1), delta) + EPS)).clamp(max=1.0)
+                self._delta = (delta * scale).requires_grad_()
+        with torch.no_grad():
+            found = self._delta.detach()
+            self._delta = found
+            logits = model(xp)
+            hit = logits.argmax(-1) == goal if self.target is not None else logits.argmax(-1) != yp
+            self.pushed += int(rows.numel())
+            self.reached += int(hit.sum())
+            full = torch.zeros((y.shape[0], *found.shape[1:]), device=found.device, dtype=found.dtype)
+            full[rows] = found
+        self._delta = full
+
+    def clear(self) -> None:
+        """No push on the next passes."""
+        self._delta = None
+        self._start = False
+
+    def remove(self) -> None:
+        """Take the hook off the layer."""
+        self.clear()
+        self.handle.remove()
+
+    def details(self) -> dict[str, object]:
+        """What the report keeps: the layer, the settings and how often the push reached its goal."""
+        return {
+            "layer": self.name,
+            "share": self.share,
+            "radius": self.radius,
+            "steps": self.steps,
+            "target": self.target,
+            "clips_pushed": self.pushed,
+            "push_reached_goal": round(self.reached / self.pushed, 4) if self.pushed else None,
+        }

@@ -32,7 +32,7 @@ from core.features import clip_features
 from core.models import split_front_end
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
-from core.scan.invert import Inversion, invert_features, invert_waveform
+from core.scan.invert import Inversion, invert_features, invert_latent, invert_waveform
 
 __all__ = [
     "Rescan",
@@ -45,6 +45,9 @@ __all__ = [
     "trigger_success",
     "trigger_success_on",
 ]
+
+#: The search domains a scan knows (``ScanConfig.domains``).
+DOMAINS = ("features", "waveform", "latent")
 
 #: Median absolute deviation to standard deviation for normal data (Neural Cleanse's constant).
 MAD_SCALE = 1.4826
@@ -81,8 +84,8 @@ class ScanConfig:
     domains: str = option(
         "features,waveform",
         label="Domains",
-        help="comma list of features (mask and pattern on the model's features) and waveform (an additive, "
-        "audible pattern)",
+        help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
+        "audible pattern) and latent (one push per class on a middle hidden layer; opt-in)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -92,11 +95,11 @@ class ScanConfig:
     def validate(self) -> None:
         """Declared ranges, and known domains."""
         check_ranges(self)
-        unknown = set(self.domain_list()) - {"features", "waveform"}
+        unknown = set(self.domain_list()) - set(DOMAINS)
         if unknown or not self.domain_list():
             from core.errors import ConfigError
 
-            raise ConfigError(f"domains must be a comma list of features and waveform, got {self.domains!r}")
+            raise ConfigError(f"domains must be a comma list of {', '.join(DOMAINS)}, got {self.domains!r}")
 
     def domain_list(self) -> list[str]:
         return [d.strip() for d in self.domains.split(",") if d.strip()]
@@ -231,6 +234,9 @@ def scan(
         if domain == "features" and front is not None:
             feats = clip_features(front, waves, 256)
             inv = invert_features(body, feats, labels, k, **common)
+        elif domain == "latent":
+            feats = waves if front is None else clip_features(front, waves, 256)
+            inv = invert_latent(body, feats, labels, k, **common)
         elif domain == "waveform":
             inv = invert_waveform(work, waves, labels, k, peak=config.peak, **common)
             triggers = inv.triggers

@@ -6,6 +6,11 @@ Two input domains, both batched over the classes (one forward pass holds every c
   ``x' = (1 - m) * x + m * p``, with the mask shared by the channels and the pattern kept inside the
   clean features' per-coefficient range. The size of a class's trigger is its mask's mean (the share
   of the feature map it replaces).
+- :func:`invert_latent`: one push per class added to a hidden layer's output for every clip (a
+  universal latent perturbation). Its size is the push's mean absolute value (L1: a push on a few
+  units is small) relative to the clean clips' activations there: a backdoor leaves hidden units that
+  send any clip to the target, so the target may need a smaller push whatever the trigger looks like
+  in the input (opt-in; measured in docs/experiments/scan_latent_probe.md).
 - :func:`invert_waveform`: an additive waveform pattern, bounded in amplitude and gated by a
   temporal mask, added to clean waveforms before the model's own front end. Its size is the share of
   the clip's duration the mask opens (a planted trigger is short, wherever it sits); the pattern is
@@ -28,7 +33,7 @@ from torch.nn import functional as F
 
 from core.events import SCAN_PHASE, Cancelled, Observer, StepInfo
 
-__all__ = ["Inversion", "invert_features", "invert_waveform"]
+__all__ = ["Inversion", "invert_features", "invert_latent", "invert_waveform"]
 
 
 @dataclass
@@ -185,3 +190,59 @@ def invert_waveform(
     with torch.no_grad():
         delta, _ = pattern(raw_best, mask_best)
     return Inversion(size.tolist(), hit.tolist(), delta.cpu(), torch.sigmoid(mask_best).cpu())
+
+
+def invert_latent(
+    classifier: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int,
+    batch: int,
+    success: float,
+    gen: torch.Generator,
+    observer: Observer,
+    depth: float = 0.5,
+    lam0: float = 0.01,
+    lr: float = 0.1,
+) -> Inversion:
+    """A universal push per class on the output of ``classifier``'s hidden layer at ``depth``
+    (:func:`core.defenses.latent.latent_layer`; 0.5: smallcnn's conv3), for clean ``features``
+    ``[N, C, T, F]``. Sizes: the push's mean absolute value in units of the clean clips' RMS activation
+    at that layer. ``triggers`` holds the pushes ``[K, *layer shape]``."""
+    from core.defenses.latent import latent_layer
+
+    _, module = latent_layer(classifier, depth)
+    seen: list[torch.Tensor] = []
+    probe = module.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    try:
+        with torch.no_grad():
+            classifier(features[: min(256, features.shape[0])])
+    finally:
+        probe.remove()
+    shape = seen[0].shape[1:]
+    dim = seen[0][0].numel()
+    scale = float(seen[0].flatten(1).norm(dim=1).mean()) / math.sqrt(dim)  # a raw entry of 1: an average clip's
+    raw = torch.zeros((n_classes, *shape), device=features.device, requires_grad=True)
+    rows_now = [0]
+
+    def add(m: nn.Module, i: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        per = rows_now[0]
+        return (out.view(n_classes, per, *shape) + scale * raw.unsqueeze(1)).view_as(out)
+
+    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows_now[0] = rows.shape[1]
+        x = features[rows.reshape(-1)]
+        logits = classifier(x).view(n_classes, rows.shape[1], -1)
+        return logits, raw.flatten(1).abs().mean(dim=1)
+
+    hook = module.register_forward_hook(add)
+    try:
+        size, hit, (raw_best,) = _optimise(
+            f"{SCAN_PHASE}latent", n_classes, steps, [raw], candidate, labels, batch, success, lam0, lr, gen,
+            observer,
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    return Inversion(size.tolist(), hit.tolist(), (scale * raw_best).detach().cpu())

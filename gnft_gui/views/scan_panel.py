@@ -47,8 +47,8 @@ from .plots import SERIES, ZONE_COLOURS, ZoneLegend, make_plot
 __all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "verdict_text", "index_text"]
 
 REDRAW_MS = 66
-DOMAINS = ("features", "waveform")
-DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"]}
+DOMAINS = ("features", "waveform", "latent")
+DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666"}
 FLAGGED = ZONE_COLOURS["backdoor"]  # a flagged class has the colour of backdoor neurons and of ASR
 CLEAN = ZONE_COLOURS["clean"]
 #: the y axis shows at most this many thresholds; a taller bar is cut and its value written at the top
@@ -56,6 +56,7 @@ Y_CAP = 5.0
 DOMAIN_HELP = {
     "features": "mask and pattern on the model's features (Neural Cleanse): the share of the feature map replaced",
     "waveform": "an additive, audible pattern on the waveform: the share of the clip's duration it covers",
+    "latent": "one push per class on a middle hidden layer (opt-in): its mean size against the clean activations",
 }
 INDEX_HELP = (
     "anomaly index: how far below the median of all classes a class's smallest trigger lies, in median "
@@ -171,7 +172,7 @@ class ScanPanel(QWidget):
         self.off_scale: list[pg.TextItem] = []
         self.legend = ZoneLegend(
             {**DOMAIN_COLOURS, "flagged": FLAGGED},
-            {"features": "features", "waveform": "waveform", "flagged": "flagged"},
+            {**{d: d for d in DOMAINS}, "flagged": "flagged"},
             {**DOMAIN_HELP, "flagged": "anomaly index above the threshold: a suspected target"},
             title="",
         )
@@ -295,7 +296,7 @@ class ScanPanel(QWidget):
             if self.record is None
             else ""
             if has_trigger
-            else "this scan searched the features only: no waveform trigger to play"
+            else "this scan did not search the waveform domain: no trigger to play"
         )
         audio_missing = f"audio unavailable: {self.audio_reason}" if self.audio_reason else ""
         for button, tip in (

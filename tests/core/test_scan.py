@@ -76,3 +76,19 @@ def test_scan_config_refuses_unknown_domains():
         ScanConfig(domains="spectrum").validate()
     with pytest.raises(ConfigError, match="steps"):
         ScanConfig(steps=0).validate()
+
+
+def test_the_latent_domain_scores_every_class_and_leaves_the_waveform_triggers_to_the_waveform_domain(tiny_sc):
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = ScanConfig(steps=6, batch_size=2, clean_ratio=0.5, device="cpu", domains="latent")
+    a, b = scan(model, data, config), scan(model, data, config)
+    assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}
+    assert list(a.domains) == ["latent"] and a.triggers is None  # nothing to play from a hidden layer
+    record = a.domains["latent"]
+    assert len(record["sizes"]) == len(record["anomaly_index"]) == len(TINY_WORDS)
+    assert all(s is None or s >= 0 for s in record["sizes"])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not any(h for m in model.modules() for h in m._forward_hooks.values())  # hooks taken off

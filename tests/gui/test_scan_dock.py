@@ -229,16 +229,20 @@ def test_use_as_attack_sets_the_session_attack_to_the_reconstructed_trigger(qtbo
     )
 
 
-def test_a_features_only_scan_has_no_trigger_to_play_or_use(qtbot, window):
-    scan_through_the_dock(qtbot, window, domains="features")
+def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot, window):
+    record = scan_through_the_dock(qtbot, window, domains="features,latent")
     panel = window.scan_panel
     assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
         "class",
         "features",
+        "latent",
     ]
     assert panel.bar_heights("waveform") == []
+    threshold = record.result.config["threshold"]
+    latent = record.result.domains["latent"]["anomaly_index"]
+    assert panel.bar_heights("latent") == pytest.approx([min(a, Y_CAP * threshold) for a in latent])
     for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
-        assert not button.isEnabled() and "features only" in button.toolTip()
+        assert not button.isEnabled() and "did not search the waveform domain" in button.toolTip()
 
 
 def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):

@@ -153,6 +153,12 @@ class DefenseConfig:
         help="which hidden layer is pushed: 0 the first conv or linear layer, 1 the last before the output",
     )
     latent_steps: int = option(3, label="Latent push steps", range="[1, inf)", help="gradient steps per push")
+    latent_target: Literal["suspected", "any"] = option(
+        "suspected",
+        label="Latent push toward",
+        help="suspected (the class the scan points at) or any (away from each clip's own label, toward "
+        "whichever class is nearest: for when the scan may point at the wrong class)",
+    )
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -460,7 +466,8 @@ class Defense:
         adversary = None
         if c.unlearn_latent > 0:
             adversary = LatentAdversary(
-                body, c.latent_depth, c.unlearn_latent, c.latent_radius, c.latent_steps, target,
+                body, c.latent_depth, c.unlearn_latent, c.latent_radius, c.latent_steps,
+                target if c.latent_target == "suspected" else None,
                 torch.Generator().manual_seed((c.seed + 5) % 2**64),
             )  # fmt: skip
 

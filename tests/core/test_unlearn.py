@@ -254,3 +254,9 @@ def test_the_repair_pushes_toward_the_scans_class_and_is_deterministic(model_and
     assert again.details["latent"] == latent  # the same pushes from the same seed
     for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+    anywhere = repair(
+        model, data, DEFENSES["gnft"](quick(unlearn_latent=0.5, latent_target="any")), trigger=first.scan.triggers[0],
+        trigger_record=record,
+    )  # fmt: skip
+    assert anywhere.details["latent"]["target"] is None  # away from each clip's label, not toward the scan's class
+    assert anywhere.details["latent"]["clips_pushed"] > latent["clips_pushed"]  # the target's own clips too

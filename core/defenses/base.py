@@ -136,8 +136,8 @@ class DefenseConfig:
         percent=True,
         range="[0, 1)",
         note="0: off",
-        help="share of each batch pushed, at a hidden layer, toward the suspected target class (the scan's) "
-        "by the smallest-norm perturbation that gets there, and trained to keep its true label: unlearns a "
+        help="share of each batch pushed, at a hidden layer, by a bounded perturbation as far as it gets "
+        "toward the suspected target class (the scan's), and trained to keep its true label: unlearns a "
         "backdoor whose trigger the scan cannot reconstruct; 0 = off",
     )
     latent_radius: float = option(

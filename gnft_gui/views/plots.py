@@ -284,8 +284,17 @@ class ZoneLegend(QWidget):
         layout.addStretch(1)
 
     def entries(self) -> dict[str, tuple[str, str]]:
-        """key -> (shown name, swatch colour '#rrggbb')."""
-        return {k: (self.labels[k].text(), self.swatches[k].colour.name()) for k in self.colours}
+        """key -> (shown name, swatch colour '#rrggbb') of the entries not hidden."""
+        return {
+            k: (self.labels[k].text(), self.swatches[k].colour.name())
+            for k in self.colours
+            if not self.labels[k].isHidden()
+        }
+
+    def set_shown(self, key: str, shown: bool) -> None:
+        """Show or hide one entry (a series the plot does not draw now)."""
+        self.swatches[key].setHidden(not shown)
+        self.labels[key].setHidden(not shown)
 
 
 def zone_legend() -> ZoneLegend:

@@ -177,6 +177,7 @@ class ScanPanel(QWidget):
             title="",
         )
         self.legend.setObjectName("scan_legend")
+        self.legend.set_shown("latent", False)  # opt-in: listed once a scan searched it
         self.table = QTableWidget(0, 1 + len(DOMAINS))
         self.table.setObjectName("scan_classes")
         self.table.setHorizontalHeaderLabels(["class", *DOMAINS])
@@ -475,6 +476,7 @@ class ScanPanel(QWidget):
         k = len(r.classes)
         threshold = float(r.config.get("threshold", ScanConfig().threshold))
         shown = [d for d in DOMAINS if d in r.domains]
+        self.legend.set_shown("latent", "latent" in shown)
         width = 0.8 / max(1, len(shown))
         cap = Y_CAP * threshold
         self._clear_off_scale()

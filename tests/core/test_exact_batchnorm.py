@@ -91,14 +91,20 @@ def test_a_training_step_keeps_running_statistics_exact_in_the_cpu_layout(name):
     y = torch.arange(48) % 10
     ref_grads, ref_stats = _one_loop_step(model.classifier.double(), x.double(), y, "contiguous")
     grads, stats = _one_loop_step(model.classifier.float(), x, y, "channels_last")
-    _, contiguous_stats = _one_loop_step(model.classifier.float(), x, y, "contiguous")
+    contiguous_grads, contiguous_stats = _one_loop_step(model.classifier.float(), x, y, "contiguous")
     worst = max(_rel(stats[k], ref_stats[k]) for k in ref_stats)
     floor = max(_rel(contiguous_stats[k], ref_stats[k]) for k in ref_stats)
     assert worst <= 1.1 * floor + 1e-7, (worst, floor)
     assert worst < (1e-5 if name == "smallcnn" else 2e-5)
     if name == "smallcnn":  # (a ReLU net's gradient flips where an activation is within rounding of 0: ResNet)
         ignored = {n for n in ref_grads if n.startswith("conv") and n.endswith(".bias")}  # 0 in theory: BN follows
-        assert max(_rel(grads[k], ref_grads[k]) for k in ref_grads if k not in ignored) < 1e-5
+        # within 1e-5 of float64, or no further than the contiguous float32 layout: on some CPUs a max-pool
+        # near-tie before conv2 resolves the other way in float32 whatever the layout (AMD EPYC: 3e-3 in
+        # input_norm and conv1 in both layouts)
+        for k in ref_grads:
+            if k not in ignored:
+                error, contiguous = _rel(grads[k], ref_grads[k]), _rel(contiguous_grads[k], ref_grads[k])
+                assert error < max(1e-5, 1.1 * contiguous), (k, error, contiguous)
 
 
 @pytest.mark.parametrize(

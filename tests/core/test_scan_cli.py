@@ -164,7 +164,10 @@ def test_a_stopped_scan_writes_nothing(workspace, tmp_path, capsys, interrupt):
         ({"--out": "{tmp}/scan.txt"}, "error: --out must end in .json, got scan.txt"),
         ({"--steps": "0"}, "error: --steps must be at least 1, got 0"),
         ({"--clean-ratio": "1.5"}, "error: --clean-ratio must be in (0, 1], got 1.5"),
-        ({"--domains": "spectrum"}, "error: --domains must be a comma list of features and waveform, got 'spectrum'"),
+        (
+            {"--domains": "spectrum"},
+            "error: --domains must be a comma list of features, waveform and latent, got 'spectrum'",
+        ),
         ({"--triggers": "{model}"}, "error: --triggers is the same file as --model"),
         ({"--batch-size": "20000"}, "error: --batch-size 20000: a step would hold 80000 clips over 4 classes;"),
     ],
@@ -270,7 +273,7 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     assert code == 2 and len(err) == 1 and "none.wav" in err[0], err
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "spectrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --scan-domains must be a comma list of features and waveform, got 'spectrum'"
+        "error: --scan-domains must be a comma list of features, waveform and latent, got 'spectrum'"
     ]
     assert files_in(tmp_path) == []
 

@@ -85,8 +85,8 @@ class ScanConfig:
         "features,waveform",
         label="Domains",
         help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
-        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: it did not "
-        "separate backdoored from clean ASC-10 SmallCNNs, docs/experiments/scan_latent_probe.md)",
+        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: its index "
+        "varies between runs, docs/experiments/scan_latent_probe.md)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,

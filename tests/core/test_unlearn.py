@@ -249,7 +249,7 @@ def test_the_repair_pushes_toward_the_scans_class_and_is_deterministic(model_and
     first = repair(model, data, DEFENSES["gnft"](config), scan_config=QUICK_SCAN)
     record, latent = first.details["unlearn"], first.details["latent"]
     assert record["source"] == "scan" and latent["target"] == TINY_WORDS.index(record["class"])
-    assert latent["layer"] == "conv3" and latent["clips_pushed"] > 0
+    assert latent["layer"] == "fc1" and latent["clips_pushed"] > 0  # the default depth 1: the last hidden layer
     again = repair(model, data, DEFENSES["gnft"](config), trigger=first.scan.triggers[0], trigger_record=record)
     assert again.details["latent"] == latent  # the same pushes from the same seed
     for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):

@@ -289,7 +289,7 @@ def _check_cell(
     """Refuse a finished cell measured on another split than ``eval_split`` (a cell without
     ``eval_split`` was measured on the test split) or made with other settings than ``column``
     declares now (a setting the cell lacks did not exist then: it had the default; where and how it
-    ran do not count)."""
+    ran do not count, nor settings idle on both sides: :meth:`DefenseConfig.idle_fields`)."""
     then = row.get("eval_split", "test")
     if then != eval_split:
         raise ConfigError(
@@ -305,6 +305,8 @@ def _check_cell(
     defaults = dataclasses.asdict(DEFENSES[column.defense].Config())
     now = dataclasses.asdict(config)
     ignored = RUN_FIELDS - {"seed"}
+    if recorded.get("unlearn_latent", 0) == 0:  # settings idle in both: their values do not count
+        ignored = ignored | config.idle_fields()
     differ = [k for k in now if k not in ignored and recorded.get(k, defaults[k]) != now[k]]
     if differ:
         raise ConfigError(

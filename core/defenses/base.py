@@ -213,6 +213,14 @@ class DefenseConfig:
         "handed back contiguous",
     )
 
+    #: settings that only act with ``unlearn_latent`` > 0
+    LATENT_FIELDS: ClassVar[tuple[str, ...]] = ("latent_radius", "latent_depth", "latent_steps", "latent_target")
+
+    def idle_fields(self) -> set[str]:
+        """Settings that change nothing in this config (the latent push's while it is off): a grid cell
+        made with other values of these is still this config's."""
+        return set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
+
     def unlearns(self) -> bool:
         """True when the run unlearns a suspected backdoor (a trigger, or latent pushes toward its class)."""
         return self.unlearn > 0 or self.unlearn_latent > 0

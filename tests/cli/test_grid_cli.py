@@ -474,6 +474,11 @@ def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_sett
     with pytest.raises(ConfigError, match=r"other gnft settings .*alpha 0\.7 there, 0\.5 now"):
         main([*base, *variants, "--defense-arg", "gnft.alpha=0.5"])
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
+    # a setting that acts only with latent unlearning, which these cells did not run: the cell is reused
+    assert main([*base, *variants, "--defense-arg", "gnft.latent_radius=0.9"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
+    with pytest.raises(ConfigError, match=r"other gnft settings .*unlearn_latent 0\.0 there, 0\.2 now"):
+        main([*base, *variants, "--defense-arg", "gnft.unlearn_latent=0.2"])
     # deleting the cell runs it again with the new settings; the others are still reused
     (work / "defend_smallcnn_badnets_r02.json").unlink()
     assert main([*base, *changed]) == 0

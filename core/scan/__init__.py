@@ -233,12 +233,11 @@ def scan(
     domains: dict[str, dict[str, Any]] = {}
     triggers = None
     front, body = split_front_end(work)
+    feats = waves if front is None else clip_features(front, waves, 256)  # once, for features and latent
     for domain in config.domain_list():
         if domain == "features" and front is not None:
-            feats = clip_features(front, waves, 256)
             inv = invert_features(body, feats, labels, k, **common)
         elif domain == "latent":
-            feats = waves if front is None else clip_features(front, waves, 256)
             inv = invert_latent(body, feats, labels, k, **common)
         elif domain == "waveform":
             inv = invert_waveform(work, waves, labels, k, peak=config.peak, **common)

@@ -34,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, this_command  # noqa: E402
 
+#: Thresholds at which the pooled index's rates are reported (the scan's own default is 3).
+COMBINED_THRESHOLDS = (2.5, 3.0, 3.5)
+
 TARGETS = {"auroc": 0.95, "target_accuracy": 0.90, "false_positive_rate": 0.10, "resnet_seconds": 300.0}
 
 
@@ -58,7 +61,7 @@ def truth(path: Path) -> dict[str, Any]:
 
 def scan_one(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """``python -m core.scan`` on one checkpoint (skipped when its report exists for the same command)."""
-    out = work / f"{args.group}_{path.stem}.json"
+    out = work / f"{args.group}_{path.parent.name}_{path.stem}.json"  # grids of other seeds share stems
     cmd = [sys.executable, "-m", "core.scan", "--model", str(path), "--data", args.data, "--out", str(out)]
     cmd += (["--vocab", args.vocab] if args.vocab else []) + ["--threads", str(args.threads), *args.scan_args]
     if out.is_file() and json.loads(out.read_text()).get("benchmark_command") == cmd[1:]:
@@ -101,9 +104,25 @@ def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
         "confidence": report.get("confidence"),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in report.get("domains", {}).items()},
         "most_anomalous": most_anomalous(report),
+        **combined(report),
         "seconds": report.get("seconds"),
         "source": report.get("source", "python -m core.scan"),
     }
+
+
+def combined(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's domains pooled per class (:func:`core.scan.combined_index`): its largest value and
+    that class; with one domain, that domain's index."""
+    import math
+
+    from core.scan import combined_index
+
+    sizes = {d: [math.inf if s is None else s for s in r["sizes"]] for d, r in report.get("domains", {}).items()}
+    index = combined_index(sizes)
+    if not index:
+        return {"combined_max": None, "combined_top": None}
+    top = max(range(len(index)), key=lambda i: index[i])
+    return {"combined_max": round(index[top], 3), "combined_top": report["classes"][top]}
 
 
 def most_anomalous(report: dict[str, Any]) -> str | None:
@@ -153,6 +172,24 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # flagged or not, the class the scan points at (and whose trigger a repair would unlearn)
         "most_anomalous_is_target": share(backdoored, lambda r: r.get("most_anomalous") == r["target"]),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
+        # the domains pooled per class (Stouffer) instead of the largest single-domain index
+        "combined": {
+            "auroc": auroc(
+                [r["combined_max"] for r in backdoored if r.get("combined_max") is not None],
+                [r["combined_max"] for r in clean if r.get("combined_max") is not None],
+            ),
+            "top_is_target": share(backdoored, lambda r: r.get("combined_top") == r["target"]),
+            **{
+                f"at_{t:g}": {
+                    "detection_rate": share(backdoored, lambda r, t=t: (r.get("combined_max") or 0) > t),
+                    "false_positive_rate": share(clean, lambda r, t=t: (r.get("combined_max") or 0) > t),
+                    "target_accuracy": share(
+                        backdoored, lambda r, t=t: (r.get("combined_max") or 0) > t and r["combined_top"] == r["target"]
+                    ),
+                }
+                for t in COMBINED_THRESHOLDS
+            },
+        },
         "seconds_per_scan": seconds,
     }
     out["meets"] = {

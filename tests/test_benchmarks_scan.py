@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scan import auroc, grid_scans, most_anomalous, summarise  # noqa: E402
+from benchmarks.scan import auroc, combined, grid_scans, most_anomalous, summarise  # noqa: E402
 from core.scan import ScanConfig  # noqa: E402
 
 
@@ -67,3 +67,13 @@ def test_the_class_a_report_points_at_is_its_target_or_the_largest_index():
     domains = {"features": {"anomaly_index": [0.1, 2.0, 0.3]}, "waveform": {"anomaly_index": [2.5, 0.0, 0.2]}}
     assert most_anomalous({"suspected_target": None, "classes": ["a", "b", "c"], "domains": domains}) == "a"
     assert most_anomalous({"suspected_target": "c", "classes": ["a", "b", "c"], "domains": domains}) == "c"
+
+
+def test_a_report_s_pooled_index_reads_its_sizes_with_no_trigger_found_as_the_largest():
+    report = {
+        "classes": ["a", "b", "c", "d"],
+        "domains": {"features": {"sizes": [0.5, 0.5, 0.5, 0.05]}, "waveform": {"sizes": [0.4, None, 0.4, 0.04]}},
+    }
+    pooled = combined(report)
+    assert pooled["combined_top"] == "d" and pooled["combined_max"] > 3
+    assert combined({"classes": ["a"], "domains": {}}) == {"combined_max": None, "combined_top": None}

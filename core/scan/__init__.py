@@ -39,6 +39,7 @@ __all__ = [
     "ScanConfig",
     "ScanResult",
     "anomaly_index",
+    "combined_index",
     "gini",
     "rescan",
     "scan",
@@ -73,6 +74,12 @@ class ScanConfig:
         percent=True,
         range="(0, 1]",
         help="share of a batch a candidate trigger must send to its class to count",
+    )
+    success_window: int = option(
+        1,
+        label="Success window, steps",
+        range="[1, inf)",
+        help="steps over which a candidate's success is averaged before it counts (1: its own batch)",
     )
     threshold: float = option(
         3.0,
@@ -159,12 +166,12 @@ class ScanResult:
         return max((d["anomaly_index"][index] for d in self.domains.values()), default=0.0)
 
 
-def anomaly_index(sizes: list[float], log: bool = True) -> list[float]:
+def anomaly_index(sizes: list[float], log: bool = True, signed: bool = False) -> list[float]:
     """Per class: how far its size lies below the median, in median absolute deviations (x 1.4826), of
     the sizes' logarithms (``log``, the scan's statistic: sizes are scales, and a planted trigger is many
     times smaller than the rest, not a fixed amount) or of the sizes themselves (Neural Cleanse's); 0 for
     classes at or above the median. Classes where no trigger was found (``inf``) count as the largest size
-    found (or 1 when none was)."""
+    found (or 1 when none was). ``signed`` keeps the classes above the median, as negative values."""
     finite = [s for s in sizes if math.isfinite(s)]
     cap = max(finite) if finite else 1.0
     values = [s if math.isfinite(s) else cap for s in sizes]
@@ -173,7 +180,18 @@ def anomaly_index(sizes: list[float], log: bool = True) -> list[float]:
     median = statistics.median(values)
     mad = MAD_SCALE * statistics.median(abs(v - median) for v in values)
     mad = max(mad, 1e-12 + 1e-6 * abs(median))
-    return [max(0.0, (median - v) / mad) for v in values]
+    deviations = [(median - v) / mad for v in values]
+    return deviations if signed else [max(0.0, d) for d in deviations]
+
+
+def combined_index(sizes: dict[str, list[float]]) -> list[float]:
+    """Per class: its signed anomaly indices over the domains (each domain's sizes, ``{domain: [K]}``)
+    summed and divided by the square root of their number (Stouffer's rule: a class every domain finds
+    small stands out more than one a single domain finds very small), 0 below the median."""
+    per = [anomaly_index(s, signed=True) for s in sizes.values()]
+    if not per:
+        return []
+    return [max(0.0, sum(col) / math.sqrt(len(per))) for col in zip(*per)]
 
 
 def gini(values: torch.Tensor) -> float:
@@ -229,7 +247,14 @@ def scan(
     labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
     k = len(data.classes)
     gen = torch.Generator().manual_seed(config.seed)
-    common = dict(steps=config.steps, batch=config.batch_size, success=config.success, gen=gen, observer=observer)
+    common = dict(
+        steps=config.steps,
+        batch=config.batch_size,
+        success=config.success,
+        window=config.success_window,
+        gen=gen,
+        observer=observer,
+    )
     domains: dict[str, dict[str, Any]] = {}
     triggers = None
     front, body = split_front_end(work)

@@ -17,6 +17,11 @@ Resumable: each scan's JSON stays in ``--work`` and is reused while its command 
 other groups already in ``--out`` are kept, so one file gathers every corpus; the summary (detection
 rate, false positives, AUROC of the anomaly index, target-class accuracy, seconds per scan by
 architecture, share of repaired models still flagged) is computed over all of them.
+
+``--read-as DOMAINS`` (repeatable) reads every scan on a subset of the domains it searched, by the scan's
+own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
+the product's default scan (the domains run in order on one random stream), so one set of searches
+compares the default with the latent domain added (``summaries``).
 """
 
 from __future__ import annotations
@@ -93,20 +98,44 @@ def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def row_of(path: Path, report: dict[str, Any], group: str) -> dict[str, Any]:
+def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) -> dict[str, Any]:
+    """One checkpoint's truth and its scan read under each of ``readings`` (comma lists of domains; the
+    first gives the row's verdict, the others go under ``readings``)."""
     row: dict[str, Any] = {"group": group, "model": str(path), **truth(path)}
     if "error" in report:
         return {**row, "error": report["error"]}
+    read = {name: read_as(report, name) for name in readings}
     return {
         **row,
-        "flagged": bool(report["backdoored"]),
-        "suspected_target": report.get("suspected_target"),
-        "confidence": report.get("confidence"),
-        "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in report.get("domains", {}).items()},
-        "most_anomalous": most_anomalous(report),
-        **combined(report),
+        **read[readings[0]],
+        "reading": readings[0],
+        "readings": {name: r for name, r in read.items() if name != readings[0]},
         "seconds": report.get("seconds"),
         "source": report.get("source", "python -m core.scan"),
+    }
+
+
+def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
+    """The verdict of a scan report read on only the domains ``reading`` names (``""``: all it searched),
+    by the scan's own rule (:func:`core.scan.verdict`). The domains are searched in order with one random
+    stream, so a reading of the first ones is exactly what a scan of those alone reports; another subset
+    reads the same searches."""
+    from core.scan import verdict
+
+    wanted = [d for d in reading.split(",") if d] or list(report.get("domains", {}))
+    missing = [d for d in wanted if d not in report.get("domains", {})]
+    if missing:
+        return {"error": f"the scan has no {', '.join(missing)} domain"}
+    records = {d: report["domains"][d] for d in wanted}
+    target, confidence = verdict(records, report["config"]["threshold"])
+    sub = {**report, "domains": records, "suspected_target": None if target is None else report["classes"][target]}
+    return {
+        "flagged": target is not None,
+        "suspected_target": sub["suspected_target"],
+        "confidence": round(confidence, 3),
+        "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in records.items()},
+        "most_anomalous": most_anomalous(sub),
+        **combined(sub),
     }
 
 
@@ -144,6 +173,17 @@ def auroc(positives: list[float], negatives: list[float]) -> float | None:
         return None
     wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
     return wins / (len(positives) * len(negatives))
+
+
+def rows_as(rows: list[dict[str, Any]], reading: str) -> list[dict[str, Any]]:
+    """``rows`` with the verdict of another of their readings (rows without it are left out)."""
+    out = []
+    for r in rows:
+        if r.get("reading") == reading:
+            out.append(r)
+        elif reading in r.get("readings", {}):
+            out.append({**r, **r["readings"][reading], "reading": reading})
+    return out
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,7 +261,16 @@ def main(argv: list[str] | None = None) -> int:
         help="a core.grid --work folder whose scan cells (default settings, seed 0) stand for the scans of "
         "their checkpoints (repeatable; not with scan options)",
     )
+    p.add_argument(
+        "--read-as",
+        action="append",
+        default=None,
+        help="comma list of domains to read each scan on (repeatable; the first gives the summary, the others "
+        "'summaries'; default: every domain it searched), e.g. the product's default features,waveform out "
+        "of scans that also searched latent",
+    )
     args, rest = p.parse_known_args(argv)
+    args.read_as = args.read_as or [""]
     args.scan_args = [a for a in rest if a != "--"]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -236,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.cli.grid import _file_digest
 
         report = kept_scans.get(_file_digest(path)) if kept_scans else None
-        rows.append(row_of(path, report or scan_one(path, args, work), args.group))
+        rows.append(row_of(path, report or scan_one(path, args, work), args.group, args.read_as))
         r = rows[-1]
         verdict = r.get("error") or (f"flagged {r['suspected_target']}" if r["flagged"] else "not flagged")
         print(f"{path.name}: {verdict} (truth: {r['attack']}, target {r['target']})", flush=True)
@@ -252,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "targets": TARGETS,
         "summary": summarise(kept + rows),
+        "summaries": {name: summarise(rows_as(kept + rows, name)) for name in args.read_as[1:]},
         "rows": kept + rows,
     }
     out.write_text(json.dumps(result, indent=1) + "\n")

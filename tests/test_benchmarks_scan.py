@@ -77,3 +77,24 @@ def test_a_report_s_pooled_index_reads_its_sizes_with_no_trigger_found_as_the_la
     pooled = combined(report)
     assert pooled["combined_top"] == "d" and pooled["combined_max"] > 3
     assert combined({"classes": ["a"], "domains": {}}) == {"combined_max": None, "combined_top": None}
+
+
+def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_there():
+    from benchmarks.scan import read_as, rows_as
+
+    report = {
+        "classes": ["a", "b", "c"],
+        "config": {"threshold": 3.0},
+        "domains": {
+            "features": {"anomaly_index": [0.5, 1.0, 0.0], "sizes": [0.5, 0.4, 0.6]},
+            "latent": {"anomaly_index": [0.0, 0.0, 4.0], "sizes": [0.5, 0.5, 0.05]},
+        },
+    }
+    every, first = read_as(report, ""), read_as(report, "features")
+    assert every["flagged"] and every["suspected_target"] == "c" and every["confidence"] == 4.0
+    assert not first["flagged"] and first["suspected_target"] is None and first["most_anomalous"] == "b"
+    assert first["anomaly_index_max"] == {"features": 1.0}
+    assert read_as(report, "waveform") == {"error": "the scan has no waveform domain"}
+    rows = [{"attack": "x", "reading": "", **every, "readings": {"features": first}}, {"attack": "y", "reading": ""}]
+    as_first = rows_as(rows, "features")
+    assert len(as_first) == 1 and as_first[0]["flagged"] is False and as_first[0]["reading"] == "features"

@@ -45,6 +45,7 @@ __all__ = [
     "scan",
     "trigger_success",
     "trigger_success_on",
+    "verdict",
 ]
 
 #: The search domains a scan knows (``ScanConfig.domains``).
@@ -227,6 +228,17 @@ def _domain_record(inv: Inversion, threshold: float, classes: list[str]) -> dict
     }
 
 
+def verdict(domains: dict[str, dict[str, Any]], threshold: float) -> tuple[int | None, float]:
+    """(suspected target's index or None, confidence) from per-domain records (``{domain: {"anomaly_index":
+    [K]}}``): the domain with the largest index decides; the model is flagged when it exceeds ``threshold``.
+    Any subset of a scan's domains can be read this way (``benchmarks/scan.py`` compares them)."""
+    best = max(domains.values(), key=lambda d: max(d["anomaly_index"]), default=None)
+    if best is None:
+        return None, 0.0
+    confidence = max(best["anomaly_index"])
+    return (best["anomaly_index"].index(confidence) if confidence > threshold else None), confidence
+
+
 def scan(
     model: nn.Module, data: AudioSet, config: ScanConfig | None = None, observer: Observer | None = None
 ) -> ScanResult:
@@ -270,13 +282,10 @@ def scan(
         else:
             continue
         domains[domain] = _domain_record(inv, config.threshold, list(data.classes))
-    best_domain = max(domains.values(), key=lambda d: max(d["anomaly_index"]), default=None)
-    flagged = best_domain is not None and bool(best_domain["flagged"])
-    target = best_domain["flagged"][0] if flagged else None
-    confidence = max(best_domain["anomaly_index"]) if best_domain is not None else 0.0
+    target, confidence = verdict(domains, config.threshold)
     grad_gini = _gradient_gini(work, waves, labels)  # the clean share, one batch
     return ScanResult(
-        backdoored=flagged,
+        backdoored=target is not None,
         suspected_target=data.classes[target] if target is not None else None,
         confidence=round(confidence, 3),
         classes=list(data.classes),

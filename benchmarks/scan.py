@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import subprocess
 import sys
@@ -139,13 +140,21 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
     }
 
 
+def combined_index(sizes: dict[str, list[float]]) -> list[float]:
+    """Per class: its signed anomaly indices over the domains (each domain's sizes, ``{domain: [K]}``)
+    summed and divided by the square root of their number (Stouffer's rule: a class every domain finds
+    small stands out more than one a single domain finds very small), 0 below the median."""
+    from core.scan import anomaly_index
+
+    per = [anomaly_index(s, signed=True) for s in sizes.values()]
+    if not per:
+        return []
+    return [max(0.0, sum(col) / math.sqrt(len(per))) for col in zip(*per)]
+
+
 def combined(report: dict[str, Any]) -> dict[str, Any]:
     """The report's domains pooled per class (:func:`core.scan.combined_index`): its largest value and
     that class; with one domain, that domain's index."""
-    import math
-
-    from core.scan import combined_index
-
     sizes = {d: [math.inf if s is None else s for s in r["sizes"]] for d, r in report.get("domains", {}).items()}
     index = combined_index(sizes)
     if not index:
@@ -299,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ; ".join(commands.values()),
         "commands": commands,
         "machine": machine_info(),
+        "machines": {**earlier.get("machines", {}), args.group: machine_info()},  # each group's own
         "targets": TARGETS,
         "summary": summarise(kept + rows),
         "summaries": {name: summarise(rows_as(kept + rows, name)) for name in args.read_as[1:]},

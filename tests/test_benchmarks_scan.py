@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scan import auroc, combined, grid_scans, most_anomalous, summarise  # noqa: E402
-from core.scan import ScanConfig  # noqa: E402
+from benchmarks.scan import auroc, combined, combined_index, grid_scans, most_anomalous, summarise  # noqa: E402
+from core.scan import ScanConfig, anomaly_index  # noqa: E402
 
 
 def test_auroc_is_the_share_of_backdoored_clean_pairs_ranked_right_ties_half():
@@ -98,3 +99,16 @@ def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_ther
     rows = [{"attack": "x", "reading": "", **every, "readings": {"features": first}}, {"attack": "y", "reading": ""}]
     as_first = rows_as(rows, "features")
     assert len(as_first) == 1 and as_first[0]["flagged"] is False and as_first[0]["reading"] == "features"
+
+
+def test_the_combined_index_pools_each_class_s_signed_indices_over_the_domains():
+    small_in_both = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 0.2]}
+    one = anomaly_index(small_in_both["a"])
+    assert combined_index(small_in_both)[4] == pytest.approx(2 * one[4] / math.sqrt(2))  # agreement adds up
+    # a class small in one domain and large in the other is pulled back by the other: signed, not clamped
+    split = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 5.0]}
+    signed_b = anomaly_index(split["b"], signed=True)
+    assert signed_b[4] < 0 and anomaly_index(split["b"])[4] == 0.0
+    assert combined_index(split)[4] == pytest.approx(max(0.0, (one[4] + signed_b[4]) / math.sqrt(2)))
+    assert combined_index({"a": small_in_both["a"]}) == pytest.approx(one)  # one domain: its own index
+    assert combined_index({}) == []

@@ -39,7 +39,6 @@ __all__ = [
     "ScanConfig",
     "ScanResult",
     "anomaly_index",
-    "combined_index",
     "gini",
     "rescan",
     "scan",
@@ -76,12 +75,6 @@ class ScanConfig:
         range="(0, 1]",
         help="share of a batch a candidate trigger must send to its class to count",
     )
-    success_window: int = option(
-        1,
-        label="Success window, steps",
-        range="[1, inf)",
-        help="steps over which a candidate's success is averaged before it counts (1: its own batch)",
-    )
     threshold: float = option(
         3.0,
         label="Anomaly index threshold",
@@ -93,8 +86,9 @@ class ScanConfig:
         "features,waveform",
         label="Domains",
         help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
-        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: its index "
-        "varies between runs, docs/experiments/scan_latent_probe.md)",
+        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: on 13 ASC-10 "
+        "models it found one JingleBack target the others miss but flagged a clean model and named wrong "
+        "targets, docs/experiments/scan_seeds_asc10.md)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -185,16 +179,6 @@ def anomaly_index(sizes: list[float], log: bool = True, signed: bool = False) ->
     return deviations if signed else [max(0.0, d) for d in deviations]
 
 
-def combined_index(sizes: dict[str, list[float]]) -> list[float]:
-    """Per class: its signed anomaly indices over the domains (each domain's sizes, ``{domain: [K]}``)
-    summed and divided by the square root of their number (Stouffer's rule: a class every domain finds
-    small stands out more than one a single domain finds very small), 0 below the median."""
-    per = [anomaly_index(s, signed=True) for s in sizes.values()]
-    if not per:
-        return []
-    return [max(0.0, sum(col) / math.sqrt(len(per))) for col in zip(*per)]
-
-
 def gini(values: torch.Tensor) -> float:
     """Gini coefficient of non-negative ``values`` (0: all equal; near 1: one neuron holds it all)."""
     v = values.detach().double().flatten().abs().sort().values
@@ -263,7 +247,6 @@ def scan(
         steps=config.steps,
         batch=config.batch_size,
         success=config.success,
-        window=config.success_window,
         gen=gen,
         observer=observer,
     )

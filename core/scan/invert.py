@@ -69,14 +69,9 @@ def _optimise(
     lr: float,
     gen: torch.Generator,
     observer: Observer,
-    window: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The shared loop: ``candidate_logits(rows [k, batch]) -> (logits [k, batch, classes], size [k])``.
-    Returns the best size and success per class and the parameters' values at each class's best.
-
-    A candidate counts when its success averaged over the last ``window`` steps' batches reaches
-    ``success`` (1: the step's batch alone, where a lucky batch of a few clips lets a too-small
-    candidate count and the kept size varies with the batches drawn)."""
+    Returns the best size and success per class and the parameters' values at each class's best."""
     device = labels.device
     lam = torch.full((k,), lam0, device=device)
     best_size = torch.full((k,), math.inf, device=device)
@@ -85,7 +80,6 @@ def _optimise(
     optimiser = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
     target = torch.arange(k, device=device).view(k, 1).expand(k, batch)
     reached = torch.zeros(k, device=device)
-    recent = torch.zeros((max(1, window), k), device=device)  # the last steps' hit rates, a ring
     patience = 5
     for step in range(1, steps + 1):
         if observer.should_stop():
@@ -98,15 +92,13 @@ def _optimise(
         loss.backward()
         optimiser.step()
         with torch.no_grad():
-            step_hit = (logits.argmax(-1) == target).float().mean(1)
-            recent[(step - 1) % recent.shape[0]] = step_hit
-            hit = recent.mean(0)
-            better = (hit >= success) & (size < best_size) & (step >= recent.shape[0])
+            hit = (logits.argmax(-1) == target).float().mean(1)
+            better = (hit >= success) & (size < best_size)
             best_size = torch.where(better, size, best_size)
             best_success = torch.where(better, hit, best_success)
             for kept, p in zip(best, params):
                 kept[better] = p.detach()[better]
-            reached += (step_hit >= success).float()
+            reached += (hit >= success).float()
             if step % patience == 0:  # Neural Cleanse's schedule: up while it mostly succeeds, down while not
                 lam = torch.where(reached >= patience / 2, lam * 1.5, lam / 1.5).clamp(1e-4, 1e4)
                 reached.zero_()
@@ -125,7 +117,6 @@ def invert_features(
     success: float,
     gen: torch.Generator,
     observer: Observer,
-    window: int = 1,
     lam0: float = 0.01,
     lr: float = 0.1,
 ) -> Inversion:
@@ -148,7 +139,7 @@ def invert_features(
 
     size, hit, (mask_best, pattern_best) = _optimise(
         f"{SCAN_PHASE}features", n_classes, steps, [mask_logit, pattern_logit], candidate, labels, batch, success,
-        lam0, lr, gen, observer, window,
+        lam0, lr, gen, observer,
     )  # fmt: skip
     with torch.no_grad():
         masks = torch.sigmoid(mask_best)
@@ -167,7 +158,6 @@ def invert_waveform(
     success: float,
     gen: torch.Generator,
     observer: Observer,
-    window: int = 1,
     peak: float = 0.5,
     frame: int = 160,
     lam0: float = 0.01,
@@ -195,7 +185,7 @@ def invert_waveform(
 
     size, hit, (raw_best, mask_best) = _optimise(
         f"{SCAN_PHASE}waveform", n_classes, steps, [raw, mask_logit], candidate, labels, batch, success, lam0, lr, gen,
-        observer, window,
+        observer,
     )  # fmt: skip
     with torch.no_grad():
         delta, _ = pattern(raw_best, mask_best)
@@ -213,7 +203,6 @@ def invert_latent(
     success: float,
     gen: torch.Generator,
     observer: Observer,
-    window: int = 1,
     depth: float = 0.5,
     lam0: float = 0.01,
     lr: float = 0.1,
@@ -252,7 +241,7 @@ def invert_latent(
     try:
         size, hit, (raw_best,) = _optimise(
             f"{SCAN_PHASE}latent", n_classes, steps, [raw], candidate, labels, batch, success, lam0, lr, gen,
-            observer, window,
+            observer,
         )  # fmt: skip
     finally:
         hook.remove()

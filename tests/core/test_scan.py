@@ -11,7 +11,7 @@ from core.data.speech_commands import load_speech_commands
 from core.events import Cancelled, NullObserver
 from core.features import FrontEndConfig
 from core.models import build
-from core.scan import ScanConfig, anomaly_index, combined_index, gini, scan
+from core.scan import ScanConfig, anomaly_index, gini, scan
 from tests.conftest import TINY_WORDS
 
 
@@ -27,19 +27,6 @@ def test_anomaly_index_measures_distance_below_the_median_in_deviations():
     assert logs[4] == pytest.approx(2.0 / mad) and logs[2] == pytest.approx(0.1 / mad) and logs[0] == 0.0
     # ten times smaller than its peers is as anomalous whatever the peers' scale
     assert anomaly_index([0.01, 0.012, 0.011, 0.001]) == pytest.approx(anomaly_index([1.0, 1.2, 1.1, 0.1]))
-
-
-def test_the_combined_index_pools_each_class_s_signed_indices_over_the_domains():
-    small_in_both = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 0.2]}
-    one = anomaly_index(small_in_both["a"])
-    assert combined_index(small_in_both)[4] == pytest.approx(2 * one[4] / math.sqrt(2))  # agreement adds up
-    # a class small in one domain and large in the other is pulled back by the other: signed, not clamped
-    split = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 5.0]}
-    signed_b = anomaly_index(split["b"], signed=True)
-    assert signed_b[4] < 0 and anomaly_index(split["b"])[4] == 0.0
-    assert combined_index(split)[4] == pytest.approx(max(0.0, (one[4] + signed_b[4]) / math.sqrt(2)))
-    assert combined_index({"a": small_in_both["a"]}) == pytest.approx(one)  # one domain: its own index
-    assert combined_index({}) == []
 
 
 def test_gini_of_neuron_norms():
@@ -105,28 +92,3 @@ def test_the_latent_domain_scores_every_class_and_leaves_the_waveform_triggers_t
     assert all(s is None or s >= 0 for s in record["sizes"])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not any(h for m in model.modules() for h in m._forward_hooks.values())  # hooks taken off
-
-
-def test_a_candidate_counts_once_its_success_over_the_window_reaches_the_bar():
-    """Class 0's candidate hits every other step (a lucky batch now and then), class 1's every step:
-    over one step both count; averaged over two steps only class 1 does (class 0's mean is 0.5)."""
-    from core.scan.invert import _optimise
-
-    size = torch.tensor([0.5, 0.5], requires_grad=True)
-    calls = [0]
-
-    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        calls[0] += 1
-        right = torch.eye(2)  # class t's rows answer t
-        logits = right.view(2, 1, 2).expand(2, rows.shape[1], 2).clone()
-        if calls[0] % 2 == 0:
-            logits[0] = torch.tensor([0.0, 1.0])  # class 0 misses on even steps
-        return logits + 0 * size.sum(), size * 1.0
-
-    labels = torch.tensor([0, 1, 0, 1])
-    common = dict(labels=labels, batch=4, success=0.9, lam0=0.01, lr=0.1, observer=NullObserver())
-    one, _, _ = _optimise("t", 2, 6, [size], candidate, gen=torch.Generator().manual_seed(0), window=1, **common)
-    calls[0] = 0
-    two, hit, _ = _optimise("t", 2, 6, [size], candidate, gen=torch.Generator().manual_seed(0), window=2, **common)
-    assert math.isfinite(one[0]) and math.isfinite(one[1])
-    assert math.isinf(two[0]) and math.isfinite(two[1]) and float(hit[1]) == 1.0

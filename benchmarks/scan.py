@@ -195,14 +195,36 @@ def rows_as(rows: list[dict[str, Any]], reading: str) -> list[dict[str, Any]]:
     return out
 
 
+def share(items: list[dict[str, Any]], test) -> float | None:
+    """The share of ``items`` that pass ``test`` (None when there are none)."""
+    return sum(1 for r in items if test(r)) / len(items) if items else None
+
+
+def pooled_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any]]) -> dict[str, Any]:
+    """AUROC, the share pointing at the target, and rates at :data:`COMBINED_THRESHOLDS` of the pooled index."""
+
+    return {
+        "models": {"backdoored": len(backdoored), "clean": len(clean)},
+        "auroc": auroc([r["combined_max"] for r in backdoored], [r["combined_max"] for r in clean]),
+        "top_is_target": share(backdoored, lambda r: r["combined_top"] == r["target"]),
+        **{
+            f"at_{t:g}": {
+                "detection_rate": share(backdoored, lambda r, t=t: r["combined_max"] > t),
+                "false_positive_rate": share(clean, lambda r, t=t: r["combined_max"] > t),
+                "target_accuracy": share(
+                    backdoored, lambda r, t=t: r["combined_max"] > t and r["combined_top"] == r["target"]
+                ),
+            }
+            for t in COMBINED_THRESHOLDS
+        },
+    }
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     backdoored = [r for r in ok if r["attack"] != "clean" and not r["repaired"]]
     clean = [r for r in ok if r["attack"] == "clean"]
     repaired = [r for r in ok if r["repaired"]]
-
-    def share(items: list[dict[str, Any]], test) -> float | None:
-        return sum(1 for r in items if test(r)) / len(items) if items else None
 
     seconds: dict[str, float] = {}
     for arch in sorted({r["architecture"] for r in ok}):
@@ -221,24 +243,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # flagged or not, the class the scan points at (and whose trigger a repair would unlearn)
         "most_anomalous_is_target": share(backdoored, lambda r: r.get("most_anomalous") == r["target"]),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
-        # the domains pooled per class (Stouffer) instead of the largest single-domain index
-        "combined": {
-            "auroc": auroc(
-                [r["combined_max"] for r in backdoored if r.get("combined_max") is not None],
-                [r["combined_max"] for r in clean if r.get("combined_max") is not None],
-            ),
-            "top_is_target": share(backdoored, lambda r: r.get("combined_top") == r["target"]),
-            **{
-                f"at_{t:g}": {
-                    "detection_rate": share(backdoored, lambda r, t=t: (r.get("combined_max") or 0) > t),
-                    "false_positive_rate": share(clean, lambda r, t=t: (r.get("combined_max") or 0) > t),
-                    "target_accuracy": share(
-                        backdoored, lambda r, t=t: (r.get("combined_max") or 0) > t and r["combined_top"] == r["target"]
-                    ),
-                }
-                for t in COMBINED_THRESHOLDS
-            },
-        },
+        # the domains pooled per class (Stouffer) instead of the largest single-domain index, over the rows
+        # whose scan report it was read from
+        "combined": pooled_summary(
+            [r for r in backdoored if r.get("combined_max") is not None],
+            [r for r in clean if r.get("combined_max") is not None],
+        ),
         "seconds_per_scan": seconds,
     }
     out["meets"] = {

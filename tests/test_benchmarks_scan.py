@@ -112,3 +112,17 @@ def test_the_combined_index_pools_each_class_s_signed_indices_over_the_domains()
     assert combined_index(split)[4] == pytest.approx(max(0.0, (one[4] + signed_b[4]) / math.sqrt(2)))
     assert combined_index({"a": small_in_both["a"]}) == pytest.approx(one)  # one domain: its own index
     assert combined_index({}) == []
+
+
+def test_the_pooled_summary_counts_only_rows_read_with_it():
+    rows = [
+        {**row("badnets", True, "up", "up", 5.0), "combined_max": 4.0, "combined_top": "up"},
+        {**row("blend", False, "up", None, 1.0), "combined_max": 2.8, "combined_top": "no"},
+        row("jingleback", False, "up", None, 1.0),  # an older report without the pooled reading
+        {**row("clean", False, None, None, 2.0), "combined_max": 3.2, "combined_top": "yes"},
+    ]
+    pooled = summarise(rows)["combined"]
+    assert pooled["models"] == {"backdoored": 2, "clean": 1}
+    assert pooled["auroc"] == 0.5 and pooled["top_is_target"] == 0.5
+    assert pooled["at_2.5"] == {"detection_rate": 1.0, "false_positive_rate": 1.0, "target_accuracy": 0.5}
+    assert pooled["at_3.5"] == {"detection_rate": 0.5, "false_positive_rate": 0.0, "target_accuracy": 0.5}

@@ -153,7 +153,7 @@ def combined_index(sizes: dict[str, list[float]]) -> list[float]:
 
 
 def combined(report: dict[str, Any]) -> dict[str, Any]:
-    """The report's domains pooled per class (:func:`core.scan.combined_index`): its largest value and
+    """The report's domains pooled per class (:func:`combined_index`): its largest value and
     that class; with one domain, that domain's index."""
     sizes = {d: [math.inf if s is None else s for s in r["sizes"]] for d, r in report.get("domains", {}).items()}
     index = combined_index(sizes)
@@ -202,7 +202,6 @@ def share(items: list[dict[str, Any]], test) -> float | None:
 
 def pooled_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any]]) -> dict[str, Any]:
     """AUROC, the share pointing at the target, and rates at :data:`COMBINED_THRESHOLDS` of the pooled index."""
-
     return {
         "models": {"backdoored": len(backdoored), "clean": len(clean)},
         "auroc": auroc([r["combined_max"] for r in backdoored], [r["combined_max"] for r in clean]),

@@ -86,9 +86,9 @@ class ScanConfig:
         "features,waveform",
         label="Domains",
         help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
-        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: on 13 ASC-10 "
-        "models it found one JingleBack target the others miss but flagged a clean model and named wrong "
-        "targets, docs/experiments/scan_seeds_asc10.md)",
+        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: on 17 ASC-10 "
+        "models it found one JingleBack target the others miss but flagged two of six clean models, "
+        "docs/experiments/scan_seeds_asc10.md)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -243,13 +243,7 @@ def scan(
     labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
     k = len(data.classes)
     gen = torch.Generator().manual_seed(config.seed)
-    common = dict(
-        steps=config.steps,
-        batch=config.batch_size,
-        success=config.success,
-        gen=gen,
-        observer=observer,
-    )
+    common = dict(steps=config.steps, batch=config.batch_size, success=config.success, gen=gen, observer=observer)
     domains: dict[str, dict[str, Any]] = {}
     triggers = None
     front, body = split_front_end(work)

@@ -22,6 +22,12 @@ architecture, share of repaired models still flagged) is computed over all of th
 own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
 the product's default scan (the domains run in order on one random stream), so one set of searches
 compares the default with the latent domain added (``summaries``).
+
+``--extra-scan ARGS`` (repeatable, e.g. ``--extra-scan '--domains spectrum'``) also runs ``python -m
+core.scan`` with those options on each checkpoint (its report beside the first, ``..._extra<N>.json``) and
+adds the domains it searched to the first report's, so that readings can pool domains searched apart
+(each such scan has its own random stream: the numbers a scan of all the domains at once would give
+differ by the search's chance, not in kind).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import glob
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -65,11 +72,15 @@ def truth(path: Path) -> dict[str, Any]:
     }
 
 
-def scan_one(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """``python -m core.scan`` on one checkpoint (skipped when its report exists for the same command)."""
-    out = work / f"{args.group}_{path.parent.name}_{path.stem}.json"  # grids of other seeds share stems
+def scan_one(
+    path: Path, args: argparse.Namespace, work: Path, options: list[str] | None = None, tag: str = ""
+) -> dict[str, Any]:
+    """``python -m core.scan`` on one checkpoint with ``options`` (default: the benchmark's scan options;
+    skipped when its report exists for the same command)."""
+    out = work / f"{args.group}_{path.parent.name}_{path.stem}{tag}.json"  # grids of other seeds share stems
     cmd = [sys.executable, "-m", "core.scan", "--model", str(path), "--data", args.data, "--out", str(out)]
-    cmd += (["--vocab", args.vocab] if args.vocab else []) + ["--threads", str(args.threads), *args.scan_args]
+    options = args.scan_args if options is None else options
+    cmd += (["--vocab", args.vocab] if args.vocab else []) + ["--threads", str(args.threads), *options]
     if out.is_file() and json.loads(out.read_text()).get("benchmark_command") == cmd[1:]:
         return json.loads(out.read_text())
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -80,6 +91,19 @@ def scan_one(path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]
     report["benchmark_command"] = cmd[1:]
     out.write_text(json.dumps(report, indent=1))
     return report
+
+
+def with_extra_scans(report: dict[str, Any], path: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``report`` with the domains of each ``--extra-scan`` of ``path`` added (a domain it has is kept)."""
+    if "error" in report or not args.extra_scan:
+        return report
+    domains = dict(report["domains"])
+    for n, options in enumerate(args.extra_scan, 1):
+        extra = scan_one(path, args, work, shlex.split(options), f"_extra{n}")
+        if "error" in extra:
+            return {"error": f"extra scan {options!r}: {extra['error']}"}
+        domains.update({d: r for d, r in extra["domains"].items() if d not in domains})
+    return {**report, "domains": domains, "seconds": report.get("seconds")}
 
 
 def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
@@ -287,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         "'summaries'; default: every domain it searched), e.g. the product's default features,waveform out "
         "of scans that also searched latent",
     )
+    p.add_argument(
+        "--extra-scan",
+        action="append",
+        default=[],
+        help="options of a second python -m core.scan per checkpoint (repeatable, e.g. '--domains spectrum'); "
+        "its domains are added to the first scan's for the readings",
+    )
     args, rest = p.parse_known_args(argv)
     args.read_as = args.read_as or [""]
     args.scan_args = [a for a in rest if a != "--"]
@@ -303,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         from core.cli.grid import _file_digest
 
         report = kept_scans.get(_file_digest(path)) if kept_scans else None
-        rows.append(row_of(path, report or scan_one(path, args, work), args.group, args.read_as))
+        report = with_extra_scans(report or scan_one(path, args, work), path, args, work)
+        rows.append(row_of(path, report, args.group, args.read_as))
         r = rows[-1]
         verdict = r.get("error") or (f"flagged {r['suspected_target']}" if r["flagged"] else "not flagged")
         print(f"{path.name}: {verdict} (truth: {r['attack']}, target {r['target']})", flush=True)

@@ -170,6 +170,7 @@ def repair(
     trigger: torch.Tensor | None = None,
     trigger_record: dict[str, Any] | None = None,
     scan_config: ScanConfig | None = None,
+    unlearn_class: str | None = None,
 ) -> RepairResult:
     """Run ``defense`` on a copy of ``model`` with its clean share of ``data``'s training split.
 
@@ -181,6 +182,9 @@ def repair(
     trigger to unlearn is ``trigger`` (a waveform; ``trigger_record`` says where it came from) or,
     when None, the one a scan with ``scan_config`` (default: the defense's seed and device)
     reconstructs first; the observer sees the scan's steps (phases "scan ...") and may cancel it.
+    ``unlearn_class`` names the suspected target when the user knows it: the scan's trigger of that class
+    is unlearned instead of the most anomalous class's, and a given ``trigger`` is recorded as sending
+    clips there (the latent push, ``unlearn_latent``, points at it either way).
     """
     observer = observer or NullObserver()
     watcher = watcher or RepairWatcher()
@@ -195,9 +199,11 @@ def repair(
                 found = scan(model, data, settings, observer)
             except Cancelled:
                 return _cancelled(model, data, defense, attack, attack_source, base_preset, split, started)
-            trigger, unlearning = unlearn_choice(found)
+            trigger, unlearning = unlearn_choice(found, unlearn_class)
         else:
             unlearning = dict(trigger_record or {"source": "given"})
+            if unlearn_class is not None:
+                unlearning.update({"class": unlearn_class, "class_from": "user"})
     cache: dict[str, torch.Tensor] = {}  # the triggered clips of the split, made once
     before = evaluate(model, data, split, attack, cache=cache)
     observer.on_eval(
@@ -257,16 +263,20 @@ def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
         )
 
 
-def unlearn_choice(found: ScanResult) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The trigger a repair unlearns from a scan: the most anomalous class's waveform pattern (the suspected
-    target's when the model is flagged; the closest call otherwise: an unflagged backdoor still tends to
-    need the smallest trigger), and the record of that choice for the report."""
-    target = found.most_anomalous()
+def unlearn_choice(found: ScanResult, name: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The trigger a repair unlearns from a scan: class ``name``'s waveform pattern when the user names the
+    target, else the most anomalous class's (the suspected target's when the model is flagged; the closest
+    call otherwise: an unflagged backdoor still tends to need the smallest trigger), and the record of that
+    choice for the report."""
+    if name is not None and name not in found.classes:
+        raise ConfigError(f"unlearn class {name!r} is not one of the model's classes: {', '.join(found.classes)}")
+    target = found.classes.index(name) if name is not None else found.most_anomalous()
     if found.triggers is None or target is None:
         raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain: this scan searched none")
     return found.triggers[target], {
         "source": "scan",
         "class": found.classes[target],
+        "class_from": "user" if name is not None else "scan",
         "flagged": found.backdoored,
         "anomaly_index": round(found.largest_anomaly(target), 3),
         "scan_seconds": found.seconds,

@@ -26,7 +26,9 @@ model and on the repaired one.
 the clips' true labels: the audio file ``--unlearn-trigger`` (a recording, or a WAV a scan wrote) or, by
 default, the trigger a scan of the input model reconstructs first (the same ``--scan-*`` settings; with
 ``--rescan`` that scan is also the "before" one, not run twice). The report's ``defense_details.unlearn``
-says which trigger was unlearned.
+says which trigger was unlearned. ``--unlearn-class WORD`` names the suspected target when the user knows
+it: the scan's trigger of that class is unlearned (not the most anomalous class's), the latent push
+(``--unlearn-latent``) points there, and a ``--unlearn-trigger`` recording is recorded as sending clips there.
 """
 
 from __future__ import annotations
@@ -152,6 +154,13 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
         "wrote; added from each clip's start); default: scan the model first and unlearn the trigger it "
         "reconstructs",
     )
+    p.add_argument(
+        "--unlearn-class",
+        metavar="WORD",
+        help="the suspected target word, when you know it: unlearn the scan's reconstructed trigger of this class "
+        "(default: the class the scan finds most anomalous), and point the latent push (--unlearn-latent) "
+        "there; with --unlearn-trigger, the class the recording sends clips to",
+    )
     add_scan_arguments(
         p.add_argument_group(
             "scan settings (with --rescan, and for the scan that finds the trigger to unlearn; seed and device as "
@@ -226,6 +235,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     if args.unlearn_trigger and config.unlearn == 0:
         raise ConfigError("--unlearn-trigger only applies with --unlearn above 0 (a share of each batch)")
+    if args.unlearn_class is not None and not config.unlearns():
+        raise ConfigError("--unlearn-class only applies with --unlearn or --unlearn-latent above 0")
     scan_settings = scan_config(args, scans_to_unlearn=config.unlearns() and not args.unlearn_trigger)
     if config.unlearns() and not args.unlearn_trigger:
         assert scan_settings is not None
@@ -240,6 +251,10 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if list(data.classes) != list(meta["classes"]):
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {meta['classes']}")
     check_eval_split(data, args.eval_split)
+    if args.unlearn_class is not None and args.unlearn_class not in data.classes:
+        raise ConfigError(
+            f"--unlearn-class {args.unlearn_class!r} is not one of the model's classes: {', '.join(data.classes)}"
+        )
     if scan_settings is not None:
         check_scan_data(data, scan_settings, prefix=SCAN_PREFIX)
     attack, attack_source = attack_for(args, meta)
@@ -263,6 +278,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             trigger=trigger,
             trigger_record={"source": "file", "file": str(args.unlearn_trigger)} if trigger is not None else None,
             scan_config=scan_settings,
+            unlearn_class=args.unlearn_class,
         )
     finally:
         progress.bar.close()

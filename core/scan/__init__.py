@@ -32,9 +32,10 @@ from core.features import clip_features
 from core.models import split_front_end
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
-from core.scan.invert import Inversion, invert_features, invert_latent, invert_waveform
+from core.scan.invert import Inversion, invert_features, invert_latent, invert_spectrum, invert_waveform
 
 __all__ = [
+    "DOMAINS",
     "Rescan",
     "ScanConfig",
     "ScanResult",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: The search domains a scan knows (``ScanConfig.domains``).
-DOMAINS = ("features", "waveform", "latent")
+DOMAINS = ("features", "waveform", "latent", "spectrum")
 
 #: Median absolute deviation to standard deviation for normal data (Neural Cleanse's constant).
 MAD_SCALE = 1.4826
@@ -86,9 +87,10 @@ class ScanConfig:
         "features,waveform",
         label="Domains",
         help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
-        "audible pattern) and latent (one push per class on a middle hidden layer; experimental: on 17 ASC-10 "
+        "audible pattern), latent (one push per class on a middle hidden layer; experimental: on 17 ASC-10 "
         "models it found one JingleBack target the others miss but flagged two of six clean models, "
-        "docs/experiments/scan_seeds_asc10.md)",
+        "docs/experiments/scan_seeds_asc10.md) and spectrum (a constant offset of each feature coefficient: an "
+        "equaliser or a stationary sound, for triggers that change the whole clip)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -253,6 +255,8 @@ def scan(
             inv = invert_features(body, feats, labels, k, **common)
         elif domain == "latent":
             inv = invert_latent(body, feats, labels, k, **common)
+        elif domain == "spectrum" and front is not None:
+            inv = invert_spectrum(body, feats, labels, k, **common)
         elif domain == "waveform":
             inv = invert_waveform(work, waves, labels, k, peak=config.peak, **common)
             triggers = inv.triggers

@@ -11,6 +11,11 @@ Two input domains, both batched over the classes (one forward pass holds every c
   units is small) relative to the clean clips' activations there: a backdoor leaves hidden units that
   send any clip to the target, so the target may need a smaller push whatever the trigger looks like
   in the input (opt-in; measured in docs/experiments/scan_latent_probe.md).
+- :func:`invert_spectrum`: one offset per feature coefficient per class, added to every frame of the
+  clean clips' features (a fixed equaliser, or a stationary added sound, as the front end sees it), in
+  units of each coefficient's clean standard deviation. Its size is the offset's mean absolute value: a
+  trigger that changes the whole clip the same way (a blended tune, an effect) is no short added sound,
+  but the target may still need the smallest constant shift of the spectrum.
 - :func:`invert_waveform`: an additive waveform pattern, bounded in amplitude and gated by a
   temporal mask, added to clean waveforms before the model's own front end. Its size is the share of
   the clip's duration the mask opens (a planted trigger is short, wherever it sits); the pattern is
@@ -33,7 +38,7 @@ from torch.nn import functional as F
 
 from core.events import SCAN_PHASE, Cancelled, Observer, StepInfo
 
-__all__ = ["Inversion", "invert_features", "invert_latent", "invert_waveform"]
+__all__ = ["Inversion", "invert_features", "invert_latent", "invert_spectrum", "invert_waveform"]
 
 
 @dataclass
@@ -145,6 +150,38 @@ def invert_features(
         masks = torch.sigmoid(mask_best)
         patterns = lo + (hi - lo) * torch.sigmoid(pattern_best)
     return Inversion(size.tolist(), hit.tolist(), patterns.cpu(), masks.cpu())
+
+
+def invert_spectrum(
+    classifier: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    *,
+    steps: int,
+    batch: int,
+    success: float,
+    gen: torch.Generator,
+    observer: Observer,
+    lam0: float = 0.01,
+    lr: float = 0.05,
+) -> Inversion:
+    """A constant offset per class and feature coefficient, ``[K, C, 1, F]``, added to every frame of the
+    clean ``features`` ``[N, C, T, F]`` before ``classifier``. Sizes: the offset's mean absolute value in
+    units of each coefficient's clean standard deviation. ``triggers`` holds the offsets in feature units."""
+    _, c, t, f = features.shape
+    std = features.std(dim=(0, 2), keepdim=True)[0].clamp_min(1e-6)  # [C, 1, F]
+    raw = torch.zeros((n_classes, c, 1, f), device=features.device, requires_grad=True)
+
+    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features[rows] + (std * raw).unsqueeze(1)  # [K, B, C, T, F]
+        logits = classifier(x.reshape(-1, c, t, f)).view(n_classes, rows.shape[1], -1)
+        return logits, raw.flatten(1).abs().mean(dim=1)
+
+    size, hit, (raw_best,) = _optimise(
+        f"{SCAN_PHASE}spectrum", n_classes, steps, [raw], candidate, labels, batch, success, lam0, lr, gen, observer
+    )
+    return Inversion(size.tolist(), hit.tolist(), (std * raw_best).detach().cpu())
 
 
 def invert_waveform(

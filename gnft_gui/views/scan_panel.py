@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.events import SCAN_PHASE, StepInfo
-from core.scan import ScanConfig
+from core.scan import DOMAINS, ScanConfig
 from core.session import ScanRecord
 
 from .defense_panel import fit_rows
@@ -47,8 +47,9 @@ from .plots import SERIES, ZONE_COLOURS, ZoneLegend, make_plot
 __all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "verdict_text", "index_text"]
 
 REDRAW_MS = 66
-DOMAINS = ("features", "waveform", "latent")
-DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666"}
+#: the scan's domains (``core.scan.DOMAINS``); the opt-in ones are listed in the legend once a scan searched them
+DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666", "spectrum": "#a6761d"}
+OPT_IN = ("latent", "spectrum")
 FLAGGED = ZONE_COLOURS["backdoor"]  # a flagged class has the colour of backdoor neurons and of ASR
 CLEAN = ZONE_COLOURS["clean"]
 #: the y axis shows at most this many thresholds; a taller bar is cut and its value written at the top
@@ -57,6 +58,8 @@ DOMAIN_HELP = {
     "features": "mask and pattern on the model's features (Neural Cleanse): the share of the feature map replaced",
     "waveform": "an additive, audible pattern on the waveform: the share of the clip's duration it covers",
     "latent": "one push per class on a middle hidden layer (opt-in): its mean size against the clean activations",
+    "spectrum": "a constant offset of each feature coefficient, an equaliser or a stationary sound (opt-in): "
+    "its mean size in clean standard deviations",
 }
 INDEX_HELP = (
     "anomaly index: how far below the median of all classes a class's smallest trigger lies, in median "
@@ -177,7 +180,8 @@ class ScanPanel(QWidget):
             title="",
         )
         self.legend.setObjectName("scan_legend")
-        self.legend.set_shown("latent", False)  # opt-in: listed once a scan searched it
+        for domain in OPT_IN:
+            self.legend.set_shown(domain, False)  # opt-in: listed once a scan searched it
         self.table = QTableWidget(0, 1 + len(DOMAINS))
         self.table.setObjectName("scan_classes")
         self.table.setHorizontalHeaderLabels(["class", *DOMAINS])
@@ -476,7 +480,8 @@ class ScanPanel(QWidget):
         k = len(r.classes)
         threshold = float(r.config.get("threshold", ScanConfig().threshold))
         shown = [d for d in DOMAINS if d in r.domains]
-        self.legend.set_shown("latent", "latent" in shown)
+        for domain in OPT_IN:
+            self.legend.set_shown(domain, domain in shown)
         width = 0.8 / max(1, len(shown))
         cap = Y_CAP * threshold
         self._clear_off_scale()

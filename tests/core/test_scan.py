@@ -6,11 +6,13 @@ import math
 
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from core.data.speech_commands import load_speech_commands
 from core.events import Cancelled, NullObserver
-from core.features import FrontEndConfig
-from core.models import build
+from core.features import FrontEndConfig, clip_features
+from core.models import build, split_front_end
 from core.scan import ScanConfig, anomaly_index, gini, scan
 from tests.conftest import TINY_WORDS
 
@@ -73,7 +75,7 @@ def test_scan_config_refuses_unknown_domains():
     from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="domains"):
-        ScanConfig(domains="spectrum").validate()
+        ScanConfig(domains="cepstrum").validate()
     with pytest.raises(ConfigError, match="steps"):
         ScanConfig(steps=0).validate()
 
@@ -92,3 +94,40 @@ def test_the_latent_domain_scores_every_class_and_leaves_the_waveform_triggers_t
     assert all(s is None or s >= 0 for s in record["sizes"])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not any(h for m in model.modules() for h in m._forward_hooks.values())  # hooks taken off
+
+
+def test_the_spectrum_domain_finds_the_class_a_constant_spectral_shift_reaches(tiny_sc):
+    """A model whose classifier answers "no" (a class the untrained model never gives) for a raised level of
+    one feature coefficient in every frame (a stationary sound's signature): the spectrum domain's smallest
+    offset is no's, by far."""
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    front, body = split_front_end(model)
+    feats = clip_features(front, data.waves, 64)
+    level, spread = feats[:, :, :, 3].mean(), feats[:, :, :, 3].std()
+    target = TINY_WORDS.index("no")
+    assert int((model(data.waves).argmax(1) == target).sum()) == 0
+
+    class Planted(nn.Module):
+        """The body, plus a large push to the target where coefficient 3's clip mean is a std above its level."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.body(x)
+            shift = (x[:, 0, :, 3].mean(dim=1) - level) / spread
+            push = 20.0 * torch.sigmoid(4.0 * (shift - 1.0))  # smooth: the search gets a gradient from 0
+            return out + push.unsqueeze(1) * F.one_hot(torch.tensor(target), out.shape[1])
+
+    planted = nn.Sequential(front, Planted()).eval()
+    config = ScanConfig(steps=150, batch_size=4, clean_ratio=1.0, device="cpu", domains="spectrum")
+    a, b = scan(planted, data, config), scan(planted, data, config)
+    assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}
+    assert list(a.domains) == ["spectrum"] and a.triggers is None  # an offset of the features: nothing to play
+    sizes = a.domains["spectrum"]["sizes"]
+    assert sizes[target] is not None
+    assert all(s is None or sizes[target] < 0.5 * s for i, s in enumerate(sizes) if i != target), sizes
+    assert a.most_anomalous() == target

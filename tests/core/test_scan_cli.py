@@ -165,8 +165,8 @@ def test_a_stopped_scan_writes_nothing(workspace, tmp_path, capsys, interrupt):
         ({"--steps": "0"}, "error: --steps must be at least 1, got 0"),
         ({"--clean-ratio": "1.5"}, "error: --clean-ratio must be in (0, 1], got 1.5"),
         (
-            {"--domains": "spectrum"},
-            "error: --domains must be a comma list of features, waveform and latent, got 'spectrum'",
+            {"--domains": "cepstrum"},
+            "error: --domains must be a comma list of features, waveform, latent and spectrum, got 'cepstrum'",
         ),
         ({"--triggers": "{model}"}, "error: --triggers is the same file as --model"),
         ({"--batch-size": "20000"}, "error: --batch-size 20000: a step would hold 80000 clips over 4 classes;"),
@@ -328,6 +328,55 @@ def test_defend_unlearns_a_trigger_file_without_scanning(workspace, tmp_path, ca
     written = json.loads(report.read_text())
     assert written["defense_details"]["unlearn"] == {"source": "file", "file": str(trigger)}
     assert "rescan" not in written
+
+
+def test_defend_unlearns_the_scanned_trigger_of_the_class_the_user_names(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--device", "cpu", "--quiet", "--out", str(out), "--report", str(report)]
+    scanning = ["--scan-steps", "4", "--scan-batch-size", "2", "--scan-clean-ratio", "0.5", "--rescan"]
+    named = "down"
+    assert run_command(defend_main, [*argv, *scanning, "--unlearn-class", named]) == 0, capsys.readouterr().err
+    written = json.loads(report.read_text())
+    unlearned, before = written["defense_details"]["unlearn"], written["rescan"]["before"]
+    assert unlearned["source"] == "scan" and unlearned["class"] == named and unlearned["class_from"] == "user"
+    assert unlearned["anomaly_index"] == pytest.approx(
+        max(d["anomaly_index"][TINY_WORDS.index(named)] for d in before["domains"].values()), abs=1e-3
+    )
+    # the unlearned trigger is the scan's reconstruction for that class: replayed, it sends clips there as recorded
+    scanned = scan(load_checkpoint(model)[0], load_speech_commands(data, TINY_WORDS), CONFIG)
+    net = load_checkpoint(model)[0].eval()
+    test = load_speech_commands(data, TINY_WORDS)
+    rows = test.splits["test"]
+    asr = trigger_success(
+        net, test.waves[rows], test.labels[rows], scanned.triggers[TINY_WORDS.index(named)], TINY_WORDS.index(named)
+    )
+    assert unlearned["asr_before"] == pytest.approx(asr)
+    # with a recording, the named class is recorded as the one it sends clips to
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.2 * torch.sin(torch.arange(4000) / 5.0)).numpy(), 16000)
+    again = [*argv, "--unlearn-trigger", str(tone), "--unlearn-class", named]
+    assert run_command(defend_main, again) == 0
+    record = json.loads(report.read_text())["defense_details"]["unlearn"]
+    assert record["source"] == "file" and record["class"] == named and record["class_from"] == "user"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--unlearn", "0.3", "--unlearn-class", "maybe"], "error: --unlearn-class 'maybe' is not one of the model's"),
+        (["--unlearn-class", "up"], "error: --unlearn-class only applies with --unlearn or --unlearn-latent above 0"),
+    ],
+)
+def test_defend_refuses_an_unlearn_class_it_cannot_use_before_any_work(workspace, tmp_path, capsys, extra, message):
+    _, data, model = workspace
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--device", "cpu", "--quiet", "--out", str(tmp_path / "o.safetensors"), *extra]
+    code = run_command(defend_main, argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(message), lines
+    assert files_in(tmp_path) == []
 
 
 def test_defend_unlearning_a_scanned_trigger_scans_once_and_does_not_rescan_unasked(workspace, tmp_path, capsys):

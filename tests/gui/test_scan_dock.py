@@ -85,7 +85,7 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
         assert colours == [FLAGGED if i in rec["flagged"] else DOMAIN_COLOURS[domain] for i in range(len(r.classes))]
     columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
     assert columns == ["class", "features", "waveform"] and panel.table.rowCount() == len(r.classes)
-    assert list(panel.legend.entries()) == ["features", "waveform", "flagged"]  # the opt-in latent: not listed
+    assert list(panel.legend.entries()) == ["features", "waveform", "flagged"]  # the opt-in domains: not listed
     for i, name in enumerate(r.classes):
         assert panel.table.item(i, 0).text() == name
         for c, domain in enumerate(columns[1:], start=1):
@@ -231,18 +231,20 @@ def test_use_as_attack_sets_the_session_attack_to_the_reconstructed_trigger(qtbo
 
 
 def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot, window):
-    record = scan_through_the_dock(qtbot, window, domains="features,latent")
+    record = scan_through_the_dock(qtbot, window, domains="features,latent,spectrum")
     panel = window.scan_panel
     assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
         "class",
         "features",
         "latent",
+        "spectrum",
     ]
     assert panel.bar_heights("waveform") == []
     threshold = record.result.config["threshold"]
-    latent = record.result.domains["latent"]["anomaly_index"]
-    assert panel.bar_heights("latent") == pytest.approx([min(a, Y_CAP * threshold) for a in latent])
-    assert list(panel.legend.entries()) == ["features", "waveform", "latent", "flagged"]
+    for domain in ("latent", "spectrum"):
+        index = record.result.domains[domain]["anomaly_index"]
+        assert panel.bar_heights(domain) == pytest.approx([min(a, Y_CAP * threshold) for a in index])
+    assert list(panel.legend.entries()) == ["features", "waveform", "latent", "spectrum", "flagged"]
     for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
         assert not button.isEnabled() and "did not search the waveform domain" in button.toolTip()
 

@@ -31,6 +31,10 @@ def test_demo_journey_recommended_repair_removes_the_backdoor(qtbot, tmp_path, m
     outcome = window.session.pending
     before, after = outcome.before, outcome.after
     assert outcome.preset == {"name": "recommended"}
+    # the repair's own scan (no attack record read) flagged the planted backdoor and named its target
+    unlearned = outcome.details["unlearn"]
+    assert outcome.scan is not None and outcome.scan.backdoored, outcome.scan
+    assert unlearned["flagged"] and unlearned["class"] == window.data.classes[window.attack.params.target], unlearned
     # the demo's promise: a real backdoor, and the default repair removes it while keeping accuracy
     assert before["clean_accuracy"] >= 0.85 and before["attack_success_rate"] >= 0.95, before
     assert after["attack_success_rate"] <= 0.10, after

@@ -146,6 +146,16 @@ class DefenseConfig:
         range="(0, inf)",
         help="largest latent push per clip, relative to the clip's activation norm at that layer",
     )
+    latent_reach: float = option(
+        0.0,
+        label="Latent push reach, %",
+        percent=True,
+        range="[0, 1)",
+        note="0: the radius as set",
+        help="instead of a fixed radius, the one at which the push sends this share of the clean clips to its "
+        "class on the model before fine-tuning (bisection over 0.01-2, per model): a deep ResNet's last layer "
+        "is pushed anywhere at 0.5, a SmallCNN's half the time; 0 = use the latent push radius",
+    )
     latent_depth: float = option(
         1.0,
         label="Latent layer depth",
@@ -214,7 +224,13 @@ class DefenseConfig:
     )
 
     #: settings that only act with ``unlearn_latent`` > 0
-    LATENT_FIELDS: ClassVar[tuple[str, ...]] = ("latent_radius", "latent_depth", "latent_steps", "latent_target")
+    LATENT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "latent_radius",
+        "latent_reach",
+        "latent_depth",
+        "latent_steps",
+        "latent_target",
+    )
 
     def idle_fields(self) -> set[str]:
         """Settings that change nothing in this config (the latent push's while it is off): a grid cell
@@ -479,6 +495,8 @@ class Defense:
                 target if c.latent_target == "suspected" else None,
                 torch.Generator().manual_seed((c.seed + 5) % 2**64),
             )  # fmt: skip
+            if c.latent_reach > 0:  # after the pruning: the radius of the model that is fine-tuned
+                adversary.calibrate(body, inputs, labels, c.latent_reach)
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]

@@ -6,6 +6,12 @@ of each batch gets, at one hidden layer, the perturbation ``delta`` (per clip, `
 ||h||``) that best sends the clip to the suspected target class (a few normalised gradient steps: targeted
 latent adversarial training, after Sheshadri et al. 2024), and the model is trained to keep the clip's
 true label under it. Without a suspected class the push is away from the true label (untargeted).
+
+The radius can be set per model (:meth:`LatentAdversary.calibrate`): the one at which the push reaches
+its goal on a given share of the clean clips. A fixed radius means different things in different
+networks: at 0.5 the push sends about half of an ASC-10 SmallCNN's clips (fc1) to any class, and every
+clip of an ASC-10 ResNet (head_conv, read linearly by the output layer), whose clean accuracy it then
+wrecks (``docs/experiments/latent_radius_probe.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class LatentAdversary:
         self._delta: torch.Tensor | None = None
         self._start = False
         self._norm: torch.Tensor | None = None
+        self.calibrated: dict[str, float] | None = None  # what calibrate() chose
         self.pushed = 0  # clips perturbed so far
         self.reached = 0  # of which the push reached the target (or left the true label)
         self.handle = self.module.register_forward_hook(self._hook)
@@ -72,18 +79,8 @@ class LatentAdversary:
             return None
         return output + self._delta
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Find the push for this batch's picked clips and hold it (zero for the others) for the next
-        forward passes of a batch like ``x``, until :meth:`clear`."""
-        self.clear()
-        picked = torch.rand(y.shape[0], generator=self.generator) < self.share
-        picked = picked.to(y.device)
-        if self.target is not None:
-            picked &= y != self.target
-        if not bool(picked.any()):
-            return
-        rows = picked.nonzero().flatten()
-        xp, yp = x.index_select(0, rows), y.index_select(0, rows)
+    def _push(self, model: nn.Module, xp: torch.Tensor, yp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The push of each clip of ``xp`` (labels ``yp``) and whether it reaches its goal; the push is held."""
         goal = torch.full_like(yp, self.target) if self.target is not None else yp
         sign = 1.0 if self.target is not None else -1.0  # descend toward the target, ascend away from y
         model.eval()
@@ -102,11 +99,62 @@ class LatentAdversary:
             self._delta = found
             logits = model(xp)
             hit = logits.argmax(-1) == goal if self.target is not None else logits.argmax(-1) != yp
+        return found, hit
+
+    def _goal_rows(self, y: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        if self.target is not None:
+            picked &= y != self.target
+        return picked.nonzero().flatten()
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Find the push for this batch's picked clips and hold it (zero for the others) for the next
+        forward passes of a batch like ``x``, until :meth:`clear`."""
+        self.clear()
+        picked = (torch.rand(y.shape[0], generator=self.generator) < self.share).to(y.device)
+        rows = self._goal_rows(y, picked)
+        if rows.numel() == 0:
+            return
+        found, hit = self._push(model, x.index_select(0, rows), y.index_select(0, rows))
+        with torch.no_grad():
             self.pushed += int(rows.numel())
             self.reached += int(hit.sum())
             full = torch.zeros((y.shape[0], *found.shape[1:]), device=found.device, dtype=found.dtype)
             full[rows] = found
         self._delta = full
+
+    def reach(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, batch: int = 256) -> float:
+        """The share of the clips of ``x`` (those not of the target) whose push of ``radius`` reaches its goal."""
+        kept, self.radius = self.radius, radius
+        rows = self._goal_rows(y, torch.ones_like(y, dtype=torch.bool))
+        hits = 0
+        try:
+            for start in range(0, rows.numel(), batch):
+                part = rows[start : start + batch]
+                _, hit = self._push(model, x.index_select(0, part), y.index_select(0, part))
+                hits += int(hit.sum())
+        finally:
+            self.radius = kept
+            self.clear()
+        return hits / max(1, rows.numel())
+
+    def calibrate(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, share: float, low: float = 0.01, high: float = 2.0
+    ) -> float:
+        """Set the radius to the one (between ``low`` and ``high``, 8 bisections on a log scale) at which the
+        push reaches its goal on ``share`` of the clips of ``x``; the model's mode is left as it was."""
+        training = model.training
+        try:
+            for _ in range(8):
+                mid = (low * high) ** 0.5
+                if self.reach(model, x, y, mid) >= share:
+                    high = mid
+                else:
+                    low = mid
+        finally:
+            model.train(training)
+        self.radius = high
+        self.calibrated = {"share": share, "radius": round(high, 4)}
+        return high
 
     def clear(self) -> None:
         """No push on the next passes."""
@@ -124,6 +172,7 @@ class LatentAdversary:
             "layer": self.name,
             "share": self.share,
             "radius": self.radius,
+            "calibrated": self.calibrated,
             "steps": self.steps,
             "target": self.target,
             "clips_pushed": self.pushed,

@@ -260,3 +260,26 @@ def test_the_repair_pushes_toward_the_scans_class_and_is_deterministic(model_and
     )  # fmt: skip
     assert anywhere.details["latent"]["target"] is None  # away from each clip's label, not toward the scan's class
     assert anywhere.details["latent"]["clips_pushed"] > latent["clips_pushed"]  # the target's own clips too
+
+
+def test_a_calibrated_radius_is_the_one_that_reaches_the_asked_share_and_the_repair_records_it(model_and_data):
+    model, data = model_and_data
+    front, body = split_front_end(model)
+    body = copy.deepcopy(body).eval()
+    x = clip_features(front, data.waves, 64)
+    y = data.labels
+    adversary = LatentAdversary(body, 1.0, 0.3, 0.5, 3, 0, torch.Generator().manual_seed(0))  # toward yes
+    small, large = adversary.reach(body, x, y, 0.01), adversary.reach(body, x, y, 2.0)
+    assert small < 0.5 < large  # the bisection's bounds bracket the share asked below
+    radius = adversary.calibrate(body, x, y, 0.5)
+    assert adversary.radius == radius and 0.01 < radius < 2.0
+    assert adversary.reach(body, x, y, radius) >= 0.5 > adversary.reach(body, x, y, radius / 1.1)
+    assert adversary.details()["calibrated"] == {"share": 0.5, "radius": round(radius, 4)}
+    adversary.remove()
+    assert not any(h for m in body.modules() for h in m._forward_hooks.values())
+    # in a repair: recorded, and a config that asks none keeps the radius as set
+    result = repair(model, data, DEFENSES["gnft"](quick(unlearn_latent=0.5, latent_reach=0.5)), scan_config=QUICK_SCAN)
+    latent = result.details["latent"]
+    assert latent["calibrated"]["share"] == 0.5 and round(latent["radius"], 4) == latent["calibrated"]["radius"]
+    plain = repair(model, data, DEFENSES["gnft"](quick(unlearn_latent=0.5)), scan_config=QUICK_SCAN)
+    assert plain.details["latent"]["calibrated"] is None and plain.details["latent"]["radius"] == 0.5

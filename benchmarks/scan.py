@@ -224,12 +224,21 @@ def share(items: list[dict[str, Any]], test) -> float | None:
     return sum(1 for r in items if test(r)) / len(items) if items else None
 
 
+def counts(names) -> dict[str, int]:
+    """How often each name occurs, most frequent first."""
+    out: dict[str, int] = {}
+    for name in names:
+        out[str(name)] = out.get(str(name), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def pooled_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any]]) -> dict[str, Any]:
     """AUROC, the share pointing at the target, and rates at :data:`COMBINED_THRESHOLDS` of the pooled index."""
     return {
         "models": {"backdoored": len(backdoored), "clean": len(clean)},
         "auroc": auroc([r["combined_max"] for r in backdoored], [r["combined_max"] for r in clean]),
         "top_is_target": share(backdoored, lambda r: r["combined_top"] == r["target"]),
+        "clean_top": counts(r["combined_top"] for r in clean),
         **{
             f"at_{t:g}": {
                 "detection_rate": share(backdoored, lambda r, t=t: r["combined_max"] > t),
@@ -265,6 +274,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "target_accuracy": share(backdoored, lambda r: r["flagged"] and r["suspected_target"] == r["target"]),
         # flagged or not, the class the scan points at (and whose trigger a repair would unlearn)
         "most_anomalous_is_target": share(backdoored, lambda r: r.get("most_anomalous") == r["target"]),
+        # the same pick on the clean models: how often each class comes first without a backdoor (every
+        # backdoored model here has one target, so a pick that favours it anyway is no evidence)
+        "clean_most_anomalous": counts(r.get("most_anomalous") for r in clean),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
         # the domains pooled per class (Stouffer) instead of the largest single-domain index, over the rows
         # whose scan report it was read from

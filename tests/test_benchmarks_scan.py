@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +46,7 @@ def test_the_summary_counts_detections_false_positives_targets_and_repaired_stil
     assert s["detection_rate"] == pytest.approx(2 / 3) and s["false_positive_rate"] == 0.5
     assert s["target_accuracy"] == pytest.approx(1 / 3) and s["repaired_still_flagged"] == 0.0
     assert s["most_anomalous_is_target"] == pytest.approx(2 / 3)
+    assert s["clean_most_anomalous"] == {"yes": 1, "None": 1}  # the flagged clean model's class; one points nowhere
     assert s["auroc"] == pytest.approx((2 + 2 + 0) / 6)  # 5 and 4 beat both clean scores, 1 beats none
     assert s["meets"] == {"auroc": False, "target_accuracy": False, "false_positive_rate": False,
                           "resnet_seconds": True}  # fmt: skip
@@ -126,3 +128,38 @@ def test_the_pooled_summary_counts_only_rows_read_with_it():
     assert pooled["auroc"] == 0.5 and pooled["top_is_target"] == 0.5
     assert pooled["at_2.5"] == {"detection_rate": 1.0, "false_positive_rate": 1.0, "target_accuracy": 0.5}
     assert pooled["at_3.5"] == {"detection_rate": 0.5, "false_positive_rate": 0.0, "target_accuracy": 0.5}
+
+
+def test_an_extra_scan_adds_its_domains_to_the_readings_and_is_reused(tmp_path):
+    from benchmarks.scan import main as bench_main
+    from core import models
+    from core.checkpoint import make_metadata, save_checkpoint
+    from core.features import FrontEndConfig
+    from tests.conftest import TINY_WORDS, write_speech_commands
+
+    data = write_speech_commands(tmp_path / "sc", speakers=6, per_speaker=1)
+    front = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
+    torch.manual_seed(0)
+    net = models.build("smallcnn", len(TINY_WORDS), front).eval()
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    save_checkpoint(
+        grid / "train_smallcnn_clean.safetensors", net, make_metadata("smallcnn", TINY_WORDS, front.to_dict())
+    )
+    quick = "--steps 3 --batch-size 2 --clean-ratio 0.5 --device cpu --quiet"
+    out, work = tmp_path / "scan.json", tmp_path / "work"
+    argv = ["--group", "t", "--data", str(data), "--models", str(grid / "*.safetensors"), "--work", str(work)]
+    argv += ["--out", str(out), "--read-as", "features,waveform", "--read-as", "features,waveform,spectrum"]
+    argv += [f"--extra-scan=--domains spectrum {quick}", "--", *quick.split()]
+    assert bench_main(argv) == 0
+    first = json.loads(out.read_text())
+    (r,) = first["rows"]
+    assert r["reading"] == "features,waveform" and set(r["anomaly_index_max"]) == {"features", "waveform"}
+    pooled = r["readings"]["features,waveform,spectrum"]
+    assert set(pooled["anomaly_index_max"]) == {"features", "waveform", "spectrum"}
+    extra = json.loads((work / "t_grid_train_smallcnn_clean_extra1.json").read_text())
+    assert pooled["anomaly_index_max"]["spectrum"] == max(extra["domains"]["spectrum"]["anomaly_index"])
+    assert first["summaries"]["features,waveform,spectrum"]["clean_models"] == 1
+    stamp = {p.name: p.stat().st_mtime_ns for p in work.glob("*.json")}
+    assert bench_main(argv) == 0  # both reports reused: nothing scanned again
+    assert {p.name: p.stat().st_mtime_ns for p in work.glob("*.json")} == stamp

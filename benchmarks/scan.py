@@ -188,16 +188,13 @@ def combined(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def most_anomalous(report: dict[str, Any]) -> str | None:
-    """The class a scan report points at: its suspected target, else the class with the largest anomaly
-    index in any domain (as :meth:`core.scan.ScanResult.most_anomalous`)."""
-    if report.get("suspected_target"):
-        return report["suspected_target"]
-    best, value = None, float("-inf")
-    for domain in report.get("domains", {}).values():
-        for i, a in enumerate(domain["anomaly_index"]):
-            if a > value:
-                best, value = report["classes"][i], a
-    return best
+    """The class a scan report points at, by the scan's own rule (:func:`core.scan.pointed_class`)."""
+    from core.scan import pointed_class
+
+    classes = report["classes"]
+    suspected = report.get("suspected_target")
+    index, _ = pointed_class(report.get("domains", {}), classes.index(suspected) if suspected else None)
+    return None if index is None else classes[index]
 
 
 def auroc(positives: list[float], negatives: list[float]) -> float | None:

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scan import auroc, combined, combined_index, grid_scans, most_anomalous, summarise  # noqa: E402
-from core.scan import ScanConfig, anomaly_index  # noqa: E402
+from core.scan import ScanConfig, anomaly_index, pointed_class  # noqa: E402
 
 
 def test_auroc_is_the_share_of_backdoored_clean_pairs_ranked_right_ties_half():
@@ -66,10 +66,16 @@ def test_only_grid_scan_cells_made_like_python_m_core_scan_stand_for_a_scan(tmp_
     assert list(found) == ["aa"] and found["aa"]["source"].startswith("core.grid scan cell ")
 
 
-def test_the_class_a_report_points_at_is_its_target_or_the_largest_index():
+def test_the_class_a_report_points_at_is_its_target_or_the_spectrum_s_top_or_the_largest_index():
     domains = {"features": {"anomaly_index": [0.1, 2.0, 0.3]}, "waveform": {"anomaly_index": [2.5, 0.0, 0.2]}}
     assert most_anomalous({"suspected_target": None, "classes": ["a", "b", "c"], "domains": domains}) == "a"
     assert most_anomalous({"suspected_target": "c", "classes": ["a", "b", "c"], "domains": domains}) == "c"
+    # unflagged with the spectrum domain searched: its top class, though another domain's index is larger
+    spectrum = {**domains, "spectrum": {"anomaly_index": [0.0, 0.4, 1.9]}}
+    assert most_anomalous({"suspected_target": None, "classes": ["a", "b", "c"], "domains": spectrum}) == "c"
+    assert most_anomalous({"suspected_target": "b", "classes": ["a", "b", "c"], "domains": spectrum}) == "b"
+    assert pointed_class(spectrum, None) == (2, "spectrum") and pointed_class(spectrum, 1) == (1, "features")
+    assert pointed_class({}, None) == (None, None)
 
 
 def test_a_report_s_pooled_index_reads_its_sizes_with_no_trigger_found_as_the_largest():
@@ -150,7 +156,7 @@ def test_an_extra_scan_adds_its_domains_to_the_readings_and_is_reused(tmp_path):
     out, work = tmp_path / "scan.json", tmp_path / "work"
     argv = ["--group", "t", "--data", str(data), "--models", str(grid / "*.safetensors"), "--work", str(work)]
     argv += ["--out", str(out), "--read-as", "features,waveform", "--read-as", "features,waveform,spectrum"]
-    argv += [f"--extra-scan=--domains spectrum {quick}", "--", *quick.split()]
+    argv += [f"--extra-scan=--domains spectrum {quick}", "--", "--domains", "features,waveform", *quick.split()]
     assert bench_main(argv) == 0
     first = json.loads(out.read_text())
     (r,) = first["rows"]

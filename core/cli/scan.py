@@ -30,7 +30,7 @@ from core.errors import CheckpointError, ConfigError
 from core.events import SCAN_PHASE, Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.options import add_arguments, fields_of, from_namespace
 from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
-from core.scan import ScanConfig, ScanResult, scan
+from core.scan import ScanConfig, ScanResult, pointed_class, scan
 from core.validate import check_paths, declared_paths, input_path, output_path
 
 __all__ = [
@@ -222,6 +222,7 @@ def run_scan(
         bar.close()
     files = trigger_files(result)
     top = result.most_anomalous()
+    suspected = result.classes.index(result.suspected_target) if result.suspected_target is not None else None
     report: dict[str, Any] = {
         "command": " ".join(["python -m core.scan", *argv]),
         "model": str(model_path),
@@ -233,6 +234,7 @@ def run_scan(
             "index": top,
             "flagged": top in result.suspicious(),
             "anomaly_index": result.largest_anomaly(top),
+            "domain": pointed_class(result.domains, suspected)[1],
         },
         "trigger_audio": {
             "folder": str(folder) if files else None,
@@ -260,7 +262,7 @@ def _summary(report: dict[str, Any]) -> str:
         top = report["most_anomalous"]
         lines = [
             f"verdict: no backdoor found (largest anomaly index {report['confidence']:.2f}, threshold "
-            f"{threshold:g}" + (f"; most anomalous class {top['class']!r})" if top else ")")
+            f"{threshold:g}" + (f"; most anomalous class {top['class']!r} ({top.get('domain')}))" if top else ")")
         ]
     width = max(len(d) for d in report["domains"]) if report["domains"] else 0
     for domain, record in report["domains"].items():

@@ -47,9 +47,8 @@ from .plots import SERIES, ZONE_COLOURS, ZoneLegend, make_plot
 __all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "verdict_text", "index_text"]
 
 REDRAW_MS = 66
-#: the scan's domains (``core.scan.DOMAINS``); the opt-in ones are listed in the legend once a scan searched them
+#: the scan's domains (``core.scan.DOMAINS``); the legend lists the default ones, then those the last scan searched
 DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666", "spectrum": "#a6761d"}
-OPT_IN = ("latent", "spectrum")
 FLAGGED = ZONE_COLOURS["backdoor"]  # a flagged class has the colour of backdoor neurons and of ASR
 CLEAN = ZONE_COLOURS["clean"]
 #: the y axis shows at most this many thresholds; a taller bar is cut and its value written at the top
@@ -180,8 +179,8 @@ class ScanPanel(QWidget):
             title="",
         )
         self.legend.setObjectName("scan_legend")
-        for domain in OPT_IN:
-            self.legend.set_shown(domain, False)  # opt-in: listed once a scan searched it
+        for domain in DOMAINS:
+            self.legend.set_shown(domain, domain in ScanConfig().domain_list())  # until a scan says otherwise
         self.table = QTableWidget(0, 1 + len(DOMAINS))
         self.table.setObjectName("scan_classes")
         self.table.setHorizontalHeaderLabels(["class", *DOMAINS])
@@ -480,7 +479,7 @@ class ScanPanel(QWidget):
         k = len(r.classes)
         threshold = float(r.config.get("threshold", ScanConfig().threshold))
         shown = [d for d in DOMAINS if d in r.domains]
-        for domain in OPT_IN:
+        for domain in DOMAINS:
             self.legend.set_shown(domain, domain in shown)
         width = 0.8 / max(1, len(shown))
         cap = Y_CAP * threshold

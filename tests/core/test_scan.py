@@ -58,7 +58,7 @@ def test_scan_is_seeded_leaves_the_model_alone_and_cancels(tiny_sc):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}  # same seed, same numbers
-    for domain in ("features", "waveform"):
+    for domain in ("features", "waveform", "spectrum"):
         record = a.domains[domain]
         assert len(record["sizes"]) == len(record["anomaly_index"]) == len(TINY_WORDS)
         assert all(0.0 <= s <= 1.0 for s in record["success"])

@@ -25,7 +25,7 @@ from core.events import NullObserver
 from core.features import FrontEndConfig
 from core.reports import rescan_markdown
 from core.runtime import run_command
-from core.scan import ScanConfig, scan, trigger_success
+from core.scan import ScanConfig, pointed_class, scan, trigger_success
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,14 +69,16 @@ def test_python_m_core_scan_writes_the_report_and_the_trigger_wavs(workspace, tm
     assert report["command"].startswith("python -m core.scan --model") and report["model"] == str(model)
     assert report["classes"] == TINY_WORDS and report["clean_clips"] == 8 and report["sample_rate"] == 16000
     assert report["config"] == {**vars(CONFIG), "seed": 0}
-    assert set(report["domains"]) == {"features", "waveform"}
+    assert set(report["domains"]) == {"features", "waveform", "spectrum"}
     assert {"cpu", "torch", "torch_threads", "device"} <= set(report["machine"]) and report["machine"][
         "device"
     ] == "cpu"
     assert report["backdoored"] == (report["suspected_target"] is not None)
     flagged = sorted({i for d in report["domains"].values() for i in d["flagged"]})
     top = report["most_anomalous"]
-    assert top["anomaly_index"] == max(max(d["anomaly_index"]) for d in report["domains"].values())
+    suspected = report["classes"].index(report["suspected_target"]) if report["backdoored"] else None
+    assert top["index"] == pointed_class(report["domains"], suspected)[0]
+    assert top["anomaly_index"] == max(d["anomaly_index"][top["index"]] for d in report["domains"].values())
     assert top["flagged"] == (top["index"] in flagged)
     if report["backdoored"]:
         assert top["class"] == report["suspected_target"]
@@ -271,9 +273,9 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--unlearn-trigger", str(tmp_path / "none.wav")])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "none.wav" in err[0], err
-    code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "spectrum"])
+    code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "cepstrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --scan-domains must be a comma list of features, waveform and latent, got 'spectrum'"
+        "error: --scan-domains must be a comma list of features, waveform, latent and spectrum, got 'cepstrum'"
     ]
     assert files_in(tmp_path) == []
 

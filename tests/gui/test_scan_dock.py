@@ -68,7 +68,7 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
     r = record.result
     assert window.session.scan is record and record.of_input and r.config["steps"] == 10
     assert r.config["clean_ratio"] == pytest.approx(0.5) and r.config["batch_size"] == 4
-    assert panel.progress.value() == panel.progress.maximum() == 2 * 10 and panel.redraws > 0
+    assert panel.progress.value() == panel.progress.maximum() == 3 * 10 and panel.redraws > 0  # three domains
     verdict = panel.verdict.text()
     assert index_text(r.confidence) in verdict
     if r.backdoored:
@@ -84,8 +84,8 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
         colours = panel.bar_colours(domain)
         assert colours == [FLAGGED if i in rec["flagged"] else DOMAIN_COLOURS[domain] for i in range(len(r.classes))]
     columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert columns == ["class", "features", "waveform"] and panel.table.rowCount() == len(r.classes)
-    assert list(panel.legend.entries()) == ["features", "waveform", "flagged"]  # the opt-in domains: not listed
+    assert columns == ["class", "features", "waveform", "spectrum"] and panel.table.rowCount() == len(r.classes)
+    assert list(panel.legend.entries()) == ["features", "waveform", "spectrum", "flagged"]  # latent: not searched
     for i, name in enumerate(r.classes):
         assert panel.table.item(i, 0).text() == name
         for c, domain in enumerate(columns[1:], start=1):
@@ -244,7 +244,7 @@ def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot,
     for domain in ("latent", "spectrum"):
         index = record.result.domains[domain]["anomaly_index"]
         assert panel.bar_heights(domain) == pytest.approx([min(a, Y_CAP * threshold) for a in index])
-    assert list(panel.legend.entries()) == ["features", "waveform", "latent", "spectrum", "flagged"]
+    assert list(panel.legend.entries()) == ["features", "latent", "spectrum", "flagged"]  # the domains searched
     for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
         assert not button.isEnabled() and "did not search the waveform domain" in button.toolTip()
 
@@ -291,8 +291,8 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
     result = window.session.pending
     assert result is not None and result.scan is not None and result.details["unlearn"]["source"] == "scan"
-    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (waveform, 2 of 2): step ")
-    assert any(text.startswith("Scanning for the trigger to unlearn (features, 1 of 2): step ") for text in scanning)
+    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (spectrum, 3 of 3): step ")
+    assert any(text.startswith("Scanning for the trigger to unlearn (features, 1 of 3): step ") for text in scanning)
     steps = result.config.epochs * -(-result.clean_clips // result.config.batch_size)
     assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
     assert window.session.scan is not None and window.session.scan.result is result.scan

@@ -194,7 +194,7 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
                 "--success": (["0.5", "1"], [*FLOAT_BAD, "0", "1.5"]),
                 "--threshold": (["0.5", "3"], [*FLOAT_BAD, "0"]),
                 "--peak": (["0.1", "1"], [*FLOAT_BAD, "0", "1.5"]),
-                "--domains": (["features", "waveform", "waveform,features"], ["spectrum", "", ",", "features,x"]),
+                "--domains": (["features", "waveform", "waveform,features"], ["cepstrum", "", ",", "features,x"]),
                 "--out": ([str(out / "s.json")], [str(ws.model), str(out / "s.wav"), str(out), long_name]),
                 "--triggers": ([str(out / "wavs")], [str(ws.model), str(ws.clip), str(ws.data), long_name]),
                 "--model": ([str(ws.model)], paths_bad),

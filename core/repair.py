@@ -183,7 +183,7 @@ def repair(
     when None, the one a scan with ``scan_config`` (default: the defense's seed and device)
     reconstructs first; the observer sees the scan's steps (phases "scan ...") and may cancel it.
     ``unlearn_class`` names the suspected target when the user knows it: the scan's trigger of that class
-    is unlearned instead of the most anomalous class's, and a given ``trigger`` is recorded as sending
+    is unlearned instead of that of the class the scan points at, and a given ``trigger`` is recorded as sending
     clips there (the latent push, ``unlearn_latent``, points at it either way).
     """
     observer = observer or NullObserver()
@@ -265,9 +265,9 @@ def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
 
 def unlearn_choice(found: ScanResult, name: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The trigger a repair unlearns from a scan: class ``name``'s waveform pattern when the user names the
-    target, else the most anomalous class's (the suspected target's when the model is flagged; the closest
-    call otherwise: an unflagged backdoor still tends to need the smallest trigger), and the record of that
-    choice for the report."""
+    target, else that of the class the scan points at (:meth:`ScanResult.most_anomalous`: the suspected
+    target when the model is flagged, else the spectrum domain's top class), and the record of that choice
+    for the report."""
     if name is not None and name not in found.classes:
         raise ConfigError(f"unlearn class {name!r} is not one of the model's classes: {', '.join(found.classes)}")
     target = found.classes.index(name) if name is not None else found.most_anomalous()

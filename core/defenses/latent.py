@@ -11,7 +11,7 @@ The radius can be set per model (:meth:`LatentAdversary.calibrate`): the one at 
 its goal on a given share of the clean clips. A fixed radius means different things in different
 networks: at 0.5 the push sends about half of an ASC-10 SmallCNN's clips (fc1) to any class, and every
 clip of an ASC-10 ResNet (head_conv, read linearly by the output layer), whose clean accuracy it then
-wrecks (``docs/experiments/latent_radius_probe.py``).
+wrecks (``docs/experiments/latent_radius_probe.md``).
 """
 
 from __future__ import annotations

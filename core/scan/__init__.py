@@ -91,10 +91,10 @@ class ScanConfig:
         "features,waveform,spectrum",
         label="Domains",
         help="comma list of features (mask and pattern on the model's features), waveform (an additive, "
-        "audible pattern), latent (one push per class on a middle hidden layer; experimental: on 17 ASC-10 "
-        "models it found one JingleBack target the others miss but flagged two of six clean models, "
+        "audible pattern), latent (one push per class on a middle hidden layer; experimental: on 19 ASC-10 "
+        "models it found one JingleBack target the others miss but flagged three of seven clean models, "
         "docs/experiments/scan_seeds_asc10.md) and spectrum (a constant offset of each feature coefficient: an "
-        "equaliser or a stationary sound; unflagged, the scan points at its top class, the target of 10 of 11 "
+        "equaliser or a stationary sound; unflagged, the scan points at its top class, the target of 10 of 12 "
         "backdoored ASC-10 models)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
@@ -219,7 +219,7 @@ def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> 
     domain that flagged it; else, when nothing is flagged, the top class of the spectrum domain if it was
     searched (a trigger that changes the whole clip, a blended tune or an effect, stays under the threshold
     in every domain, but the constant spectral shift toward its target is the smallest: the target came
-    first there on 10 of 11 backdoored ASC-10 models, the other domains' largest index on 6,
+    first there on 10 of 12 backdoored ASC-10 models, the other domains' largest index on 6,
     docs/experiments/scan_seeds_asc10.md); else the class with the largest index in any domain (the first
     on a tie). (None, None) without domains."""
     if not domains:

@@ -20,10 +20,10 @@ architecture, share of repaired models still flagged) is computed over all of th
 
 ``--read-as DOMAINS`` (repeatable) reads every scan on a subset of the domains it searched, by the scan's
 own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
-the product's default scan (the domains run in order on one random stream), so one set of searches
-compares the default with the latent domain added (``summaries``).
+what a scan of those two domains alone reports (the domains run in order on one random stream), so one
+set of searches compares several sets of domains (``summaries``).
 
-``--extra-scan ARGS`` (repeatable, e.g. ``--extra-scan '--domains spectrum'``) also runs ``python -m
+``--extra-scan=ARGS`` (repeatable, e.g. ``'--extra-scan=--domains spectrum'``) also runs ``python -m
 core.scan`` with those options on each checkpoint (its report beside the first, ``..._extra<N>.json``) and
 adds the domains it searched to the first report's, so that readings can pool domains searched apart
 (each such scan has its own random stream: the numbers a scan of all the domains at once would give
@@ -103,7 +103,7 @@ def with_extra_scans(report: dict[str, Any], path: Path, args: argparse.Namespac
         if "error" in extra:
             return {"error": f"extra scan {options!r}: {extra['error']}"}
         domains.update({d: r for d, r in extra["domains"].items() if d not in domains})
-    return {**report, "domains": domains, "seconds": report.get("seconds")}
+    return {**report, "domains": domains}
 
 
 def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
@@ -317,15 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=None,
         help="comma list of domains to read each scan on (repeatable; the first gives the summary, the others "
-        "'summaries'; default: every domain it searched), e.g. the product's default features,waveform out "
+        "'summaries'; default: every domain it searched), e.g. features,waveform out "
         "of scans that also searched latent",
     )
     p.add_argument(
         "--extra-scan",
         action="append",
         default=[],
-        help="options of a second python -m core.scan per checkpoint (repeatable, e.g. '--domains spectrum'); "
-        "its domains are added to the first scan's for the readings",
+        help="options of a second python -m core.scan per checkpoint (repeatable; give them after '=', e.g. "
+        "'--extra-scan=--domains spectrum'); its domains are added to the first scan's for the readings",
     )
     args, rest = p.parse_known_args(argv)
     args.read_as = args.read_as or [""]

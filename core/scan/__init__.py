@@ -32,7 +32,7 @@ from core.features import clip_features
 from core.models import split_front_end
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
-from core.scan.invert import Inversion, invert_features, invert_latent, invert_spectrum, invert_waveform
+from core.scan.invert import Inversion, Search, invert_features, invert_latent, invert_spectrum, invert_waveform
 
 __all__ = [
     "DOMAINS",
@@ -266,20 +266,20 @@ def scan(
     labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
     k = len(data.classes)
     gen = torch.Generator().manual_seed(config.seed)
-    common = dict(steps=config.steps, batch=config.batch_size, success=config.success, gen=gen, observer=observer)
+    search = Search(labels, k, config.steps, config.batch_size, config.success, gen, observer)
     domains: dict[str, dict[str, Any]] = {}
     triggers = None
     front, body = split_front_end(work)
     feats = waves if front is None else clip_features(front, waves, 256)  # once, for features and latent
     for domain in config.domain_list():
         if domain == "features" and front is not None:
-            inv = invert_features(body, feats, labels, k, **common)
+            inv = invert_features(body, feats, search)
         elif domain == "latent":
-            inv = invert_latent(body, feats, labels, k, **common)
+            inv = invert_latent(body, feats, search)
         elif domain == "spectrum" and front is not None:
-            inv = invert_spectrum(body, feats, labels, k, **common)
+            inv = invert_spectrum(body, feats, search)
         elif domain == "waveform":
-            inv = invert_waveform(work, waves, labels, k, peak=config.peak, **common)
+            inv = invert_waveform(work, waves, search, peak=config.peak)
             triggers = inv.triggers
         else:
             continue

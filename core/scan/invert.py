@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from core.events import SCAN_PHASE, Cancelled, Observer, StepInfo
 
-__all__ = ["Inversion", "invert_features", "invert_latent", "invert_spectrum", "invert_waveform"]
+__all__ = ["Inversion", "Search", "invert_features", "invert_latent", "invert_spectrum", "invert_waveform"]
 
 
 @dataclass
@@ -50,6 +50,34 @@ class Inversion:
     success: list[float]
     triggers: torch.Tensor
     masks: torch.Tensor | None = None
+
+
+@dataclass
+class Search:
+    """What every domain's search shares: the clean clips' labels ``[N]``, the number of classes, and the
+    loop's settings (steps, clips a class a step, the success to reach, the random stream, the observer)."""
+
+    labels: torch.Tensor
+    n_classes: int
+    steps: int
+    batch: int
+    success: float
+    gen: torch.Generator
+    observer: Observer
+
+    def run(
+        self,
+        domain: str,
+        params: list[torch.Tensor],
+        candidate_logits: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+        lam0: float,
+        lr: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """:func:`_optimise` for ``domain``'s candidates (progress phase ``scan <domain>``)."""
+        return _optimise(
+            f"{SCAN_PHASE}{domain}", self.n_classes, self.steps, params, candidate_logits, self.labels, self.batch,
+            self.success, lam0, lr, self.gen, self.observer,
+        )  # fmt: skip
 
 
 def _sources(labels: torch.Tensor, k: int, batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -114,14 +142,8 @@ def _optimise(
 def invert_features(
     classifier: nn.Module,
     features: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
+    search: Search,
     *,
-    steps: int,
-    batch: int,
-    success: float,
-    gen: torch.Generator,
-    observer: Observer,
     lam0: float = 0.01,
     lr: float = 0.1,
 ) -> Inversion:
@@ -131,21 +153,19 @@ def invert_features(
     device = features.device
     lo = features.amin(dim=(0, 2), keepdim=True)[0]  # [C, 1, F]: per coefficient, as the clean clips span
     hi = features.amax(dim=(0, 2), keepdim=True)[0]
-    mask_logit = torch.full((n_classes, 1, t, f), -2.0, device=device, requires_grad=True)
-    pattern_logit = torch.zeros((n_classes, c, t, f), device=device, requires_grad=True)
+    mask_logit = torch.full((search.n_classes, 1, t, f), -2.0, device=device, requires_grad=True)
+    pattern_logit = torch.zeros((search.n_classes, c, t, f), device=device, requires_grad=True)
 
     def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.sigmoid(mask_logit)  # [K, 1, T, F]
         pattern = lo + (hi - lo) * torch.sigmoid(pattern_logit)  # [K, C, T, F]
         x = features[rows]  # [K, B, C, T, F]
         mixed = (1 - mask.unsqueeze(1)) * x + (mask * pattern).unsqueeze(1)
-        logits = classifier(mixed.reshape(-1, c, t, f)).view(n_classes, rows.shape[1], -1)
+        logits = classifier(mixed.reshape(-1, c, t, f)).view(search.n_classes, rows.shape[1], -1)
         return logits, mask.mean(dim=(1, 2, 3))
 
-    size, hit, (mask_best, pattern_best) = _optimise(
-        f"{SCAN_PHASE}features", n_classes, steps, [mask_logit, pattern_logit], candidate, labels, batch, success,
-        lam0, lr, gen, observer,
-    )  # fmt: skip
+    params = [mask_logit, pattern_logit]
+    size, hit, (mask_best, pattern_best) = search.run("features", params, candidate, lam0, lr)
     with torch.no_grad():
         masks = torch.sigmoid(mask_best)
         patterns = lo + (hi - lo) * torch.sigmoid(pattern_best)
@@ -155,14 +175,8 @@ def invert_features(
 def invert_spectrum(
     classifier: nn.Module,
     features: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
+    search: Search,
     *,
-    steps: int,
-    batch: int,
-    success: float,
-    gen: torch.Generator,
-    observer: Observer,
     lam0: float = 0.01,
     lr: float = 0.05,
 ) -> Inversion:
@@ -171,30 +185,22 @@ def invert_spectrum(
     units of each coefficient's clean standard deviation. ``triggers`` holds the offsets in feature units."""
     _, c, t, f = features.shape
     std = features.std(dim=(0, 2), keepdim=True)[0].clamp_min(1e-6)  # [C, 1, F]
-    raw = torch.zeros((n_classes, c, 1, f), device=features.device, requires_grad=True)
+    raw = torch.zeros((search.n_classes, c, 1, f), device=features.device, requires_grad=True)
 
     def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = features[rows] + (std * raw).unsqueeze(1)  # [K, B, C, T, F]
-        logits = classifier(x.reshape(-1, c, t, f)).view(n_classes, rows.shape[1], -1)
+        logits = classifier(x.reshape(-1, c, t, f)).view(search.n_classes, rows.shape[1], -1)
         return logits, raw.flatten(1).abs().mean(dim=1)
 
-    size, hit, (raw_best,) = _optimise(
-        f"{SCAN_PHASE}spectrum", n_classes, steps, [raw], candidate, labels, batch, success, lam0, lr, gen, observer
-    )
+    size, hit, (raw_best,) = search.run("spectrum", [raw], candidate, lam0, lr)
     return Inversion(size.tolist(), hit.tolist(), (std * raw_best).detach().cpu())
 
 
 def invert_waveform(
     model: nn.Module,
     waves: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
+    search: Search,
     *,
-    steps: int,
-    batch: int,
-    success: float,
-    gen: torch.Generator,
-    observer: Observer,
     peak: float = 0.5,
     frame: int = 160,
     lam0: float = 0.01,
@@ -206,8 +212,8 @@ def invert_waveform(
     n = waves.shape[1]
     device = waves.device
     frames = max(1, n // frame)
-    raw = (1e-3 * torch.randn(n_classes, n, generator=gen)).to(device).requires_grad_()
-    mask_logit = torch.full((n_classes, 1, frames), -2.0, device=device, requires_grad=True)
+    raw = (1e-3 * torch.randn(search.n_classes, n, generator=search.gen)).to(device).requires_grad_()
+    mask_logit = torch.full((search.n_classes, 1, frames), -2.0, device=device, requires_grad=True)
 
     def pattern(raw_: torch.Tensor, mask_logit_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.sigmoid(mask_logit_)  # [K, 1, frames]
@@ -217,13 +223,10 @@ def invert_waveform(
     def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         delta, size = pattern(raw, mask_logit)
         x = (waves[rows] + delta.unsqueeze(1)).clamp(-1.0, 1.0)  # [K, B, N]
-        logits = model(x.reshape(-1, n)).view(n_classes, rows.shape[1], -1)
+        logits = model(x.reshape(-1, n)).view(search.n_classes, rows.shape[1], -1)
         return logits, size
 
-    size, hit, (raw_best, mask_best) = _optimise(
-        f"{SCAN_PHASE}waveform", n_classes, steps, [raw, mask_logit], candidate, labels, batch, success, lam0, lr, gen,
-        observer,
-    )  # fmt: skip
+    size, hit, (raw_best, mask_best) = search.run("waveform", [raw, mask_logit], candidate, lam0, lr)
     with torch.no_grad():
         delta, _ = pattern(raw_best, mask_best)
     return Inversion(size.tolist(), hit.tolist(), delta.cpu(), torch.sigmoid(mask_best).cpu())
@@ -232,14 +235,8 @@ def invert_waveform(
 def invert_latent(
     classifier: nn.Module,
     features: torch.Tensor,
-    labels: torch.Tensor,
-    n_classes: int,
+    search: Search,
     *,
-    steps: int,
-    batch: int,
-    success: float,
-    gen: torch.Generator,
-    observer: Observer,
     depth: float = 0.5,
     lam0: float = 0.01,
     lr: float = 0.1,
@@ -261,25 +258,22 @@ def invert_latent(
     shape = seen[0].shape[1:]
     dim = seen[0][0].numel()
     scale = float(seen[0].flatten(1).norm(dim=1).mean()) / math.sqrt(dim)  # a raw entry of 1: an average clip's
-    raw = torch.zeros((n_classes, *shape), device=features.device, requires_grad=True)
+    raw = torch.zeros((search.n_classes, *shape), device=features.device, requires_grad=True)
     rows_now = [0]
 
     def add(m: nn.Module, i: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         per = rows_now[0]
-        return (out.view(n_classes, per, *shape) + scale * raw.unsqueeze(1)).view_as(out)
+        return (out.view(search.n_classes, per, *shape) + scale * raw.unsqueeze(1)).view_as(out)
 
     def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows_now[0] = rows.shape[1]
         x = features[rows.reshape(-1)]
-        logits = classifier(x).view(n_classes, rows.shape[1], -1)
+        logits = classifier(x).view(search.n_classes, rows.shape[1], -1)
         return logits, raw.flatten(1).abs().mean(dim=1)
 
     hook = module.register_forward_hook(add)
     try:
-        size, hit, (raw_best,) = _optimise(
-            f"{SCAN_PHASE}latent", n_classes, steps, [raw], candidate, labels, batch, success, lam0, lr, gen,
-            observer,
-        )  # fmt: skip
+        size, hit, (raw_best,) = search.run("latent", [raw], candidate, lam0, lr)
     finally:
         hook.remove()
     return Inversion(size.tolist(), hit.tolist(), (scale * raw_best).detach().cpu())

@@ -127,8 +127,10 @@ class OptionMeta:
     ``percent`` (a share of 1 shown in percent), ``primary`` (shown before "Advanced"), ``hidden``
     (not an option: set another way), ``range`` (checked by :func:`check_ranges`, ``range_text``
     its wording and ``note`` a remark after it), ``flag`` (the name people type when it is not the
-    field's), ``metavar``, ``parse`` (reads the option's text when the field is not a plain value) and
-    ``path`` (the field is a file the command reads or writes: :class:`PathRole`)."""
+    field's), ``metavar``, ``parse`` (reads the option's text when the field is not a plain value),
+    ``path`` (the field is a file the command reads or writes: :class:`PathRole`) and ``among`` (a str
+    field holding a comma list of some of these words: checked by :func:`check_ranges`, a check box per
+    word in the application's forms)."""
 
     help: str = ""
     label: str | None = None
@@ -142,6 +144,17 @@ class OptionMeta:
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None
     path: PathRole | None = None
+    among: tuple[str, ...] | None = None
+
+
+def among_text(words: Sequence[str]) -> str:
+    """How a comma-list option's words read in an error: "a comma list of a, b and c"."""
+    return f"a comma list of {', '.join(words[:-1])} and {words[-1]}" if len(words) > 1 else f"{words[0]}"
+
+
+def comma_items(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def option(
@@ -161,17 +174,20 @@ def option(
     metavar: str | None = None,
     parse: Callable[[str], Any] | None = None,
     path: PathRole | None = None,
+    among: Sequence[str] | None = None,
     default_factory: Callable[[], Any] | Any = MISSING,
 ) -> Any:
     """A ``dataclasses.field`` carrying an :class:`OptionMeta`; ``minimum``/``maximum`` are inclusive
-    bounds, ``range`` an interval such as ``"(0, 1]"`` (either, not both)."""
+    bounds, ``range`` an interval such as ``"(0, 1]"`` (either, not both); ``among`` the words a comma
+    list may hold."""
     if range is not None and (minimum is not None or maximum is not None):
         raise ValueError("give range or minimum/maximum, not both")
     if isinstance(range, str):
         range = Range.parse(range)
     elif minimum is not None or maximum is not None:
         range = Range(minimum, maximum)
-    meta = OptionMeta(help, label, percent, primary, hidden, range, range_text, note, flag, metavar, parse, path)
+    words = None if among is None else tuple(among)
+    meta = OptionMeta(help, label, percent, primary, hidden, range, range_text, note, flag, metavar, parse, path, words)
     return dataclasses.field(default=default, default_factory=default_factory, metadata={META_KEY: meta})
 
 
@@ -586,9 +602,15 @@ def _out_of_range(spec: OptionSpec, value: Any) -> str | None:
 
 def check_ranges(instance: Any, error: type[Exception] = ConfigError) -> None:
     """Raise ``error`` naming the first field whose value is not one of its Literal choices, is not a
-    finite number where a number goes, or lies outside its declared range (each number of a tuple)."""
+    finite number where a number goes, lies outside its declared range (each number of a tuple), or is
+    not a non-empty comma list of its ``among`` words."""
     for spec in fields_of(type(instance)):
         value = getattr(instance, spec.name)
+        words = spec.meta.among
+        if words is not None and (
+            not isinstance(value, str) or not comma_items(value) or set(comma_items(value)) - set(words)
+        ):
+            raise error(f"{spec.name} must be {among_text(words)}, got {value!r}")
         values = _literal_values(spec.type)
         if values is not None and value not in values:
             wanted = f"{values[0]} or {values[1]}" if len(values) == 2 else "one of " + ", ".join(map(str, values))

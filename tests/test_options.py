@@ -23,6 +23,7 @@ from core.options import (
     OptionError,
     Range,
     add_arguments,
+    check_ranges,
     fields_of,
     format_value,
     from_namespace,
@@ -137,6 +138,37 @@ def test_a_new_defense_field_is_a_row_of_the_application_form(qtbot):
     typed = form.typed()
     assert typed["beta"] == 0.125 and typed["clean_ratio"] == 0.05
     assert WeightedGNFTConfig(**typed).beta == 0.125
+
+
+@dataclass
+class Searched:
+    """A comma list of known words, as a test declares it."""
+
+    where: str = option("north,west", help="where to look", among=("north", "south", "east", "west"))
+
+
+def test_a_comma_list_of_known_words_is_checked_and_is_a_check_box_per_word(qtbot):
+    check_ranges(Searched())
+    for bad in ("north,up", "", " , "):
+        with pytest.raises(ConfigError, match=r"where must be a comma list of north, south, east and west, got "):
+            check_ranges(Searched(where=bad))
+    pytest.importorskip("PySide6")
+    from gnft_gui.views.forms import DataclassForm
+
+    form = DataclassForm("t_")
+    qtbot.addWidget(form)
+    form.build(Searched)
+    boxes = form.fields["where"].boxes
+    assert [w for w, b in boxes.items() if b.isChecked()] == ["north", "west"]
+    with qtbot.waitSignal(form.edited):
+        boxes["south"].setChecked(True)
+    assert form.typed() == {"where": "north,south,west"}  # the words' own order
+    form.fields["where"].setText("east")
+    assert [w for w, b in boxes.items() if b.isChecked()] == ["east"]
+    for box in boxes.values():
+        box.setChecked(False)
+    with pytest.raises(ConfigError, match="where must be a comma list"):
+        check_ranges(Searched(**form.typed()))
 
 
 # ------------------------------------------------------------------ the old tables are read from the fields

@@ -1,5 +1,5 @@
 """A form generated from a dataclass: one row per field, a combo box for Literal and bool fields,
-a tooltip, human label and percent display per field, and the less used fields under a collapsible
+a check box per word for a comma list of known words (``option(among=...)``), a tooltip, human label and percent display per field, and the less used fields under a collapsible
 "Advanced" section when some are primary: all read from the fields' metadata (:mod:`core.options`).
 
 Used for attack parameters, defense configs and the front-end settings of a ``.pt`` import, so
@@ -12,15 +12,57 @@ import typing
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from core.options import OptionSpec, convert, fields_of, type_name
+from core.options import OptionSpec, comma_items, convert, fields_of, type_name
 
-__all__ = ["DataclassForm", "error_label"]
+__all__ = ["DataclassForm", "WordChecks", "error_label"]
 
 
 def _percent_text(value: float) -> str:
     return f"{100 * value:.6g}"
+
+
+class WordChecks(QWidget):
+    """A check box per word of a comma-list field, two to a row (a line of typed words would scroll out
+    of a narrow dock); reads and writes the list as text in the words' own order, like a line edit."""
+
+    edited = Signal()
+
+    def __init__(self, words: typing.Sequence[str]) -> None:
+        super().__init__()
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setVerticalSpacing(2)
+        self.boxes: dict[str, QCheckBox] = {}
+        for i, word in enumerate(words):
+            box = QCheckBox(word)
+            box.setObjectName(f"word_{word}")
+            box.toggled.connect(lambda _on: self.edited.emit())
+            grid.addWidget(box, i // 2, i % 2)
+            self.boxes[word] = box
+
+    def text(self) -> str:
+        """The checked words, comma-separated ("" when none is)."""
+        return ",".join(word for word, box in self.boxes.items() if box.isChecked())
+
+    def setText(self, text: str) -> None:  # noqa: N802 (the name QLineEdit's callers use)
+        """Check exactly the words of the comma list ``text`` (words it does not know are ignored)."""
+        wanted = set(comma_items(text))
+        for word, box in self.boxes.items():
+            box.blockSignals(True)
+            box.setChecked(word in wanted)
+            box.blockSignals(False)
 
 
 class DataclassForm(QWidget):
@@ -71,7 +113,7 @@ class DataclassForm(QWidget):
         outer.addLayout(self.layout_)
         outer.addWidget(self.advanced_toggle)
         outer.addWidget(self.advanced_box)
-        self.fields: dict[str, QLineEdit | QComboBox] = {}
+        self.fields: dict[str, QLineEdit | QComboBox | WordChecks] = {}
         self.defaults: Any = None
 
     def show_advanced(self, shown: bool) -> None:
@@ -109,8 +151,12 @@ class DataclassForm(QWidget):
             if f.name in self.hidden:
                 continue
             choices = f.choices or ()
-            if choices or f.type is bool or isinstance(getattr(self.defaults, f.name), bool):
-                widget: QLineEdit | QComboBox = QComboBox()
+            widget: QLineEdit | QComboBox | WordChecks
+            if f.meta.among is not None:
+                widget = WordChecks(f.meta.among)
+                widget.edited.connect(self.edited)
+            elif choices or f.type is bool or isinstance(getattr(self.defaults, f.name), bool):
+                widget = QComboBox()
                 widget.addItems(list(choices) if choices else ["True", "False"])
                 widget.currentTextChanged.connect(lambda _t: self.edited.emit())
             else:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from PySide6.QtCore import QPoint, Qt
 
-from core.scan import ScanResult
+from core.scan import DOMAINS, ScanConfig, ScanResult
 from core.session import ScanRecord, mix_trigger
 from gnft_gui.main_window import SMALL_SCREEN, MainWindow
 from gnft_gui.views.scan_panel import DOMAIN_COLOURS, FLAGGED, Y_CAP, index_text
@@ -56,8 +57,12 @@ def test_the_scan_button_says_what_is_missing_and_the_dock_sits_with_defense_and
     assert set(panel.fields) >= {"clean_ratio", "steps", "threshold", "domains"} and "device" not in panel.fields
     assert panel.form.advanced_box.isHidden() and not panel.fields["steps"].isHidden()
     assert not panel.play_trigger.isEnabled() and panel.play_trigger.toolTip() == "scan first"
-    # the dock raised on a 1280x800 screen: the window still fits it
+    # the dock raised on a 1280x800 screen: the window still fits it, every domain's name shows whole
     docks["Scan"].raise_()
+    panel.form.show_advanced(True)
+    qtbot.waitUntil(lambda: panel.fields["domains"].isVisible())
+    for box in panel.fields["domains"].boxes.values():
+        assert box.width() >= box.sizeHint().width(), box.text()
     hint = window.minimumSizeHint()
     assert hint.width() <= SMALL_SCREEN[0] and hint.height() <= SMALL_SCREEN[1], hint
 
@@ -231,8 +236,17 @@ def test_use_as_attack_sets_the_session_attack_to_the_reconstructed_trigger(qtbo
 
 
 def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot, window):
-    record = scan_through_the_dock(qtbot, window, domains="features,latent,spectrum")
     panel = window.scan_panel
+    fill(window, QUICK)
+    boxes = panel.fields["domains"].boxes  # a check box per domain, the defaults ticked
+    assert list(boxes) == list(DOMAINS) and [w for w, b in boxes.items() if b.isChecked()] == ScanConfig().domain_list()
+    for word in ("waveform", "latent"):  # as a person does it: untick waveform, tick latent
+        qtbot.mouseClick(boxes[word], Qt.MouseButton.LeftButton, pos=QPoint(4, boxes[word].height() // 2))
+    assert panel.fields["domains"].text() == "features,latent,spectrum"
+    with qtbot.waitSignal(window.scan_finished, timeout=120000) as done:
+        panel.scan_button.click()
+    record = done.args[0]
+    assert record is not None and record.result.config["domains"] == "features,latent,spectrum"
     assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
         "class",
         "features",

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -47,8 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO, this_command  # noqa: E402
 
-#: Thresholds at which the pooled index's rates are reported (the scan's own default is 3).
-COMBINED_THRESHOLDS = (2.5, 3.0, 3.5)
+#: Thresholds at which the compared rule's rates are reported (the scan's own default is 3).
+COMPARED_THRESHOLDS = (2.5, 3.0, 3.5)
+
+#: The verdict rule of ``core.scan`` the rows are read with (``pooled``: the domains' indices pooled per class,
+#: since 2026-12-04); rows kept from a run under another rule (no ``rule``: the largest single-domain index)
+#: whose reports are gone cannot be read again and are summarised apart.
+RULE = "pooled"
 
 TARGETS = {"auroc": 0.95, "target_accuracy": 0.90, "false_positive_rate": 0.10, "resnet_seconds": 300.0}
 
@@ -155,36 +159,24 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
     target, confidence = verdict(records, report["config"]["threshold"])
     sub = {**report, "domains": records, "suspected_target": None if target is None else report["classes"][target]}
     return {
+        "rule": RULE,
         "flagged": target is not None,
         "suspected_target": sub["suspected_target"],
         "confidence": round(confidence, 3),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in records.items()},
         "most_anomalous": most_anomalous(sub),
-        **combined(sub),
+        **largest(sub),
     }
 
 
-def combined_index(sizes: dict[str, list[float]]) -> list[float]:
-    """Per class: its signed anomaly indices over the domains (each domain's sizes, ``{domain: [K]}``)
-    summed and divided by the square root of their number (Stouffer's rule: a class every domain finds
-    small stands out more than one a single domain finds very small), 0 below the median."""
-    from core.scan import anomaly_index
-
-    per = [anomaly_index(s, signed=True) for s in sizes.values()]
-    if not per:
-        return []
-    return [max(0.0, sum(col) / math.sqrt(len(per))) for col in zip(*per)]
-
-
-def combined(report: dict[str, Any]) -> dict[str, Any]:
-    """The report's domains pooled per class (:func:`combined_index`): its largest value and
-    that class; with one domain, that domain's index."""
-    sizes = {d: [math.inf if s is None else s for s in r["sizes"]] for d, r in report.get("domains", {}).items()}
-    index = combined_index(sizes)
-    if not index:
-        return {"combined_max": None, "combined_top": None}
-    top = max(range(len(index)), key=lambda i: index[i])
-    return {"combined_max": round(index[top], 3), "combined_top": report["classes"][top]}
+def largest(report: dict[str, Any]) -> dict[str, Any]:
+    """The verdict's statistic before 2026-12-04, for comparison: the largest anomaly index of any single
+    domain (``largest_max``) and its class (``largest_top``); None without domains."""
+    records = report.get("domains", {})
+    if not records:
+        return {"largest_max": None, "largest_top": None}
+    value, top = max((a, -i) for r in records.values() for i, a in enumerate(r["anomaly_index"]))
+    return {"largest_max": round(value, 3), "largest_top": report["classes"][-top]}
 
 
 def most_anomalous(report: dict[str, Any]) -> str | None:
@@ -229,22 +221,22 @@ def counts(names) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def pooled_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any]]) -> dict[str, Any]:
-    """AUROC, the share pointing at the target, and rates at :data:`COMBINED_THRESHOLDS` of the pooled index."""
+def compared_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """AUROC, the share whose top class is the target, and rates at :data:`COMPARED_THRESHOLDS` of another
+    rule's statistic (``{key}_max``, its class ``{key}_top``)."""
+    top, most = f"{key}_top", f"{key}_max"
     return {
         "models": {"backdoored": len(backdoored), "clean": len(clean)},
-        "auroc": auroc([r["combined_max"] for r in backdoored], [r["combined_max"] for r in clean]),
-        "top_is_target": share(backdoored, lambda r: r["combined_top"] == r["target"]),
-        "clean_top": counts(r["combined_top"] for r in clean),
+        "auroc": auroc([r[most] for r in backdoored], [r[most] for r in clean]),
+        "top_is_target": share(backdoored, lambda r: r[top] == r["target"]),
+        "clean_top": counts(r[top] for r in clean),
         **{
             f"at_{t:g}": {
-                "detection_rate": share(backdoored, lambda r, t=t: r["combined_max"] > t),
-                "false_positive_rate": share(clean, lambda r, t=t: r["combined_max"] > t),
-                "target_accuracy": share(
-                    backdoored, lambda r, t=t: r["combined_max"] > t and r["combined_top"] == r["target"]
-                ),
+                "detection_rate": share(backdoored, lambda r, t=t: r[most] > t),
+                "false_positive_rate": share(clean, lambda r, t=t: r[most] > t),
+                "target_accuracy": share(backdoored, lambda r, t=t: r[most] > t and r[top] == r["target"]),
             }
-            for t in COMBINED_THRESHOLDS
+            for t in COMPARED_THRESHOLDS
         },
     }
 
@@ -275,11 +267,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # backdoored model here has one target, so a pick that favours it anyway is no evidence)
         "clean_most_anomalous": counts(r.get("most_anomalous") for r in clean),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
-        # the domains pooled per class (Stouffer) instead of the largest single-domain index, over the rows
-        # whose scan report it was read from
-        "combined": pooled_summary(
-            [r for r in backdoored if r.get("combined_max") is not None],
-            [r for r in clean if r.get("combined_max") is not None],
+        # the rule the verdict used before 2026-12-04 (the largest single-domain index, not the domains
+        # pooled), over the rows whose scan report it was read from
+        "largest_single_domain": compared_summary(
+            [r for r in backdoored if r.get("largest_max") is not None],
+            [r for r in clean if r.get("largest_max") is not None],
+            "largest",
         ),
         "seconds_per_scan": seconds,
     }
@@ -351,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if out.is_file() else {}
     kept = [r for r in earlier.get("rows", []) if r["group"] != args.group]
+    current = [r for r in kept + rows if "error" in r or r.get("rule") == RULE]
+    older = [r for r in kept if "error" not in r and r.get("rule") != RULE]
     commands = {**earlier.get("commands", {}), args.group: this_command()}
     from core.runtime import machine_info
 
@@ -360,10 +355,17 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "machines": {**earlier.get("machines", {}), args.group: machine_info()},  # each group's own
         "targets": TARGETS,
-        "summary": summarise(kept + rows),
-        "summaries": {name: summarise(rows_as(kept + rows, name)) for name in args.read_as[1:]},
+        "summary": summarise(current),
+        "summaries": {name: summarise(rows_as(current, name)) for name in args.read_as[1:]},
         "rows": kept + rows,
     }
+    if older:
+        groups = sorted({r["group"] for r in older})
+        result["summary_earlier_rule"] = {
+            "note": f"rows of {', '.join(groups)} read by an earlier verdict rule (the largest single-domain "
+            "index); their reports are not here to read again",
+            **summarise(older),
+        }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"], indent=1))
     return 0

@@ -278,7 +278,7 @@ def unlearn_choice(found: ScanResult, name: str | None = None) -> tuple[torch.Te
         "class": found.classes[target],
         "class_from": "user" if name is not None else "scan",
         "flagged": found.backdoored,
-        "anomaly_index": round(found.largest_anomaly(target), 3),
+        "anomaly_index": round(found.anomaly(target), 3),
         "scan_seconds": found.seconds,
     }
 

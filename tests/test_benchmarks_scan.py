@@ -14,8 +14,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.scan import auroc, combined, combined_index, grid_scans, most_anomalous, summarise  # noqa: E402
-from core.scan import ScanConfig, anomaly_index, pointed_class  # noqa: E402
+from benchmarks.scan import auroc, grid_scans, largest, most_anomalous, summarise  # noqa: E402
+from core.scan import ScanConfig, pointed_class, pooled_index  # noqa: E402
 
 
 def test_auroc_is_the_share_of_backdoored_clean_pairs_ranked_right_ties_half():
@@ -78,14 +78,14 @@ def test_the_class_a_report_points_at_is_its_target_or_the_spectrum_s_top_or_the
     assert pointed_class({}, None) == (None, None)
 
 
-def test_a_report_s_pooled_index_reads_its_sizes_with_no_trigger_found_as_the_largest():
+def test_the_compared_rule_is_the_largest_single_domain_index_and_its_class():
     report = {
         "classes": ["a", "b", "c", "d"],
-        "domains": {"features": {"sizes": [0.5, 0.5, 0.5, 0.05]}, "waveform": {"sizes": [0.4, None, 0.4, 0.04]}},
+        "domains": {"features": {"anomaly_index": [0.0, 3.4, 0.1, 2.0]}, "waveform": {"anomaly_index": [0, 0, 0, 2.5]}},
     }
-    pooled = combined(report)
-    assert pooled["combined_top"] == "d" and pooled["combined_max"] > 3
-    assert combined({"classes": ["a"], "domains": {}}) == {"combined_max": None, "combined_top": None}
+    assert largest(report) == {"largest_max": 3.4, "largest_top": "b"}  # pooled, d leads: (2 + 2.5) / sqrt 2
+    assert pooled_index(report["domains"])[3] > pooled_index(report["domains"])[1]
+    assert largest({"classes": ["a"], "domains": {}}) == {"largest_max": None, "largest_top": None}
 
 
 def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_there():
@@ -96,11 +96,12 @@ def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_ther
         "config": {"threshold": 3.0},
         "domains": {
             "features": {"anomaly_index": [0.5, 1.0, 0.0], "sizes": [0.5, 0.4, 0.6]},
-            "latent": {"anomaly_index": [0.0, 0.0, 4.0], "sizes": [0.5, 0.5, 0.05]},
+            "latent": {"anomaly_index": [0.0, 0.0, 5.0], "sizes": [0.5, 0.5, 0.05]},
         },
     }
     every, first = read_as(report, ""), read_as(report, "features")
-    assert every["flagged"] and every["suspected_target"] == "c" and every["confidence"] == 4.0
+    assert every["flagged"] and every["suspected_target"] == "c"
+    assert every["confidence"] == pytest.approx(5.0 / math.sqrt(2), abs=1e-3)  # the domains pooled
     assert not first["flagged"] and first["suspected_target"] is None and first["most_anomalous"] == "b"
     assert first["anomaly_index_max"] == {"features": 1.0}
     assert read_as(report, "waveform") == {"error": "the scan has no waveform domain"}
@@ -109,31 +110,18 @@ def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_ther
     assert len(as_first) == 1 and as_first[0]["flagged"] is False and as_first[0]["reading"] == "features"
 
 
-def test_the_combined_index_pools_each_class_s_signed_indices_over_the_domains():
-    small_in_both = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 0.2]}
-    one = anomaly_index(small_in_both["a"])
-    assert combined_index(small_in_both)[4] == pytest.approx(2 * one[4] / math.sqrt(2))  # agreement adds up
-    # a class small in one domain and large in the other is pulled back by the other: signed, not clamped
-    split = {"a": [1.0, 1.1, 0.9, 1.0, 0.2], "b": [1.0, 1.1, 0.9, 1.0, 5.0]}
-    signed_b = anomaly_index(split["b"], signed=True)
-    assert signed_b[4] < 0 and anomaly_index(split["b"])[4] == 0.0
-    assert combined_index(split)[4] == pytest.approx(max(0.0, (one[4] + signed_b[4]) / math.sqrt(2)))
-    assert combined_index({"a": small_in_both["a"]}) == pytest.approx(one)  # one domain: its own index
-    assert combined_index({}) == []
-
-
-def test_the_pooled_summary_counts_only_rows_read_with_it():
+def test_the_compared_summary_counts_only_rows_read_with_it():
     rows = [
-        {**row("badnets", True, "up", "up", 5.0), "combined_max": 4.0, "combined_top": "up"},
-        {**row("blend", False, "up", None, 1.0), "combined_max": 2.8, "combined_top": "no"},
-        row("jingleback", False, "up", None, 1.0),  # an older report without the pooled reading
-        {**row("clean", False, None, None, 2.0), "combined_max": 3.2, "combined_top": "yes"},
+        {**row("badnets", True, "up", "up", 5.0), "largest_max": 4.0, "largest_top": "up"},
+        {**row("blend", False, "up", None, 1.0), "largest_max": 2.8, "largest_top": "no"},
+        row("jingleback", False, "up", None, 1.0),  # an older report without that reading
+        {**row("clean", False, None, None, 2.0), "largest_max": 3.2, "largest_top": "yes"},
     ]
-    pooled = summarise(rows)["combined"]
-    assert pooled["models"] == {"backdoored": 2, "clean": 1}
-    assert pooled["auroc"] == 0.5 and pooled["top_is_target"] == 0.5
-    assert pooled["at_2.5"] == {"detection_rate": 1.0, "false_positive_rate": 1.0, "target_accuracy": 0.5}
-    assert pooled["at_3.5"] == {"detection_rate": 0.5, "false_positive_rate": 0.0, "target_accuracy": 0.5}
+    old = summarise(rows)["largest_single_domain"]
+    assert old["models"] == {"backdoored": 2, "clean": 1}
+    assert old["auroc"] == 0.5 and old["top_is_target"] == 0.5
+    assert old["at_2.5"] == {"detection_rate": 1.0, "false_positive_rate": 1.0, "target_accuracy": 0.5}
+    assert old["at_3.5"] == {"detection_rate": 0.5, "false_positive_rate": 0.0, "target_accuracy": 0.5}
 
 
 def test_an_extra_scan_adds_its_domains_to_the_readings_and_is_reused(tmp_path):
@@ -157,9 +145,17 @@ def test_an_extra_scan_adds_its_domains_to_the_readings_and_is_reused(tmp_path):
     argv = ["--group", "t", "--data", str(data), "--models", str(grid / "*.safetensors"), "--work", str(work)]
     argv += ["--out", str(out), "--read-as", "features,waveform", "--read-as", "features,waveform,spectrum"]
     argv += [f"--extra-scan=--domains spectrum {quick}", "--", "--domains", "features,waveform", *quick.split()]
+    # a row another group left in the results, read by the earlier rule (no "rule"), its report gone
+    older = {**row("badnets", True, "up", "up", 5.0), "group": "old", "model": "gone.safetensors"}
+    out.write_text(json.dumps({"rows": [older]}))
     assert bench_main(argv) == 0
     first = json.loads(out.read_text())
+    assert [x["group"] for x in first["rows"]] == ["old", "t"]  # kept, but not pooled into the summary
+    assert first["summary"]["backdoored_models"] == 0 and first["summary"]["clean_models"] == 1
+    assert first["summary_earlier_rule"]["backdoored_models"] == 1 and "old" in first["summary_earlier_rule"]["note"]
+    first["rows"] = first["rows"][1:]
     (r,) = first["rows"]
+    assert r["rule"] == "pooled"
     assert r["reading"] == "features,waveform" and set(r["anomaly_index_max"]) == {"features", "waveform"}
     pooled = r["readings"]["features,waveform,spectrum"]
     assert set(pooled["anomaly_index_max"]) == {"features", "waveform", "spectrum"}

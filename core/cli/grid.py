@@ -574,7 +574,7 @@ def _scan_cell(
         found = json.loads(path.read_text())
         same = found.pop("model_sha256", None) == digest
         if same and {k: v for k, v in found["config"].items() if k != "device"} == wanted:
-            return ScanResult(**found, triggers=load_file(path.with_suffix(".safetensors"))["triggers"])
+            return ScanResult.from_report(found, load_file(path.with_suffix(".safetensors"))["triggers"])
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
     found = scan(model, data, config)
     if found.triggers is None:

@@ -143,7 +143,7 @@ def trigger_files(result: ScanResult) -> list[dict[str, Any]]:
                 "class": result.classes[i],
                 "index": i,
                 "flagged": is_flagged,
-                "anomaly_index": result.largest_anomaly(i),
+                "anomaly_index": result.anomaly(i),
                 "file": f"{stem}_{i:02d}_{_safe(result.classes[i])}.wav",
             }
         )
@@ -233,7 +233,7 @@ def run_scan(
             "class": result.classes[top],
             "index": top,
             "flagged": top in result.suspicious(),
-            "anomaly_index": result.largest_anomaly(top),
+            "anomaly_index": result.anomaly(top),
             "domain": pointed_class(result.domains, suspected)[1],
         },
         "trigger_audio": {
@@ -253,24 +253,26 @@ def run_scan(
 def _summary(report: dict[str, Any]) -> str:
     classes = report["classes"]
     threshold = report["config"]["threshold"]
+    domains = report["domains"]
+    pooled = "pooled " if len(domains) > 1 else ""  # the verdict's index: the domains pooled (one: its own)
     if report["backdoored"]:
         lines = [
             f"verdict: backdoor suspected, target {report['suspected_target']!r} "
-            f"(confidence: anomaly index {report['confidence']:.2f}, threshold {threshold:g})"
+            f"(confidence: {pooled}anomaly index {report['confidence']:.2f}, threshold {threshold:g})"
         ]
     else:
         top = report["most_anomalous"]
         lines = [
-            f"verdict: no backdoor found (largest anomaly index {report['confidence']:.2f}, threshold "
+            f"verdict: no backdoor found (largest {pooled}anomaly index {report['confidence']:.2f}, threshold "
             f"{threshold:g}" + (f"; most anomalous class {top['class']!r} ({top.get('domain')}))" if top else ")")
         ]
-    width = max(len(d) for d in report["domains"]) if report["domains"] else 0
-    for domain, record in report["domains"].items():
+    rows = {**({"pooled": report["pooled"]} if pooled else {}), **{d: r["anomaly_index"] for d, r in domains.items()}}
+    width = max(map(len, rows), default=0)
+    for name, index in rows.items():
         cells = ", ".join(
-            f"{c} {a:.2f}{'*' if i in record['flagged'] else ''}"
-            for i, (c, a) in enumerate(zip(classes, record["anomaly_index"]))
+            f"{c} {a:.2f}{'*' if name == next(iter(rows)) and a > threshold else ''}" for c, a in zip(classes, index)
         )
-        lines.append(f"  {domain:<{width}}  anomaly index per class: {cells}")
+        lines.append(f"  {name:<{width}}  anomaly index per class: {cells}")
     audio = report["trigger_audio"]
     if audio["files"]:
         lines.append(f"  reconstructed triggers: {', '.join(f['path'] for f in audio['files'])}")

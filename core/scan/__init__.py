@@ -5,8 +5,9 @@ every class, the smallest trigger that sends clean clips of the other classes to
 (:mod:`core.scan.invert`: a mask and pattern on the model's features, and an additive waveform
 pattern through its own front end). A backdoor's target needs a much smaller trigger than the other
 classes: the anomaly index of each class's size (the distance of its logarithm below the median in
-median absolute deviations: Neural Cleanse's statistic on a log scale) above ``threshold`` flags the
-model, names the suspected target and gives the confidence. A second, cheap statistic comes from the
+median absolute deviations: Neural Cleanse's statistic on a log scale), pooled over the domains searched
+(:func:`pooled_index`), above ``threshold`` flags the model, names the suspected target and gives the
+confidence. A second, cheap statistic comes from the
 paper's own signal: how concentrated the per-neuron clean-gradient norms of each analysable layer are
 (their Gini coefficient).
 """
@@ -42,6 +43,7 @@ __all__ = [
     "anomaly_index",
     "gini",
     "pointed_class",
+    "pooled_index",
     "rescan",
     "scan",
     "trigger_success",
@@ -84,8 +86,8 @@ class ScanConfig:
         3.0,
         label="Anomaly index threshold",
         range="(0, inf)",
-        help="flag a class whose anomaly index exceeds this (3: between the clean and the backdoored ASC-10 "
-        "models, docs/experiments/scan_asc10_calibration.md)",
+        help="flag a class whose anomaly index pooled over the domains exceeds this (3: between the clean and "
+        "the backdoored ASC-10 models, docs/experiments/scan_asc10_calibration.md, scan_seeds_asc10.md)",
     )
     domains: str = option(
         "features,waveform,spectrum",
@@ -95,7 +97,7 @@ class ScanConfig:
         "audible pattern), latent (one push per class on a middle hidden layer; experimental: on 19 ASC-10 "
         "models it found one JingleBack target the others miss but flagged three of seven clean models, "
         "docs/experiments/scan_seeds_asc10.md) and spectrum (a constant offset of each feature coefficient: an "
-        "equaliser or a stationary sound; unflagged, the scan points at its top class, the target of 10 of 12 "
+        "equaliser or a stationary sound; unflagged, the scan points at its top class, the target of 11 of 13 "
         "backdoored ASC-10 models)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
@@ -130,6 +132,8 @@ class ScanResult:
     config: dict[str, Any]
     triggers: torch.Tensor | None = field(default=None, repr=False)
     sample_rate: int = 16000
+    #: per class, the anomaly index pooled over the domains (:func:`pooled_index`): the verdict's statistic
+    pooled: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (without the trigger audio)."""
@@ -137,13 +141,27 @@ class ScanResult:
         out.pop("triggers")
         return out
 
+    @classmethod
+    def from_report(cls, report: dict[str, Any], triggers: torch.Tensor | None = None) -> ScanResult:
+        """A scan read back from its JSON report, its verdict made again from its domains by today's rule
+        (:func:`verdict`), so a scan kept from before a change of rule reads as a new one would."""
+        known = {f for f in cls.__dataclass_fields__ if f != "triggers"}
+        result = cls(**{k: v for k, v in report.items() if k in known}, triggers=triggers)
+        threshold = float(result.config.get("threshold", ScanConfig().threshold))
+        target, confidence = verdict(result.domains, threshold)
+        result.backdoored = target is not None
+        result.suspected_target = result.classes[target] if target is not None else None
+        result.confidence = round(confidence, 3)
+        result.pooled = [round(a, 3) for a in pooled_index(result.domains)]
+        return result
+
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", ScanConfig().threshold))
+
     def suspicious(self) -> list[int]:
-        """Class indices flagged in any domain, most anomalous first."""
-        scores: dict[int, float] = {}
-        for d in self.domains.values():
-            for i in d["flagged"]:
-                scores[i] = max(scores.get(i, 0.0), d["anomaly_index"][i])
-        return sorted(scores, key=lambda i: -scores[i])
+        """Class indices whose pooled anomaly index exceeds the threshold, most anomalous first."""
+        flagged = [i for i, a in enumerate(self.pooled) if a > self.threshold()]
+        return sorted(flagged, key=lambda i: -self.pooled[i])
 
     def most_anomalous(self) -> int | None:
         """The class the scan points at (:func:`pointed_class`): the suspected target when the model is
@@ -152,9 +170,9 @@ class ScanResult:
         suspected = self.classes.index(self.suspected_target) if self.suspected_target is not None else None
         return pointed_class(self.domains, suspected)[0]
 
-    def largest_anomaly(self, index: int) -> float:
-        """Class ``index``'s largest anomaly index over the domains (0 without domains)."""
-        return max((d["anomaly_index"][index] for d in self.domains.values()), default=0.0)
+    def anomaly(self, index: int) -> float:
+        """Class ``index``'s pooled anomaly index (0 without domains)."""
+        return self.pooled[index] if self.pooled else 0.0
 
 
 def anomaly_index(sizes: list[float], log: bool = True, signed: bool = False) -> list[float]:
@@ -196,48 +214,57 @@ def _gradient_gini(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
     return out
 
 
-def _domain_record(inv: Inversion, threshold: float, classes: list[str]) -> dict[str, Any]:
-    index = anomaly_index(inv.sizes)
-    flagged = sorted((i for i, a in enumerate(index) if a > threshold), key=lambda i: -index[i])
+def _domain_record(inv: Inversion) -> dict[str, Any]:
     return {
         "sizes": [s if math.isfinite(s) else None for s in inv.sizes],
         "success": [round(s, 4) for s in inv.success],
-        "anomaly_index": [round(a, 3) for a in index],
-        "flagged": flagged,
-        "flagged_classes": [classes[i] for i in flagged],
+        "anomaly_index": [round(a, 3) for a in anomaly_index(inv.sizes)],
     }
 
 
 def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> tuple[int | None, str | None]:
     """(class index, domain) a scan's records point at: ``suspected`` (the verdict's flagged class) with the
-    domain that flagged it; else, when nothing is flagged, the top class of the spectrum domain if it was
-    searched (a trigger that changes the whole clip, a blended tune or an effect, stays under the threshold
-    in every domain, but the constant spectral shift toward its target is the smallest: the target came
-    first there on 10 of 12 backdoored ASC-10 models, the other domains' largest index on 6,
-    docs/experiments/scan_seeds_asc10.md); else the class with the largest index in any domain (the first
-    on a tie). (None, None) without domains."""
+    domain where its index is largest; else, when nothing is flagged, the top class of the spectrum domain if
+    it was searched (a trigger that changes the whole clip, a blended tune or an effect, stays under the
+    threshold, but the constant spectral shift toward its target is the smallest: the target came first
+    there on 11 of 13 backdoored ASC-10 models, the other domains' largest index on 6 of 12,
+    docs/experiments/scan_seeds_asc10.md); else the class with the largest pooled index (the first on a
+    tie) and its largest domain. (None, None) without domains."""
     if not domains:
         return None, None
     if suspected is None and POINTING_DOMAIN in domains:
         index = domains[POINTING_DOMAIN]["anomaly_index"]
         return index.index(max(index)), POINTING_DOMAIN
-    best, where, value = None, None, -math.inf
-    for name, d in domains.items():
-        for i, a in enumerate(d["anomaly_index"]):
-            if (suspected is None or i == suspected) and a > value:
-                best, where, value = i, name, a
-    return best, where
+    if suspected is None:
+        pooled = pooled_index(domains)
+        suspected = pooled.index(max(pooled))
+    where = max(domains, key=lambda name: domains[name]["anomaly_index"][suspected])
+    return suspected, where
+
+
+def pooled_index(domains: dict[str, dict[str, Any]]) -> list[float]:
+    """Per class: its anomaly indices over the domains (``{domain: {"anomaly_index": [K]}}``) summed and
+    divided by the square root of their number (Stouffer's rule on the non-negative indices): a class that
+    several domains find small stands out more than one a single domain finds small, and one domain's
+    chance outlier counts less (it flagged a clean ResNet at 3.39 alone; pooled 2.46). With one domain, its
+    index. Chosen over the largest single index on 13 backdoored / 7 clean ASC-10 models: AUROC 0.87 against
+    0.74, no false positive against one (docs/experiments/scan_seeds_asc10.md). [] without domains."""
+    if not domains:
+        return []
+    columns = zip(*(d["anomaly_index"] for d in domains.values()))
+    return [sum(col) / math.sqrt(len(domains)) for col in columns]
 
 
 def verdict(domains: dict[str, dict[str, Any]], threshold: float) -> tuple[int | None, float]:
     """(suspected target's index or None, confidence) from per-domain records (``{domain: {"anomaly_index":
-    [K]}}``): the domain with the largest index decides; the model is flagged when it exceeds ``threshold``.
-    Any subset of a scan's domains can be read this way (``benchmarks/scan.py`` compares them)."""
-    best = max(domains.values(), key=lambda d: max(d["anomaly_index"]), default=None)
-    if best is None:
+    [K]}}``): the class with the largest pooled index (:func:`pooled_index`); the model is flagged when it
+    exceeds ``threshold``. Any subset of a scan's domains can be read this way (``benchmarks/scan.py``
+    compares them)."""
+    pooled = pooled_index(domains)
+    if not pooled:
         return None, 0.0
-    confidence = max(best["anomaly_index"])
-    return (best["anomaly_index"].index(confidence) if confidence > threshold else None), confidence
+    confidence = max(pooled)
+    return (pooled.index(confidence) if confidence > threshold else None), confidence
 
 
 def scan(
@@ -277,7 +304,7 @@ def scan(
             triggers = inv.triggers
         else:
             continue
-        domains[domain] = _domain_record(inv, config.threshold, list(data.classes))
+        domains[domain] = _domain_record(inv)
     target, confidence = verdict(domains, config.threshold)
     grad_gini = _gradient_gini(work, waves, labels)  # the clean share, one batch
     return ScanResult(
@@ -292,6 +319,7 @@ def scan(
         config=asdict(config),
         triggers=triggers,
         sample_rate=data.sample_rate,
+        pooled=[round(a, 3) for a in pooled_index(domains)],
     )
 
 
@@ -367,7 +395,7 @@ class Rescan:
                 "class": target,
                 "index": self.target,
                 "flagged": self.target is not None and self.target in b.suspicious(),
-                "anomaly_index": b.largest_anomaly(self.target) if self.target is not None else None,
+                "anomaly_index": b.anomaly(self.target) if self.target is not None else None,
                 "split": self.split,
                 "clips": self.clips,
                 "asr_before": self.asr_before,

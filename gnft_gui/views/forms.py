@@ -1,6 +1,7 @@
 """A form generated from a dataclass: one row per field, a combo box for Literal and bool fields,
-a check box per word for a comma list of known words (``option(among=...)``), a tooltip, human label and percent display per field, and the less used fields under a collapsible
-"Advanced" section when some are primary: all read from the fields' metadata (:mod:`core.options`).
+a check box per word for a comma list of known words (``option(among=...)``), a tooltip, human
+label and percent display per field, and the less used fields under a collapsible "Advanced" section
+when some are primary: all read from the fields' metadata (:mod:`core.options`).
 
 Used for attack parameters, defense configs and the front-end settings of a ``.pt`` import, so
 every editable engine dataclass looks and parses the same way.

@@ -14,6 +14,7 @@ The panel only displays and asks: the window runs the scan in a worker (through
 from __future__ import annotations
 
 import math
+import typing
 
 import numpy as np
 import pyqtgraph as pg
@@ -44,11 +45,15 @@ from .defense_panel import fit_rows
 from .forms import DataclassForm, error_label
 from .plots import SERIES, ZONE_COLOURS, ZoneLegend, make_plot
 
-__all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "verdict_text", "index_text"]
+__all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "POOLED", "verdict_text", "index_text", "series_shown"]
 
 REDRAW_MS = 66
 #: the scan's domains (``core.scan.DOMAINS``); the legend lists the default ones, then those the last scan searched
 DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666", "spectrum": "#a6761d"}
+#: the verdict's series: the domains' indices pooled per class (``ScanResult.pooled``), drawn first
+POOLED = "pooled"
+POOLED_COLOUR = "#2b2b2b"
+SERIES_COLOURS = {POOLED: POOLED_COLOUR, **DOMAIN_COLOURS}
 FLAGGED = ZONE_COLOURS["backdoor"]  # a flagged class has the colour of backdoor neurons and of ASR
 CLEAN = ZONE_COLOURS["clean"]
 #: the y axis shows at most this many thresholds; a taller bar is cut and its value written at the top
@@ -57,8 +62,10 @@ DOMAIN_HELP = {
     "features": "mask and pattern on the model's features (Neural Cleanse): the share of the feature map replaced",
     "waveform": "an additive, audible pattern on the waveform: the share of the clip's duration it covers",
     "latent": "one push per class on a middle hidden layer (opt-in): its mean size against the clean activations",
-    "spectrum": "a constant offset of each feature coefficient, an equaliser or a stationary sound (opt-in): "
+    "spectrum": "a constant offset of each feature coefficient, an equaliser or a stationary sound: "
     "its mean size in clean standard deviations",
+    POOLED: "the verdict's index: the domains' indices summed per class over the square root of their number, "
+    "so a class several domains find small stands out and one domain's chance outlier counts less",
 }
 INDEX_HELP = (
     "anomaly index: how far below the median of all classes a class's smallest trigger lies, in median "
@@ -69,6 +76,18 @@ CAVEAT = (
     "Experimental: a clean model can be flagged too. Listen to the trigger and measure its ASR "
     "(Use as attack) before trusting the verdict."
 )
+
+
+def series_shown(domains: typing.Iterable[str]) -> list[str]:
+    """The series a scan of ``domains`` draws, in order: the pooled index (the verdict's) when there are
+    several domains, then each domain's (one domain is its own verdict)."""
+    searched = [d for d in DOMAINS if d in set(domains)]
+    return ([POOLED] if len(searched) > 1 else []) + searched
+
+
+def series_index(result: typing.Any, series: str) -> list[float]:
+    """Per class, the anomaly index of ``series`` in a scan's result (pooled or a domain's)."""
+    return list(result.pooled) if series == POOLED else list(result.domains[series]["anomaly_index"])
 
 
 def index_text(value: float | None) -> str:
@@ -85,12 +104,15 @@ def verdict_text(record: ScanRecord) -> str:
     """The verdict in one line: backdoored or not, the suspected target, the confidence."""
     r = record.result
     threshold = float(r.config.get("threshold", ScanConfig().threshold))
+    pooled = f" pooled over {len(r.domains)} domains" if len(r.domains) > 1 else ""
     if r.backdoored:
         return (
             f"\u26a0 Backdoored: suspected target \u201c{r.suspected_target}\u201d, confidence "
-            f"{index_text(r.confidence)} (anomaly index; flagged above {threshold:g})"
+            f"{index_text(r.confidence)} (anomaly index{pooled}; flagged above {threshold:g})"
         )
-    return f"\u2713 No backdoor found: highest anomaly index {index_text(r.confidence)}, not above {threshold:g}"
+    return (
+        f"\u2713 No backdoor found: highest anomaly index{pooled} {index_text(r.confidence)}, not above {threshold:g}"
+    )
 
 
 def _short(record: ScanRecord) -> tuple[str, str, str, str]:
@@ -158,10 +180,10 @@ class ScanPanel(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setMinimumHeight(170)
         self.bars: dict[str, pg.BarGraphItem] = {}
-        for domain in DOMAINS:
-            bar = pg.BarGraphItem(x=[], height=[], width=0.4, brush=DOMAIN_COLOURS[domain], pen=None)
+        for series, colour in SERIES_COLOURS.items():
+            bar = pg.BarGraphItem(x=[], height=[], width=0.4, brush=colour, pen=None)
             self.plot.addItem(bar)
-            self.bars[domain] = bar
+            self.bars[series] = bar
         self.threshold_line = pg.InfiniteLine(
             ScanConfig().threshold,
             angle=0,
@@ -173,17 +195,18 @@ class ScanPanel(QWidget):
         self.plot.addItem(self.threshold_line)
         self.off_scale: list[pg.TextItem] = []
         self.legend = ZoneLegend(
-            {**DOMAIN_COLOURS, "flagged": FLAGGED},
-            {**{d: d for d in DOMAINS}, "flagged": "flagged"},
-            {**DOMAIN_HELP, "flagged": "anomaly index above the threshold: a suspected target"},
+            {**SERIES_COLOURS, "flagged": FLAGGED},
+            {**{d: d for d in SERIES_COLOURS}, "flagged": "flagged"},
+            {**DOMAIN_HELP, "flagged": "pooled anomaly index above the threshold: a suspected target"},
             title="",
         )
         self.legend.setObjectName("scan_legend")
-        for domain in DOMAINS:
-            self.legend.set_shown(domain, domain in ScanConfig().domain_list())  # until a scan says otherwise
-        self.table = QTableWidget(0, 1 + len(DOMAINS))
+        default_series = series_shown(ScanConfig().domain_list())
+        for series in SERIES_COLOURS:
+            self.legend.set_shown(series, series in default_series)  # until a scan says otherwise
+        self.table = QTableWidget(0, 1 + len(default_series))
         self.table.setObjectName("scan_classes")
-        self.table.setHorizontalHeaderLabels(["class", *DOMAINS])
+        self.table.setHorizontalHeaderLabels(["class", *default_series])
         for table in (self.table, self.compare):
             table.verticalHeader().setVisible(False)
             table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
@@ -414,11 +437,13 @@ class ScanPanel(QWidget):
         self.verdict.setText(verdict_text(record))
         self.verdict.setStyleSheet(f"color: {FLAGGED if r.backdoored else CLEAN};")
         of = "the model as opened" if record.of_input else f"the model after {record.repairs} accepted repair(s)"
-        flagged = {d: ", ".join(rec["flagged_classes"]) or "none" for d, rec in r.domains.items()}
+        tops = "; ".join(
+            f"{d} {r.classes[int(np.argmax(rec['anomaly_index']))]} {index_text(max(rec['anomaly_index']))}"
+            for d, rec in r.domains.items()
+        )
         text = (
-            f"Scan of {of} ({record.model_name}): {r.clean_clips} clean clips, {r.seconds:.1f} s. Flagged: "
-            + "; ".join(f"{d} {names}" for d, names in flagged.items())
-            + "."
+            f"Scan of {of} ({record.model_name}): {r.clean_clips} clean clips, {r.seconds:.1f} s. "
+            f"Largest index per domain: {tops}."
         )
         if not current:
             text += " The model has changed since (a repair was accepted): scan again to see it."
@@ -478,22 +503,22 @@ class ScanPanel(QWidget):
         r = record.result
         k = len(r.classes)
         threshold = float(r.config.get("threshold", ScanConfig().threshold))
-        shown = [d for d in DOMAINS if d in r.domains]
-        for domain in DOMAINS:
-            self.legend.set_shown(domain, domain in shown)
+        shown = series_shown(r.domains)
+        for series in SERIES_COLOURS:
+            self.legend.set_shown(series, series in shown)
         width = 0.8 / max(1, len(shown))
         cap = Y_CAP * threshold
+        flagged = set(r.suspicious())
         self._clear_off_scale()
         tallest = 0.0
-        for domain, bar in self.bars.items():
-            if domain not in shown:
+        for series, bar in self.bars.items():
+            if series not in shown:
                 bar.setOpts(x=[], height=[], brushes=[])
                 continue
-            rec = r.domains[domain]
-            x = np.arange(k) + (shown.index(domain) - (len(shown) - 1) / 2) * width
-            index = np.asarray(rec["anomaly_index"], dtype=float)
-            flagged = set(rec["flagged"])
-            brushes = [pg.mkBrush(FLAGGED if i in flagged else DOMAIN_COLOURS[domain]) for i in range(k)]
+            x = np.arange(k) + (shown.index(series) - (len(shown) - 1) / 2) * width
+            index = np.asarray(series_index(r, series), dtype=float)
+            decides = series == shown[0]  # the verdict's series: flagged classes in the flagged colour
+            brushes = [pg.mkBrush(FLAGGED if decides and i in flagged else SERIES_COLOURS[series]) for i in range(k)]
             bar.setOpts(x=x, height=np.minimum(index, cap), width=width * 0.9, brushes=brushes)
             tallest = max(tallest, float(index.max(initial=0.0)))
             for i in np.nonzero(index > cap)[0]:
@@ -513,32 +538,37 @@ class ScanPanel(QWidget):
 
     def _show_table(self, record: ScanRecord) -> None:
         r = record.result
-        shown = [d for d in DOMAINS if d in r.domains]
+        shown = series_shown(r.domains)
+        flagged = set(r.suspicious())
         self.table.blockSignals(True)
         self.table.clearContents()
         self.table.setColumnCount(1 + len(shown))
         self.table.setHorizontalHeaderLabels(["class", *shown])
-        for c, domain in enumerate(shown, start=1):
-            self.table.horizontalHeaderItem(c).setToolTip(
-                f"anomaly index in the {domain} domain: {DOMAIN_HELP[domain]}"
-            )
+        for c, series in enumerate(shown, start=1):
+            where = "pooled over the domains" if series == POOLED else f"in the {series} domain"
+            self.table.horizontalHeaderItem(c).setToolTip(f"anomaly index {where}: {DOMAIN_HELP[series]}")
         self.table.setRowCount(len(r.classes))
         bold = QFont(self.table.font())
         bold.setBold(True)
         for i, name in enumerate(r.classes):
             self.table.setItem(i, 0, QTableWidgetItem(name))
-            for c, domain in enumerate(shown, start=1):
-                rec = r.domains[domain]
-                size = rec["sizes"][i]
-                item = QTableWidgetItem(index_text(rec["anomaly_index"][i]))
-                item.setData(Qt.ItemDataRole.UserRole, rec["anomaly_index"][i])
+            for c, series in enumerate(shown, start=1):
+                value = series_index(r, series)[i]
+                item = QTableWidgetItem(index_text(value))
+                item.setData(Qt.ItemDataRole.UserRole, value)
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                tip = f"trigger size {size:.4f}" if size is not None else "no trigger reached the success rate"
-                if i in rec["flagged"]:
+                if series == POOLED:
+                    tip = "the domains' indices pooled"
+                else:
+                    rec = r.domains[series]
+                    size = rec["sizes"][i]
+                    tip = f"trigger size {size:.4f}" if size is not None else "no trigger reached the success rate"
+                    tip += f"; success {100 * rec['success'][i]:.0f} %"
+                if c == 1 and i in flagged:
                     item.setForeground(QColor(FLAGGED))
                     item.setFont(bold)
                     tip += "; flagged: above the threshold"
-                item.setToolTip(tip + f"; success {100 * rec['success'][i]:.0f} %")
+                item.setToolTip(tip)
                 self.table.setItem(i, c, item)
         self.table.blockSignals(False)
 

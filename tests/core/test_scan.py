@@ -13,7 +13,7 @@ from core.data.speech_commands import load_speech_commands
 from core.events import Cancelled, NullObserver
 from core.features import FrontEndConfig, clip_features
 from core.models import build, split_front_end
-from core.scan import ScanConfig, anomaly_index, gini, scan
+from core.scan import ScanConfig, ScanResult, anomaly_index, gini, pooled_index, scan, verdict
 from tests.conftest import TINY_WORDS
 
 
@@ -35,6 +35,40 @@ def test_gini_of_neuron_norms():
     assert gini(torch.ones(8)) == pytest.approx(0.0)
     assert gini(torch.tensor([0.0, 0.0, 0.0, 5.0])) == pytest.approx(0.75)
     assert gini(torch.zeros(3)) == 0.0
+
+
+def test_the_verdict_pools_the_domains_so_one_domain_s_chance_outlier_counts_less():
+    def domains(*indices):
+        return {f"d{n}": {"anomaly_index": list(index)} for n, index in enumerate(indices)}
+
+    # the clean ResNet's case: 3.39 in one domain, nothing in the two others -> 1.96, not flagged at 3
+    alone = domains([0.2, 3.39, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.3])
+    assert pooled_index(alone) == pytest.approx([0.3 / math.sqrt(3), 3.39 / math.sqrt(3), 0.3 / math.sqrt(3)])
+    assert verdict(alone, 3.0) == (None, pytest.approx(3.39 / math.sqrt(3)))
+    # two domains agreeing at 2.5 each: 4.33, flagged, though neither alone is above 3
+    agree = domains([0.0, 2.5, 0.1], [0.0, 2.5, 0.0], [0.2, 2.5, 0.0])
+    assert verdict(agree, 3.0) == (1, pytest.approx(7.5 / math.sqrt(3)))
+    # one domain's large index still flags alone (a BadNets tone in the waveform domain)
+    assert verdict(domains([0.0, 0.0, 7.0], [0.0, 0.3, 0.0]), 3.0)[0] == 2
+    assert pooled_index(domains([1.0, 4.0])) == [1.0, 4.0]  # one domain: its own index
+    assert pooled_index({}) == [] and verdict({}, 3.0) == (None, 0.0)
+    # a report kept from before the rule changed reads with today's verdict
+    old = {
+        "backdoored": True,
+        "suspected_target": "b",
+        "confidence": 3.39,
+        "classes": ["a", "b", "c"],
+        "domains": {k: {**v, "sizes": [0.1] * 3, "success": [1.0] * 3} for k, v in alone.items()},
+        "gradient_norm_gini": {},
+        "clean_clips": 3,
+        "seconds": 1.0,
+        "config": {"threshold": 3.0},
+        "model_sha256": "kept beside the report by core.grid",
+    }
+    result = ScanResult.from_report(old)
+    assert not result.backdoored and result.suspected_target is None and result.suspicious() == []
+    assert result.confidence == pytest.approx(1.957, abs=1e-3) and result.anomaly(1) == result.confidence
+    assert result.most_anomalous() == 1  # no spectrum domain: the largest pooled index
 
 
 class StopAt(NullObserver):

@@ -25,7 +25,7 @@ from core.events import NullObserver
 from core.features import FrontEndConfig
 from core.reports import rescan_markdown
 from core.runtime import run_command
-from core.scan import ScanConfig, pointed_class, scan, trigger_success
+from core.scan import ScanConfig, pointed_class, pooled_index, scan, trigger_success
 from tests.conftest import TINY_WORDS, write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,11 +74,12 @@ def test_python_m_core_scan_writes_the_report_and_the_trigger_wavs(workspace, tm
         "device"
     ] == "cpu"
     assert report["backdoored"] == (report["suspected_target"] is not None)
-    flagged = sorted({i for d in report["domains"].values() for i in d["flagged"]})
+    assert report["pooled"] == pytest.approx(pooled_index(report["domains"]), abs=1e-3)
+    flagged = sorted(i for i, a in enumerate(report["pooled"]) if a > report["config"]["threshold"])
     top = report["most_anomalous"]
     suspected = report["classes"].index(report["suspected_target"]) if report["backdoored"] else None
     assert top["index"] == pointed_class(report["domains"], suspected)[0]
-    assert top["anomaly_index"] == max(d["anomaly_index"][top["index"]] for d in report["domains"].values())
+    assert top["anomaly_index"] == report["pooled"][top["index"]]
     assert top["flagged"] == (top["index"] in flagged)
     if report["backdoored"]:
         assert top["class"] == report["suspected_target"]

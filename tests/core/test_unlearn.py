@@ -125,7 +125,7 @@ def test_without_a_trigger_the_repair_unlearns_the_trigger_a_scan_of_the_model_r
     record = result.details["unlearn"]
     assert record["source"] == "scan" and record["class"] == TINY_WORDS[target]
     assert record["flagged"] == scanned.backdoored
-    assert record["anomaly_index"] == pytest.approx(scanned.largest_anomaly(target), abs=1e-3)
+    assert record["anomaly_index"] == pytest.approx(scanned.anomaly(target), abs=1e-3)
     assert result.seconds >= scanned.seconds
     # what the repair did to the trigger it unlearned, on the split it measured
     rows = data.splits["test"]

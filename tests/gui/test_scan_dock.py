@@ -9,10 +9,10 @@ import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
 
-from core.scan import DOMAINS, ScanConfig, ScanResult
+from core.scan import DOMAINS, ScanConfig, ScanResult, pooled_index
 from core.session import ScanRecord, mix_trigger
 from gnft_gui.main_window import SMALL_SCREEN, MainWindow
-from gnft_gui.views.scan_panel import DOMAIN_COLOURS, FLAGGED, Y_CAP, index_text
+from gnft_gui.views.scan_panel import DOMAIN_COLOURS, FLAGGED, POOLED, Y_CAP, index_text
 from tests.gui.conftest import open_workspace
 
 #: a scan of a few seconds: ten steps, four clips a class a step, half the training split
@@ -83,17 +83,23 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
     threshold = r.config["threshold"]
     assert panel.threshold_line.value() == threshold and panel.threshold_line.isVisible()
     assert panel.threshold_line.label.toPlainText() == f"threshold {threshold:g}"
+    # the verdict's series, the domains pooled per class, first; only its bars above the threshold are flagged
+    assert r.pooled == pytest.approx(pooled_index(r.domains), abs=1e-3)
+    flagged = set(r.suspicious())
+    assert flagged == {i for i, a in enumerate(r.pooled) if a > threshold}
+    assert panel.bar_heights(POOLED) == pytest.approx([min(a, Y_CAP * threshold) for a in r.pooled])
+    assert panel.bar_colours(POOLED) == [FLAGGED if i in flagged else "#2b2b2b" for i in range(len(r.classes))]
     for domain, rec in r.domains.items():
         heights = panel.bar_heights(domain)
         assert heights == pytest.approx([min(a, Y_CAP * threshold) for a in rec["anomaly_index"]])
-        colours = panel.bar_colours(domain)
-        assert colours == [FLAGGED if i in rec["flagged"] else DOMAIN_COLOURS[domain] for i in range(len(r.classes))]
+        assert panel.bar_colours(domain) == [DOMAIN_COLOURS[domain]] * len(r.classes)
     columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert columns == ["class", "features", "waveform", "spectrum"] and panel.table.rowCount() == len(r.classes)
-    assert list(panel.legend.entries()) == ["features", "waveform", "spectrum", "flagged"]  # latent: not searched
+    assert columns == ["class", POOLED, "features", "waveform", "spectrum"] and panel.table.rowCount() == len(r.classes)
+    assert list(panel.legend.entries()) == [POOLED, "features", "waveform", "spectrum", "flagged"]  # not latent
     for i, name in enumerate(r.classes):
         assert panel.table.item(i, 0).text() == name
-        for c, domain in enumerate(columns[1:], start=1):
+        assert panel.table.item(i, 1).text() == index_text(r.pooled[i])
+        for c, domain in enumerate(columns[2:], start=2):
             assert panel.table.item(i, c).text() == index_text(r.domains[domain]["anomaly_index"][i])
     top = max(r.gradient_norm_gini.values())
     assert f"over {len(r.gradient_norm_gini)} layer(s)" in panel.gini.text() and f"{top:.2f}" in panel.gini.text()
@@ -116,46 +122,50 @@ def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_th
     domain = {
         "sizes": [0.5, 0.02, 0.4, 0.45],
         "success": [0.9, 1.0, 0.95, 0.9],
-        "anomaly_index": [0.0, 56881.5, 0.7, 2.5],
-        "flagged": [1, 3],
-        "flagged_classes": ["no", "down"],
+        "anomaly_index": [0.0, 56881.5, 0.7, 3.5],
     }
-    plain = {**domain, "anomaly_index": [0.0, 1.2, 0.0, 0.3], "flagged": [], "flagged_classes": []}
-    result = ScanResult(
-        backdoored=True,
-        suspected_target="no",
-        confidence=56881.5,
-        classes=["yes", "no", "up", "down"],
-        domains={"features": plain, "waveform": domain},
-        gradient_norm_gini={"classifier.conv1": 0.25, "classifier.fc": 0.75},
-        clean_clips=40,
-        seconds=1.5,
-        config={"threshold": 2.0},
-        triggers=torch.zeros(4, 160),
-    )
+    plain = {**domain, "anomaly_index": [0.0, 1.2, 0.0, 0.3]}
+    report = {
+        "backdoored": False,  # as an old report may say: the verdict is made again from the domains
+        "suspected_target": None,
+        "confidence": 0.0,
+        "classes": ["yes", "no", "up", "down"],
+        "domains": {"features": plain, "waveform": domain},
+        "gradient_norm_gini": {"classifier.conv1": 0.25, "classifier.fc": 0.75},
+        "clean_clips": 40,
+        "seconds": 1.5,
+        "config": {"threshold": 2.0},
+    }
+    result = ScanResult.from_report(report, torch.zeros(4, 160))
+    # pooled: (1.2 + 56881.5) / sqrt 2 for "no", (0.3 + 3.5) / sqrt 2 = 2.69 for "down": both above 2; "up" 0.49
+    assert result.backdoored and result.suspected_target == "no" and result.suspicious() == [1, 3]
+    assert result.pooled == pytest.approx([0.0, 40222.143, 0.495, 2.687], abs=1e-3)
     panel.show_record(ScanRecord(result, version=1, repairs=0, model_name="m.safetensors"))
     assert panel.verdict.text() == (
-        "\u26a0 Backdoored: suspected target \u201cno\u201d, confidence 56,882 (anomaly index; flagged above 2)"
+        "\u26a0 Backdoored: suspected target \u201cno\u201d, confidence 40,222 (anomaly index pooled over 2 "
+        "domains; flagged above 2)"
     )
-    assert panel.bar_colours("waveform") == [DOMAIN_COLOURS["waveform"], FLAGGED, DOMAIN_COLOURS["waveform"], FLAGGED]
-    assert panel.bar_colours("features") == [DOMAIN_COLOURS["features"]] * 4
-    assert panel.bar_heights("waveform") == pytest.approx([0.0, Y_CAP * 2.0, 0.7, 2.5])  # cut at the axis top
-    assert [t.toPlainText() for t in panel.off_scale] == ["56,882"]
-    assert panel.table.item(1, 2).text() == "56,882" and panel.table.item(1, 2).font().bold()
-    assert not panel.table.item(2, 2).font().bold() and panel.table.item(3, 2).foreground().color().name() == FLAGGED
+    assert panel.bar_colours(POOLED) == ["#2b2b2b", FLAGGED, "#2b2b2b", FLAGGED]
+    assert panel.bar_colours("waveform") == [DOMAIN_COLOURS["waveform"]] * 4  # a domain's bars: its own colour
+    assert panel.bar_heights("waveform") == pytest.approx([0.0, Y_CAP * 2.0, 0.7, 3.5])  # cut at the axis top
+    assert [t.toPlainText() for t in panel.off_scale] == ["40,222", "56,882"]
+    assert panel.table.item(1, 1).text() == "40,222" and panel.table.item(1, 1).font().bold()
+    assert panel.table.item(1, 3).text() == "56,882" and not panel.table.item(1, 3).font().bold()
+    assert not panel.table.item(2, 1).font().bold() and panel.table.item(3, 1).foreground().color().name() == FLAGGED
     assert panel.selected_class() == 1 and panel.class_choice.currentText() == "no \u2014 flagged"
-    assert "Flagged: features none; waveform no, down." in panel.detail.text()
+    assert "Largest index per domain: features no 1.20; waveform no 56,882." in panel.detail.text()
     assert (
         panel.gini.text()
         == "Gradient-norm Gini over 2 layer(s): mean 0.50, range 0.25\u20130.75 (highest: classifier.fc)"
     )
     assert panel.use_button.isEnabled() and panel.use_button.toolTip().startswith("make this class")
     # nothing flagged: the verdict reads so
-    quiet = ScanResult(**{**result.__dict__, "backdoored": False, "suspected_target": None, "confidence": 1.2})
-    quiet.domains = {"features": plain}
+    quiet = ScanResult.from_report({**report, "domains": {"features": plain}}, torch.zeros(4, 160))
+    assert not quiet.backdoored and quiet.confidence == pytest.approx(1.2)  # one domain: its own index
     panel.show_record(ScanRecord(quiet, version=2, repairs=1, model_name="m.safetensors"), current=False)
     assert panel.verdict.text() == "\u2713 No backdoor found: highest anomaly index 1.20, not above 2"
-    assert panel.off_scale == [] and panel.bar_heights("waveform") == [] and panel.selected_class() == 1
+    assert panel.off_scale == [] and panel.bar_heights("waveform") == [] and panel.bar_heights(POOLED) == []
+    assert panel.bar_colours("features") == [DOMAIN_COLOURS["features"]] * 4 and panel.selected_class() == 1
     assert "after 1 accepted repair" in panel.detail.text() and "scan again" in panel.detail.text()
 
 
@@ -249,6 +259,7 @@ def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot,
     assert record is not None and record.result.config["domains"] == "features,latent,spectrum"
     assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
         "class",
+        POOLED,
         "features",
         "latent",
         "spectrum",
@@ -258,7 +269,7 @@ def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot,
     for domain in ("latent", "spectrum"):
         index = record.result.domains[domain]["anomaly_index"]
         assert panel.bar_heights(domain) == pytest.approx([min(a, Y_CAP * threshold) for a in index])
-    assert list(panel.legend.entries()) == ["features", "latent", "spectrum", "flagged"]  # the domains searched
+    assert list(panel.legend.entries()) == [POOLED, "features", "latent", "spectrum", "flagged"]  # those searched
     for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
         assert not button.isEnabled() and "did not search the waveform domain" in button.toolTip()
 

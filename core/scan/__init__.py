@@ -132,14 +132,17 @@ class ScanResult:
     config: dict[str, Any]
     triggers: torch.Tensor | None = field(default=None, repr=False)
     sample_rate: int = 16000
-    #: per class, the anomaly index pooled over the domains (:func:`pooled_index`): the verdict's statistic
-    pooled: list[float] = field(default_factory=list)
+
+    @property
+    def pooled(self) -> list[float]:
+        """Per class, the anomaly index pooled over the domains (:func:`pooled_index`): the verdict's statistic."""
+        return [round(a, 3) for a in pooled_index(self.domains)]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON report (without the trigger audio)."""
+        """The JSON report (without the trigger audio), with the pooled index per class."""
         out = asdict(self)
         out.pop("triggers")
-        return out
+        return {**out, "pooled": self.pooled}
 
     @classmethod
     def from_report(cls, report: dict[str, Any], triggers: torch.Tensor | None = None) -> ScanResult:
@@ -147,21 +150,21 @@ class ScanResult:
         (:func:`verdict`), so a scan kept from before a change of rule reads as a new one would."""
         known = {f for f in cls.__dataclass_fields__ if f != "triggers"}
         result = cls(**{k: v for k, v in report.items() if k in known}, triggers=triggers)
-        threshold = float(result.config.get("threshold", ScanConfig().threshold))
-        target, confidence = verdict(result.domains, threshold)
+        target, confidence = verdict(result.domains, result.threshold())
         result.backdoored = target is not None
         result.suspected_target = result.classes[target] if target is not None else None
         result.confidence = round(confidence, 3)
-        result.pooled = [round(a, 3) for a in pooled_index(result.domains)]
         return result
 
     def threshold(self) -> float:
+        """The anomaly index above which the scan flagged a class (its config's, else the default)."""
         return float(self.config.get("threshold", ScanConfig().threshold))
 
     def suspicious(self) -> list[int]:
         """Class indices whose pooled anomaly index exceeds the threshold, most anomalous first."""
-        flagged = [i for i, a in enumerate(self.pooled) if a > self.threshold()]
-        return sorted(flagged, key=lambda i: -self.pooled[i])
+        pooled = self.pooled
+        flagged = [i for i, a in enumerate(pooled) if a > self.threshold()]
+        return sorted(flagged, key=lambda i: -pooled[i])
 
     def most_anomalous(self) -> int | None:
         """The class the scan points at (:func:`pointed_class`): the suspected target when the model is
@@ -172,7 +175,8 @@ class ScanResult:
 
     def anomaly(self, index: int) -> float:
         """Class ``index``'s pooled anomaly index (0 without domains)."""
-        return self.pooled[index] if self.pooled else 0.0
+        pooled = self.pooled
+        return pooled[index] if pooled else 0.0
 
 
 def anomaly_index(sizes: list[float], log: bool = True, signed: bool = False) -> list[float]:
@@ -319,7 +323,6 @@ def scan(
         config=asdict(config),
         triggers=triggers,
         sample_rate=data.sample_rate,
-        pooled=[round(a, 3) for a in pooled_index(domains)],
     )
 
 

@@ -1,9 +1,9 @@
 """Scan a model for a backdoor without its attack record, and read the verdict: the Scan dock (issue 33).
 
 A form for :class:`core.scan.ScanConfig` (generated from its fields' metadata, the primary ones shown),
-Scan/Cancel with a progress bar, then the verdict in one line, the anomaly index of every class in
-each domain (bars, the threshold line, flagged classes in the backdoor colour; the same numbers in a
-table), the gradient-norm Gini in one line, and the reconstructed trigger of a chosen class: play it
+Scan/Cancel with a progress bar, then the verdict in one line, the anomaly index of every class pooled
+over the domains (the verdict's) and in each domain (bars, the threshold line, the flagged classes' pooled
+bars in the backdoor colour; the same numbers in a table), the gradient-norm Gini in one line, and the reconstructed trigger of a chosen class: play it
 alone or on the clip selected in the Clips dock, or use it as the attack. After an accepted repair a
 new scan is shown beside the scan of the model as it was opened.
 
@@ -103,7 +103,7 @@ def index_text(value: float | None) -> str:
 def verdict_text(record: ScanRecord) -> str:
     """The verdict in one line: backdoored or not, the suspected target, the confidence."""
     r = record.result
-    threshold = float(r.config.get("threshold", ScanConfig().threshold))
+    threshold = r.threshold()
     pooled = f" pooled over {len(r.domains)} domains" if len(r.domains) > 1 else ""
     if r.backdoored:
         return (
@@ -502,7 +502,7 @@ class ScanPanel(QWidget):
     def _show_bars(self, record: ScanRecord) -> None:
         r = record.result
         k = len(r.classes)
-        threshold = float(r.config.get("threshold", ScanConfig().threshold))
+        threshold = r.threshold()
         shown = series_shown(r.domains)
         for series in SERIES_COLOURS:
             self.legend.set_shown(series, series in shown)

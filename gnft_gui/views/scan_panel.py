@@ -2,10 +2,11 @@
 
 A form for :class:`core.scan.ScanConfig` (generated from its fields' metadata, the primary ones shown),
 Scan/Cancel with a progress bar, then the verdict in one line, the anomaly index of every class pooled
-over the domains (the verdict's) and in each domain (bars, the threshold line, the flagged classes' pooled
-bars in the backdoor colour; the same numbers in a table), the gradient-norm Gini in one line, and the reconstructed trigger of a chosen class: play it
-alone or on the clip selected in the Clips dock, or use it as the attack. After an accepted repair a
-new scan is shown beside the scan of the model as it was opened.
+over the domains (the verdict's) and in each domain (bars, the threshold line, the flagged classes'
+pooled bars in the backdoor colour; the same numbers in a table), the gradient-norm Gini in one line,
+and the reconstructed trigger of a chosen class: play it alone or on the clip selected in the Clips
+dock, or use it as the attack. After an accepted repair a new scan is shown beside the scan of the
+model as it was opened.
 
 The panel only displays and asks: the window runs the scan in a worker (through
 :meth:`core.session.Session.run_scan`) and plays or applies the trigger through the session.

@@ -10,6 +10,7 @@ so a results file committed without regenerating the README is caught).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.defenses import DEFENSES  # noqa: E402
+from core.presets import PRESETS, RUN_FIELDS  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
 #: The product page, whose reference table is written between these markers from the same results.
@@ -24,9 +30,15 @@ PRODUCT_README = ROOT / "README.md"
 MARKERS = ("<!-- reference-results:start (benchmarks/report.py writes this) -->", "<!-- reference-results:end -->")
 #: The reference benchmark (issue 31): grids on Arabic Speech Commands, shown first.
 REFERENCE = {
-    "grid_asc10": "ASC-10 (yes no up down left right stop start enable disable; 1,800 training clips, 18 speakers)",
+    "grid_asc10_rec4": "ASC-10, today's Recommended (yes no up down left right stop start enable disable; 1,800 "
+    "training clips, 18 speakers)",
+    "grid_asc10": "ASC-10, the other defenses and the previous Recommended (earlier models of the same recipe)",
     "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
 }
+#: Where a reference table's notes are, when not beside it.
+NOTES = {"grid_asc10_rec4": "grid_asc10_validation"}
+#: The column a ``gnft@recommended`` column becomes when its cells ran with another Recommended than today's.
+PREVIOUS = "gnft@recommended (previous)"
 COLUMN_TITLES = {
     "none": "backdoored",
     "ft": "FT",
@@ -35,6 +47,7 @@ COLUMN_TITLES = {
     "gnft@paper": "GN-FT (paper)",
     "gnft_best": "GN-FT (best)",
     "gnft@recommended": "**Recommended**",
+    PREVIOUS: "previous Recommended",
     "ftsam": "FT-SAM",
     "clp": "CLP",
 }
@@ -148,8 +161,10 @@ def _defense_probe(d: dict) -> Iterator[Row]:
 def _defend_report(d: dict) -> Iterator[Row]:
     """A ``python -m core.defend`` report kept as a probe."""
     cfg, b, a = d["defense"], d["before"], d["after"]
+    preset = (d.get("preset") or {}).get("name")
+    name = f"{cfg['name']} {preset} preset" if preset and preset != "custom" else cfg["name"]
     yield (
-        f"{cfg['name']} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
+        f"{name} (clean {_pct(cfg.get('clean_ratio'))}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
         f"{cfg.get('epochs')} epochs): CA / ASR (before {_pct(b['clean_accuracy'])} / "
         f"{_pct(b.get('attack_success_rate'))})",
         f"{_pct(a['clean_accuracy'])} / {_pct(a.get('attack_success_rate'))}",
@@ -359,7 +374,20 @@ def _hardening(d: dict) -> Iterator[Row]:
         )
 
 
+def _tradeoff(d: dict) -> Iterator[Row]:
+    t = d["target"]
+    for r in d["rows"]:
+        if r["front"]:
+            yield (
+                f"{r['candidate']} ({r['label']}; {len(r['cells'])} cells): mean ASR, worst CA drop",
+                f"{100 * r['mean_asr']:.1f} %, {100 * r['worst_ca_drop']:.1f} points",
+                f"<= {100 * t['max_mean_asr']:g} %, <= {100 * t['max_ca_drop']:g} points",
+                _met(r["meets"]),
+            )
+
+
 EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
+    "tradeoff": _tradeoff,
     "hardening": _hardening,
     "gui_soak": _gui_soak,
     "allocator": _allocator,
@@ -414,6 +442,16 @@ def _mean_sd(r: dict, key: str) -> str:
     return "–" if v is None else (f"{100 * v:.1f}" if sd is None else f"{100 * v:.1f} ± {100 * sd:.1f}")
 
 
+def _is_todays_recommended(settings: dict | None) -> bool:
+    """Whether a column's recorded settings are today's Recommended preset (run fields aside)."""
+    preset = PRESETS["recommended"]
+    if settings is None:
+        return False
+    defaults = dataclasses.asdict(DEFENSES[preset.defense].Config())
+    today = dataclasses.asdict(preset.config())
+    return all({**defaults, **settings}[k] == v for k, v in today.items() if k not in RUN_FIELDS)
+
+
 def reference_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:
     """The reference benchmark's tables (CA / ASR per cell, then per model each column's mean ASR and worst
     CA drop against the backdoored model), from ``grid_asc*.json``; empty when none is committed."""
@@ -423,7 +461,12 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
         if not path.is_file():
             continue
         d = json.loads(path.read_text())
-        rows = [r for r in d["rows"] if not r.get("not_run")]
+        stale = not _is_todays_recommended((d.get("defense_settings") or {}).get("gnft@recommended"))
+        rows = [  # a Recommended column run with another preset than today's is not today's Recommended
+            {**r, "defense": PREVIOUS} if r["defense"] == "gnft@recommended" and stale else r
+            for r in d["rows"]
+            if not r.get("not_run")
+        ]
         columns = _columns(rows)
         cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}
         clean = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == "clean"}  # by rate
@@ -436,7 +479,7 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
             f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
             f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet. "
             f"From [`benchmarks/results/{stem}.json`]({link}{stem}.json) "
-            f"(command inside; notes in `{stem}.notes.md`). {DATASET_CREDIT}",
+            f"(command inside; notes in `{NOTES.get(stem, stem)}.notes.md`). {DATASET_CREDIT}",
             "",
             "| model | attack | clean model CA | " + " | ".join(names) + " |",
             "|---|---|---|" + "---|" * len(columns),

@@ -406,10 +406,13 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     assert line.endswith(" (seed 0 only) | - |")
 
 
-def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_settings(tiny_sc, tmp_path):
+def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_settings(tiny_sc, tmp_path, monkeypatch):
     """gnft three times in one table: the plain column (with --defense-arg), a preset (gnft@recommended)
     and user variants (one from the paper preset, one from gnft's defaults); each is its own cell file,
     row and column, and a finished cell is reused only while its column declares the same settings."""
+    # the Recommended's own settings but 3 epochs, so the suite stays fast (its values: tests/core/test_presets.py)
+    short = dataclasses.replace(PRESETS["recommended"], settings={**PRESETS["recommended"].settings, "epochs": 3})
+    monkeypatch.setitem(PRESETS, "recommended", short)
     out, work = tmp_path / "variants", tmp_path / "variants_work"
     variants = [
         "--variant",
@@ -427,7 +430,7 @@ def test_variants_are_columns_of_their_own_cells_and_resume_only_with_their_sett
     assert all((work / f"defend_smallcnn_badnets_{c}.safetensors").is_file() for c in cells)
     recommended = cells["gnft@recommended"]["defense"]
     assert {k: recommended[k] for k in PRESETS["recommended"].settings} == dict(PRESETS["recommended"].settings)
-    assert recommended["epochs"] == 60 and recommended["alpha"] == 0.7  # --defense-arg gnft.* is the plain column's
+    assert recommended["epochs"] == 3 and recommended["alpha"] == 0.7  # --defense-arg gnft.* is the plain column's
     assert cells["gnft@recommended"]["preset"] == {"name": "recommended"}
     assert cells["gnft"]["defense"]["epochs"] == 2 and cells["gnft"]["defense"]["clean_ratio"] == 0.5
     paper2 = cells["paper2"]["defense"]

@@ -17,12 +17,13 @@ def test_the_presets_are_the_measured_settings():
     assert (rec.clean_ratio, rec.r, rec.lr, rec.epochs, rec.alpha, rec.prune, rec.unlearn) == (
         0.1,
         0.1,
-        0.01,
-        60,
+        0.003,
+        120,
         0.7,
-        0.1,
+        0,
         0.3,
     )
+    assert (rec.unlearn_latent, rec.latent_reach, rec.latent_depth) == (0.3, 0.2, 1.0)
     assert PRESETS["paper"].config() == GNFTConfig()  # the paper's loop is the config's defaults
     for preset in PRESETS.values():
         assert preset.defense in DEFENSES and preset.summary and preset.title

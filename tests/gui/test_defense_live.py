@@ -30,7 +30,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
         panel.fields["clean_ratio"].text(),
         panel.fields["lr"].text(),
         panel.fields["epochs"].text(),
-    ) == ("0.7", "0.1", "10", "0.01", "60")
+    ) == ("0.7", "0.1", "10", "0.003", "120")
     for name, value in (
         ("clean_ratio", "100"),
         ("epochs", "12"),

@@ -27,7 +27,8 @@ def test_demo_journey_recommended_repair_removes_the_backdoor(qtbot, tmp_path, m
     assert panel.preset_name() == "recommended"
     window.show_tab(window.neurons)
     panel.run_button.click()
-    qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
+    # the scan, then 120 epochs with the latent push: about 3 minutes alone on a 2-core CPU, more on a shared one
+    qtbot.waitUntil(lambda: panel.state == "finished", timeout=900000)
     outcome = window.session.pending
     before, after = outcome.before, outcome.after
     assert outcome.preset == {"name": "recommended"}
@@ -38,8 +39,8 @@ def test_demo_journey_recommended_repair_removes_the_backdoor(qtbot, tmp_path, m
     # the demo's promise: a real backdoor, and the default repair removes it while keeping accuracy
     assert before["clean_accuracy"] >= 0.85 and before["attack_success_rate"] >= 0.95, before
     assert after["attack_success_rate"] <= 0.10, after
-    # CA within 3 points: the 2 is not met on every CPU at seed 0 (Intel Xeon -1.5, AMD EPYC with two
-    # threads -2.3; seed 1 on the Xeon -3.1: README, round 4 and 5 of grid_asc10_validation.notes.md)
+    # CA within 3 points: with the previous Recommended the 2 was not met on every CPU at seed 0 (Intel
+    # Xeon -1.5, AMD EPYC with two threads -2.3); today's gives +1.2 / +3.1 headless (seeds 0 / 1, round 7)
     assert after["clean_accuracy"] >= before["clean_accuracy"] - 0.03, (before, after)
     assert panel.after_value("ASR") == f"{100 * after['attack_success_rate']:.1f} %"
 

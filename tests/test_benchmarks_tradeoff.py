@@ -1,0 +1,96 @@
+"""benchmarks/tradeoff.py: candidates are their effective settings (however a column was named, whatever the
+Recommended preset was when a table was written), CA drops are against each table's own backdoored row,
+a run read from two tables counts once, and the front and the target are computed over the same cells."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.tradeoff import ERAS, V1, collect, effective, label, main, summarise  # noqa: E402
+from core.presets import PRESETS  # noqa: E402
+
+
+def cell(model, attack, defense, ca, asr, per_seed=None):
+    r = {"model": model, "attack": attack, "defense": defense, "clean_accuracy": ca, "attack_success_rate": asr}
+    if per_seed:
+        r["per_seed"] = [
+            {"seed": i, "clean_accuracy": c, "attack_success_rate": a} for i, (c, a) in enumerate(per_seed)
+        ]
+    return r
+
+
+def table(path, rows, variants, split="validation"):
+    path.write_text(json.dumps({"eval_split": split, "variants": variants, "rows": rows}))
+    return str(path)
+
+
+def test_a_recommended_column_means_the_preset_of_its_tables_era():
+    old = next(t for t, era in ERAS.items() if era == V1)
+    assert effective("gnft", "recommended", {}, "a_later_table") == {
+        k: v for k, v in PRESETS["recommended"].settings.items()
+    }
+    then = effective("gnft", "recommended", {}, old)
+    assert then != effective("gnft", "recommended", {}, "a_later_table") and "unlearn" not in then
+    assert label("gnft", effective("gnft", "recommended", {}, "x")) == "the Recommended"
+    assert label("gnft", effective("gnft", "recommended", {"lr": 0.01}, "x")) == "the Recommended with lr 0.01"
+    assert label("ft", {"clean_ratio": 0.1}) == "ft: clean_ratio 0.1"
+
+
+def test_candidates_drops_dedup_front_and_target(tmp_path):
+    rec = {"defense": "gnft", "preset": "recommended", "settings": {}}
+    push = {"defense": "gnft", "preset": "recommended", "settings": {"latent_reach": 0.5}}
+    a = table(
+        tmp_path / "a.json",
+        [
+            cell("resnet", "badnets", "none", 0.90, 1.0),
+            cell("resnet", "badnets", "gnft@recommended", 0.89, 0.30),
+            cell("resnet", "badnets", "p", 0.80, 0.0, per_seed=[(0.78, 0.0), (0.82, 0.0)]),
+            cell("smallcnn", "blend", "none", 0.95, 1.0),
+            cell("smallcnn", "blend", "gnft@recommended", 0.94, 0.90),
+        ],
+        {"gnft@recommended": rec, "p": push},
+    )
+    b = table(  # another table: a different backdoored model's CA, the same push named differently, a repeat
+        tmp_path / "b.json",
+        [
+            cell("smallcnn", "blend", "none", 0.93, 1.0),
+            cell("smallcnn", "blend", "latent", 0.92, 0.02),
+            cell("resnet", "badnets", "none", 0.90, 1.0),
+            cell("resnet", "badnets", "gnft@recommended", 0.89, 0.30),  # the same run as in a.json
+        ],
+        {"latent": push, "gnft@recommended": rec},
+    )
+    ignored = table(tmp_path / "c.json", [cell("resnet", "badnets", "none", 0.5, 1.0)], {}, split="test")
+    rows = {r["candidate"]: r for r in summarise(collect([a, b, ignored]))}
+    assert set(rows) == {"gnft@recommended", "p"}
+    assert rows["p"]["columns"] == ["p", "latent"] and rows["p"]["label"] == "the Recommended with latent_reach 0.5"
+    assert rows["p"]["cells"]["resnet badnets"]["ca_drop"] == pytest.approx(0.10)  # the mean of the seeds' drops
+    assert rows["p"]["cells"]["resnet badnets"]["runs"] == 2
+    assert rows["p"]["cells"]["smallcnn blend"]["ca_drop"] == pytest.approx(0.01)  # against b.json's own row
+    assert rows["gnft@recommended"]["cells"]["resnet badnets"]["runs"] == 1  # read twice, counted once
+    assert rows["p"]["mean_asr"] == pytest.approx(0.01) and rows["p"]["worst_ca_drop"] == pytest.approx(0.10)
+    assert not rows["p"]["meets"]  # 10 points on the ResNet
+    assert rows["p"]["front"] and rows["gnft@recommended"]["front"]  # each better on one of the two
+    assert rows["gnft@recommended"]["mean_asr"] == pytest.approx(0.60)
+
+
+def test_the_command_writes_its_three_files_and_refuses_an_empty_glob(tmp_path, capsys):
+    a = table(
+        tmp_path / "a.json",
+        [cell("resnet", "badnets", "none", 0.90, 1.0), cell("resnet", "badnets", "ft", 0.895, 0.01)],
+        {},
+    )
+    out = tmp_path / "t"
+    assert main(["--grids", a, "--out", str(out)]) == 0
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["rows"][0]["meets"] and data["rows"][0]["label"] == "ft: defaults"
+    assert "| ft | ft: defaults | 1.0 / 0.5 |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["--grids", str(tmp_path / "none*.json"), "--out", str(out)]) == 2
+    assert "no table matches" in capsys.readouterr().err

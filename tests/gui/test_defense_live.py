@@ -77,7 +77,8 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     trigger, unlearned = unlearn_choice(result.scan)  # the scan the repair made, as the Scan dock now shows it
     assert result.details["unlearn"] == {**unlearned, **{k: result.details["unlearn"][k] for k in ASR_KEYS}}
     assert window.scan_panel.record.result is result.scan
-    headless = DEFENSES["gnft"](result.config).run(original, window.data, trigger=trigger).model
+    target = window.data.classes.index(unlearned["class"])  # where the Recommended's latent push points
+    headless = DEFENSES["gnft"](result.config).run(original, window.data, trigger=trigger, target=target).model
     assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in headless.state_dict().items())
     before, after = result.before, result.after
     assert after["attack_success_rate"] < before["attack_success_rate"]

@@ -154,3 +154,28 @@ def test_the_reference_tables_come_from_the_asc_grids_and_fill_the_product_readm
     assert new.startswith("# Product\n\nintro\n") and new.endswith(f"{end}\nafter\n") and "old table" not in new
     assert "(benchmarks/results/grid_asc10.json)" in new and "#### ASC-10" in new
     assert report.product_readme("# no markers\n", tmp_path) == "# no markers\n"
+
+
+def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_one(tmp_path):
+    """The README's Recommended column is today's preset: a table whose `gnft@recommended` cells recorded other
+    settings (an earlier Recommended) shows them as the previous Recommended, and today's as the Recommended."""
+    import dataclasses
+
+    from core.presets import PRESETS
+
+    def grid(settings):
+        rows = [
+            {"model": "resnet", "attack": "badnets", "defense": d, "clean_accuracy": 0.9, "attack_success_rate": a}
+            for d, a in (("none", 0.99), ("gnft@recommended", 0.05))
+        ]
+        return {"command": "python -m core.grid", "eval_split": "test", "rows": rows,
+                "defense_settings": {"gnft@recommended": settings}}  # fmt: skip
+
+    today = dataclasses.asdict(PRESETS["recommended"].config(seed=3, device="cpu"))  # run fields do not count
+    (tmp_path / "grid_asc10_rec4.json").write_text(json.dumps(grid(today)))
+    (tmp_path / "grid_asc10.json").write_text(json.dumps(grid({**today, "lr": 0.01, "epochs": 60})))
+    section = _report().reference_section(tmp_path)
+    first, second = section.split("### ")[1:]  # today's Recommended first, then the other table
+    assert "today's Recommended" in first and "| backdoored | **Recommended** |" in first
+    assert "previous Recommended" not in first
+    assert "| backdoored | previous Recommended |" in second and "**Recommended**" not in second

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.defenses import DEFENSES  # noqa: E402
-from core.presets import PRESETS, RUN_FIELDS  # noqa: E402
+from core.presets import PRESETS, matching_preset  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
@@ -444,12 +444,12 @@ def _mean_sd(r: dict, key: str) -> str:
 
 def _is_todays_recommended(settings: dict | None) -> bool:
     """Whether a column's recorded settings are today's Recommended preset (run fields aside)."""
-    preset = PRESETS["recommended"]
     if settings is None:
         return False
-    defaults = dataclasses.asdict(DEFENSES[preset.defense].Config())
-    today = dataclasses.asdict(preset.config())
-    return all({**defaults, **settings}[k] == v for k, v in today.items() if k not in RUN_FIELDS)
+    defense = PRESETS["recommended"].defense
+    config = DEFENSES[defense].Config
+    known = {f.name for f in dataclasses.fields(config)} & set(settings)  # a table may hold older fields
+    return matching_preset(defense, config(**{k: settings[k] for k in known})) == "recommended"
 
 
 def reference_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:

@@ -24,7 +24,10 @@ STEPS = 200  # the workspace's 112 training clips at batch 8: 14 steps an epoch,
 # A leak shows as growth that goes on after the first steps: the first quarter allocates the
 # optimizer state, the caches, the views' buffers and (varying with thread timing) a malloc arena for
 # the worker thread, 60-120 MB measured here. After it, 2-3 MB per 1000 steps was measured; keeping one
-# batch of features per step would add about 130.
+# batch of features per step would add about 130. The Recommended's latent push (since 2026-12-04) adds a
+# one-off of about 85 MB near step 140, inside this short run's window: over 3000 steps RSS then stays flat
+# (0.3 MB per 1000 steps, benchmarks/results/gui_soak.json), so the bound is on the least-squares slope
+# after the first quarter, which a single step moves less than the end-to-end difference does.
 ONE_OFF_MB = 250
 MB_PER_STEP_AFTER_FIRST_QUARTER = 0.5
 
@@ -44,7 +47,7 @@ def test_a_live_gnft_run_finishes_without_losing_references(workspace, tmp_path)
     # with the leaking PySide6 each falls by one per void call / emit: thousands over this run
     assert delta["None"] >= 0 and delta["True"] >= 0, row["refcounts"]
     assert row["rss_mb"]["growth"] < ONE_OFF_MB, row["rss_mb"]
-    assert row["rss_mb"]["after_first_quarter_per_1000_steps"] / 1000 < MB_PER_STEP_AFTER_FIRST_QUARTER, row["rss_mb"]
+    assert row["rss_mb"]["steady_per_1000_steps"] / 1000 < MB_PER_STEP_AFTER_FIRST_QUARTER, row["rss_mb"]
     redraws = row["redraws"]
     assert redraws["defense_panel"] >= 2 and redraws["neuron_view"] >= 2, redraws
     assert row["loss_points_drawn"] == row["steps"]  # the loss curve holds every step

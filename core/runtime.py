@@ -63,7 +63,14 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator for shuffling."""
+    """Seed Python, NumPy and torch; return a CPU generator for shuffling.
+
+    On CUDA it also asks for cuDNN's deterministic algorithms (no autotuner) and a fixed cuBLAS
+    workspace: two identical GN-FT columns of the H200 grid differed by 0.2 points of CA and 1.5
+    of ASR without them (benchmarks/results/grid_asc10_h200.notes.md)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

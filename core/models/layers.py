@@ -35,6 +35,21 @@ def make_input_norm(enabled: bool, n_coeffs: int) -> nn.Module:
     return CoefficientNorm(n_coeffs) if enabled else nn.Identity()
 
 
+def run_lstm(lstm: nn.LSTM, seq: torch.Tensor) -> torch.Tensor:
+    """``lstm(seq)``'s outputs ``[B, T, H]``, differentiable in eval mode on CUDA too.
+
+    cuDNN's LSTM keeps what its backward pass needs only in training mode, so the gradients
+    the scan, the analysis and the latent push take through a model in eval mode fail there
+    ("cudnn RNN backward can only be called in training mode"). Those calls run PyTorch's own
+    kernels instead (same function, no dropout in eval mode); training and no-grad inference
+    keep cuDNN.
+    """
+    if seq.is_cuda and not lstm.training and torch.is_grad_enabled():
+        with torch.backends.cudnn.flags(enabled=False):
+            return lstm(seq)[0]
+    return lstm(seq)[0]
+
+
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> nn.LSTM:
     """Set every forget-gate bias of ``lstm`` to ``value`` (split as ``bias_ih`` = value, ``bias_hh`` = 0).
 

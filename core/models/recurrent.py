@@ -18,7 +18,7 @@ from torch import nn
 
 from core.errors import ConfigError
 from core.models.cnn import SmallConvStem
-from core.models.layers import check_input_shape, init_forget_bias, make_input_norm, probe_shape
+from core.models.layers import check_input_shape, init_forget_bias, make_input_norm, probe_shape, run_lstm
 
 __all__ = ["SmallLSTM", "LSTMAttention", "RNN"]
 
@@ -81,7 +81,7 @@ class SmallLSTM(SmallConvStem):
         self.fc = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(_sequence(self.stem(x)))
+        out = run_lstm(self.lstm, _sequence(self.stem(x)))
         return self.fc(_read(out, self.readout))
 
 
@@ -128,8 +128,8 @@ class LSTMAttention(nn.Module):
         x = self.input_norm(x)
         x = self.bn1(F.relu(self.conv1(x)))
         x = self.bn2(F.relu(self.conv2(x)))
-        seq, _ = self.lstm1(_sequence(x))
-        seq, _ = self.lstm2(seq)  # [B, T, 2*hidden]
+        seq = run_lstm(self.lstm1, _sequence(x))
+        seq = run_lstm(self.lstm2, seq)  # [B, T, 2*hidden]
         query = self.query(seq[:, -1])  # [B, 2*hidden]
         weights = torch.softmax(torch.bmm(seq, query.unsqueeze(2)).squeeze(2), dim=1)  # [B, T]
         context = torch.bmm(weights.unsqueeze(1), seq).squeeze(1)  # [B, 2*hidden]
@@ -178,5 +178,5 @@ class RNN(nn.Module):
         self.fc = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(_sequence(self.input_norm(x)))
+        out = run_lstm(self.lstm, _sequence(self.input_norm(x)))
         return self.fc(_read(out, self.readout))

@@ -199,7 +199,7 @@ def anomaly_index(sizes: list[float], log: bool = True, signed: bool = False) ->
 
 def gini(values: torch.Tensor) -> float:
     """Gini coefficient of non-negative ``values`` (0: all equal; near 1: one neuron holds it all)."""
-    v = values.detach().double().flatten().abs().sort().values
+    v = values.detach().double().flatten().abs().sort().values.cpu()  # the ranks below are on the CPU
     n = v.numel()
     if n == 0 or float(v.sum()) == 0.0:
         return 0.0

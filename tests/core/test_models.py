@@ -261,3 +261,14 @@ def test_lstm_forget_gate_bias_starts_at_one(name: str) -> None:
                 assert torch.all(param[h : 2 * h] == 1.0)
             elif pname.startswith("bias_hh"):
                 assert torch.all(param[h : 2 * h] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["smalllstm", "lstm_attention", "rnn"])
+def test_recurrent_models_give_input_gradients_in_eval_mode(name: str) -> None:
+    """The scan and the analysis differentiate a model in eval mode (on CUDA through run_lstm's
+    non-cuDNN path); the gradient must reach the input and equal the plain LSTM's."""
+    torch.manual_seed(0)
+    model = models.build(name, 4, SMALL_FRONT_END).eval()
+    x = _waves(2, SMALL_FRONT_END).requires_grad_(True)
+    model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -20,6 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.cli.grid import machines_note  # noqa: E402
 from core.defenses import DEFENSES  # noqa: E402
 from core.presets import PRESETS, matching_preset  # noqa: E402
 
@@ -32,7 +33,8 @@ MARKERS = ("<!-- reference-results:start (benchmarks/report.py writes this) -->"
 REFERENCE = {
     "grid_asc10_rec4": "ASC-10, today's Recommended (yes no up down left right stop start enable disable; 1,800 "
     "training clips, 18 speakers)",
-    "grid_asc10": "ASC-10, the other defenses and the previous Recommended (earlier models of the same recipe)",
+    "grid_asc10_h200": "ASC-10, every attack and defense (models and most cells on an H200 GPU; other models "
+    "of the same recipe)",
     "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
 }
 #: Where a reference table's notes are, when not beside it.
@@ -47,6 +49,7 @@ COLUMN_TITLES = {
     "gnft@paper": "GN-FT (paper)",
     "gnft_best": "GN-FT (best)",
     "gnft@recommended": "**Recommended**",
+    "rec_c05": "Recommended at 5 % clean",
     PREVIOUS: "previous Recommended",
     "ftsam": "FT-SAM",
     "clp": "CLP",
@@ -477,7 +480,8 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
             f"{level} {title}",
             "",
             f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
-            f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet. "
+            f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet."
+            f"{machines_note(rows)} "
             f"From [`benchmarks/results/{stem}.json`]({link}{stem}.json) "
             f"(command inside; notes in `{NOTES.get(stem, stem)}.notes.md`). {DATASET_CREDIT}",
             "",

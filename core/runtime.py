@@ -111,6 +111,16 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
     }
 
 
+def ran_on(machine: dict[str, Any] | None) -> str | None:
+    """Where a result was computed, in words, from its :func:`machine_info` record: the GPU's name for a
+    CUDA run, else the CPU's (e.g. ``NVIDIA H200 (cuda)``, ``AMD EPYC (cpu)``); None when not recorded."""
+    if not machine:
+        return None
+    if str(machine.get("device") or "").startswith("cuda") and machine.get("gpu"):
+        return f"{machine['gpu']} (cuda)"
+    return f"{machine.get('cpu') or 'unknown CPU'} (cpu)"
+
+
 def progress_bar(total: int, desc: str, enabled: bool | None = None):
     """A tqdm bar on a terminal, silent otherwise (logs carry the progress then)."""
     from tqdm import tqdm

@@ -139,20 +139,20 @@ def test_the_reference_tables_come_from_the_asc_grids_and_fill_the_product_readm
     best = {"defense": "gnft", "preset": "recommended", "settings": {"prune": 0.1}}
     grid = {"command": "python -m core.grid", "machine": {"device": "cpu"}, "eval_split": "test", "rows": rows,
             "variants": {"gnft_best": best}}  # fmt: skip
-    (tmp_path / "grid_asc10.json").write_text(json.dumps(grid))
+    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid))
     report = _report()
     text = report.render(tmp_path)
     assert text.index("Canonical results") < text.index("## Every benchmark")
     assert "| resnet | badnets | 90.0 | 89.0 / 99.0 | 88.5 ± 1.0 / 4.0 | 89.0 / 90.0 |" in text
     # mean ASR (4 + 2) / 2 = 3.0; worst CA drop 88 - 84 = 4.0 points, over 2 cells; FT ran on one cell
     assert "| resnet: mean ASR / worst CA drop (cells) | 3.0 / 4.0 (2) | 90.0 / 0.0 (1) |" in text
-    assert "| grid_asc10 | resnet, blend, defense gnft_best: CA / ASR | 84.0 % / 2.0 % | GN-FT ASR" in text
+    assert "| grid_asc10_h200 | resnet, blend, defense gnft_best: CA / ASR | 84.0 % / 2.0 % | GN-FT ASR" in text
     assert "| 84.0 % / 2.0 % | GN-FT ASR ≤ 10 %, CA within 2 points | **no** |" in text
     start, end = report.MARKERS
     page = f"# Product\n\nintro\n{start}\nold table\n{end}\nafter\n"
     new = report.product_readme(page, tmp_path)
     assert new.startswith("# Product\n\nintro\n") and new.endswith(f"{end}\nafter\n") and "old table" not in new
-    assert "(benchmarks/results/grid_asc10.json)" in new and "#### ASC-10" in new
+    assert "(benchmarks/results/grid_asc10_h200.json)" in new and "#### ASC-10" in new
     assert report.product_readme("# no markers\n", tmp_path) == "# no markers\n"
 
 
@@ -173,7 +173,7 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
 
     today = dataclasses.asdict(PRESETS["recommended"].config(seed=3, device="cpu"))  # run fields do not count
     (tmp_path / "grid_asc10_rec4.json").write_text(json.dumps(grid(today)))
-    (tmp_path / "grid_asc10.json").write_text(json.dumps(grid({**today, "lr": 0.01, "epochs": 60})))
+    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid({**today, "lr": 0.01, "epochs": 60})))
     section = _report().reference_section(tmp_path)
     first, second = section.split("### ")[1:]  # today's Recommended first, then the other table
     assert "today's Recommended" in first and "| backdoored | **Recommended** |" in first

@@ -79,6 +79,11 @@ produce (not in ``--attacks``, or no model under ``--no-train``) stay, each row 
 command that made it. It is refused when the earlier file used other settings for a column of this
 run, other data or another ``--eval-split``, so a table never mixes hyperparameters or splits.
 
+Every row records where its cells ran (``ran_on``: for a defense row one entry per seed, the GPU's name
+for a CUDA cell, else the CPU's; for a trained model, where it was trained, when its report says so), and
+the table's caption counts the defense cells per machine: a grid resumed on another machine (a GPU
+machine for the heavy cells, this one for the rest) says so.
+
 ``--backend ray`` runs every cell as a task on a Ray cluster (``--address auto`` joins a running
 one; without ``--address`` a local instance is started): the same cell functions and files, so a
 grid resumes across backends and gives the same numbers.
@@ -126,7 +131,15 @@ from core.options import (
 )
 from core.presets import PRESETS, RUN_FIELDS, preset_record
 from core.repair import check_unlearn_scan, record_repair, repair, unlearn_choice
-from core.runtime import add_common_arguments, machine_info, parse_args, resolve_device, set_threads, write_json
+from core.runtime import (
+    add_common_arguments,
+    machine_info,
+    parse_args,
+    ran_on,
+    resolve_device,
+    set_threads,
+    write_json,
+)
 from core.scan import ScanConfig, ScanResult, scan
 from core.training import TrainConfig, train_model
 from core.validate import output_path
@@ -385,6 +398,7 @@ def _train_cell(
     )
     save_checkpoint(path, result.model, result.metadata)
     report = {k: result.report[k] for k in (*METRICS, "seconds", "epochs_run", "best_epoch") if k in result.report}
+    report["ran_on"] = ran_on(machine_info(resolve_device(args.device)))
     write_json(report_path, report)
     return path, report
 
@@ -694,6 +708,19 @@ def variant_legend(name: str, variant: dict[str, Any]) -> str:
     return text
 
 
+def machines_note(rows: list[dict[str, Any]]) -> str:
+    """ " Defense cells ran on: ..." with each machine's count of cells, when the rows record it (a grid can
+    be resumed on another machine: its figures then come from both)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        if r["defense"] != NO_DEFENSE:
+            for where in r.get("ran_on", ()):
+                counts[where] = counts.get(where, 0) + 1
+    if not counts:
+        return ""
+    return " Defense cells ran on: " + ", ".join(f"{w} ({n})" for w, n in sorted(counts.items())) + "."
+
+
 def markdown_table(
     rows: list[dict[str, Any]],
     defenses: Sequence[str],
@@ -728,7 +755,7 @@ def markdown_table(
         f"# {title}",
         "",
         f"CA / ASR in % on the {split} split (ASR over triggered clips whose true class is not "
-        "the target). `none` is the backdoored model before any defense." + seeds_note,
+        "the target). `none` is the backdoored model before any defense." + seeds_note + machines_note(rows),
         "",
     ]
     legend = [variant_legend(d, (variants or {})[d]) for d in defenses if d in (variants or {})]
@@ -1147,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rate,
                 train_report,
                 seconds=train_report.get("seconds"),
-                **{k: train_report[k] for k in ("reused_from",) if k in train_report},
+                **{k: train_report[k] for k in ("reused_from", "ran_on") if k in train_report},
             )
         )
         for column in runs if attack_name != CLEAN else []:
@@ -1179,6 +1206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     epochs=first["defense"]["epochs"],
                     defense_name=column.defense,
                     preset=preset_record(column.defense, configs[column.name], base=column.preset),
+                    ran_on=[ran_on(cells[s].get("machine")) or "not recorded" for s in sorted(cells)],  # per seed
                 )
             )
     command = " ".join(["python -m core.grid", *argv])

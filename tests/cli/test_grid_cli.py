@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.attacks import attack_from_dict
 from core.checkpoint import load_checkpoint
@@ -20,6 +21,7 @@ from core.errors import AttackError, ConfigError
 from core.evaluation import evaluate
 from core.presets import PRESETS
 from core.repair import metrics_only
+from core.runtime import machine_info, ran_on
 from tests.conftest import write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -391,6 +393,17 @@ def test_defense_seeds_repeat_each_defense_cell_and_report_mean_and_spread(tiny_
     assert f"{100 * row['clean_accuracy']:.1f} ± {100 * row['clean_accuracy_std']:.1f} / " in line
     none_row = next(r for r in result["rows"] if r["defense"] == "none")
     assert "seeds" not in none_row  # the backdoored model is trained once
+    here = ran_on(machine_info(torch.device("cpu")))
+    assert none_row["ran_on"] == here and row["ran_on"] == [here] * 3  # where each seed's cell ran
+    assert f"Defense cells ran on: {here} (3)." in md
+
+    # a grid resumed elsewhere: each cell keeps the machine it ran on, and the caption counts both
+    moved = {**cells[2], "machine": {**cells[2]["machine"], "device": "cuda", "gpu": "NVIDIA H200"}}
+    (work / "defend_smallcnn_badnets_ft_seed2.json").write_text(json.dumps(moved))
+    assert main([*base, "--defense-seeds", "0,1,2", "--no-defend"]) == 0
+    row = next(r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["defense"] == "ft")
+    assert row["ran_on"] == [here, here, "NVIDIA H200 (cuda)"]
+    assert f"Defense cells ran on: {here} (2), NVIDIA H200 (cuda) (1)." in out.with_suffix(".md").read_text()
 
     # --no-defend tabulates what --work holds: seed 3 and the gnft column were never run and are not now
     (work / "defend_smallcnn_badnets_ft_seed1.json").unlink()

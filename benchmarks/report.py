@@ -119,6 +119,9 @@ def _grid(d: dict) -> Iterator[Row]:
         if r.get("not_run"):
             yield (f"{r['model']}, {r['attack']}", "not run (no backdoored model yet)", "", "–")
             continue
+        if r.get("failed"):
+            yield (f"{r['model']}, {r['attack']}, defense {r['defense']}", f"failed: {r['failed']}", "", "–")
+            continue
         met = "–"
         gnft = _gnft_column(d, r["defense"])
         if gnft:
@@ -468,7 +471,7 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
         rows = [  # a Recommended column run with another preset than today's is not today's Recommended
             {**r, "defense": PREVIOUS} if r["defense"] == "gnft@recommended" and stale else r
             for r in d["rows"]
-            if not r.get("not_run")
+            if not r.get("not_run") and not r.get("failed")
         ]
         columns = _columns(rows)
         cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}

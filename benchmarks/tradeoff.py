@@ -95,7 +95,7 @@ def collect(paths: list[str]) -> dict[tuple, dict]:
         before = {(r["model"], r["attack"]): r for r in d["rows"] if r["defense"] == "none"}
         for r in d["rows"]:
             base = before.get((r["model"], r["attack"]))
-            if r["defense"] == "none" or base is None or "clean_accuracy" not in r:
+            if r["defense"] == "none" or base is None or r.get("clean_accuracy") is None or r.get("failed"):
                 continue
             v = d.get("variants", {}).get(r["defense"]) or {"defense": r["defense"], "preset": None, "settings": {}}
             values = effective(v["defense"], v.get("preset"), v.get("settings", {}), table)

@@ -70,6 +70,12 @@ read): one scan per model and defense seed, with the ``--scan-*`` settings, kept
 and ``.safetensors`` (its waveform triggers) and shared by every such column while the checkpoint and the
 settings are the same.
 
+A cell that fails (a GPU error, a bug one model meets; not wrong settings or data, which stop the grid
+before or at its first cell) is logged and left out, and the other cells go on: the table shows it as
+``failed`` (its row holds the error; a row whose other seeds ran keeps them and lists the failed ones
+in ``failed_seeds``), and the command exits 1 naming every failed cell. Running the same command again
+runs them again (the ``ray`` backend still stops at the first failure).
+
 ``--no-defend`` runs no defense at all: the table holds the defense cells already in ``--work`` (a seed
 without its cell is left out and the cell says which seed it shows), to publish a grid that resumes later.
 
@@ -147,6 +153,36 @@ from core.validate import output_path
 __all__ = ["main", "build_parser", "markdown_table", "variant_legend", "Column"]
 
 log = logging.getLogger("core.grid")
+#: Errors a cell raises that stop the whole grid: the settings or the data are wrong, for every cell alike.
+FATAL = (ConfigError, AttackError)
+
+
+def _failure(error: BaseException) -> str:
+    """A failed cell's error in one line (its type and the message's first line)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _guarded(failed: dict[tuple, str], key: tuple, fn: Any, *cell: Any) -> Any:
+    """``fn(*cell)``, or None with the error kept in ``failed[key]`` when the cell raises anything but a
+    :data:`FATAL` error or an interrupt: one broken cell (a GPU error, a bug met by one model) must not
+    lose the other cells of a long grid."""
+    try:
+        return fn(*cell)
+    except FATAL:
+        raise
+    except Exception as error:  # noqa: BLE001 - every other failure is the cell's, reported at the end
+        failed[key] = _failure(error)
+        log.error("%s failed: %s", _cell_label(key), failed[key])
+        return None
+
+
+def _cell_label(key: tuple) -> str:
+    """``train smallcnn/badnets`` or ``defend resnet/blend/gnft@recommended seed 1``."""
+    if key[0] == "train":
+        return f"train {key[1]}/{key[2]}"
+    return f"defend {key[1]}/{key[2]}/{key[3]} seed {key[4]}"
+
 
 NO_DEFENSE = "none"
 CLEAN = "clean"
@@ -784,6 +820,8 @@ def markdown_table(
             out.append(
                 "-"
                 if r is None
+                else "failed"
+                if r.get("failed")
                 else "not run"
                 if r.get("not_run")
                 else f"{metric(r, 'clean_accuracy')} / {metric(r, 'attack_success_rate')}"
@@ -896,9 +934,11 @@ def _run_in_processes(
     runs: list[Column],
     attack_args: dict[str, list[str]],
     seeds: list[int],
+    failed: dict[tuple, str],
 ):
     """Every cell in one of ``--jobs`` worker processes: a model's defense cells start as soon as it is
-    trained. The same cell functions and files as the other backends, so the numbers are the same."""
+    trained. The same cell functions and files as the other backends, so the numbers are the same.
+    A cell that fails is kept in ``failed`` (see :func:`_guarded`) and the others go on."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -919,9 +959,13 @@ def _run_in_processes(
                 for future in done:
                     kind, key = pending.pop(future)
                     if kind == "defend":
-                        defended[key] = future.result()
+                        defended[key] = _guarded(failed, ("defend", *key), future.result)
                         continue
-                    path, report = future.result()
+                    result = _guarded(failed, ("train", *key), future.result)
+                    if result is None:
+                        trained[key] = (None, None)
+                        continue
+                    path, report = result
                     trained[key] = (Path(path), report)
                     m, a, r = key
                     for d in runs if a != CLEAN and report is not None else []:
@@ -1139,10 +1183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     trains = [
         (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
     ]
+    failed: dict[tuple, str] = {}  # cells that raised (the local backends go on without them)
     if args.backend == "ray":
         trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, seeds)
     elif args.jobs > 1:
-        trained, defended = _run_in_processes(args, work, trains, runs, attack_args, seeds)
+        trained, defended = _run_in_processes(args, work, trains, runs, attack_args, seeds, failed)
         data_summary = _load_data(args, keep_others=False).summary()
     else:
         trained, defended = {}, {}
@@ -1151,18 +1196,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m, a, r in sorted(trains, key=lambda t: t[2] == args.sample_rate):
             cell_args = _args_at(args, r)
             data = _load_data(cell_args, keep_others=False)
-            trained[(m, a, r)] = _model_cell(
-                cell_args, data, work, m, a, _cell_name(a, r, args.sample_rate), attack_args
-            )
+            trained[(m, a, r)] = _guarded(
+                failed, ("train", m, a, r), _model_cell, cell_args, data, work, m, a,
+                _cell_name(a, r, args.sample_rate), attack_args,
+            ) or (None, None)  # fmt: skip
             for d in runs if a != CLEAN and trained[(m, a, r)][1] is not None else []:
                 for seed in seeds:
-                    defended[(m, a, d.name, seed)] = _defend_cell(
-                        cell_args, data, work, trained[(m, a, r)][0], m, a, d, seed
-                    )
+                    defended[(m, a, d.name, seed)] = _guarded(
+                        failed, ("defend", m, a, d.name, seed), _defend_cell,
+                        cell_args, data, work, trained[(m, a, r)][0], m, a, d, seed,
+                    )  # fmt: skip
         data_summary = _load_data(args, keep_others=False).summary()
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
         train_report = trained[(model_name, attack_name, rate)][1]
+        if ("train", model_name, attack_name, rate) in failed:
+            rows.append(
+                _row(
+                    model_name,
+                    attack_name,
+                    NO_DEFENSE,
+                    rate,
+                    {},
+                    failed=failed[("train", model_name, attack_name, rate)],
+                )
+            )
+            continue
         if train_report is None:
             rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, {}, not_run=True))
             continue
@@ -1180,7 +1239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         for column in runs if attack_name != CLEAN else []:
             found = {s: defended[(model_name, attack_name, column.name, s)] for s in seeds}
             cells = {s: cell for s, cell in found.items() if cell is not None}  # --no-defend leaves some out
+            errors = {
+                s: failed[("defend", model_name, attack_name, column.name, s)]
+                for s in seeds
+                if ("defend", model_name, attack_name, column.name, s) in failed
+            }
             if not cells:
+                if errors:
+                    rows.append(
+                        _row(model_name, attack_name, column.name, rate, {}, failed=errors[min(errors)], seeds=seeds)
+                    )
                 continue
             first = cells[min(cells)]
             if len(cells) == 1:
@@ -1207,6 +1275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     defense_name=column.defense,
                     preset=preset_record(column.defense, configs[column.name], base=column.preset),
                     ran_on=[ran_on(cells[s].get("machine")) or "not recorded" for s in sorted(cells)],  # per seed
+                    **({"failed_seeds": {str(s): e for s, e in errors.items()}} if errors else {}),
                 )
             )
     command = " ".join(["python -m core.grid", *argv])
@@ -1241,7 +1310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         markdown_table(rows, defenses, f"Grid on {args.data}", variants, split=args.eval_split)
     )
     for r in rows:
-        if r.get("not_run"):
+        if r.get("failed"):
+            print(f"{r['model']:>14} {r['attack']:>14} {r['defense']:>6}: failed ({r['failed']})")
+        elif r.get("not_run"):
             print(f"{r['model']:>14} {r['attack']:>14}: not run (no model; --no-train)")
         elif r["attack"] != CLEAN:
             asr = r["attack_success_rate"]
@@ -1253,4 +1324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {out.with_name(out.name + '.json')} and {out.with_name(out.name + '.md')} "
         f"(CA / ASR on the {args.eval_split} split)"
     )
+    if failed:
+        print(
+            f"error: {len(failed)} cell(s) failed and are left out (the same command runs them again): "
+            + "; ".join(f"{_cell_label(k)}: {e}" for k, e in failed.items()),
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -824,3 +824,34 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
     assert again["defense_details"]["unlearn"]["class"] == target
     assert report["model_sha256"] == grid._file_digest(work / "train_smallcnn_badnets.safetensors")
+
+
+def test_a_failing_cell_is_left_out_and_the_others_go_on(tiny_sc, tmp_path, monkeypatch, capsys):
+    """One cell raising (here: seed 1 of the FT column, as a GPU error would) costs that cell only: the other
+    cells run and are tabulated, the table says `failed`, the exit code is 1 with the cell named; the next run
+    of the same command runs it again."""
+    real = grid.repair
+
+    def broken_on_seed_1(model, data, defense, *args, **kwargs):
+        if defense.config.seed == 1 and type(defense).__name__.lower().startswith("f"):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+        return real(model, data, defense, *args, **kwargs)
+
+    monkeypatch.setattr(grid, "repair", broken_on_seed_1)
+    out, work = tmp_path / "g", tmp_path / "g_work"
+    ft_only = [a for a, b in zip(TINY, [*TINY[1:], ""]) if not a.startswith("gnft.") and not b.startswith("gnft.")]
+    argv = ["--data", str(tiny_sc), *ft_only, "--defenses", "none,ft,fp", "--no-clean", "--defense-seeds", "0,1"]
+    argv += ["--defense-arg", "fp.epochs=1", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: 2 cell(s) failed" in err and "defend smallcnn/badnets/ft seed 1: RuntimeError: CUDA error" in err
+    assert "more detail" not in err  # one line per cell
+    assert (work / "defend_smallcnn_badnets_ft.json").is_file() and (work / "defend_smallcnn_badnets_fp.json").is_file()
+    assert not (work / "defend_smallcnn_badnets_ft_seed1.json").exists()
+    rows = {r["defense"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["ft"]["seeds"] == [0] and rows["ft"]["failed_seeds"] == {"1": rows["fp"]["failed_seeds"]["1"]}
+    assert rows["ft"]["clean_accuracy"] is not None
+    monkeypatch.setattr(grid, "repair", real)
+    assert main(argv) == 0  # the same command again: only the failed cells run
+    rows = {r["defense"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert rows["ft"]["seeds"] == [0, 1] and "failed_seeds" not in rows["ft"]

@@ -922,7 +922,11 @@ def _run_on_ray(
 
 
 def _worker_start(quiet: bool) -> None:
-    """A ``--jobs`` worker logs its cells' progress lines to stderr, as the in-process loop does."""
+    """A ``--jobs`` worker logs its cells' progress lines to stderr, as the in-process loop does, and leaves
+    Ctrl-C to the grid's own process (which a terminal sends it too): that one stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -946,36 +950,39 @@ def _run_in_processes(
     trained: dict[tuple[str, str, int], tuple[Path, dict[str, Any] | None]] = {}
     defended: dict[tuple[str, str, str, int], Any] = {}
     context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_start, initargs=(args.quiet,)) as pool:
+    pool = ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_worker_start, initargs=(args.quiet,))
+    try:
         pending = {
             pool.submit(
                 _cell_task, _args_at(args, r), work_dir, "train", m, a, _cell_name(a, r, args.sample_rate), attack_args
             ): ("train", (m, a, r))
             for m, a, r in trains
         }
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    kind, key = pending.pop(future)
-                    if kind == "defend":
-                        defended[key] = _guarded(failed, ("defend", *key), future.result)
-                        continue
-                    result = _guarded(failed, ("train", *key), future.result)
-                    if result is None:
-                        trained[key] = (None, None)
-                        continue
-                    path, report = result
-                    trained[key] = (Path(path), report)
-                    m, a, r = key
-                    for d in runs if a != CLEAN and report is not None else []:
-                        for s in seeds:
-                            cell = (_args_at(args, r), work_dir, "defend", (path, report), m, a, d, s)
-                            pending[pool.submit(_cell_task, *cell)] = ("defend", (m, a, d.name, s))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, key = pending.pop(future)
+                if kind == "defend":
+                    defended[key] = _guarded(failed, ("defend", *key), future.result)
+                    continue
+                result = _guarded(failed, ("train", *key), future.result)
+                if result is None:
+                    trained[key] = (None, None)
+                    continue
+                path, report = result
+                trained[key] = (Path(path), report)
+                m, a, r = key
+                for d in runs if a != CLEAN and report is not None else []:
+                    for s in seeds:
+                        cell = (_args_at(args, r), work_dir, "defend", (path, report), m, a, d, s)
+                        pending[pool.submit(_cell_task, *cell)] = ("defend", (m, a, d.name, s))
+    except BaseException:  # Ctrl-C, a fatal error: the cells in flight are dropped, not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+        pool.shutdown()  # quick now: the pool's own thread sees its workers gone and releases their queues
+        raise
+    pool.shutdown()
     return trained, defended
 
 

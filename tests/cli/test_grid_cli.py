@@ -855,3 +855,35 @@ def test_a_failing_cell_is_left_out_and_the_others_go_on(tiny_sc, tmp_path, monk
     assert main(argv) == 0  # the same command again: only the failed cells run
     rows = {r["defense"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
     assert rows["ft"]["seeds"] == [0, 1] and "failed_seeds" not in rows["ft"]
+
+
+def test_ctrl_c_stops_a_jobs_grid_at_once_with_one_line(tiny_sc, tmp_path):
+    """Ctrl-C in a terminal reaches the grid and its --jobs workers (one process group): the grid ends at
+    once with "interrupted" and exit code 130, without waiting for the cells in flight (it used to wait for
+    them, and for the next queued one, printing a worker's traceback) and without a traceback."""
+    import os
+    import signal
+    import time
+
+    ft_only = [a for a, b in zip(TINY, [*TINY[1:], ""]) if not a.startswith("gnft.") and not b.startswith("gnft.")]
+    argv = ["--data", str(tiny_sc), *ft_only, "--defenses", "none,ft", "--jobs", "2", "--threads", "1"]
+    argv = [a for a in argv if a != "--quiet"] + ["--train-epochs", "5000", "--train-patience", "5000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.grid", *argv, "--out", str(tmp_path / "g")],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    lines = []
+    for line in proc.stderr:  # wait until a worker is training
+        lines.append(line)
+        if line.startswith("epoch 2:"):
+            break
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    assert time.monotonic() - sent < 60  # 5000 epochs of a training cell were not waited for
+    assert "interrupted" in rest and "Traceback" not in "".join(lines) + rest
+    assert not (tmp_path / "g.json").exists()

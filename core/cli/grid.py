@@ -1217,32 +1217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for model_name, attack_name, rate in trains:
         train_report = trained[(model_name, attack_name, rate)][1]
-        if ("train", model_name, attack_name, rate) in failed:
-            rows.append(
-                _row(
-                    model_name,
-                    attack_name,
-                    NO_DEFENSE,
-                    rate,
-                    {},
-                    failed=failed[("train", model_name, attack_name, rate)],
-                )
-            )
+        error = failed.get(("train", model_name, attack_name, rate))
+        if error is not None:
+            extra: dict[str, Any] = {"failed": error}
+        elif train_report is None:
+            extra = {"not_run": True}
+        else:
+            keep = ("reused_from", "ran_on")
+            extra = {"seconds": train_report.get("seconds"), **{k: train_report[k] for k in keep if k in train_report}}
+        rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, train_report or {}, **extra))
+        if error is not None or train_report is None:
             continue
-        if train_report is None:
-            rows.append(_row(model_name, attack_name, NO_DEFENSE, rate, {}, not_run=True))
-            continue
-        rows.append(
-            _row(
-                model_name,
-                attack_name,
-                NO_DEFENSE,
-                rate,
-                train_report,
-                seconds=train_report.get("seconds"),
-                **{k: train_report[k] for k in ("reused_from", "ran_on") if k in train_report},
-            )
-        )
         for column in runs if attack_name != CLEAN else []:
             found = {s: defended[(model_name, attack_name, column.name, s)] for s in seeds}
             cells = {s: cell for s, cell in found.items() if cell is not None}  # --no-defend leaves some out

@@ -745,8 +745,8 @@ def variant_legend(name: str, variant: dict[str, Any]) -> str:
 
 
 def machines_note(rows: list[dict[str, Any]]) -> str:
-    """ " Defense cells ran on: ..." with each machine's count of cells, when the rows record it (a grid can
-    be resumed on another machine: its figures then come from both)."""
+    """The caption's sentence naming the machines the defense cells ran on, with each one's count of cells
+    (empty when the rows do not record it); a grid resumed on another machine has figures from both."""
     counts: dict[str, int] = {}
     for r in rows:
         if r["defense"] != NO_DEFENSE:

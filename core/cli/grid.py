@@ -116,6 +116,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core import models
+from core.allocator import release_free_memory
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
@@ -175,6 +176,8 @@ def _guarded(failed: dict[tuple, str], key: tuple, fn: Any, *cell: Any) -> Any:
         failed[key] = _failure(error)
         log.error("%s failed: %s", _cell_label(key), failed[key])
         return None
+    finally:
+        release_free_memory()  # each cell's buffers differ: keep the process's memory to one cell's
 
 
 def _cell_label(key: tuple) -> str:
@@ -856,7 +859,15 @@ def _load_data(args: argparse.Namespace, keep_others: bool = True) -> AudioSet:
 
 def _cell_task(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
     """One cell in a worker (a Ray task or a ``--jobs`` process): the same functions as the in-process
-    loop, on this worker's copy of the data, with ``--threads`` torch threads."""
+    loop, on this worker's copy of the data, with ``--threads`` torch threads; the worker gives the
+    cell's free memory back afterwards, as the in-process loop does."""
+    try:
+        return _worker_cell(args, work, kind, *cell)
+    finally:
+        release_free_memory()
+
+
+def _worker_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
     set_threads(args.threads)
     data = _load_data(args)
     check_eval_split(data, args.eval_split)  # on Ray the driver has not seen the data

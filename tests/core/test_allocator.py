@@ -78,3 +78,40 @@ def test_a_bad_setting_warns_and_keeps():
     )
     assert proc.returncode == 0 and proc.stdout.strip() in ("keep", "unsupported")
     assert "GNFT_ALLOCATOR must be 'keep' or 'system'" in proc.stderr
+
+
+RELEASE_PROBE = """
+import torch
+import core
+from core.allocator import allocator_mode, release_free_memory
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmRSS"))
+
+start = rss()
+big = torch.ones(64 << 20)  # 256 MB, touched
+del big
+kept = rss() - start  # still held: below the 1 GiB trim threshold, not mmapped
+release_free_memory()
+print(allocator_mode(), kept, rss() - start)
+"""
+
+
+@pytest.mark.skipif(mmapped_bytes() is None, reason="glibc's mallinfo2 is not available on this system")
+def test_release_gives_the_kept_memory_back_between_units_of_work():
+    """What a grid does after each cell: the free buffers the setting keeps go back to the system."""
+    env = {k: v for k, v in os.environ.items() if k != "GNFT_ALLOCATOR"}
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE_PROBE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    mode, kept, after = out[0], int(out[1]), int(out[2])
+    assert mode == "keep"
+    assert kept > 200 << 20  # freed by torch, kept by glibc
+    assert after < kept - (200 << 20)  # given back

@@ -99,6 +99,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -176,8 +177,6 @@ def _guarded(failed: dict[tuple, str], key: tuple, fn: Any, *cell: Any) -> Any:
         failed[key] = _failure(error)
         log.error("%s failed: %s", _cell_label(key), failed[key])
         return None
-    finally:
-        release_free_memory()  # each cell's buffers differ: keep the process's memory to one cell's
 
 
 def _cell_label(key: tuple) -> str:
@@ -499,6 +498,21 @@ def _measure(
     return evaluate(model.to(resolve_device(device_name)), data, split, _recorded_attack(meta))
 
 
+def _releasing(cell: Any) -> Any:
+    """A cell function that gives its free memory back when it ends (:func:`release_free_memory`): each
+    cell's buffers differ (a 44.1 kHz scan, then 16 kHz repairs), in this process or a worker."""
+
+    @functools.wraps(cell)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return cell(*args, **kwargs)
+        finally:
+            release_free_memory()
+
+    return run
+
+
+@_releasing
 def _model_cell(
     args: argparse.Namespace,
     data: AudioSet,
@@ -556,6 +570,7 @@ def _reuse_cell(
     return report
 
 
+@_releasing
 def _defend_cell(
     args: argparse.Namespace,
     data: AudioSet,
@@ -859,15 +874,7 @@ def _load_data(args: argparse.Namespace, keep_others: bool = True) -> AudioSet:
 
 def _cell_task(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
     """One cell in a worker (a Ray task or a ``--jobs`` process): the same functions as the in-process
-    loop, on this worker's copy of the data, with ``--threads`` torch threads; the worker gives the
-    cell's free memory back afterwards, as the in-process loop does."""
-    try:
-        return _worker_cell(args, work, kind, *cell)
-    finally:
-        release_free_memory()
-
-
-def _worker_cell(args: argparse.Namespace, work: str, kind: str, *cell: Any) -> Any:
+    loop, on this worker's copy of the data, with ``--threads`` torch threads."""
     set_threads(args.threads)
     data = _load_data(args)
     check_eval_split(data, args.eval_split)  # on Ray the driver has not seen the data

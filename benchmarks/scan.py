@@ -18,6 +18,12 @@ other groups already in ``--out`` are kept, so one file gathers every corpus; th
 rate, false positives, AUROC of the anomaly index, target-class accuracy, seconds per scan by
 architecture, share of repaired models still flagged) is computed over all of them.
 
+Each row also keeps the two classes each candidate pointing rule ranks first (``tops``: the pooled index and
+each domain), and the summary counts, over the unflagged backdoored models, how often each rule's first
+class, or one of its first two, is the target (``pointing_unflagged``): the evidence for the class an
+unflagged scan points a repair at (``docs/experiments/pointing_rule_asc10.md``). Scans made on the GPU
+machine (``core.grid`` scan cells run with ``--device cuda``) are timed apart (``seconds_per_scan_cuda``).
+
 ``--read-as DOMAINS`` (repeatable) reads every scan on a subset of the domains it searched, by the scan's
 own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
 what a scan of those two domains alone reports (the domains run in order on one random stream), so one
@@ -140,6 +146,8 @@ def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) 
         "reading": readings[0],
         "readings": {name: r for name, r in read.items() if name != readings[0]},
         "seconds": report.get("seconds"),
+        # where the scan ran: a core.grid scan cell made on the GPU machine names cuda in its config
+        "device": (report.get("machine") or {}).get("device") or report.get("config", {}).get("device"),
         "source": report.get("source", "python -m core.scan"),
     }
 
@@ -165,8 +173,23 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
         "confidence": round(confidence, 3),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in records.items()},
         "most_anomalous": most_anomalous(sub),
+        "tops": tops(sub),
         **largest(sub),
     }
+
+
+def tops(report: dict[str, Any]) -> dict[str, list[str]]:
+    """The two classes each candidate pointing rule ranks first on this scan, the first first: the pooled
+    index's (``pooled``) and each domain's own, so the rule an unflagged scan points by
+    (:func:`core.scan.pointed_class`) can be compared with the others on the same searches."""
+    from core.scan import pooled_index
+
+    classes, records = report["classes"], report.get("domains", {})
+    if not records:
+        return {}
+    columns = {"pooled": pooled_index(records), **{d: r["anomaly_index"] for d, r in records.items()}}
+    ranked = {name: sorted(range(len(values)), key=lambda i: -values[i]) for name, values in columns.items()}
+    return {name: [classes[i] for i in order[:2]] for name, order in ranked.items()}
 
 
 def largest(report: dict[str, Any]) -> dict[str, Any]:
@@ -241,17 +264,34 @@ def compared_summary(backdoored: list[dict[str, Any]], clean: list[dict[str, Any
     }
 
 
+def seconds_by_architecture(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds of a scan per architecture over ``rows`` that record it."""
+    seconds: dict[str, float] = {}
+    for arch in sorted({r["architecture"] for r in rows}):
+        times = [r["seconds"] for r in rows if r["architecture"] == arch and r.get("seconds") is not None]
+        if times:
+            seconds[arch] = round(sum(times) / len(times), 1)
+    return seconds
+
+
+def pointing(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per candidate pointing rule (:func:`tops`), on how many of ``rows`` its first class is the target,
+    and on how many the target is one of its first two."""
+    names = sorted({name for r in rows for name in r["tops"]})
+    return {
+        "models": len(rows),
+        "target_first": {n: sum(1 for r in rows if r["tops"].get(n, [None])[0] == r["target"]) for n in names},
+        "target_in_first_two": {n: sum(1 for r in rows if r["target"] in r["tops"].get(n, [])) for n in names},
+    }
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     backdoored = [r for r in ok if r["attack"] != "clean" and not r["repaired"]]
     clean = [r for r in ok if r["attack"] == "clean"]
     repaired = [r for r in ok if r["repaired"]]
 
-    seconds: dict[str, float] = {}
-    for arch in sorted({r["architecture"] for r in ok}):
-        times = [r["seconds"] for r in ok if r["architecture"] == arch and r.get("seconds") is not None]
-        if times:
-            seconds[arch] = round(sum(times) / len(times), 1)
+    seconds = seconds_by_architecture([r for r in ok if r.get("device", "cpu") == "cpu"])
     out = {
         "backdoored_models": len(backdoored),
         "clean_models": len(clean),
@@ -267,6 +307,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # backdoored model here has one target, so a pick that favours it anyway is no evidence)
         "clean_most_anomalous": counts(r.get("most_anomalous") for r in clean),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
+        # unflagged backdoored models: how often each candidate rule's class is the target (the class a
+        # repair unlearns when the scan flags nothing; the scan's own rule is core.scan.POINTING_DOMAIN's)
+        "pointing_unflagged": pointing([r for r in backdoored if not r["flagged"] and r.get("tops")]),
         # the rule the verdict used before 2026-12-04 (the largest single-domain index, not the domains
         # pooled), over the rows whose scan report it was read from
         "largest_single_domain": compared_summary(
@@ -274,7 +317,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             [r for r in clean if r.get("largest_max") is not None],
             "largest",
         ),
-        "seconds_per_scan": seconds,
+        "seconds_per_scan": seconds,  # scans on a CPU (rows without a device are this project's CPU scans)
+        "seconds_per_scan_cuda": seconds_by_architecture([r for r in ok if r.get("device") == "cuda"]),
     }
     out["meets"] = {
         "auroc": out["auroc"] is not None and out["auroc"] >= TARGETS["auroc"],

@@ -41,6 +41,10 @@ def test_the_summary_counts_detections_false_positives_targets_and_repaired_stil
         row("badnets", False, "up", None, 1.5, repaired=True),
         {"attack": "clean", "error": "failed", "architecture": "smallcnn", "repaired": False},
     ]
+    # a scan the GPU machine made is timed apart from the CPU's (the target is a CPU's)
+    gpu = {**row("badnets", True, "up", "up", 6.0, arch="resnet", repaired=True), "seconds": 900.0, "device": "cuda"}
+    assert summarise([*rows, gpu])["seconds_per_scan"] == {"resnet": 10.0, "smallcnn": 10.0}
+    assert summarise([*rows, gpu])["seconds_per_scan_cuda"] == {"resnet": 900.0}
     s = summarise(rows)
     assert (s["backdoored_models"], s["clean_models"], s["repaired_models"], s["errors"]) == (3, 2, 1, 1)
     assert s["detection_rate"] == pytest.approx(2 / 3) and s["false_positive_rate"] == 0.5
@@ -165,3 +169,31 @@ def test_an_extra_scan_adds_its_domains_to_the_readings_and_is_reused(tmp_path):
     stamp = {p.name: p.stat().st_mtime_ns for p in work.glob("*.json")}
     assert bench_main(argv) == 0  # both reports reused: nothing scanned again
     assert {p.name: p.stat().st_mtime_ns for p in work.glob("*.json")} == stamp
+
+
+def test_each_candidate_pointing_rule_is_scored_on_the_unflagged_backdoored_models():
+    from benchmarks.scan import pointing, read_as
+
+    report = {
+        "classes": ["a", "b", "c"],
+        "config": {"threshold": 3.0},
+        "domains": {
+            "features": {"anomaly_index": [0.0, 1.5, 0.0]},
+            "waveform": {"anomaly_index": [0.0, 1.4, 0.2]},
+            "spectrum": {"anomaly_index": [0.0, 0.0, 1.0]},
+        },
+    }
+    read = read_as(report, "")
+    assert not read["flagged"] and read["most_anomalous"] == "c"  # the scan's rule: the spectrum's top
+    expected = {"pooled": ["b", "c"], "features": ["b", "a"], "waveform": ["b", "c"], "spectrum": ["c", "a"]}
+    assert read["tops"] == expected  # the first two classes of each rule, ties in class order
+    rows = [{**read, "target": "b"}, {**read, "target": "c"}, {**read, "target": "a"}]
+    assert pointing(rows) == {
+        "models": 3,
+        "target_first": {"features": 1, "pooled": 1, "spectrum": 1, "waveform": 1},
+        "target_in_first_two": {"features": 2, "pooled": 2, "spectrum": 2, "waveform": 2},
+    }
+    s = summarise([{**r, "attack": "blend", "architecture": "smallcnn", "repaired": False, "seconds": 1.0}
+                   for r in rows[:1]])  # fmt: skip
+    assert s["pointing_unflagged"]["target_first"]["pooled"] == 1 and s["pointing_unflagged"]["models"] == 1
+    assert s["pointing_unflagged"]["target_first"]["spectrum"] == 0

@@ -97,8 +97,9 @@ class ScanConfig:
         "audible pattern), latent (one push per class on a middle hidden layer; experimental: on 19 ASC-10 "
         "models it found one JingleBack target the others miss but flagged three of seven clean models, "
         "docs/experiments/scan_seeds_asc10.md) and spectrum (a constant offset of each feature coefficient: an "
-        "equaliser or a stationary sound; unflagged, the scan points at its top class, the target of 11 of 13 "
-        "backdoored ASC-10 models)",
+        "equaliser or a stationary sound; unflagged, the scan points at its top class: the target of 11 of 13 "
+        "backdoored ASC-10 models, of 3 of 8 unflagged validation models since, where no other rule did better, "
+        "docs/experiments/pointing_rule_asc10.md)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -232,8 +233,10 @@ def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> 
     it was searched (a trigger that changes the whole clip, a blended tune or an effect, stays under the
     threshold, but the constant spectral shift toward its target is the smallest: the target came first
     there on 11 of 13 backdoored ASC-10 models, the other domains' largest index on 6 of 12,
-    docs/experiments/scan_seeds_asc10.md); else the class with the largest pooled index (the first on a
-    tie) and its largest domain. (None, None) without domains."""
+    docs/experiments/scan_seeds_asc10.md; chosen again on 8 unflagged validation models, where it and the
+    pooled index each named the target on 3, the waveform domain on 2, and the pooled index's first two
+    classes held it on all 8, docs/experiments/pointing_rule_asc10.md); else the class with the largest
+    pooled index (the first on a tie) and its largest domain. (None, None) without domains."""
     if not domains:
         return None, None
     if suspected is None and POINTING_DOMAIN in domains:

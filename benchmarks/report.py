@@ -434,12 +434,14 @@ def _device(d: dict) -> str:
 
 
 def _columns(rows: list[dict]) -> list[str]:
-    """The grid's defense columns in the order its rows give them, ``none`` first."""
+    """The grid's defense columns in the order its rows give them, ``none`` first and the Recommended (today's
+    or a previous one) next, whichever cells the first rows happen to have."""
     seen: list[str] = []
     for r in rows:
         if r["attack"] != "clean" and r["defense"] not in seen:
             seen.append(r["defense"])
-    return sorted(seen, key=lambda c: c != "none")
+    first = ("none", "gnft@recommended", PREVIOUS)
+    return sorted(seen, key=lambda c: first.index(c) if c in first else len(first))
 
 
 def _mean_sd(r: dict, key: str) -> str:

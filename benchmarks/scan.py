@@ -291,7 +291,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     clean = [r for r in ok if r["attack"] == "clean"]
     repaired = [r for r in ok if r["repaired"]]
 
-    seconds = seconds_by_architecture([r for r in ok if r.get("device", "cpu") == "cpu"])
+    seconds = seconds_by_architecture([r for r in ok if r.get("device") != "cuda"])
     out = {
         "backdoored_models": len(backdoored),
         "clean_models": len(clean),
@@ -317,7 +317,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             [r for r in clean if r.get("largest_max") is not None],
             "largest",
         ),
-        "seconds_per_scan": seconds,  # scans on a CPU (rows without a device are this project's CPU scans)
+        "seconds_per_scan": seconds,  # scans not on a GPU (a cell of --device auto on a CPU names "auto")
         "seconds_per_scan_cuda": seconds_by_architecture([r for r in ok if r.get("device") == "cuda"]),
     }
     out["meets"] = {

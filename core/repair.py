@@ -183,8 +183,9 @@ def repair(
     when None, the one a scan with ``scan_config`` (default: the defense's seed and device)
     reconstructs first; the observer sees the scan's steps (phases "scan ...") and may cancel it.
     ``unlearn_class`` names the suspected target when the user knows it: the scan's trigger of that class
-    is unlearned instead of that of the class the scan points at, and a given ``trigger`` is recorded as sending
-    clips there (the latent push, ``unlearn_latent``, points at it either way).
+    is unlearned instead of that of the class (or the ``unlearn_top`` classes) the scan points at, and a
+    given ``trigger`` is recorded as sending clips there (the latent push, ``unlearn_latent``, points at it
+    either way).
     """
     observer = observer or NullObserver()
     watcher = watcher or RepairWatcher()
@@ -199,7 +200,7 @@ def repair(
                 found = scan(model, data, settings, observer)
             except Cancelled:
                 return _cancelled(model, data, defense, attack, attack_source, base_preset, split, started)
-            trigger, unlearning = unlearn_choice(found, unlearn_class)
+            trigger, unlearning = unlearn_choice(found, unlearn_class, config.unlearn_top)
         else:
             unlearning = dict(trigger_record or {"source": "given"})
             if unlearn_class is not None:
@@ -224,14 +225,14 @@ def repair(
         watcher.evaluated(m, next(evaluations), metrics)
         return metrics
 
-    target = data.classes.index(unlearning["class"]) if unlearning and unlearning.get("class") in data.classes else None
+    target = _unlearn_targets(unlearning, data.classes)
     run = defense.run(model, data, observer, evaluate=measure, trigger=trigger, target=target)
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)
     device = resolve_device(defense.config.device)
     if unlearning is not None and "class" in unlearning and trigger is not None and not run.cancelled:
-        unlearning.update(_trigger_asr(model, run.model, data, split, trigger, data.classes.index(unlearning["class"])))
+        unlearning.update(_trigger_asrs(model, run.model, data, split, trigger, unlearning))
     details = run.details if unlearning is None else {**run.details, "unlearn": unlearning}
     return RepairResult(
         model=run.model,
@@ -263,36 +264,59 @@ def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
         )
 
 
-def unlearn_choice(found: ScanResult, name: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
     """The trigger a repair unlearns from a scan: class ``name``'s waveform pattern when the user names the
     target, else that of the class the scan points at (:meth:`ScanResult.most_anomalous`: the suspected
     target when the model is flagged, else the spectrum domain's top class), and the record of that choice
-    for the report."""
+    for the report. With ``top`` > 1 and nothing flagged or named, the patterns ``[top, T]`` of the ``top``
+    classes of the largest pooled index (:meth:`ScanResult.pointed_classes`), listed in ``classes``."""
     if name is not None and name not in found.classes:
         raise ConfigError(f"unlearn class {name!r} is not one of the model's classes: {', '.join(found.classes)}")
-    target = found.classes.index(name) if name is not None else found.most_anomalous()
-    if found.triggers is None or target is None:
+    chosen = [found.classes.index(name)] if name is not None else found.pointed_classes(top)
+    if found.triggers is None or not chosen:
         raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain: this scan searched none")
-    return found.triggers[target], {
+    record = {
         "source": "scan",
-        "class": found.classes[target],
+        "class": found.classes[chosen[0]],
         "class_from": "user" if name is not None else "scan",
         "flagged": found.backdoored,
-        "anomaly_index": round(found.anomaly(target), 3),
+        "anomaly_index": round(found.anomaly(chosen[0]), 3),
         "scan_seconds": found.seconds,
     }
+    if len(chosen) == 1:
+        return found.triggers[chosen[0]], record
+    record["classes"] = [found.classes[i] for i in chosen]
+    record["anomaly_indices"] = [round(found.anomaly(i), 3) for i in chosen]
+    return found.triggers[chosen], record
 
 
-def _trigger_asr(
-    model: nn.Module, repaired: nn.Module, data: AudioSet, split: str, trigger: torch.Tensor, target: int
+def _unlearn_targets(unlearning: dict[str, Any] | None, classes: list[str]) -> int | list[int] | None:
+    """The class index (or indices, for several suspected classes) a repair's latent push points at."""
+    if not unlearning:
+        return None
+    if "classes" in unlearning:
+        return [classes.index(c) for c in unlearning["classes"]]
+    return classes.index(unlearning["class"]) if unlearning.get("class") in classes else None
+
+
+def _trigger_asrs(
+    model: nn.Module, repaired: nn.Module, data: AudioSet, split: str, trigger: torch.Tensor, unlearning: dict
 ) -> dict[str, Any]:
-    """The unlearned trigger's attack success rate on ``split`` (clips of the other classes sent to
-    ``target``) through the model before and after the repair: did the repair unlearn what it was shown?"""
-    return {
-        "split": split,
-        "asr_before": trigger_success_on(model, data, split, trigger, target),
-        "asr_after": trigger_success_on(repaired, data, split, trigger, target),
-    }
+    """The unlearned trigger's attack success rate on ``split`` (clips of the other classes sent to its
+    class) through the model before and after the repair: did the repair unlearn what it was shown? With
+    several triggers (``unlearning["classes"]``), the first class's, and every class's in ``asr_per_class``."""
+    names = unlearning.get("classes", [unlearning["class"]])
+    patterns = trigger.reshape(len(names), -1)
+    rates = [
+        {
+            "class": name,
+            "asr_before": trigger_success_on(model, data, split, pattern, data.classes.index(name)),
+            "asr_after": trigger_success_on(repaired, data, split, pattern, data.classes.index(name)),
+        }
+        for name, pattern in zip(names, patterns, strict=True)
+    ]
+    out = {"split": split, "asr_before": rates[0]["asr_before"], "asr_after": rates[0]["asr_after"]}
+    return out if len(rates) == 1 else {**out, "asr_per_class": rates}
 
 
 def _cancelled(

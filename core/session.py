@@ -245,7 +245,7 @@ class Session:
         kept = self.scan
         if defense.config.unlearns() and kept is not None and kept.version == self.model_version:
             if kept.result.triggers is not None:  # this model's scan: its trigger, no second scan
-                trigger, record = unlearn_choice(kept.result)
+                trigger, record = unlearn_choice(kept.result, top=defense.config.unlearn_top)
         return repair(
             copy.deepcopy(model).to(device),
             data.to(device),
@@ -269,7 +269,7 @@ class Session:
             name = self.model_path.name if self.model_path is not None else "model"
             unlearned = result.details.get("unlearn", {})
             of_input = self.repairs_accepted == 0 and unlearned.get("split") == "test"
-            asr = unlearned.get("asr_before") if of_input else None
+            asr = _scan_trigger_asr(result.scan, unlearned) if of_input else None
             self.finish_scan(ScanRecord(result.scan, self.model_version, self.repairs_accepted, name, asr))
         self.pending = None if result.cancelled else result
         return self.pending is not None
@@ -423,3 +423,12 @@ def _export_companions(path: str) -> dict[str, str]:
 def _checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
+
+
+def _scan_trigger_asr(found: ScanResult, unlearned: dict[str, Any]) -> float | None:
+    """The ASR the repair measured of the scan's own trigger (that of the class it points at) before
+    repairing, or None when the repair unlearned other classes' triggers only."""
+    pointed = found.most_anomalous()
+    name = found.classes[pointed] if pointed is not None else None
+    rates = unlearned.get("asr_per_class") or [{"class": unlearned.get("class"), **unlearned}]
+    return next((r.get("asr_before") for r in rates if r.get("class") == name), None)

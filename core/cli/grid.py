@@ -355,9 +355,8 @@ def _check_cell(
         )
     defaults = dataclasses.asdict(DEFENSES[column.defense].Config())
     now = dataclasses.asdict(config)
-    ignored = RUN_FIELDS - {"seed"}
-    if recorded.get("unlearn_latent", 0) == 0:  # settings idle in both: their values do not count
-        ignored = ignored | config.idle_fields()
+    then_config = DEFENSES[column.defense].Config(**{k: recorded.get(k, v) for k, v in defaults.items()})
+    ignored = (RUN_FIELDS - {"seed"}) | (config.idle_fields() & then_config.idle_fields())  # idle in both
     differ = [k for k in now if k not in ignored and recorded.get(k, defaults[k]) != now[k]]
     if differ:
         raise ConfigError(
@@ -602,7 +601,7 @@ def _defend_cell(
     if config.unlearns():  # one scan per model and seed, shared by every column that unlearns
         settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
         found = _scan_cell(work, model, _file_digest(model_path), data, model_name, attack_name, settings)
-        trigger, record = unlearn_choice(found)
+        trigger, record = unlearn_choice(found, top=config.unlearn_top)
     log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
     result = repair(
         model,

@@ -140,6 +140,14 @@ class DefenseConfig:
         "toward the suspected target class (the scan's), and trained to keep its true label: unlearns a "
         "backdoor whose trigger the scan cannot reconstruct; 0 = off",
     )
+    unlearn_top: int = option(
+        1,
+        label="Suspected classes if unflagged",
+        range="[1, inf)",
+        help="when the scan flags nothing, unlearn the reconstructed triggers of, and push toward, this many "
+        "classes, those its pooled anomaly index ranks first (1: the one class the scan points at); a flagged "
+        "class, or one the user names, is unlearned alone",
+    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -233,9 +241,11 @@ class DefenseConfig:
     )
 
     def idle_fields(self) -> set[str]:
-        """Settings that change nothing in this config (the latent push's while it is off): a grid cell
-        made with other values of these is still this config's."""
-        return set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
+        """Settings that change nothing in this config (the latent push's while it is off, the number of
+        suspected classes while nothing is unlearned): a grid cell made with other values of these is still
+        this config's."""
+        idle = set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
+        return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
         """True when the run unlearns a suspected backdoor (a trigger, or latent pushes toward its class)."""
@@ -434,16 +444,17 @@ class Defense:
         evaluate: Evaluator | None = None,
         indices: torch.Tensor | None = None,
         trigger: torch.Tensor | None = None,
-        target: int | None = None,
+        target: int | list[int] | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
         The fine-tuning is :class:`core.loop.Loop` over the clip features (computed once); the
         evaluations every ``eval_every`` epochs and the gradient-norm snapshots are its callbacks.
         With ``unlearn`` > 0, that share of each batch is replaced by the same clips with ``trigger``
-        (a waveform, :func:`add_trigger`) and their true labels; with ``unlearn_latent`` > 0, that share is
-        pushed at a hidden layer toward ``target`` (the suspected class; away from the true label when None)
-        and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`)."""
+        (a waveform [T], :func:`add_trigger`; or [k, T], several suspected triggers, one drawn per clip and
+        step) and their true labels; with ``unlearn_latent`` > 0, that share is pushed at a hidden layer toward
+        ``target`` (the suspected class, or one drawn per clip from several; away from the true label when
+        None) and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`)."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
@@ -485,8 +496,9 @@ class Defense:
         mask_gen = torch.Generator().manual_seed((c.seed + 1) % 2**64)  # its own stream (seeds are 64 bits)
         triggered = None
         if c.unlearn > 0 and trigger is not None:
-            mixed = add_trigger(waves, trigger)
-            triggered = mixed if front is None else clip_features(front, mixed, c.batch_size)
+            patterns = trigger.reshape(-1, trigger.shape[-1]) if trigger.ndim > 1 else trigger.reshape(1, -1)
+            mixes = [add_trigger(waves, t) for t in patterns]
+            triggered = torch.stack([m if front is None else clip_features(front, m, c.batch_size) for m in mixes])
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
         adversary = None
         if c.unlearn_latent > 0:
@@ -503,7 +515,11 @@ class Defense:
             if triggered is not None:
                 picked = torch.rand(batch.numel(), generator=unlearn_gen) < c.unlearn
                 if bool(picked.any()):
-                    x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), triggered[batch], x)
+                    which = torch.zeros(batch.numel(), dtype=torch.long)  # one trigger: the stream as before
+                    if triggered.shape[0] > 1:
+                        which = torch.randint(triggered.shape[0], (batch.numel(),), generator=unlearn_gen)
+                    pattern = triggered[which.to(triggered.device), batch.to(triggered.device)]
+                    x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), pattern, x)
             if c.spec_augment > 0:
                 x = mask_bands(x, c.spec_augment, mask_gen)
             if adversary is None:

@@ -44,7 +44,9 @@ def _per_clip(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class LatentAdversary:
     """Adds a per-clip perturbation to one hidden layer's output while :meth:`perturb` prepared one.
 
-    ``share`` of each batch's clips (those not of ``target`` when one is given) are perturbed;
+    ``share`` of each batch's clips (those not of ``target`` when one is given) are perturbed; with several
+    targets (a list: the suspected classes of a scan that flagged none), each picked clip is pushed toward one
+    drawn at random, and a clip of the drawn class is left alone;
     ``steps`` normalised gradient steps of ``radius / 2`` each, projected on the ball of
     ``radius * ||h||`` per clip. The search runs the model in eval mode (no dropout, running BatchNorm
     statistics untouched); the caller restores its training mode."""
@@ -56,11 +58,12 @@ class LatentAdversary:
         share: float,
         radius: float,
         steps: int,
-        target: int | None,
+        target: int | list[int] | None,
         generator: torch.Generator,
     ) -> None:
         self.name, self.module = latent_layer(body, depth)
         self.share, self.radius, self.steps, self.target = share, radius, steps, target
+        self._targets = None if target is None else torch.tensor([target] if isinstance(target, int) else target)
         self.generator = generator
         self._delta: torch.Tensor | None = None
         self._start = False
@@ -79,10 +82,14 @@ class LatentAdversary:
             return None
         return output + self._delta
 
-    def _push(self, model: nn.Module, xp: torch.Tensor, yp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The push of each clip of ``xp`` (labels ``yp``) and whether it reaches its goal; the push is held."""
-        goal = torch.full_like(yp, self.target) if self.target is not None else yp
-        sign = 1.0 if self.target is not None else -1.0  # descend toward the target, ascend away from y
+    def _push(
+        self, model: nn.Module, xp: torch.Tensor, yp: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The push of each clip of ``xp`` (labels ``yp``) toward its class in ``goal`` (away from its label
+        when None) and whether it reaches it; the push is held."""
+        targeted = goal is not None
+        goal = goal if goal is not None else yp
+        sign = 1.0 if targeted else -1.0  # descend toward the target, ascend away from y
         model.eval()
         self._start = True
         for _ in range(self.steps):
@@ -98,23 +105,34 @@ class LatentAdversary:
             found = self._delta.detach()
             self._delta = found
             logits = model(xp)
-            hit = logits.argmax(-1) == goal if self.target is not None else logits.argmax(-1) != yp
+            hit = logits.argmax(-1) == goal if targeted else logits.argmax(-1) != yp
         return found, hit
 
-    def _goal_rows(self, y: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
-        if self.target is not None:
-            picked &= y != self.target
-        return picked.nonzero().flatten()
+    def _goals(self, y: torch.Tensor, picked: torch.Tensor, drawn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rows of ``picked`` clips to push and their goal classes (None: untargeted). With several
+        targets a clip's is drawn from the generator (``drawn``) or taken in turn; a clip already of its
+        goal class is not pushed."""
+        if self._targets is None:
+            return picked.nonzero().flatten(), None
+        targets = self._targets.to(y.device)
+        if targets.numel() == 1:
+            goal = targets.expand_as(y)
+        elif drawn:
+            goal = targets[torch.randint(targets.numel(), y.shape, generator=self.generator).to(y.device)]
+        else:
+            goal = targets[torch.arange(y.numel(), device=y.device) % targets.numel()]
+        rows = (picked & (y != goal)).nonzero().flatten()
+        return rows, goal.index_select(0, rows)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Find the push for this batch's picked clips and hold it (zero for the others) for the next
         forward passes of a batch like ``x``, until :meth:`clear`."""
         self.clear()
         picked = (torch.rand(y.shape[0], generator=self.generator) < self.share).to(y.device)
-        rows = self._goal_rows(y, picked)
+        rows, goal = self._goals(y, picked, drawn=True)
         if rows.numel() == 0:
             return
-        found, hit = self._push(model, x.index_select(0, rows), y.index_select(0, rows))
+        found, hit = self._push(model, x.index_select(0, rows), y.index_select(0, rows), goal)
         with torch.no_grad():
             self.pushed += int(rows.numel())
             self.reached += int(hit.sum())
@@ -125,12 +143,13 @@ class LatentAdversary:
     def reach(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, batch: int = 256) -> float:
         """The share of the clips of ``x`` (those not of the target) whose push of ``radius`` reaches its goal."""
         kept, self.radius = self.radius, radius
-        rows = self._goal_rows(y, torch.ones_like(y, dtype=torch.bool))
+        rows, goal = self._goals(y, torch.ones_like(y, dtype=torch.bool), drawn=False)
         hits = 0
         try:
             for start in range(0, rows.numel(), batch):
                 part = rows[start : start + batch]
-                _, hit = self._push(model, x.index_select(0, part), y.index_select(0, part))
+                to = None if goal is None else goal[start : start + batch]
+                _, hit = self._push(model, x.index_select(0, part), y.index_select(0, part), to)
                 hits += int(hit.sum())
         finally:
             self.radius = kept

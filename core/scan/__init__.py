@@ -174,6 +174,19 @@ class ScanResult:
         suspected = self.classes.index(self.suspected_target) if self.suspected_target is not None else None
         return pointed_class(self.domains, suspected)[0]
 
+    def pointed_classes(self, top: int = 1) -> list[int]:
+        """The classes a repair unlearns toward: the suspected target alone when the model is flagged; else,
+        with ``top`` 1, :meth:`most_anomalous`; else the ``top`` classes of the largest pooled index (the
+        target was among the first two on every unflagged ASC-10 scan, 8 validation and 6 test models,
+        docs/experiments/pointing_rule_asc10.md). [] without domains."""
+        first = self.most_anomalous()
+        if first is None:
+            return []
+        if self.backdoored or top <= 1:
+            return [first]
+        pooled = self.pooled
+        return sorted(range(len(pooled)), key=lambda i: (-pooled[i], i))[:top]
+
     def anomaly(self, index: int) -> float:
         """Class ``index``'s pooled anomaly index (0 without domains)."""
         pooled = self.pooled

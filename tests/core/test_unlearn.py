@@ -4,6 +4,7 @@ the trigger is given, or reconstructed by a scan of the model first (repair pipe
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -16,8 +17,8 @@ from core.defenses.latent import LatentAdversary, latent_layer
 from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
-from core.repair import repair
-from core.scan import ScanConfig, trigger_success
+from core.repair import repair, unlearn_choice
+from core.scan import ScanConfig, ScanResult, trigger_success
 from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
 #: a scan of a second or two: a few steps on half the training split
@@ -283,3 +284,120 @@ def test_a_calibrated_radius_is_the_one_that_reaches_the_asked_share_and_the_rep
     assert latent["calibrated"]["share"] == 0.5 and round(latent["radius"], 4) == latent["calibrated"]["radius"]
     plain = repair(model, data, DEFENSES["gnft"](quick(unlearn_latent=0.5)), scan_config=QUICK_SCAN)
     assert plain.details["latent"]["calibrated"] is None and plain.details["latent"]["radius"] == 0.5
+
+
+# several suspected classes: when the scan flags nothing, the first classes of its pooled index
+
+
+def unflagged_scan(pooled_first: list[int], samples: int = 300) -> ScanResult:
+    """A scan that flagged nothing, whose spectrum domain ranks class 3 first and whose pooled index ranks
+    ``pooled_first`` first (triggers: class k's pattern is the constant k / 100)."""
+    k = len(TINY_WORDS)
+    waveform = [0.0] * k
+    for rank, c in enumerate(pooled_first):
+        waveform[c] = 2.5 - 0.5 * rank
+    spectrum = [0.1 if c != 3 else 1.0 for c in range(k)]
+    return ScanResult(
+        backdoored=False,
+        suspected_target=None,
+        confidence=1.0,
+        classes=list(TINY_WORDS),
+        domains={"waveform": {"anomaly_index": waveform}, "spectrum": {"anomaly_index": spectrum}},
+        gradient_norm_gini={},
+        clean_clips=10,
+        seconds=1.0,
+        config={},
+        triggers=torch.arange(k, dtype=torch.float32).view(-1, 1).expand(k, samples) / 100,
+    )
+
+
+def test_an_unflagged_scan_points_at_its_pooled_first_classes_and_a_flagged_or_named_one_at_one():
+    found = unflagged_scan([1, 0])
+    assert found.pointed_classes(1) == [3]  # one class: the spectrum domain's first, as before
+    assert found.pointed_classes(2) == [1, 0]  # several: the pooled index's first ones, in order
+    triggers, record = unlearn_choice(found, top=2)
+    assert triggers.shape == (2, 300) and torch.equal(triggers, found.triggers[[1, 0]])
+    assert record["class"] == TINY_WORDS[1] and record["classes"] == [TINY_WORDS[1], TINY_WORDS[0]]
+    assert record["anomaly_indices"] == [found.anomaly(1), found.anomaly(0)]
+    one, named = unlearn_choice(found, TINY_WORDS[2], top=2)
+    assert torch.equal(one, found.triggers[2]) and "classes" not in named and named["class_from"] == "user"
+    single, record = unlearn_choice(found)
+    assert single.shape == (300,) and record["class"] == TINY_WORDS[3] and "classes" not in record
+    flagged = dataclasses.replace(found, backdoored=True, suspected_target=TINY_WORDS[0])
+    assert flagged.pointed_classes(2) == [0]
+
+
+def test_with_two_triggers_each_unlearned_row_carries_one_of_them_and_both_are_used(model_and_data):
+    model, data = model_and_data
+    config = DEFENSES["ft"].Config(clean_ratio=0.5, epochs=4, batch_size=8, device="cpu", unlearn=0.5)
+    defense = Recording(config)
+    patterns = torch.stack([0.5 * torch.sin(torch.arange(4000) / 3.0), 0.4 * torch.sin(torch.arange(4000) / 11.0)])
+    defense.run(model, data, trigger=patterns)
+    rows = clean_subset(data, config.clean_ratio, config.seed)
+    front, _ = split_front_end(model)
+    with torch.no_grad():
+        pools = [clip_features(front, data.waves[rows], 64)]
+        pools += [clip_features(front, add_trigger(data.waves[rows], p), 64) for p in patterns]
+    labels = data.labels[rows]
+    seen = [0, 0, 0]
+    for x, y in defense.batches:
+        for xi, yi in zip(x, y, strict=True):
+            kind, match = next(
+                (k, m)
+                for k, pool in enumerate(pools)
+                for m in range(pool.shape[0])
+                if torch.allclose(pool[m], xi, atol=1e-5)
+            )
+            assert int(labels[match]) == int(yi)
+            seen[kind] += 1
+    assert seen[1] > 0 and seen[2] > 0 and 0.3 < (seen[1] + seen[2]) / sum(seen) < 0.7
+
+
+def test_a_latent_push_toward_two_classes_moves_each_picked_clip_toward_one_of_them(model_and_data):
+    model, data = model_and_data
+    front, body = split_front_end(model)
+    body = copy.deepcopy(body).eval()
+    x = clip_features(front, data.waves[:32], 64)
+    y = data.labels[:32]
+    targets = [1, 2]
+    with torch.no_grad():
+        plain = body(x)
+    adversary = LatentAdversary(body, 1.0, 0.9, 0.5, 3, targets, torch.Generator().manual_seed(0))
+    adversary.perturb(body, x, y)
+    with torch.no_grad():
+        pushed = body(x)
+    moved = (pushed - plain).abs().amax(1) > 0
+    assert adversary.pushed == int(moved.sum()) > 0
+    gain = (pushed.log_softmax(1) - plain.log_softmax(1))[:, targets]
+    assert bool((gain[moved].amax(1) > 0).all())  # each pushed clip gains on one of the two classes
+    assert bool(moved[y == 1].any() or moved[y == 2].any())  # a clip of one target is pushed toward the other
+    share = adversary.reach(body, x, y, 0.5)
+    assert 0.0 <= share <= 1.0 and adversary.details()["target"] == targets
+    adversary.remove()
+
+
+def test_a_repair_with_two_suspected_classes_pushes_and_measures_both_and_is_deterministic(model_and_data):
+    model, data = model_and_data
+    found = unflagged_scan([1, 0], samples=data.waves.shape[-1])
+    trigger, record = unlearn_choice(found, top=2)
+    config = quick(unlearn=0.3, unlearn_latent=0.5, unlearn_top=2)
+    first = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
+    unlearned, latent = first.details["unlearn"], first.details["latent"]
+    assert latent["target"] == [1, 0] and latent["clips_pushed"] > 0
+    rates = unlearned["asr_per_class"]
+    assert [r["class"] for r in rates] == record["classes"]
+    rows = data.splits["test"]
+    for r, pattern, c in zip(rates, trigger, (1, 0), strict=True):
+        assert r["asr_before"] == trigger_success(model, data.waves[rows], data.labels[rows], pattern, c)
+    assert unlearned["asr_before"] == rates[0]["asr_before"] and unlearned["asr_after"] == rates[0]["asr_after"]
+    again = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
+    for (k, a), b in zip(first.model.state_dict().items(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_a_scanning_repair_unlearns_as_many_classes_as_asked_unless_the_scan_flags_one(model_and_data):
+    model, data = model_and_data
+    result = repair(model, data, DEFENSES["gnft"](quick(unlearn=0.3, unlearn_top=2)), scan_config=QUICK_SCAN)
+    chosen = [TINY_WORDS[i] for i in result.scan.pointed_classes(2)]
+    assert len(chosen) == (1 if result.scan.backdoored else 2)
+    assert result.details["unlearn"].get("classes", [result.details["unlearn"]["class"]]) == chosen

@@ -178,6 +178,13 @@ class DefenseConfig:
         help="suspected (the class the scan points at) or any (away from each clip's own label, toward "
         "whichever class is nearest: for when the scan may point at the wrong class)",
     )
+    latent_several: Literal["draw", "nearest"] = option(
+        "draw",
+        label="Several classes: push toward",
+        help="with several suspected classes (unlearn_top above 1), push each clip toward one drawn at random "
+        "(draw) or toward whichever of them the push reaches most easily (nearest: a backdoor's target is the "
+        "class a small latent push reaches first)",
+    )
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -238,6 +245,7 @@ class DefenseConfig:
         "latent_depth",
         "latent_steps",
         "latent_target",
+        "latent_several",
     )
 
     def idle_fields(self) -> set[str]:
@@ -245,6 +253,8 @@ class DefenseConfig:
         suspected classes while nothing is unlearned): a grid cell made with other values of these is still
         this config's."""
         idle = set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
+        if self.unlearn_top == 1:
+            idle.add("latent_several")
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -505,7 +515,7 @@ class Defense:
             adversary = LatentAdversary(
                 body, c.latent_depth, c.unlearn_latent, c.latent_radius, c.latent_steps,
                 target if c.latent_target == "suspected" else None,
-                torch.Generator().manual_seed((c.seed + 5) % 2**64),
+                torch.Generator().manual_seed((c.seed + 5) % 2**64), nearest=c.latent_several == "nearest",
             )  # fmt: skip
             if c.latent_reach > 0:  # after the pruning: the radius of the model that is fine-tuned
                 adversary.calibrate(body, inputs, labels, c.latent_reach)

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from core.errors import ConfigError
 from core.models import analysable_layers
 
-__all__ = ["LatentAdversary", "latent_layer"]
+__all__ = ["LatentAdversary", "goal_loss", "latent_layer"]
 
 EPS = 1e-12
 
@@ -41,12 +41,22 @@ def _per_clip(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *[1] * (like.ndim - 1))
 
 
+def goal_loss(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy toward ``goal`` ([m] classes), or toward the set of candidate classes of each row
+    (``goal`` [m, k], -1 for none): minus the log of their summed probability."""
+    if goal.ndim == 1:
+        return F.cross_entropy(logits, goal)
+    logp = logits.log_softmax(-1).gather(1, goal.clamp(min=0)).masked_fill(goal < 0, float("-inf"))
+    return -logp.logsumexp(1).mean()
+
+
 class LatentAdversary:
     """Adds a per-clip perturbation to one hidden layer's output while :meth:`perturb` prepared one.
 
     ``share`` of each batch's clips (those not of ``target`` when one is given) are perturbed; with several
     targets (a list: the suspected classes of a scan that flagged none), each picked clip is pushed toward one
-    drawn at random, and a clip of the drawn class is left alone;
+    drawn at random, and a clip of the drawn class is left alone (``nearest``: toward whichever of them, its
+    own class aside, the push reaches most easily, i.e. the largest summed probability);
     ``steps`` normalised gradient steps of ``radius / 2`` each, projected on the ball of
     ``radius * ||h||`` per clip. The search runs the model in eval mode (no dropout, running BatchNorm
     statistics untouched); the caller restores its training mode."""
@@ -60,10 +70,13 @@ class LatentAdversary:
         steps: int,
         target: int | list[int] | None,
         generator: torch.Generator,
+        nearest: bool = False,
     ) -> None:
         self.name, self.module = latent_layer(body, depth)
         self.share, self.radius, self.steps, self.target = share, radius, steps, target
         self._targets = None if target is None else torch.tensor([target] if isinstance(target, int) else target)
+        self.nearest = nearest and self._targets is not None and self._targets.numel() > 1
+        self.landed: dict[int, int] = {}  # pushed clips that reached a target, by the class they reached
         self.generator = generator
         self._delta: torch.Tensor | None = None
         self._start = False
@@ -84,16 +97,17 @@ class LatentAdversary:
 
     def _push(
         self, model: nn.Module, xp: torch.Tensor, yp: torch.Tensor, goal: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The push of each clip of ``xp`` (labels ``yp``) toward its class in ``goal`` (away from its label
-        when None) and whether it reaches it; the push is held."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The push of each clip of ``xp`` (labels ``yp``) toward its class in ``goal`` ([m]; or [m, k]
+        candidate classes, -1 for none, toward whichever is nearest; away from its label when None) and whether
+        it reaches it, and the class each pushed clip then reads as; the push is held."""
         targeted = goal is not None
         goal = goal if goal is not None else yp
         sign = 1.0 if targeted else -1.0  # descend toward the target, ascend away from y
         model.eval()
         self._start = True
         for _ in range(self.steps):
-            loss = sign * F.cross_entropy(model(xp), goal)
+            loss = sign * goal_loss(model(xp), goal)
             (grad,) = torch.autograd.grad(loss, self._delta)
             with torch.no_grad():
                 bound = _per_clip(self.radius * self._norm, grad)
@@ -105,8 +119,12 @@ class LatentAdversary:
             found = self._delta.detach()
             self._delta = found
             logits = model(xp)
-            hit = logits.argmax(-1) == goal if targeted else logits.argmax(-1) != yp
-        return found, hit
+            top = logits.argmax(-1)
+            if not targeted:
+                hit = top != yp
+            else:
+                hit = top == goal if goal.ndim == 1 else (top.unsqueeze(1) == goal).any(1)
+        return found, hit, top
 
     def _goals(self, y: torch.Tensor, picked: torch.Tensor, drawn: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The rows of ``picked`` clips to push and their goal classes (None: untargeted). With several
@@ -115,6 +133,10 @@ class LatentAdversary:
         if self._targets is None:
             return picked.nonzero().flatten(), None
         targets = self._targets.to(y.device)
+        if self.nearest:  # every target but the clip's own class
+            goal = torch.where(targets.unsqueeze(0) == y.unsqueeze(1), -1, targets.unsqueeze(0))
+            rows = (picked & (goal >= 0).any(1)).nonzero().flatten()
+            return rows, goal.index_select(0, rows)
         if targets.numel() == 1:
             goal = targets.expand_as(y)
         elif drawn:
@@ -132,10 +154,13 @@ class LatentAdversary:
         rows, goal = self._goals(y, picked, drawn=True)
         if rows.numel() == 0:
             return
-        found, hit = self._push(model, x.index_select(0, rows), y.index_select(0, rows), goal)
+        found, hit, top = self._push(model, x.index_select(0, rows), y.index_select(0, rows), goal)
         with torch.no_grad():
             self.pushed += int(rows.numel())
             self.reached += int(hit.sum())
+            if goal is not None:
+                for c in top[hit].tolist():
+                    self.landed[c] = self.landed.get(c, 0) + 1
             full = torch.zeros((y.shape[0], *found.shape[1:]), device=found.device, dtype=found.dtype)
             full[rows] = found
         self._delta = full
@@ -149,7 +174,7 @@ class LatentAdversary:
             for start in range(0, rows.numel(), batch):
                 part = rows[start : start + batch]
                 to = None if goal is None else goal[start : start + batch]
-                _, hit = self._push(model, x.index_select(0, part), y.index_select(0, part), to)
+                _, hit, _ = self._push(model, x.index_select(0, part), y.index_select(0, part), to)
                 hits += int(hit.sum())
         finally:
             self.radius = kept
@@ -196,4 +221,6 @@ class LatentAdversary:
             "target": self.target,
             "clips_pushed": self.pushed,
             "push_reached_goal": round(self.reached / self.pushed, 4) if self.pushed else None,
+            "reached_by_class": {str(c): n for c, n in sorted(self.landed.items())},
+            **({"several": "nearest"} if self.nearest else {}),
         }

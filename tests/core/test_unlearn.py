@@ -13,7 +13,7 @@ from core.checkpoint import load_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, FineTune, GNFTConfig
 from core.defenses.base import add_trigger, clean_subset, clip_features
-from core.defenses.latent import LatentAdversary, latent_layer
+from core.defenses.latent import LatentAdversary, goal_loss, latent_layer
 from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
@@ -401,3 +401,45 @@ def test_a_scanning_repair_unlearns_as_many_classes_as_asked_unless_the_scan_fla
     chosen = [TINY_WORDS[i] for i in result.scan.pointed_classes(2)]
     assert len(chosen) == (1 if result.scan.backdoored else 2)
     assert result.details["unlearn"].get("classes", [result.details["unlearn"]["class"]]) == chosen
+
+
+def test_the_nearest_push_raises_the_summed_probability_of_the_other_suspected_classes(model_and_data):
+    model, data = model_and_data
+    front, body = split_front_end(model)
+    body = copy.deepcopy(body).eval()
+    x = clip_features(front, data.waves[:32], 64)
+    y = data.labels[:32]
+    targets = [1, 2]
+    with torch.no_grad():
+        plain = body(x).softmax(1)
+    adversary = LatentAdversary(body, 1.0, 0.9, 0.5, 3, targets, torch.Generator().manual_seed(0), nearest=True)
+    adversary.perturb(body, x, y)
+    with torch.no_grad():
+        pushed = body(x).softmax(1)
+    moved = (pushed - plain).abs().amax(1) > 0
+    assert adversary.pushed == int(moved.sum()) > 0
+    allowed = torch.tensor([[c in targets and c != int(label) for c in range(len(TINY_WORDS))] for label in y])
+    gained = (pushed * allowed).sum(1) - (plain * allowed).sum(1)
+    assert bool((gained[moved] > 0).all())  # toward the suspected classes other than the clip's own
+    details = adversary.details()
+    assert details["several"] == "nearest"
+    assert sum(details["reached_by_class"].values()) == adversary.reached
+    assert set(details["reached_by_class"]) <= {"1", "2"}
+    adversary.remove()
+    # one candidate per row is the plain cross-entropy
+    logits = torch.randn(5, 4)
+    goal = torch.tensor([0, 3, 1, 2, 2])
+    rows = torch.stack([goal, torch.full_like(goal, -1)], 1)
+    assert torch.allclose(goal_loss(logits, rows), goal_loss(logits, goal))
+    assert torch.allclose(goal_loss(logits, goal), torch.nn.functional.cross_entropy(logits, goal))
+
+
+def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and_data):
+    model, data = model_and_data
+    found = unflagged_scan([1, 0], samples=data.waves.shape[-1])
+    trigger, record = unlearn_choice(found, top=2)
+    config = quick(unlearn_latent=0.5, unlearn_top=2, latent_several="nearest")
+    result = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
+    latent = result.details["latent"]
+    assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
+    assert config.idle_fields() == set() and "latent_several" in quick(unlearn_latent=0.5).idle_fields()

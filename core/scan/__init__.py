@@ -177,8 +177,8 @@ class ScanResult:
     def pointed_classes(self, top: int = 1) -> list[int]:
         """The classes a repair unlearns toward: the suspected target alone when the model is flagged; else,
         with ``top`` 1, :meth:`most_anomalous`; else the ``top`` classes of the largest pooled index (the
-        target was among the first two on every unflagged ASC-10 scan, 8 validation and 6 test models,
-        docs/experiments/pointing_rule_asc10.md). [] without domains."""
+        target was among the first two on the 14 unflagged ASC-10 models targeting `up`, not on one targeting
+        `left`; unlearning both diluted the repair, docs/experiments/unlearn_top_asc10.md). [] without domains."""
         first = self.most_anomalous()
         if first is None:
             return []
@@ -248,7 +248,8 @@ def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> 
     there on 11 of 13 backdoored ASC-10 models, the other domains' largest index on 6 of 12,
     docs/experiments/scan_seeds_asc10.md; chosen again on 8 unflagged validation models, where it and the
     pooled index each named the target on 3, the waveform domain on 2, and the pooled index's first two
-    classes held it on all 8, docs/experiments/pointing_rule_asc10.md); else the class with the largest
+    classes held it on all 8, all targeting `up`, but not on a model targeting `left`,
+    docs/experiments/pointing_rule_asc10.md, unlearn_top_asc10.md); else the class with the largest
     pooled index (the first on a tie) and its largest domain. (None, None) without domains."""
     if not domains:
         return None, None

@@ -353,19 +353,25 @@ def test_with_two_triggers_each_unlearned_row_carries_one_of_them_and_both_are_u
     assert seen[1] > 0 and seen[2] > 0 and 0.3 < (seen[1] + seen[2]) / sum(seen) < 0.7
 
 
-def test_a_latent_push_toward_two_classes_moves_each_picked_clip_toward_one_of_them(model_and_data):
+def push_toward_two(model_and_data, nearest: bool):
+    """The logits of 32 clips before and with one push (fc1, share 0.9, radius 0.5) toward classes 1 and 2."""
     model, data = model_and_data
     front, body = split_front_end(model)
     body = copy.deepcopy(body).eval()
     x = clip_features(front, data.waves[:32], 64)
     y = data.labels[:32]
-    targets = [1, 2]
     with torch.no_grad():
         plain = body(x)
-    adversary = LatentAdversary(body, 1.0, 0.9, 0.5, 3, targets, torch.Generator().manual_seed(0))
+    adversary = LatentAdversary(body, 1.0, 0.9, 0.5, 3, [1, 2], torch.Generator().manual_seed(0), nearest=nearest)
     adversary.perturb(body, x, y)
     with torch.no_grad():
         pushed = body(x)
+    return body, x, y, plain, pushed, adversary
+
+
+def test_a_latent_push_toward_two_classes_moves_each_picked_clip_toward_one_of_them(model_and_data):
+    body, x, y, plain, pushed, adversary = push_toward_two(model_and_data, nearest=False)
+    targets = [1, 2]
     moved = (pushed - plain).abs().amax(1) > 0
     assert adversary.pushed == int(moved.sum()) > 0
     gain = (pushed.log_softmax(1) - plain.log_softmax(1))[:, targets]
@@ -404,18 +410,9 @@ def test_a_scanning_repair_unlearns_as_many_classes_as_asked_unless_the_scan_fla
 
 
 def test_the_nearest_push_raises_the_summed_probability_of_the_other_suspected_classes(model_and_data):
-    model, data = model_and_data
-    front, body = split_front_end(model)
-    body = copy.deepcopy(body).eval()
-    x = clip_features(front, data.waves[:32], 64)
-    y = data.labels[:32]
+    _, _, y, plain, pushed, adversary = push_toward_two(model_and_data, nearest=True)
     targets = [1, 2]
-    with torch.no_grad():
-        plain = body(x).softmax(1)
-    adversary = LatentAdversary(body, 1.0, 0.9, 0.5, 3, targets, torch.Generator().manual_seed(0), nearest=True)
-    adversary.perturb(body, x, y)
-    with torch.no_grad():
-        pushed = body(x).softmax(1)
+    plain, pushed = plain.softmax(1), pushed.softmax(1)
     moved = (pushed - plain).abs().amax(1) > 0
     assert adversary.pushed == int(moved.sum()) > 0
     allowed = torch.tensor([[c in targets and c != int(label) for c in range(len(TINY_WORDS))] for label in y])

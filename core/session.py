@@ -430,5 +430,5 @@ def _scan_trigger_asr(found: ScanResult, unlearned: dict[str, Any]) -> float | N
     repairing, or None when the repair unlearned other classes' triggers only."""
     pointed = found.most_anomalous()
     name = found.classes[pointed] if pointed is not None else None
-    rates = unlearned.get("asr_per_class") or [{"class": unlearned.get("class"), **unlearned}]
+    rates = unlearned.get("asr_per_class") or [unlearned]
     return next((r.get("asr_before") for r in rates if r.get("class") == name), None)

@@ -440,3 +440,15 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     latent = result.details["latent"]
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
     assert config.idle_fields() == set() and "latent_several" in quick(unlearn_latent=0.5).idle_fields()
+
+
+def test_the_session_keeps_the_asr_of_the_scans_own_class_only():
+    from core.session import _scan_trigger_asr
+
+    found = unflagged_scan([1, 0])  # points at class 3 (its spectrum domain's first)
+    one = {"class": TINY_WORDS[3], "asr_before": 0.8}
+    assert _scan_trigger_asr(found, one) == 0.8
+    rates = [{"class": TINY_WORDS[1], "asr_before": 0.5}, {"class": TINY_WORDS[0], "asr_before": 0.2}]
+    assert _scan_trigger_asr(found, {"class": TINY_WORDS[1], "asr_before": 0.5, "asr_per_class": rates}) is None
+    rates.append({"class": TINY_WORDS[3], "asr_before": 0.9})
+    assert _scan_trigger_asr(found, {"class": TINY_WORDS[1], "asr_before": 0.5, "asr_per_class": rates}) == 0.9

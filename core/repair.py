@@ -31,7 +31,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
-from core.scan import ScanConfig, ScanResult, scan, trigger_success_on
+from core.scan import AUDIO_DOMAINS, ScanConfig, ScanResult, scan, trigger_success_on
 
 __all__ = [
     "METRIC_KEYS",
@@ -256,25 +256,25 @@ def repair(
 
 
 def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
-    """Refuse, before any work, a scan that cannot give a trigger to unlearn (no waveform domain)."""
-    if "waveform" not in config.domain_list():
+    """Refuse, before any work, a scan that cannot give a trigger to unlearn (no audio domain)."""
+    if not set(AUDIO_DOMAINS) & set(config.domain_list()):
         raise ConfigError(
-            f"unlearning a scanned trigger needs the scan's waveform domain: {option} must include waveform, "
-            f"got {config.domains!r}"
+            f"unlearning a scanned trigger needs an audio domain of the scan: {option} must include "
+            f"{' or '.join(AUDIO_DOMAINS)}, got {config.domains!r}"
         )
 
 
 def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
     """The trigger a repair unlearns from a scan: class ``name``'s waveform pattern when the user names the
     target, else that of the class the scan points at (:meth:`ScanResult.most_anomalous`: the suspected
-    target when the model is flagged, else the spectrum domain's top class), and the record of that choice
+    target when the model is flagged, else the top class of its mix or spectrum domain), and the record of that choice
     for the report. With ``top`` > 1 and nothing flagged or named, the patterns ``[top, T]`` of the ``top``
     classes of the largest pooled index (:meth:`ScanResult.pointed_classes`), listed in ``classes``."""
     if name is not None and name not in found.classes:
         raise ConfigError(f"unlearn class {name!r} is not one of the model's classes: {', '.join(found.classes)}")
     chosen = [found.classes.index(name)] if name is not None else found.pointed_classes(top)
     if found.triggers is None or not chosen:
-        raise ConfigError("unlearning a scanned trigger needs the scan's waveform domain: this scan searched none")
+        raise ConfigError("unlearning a scanned trigger needs an audio domain of the scan: this scan searched none")
     record = {
         "source": "scan",
         "class": found.classes[chosen[0]],
@@ -282,7 +282,10 @@ def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> 
         "flagged": found.backdoored,
         "anomaly_index": round(found.anomaly(chosen[0]), 3),
         "scan_seconds": found.seconds,
+        "scan_domains": found.config.get("domains"),  # which searches the choice rests on (the cell's scan)
     }
+    if found.trigger_domains:
+        record["trigger_domain"] = found.trigger_domains[chosen[0]]
     if len(chosen) == 1:
         return found.triggers[chosen[0]], record
     record["classes"] = [found.classes[i] for i in chosen]

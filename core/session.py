@@ -71,7 +71,7 @@ def mix_trigger(clip: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
 
 def input_trigger_asr(model: nn.Module, data: AudioSet, reference: ScanResult | None) -> float | None:
     """The test-split attack success rate through ``model`` of ``reference``'s reconstructed waveform trigger
-    of its most anomalous class (None without a reference, a waveform domain or test clips)."""
+    of its most anomalous class (None without a reference, an audio domain or test clips)."""
     if reference is None or reference.triggers is None or reference.most_anomalous() is None:
         return None
     target = reference.most_anomalous()

@@ -79,6 +79,9 @@ def test_the_class_a_report_points_at_is_its_target_or_the_spectrum_s_top_or_the
     assert most_anomalous({"suspected_target": None, "classes": ["a", "b", "c"], "domains": spectrum}) == "c"
     assert most_anomalous({"suspected_target": "b", "classes": ["a", "b", "c"], "domains": spectrum}) == "b"
     assert pointed_class(spectrum, None) == (2, "spectrum") and pointed_class(spectrum, 1) == (1, "features")
+    # with the mix domain searched too, its top class comes before the spectrum's
+    mixed = {**spectrum, "mix": {"anomaly_index": [0.0, 1.2, 0.4]}}
+    assert pointed_class(mixed, None) == (1, "mix") and pointed_class(mixed, 2) == (2, "spectrum")
     assert pointed_class({}, None) == (None, None)
 
 

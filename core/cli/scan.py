@@ -127,7 +127,7 @@ def _safe(name: str) -> str:
 
 def trigger_files(result: ScanResult) -> list[dict[str, Any]]:
     """The WAVs a scan writes: each flagged class (most anomalous first), and the most anomalous class
-    when nothing was flagged; none without a waveform domain. Each: class, index, flagged, file name."""
+    when nothing was flagged; none without an audio domain (waveform, mix). Each: class, index, flagged, file name."""
     if result.triggers is None:
         return []
     flagged = result.suspicious()
@@ -244,7 +244,7 @@ def run_scan(
         "machine": machine_info(device),
     }
     if not files:
-        report["trigger_audio"]["note"] = "no waveform domain was scanned: no trigger audio"
+        report["trigger_audio"]["note"] = "no audio domain (waveform, mix) was scanned: no trigger audio"
     _write_triggers(result, folder, files)
     write_json(out, report)
     return report

@@ -2,13 +2,13 @@
 
 Given a model and clean clips only (never the checkpoint's attack record), :func:`scan` searches, for
 every class, the smallest trigger that sends clean clips of the other classes to that class
-(:mod:`core.scan.invert`: a mask and pattern on the model's features, and an additive waveform
-pattern through its own front end). A backdoor's target needs a much smaller trigger than the other
-classes: the anomaly index of each class's size (the distance of its logarithm below the median in
-median absolute deviations: Neural Cleanse's statistic on a log scale), pooled over the domains searched
-(:func:`pooled_index`), above ``threshold`` flags the model, names the suspected target and gives the
-confidence. A second, cheap statistic comes from the
-paper's own signal: how concentrated the per-neuron clean-gradient norms of each analysable layer are
+(:mod:`core.scan.invert`: a mask and pattern on the model's features, an additive waveform pattern
+through its own front end, a constant spectral offset, a whole-clip sound mixed in at any alignment). A
+backdoor's target needs a much smaller trigger than the other classes: the anomaly index of each class's
+size (the distance of its logarithm below the median in median absolute deviations: Neural Cleanse's
+statistic on a log scale), pooled over the domains searched (:func:`pooled_index`), above ``threshold``
+flags the model, names the suspected target and gives the confidence. A second, cheap statistic comes from
+the paper's own signal: how concentrated the per-neuron clean-gradient norms of each analysable layer are
 (their Gini coefficient).
 """
 
@@ -33,9 +33,18 @@ from core.features import clip_features
 from core.models import split_front_end
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, comma_items, option
 from core.runtime import resolve_device
-from core.scan.invert import Inversion, Search, invert_features, invert_latent, invert_spectrum, invert_waveform
+from core.scan.invert import (
+    Inversion,
+    Search,
+    invert_features,
+    invert_latent,
+    invert_mix,
+    invert_spectrum,
+    invert_waveform,
+)
 
 __all__ = [
+    "AUDIO_DOMAINS",
     "DOMAINS",
     "Rescan",
     "ScanConfig",
@@ -52,10 +61,14 @@ __all__ = [
 ]
 
 #: The search domains a scan knows (``ScanConfig.domains``).
-DOMAINS = ("features", "waveform", "latent", "spectrum")
+DOMAINS = ("features", "waveform", "latent", "spectrum", "mix")
 
-#: The domain whose top class an unflagged scan points at (:func:`pointed_class`).
-POINTING_DOMAIN = "spectrum"
+#: The domains whose top class an unflagged scan points at, the first one searched (:func:`pointed_class`).
+POINTING_DOMAINS = ("mix", "spectrum")
+
+#: The domains whose triggers are audio (``ScanResult.triggers``: per class, that of the one where its index
+#: is largest).
+AUDIO_DOMAINS = ("waveform", "mix")
 
 #: Median absolute deviation to standard deviation for normal data (Neural Cleanse's constant).
 MAD_SCALE = 1.4826
@@ -98,8 +111,10 @@ class ScanConfig:
         "models it found one JingleBack target the others miss but flagged three of seven clean models, "
         "docs/experiments/scan_seeds_asc10.md) and spectrum (a constant offset of each feature coefficient: an "
         "equaliser or a stationary sound; unflagged, the scan points at its top class: the target of 11 of 13 "
-        "backdoored ASC-10 models, of 3 of 8 unflagged validation models since, where no other rule did better, "
-        "docs/experiments/pointing_rule_asc10.md)",
+        "backdoored ASC-10 models, of 3 of 8 unflagged validation models since, docs/experiments/"
+        "pointing_rule_asc10.md) and mix (a whole-clip sound mixed in at a weight, at any alignment: a blended "
+        "tune or an effect; unflagged, the scan points at its top class when it was searched, before spectrum's: "
+        "the target of 13 of 15 backdoored ASC-10 SmallCNNs, docs/experiments/whole_clip_probe.md)",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -120,7 +135,9 @@ class ScanConfig:
 
 @dataclass
 class ScanResult:
-    """The verdict and what it rests on; ``triggers`` are the waveform patterns (``[K, samples]``)."""
+    """The verdict and what it rests on. ``triggers`` (``[K, samples]``): per class, the audible trigger of
+    the audio domain (waveform, mix) where that class's anomaly index is largest, named in
+    ``trigger_domains``; None when no audio domain was searched."""
 
     backdoored: bool
     suspected_target: str | None
@@ -133,6 +150,7 @@ class ScanResult:
     config: dict[str, Any]
     triggers: torch.Tensor | None = field(default=None, repr=False)
     sample_rate: int = 16000
+    trigger_domains: list[str] = field(default_factory=list)
 
     @property
     def pooled(self) -> list[float]:
@@ -169,7 +187,7 @@ class ScanResult:
 
     def most_anomalous(self) -> int | None:
         """The class the scan points at (:func:`pointed_class`): the suspected target when the model is
-        flagged, else the spectrum domain's most anomalous class when it was searched, else the class with
+        flagged, else the top class of the first of POINTING_DOMAINS searched (mix, spectrum), else the class with
         the largest anomaly index in any domain; None without domains. A repair unlearns toward it."""
         suspected = self.classes.index(self.suspected_target) if self.suspected_target is not None else None
         return pointed_class(self.domains, suspected)[0]
@@ -242,8 +260,11 @@ def _domain_record(inv: Inversion) -> dict[str, Any]:
 
 def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> tuple[int | None, str | None]:
     """(class index, domain) a scan's records point at: ``suspected`` (the verdict's flagged class) with the
-    domain where its index is largest; else, when nothing is flagged, the top class of the spectrum domain if
-    it was searched (a trigger that changes the whole clip, a blended tune or an effect, stays under the
+    domain where its index is largest; else, when nothing is flagged, the top class of the first of
+    :data:`POINTING_DOMAINS` searched: the mix domain (a whole-clip sound at any alignment: the target came
+    first on 13 of 15 backdoored ASC-10 SmallCNNs, all 12 Blend and JingleBack ones among them, two of them
+    targeting `left`, docs/experiments/whole_clip_probe.md), else the spectrum domain (a trigger that changes
+    the whole clip, a blended tune or an effect, stays under the
     threshold, but the constant spectral shift toward its target is the smallest: the target came first
     there on 11 of 13 backdoored ASC-10 models, the other domains' largest index on 6 of 12,
     docs/experiments/scan_seeds_asc10.md; chosen again on 8 unflagged validation models, where it and the
@@ -253,9 +274,10 @@ def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> 
     pooled index (the first on a tie) and its largest domain. (None, None) without domains."""
     if not domains:
         return None, None
-    if suspected is None and POINTING_DOMAIN in domains:
-        index = domains[POINTING_DOMAIN]["anomaly_index"]
-        return index.index(max(index)), POINTING_DOMAIN
+    pointing = next((name for name in POINTING_DOMAINS if name in domains), None)
+    if suspected is None and pointing is not None:
+        index = domains[pointing]["anomaly_index"]
+        return index.index(max(index)), pointing
     if suspected is None:
         pooled = pooled_index(domains)
         suspected = pooled.index(max(pooled))
@@ -310,7 +332,7 @@ def scan(
     gen = torch.Generator().manual_seed(config.seed)
     search = Search(labels, k, config.steps, config.batch_size, config.success, gen, observer)
     domains: dict[str, dict[str, Any]] = {}
-    triggers = None
+    audio: dict[str, torch.Tensor] = {}
     front, body = split_front_end(work)
     feats = waves if front is None else clip_features(front, waves, 256)  # once, for features and latent
     for domain in config.domain_list():
@@ -322,10 +344,14 @@ def scan(
             inv = invert_spectrum(body, feats, search)
         elif domain == "waveform":
             inv = invert_waveform(work, waves, search, peak=config.peak)
-            triggers = inv.triggers
+        elif domain == "mix":
+            inv = invert_mix(work, waves, search)
         else:
             continue
         domains[domain] = _domain_record(inv)
+        if domain in AUDIO_DOMAINS:
+            audio[domain] = inv.triggers
+    triggers, trigger_domains = _audio_triggers(domains, audio)
     target, confidence = verdict(domains, config.threshold)
     grad_gini = _gradient_gini(work, waves, labels)  # the clean share, one batch
     return ScanResult(
@@ -340,7 +366,21 @@ def scan(
         config=asdict(config),
         triggers=triggers,
         sample_rate=data.sample_rate,
+        trigger_domains=trigger_domains,
     )
+
+
+def _audio_triggers(
+    domains: dict[str, dict[str, Any]], audio: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor | None, list[str]]:
+    """Per class, the trigger of the audio domain where its anomaly index is largest (the first searched on a
+    tie): ``[K, samples]`` and the domains' names; (None, []) without an audio domain."""
+    if not audio:
+        return None, []
+    names = list(audio)
+    k = len(domains[names[0]]["anomaly_index"])
+    chosen = [max(names, key=lambda name: (domains[name]["anomaly_index"][i], -names.index(name))) for i in range(k)]
+    return torch.stack([audio[name][i] for i, name in enumerate(chosen)]), chosen
 
 
 @torch.no_grad()
@@ -389,7 +429,7 @@ def trigger_success_on(
 class Rescan:
     """A model scanned before and after a repair with one config, and the before-scan's waveform trigger
     of its most anomalous class replayed on clean clips of ``split`` (those not of that class) through
-    both models: its attack success rate before and after (None without a waveform domain)."""
+    both models: its attack success rate before and after (None without an audio domain)."""
 
     before: ScanResult
     after: ScanResult

@@ -20,6 +20,11 @@ Two input domains, both batched over the classes (one forward pass holds every c
   temporal mask, added to clean waveforms before the model's own front end. Its size is the share of
   the clip's duration the mask opens (a planted trigger is short, wherever it sits); the pattern is
   audio that can be played and used as a trigger.
+- :func:`invert_mix`: a whole-clip sound per class mixed into clean waveforms at a weight, at a random
+  alignment for every clip and step (Blend's form). Its size is the weight: a planted sound or effect
+  works wherever it starts, so its class needs a small weight, while a universal adversarial pattern is
+  tied to its alignment and needs a larger one; it finds the target of whole-clip triggers (a blended
+  tune, an effect) that the short-pattern domains miss (docs/experiments/whole_clip_probe.py).
 
 Each class's trade-off weight ``lambda`` is steered as Neural Cleanse does: raised while the candidate
 sends at least ``success`` of the batch to the class, lowered while it does not; the smallest
@@ -38,7 +43,15 @@ from torch.nn import functional as F
 
 from core.events import SCAN_PHASE, Cancelled, Observer, StepInfo
 
-__all__ = ["Inversion", "Search", "invert_features", "invert_latent", "invert_spectrum", "invert_waveform"]
+__all__ = [
+    "Inversion",
+    "Search",
+    "invert_features",
+    "invert_latent",
+    "invert_mix",
+    "invert_spectrum",
+    "invert_waveform",
+]
 
 
 @dataclass
@@ -230,6 +243,77 @@ def invert_waveform(
     with torch.no_grad():
         delta, _ = pattern(raw_best, mask_best)
     return Inversion(size.tolist(), hit.tolist(), delta.cpu(), torch.sigmoid(mask_best).cpu())
+
+
+def invert_mix(
+    model: nn.Module,
+    waves: torch.Tensor,
+    search: Search,
+    *,
+    start: float = 0.05,
+    clips: int = 64,
+    lam0: float = 0.01,
+    lr: float = 0.05,
+) -> Inversion:
+    """A whole-clip sound ``s`` per class (``|s| <= 1``) mixed into clean ``waves`` ``[N, S]`` as
+    ``(1 - a) x + a s``, circularly shifted by a random offset for every clip and step, through ``model``'s
+    own front end (the weight from ``start``, steered as every domain's size). Sizes: the smallest weight at
+    which the sound found sends ``search.success`` of ``clips`` other clean clips to its class, above 1 where
+    it cannot (:func:`_mix_weight`). ``triggers``: ``a s`` at offset 0, an additive waveform that can be played and used
+    as a trigger (it drops the ``-a x`` term, small for small ``a``)."""
+    k, n = search.n_classes, waves.shape[1]
+    device = waves.device
+    raw = (1e-2 * torch.randn(k, n, generator=search.gen)).to(device).requires_grad_()
+    weight_logit = torch.full((k,), math.log(start / (1 - start)), device=device, requires_grad=True)
+    ramp = torch.arange(n, device=device).view(1, 1, n)
+
+    def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = rows.shape[1]
+        weight = torch.sigmoid(weight_logit)
+        shift = torch.randint(n, (k, b, 1), generator=search.gen).to(device)
+        sound = torch.tanh(raw).unsqueeze(1).expand(k, b, n).gather(2, (ramp + shift) % n)  # [K, B, N]
+        x = (1 - weight.view(k, 1, 1)) * waves[rows] + weight.view(k, 1, 1) * sound
+        return model(x.reshape(-1, n)).view(k, b, -1), weight
+
+    _, _, (raw_best, _) = search.run("mix", [raw, weight_logit], candidate, lam0, lr)
+    sounds = torch.tanh(raw_best.detach())
+    size, hit = _mix_weight(model, waves, search, sounds, clips)
+    return Inversion(size.tolist(), hit.tolist(), (size.clamp(max=1.0).view(k, 1) * sounds).cpu())  # at most s
+
+
+@torch.no_grad()
+def _mix_weight(
+    model: nn.Module, waves: torch.Tensor, search: Search, sounds: torch.Tensor, clips: int, halvings: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the smallest weight (bisected on a log scale in [1e-4, 1]) at which its sound ``[K, S]``
+    mixed into ``clips`` clean clips of the other classes, each at a random alignment drawn once, sends at
+    least ``search.success`` of them to the class, and the share it sends there. This measures each class's
+    search on the same footing (the smallest weight of a lucky batch during the search is noisier). Where the
+    sound alone (weight 1) falls short, the size is 1 plus the share it misses by, so that every class has a
+    finite, ordered size: on backdoored models half the classes can stay out of reach, and counting them all
+    as one largest size left the median absolute deviation at 0 (an index of millions)."""
+    k, n = sounds.shape
+    rows = _sources(search.labels, k, clips, search.gen)  # [K, M]
+    shift = torch.randint(n, (k, clips, 1), generator=search.gen).to(waves.device)
+    ramp = torch.arange(n, device=waves.device).view(1, 1, n)
+    placed = sounds.unsqueeze(1).expand(k, clips, n).gather(2, (ramp + shift) % n)  # [K, M, N]
+
+    def hits(weight: torch.Tensor) -> torch.Tensor:
+        out = []
+        for t in range(k):  # a class at a time: K x M clips at once can be large at 44.1 kHz
+            x = (1 - weight[t]) * waves[rows[t]] + weight[t] * placed[t]
+            out.append((model(x).argmax(-1) == t).float().mean())
+        return torch.stack(out)
+
+    lo = torch.full((k,), math.log(1e-4), device=waves.device)
+    hi = torch.zeros(k, device=waves.device)
+    top = hits(torch.ones(k, device=waves.device))
+    for _ in range(halvings):
+        mid = (lo + hi) / 2
+        ok = hits(mid.exp()) >= search.success
+        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+    reached = top >= search.success
+    return torch.where(reached, hi.exp(), 1 + search.success - top), torch.where(reached, hits(hi.exp()), top)
 
 
 def invert_latent(

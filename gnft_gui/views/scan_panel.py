@@ -50,7 +50,13 @@ __all__ = ["ScanPanel", "DOMAIN_COLOURS", "FLAGGED", "POOLED", "verdict_text", "
 
 REDRAW_MS = 66
 #: the scan's domains (``core.scan.DOMAINS``); the legend lists the default ones, then those the last scan searched
-DOMAIN_COLOURS = {"features": SERIES["blue"], "waveform": SERIES["purple"], "latent": "#666666", "spectrum": "#a6761d"}
+DOMAIN_COLOURS = {
+    "features": SERIES["blue"],
+    "waveform": SERIES["purple"],
+    "latent": "#666666",
+    "spectrum": "#a6761d",
+    "mix": "#56b4e9",
+}
 #: the verdict's series: the domains' indices pooled per class (``ScanResult.pooled``), drawn first
 POOLED = "pooled"
 POOLED_COLOUR = "#2b2b2b"
@@ -65,6 +71,8 @@ DOMAIN_HELP = {
     "latent": "one push per class on a middle hidden layer (opt-in): its mean size against the clean activations",
     "spectrum": "a constant offset of each feature coefficient, an equaliser or a stationary sound: "
     "its mean size in clean standard deviations",
+    "mix": "a whole-clip sound mixed in at any alignment, a blended tune or an effect: the smallest weight that "
+    "sends the success share of other clips to the class",
     POOLED: "the verdict's index: the domains' indices summed per class over the square root of their number, "
     "so a class several domains find small stands out and one domain's chance outlier counts less",
 }
@@ -324,7 +332,7 @@ class ScanPanel(QWidget):
             if self.record is None
             else ""
             if has_trigger
-            else "this scan did not search the waveform domain: no trigger to play"
+            else "this scan searched no audio domain (waveform, mix): no trigger to play"
         )
         audio_missing = f"audio unavailable: {self.audio_reason}" if self.audio_reason else ""
         for button, tip in (

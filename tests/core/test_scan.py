@@ -13,7 +13,7 @@ from core.data.speech_commands import load_speech_commands
 from core.events import Cancelled, NullObserver
 from core.features import FrontEndConfig, clip_features
 from core.models import build, split_front_end
-from core.scan import ScanConfig, ScanResult, anomaly_index, gini, pooled_index, scan, verdict
+from core.scan import ScanConfig, ScanResult, _audio_triggers, anomaly_index, gini, pooled_index, scan, verdict
 from tests.conftest import TINY_WORDS
 
 
@@ -165,3 +165,56 @@ def test_the_spectrum_domain_finds_the_class_a_constant_spectral_shift_reaches(t
     assert sizes[target] is not None
     assert all(s is None or sizes[target] < 0.5 * s for i, s in enumerate(sizes) if i != target), sizes
     assert a.most_anomalous() == target
+
+
+def test_the_mix_domain_finds_the_class_a_tone_mixed_in_anywhere_reaches(tiny_sc):
+    """A model that answers "no" once a 1 kHz tone is in the clip, wherever it starts (the magnitude of the
+    clip's spectrum at 1 kHz against the clip's energy): the mix domain's smallest weight is no's, by far;
+    its trigger is that class's sound at that weight, and an unflagged scan would point at it."""
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    target = TINY_WORDS.index("no")
+    assert int((model(data.waves).argmax(1) == target).sum()) == 0
+    n = data.waves.shape[1]
+    tone = torch.sin(2 * math.pi * 1000 * torch.arange(n) / data.sample_rate)
+    clean = (data.waves @ tone).abs() / (data.waves.norm(dim=1) * tone.norm())  # how tonal at 1 kHz, in [0, 1]
+    level = float(clean.max())
+
+    class Planted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.model(x)
+            spectrum = torch.fft.rfft(x, dim=1).abs()  # the magnitude does not change with the alignment
+            share = spectrum[:, 1000 * n // data.sample_rate] / (x.norm(dim=1) * math.sqrt(n / 2) + 1e-9)
+            push = 20.0 * torch.sigmoid(40.0 * (share - level - 0.1))
+            return out + push.unsqueeze(1) * F.one_hot(torch.tensor(target), out.shape[1])
+
+    planted = Planted().eval()
+    config = ScanConfig(steps=60, batch_size=4, clean_ratio=1.0, device="cpu", domains="mix")
+    a, b = scan(planted, data, config), scan(planted, data, config)
+    assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}
+    sizes = a.domains["mix"]["sizes"]
+    assert None not in sizes  # a class out of reach is 1 + the share its sound misses by, never inf
+    assert all(sizes[target] < 0.5 * s for i, s in enumerate(sizes) if i != target), sizes
+    assert a.most_anomalous() == target and a.trigger_domains == ["mix"] * len(TINY_WORDS)
+    assert a.triggers is not None and a.triggers.shape == (len(TINY_WORDS), n)
+    assert float(a.triggers[target].abs().max()) <= sizes[target] + 1e-6  # the sound (|s| <= 1) at its weight
+    for p in model.parameters():
+        assert p.grad is None
+
+
+def test_each_class_plays_the_trigger_of_the_audio_domain_where_it_stands_out_most():
+    domains = {
+        "features": {"anomaly_index": [9.0, 9.0, 9.0]},
+        "waveform": {"anomaly_index": [2.0, 0.5, 1.0]},
+        "mix": {"anomaly_index": [1.0, 3.0, 1.0]},
+    }
+    audio = {"waveform": torch.zeros(3, 5), "mix": torch.ones(3, 5)}
+    triggers, names = _audio_triggers(domains, audio)
+    assert names == ["waveform", "mix", "waveform"]  # a tie goes to the domain searched first
+    assert triggers.tolist() == [[0.0] * 5, [1.0] * 5, [0.0] * 5]
+    assert _audio_triggers(domains, {}) == (None, [])

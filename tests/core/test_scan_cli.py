@@ -169,7 +169,7 @@ def test_a_stopped_scan_writes_nothing(workspace, tmp_path, capsys, interrupt):
         ({"--clean-ratio": "1.5"}, "error: --clean-ratio must be in (0, 1], got 1.5"),
         (
             {"--domains": "cepstrum"},
-            "error: --domains must be a comma list of features, waveform, latent and spectrum, got 'cepstrum'",
+            "error: --domains must be a comma list of features, waveform, latent, spectrum and mix, got 'cepstrum'",
         ),
         ({"--triggers": "{model}"}, "error: --triggers is the same file as --model"),
         ({"--batch-size": "20000"}, "error: --batch-size 20000: a step would hold 80000 clips over 4 classes;"),
@@ -268,15 +268,15 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     ]
     code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--scan-domains", "features"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: unlearning a scanned trigger needs the scan's waveform domain: --scan-domains must include "
-        "waveform, got 'features'"
+        "error: unlearning a scanned trigger needs an audio domain of the scan: --scan-domains must include "
+        "waveform or mix, got 'features'"
     ]
     code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--unlearn-trigger", str(tmp_path / "none.wav")])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "none.wav" in err[0], err
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "cepstrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --scan-domains must be a comma list of features, waveform, latent and spectrum, got 'cepstrum'"
+        "error: --scan-domains must be a comma list of features, waveform, latent, spectrum and mix, got 'cepstrum'"
     ]
     assert files_in(tmp_path) == []
 
@@ -309,6 +309,7 @@ def test_defend_unlearns_the_scanned_trigger_and_rescans_from_that_scan(workspac
     written = json.loads(report.read_text())
     unlearned, rescan = written["defense_details"]["unlearn"], written["rescan"]
     assert written["defense"]["unlearn"] == 0.3 and unlearned["source"] == "scan"
+    assert unlearned["scan_domains"] == ScanConfig().domains and unlearned["trigger_domain"] in ("waveform", "mix")
     # the repair's scan of the input model is the rescan's "before": its most anomalous class was unlearned
     assert unlearned["class"] == rescan["trigger"]["class"]
     assert unlearned["flagged"] == rescan["flagged_before"]

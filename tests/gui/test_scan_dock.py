@@ -270,7 +270,7 @@ def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot,
         assert panel.bar_heights(domain) == pytest.approx([min(a, Y_CAP * threshold) for a in index])
     assert list(panel.legend.entries()) == [POOLED, "features", "latent", "spectrum", "flagged"]  # those searched
     for button in (panel.play_trigger, panel.play_mixed, panel.use_button):
-        assert not button.isEnabled() and "did not search the waveform domain" in button.toolTip()
+        assert not button.isEnabled() and "searched no audio domain" in button.toolTip()
 
 
 def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):

@@ -335,12 +335,19 @@ def _cell_path(work: Path, model_name: str, attack_name: str, column: str, seed:
 
 
 def _check_cell(
-    path: Path, row: dict[str, Any], column: Column, config: DefenseConfig, eval_split: str = "test"
+    path: Path,
+    row: dict[str, Any],
+    column: Column,
+    config: DefenseConfig,
+    eval_split: str = "test",
+    scan_domains: str | None = None,
 ) -> None:
     """Refuse a finished cell measured on another split than ``eval_split`` (a cell without
     ``eval_split`` was measured on the test split) or made with other settings than ``column``
     declares now (a setting the cell lacks did not exist then: it had the default; where and how it
-    ran do not count, nor settings idle on both sides: :meth:`DefenseConfig.idle_fields`)."""
+    ran do not count, nor settings idle on both sides: :meth:`DefenseConfig.idle_fields`), or one that
+    unlearned a scanned trigger found by a scan of other domains than ``scan_domains`` (the run's
+    ``--scan-domains``; cells from before the record, 2026-12-05, name none and are not checked)."""
     then = row.get("eval_split", "test")
     if then != eval_split:
         raise ConfigError(
@@ -363,6 +370,13 @@ def _check_cell(
             f"{path} was made with other {column.name} settings than this run's "
             f"({', '.join(f'{k} {recorded.get(k, defaults[k])!r} there, {now[k]!r} now' for k in differ)}); "
             "delete it to run the cell again, or use another --work"
+        )
+    unlearned = (row.get("defense_details") or {}).get("unlearn") or {}
+    then_domains = unlearned.get("scan_domains") if unlearned.get("source") == "scan" else None
+    if scan_domains is not None and then_domains is not None and then_domains != scan_domains:
+        raise ConfigError(
+            f"{path} unlearned the trigger of a scan of other domains than this run's ({then_domains!r} there, "
+            f"{scan_domains!r} now: --scan-domains); delete it to run the cell again, or use another --work"
         )
 
 
@@ -588,7 +602,7 @@ def _defend_cell(
     config = column.config(seed, args.device)
     if cell.is_file():
         row = _read_cell(cell, column.defense)
-        _check_cell(cell, row, column, config, args.eval_split)
+        _check_cell(cell, row, column, config, args.eval_split, scan_config_from_args(args, prefix=SCAN_PREFIX).domains)
         return row
     if getattr(args, "no_defend", False):
         log.info("not run: %s on %s (%s), seed %d (--no-defend)", column.name, model_name, attack_name, seed)
@@ -1196,7 +1210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for s in seeds:
                     cell = _cell_path(work, m, a, c.name, s, args.seed)
                     if cell.is_file():
-                        _check_cell(cell, _read_cell(cell, c.defense), c, c.config(s, args.device), args.eval_split)
+                        row = _read_cell(cell, c.defense)
+                        _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, scan_settings.domains)
     if args.backend == "local":  # a dataset without the split is refused before any work (Ray: in its tasks)
         check_eval_split(_load_data(args, keep_others=False), args.eval_split)
         if args.jobs > 1:

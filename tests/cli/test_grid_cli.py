@@ -823,6 +823,12 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
     again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
     assert again["defense_details"]["unlearn"]["class"] == target
+    assert again["defense_details"]["unlearn"]["scan_domains"] == report["config"]["domains"]
+    # the run's scan now searches other domains: the kept cells rest on another scan, refused before any work
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    with pytest.raises(ConfigError, match=r"defend_smallcnn_badnets_u3\.json unlearned the trigger of a scan of other"):
+        main([*base, *variants, "--scan-domains", "features,waveform,spectrum,mix"])
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     assert report["model_sha256"] == grid._file_digest(work / "train_smallcnn_badnets.safetensors")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette
-from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from core.analysis.zones import ZONE_COLOURS
 
@@ -252,7 +252,8 @@ class _Swatch(QWidget):
 
 
 class ZoneLegend(QWidget):
-    """A row "zones: ■ clean ■ backdoor …": a swatch and a name per entry, a tooltip explaining each."""
+    """A row "zones: ■ clean ■ backdoor …": a swatch and a name per entry, a tooltip explaining each;
+    with ``per_row``, rows of that many entries (a legend of many series in a narrow dock)."""
 
     def __init__(
         self,
@@ -260,18 +261,29 @@ class ZoneLegend(QWidget):
         names: dict[str, str] | None = None,
         tooltips: dict[str, str] | None = None,
         title: str = "zones:",
+        per_row: int | None = None,
     ) -> None:
         super().__init__()
         self.setObjectName("zone_legend")
         self.colours = dict(colours)
         self.swatches: dict[str, _Swatch] = {}
         self.labels: dict[str, QLabel] = {}
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(4)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(2)
+        layout = None
         if title:
+            layout = QHBoxLayout()
+            layout.setSpacing(4)
             layout.addWidget(QLabel(title))
-        for key, colour in self.colours.items():
+            outer.addLayout(layout)
+        for n, (key, colour) in enumerate(self.colours.items()):
+            if layout is None or (per_row and n and n % per_row == 0):
+                if layout is not None and per_row:
+                    layout.addStretch(1)
+                layout = QHBoxLayout()
+                layout.setSpacing(4)
+                outer.addLayout(layout)
             swatch, label = _Swatch(colour), QLabel((names or {}).get(key, key))
             label.setObjectName(f"legend_{key}")
             tip = (tooltips or {}).get(key)
@@ -281,7 +293,8 @@ class ZoneLegend(QWidget):
             layout.addWidget(swatch, 0, Qt.AlignmentFlag.AlignVCenter)
             layout.addWidget(label)
             self.swatches[key], self.labels[key] = swatch, label
-        layout.addStretch(1)
+        if layout is not None:
+            layout.addStretch(1)
 
     def entries(self) -> dict[str, tuple[str, str]]:
         """key -> (shown name, swatch colour '#rrggbb') of the entries not hidden."""

@@ -208,6 +208,7 @@ class ScanPanel(QWidget):
             {**{d: d for d in SERIES_COLOURS}, "flagged": "flagged"},
             {**DOMAIN_HELP, "flagged": "pooled anomaly index above the threshold: a suspected target"},
             title="",
+            per_row=4,  # seven series do not fit one row of a dock on a 1280x800 screen
         )
         self.legend.setObjectName("scan_legend")
         default_series = series_shown(ScanConfig().domain_list())

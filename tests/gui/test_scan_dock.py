@@ -321,3 +321,29 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
     assert window.session.scan is not None and window.session.scan.result is result.scan
     assert panel.record is window.session.scan  # the dock shows the scan the repair made
+
+
+def test_a_scan_of_every_domain_fits_the_dock_on_a_1280x800_screen(qtbot):
+    """Seven series (pooled, five domains, flagged): the legend wraps, so the dock's form is not wider than the
+    dock (nothing cut at its right edge) and every searched domain has bars and a legend entry."""
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(*SMALL_SCREEN)
+    window.show()
+    window.docks["Scan"].raise_()
+    classes = ["yes", "no", "up", "down", "left", "right", "stop", "start", "enable", "disable"]
+    index = [0.1 * (i % 4) for i in range(len(classes))]
+    domains = {d: {"sizes": [0.1] * len(classes), "success": [1.0] * len(classes), "anomaly_index": index}
+               for d in DOMAINS}  # fmt: skip
+    report = {
+        "backdoored": False, "suspected_target": None, "confidence": 0.0, "classes": classes, "domains": domains,
+        "gradient_norm_gini": {}, "clean_clips": 10, "seconds": 1.0, "config": {"threshold": 3.0},
+    }  # fmt: skip
+    result = ScanResult.from_report(report, torch.zeros(len(classes), 16000))
+    panel = window.scan_panel
+    panel.show_record(ScanRecord(result, 0, 0, "every domain"))
+    qtbot.waitUntil(lambda: panel.bar_heights("mix") != [])
+    assert list(panel.legend.entries()) == [POOLED, *DOMAINS, "flagged"]
+    scroll = panel.parentWidget().parentWidget()  # the dock's scroll area (its viewport, then the area)
+    assert panel.minimumSizeHint().width() <= scroll.viewport().width()  # one row of seven did not fit
+    qtbot.waitUntil(lambda: panel.width() <= scroll.viewport().width())  # once the scroll area has laid it out

@@ -308,7 +308,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "clean_most_anomalous": counts(r.get("most_anomalous") for r in clean),
         "repaired_still_flagged": share(repaired, lambda r: r["flagged"]),
         # unflagged backdoored models: how often each candidate rule's class is the target (the class a
-        # repair unlearns when the scan flags nothing; the scan's own rule is core.scan.POINTING_DOMAIN's)
+        # repair unlearns when the scan flags nothing; the scan's own rule is core.scan.POINTING_DOMAINS')
         "pointing_unflagged": pointing([r for r in backdoored if not r["flagged"] and r.get("tops")]),
         # the rule the verdict used before 2026-12-04 (the largest single-domain index, not the domains
         # pooled), over the rows whose scan report it was read from

@@ -324,13 +324,13 @@ class Session:
         return before, now
 
     def scan_trigger(self, class_index: int) -> torch.Tensor:
-        """The last scan's reconstructed waveform trigger for ``class_index`` (``[samples]``)."""
+        """The last scan's reconstructed audio trigger for ``class_index`` (``[samples]``)."""
         record = self.scan
         if record is None:
             raise ConfigError("no scan yet: scan the model first")
         triggers = record.result.triggers
         if triggers is None:
-            raise ConfigError("the scan searched no waveform trigger (its domains were features only)")
+            raise ConfigError("the scan searched no audio domain (waveform, mix): no trigger to use")
         if not 0 <= class_index < triggers.shape[0]:
             raise ConfigError(f"class index {class_index} is outside 0..{triggers.shape[0] - 1}")
         return triggers[class_index].detach().to("cpu", torch.float32)

@@ -659,7 +659,7 @@ def _scan_cell(
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
     found = scan(model, data, config)
     if found.triggers is None:
-        raise ConfigError("the scan found no waveform trigger to unlearn")
+        raise ConfigError("the scan searched no audio domain (waveform, mix): no trigger to unlearn")
     save_file({"triggers": found.triggers.detach().cpu().contiguous()}, str(path.with_suffix(".safetensors")))
     write_json(path, {**found.to_dict(), "model_sha256": digest})
     return found

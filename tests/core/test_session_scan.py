@@ -90,7 +90,7 @@ def test_use_scan_trigger_makes_the_waveform_the_attack_with_that_target(session
 def test_a_features_only_scan_has_no_trigger_to_use(session, tmp_path):
     session.finish_scan(session.run_scan(ScanConfig(**QUICK, domains="features")))
     attack = session.attack
-    with pytest.raises(ConfigError, match="features only"):
+    with pytest.raises(ConfigError, match="searched no audio domain"):
         session.use_scan_trigger(0, tmp_path)
     assert session.attack is attack and not list(tmp_path.glob("*.wav"))
 

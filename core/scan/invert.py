@@ -265,13 +265,11 @@ def invert_mix(
     device = waves.device
     raw = (1e-2 * torch.randn(k, n, generator=search.gen)).to(device).requires_grad_()
     weight_logit = torch.full((k,), math.log(start / (1 - start)), device=device, requires_grad=True)
-    ramp = torch.arange(n, device=device).view(1, 1, n)
 
     def candidate(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = rows.shape[1]
         weight = torch.sigmoid(weight_logit)
-        shift = torch.randint(n, (k, b, 1), generator=search.gen).to(device)
-        sound = torch.tanh(raw).unsqueeze(1).expand(k, b, n).gather(2, (ramp + shift) % n)  # [K, B, N]
+        sound = _shifted(torch.tanh(raw), b, search.gen)  # [K, B, N]
         x = (1 - weight.view(k, 1, 1)) * waves[rows] + weight.view(k, 1, 1) * sound
         return model(x.reshape(-1, n)).view(k, b, -1), weight
 
@@ -279,6 +277,14 @@ def invert_mix(
     sounds = torch.tanh(raw_best.detach())
     size, hit = _mix_weight(model, waves, search, sounds, clips)
     return Inversion(size.tolist(), hit.tolist(), (size.clamp(max=1.0).view(k, 1) * sounds).cpu())  # at most s
+
+
+def _shifted(sounds: torch.Tensor, copies: int, gen: torch.Generator) -> torch.Tensor:
+    """``copies`` of each sound ``[K, N]``, each circularly shifted by its own random offset: ``[K, copies, N]``."""
+    k, n = sounds.shape
+    shift = torch.randint(n, (k, copies, 1), generator=gen).to(sounds.device)
+    ramp = torch.arange(n, device=sounds.device).view(1, 1, n)
+    return sounds.unsqueeze(1).expand(k, copies, n).gather(2, (ramp + shift) % n)
 
 
 @torch.no_grad()
@@ -294,9 +300,7 @@ def _mix_weight(
     as one largest size left the median absolute deviation at 0 (an index of millions)."""
     k, n = sounds.shape
     rows = _sources(search.labels, k, clips, search.gen)  # [K, M]
-    shift = torch.randint(n, (k, clips, 1), generator=search.gen).to(waves.device)
-    ramp = torch.arange(n, device=waves.device).view(1, 1, n)
-    placed = sounds.unsqueeze(1).expand(k, clips, n).gather(2, (ramp + shift) % n)  # [K, M, N]
+    placed = _shifted(sounds, clips, search.gen)  # [K, M, N]
 
     def hits(weight: torch.Tensor) -> torch.Tensor:
         out = []

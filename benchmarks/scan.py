@@ -154,16 +154,17 @@ def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) 
 
 def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
     """The verdict of a scan report read on only the domains ``reading`` names (``""``: all it searched),
-    by the scan's own rule (:func:`core.scan.verdict`). The domains are searched in order with one random
-    stream, so a reading of the first ones is exactly what a scan of those alone reports; another subset
-    reads the same searches."""
+    by the scan's own rule (:func:`core.scan.verdict`), its anomaly indices computed again from the sizes the
+    report kept (:func:`core.scan.anomaly_index` of today, so a change of the statistic re-reads every kept
+    scan). The domains are searched in order with one random stream, so a reading of the first ones is exactly
+    what a scan of those alone reports; another subset reads the same searches."""
     from core.scan import verdict
 
     wanted = [d for d in reading.split(",") if d] or list(report.get("domains", {}))
     missing = [d for d in wanted if d not in report.get("domains", {})]
     if missing:
         return {"error": f"the scan has no {', '.join(missing)} domain"}
-    records = {d: report["domains"][d] for d in wanted}
+    records = {d: reindexed(report["domains"][d]) for d in wanted}
     target, confidence = verdict(records, report["config"]["threshold"])
     sub = {**report, "domains": records, "suspected_target": None if target is None else report["classes"][target]}
     return {
@@ -176,6 +177,18 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
         "tops": tops(sub),
         **largest(sub),
     }
+
+
+def reindexed(record: dict[str, Any]) -> dict[str, Any]:
+    """A domain's record with its anomaly indices computed from its sizes (``None``: no trigger found)."""
+    import math
+
+    from core.scan import anomaly_index
+
+    if "sizes" not in record:
+        return record
+    sizes = [math.inf if s is None else s for s in record["sizes"]]
+    return {**record, "anomaly_index": [round(a, 3) for a in anomaly_index(sizes)]}
 
 
 def tops(report: dict[str, Any]) -> dict[str, list[str]]:

@@ -97,20 +97,23 @@ def test_the_compared_rule_is_the_largest_single_domain_index_and_its_class():
 
 def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_there():
     from benchmarks.scan import read_as, rows_as
+    from core.scan import anomaly_index
 
     report = {
         "classes": ["a", "b", "c"],
         "config": {"threshold": 3.0},
-        "domains": {
-            "features": {"anomaly_index": [0.5, 1.0, 0.0], "sizes": [0.5, 0.4, 0.6]},
-            "latent": {"anomaly_index": [0.0, 0.0, 5.0], "sizes": [0.5, 0.5, 0.05]},
+        "domains": {  # the stored indices are an earlier rule's: the reading computes them from the sizes
+            "features": {"anomaly_index": [0.5, 9.0, 0.0], "sizes": [0.5, 0.4, 0.6]},
+            "latent": {"anomaly_index": [0.0, 0.0, 5.0], "sizes": [0.5, 0.45, 0.05]},
         },
     }
+    features, latent = anomaly_index([0.5, 0.4, 0.6]), anomaly_index([0.5, 0.45, 0.05])
+    assert max(features) < 3.0 < latent[2]
     every, first = read_as(report, ""), read_as(report, "features")
     assert every["flagged"] and every["suspected_target"] == "c"
-    assert every["confidence"] == pytest.approx(5.0 / math.sqrt(2), abs=1e-3)  # the domains pooled
+    assert every["confidence"] == pytest.approx(latent[2] / math.sqrt(2), abs=1e-3)  # the domains pooled
     assert not first["flagged"] and first["suspected_target"] is None and first["most_anomalous"] == "b"
-    assert first["anomaly_index_max"] == {"features": 1.0}
+    assert first["anomaly_index_max"] == {"features": pytest.approx(features[1], abs=1e-3)}
     assert read_as(report, "waveform") == {"error": "the scan has no waveform domain"}
     rows = [{"attack": "x", "reading": "", **every, "readings": {"features": first}}, {"attack": "y", "reading": ""}]
     as_first = rows_as(rows, "features")

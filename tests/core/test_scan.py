@@ -31,6 +31,20 @@ def test_anomaly_index_measures_distance_below_the_median_in_deviations():
     assert anomaly_index([0.01, 0.012, 0.011, 0.001]) == pytest.approx(anomaly_index([1.0, 1.2, 1.1, 0.1]))
 
 
+def test_sizes_that_tie_within_a_search_s_chance_do_not_inflate_the_index():
+    from core.scan import LOG_MAD_FLOOR
+
+    # six of ten classes out of reach at one size (a short mix search): their MAD of the logs is 0
+    sizes = [1.9] * 6 + [1.85, 1.8, 0.05, 0.04]
+    index = anomaly_index(sizes)
+    median = math.log(1.9)
+    assert index[9] == pytest.approx((median - math.log(0.04)) / LOG_MAD_FLOOR)  # not millions
+    assert index[9] < 50 and index[6] < 1  # a size 3 % below its peers is chance, not an outlier
+    # a spread larger than the floor is read as before
+    spread = anomaly_index([math.exp(v) for v in (0.0, 0.5, -0.5, 0.0, -3.0)])
+    assert spread[4] == pytest.approx(3.0 / (1.4826 * 0.5))
+
+
 def test_gini_of_neuron_norms():
     assert gini(torch.ones(8)) == pytest.approx(0.0)
     assert gini(torch.tensor([0.0, 0.0, 0.0, 5.0])) == pytest.approx(0.75)

@@ -20,9 +20,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.cli.grid import machines_note  # noqa: E402
+from core.cli.grid import machines_note, scan_domains_of  # noqa: E402
 from core.defenses import DEFENSES  # noqa: E402
 from core.presets import PRESETS, matching_preset  # noqa: E402
+from core.scan import ScanConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
@@ -450,9 +451,10 @@ def _mean_sd(r: dict, key: str) -> str:
     return "–" if v is None else (f"{100 * v:.1f}" if sd is None else f"{100 * v:.1f} ± {100 * sd:.1f}")
 
 
-def _is_todays_recommended(settings: dict | None) -> bool:
-    """Whether a column's recorded settings are today's Recommended preset (run fields aside)."""
-    if settings is None:
+def _is_todays_recommended(settings: dict | None, scan_domains: str | None = None) -> bool:
+    """Whether a column's recorded settings are today's Recommended preset (run fields aside) and, given the
+    domains its scans searched (``scan_domains``), those of today's scan default."""
+    if settings is None or (scan_domains is not None and scan_domains != ScanConfig().domains):
         return False
     defense = PRESETS["recommended"].defense
     config = DEFENSES[defense].Config
@@ -469,7 +471,9 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
         if not path.is_file():
             continue
         d = json.loads(path.read_text())
-        stale = not _is_todays_recommended((d.get("defense_settings") or {}).get("gnft@recommended"))
+        stale = not _is_todays_recommended(
+            (d.get("defense_settings") or {}).get("gnft@recommended"), scan_domains_of(d)
+        )
         rows = [  # a Recommended column run with another preset than today's is not today's Recommended
             {**r, "defense": PREVIOUS} if r["defense"] == "gnft@recommended" and stale else r
             for r in d["rows"]

@@ -162,14 +162,16 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
     import dataclasses
 
     from core.presets import PRESETS
+    from core.scan import ScanConfig
 
-    def grid(settings):
+    def grid(settings, scan_domains=None):
         rows = [  # the Recommended's cell after another column's: the table still shows it right after `none`
             {"model": "resnet", "attack": "badnets", "defense": d, "clean_accuracy": 0.9, "attack_success_rate": a}
             for d, a in (("none", 0.99), ("ft", 0.97), ("gnft@recommended", 0.05))
         ]
         return {"command": "python -m core.grid", "eval_split": "test", "rows": rows,
-                "defense_settings": {"gnft@recommended": settings}}  # fmt: skip
+                "defense_settings": {"gnft@recommended": settings},
+                "scan_domains": scan_domains or ScanConfig().domains}  # fmt: skip
 
     today = dataclasses.asdict(PRESETS["recommended"].config(seed=3, device="cpu"))  # run fields do not count
     (tmp_path / "grid_asc10_rec4.json").write_text(json.dumps(grid(today)))
@@ -178,4 +180,8 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
     first, second = section.split("### ")[1:]  # today's Recommended first, then the other table
     assert "today's Recommended" in first and "| backdoored | **Recommended** |" in first
     assert "previous Recommended" not in first
+    assert "| backdoored | previous Recommended |" in second and "**Recommended**" not in second
+    # today's settings, but its scans searched other domains than today's scan does: the previous Recommended
+    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid(today, "features,waveform")))
+    second = _report().reference_section(tmp_path).split("### ")[2]
     assert "| backdoored | previous Recommended |" in second and "**Recommended**" not in second

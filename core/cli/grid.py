@@ -334,6 +334,19 @@ def _cell_path(work: Path, model_name: str, attack_name: str, column: str, seed:
     return work / f"defend_{model_name}_{attack_name}_{column}{suffix}.json"
 
 
+#: The scan domains of a grid file that records none (written before 2026-12-05): the default of then.
+SCAN_DOMAINS_BEFORE_RECORD = "features,waveform,spectrum"
+
+
+def scan_domains_of(results: dict[str, Any]) -> str:
+    """The domains the scans of a grid results file searched for its unlearning columns: its record, else
+    its command's ``--scan-domains``, else the default of the time (:data:`SCAN_DOMAINS_BEFORE_RECORD`)."""
+    if results.get("scan_domains"):
+        return results["scan_domains"]
+    found = re.search(r"--scan-domains[= ](\S+)", results.get("command", ""))
+    return found.group(1).strip("'\"") if found else SCAN_DOMAINS_BEFORE_RECORD
+
+
 def _check_cell(
     path: Path,
     row: dict[str, Any],
@@ -695,6 +708,7 @@ def _with_earlier_rows(
     data_summary: dict[str, Any],
     defense_of: dict[str, str] | None = None,
     eval_split: str = "test",
+    scan_domains: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``rows`` plus the rows of the earlier results file ``path`` for the (model, attack, rate) cells that
     ``rows`` has no model for, each with the ``command`` that made it (a row without one was made by
@@ -702,7 +716,9 @@ def _with_earlier_rows(
     for a defense of this run, or its data, differ from this run's (a setting added to a defense
     since that file was written counts as its default there: the default of the column's defense,
     ``defense_of[column]``, a plain column being its own defense), or when it was measured on another
-    split than ``eval_split`` (a file without ``eval_split`` was measured on the test split)."""
+    split than ``eval_split`` (a file without ``eval_split`` was measured on the test split), or, given the
+    run's ``scan_domains`` (it has unlearning columns), when that file's scans searched other domains
+    (:func:`scan_domains_of`)."""
     if not path.is_file():
         return rows, defense_settings
     earlier = json.loads(path.read_text())
@@ -711,6 +727,11 @@ def _with_earlier_rows(
         raise ConfigError(
             f"--keep-earlier: {path} was measured on the {then} split and this run on the {eval_split} "
             "split (--eval-split); write to another --out"
+        )
+    if scan_domains is not None and scan_domains_of(earlier) != scan_domains:
+        raise ConfigError(
+            f"--keep-earlier: {path} unlearned the triggers of scans of {scan_domains_of(earlier)} and this run "
+            f"scans {scan_domains} (--scan-domains); write to another --out"
         )
     settings = earlier.get("defense_settings", {})
 
@@ -1304,11 +1325,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     command = " ".join(["python -m core.grid", *argv])
     defense_settings = {c.name: dataclasses.asdict(configs[c.name]) for c in runs}
+    # the searches the unlearning columns' scans made (None: no column unlearns a scanned trigger)
+    unlearns = any(configs[c.name].unlearns() for c in runs)
+    scan_domains = scan_config_from_args(args, prefix=SCAN_PREFIX).domains if unlearns else None
     variants = {c.name: c.describe() for c in runs if not c.plain}
     if args.keep_earlier:
         earlier = out.with_name(out.name + ".json")
         rows, defense_settings = _with_earlier_rows(
-            rows, earlier, defense_settings, data_summary, {c.name: c.defense for c in runs}, args.eval_split
+            rows,
+            earlier,
+            defense_settings,
+            data_summary,
+            {c.name: c.defense for c in runs},
+            args.eval_split,
+            scan_domains,
         )
         if earlier.is_file():
             variants = {**json.loads(earlier.read_text()).get("variants", {}), **variants}
@@ -1326,6 +1356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "eval_split": args.eval_split,
             "defense_seeds": seeds,
             "defense_settings": defense_settings,
+            "scan_domains": scan_domains,
             "variants": variants,
             "rows": rows,
         },

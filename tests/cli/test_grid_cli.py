@@ -22,6 +22,7 @@ from core.evaluation import evaluate
 from core.presets import PRESETS
 from core.repair import metrics_only
 from core.runtime import machine_info, ran_on
+from core.scan import ScanConfig
 from tests.conftest import write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -560,6 +561,30 @@ def test_keep_earlier_compares_a_variant_with_its_defense_defaults(tmp_path):
         grid._with_earlier_rows([], path, {"gnft@paper": {**now, "lr": 0.01}}, {"clips": 3}, {"gnft@paper": "gnft"})
 
 
+def test_keep_earlier_refuses_a_table_whose_scans_searched_other_domains(tmp_path):
+    """An unlearning column's cells rest on the scan's domains: a table of scans of other domains (recorded,
+    named by its command, or, with neither, the default before the record) is not extended."""
+    now = dataclasses.asdict(PRESETS["recommended"].config())
+    path = tmp_path / "g.json"
+
+    def earlier(**extra):
+        base = {"command": "OLD", "data": {"clips": 3}, "defense_settings": {"gnft@recommended": now}, "rows": []}
+        path.write_text(json.dumps({**base, **extra}))
+
+    args = ([], path, {"gnft@recommended": now}, {"clips": 3}, {"gnft@recommended": "gnft"}, "test")
+    earlier(scan_domains="features,waveform,spectrum,mix")
+    assert grid._with_earlier_rows(*args, "features,waveform,spectrum,mix")[1] == {"gnft@recommended": now}
+    with pytest.raises(ConfigError, match="scans of features,waveform,spectrum,mix and this run scans features"):
+        grid._with_earlier_rows(*args, "features,waveform")
+    earlier(command="python -m core.grid --scan-domains features,mix --out g")
+    assert grid.scan_domains_of(json.loads(path.read_text())) == "features,mix"
+    earlier()  # written before the record, by a command without --scan-domains: the default of then
+    assert grid.scan_domains_of(json.loads(path.read_text())) == grid.SCAN_DOMAINS_BEFORE_RECORD
+    with pytest.raises(ConfigError, match="--scan-domains"):
+        grid._with_earlier_rows(*args, ScanConfig().domains)
+    assert grid._with_earlier_rows(*args, None)[1] == {"gnft@recommended": now}  # no column unlearns: not checked
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -824,10 +849,11 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
     assert again["defense_details"]["unlearn"]["class"] == target
     assert again["defense_details"]["unlearn"]["scan_domains"] == report["config"]["domains"]
+    assert json.loads(out.with_name(out.name + ".json").read_text())["scan_domains"] == report["config"]["domains"]
     # the run's scan now searches other domains: the kept cells rest on another scan, refused before any work
     stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
     with pytest.raises(ConfigError, match=r"defend_smallcnn_badnets_u3\.json unlearned the trigger of a scan of other"):
-        main([*base, *variants, "--scan-domains", "features,waveform,spectrum,mix"])
+        main([*base, *variants, "--scan-domains", "features,waveform,spectrum"])
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     assert report["model_sha256"] == grid._file_digest(work / "train_smallcnn_badnets.safetensors")
 

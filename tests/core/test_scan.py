@@ -106,12 +106,14 @@ def test_scan_is_seeded_leaves_the_model_alone_and_cancels(tiny_sc):
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     assert a.to_dict() | {"seconds": 0} == b.to_dict() | {"seconds": 0}  # same seed, same numbers
-    for domain in ("features", "waveform", "spectrum"):
+    assert list(a.domains) == ["features", "waveform", "spectrum", "mix"]  # the default domains
+    for domain in ("features", "waveform", "spectrum", "mix"):
         record = a.domains[domain]
         assert len(record["sizes"]) == len(record["anomaly_index"]) == len(TINY_WORDS)
         assert all(0.0 <= s <= 1.0 for s in record["success"])
     assert a.triggers is not None and a.triggers.shape == (len(TINY_WORDS), 16000)
-    assert float(a.triggers.abs().max()) <= config.peak + 1e-6
+    for trigger, domain in zip(a.triggers, a.trigger_domains):  # a waveform pattern's peak; a mixed sound's 1
+        assert float(trigger.abs().max()) <= (config.peak if domain == "waveform" else 1.0) + 1e-6
     assert set(a.gradient_norm_gini) >= {"classifier.conv1", "classifier.fc"}
     stop = StopAt(3)
     with pytest.raises(Cancelled):

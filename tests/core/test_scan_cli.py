@@ -69,7 +69,7 @@ def test_python_m_core_scan_writes_the_report_and_the_trigger_wavs(workspace, tm
     assert report["command"].startswith("python -m core.scan --model") and report["model"] == str(model)
     assert report["classes"] == TINY_WORDS and report["clean_clips"] == 8 and report["sample_rate"] == 16000
     assert report["config"] == {**vars(CONFIG), "seed": 0}
-    assert set(report["domains"]) == {"features", "waveform", "spectrum"}
+    assert set(report["domains"]) == {"features", "waveform", "spectrum", "mix"}
     assert {"cpu", "torch", "torch_threads", "device"} <= set(report["machine"]) and report["machine"][
         "device"
     ] == "cpu"

@@ -49,7 +49,8 @@ def test_a_scan_changes_nothing_until_kept_and_its_trigger_is_the_results(sessio
     assert all(torch.equal(v, weights[k]) for k, v in session.model.state_dict().items())
     assert session.attack is attack
     assert record.of_input and record.model_name == "attacked.safetensors"
-    assert record.result.classes == TINY_WORDS and set(record.result.domains) == {"features", "waveform", "spectrum"}
+    assert record.result.classes == TINY_WORDS
+    assert set(record.result.domains) == {"features", "waveform", "spectrum", "mix"}
     assert session.finish_scan(record) and session.scan is record and session.input_scan is record
     assert session.scan_comparison() is None  # nothing repaired yet
     for k in range(len(TINY_WORDS)):

@@ -73,7 +73,7 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
     r = record.result
     assert window.session.scan is record and record.of_input and r.config["steps"] == 10
     assert r.config["clean_ratio"] == pytest.approx(0.5) and r.config["batch_size"] == 4
-    assert panel.progress.value() == panel.progress.maximum() == 3 * 10 and panel.redraws > 0  # three domains
+    assert panel.progress.value() == panel.progress.maximum() == 4 * 10 and panel.redraws > 0  # four domains
     verdict = panel.verdict.text()
     assert index_text(r.confidence) in verdict
     if r.backdoored:
@@ -93,8 +93,9 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
         assert heights == pytest.approx([min(a, Y_CAP * threshold) for a in rec["anomaly_index"]])
         assert panel.bar_colours(domain) == [DOMAIN_COLOURS[domain]] * len(r.classes)
     columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert columns == ["class", POOLED, "features", "waveform", "spectrum"] and panel.table.rowCount() == len(r.classes)
-    assert list(panel.legend.entries()) == [POOLED, "features", "waveform", "spectrum", "flagged"]  # not latent
+    assert columns == ["class", POOLED, "features", "waveform", "spectrum", "mix"]
+    assert panel.table.rowCount() == len(r.classes)
+    assert list(panel.legend.entries()) == [POOLED, "features", "waveform", "spectrum", "mix", "flagged"]  # not latent
     for i, name in enumerate(r.classes):
         assert panel.table.item(i, 0).text() == name
         assert panel.table.item(i, 1).text() == index_text(r.pooled[i])
@@ -244,12 +245,12 @@ def test_use_as_attack_sets_the_session_attack_to_the_reconstructed_trigger(qtbo
     )
 
 
-def test_a_scan_without_the_waveform_domain_has_no_trigger_to_play_or_use(qtbot, window):
+def test_a_scan_without_an_audio_domain_has_no_trigger_to_play_or_use(qtbot, window):
     panel = window.scan_panel
     fill(window, QUICK)
     boxes = panel.fields["domains"].boxes  # a check box per domain, the defaults ticked
     assert list(boxes) == list(DOMAINS) and [w for w, b in boxes.items() if b.isChecked()] == ScanConfig().domain_list()
-    for word in ("waveform", "latent"):  # as a person does it: untick waveform, tick latent
+    for word in ("waveform", "mix", "latent"):  # as a person does it: untick the audio domains, tick latent
         qtbot.mouseClick(boxes[word], Qt.MouseButton.LeftButton, pos=QPoint(4, boxes[word].height() // 2))
     assert panel.fields["domains"].text() == "features,latent,spectrum"
     with qtbot.waitSignal(window.scan_finished, timeout=120000) as done:
@@ -315,8 +316,8 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
     result = window.session.pending
     assert result is not None and result.scan is not None and result.details["unlearn"]["source"] == "scan"
-    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (spectrum, 3 of 3): step ")
-    assert any(text.startswith("Scanning for the trigger to unlearn (features, 1 of 3): step ") for text in scanning)
+    assert scanning and scanning[-1].startswith("Scanning for the trigger to unlearn (mix, 4 of 4): step ")
+    assert any(text.startswith("Scanning for the trigger to unlearn (features, 1 of 4): step ") for text in scanning)
     steps = result.config.epochs * -(-result.clean_clips // result.config.batch_size)
     assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
     assert window.session.scan is not None and window.session.scan.result is result.scan

@@ -61,6 +61,9 @@ DOMAIN_COLOURS = {
 POOLED = "pooled"
 POOLED_COLOUR = "#2b2b2b"
 SERIES_COLOURS = {POOLED: POOLED_COLOUR, **DOMAIN_COLOURS}
+#: The per-class table's column titles: short, so that the class column, the pooled index and all five domains
+#: fit a dock on a 1280x800 screen (the full names: the legend, and each title's tooltip).
+SHORT_TITLES = {"features": "feat.", "waveform": "wave", "spectrum": "spec."}
 FLAGGED = ZONE_COLOURS["backdoor"]  # a flagged class has the colour of backdoor neurons and of ASR
 CLEAN = ZONE_COLOURS["clean"]
 #: the y axis shows at most this many thresholds; a taller bar is cut and its value written at the top
@@ -216,7 +219,7 @@ class ScanPanel(QWidget):
             self.legend.set_shown(series, series in default_series)  # until a scan says otherwise
         self.table = QTableWidget(0, 1 + len(default_series))
         self.table.setObjectName("scan_classes")
-        self.table.setHorizontalHeaderLabels(["class", *default_series])
+        self.table.setHorizontalHeaderLabels(["class", *(SHORT_TITLES.get(c, c) for c in default_series)])
         for table in (self.table, self.compare):
             table.verticalHeader().setVisible(False)
             table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
@@ -553,7 +556,7 @@ class ScanPanel(QWidget):
         self.table.blockSignals(True)
         self.table.clearContents()
         self.table.setColumnCount(1 + len(shown))
-        self.table.setHorizontalHeaderLabels(["class", *shown])
+        self.table.setHorizontalHeaderLabels(["class", *(SHORT_TITLES.get(c, c) for c in shown)])
         for c, series in enumerate(shown, start=1):
             where = "pooled over the domains" if series == POOLED else f"in the {series} domain"
             self.table.horizontalHeaderItem(c).setToolTip(f"anomaly index {where}: {DOMAIN_HELP[series]}")

@@ -93,13 +93,14 @@ def test_a_scan_shows_its_verdict_bars_table_and_gini(qtbot, window):
         assert heights == pytest.approx([min(a, Y_CAP * threshold) for a in rec["anomaly_index"]])
         assert panel.bar_colours(domain) == [DOMAIN_COLOURS[domain]] * len(r.classes)
     columns = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
-    assert columns == ["class", POOLED, "features", "waveform", "spectrum", "mix"]
+    assert columns == ["class", POOLED, "feat.", "wave", "spec.", "mix"]  # short, the full name in each tooltip
+    assert "in the waveform domain" in panel.table.horizontalHeaderItem(3).toolTip()
     assert panel.table.rowCount() == len(r.classes)
     assert list(panel.legend.entries()) == [POOLED, "features", "waveform", "spectrum", "mix", "flagged"]  # not latent
     for i, name in enumerate(r.classes):
         assert panel.table.item(i, 0).text() == name
         assert panel.table.item(i, 1).text() == index_text(r.pooled[i])
-        for c, domain in enumerate(columns[2:], start=2):
+        for c, domain in enumerate(["features", "waveform", "spectrum", "mix"], start=2):
             assert panel.table.item(i, c).text() == index_text(r.domains[domain]["anomaly_index"][i])
     top = max(r.gradient_norm_gini.values())
     assert f"over {len(r.gradient_norm_gini)} layer(s)" in panel.gini.text() and f"{top:.2f}" in panel.gini.text()
@@ -260,9 +261,9 @@ def test_a_scan_without_an_audio_domain_has_no_trigger_to_play_or_use(qtbot, win
     assert [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())] == [
         "class",
         POOLED,
-        "features",
+        "feat.",
         "latent",
-        "spectrum",
+        "spec.",
     ]
     assert panel.bar_heights("waveform") == []
     threshold = record.result.config["threshold"]
@@ -348,3 +349,9 @@ def test_a_scan_of_every_domain_fits_the_dock_on_a_1280x800_screen(qtbot):
     scroll = panel.parentWidget().parentWidget()  # the dock's scroll area (its viewport, then the area)
     assert panel.minimumSizeHint().width() <= scroll.viewport().width()  # one row of seven did not fit
     qtbot.waitUntil(lambda: panel.width() <= scroll.viewport().width())  # once the scroll area has laid it out
+    panel.views.setCurrentWidget(panel.table)
+    header = panel.table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.sectionSize(0) > 0)
+    for c in range(panel.table.columnCount()):  # every column title readable whole, not cut at its edges
+        text = panel.table.horizontalHeaderItem(c).text()
+        assert header.fontMetrics().horizontalAdvance(text) + 8 <= header.sectionSize(c), text

@@ -174,14 +174,18 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
                 "scan_domains": scan_domains or ScanConfig().domains}  # fmt: skip
 
     today = dataclasses.asdict(PRESETS["recommended"].config(seed=3, device="cpu"))  # run fields do not count
-    (tmp_path / "grid_asc10_rec4.json").write_text(json.dumps(grid(today)))
+    (tmp_path / "grid_asc10_round9_test.json").write_text(json.dumps(grid(today)))
     (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid({**today, "lr": 0.01, "epochs": 60})))
     section = _report().reference_section(tmp_path)
     first, second = section.split("### ")[1:]  # today's Recommended first, then the other table
     assert "today's Recommended" in first and "| backdoored | **Recommended** |" in first
     assert "previous Recommended" not in first
     assert "| backdoored | previous Recommended |" in second and "**Recommended**" not in second
-    # today's settings, but its scans searched other domains than today's scan does: the previous Recommended
-    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid(today, "features,waveform")))
+    # today's settings, but its scans searched other domains than today's scan does: the previous Recommended,
+    # and a variant of it (at 5 % clean) a variant of the previous one
+    older = grid(today, "features,waveform")
+    older["rows"].append({**older["rows"][-1], "defense": "rec_c05", "attack_success_rate": 0.2})
+    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(older))
     second = _report().reference_section(tmp_path).split("### ")[2]
-    assert "| backdoored | previous Recommended |" in second and "**Recommended**" not in second
+    assert "| backdoored | previous Recommended | FT | previous Recommended at 5 % clean |" in second
+    assert "**Recommended**" not in second

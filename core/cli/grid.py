@@ -1327,7 +1327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defense_settings = {c.name: dataclasses.asdict(configs[c.name]) for c in runs}
     # the searches the unlearning columns' scans made (None: no column unlearns a scanned trigger)
     unlearns = any(configs[c.name].unlearns() for c in runs)
-    scan_domains = scan_config_from_args(args, prefix=SCAN_PREFIX).domains if unlearns else None
+    scan_domains = scan_settings.domains if unlearns else None
     variants = {c.name: c.describe() for c in runs if not c.plain}
     if args.keep_earlier:
         earlier = out.with_name(out.name + ".json")

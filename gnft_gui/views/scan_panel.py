@@ -90,6 +90,11 @@ CAVEAT = (
 )
 
 
+def column_titles(series: list[str]) -> list[str]:
+    """The per-class table's column titles for ``series`` (:data:`SHORT_TITLES`), after the class column."""
+    return ["class", *(SHORT_TITLES.get(s, s) for s in series)]
+
+
 def series_shown(domains: typing.Iterable[str]) -> list[str]:
     """The series a scan of ``domains`` draws, in order: the pooled index (the verdict's) when there are
     several domains, then each domain's (one domain is its own verdict)."""
@@ -219,7 +224,7 @@ class ScanPanel(QWidget):
             self.legend.set_shown(series, series in default_series)  # until a scan says otherwise
         self.table = QTableWidget(0, 1 + len(default_series))
         self.table.setObjectName("scan_classes")
-        self.table.setHorizontalHeaderLabels(["class", *(SHORT_TITLES.get(c, c) for c in default_series)])
+        self.table.setHorizontalHeaderLabels(column_titles(default_series))
         for table in (self.table, self.compare):
             table.verticalHeader().setVisible(False)
             table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
@@ -556,7 +561,7 @@ class ScanPanel(QWidget):
         self.table.blockSignals(True)
         self.table.clearContents()
         self.table.setColumnCount(1 + len(shown))
-        self.table.setHorizontalHeaderLabels(["class", *(SHORT_TITLES.get(c, c) for c in shown)])
+        self.table.setHorizontalHeaderLabels(column_titles(shown))
         for c, series in enumerate(shown, start=1):
             where = "pooled over the domains" if series == POOLED else f"in the {series} domain"
             self.table.horizontalHeaderItem(c).setToolTip(f"anomaly index {where}: {DOMAIN_HELP[series]}")

@@ -269,8 +269,10 @@ class Soak(QObject):
         self.window, self.panel = window, window.defense_panel
         self.target_steps, self.batch_size, self.evaluations = steps, batch_size, evaluations
         self.on_sample = on_sample
-        self.step = 0
+        self.step = 0  # within the current phase (the observer's count starts again at each phase)
         self.total_steps = 0
+        self.phase = ""
+        self.phases: list[dict[str, Any]] = []  # one per phase in run order: name, steps reached, total
         self.eval_at: list[tuple[float, int]] = []
         self.samples: list[dict[str, Any]] = []
         self.failure: str | None = None
@@ -283,7 +285,11 @@ class Soak(QObject):
 
     # slots of a QObject of the GUI thread: the worker's signals reach them queued, as they reach the views
     def _stepped(self, info) -> None:
-        self.step, self.total_steps = info.step, info.total_steps
+        # the Recommended runs the scan's searches (one phase each) before GN-FT's own steps
+        if info.phase != self.phase or info.step < self.step:
+            self.phases.append({"phase": info.phase, "steps": 0, "total_steps": info.total_steps})
+        self.phase, self.step, self.total_steps = info.phase, info.step, info.total_steps
+        self.phases[-1].update(steps=info.step, total_steps=info.total_steps)
 
     def _evaluated(self, info) -> None:
         self.eval_at.append((round(time.perf_counter() - self._t0, 2), self.step))
@@ -307,6 +313,7 @@ class Soak(QObject):
     def sample(self) -> dict[str, Any]:
         row = {
             "t_s": round(time.perf_counter() - self._t0, 2),
+            "phase": len(self.phases) - 1,
             "step": self.step,
             "rss_mb": round(rss_mb(), 2),
             **{f"refcount_{k}": v for k, v in refcounts(collect=False).items()},
@@ -386,6 +393,7 @@ class Soak(QObject):
             "config": dataclasses.asdict(self.config) if self.config is not None else None,
             "steps": steps,
             "total_steps": self.total_steps,
+            "phases": self.phases,
             "evaluations": len(self.eval_at),
             "run_seconds": round(seconds, 2),
             "steps_per_second": round(steps / seconds, 1) if seconds else None,
@@ -405,7 +413,7 @@ class Soak(QObject):
                 "growth": round(growth, 1),
                 "growth_per_1000_steps": round(1000 * growth / steps, 2) if steps else None,
                 "after_first_quarter_per_1000_steps": growth_after(self.samples, rss_end, steps),
-                "steady_per_1000_steps": steady_slope(self.samples),
+                "steady_per_1000_steps": steady_slope(self.samples, self.phases),
             },
             "refcounts": {
                 "before": self.refcounts_before,
@@ -423,22 +431,37 @@ class Soak(QObject):
         }
 
 
-def steady_slope(samples: list[dict[str, Any]], skip: float = 0.25) -> float | None:
-    """MB per 1000 steps, least squares over the samples after the first ``skip`` of the steps
-    (the first steps allocate the optimizer state, the trigger cache and the views' buffers)."""
-    last = max((s["step"] for s in samples), default=0)
-    points = [(s["step"], s["rss_mb"]) for s in samples if s["step"] >= skip * last and s["step"] > 0]
-    if len(points) < 3 or points[-1][0] == points[0][0]:
+def steady_slope(
+    samples: list[dict[str, Any]], phases: list[dict[str, Any]] | None = None, skip: float = 0.25
+) -> float | None:
+    """MB per 1000 steps: the least-squares slope of RSS against the step within each phase, pooled over
+    the phases (each its own intercept), on the samples after the first ``skip`` of each phase's steps and
+    before its last step. A leak grows with every step of every phase; the one-offs (the first steps'
+    optimizer state, caches and views' buffers, what a phase sets up before its first step or after its
+    last) move no within-phase slope."""
+    groups: dict[int, list[tuple[float, float]]] = {}
+    for s in samples:
+        k = s.get("phase", 0)
+        if k < 0:
+            continue
+        last = phases[k]["steps"] if phases else max(t["step"] for t in samples if t.get("phase", 0) == k)
+        if skip * last <= s["step"] < last and s["step"] > 0:
+            groups.setdefault(k, []).append((s["step"], s["rss_mb"]))
+    sxy = sxx = 0.0
+    for points in groups.values():
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        sxy += sum((x - mx) * (y - my) for x, y in points)
+        sxx += sum((x - mx) ** 2 for x, _ in points)
+    if sum(len(p) for p in groups.values()) < 3 or not sxx:
         return None
-    mx = sum(p[0] for p in points) / len(points)
-    my = sum(p[1] for p in points) / len(points)
-    var = sum((x - mx) ** 2 for x, _ in points)
-    return round(1000 * sum((x - mx) * (y - my) for x, y in points) / var, 2) if var else None
+    return round(1000 * sxy / sxx, 2)
 
 
 def growth_after(samples: list[dict[str, Any]], rss_end: float, steps: int, skip: float = 0.25) -> float | None:
-    """MB per 1000 steps from the first sample at ``skip`` of the steps to the end of the run."""
-    first = next((s for s in samples if s["step"] >= skip * steps), None)
+    """MB per 1000 steps from the first sample at ``skip`` of the last phase's steps to the end of the run."""
+    phase = max((s.get("phase", 0) for s in samples), default=0)
+    first = next((s for s in samples if s.get("phase", 0) == phase and s["step"] >= skip * steps), None)
     if first is None or steps <= first["step"]:
         return None
     return round(1000 * (rss_end - first["rss_mb"]) / (steps - first["step"]), 2)

@@ -312,12 +312,14 @@ def _mix_weight(
     lo = torch.full((k,), math.log(1e-4), device=waves.device)
     hi = torch.zeros(k, device=waves.device)
     top = hits(torch.ones(k, device=waves.device))
+    at_hi = top  # the share sent at weight exp(hi): each class's hits depend on its own weight only
     for _ in range(halvings):
         mid = (lo + hi) / 2
-        ok = hits(mid.exp()) >= search.success
-        hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
+        share = hits(mid.exp())
+        ok = share >= search.success
+        hi, lo, at_hi = torch.where(ok, mid, hi), torch.where(ok, lo, mid), torch.where(ok, share, at_hi)
     reached = top >= search.success
-    return torch.where(reached, hi.exp(), 1 + search.success - top), torch.where(reached, hits(hi.exp()), top)
+    return torch.where(reached, hi.exp(), 1 + search.success - top), torch.where(reached, at_hi, top)
 
 
 def invert_latent(

@@ -234,3 +234,45 @@ def test_each_class_plays_the_trigger_of_the_audio_domain_where_it_stands_out_mo
     assert names == ["waveform", "mix", "waveform"]  # a tie goes to the domain searched first
     assert triggers.tolist() == [[0.0] * 5, [1.0] * 5, [0.0] * 5]
     assert _audio_triggers(domains, {}) == (None, [])
+
+
+def test_the_mix_weight_reports_the_share_its_sound_sends_at_the_weight_it_reports():
+    """``_mix_weight``'s size and success agree: for a class its sound reaches, the success is the share of the
+    same clips (same alignments) sent to the class at exactly that weight, at least the success rate; for one
+    it cannot reach, the size is 1 plus the shortfall at weight 1."""
+    from core.scan.invert import Search, _mix_weight, _shifted, _sources
+
+    class Offset(nn.Module):
+        """Class 0 for clips whose mean is positive, 1 for negative; never class 2: a mixed-in offset (any
+        alignment) reaches 0 or 1 at a small weight, and no sound reaches 2."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.mean(-1)
+            return torch.stack([10 * m, -10 * m, torch.full_like(m, -0.05)], -1)
+
+    torch.manual_seed(0)
+    k, n, clips, success = 3, 64, 16, 0.75
+    waves = 0.1 * torch.randn(30, n)
+    labels = torch.arange(30) % k
+    model = Offset()
+    sounds = torch.stack([torch.ones(n), -torch.ones(n), torch.ones(n)])
+    gen = torch.Generator().manual_seed(1)
+    search = Search(labels, k, 1, 4, success, gen, NullObserver())
+    state = gen.get_state()
+    with torch.no_grad():
+        size, hit = _mix_weight(model, waves, search, sounds, clips)
+        gen.set_state(state)
+        rows, placed = _sources(labels, k, clips, gen), _shifted(sounds, clips, gen)
+
+        def share(t: int, weight: torch.Tensor) -> float:
+            x = (1 - weight) * waves[rows[t]] + weight * placed[t]
+            return float((model(x).argmax(-1) == t).float().mean())
+
+    reached = [t for t in range(k) if size[t] <= 1]
+    assert reached and len(reached) < k  # both cases are exercised
+    for t in range(k):
+        if t in reached:
+            assert share(t, size[t]) == float(hit[t]) >= success
+        else:
+            top = share(t, torch.tensor(1.0))
+            assert float(hit[t]) == top < success and float(size[t]) == pytest.approx(1 + success - top)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
@@ -185,6 +186,15 @@ class DefenseConfig:
         "(draw) or toward whichever of them the push reaches most easily (nearest: a backdoor's target is the "
         "class a small latent push reaches first)",
     )
+    distill: float = option(
+        0.0,
+        label="Keep clean outputs, weight",
+        range="[0, inf)",
+        note="0: off",
+        help="weight of a distillation term that keeps the repaired model's outputs on the clean clips of each "
+        "batch (not those given a trigger or a push) close to the model's own before the repair (KL "
+        "divergence to its softmax): holds clean accuracy while the backdoor is unlearned; 0 = off",
+    )
     holdout: float = option(
         0.0,
         label="Held-out share, %",
@@ -272,6 +282,8 @@ class DefenseConfig:
             raise ConfigError("unlearn needs fine-tuning to unlearn the trigger with: set epochs >= 1")
         if self.unlearn_latent > 0 and self.epochs == 0:
             raise ConfigError("unlearn_latent needs fine-tuning to unlearn with: set epochs >= 1")
+        if self.distill > 0 and self.epochs == 0:
+            raise ConfigError("distill needs fine-tuning to act in: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
             raise ConfigError("max_ca_drop needs a held-out share to measure on: set holdout too (e.g. 0.2)")
 
@@ -369,6 +381,16 @@ def split_holdout(
 
 
 @torch.no_grad()
+@torch.no_grad()
+def class_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model``'s logits ``[N, K]`` on ``x`` in eval mode (its training mode is put back)."""
+    was = model.training
+    model.eval()
+    out = torch.cat([model(x[i : i + batch_size]).float() for i in range(0, x.shape[0], batch_size)])
+    model.train(was)
+    return out
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Share of ``x`` (a model's inputs, [N, ...]) that ``model`` classifies as ``y``, in eval mode."""
     modes = [(m, m.training) for m in model.modules()]  # frozen BatchNorms stay as they were
@@ -392,6 +414,26 @@ class Defense:
     def __init__(self, config: DefenseConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
         self.config.validate()
+        #: during a step with ``distill`` > 0: the model's own softmax before the repair for the batch
+        #: ``[B, K]`` and which rows are clean ``[B]`` (neither triggered nor pushed); None otherwise
+        self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: the classes whose outputs are distilled (all but the suspected ones), None for all
+        self._free: torch.Tensor | None = None
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch: cross-entropy to ``y``, plus, with ``distill`` > 0, that weight
+        times the KL divergence from the model's own outputs before the repair on the batch's clean rows."""
+        ce = F.cross_entropy(logits, y)
+        if self._kept is None:
+            return ce
+        before, clean_rows = self._kept
+        if not bool(clean_rows.any()):
+            return ce
+        kept = logits[clean_rows]
+        if self._free is not None:  # the suspected classes' outputs are not held: only the others' shares
+            kept = kept[:, self._free]
+        kl = F.kl_div(F.log_softmax(kept, -1), before[clean_rows], reduction="batchmean")
+        return ce + self.config.distill * kl
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
@@ -495,6 +537,16 @@ class Defense:
             held_x = held_waves if front is None else clip_features(front, held_waves, c.batch_size)
             held_y = clean.labels.index_select(0, held_rows.to(clean.labels.device)).to(device)
             guard = HoldoutGuard(body, held_x, held_y, c.max_ca_drop, c.eval_every, c.batch_size)
+        before, self._free = None, None
+        if c.distill > 0:  # the model's own outputs on the clean clips, before any pruning or step
+            logits = class_logits(body, waves if front is None else clip_features(front, waves, c.batch_size))
+            if target is not None:  # a backdoor raises its class on clean clips too: that share is not kept
+                suspected = torch.tensor([target] if isinstance(target, int) else list(target), device=logits.device)
+                free = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
+                free[suspected] = False
+                self._free = free.nonzero().flatten()
+                logits = logits[:, self._free]
+            before = logits.softmax(-1)
         self.prepare(work, waves, labels)
         if c.head == "reinit":
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -522,6 +574,7 @@ class Defense:
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]
+            clean_rows = torch.ones(batch.numel(), dtype=torch.bool)
             if triggered is not None:
                 picked = torch.rand(batch.numel(), generator=unlearn_gen) < c.unlearn
                 if bool(picked.any()):
@@ -530,16 +583,21 @@ class Defense:
                         which = torch.randint(triggered.shape[0], (batch.numel(),), generator=unlearn_gen)
                     pattern = triggered[which.to(triggered.device), batch.to(triggered.device)]
                     x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), pattern, x)
+                    clean_rows &= ~picked
             if c.spec_augment > 0:
                 x = mask_bands(x, c.spec_augment, mask_gen)
-            if adversary is None:
-                return self.train_step(module, x, labels[batch], optimizer)
-            adversary.perturb(module, x, labels[batch])
-            train_mode(work, c.batchnorm)
+            if adversary is not None:
+                adversary.perturb(module, x, labels[batch])
+                train_mode(work, c.batchnorm)
+                clean_rows &= ~adversary.pushed_rows(batch.numel())
+            if before is not None:
+                self._kept = (before[batch.to(before.device)], clean_rows.to(before.device))
             try:
                 return self.train_step(module, x, labels[batch], optimizer)
             finally:
-                adversary.clear()
+                self._kept = None
+                if adversary is not None:
+                    adversary.clear()
 
         schedule = EvaluateEvery(c.eval_every, evaluate, work, self.name, observer)
         callbacks: list[Callback] = [schedule]

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from core.defenses.base import Defense, DefenseConfig
 from core.options import override
@@ -31,7 +30,7 @@ class FineTune(Defense):
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = self.loss(model(x), y)
         loss.backward()
         self.optimizer_step(model, optimizer)
         return float(loss.detach())

@@ -20,6 +20,7 @@ Details that are easy to get wrong, done on purpose here:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -93,7 +94,9 @@ class GNFTStep:
         norm: str = "per-tensor",
         mix: str = "raw",
         adaptive: bool = False,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     ) -> None:
+        self.loss = loss  # (logits, labels) -> the scalar both passes differentiate
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.backup = [torch.empty_like(p) for p in self.params]
         self.bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -120,7 +123,7 @@ class GNFTStep:
         cuda_rng = torch.cuda.get_rng_state(x.device) if x.is_cuda else None
         for p in self.params:
             p.grad = None
-        loss = F.cross_entropy(model(x), y)
+        loss = self.loss(model(x), y)
         loss.backward()
         g1 = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
         self.perturbed_loss = None
@@ -150,7 +153,7 @@ class GNFTStep:
             torch.cuda.set_rng_state(cuda_rng, x.device)
         for p in self.params:
             p.grad = None
-        perturbed = F.cross_entropy(model(x), y)
+        perturbed = self.loss(model(x), y)
         perturbed.backward()
         self.perturbed_loss = perturbed.detach()
         with torch.no_grad():
@@ -216,7 +219,7 @@ class GNFT(Defense):
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
         if self._step is None or self._model_id != id(model):
-            self._step, self._model_id = GNFTStep(model, **self.step_settings()), id(model)
+            self._step, self._model_id = GNFTStep(model, **self.step_settings(), loss=self.loss), id(model)
         loss, g1 = self._step(model, x, y)
         self._g1 = {id(p): g for p, g in zip(self._step.params, g1)}
         if not self._first and self._step.perturbed_loss is not None:

@@ -79,6 +79,7 @@ class LatentAdversary:
         self.landed: dict[int, int] = {}  # pushed clips that reached a target, by the class they reached
         self.generator = generator
         self._delta: torch.Tensor | None = None
+        self._rows = torch.zeros(0, dtype=torch.long)  # the rows of the last perturbed batch that carry a push
         self._start = False
         self._norm: torch.Tensor | None = None
         self.calibrated: dict[str, float] | None = None  # what calibrate() chose
@@ -152,6 +153,7 @@ class LatentAdversary:
         self.clear()
         picked = (torch.rand(y.shape[0], generator=self.generator) < self.share).to(y.device)
         rows, goal = self._goals(y, picked, drawn=True)
+        self._rows = rows.cpu()
         if rows.numel() == 0:
             return
         found, hit, top = self._push(model, x.index_select(0, rows), y.index_select(0, rows), goal)
@@ -199,6 +201,12 @@ class LatentAdversary:
         self.radius = high
         self.calibrated = {"share": share, "radius": round(high, 4)}
         return high
+
+    def pushed_rows(self, n: int) -> torch.Tensor:
+        """Which of the last perturbed batch's ``n`` rows carry a push (a CPU bool mask ``[n]``)."""
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[self._rows] = True
+        return mask
 
     def clear(self) -> None:
         """No push on the next passes."""

@@ -19,7 +19,9 @@ from tests.conftest import TINY_WORDS, backdoored_workspace
 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
-    _, data_dir, model_path = backdoored_workspace(tmp_path_factory.mktemp("distill"), speakers=8, per_speaker=2, epochs=2)
+    _, data_dir, model_path = backdoored_workspace(
+        tmp_path_factory.mktemp("distill"), speakers=8, per_speaker=2, epochs=2
+    )
     model, _ = load_checkpoint(model_path)
     return model, load_speech_commands(data_dir, TINY_WORDS)
 

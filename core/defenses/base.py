@@ -25,6 +25,7 @@ from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import clip_features
 from core.loop import Callback, Loop
+from core.metrics import predict_logits
 from core.models import split_front_end
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, option
 from core.runtime import resolve_device
@@ -193,7 +194,7 @@ class DefenseConfig:
         note="0: off",
         help="weight of a distillation term that keeps the repaired model's outputs on the clean clips of each "
         "batch (not those given a trigger or a push) close to the model's own before the repair (KL "
-        "divergence to its softmax): holds clean accuracy while the backdoor is unlearned; 0 = off",
+        "divergence to its softmax): holds the clean behaviour, and slows the unlearning about as much; 0 = off",
     )
     holdout: float = option(
         0.0,
@@ -381,16 +382,6 @@ def split_holdout(
 
 
 @torch.no_grad()
-@torch.no_grad()
-def class_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``model``'s logits ``[N, K]`` on ``x`` in eval mode (its training mode is put back)."""
-    was = model.training
-    model.eval()
-    out = torch.cat([model(x[i : i + batch_size]).float() for i in range(0, x.shape[0], batch_size)])
-    model.train(was)
-    return out
-
-
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     """Share of ``x`` (a model's inputs, [N, ...]) that ``model`` classifies as ``y``, in eval mode."""
     modes = [(m, m.training) for m in model.modules()]  # frozen BatchNorms stay as they were
@@ -415,7 +406,8 @@ class Defense:
         self.config = config if config is not None else self.Config()
         self.config.validate()
         #: during a step with ``distill`` > 0: the model's own softmax before the repair for the batch
-        #: ``[B, K]`` and which rows are clean ``[B]`` (neither triggered nor pushed); None otherwise
+        #: ``[B, K']`` (over the classes in ``_free``) and which rows are clean ``[B]`` (neither triggered nor
+        #: pushed); None otherwise
         self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the classes whose outputs are distilled (all but the suspected ones), None for all
         self._free: torch.Tensor | None = None
@@ -539,7 +531,7 @@ class Defense:
             guard = HoldoutGuard(body, held_x, held_y, c.max_ca_drop, c.eval_every, c.batch_size)
         before, self._free = None, None
         if c.distill > 0:  # the model's own outputs on the clean clips, before any pruning or step
-            logits = class_logits(body, waves if front is None else clip_features(front, waves, c.batch_size))
+            logits = predict_logits(body, waves if front is None else clip_features(front, waves, c.batch_size))
             if target is not None:  # a backdoor raises its class on clean clips too: that share is not kept
                 suspected = torch.tensor([target] if isinstance(target, int) else list(target), device=logits.device)
                 free = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)

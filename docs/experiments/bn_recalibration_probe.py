@@ -25,6 +25,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from probe_cells import add_cell_arguments  # noqa: E402
 
 from benchmarks.common import this_command  # noqa: E402
 from core.attacks.base import attack_from_dict  # noqa: E402
@@ -55,11 +58,7 @@ def figures(m: dict) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folders", nargs="+", help="grid work folders with train_*.safetensors and defend_*.safetensors")
-    p.add_argument("--data", required=True)
-    p.add_argument("--vocab", default="asc10")
-    p.add_argument("--split", default="validation", choices=("validation", "test"))
-    p.add_argument("--defense", default="gnft@recommended", help="the repaired column: defend_<model>_<attack>_<this>")
+    add_cell_arguments(p)
     p.add_argument("--clean-ratio", type=float, default=0.1)
     p.add_argument("--out", required=True)
     args = p.parse_args()

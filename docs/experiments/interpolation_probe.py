@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from probe_cells import add_cell_arguments  # noqa: E402
 
 from benchmarks.common import this_command  # noqa: E402
 from core.attacks.base import attack_from_dict  # noqa: E402
@@ -65,11 +68,7 @@ def reaches(model: torch.nn.Module, waves: torch.Tensor, labels: torch.Tensor, r
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folders", nargs="+", help="grid work folders with train_*.safetensors and defend_*.safetensors")
-    p.add_argument("--data", required=True)
-    p.add_argument("--vocab", default="asc10")
-    p.add_argument("--split", default="validation", choices=("validation", "test"))
-    p.add_argument("--defense", default="gnft@recommended", help="the repaired column: defend_<model>_<attack>_<this>")
+    add_cell_arguments(p)
     p.add_argument("--lams", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.25,1.5,2.0")
     p.add_argument("--reach-lams", default="0,0.3,0.5,0.7,1.0", help="where to measure the push's reach")
     p.add_argument("--skip-done", action="store_true", help="keep --out's rows and measure only cells not in it")

@@ -308,6 +308,32 @@ def _batchnorm_layout(d: dict) -> Iterator[Row]:
         )
 
 
+def _scan_speed(d: dict) -> Iterator[Row]:
+    for arch, variants in d["summary"].items():
+        threads = sorted({r["threads"] for r in d["rows"] if r["architecture"] == arch})
+        names = [v for v in variants if v != "bf16"]
+        default = variants.get("default")
+        yield (
+            f"{arch} scan ({'/'.join(map(str, threads))} thread(s), default domains): "
+            + " / ".join(names)
+            + " (the product's)",
+            " / ".join(f"{variants[v]['seconds_per_scan']:.0f} s" for v in names)
+            + (f" ({default['mean_speedup']:.2f}x)" if default and "mean_speedup" in default else ""),
+            "≤ 300 s (ResNet, issue 33)" if arch == "resnet" else "",
+            _met(default["seconds_per_scan"] <= 300) if arch == "resnet" and default else "–",
+        )
+        if "bf16" in variants and "mean_speedup" in variants["bf16"]:
+            b = variants["bf16"]
+            yield (
+                f"{arch} scan with amp=bf16 (opt-in): seconds; scans whose verdict and class pointed at are the "
+                "plain scan's",
+                f"{b['seconds_per_scan']:.0f} s ({b['mean_speedup']:.2f}x); {b['same_verdict']} / "
+                f"{b['same_class_pointed_at']} of {b['scans']}",
+                "",
+                "–",
+            )
+
+
 def _end_to_end(d: dict) -> Iterator[Row]:
     for r in d["rows"]:
         yield (
@@ -417,6 +443,7 @@ EXTRACTORS: dict[str, Callable[[dict], Iterator[Row]]] = {
     "threads": _threads,
     "throughput": _throughput,
     "end_to_end": _end_to_end,
+    "scan_speed": _scan_speed,
 }
 
 

@@ -123,12 +123,12 @@ def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
 
     from core.scan import ScanConfig
 
-    defaults = {k: v for k, v in dataclasses.asdict(ScanConfig()).items() if k != "device"}
+    defaults = ScanConfig.searched(dataclasses.asdict(ScanConfig()))  # how a scan ran (device, layout) aside
     found: dict[str, dict[str, Any]] = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("scan_*_seed0.json")):
             report = json.loads(path.read_text())
-            if report.get("model_sha256") and {k: v for k, v in report["config"].items() if k != "device"} == defaults:
+            if report.get("model_sha256") and ScanConfig.searched(report["config"]) == defaults:
                 found[report["model_sha256"]] = {**report, "source": f"core.grid scan cell {path}"}
     return found
 

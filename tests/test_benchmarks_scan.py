@@ -60,14 +60,20 @@ def test_only_grid_scan_cells_made_like_python_m_core_scan_stand_for_a_scan(tmp_
     defaults = dataclasses.asdict(ScanConfig())
     cells = {
         "scan_smallcnn_badnets_seed0.json": {"config": {**defaults, "device": "cpu"}, "model_sha256": "aa"},
+        # made before the search copy's layout settings existed: how it ran is not what it searched
+        "scan_resnet_clean_seed0.json": {
+            "config": {k: v for k, v in defaults.items() if k not in ("memory_format", "fold_batchnorm", "amp")},
+            "model_sha256": "dd",
+        },
         "scan_resnet_badnets_seed0.json": {"config": {**defaults, "steps": 50}, "model_sha256": "bb"},
         "scan_smallcnn_blend_seed0.json": {"config": defaults},  # no checkpoint named: not used
         "scan_smallcnn_badnets_seed1.json": {"config": {**defaults, "seed": 1}, "model_sha256": "cc"},
+        "scan_smallcnn_pbsm_seed0.json": {"config": {**defaults, "amp": "bf16"}, "model_sha256": "ee"},  # rounded apart
     }
     for name, report in cells.items():
         (tmp_path / name).write_text(json.dumps(report))
     found = grid_scans([str(tmp_path)])
-    assert list(found) == ["aa"] and found["aa"]["source"].startswith("core.grid scan cell ")
+    assert sorted(found) == ["aa", "dd"] and found["aa"]["source"].startswith("core.grid scan cell ")
 
 
 def test_the_class_a_report_points_at_is_its_target_or_the_spectrum_s_top_or_the_largest_index():

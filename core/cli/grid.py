@@ -660,14 +660,14 @@ def _scan_cell(
     """The scan (``config``: the ``--scan-*`` settings and the defense seed) of a cell's model that its
     unlearning columns share: read from ``scan_<model>_<attack>_seed<S>.json`` (+ ``.safetensors``, the
     waveform triggers) in ``work`` when made of this checkpoint (``digest``, its SHA-256) with these
-    settings, else made and written there. It reads the model and the clean clips only, as
-    ``python -m core.scan`` does."""
+    settings (:meth:`ScanConfig.searched`: how it ran aside), else made and written there. It reads the model
+    and the clean clips only, as ``python -m core.scan`` does."""
     path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
-    wanted = {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
+    wanted = ScanConfig.searched(dataclasses.asdict(config))
     if path.is_file() and path.with_suffix(".safetensors").is_file():
         found = json.loads(path.read_text())
         same = found.pop("model_sha256", None) == digest
-        if same and {k: v for k, v in found["config"].items() if k != "device"} == wanted:
+        if same and ScanConfig.searched(found["config"]) == wanted:
             return ScanResult.from_report(found, load_file(path.with_suffix(".safetensors"))["triggers"])
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
     found = scan(model, data, config)

@@ -154,3 +154,44 @@ def test_the_exact_batchnorm_is_the_same_module_to_everything_else():
     assert twin(xl).is_contiguous(memory_format=torch.channels_last)
     restore.remove()
     assert type(net[1]) is nn.BatchNorm2d
+
+
+def _with_running_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with BatchNorm statistics and affines far from the identity a fresh one holds."""
+    gen = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+    return model
+
+
+def test_folding_batchnorm_keeps_outputs_and_input_gradients_and_leaves_the_model_alone():
+    from core.models import split_front_end
+    from core.models.batchnorm import fold_batchnorm
+
+    torch.manual_seed(0)
+    _, body = split_front_end(build("resnet", 5))
+    body = _with_running_statistics(body).eval()
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    folded = fold_batchnorm(body)
+    norms = [m for m in folded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 1  # every conv's BatchNorm folded; the input norm (no layer before it) stays
+    assert all(torch.equal(v, before[k]) for k, v in body.state_dict().items())  # a copy was folded
+    x = torch.randn(6, 1, 101, 40)
+    grads = []
+    for net in (body, folded):
+        xi = x.clone().requires_grad_()
+        out = net(xi)
+        grads.append((out.detach(), torch.autograd.grad(out.logsumexp(1).sum(), xi)[0]))
+    (ref, ref_grad), (out, out_grad) = grads
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4) and not torch.equal(out, ref)  # rounding only
+    assert _rel(out_grad, ref_grad.double()) < 1e-4
+    # nothing to fold: a model in training, a recurrent model fx cannot trace, a model with no conv + BN
+    assert fold_batchnorm(body.train()) is body
+    _, lstm = split_front_end(build("smalllstm", 5))
+    assert fold_batchnorm(lstm.eval()) is lstm
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    assert fold_batchnorm(plain) is plain

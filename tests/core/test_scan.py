@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -121,6 +122,49 @@ def test_scan_is_seeded_leaves_the_model_alone_and_cancels(tiny_sc):
     assert stop.steps == 3
 
 
+def test_the_searches_run_through_a_folded_channels_last_copy_that_finds_what_the_model_does(tiny_sc):
+    """The default search copy (BatchNorms folded, channels_last on a CPU) against the model as it is: the same
+    outputs to rounding, the model untouched, and a scan through either finds the same sizes."""
+    from core.scan import _search_copy
+
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("resnet", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    for m in model.modules():  # statistics of a trained model, not a fresh one's identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.5, 0.5)
+    front, body = split_front_end(model)
+    fast = _search_copy(body, ScanConfig(device="cpu"), torch.device("cpu"))
+    assert fast is not body and not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    conv = next(m for m in fast.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert all(p.is_contiguous() and p.requires_grad for p in model.parameters())  # the model itself untouched
+    feats = clip_features(front, data.waves[:8], 8)
+    assert torch.allclose(fast(feats), body(feats), rtol=1e-4, atol=1e-4)
+    plain = ScanConfig(steps=4, batch_size=2, clean_ratio=0.5, device="cpu", domains="features,waveform")
+    slow = ScanConfig(**{**plain.__dict__, "memory_format": "contiguous", "fold_batchnorm": False})
+    a, b = scan(model, data, plain), scan(model, data, slow)
+    for domain in a.domains:
+        sa, sb = a.domains[domain]["sizes"], b.domains[domain]["sizes"]
+        assert [s is None for s in sa] == [s is None for s in sb]
+        assert [x for x in sa if x is not None] == pytest.approx([x for x in sb if x is not None], rel=1e-3)
+
+
+def test_a_bf16_scan_keeps_float32_results_and_is_not_taken_for_a_float32_one(tiny_sc):
+    data = load_speech_commands(tiny_sc, TINY_WORDS)
+    torch.manual_seed(0)
+    model = build("smallcnn", len(TINY_WORDS), FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)).eval()
+    config = ScanConfig(steps=3, batch_size=2, clean_ratio=0.5, device="cpu", amp="bf16", domains="features,mix")
+    result = scan(model, data, config)
+    assert result.triggers is not None and result.triggers.dtype == torch.float32
+    assert all(isinstance(s, float) and s > 0 for d in result.domains.values() for s in d["sizes"] if s is not None)
+    assert not torch.is_autocast_enabled("cpu")  # left as it was
+    kept = ScanConfig.searched(result.config)
+    assert kept != ScanConfig.searched(asdict(ScanConfig(**{**result.config, "amp": "none"})))
+    assert kept == ScanConfig.searched({**result.config, "memory_format": "contiguous", "device": "cuda"})
+
+
 def test_scan_config_refuses_unknown_domains():
     from core.errors import ConfigError
 
@@ -128,6 +172,10 @@ def test_scan_config_refuses_unknown_domains():
         ScanConfig(domains="cepstrum").validate()
     with pytest.raises(ConfigError, match="steps"):
         ScanConfig(steps=0).validate()
+    with pytest.raises(ConfigError, match="memory_format"):
+        ScanConfig(memory_format="nhwc").validate()
+    with pytest.raises(ConfigError, match="amp must be none or bf16"):
+        ScanConfig(amp="fp16").validate()
 
 
 def test_the_latent_domain_scores_every_class_and_leaves_the_waveform_triggers_to_the_waveform_domain(tiny_sc):

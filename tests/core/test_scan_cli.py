@@ -173,6 +173,8 @@ def test_a_stopped_scan_writes_nothing(workspace, tmp_path, capsys, interrupt):
         ),
         ({"--triggers": "{model}"}, "error: --triggers is the same file as --model"),
         ({"--batch-size": "20000"}, "error: --batch-size 20000: a step would hold 80000 clips over 4 classes;"),
+        ({"--amp": "fp16"}, "error: --amp: invalid choice: 'fp16' (choose from 'none', 'bf16')"),
+        ({"--memory-format": "nhwc"}, "error: --memory-format: invalid choice: 'nhwc'"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(workspace, tmp_path, capsys, change, message):

@@ -14,7 +14,9 @@ from the checkpoint's attack record (the scan never does):
 settings and seed 0, naming the checkpoint's SHA-256): a checkpoint with such a scan is not scanned again.
 
 Resumable: each scan's JSON stays in ``--work`` and is reused while its command is the same. Rows of
-other groups already in ``--out`` are kept, so one file gathers every corpus; the summary (detection
+other groups already in ``--out`` are kept, so one file gathers every corpus; each row stores its scan's
+sizes (``scan``), and kept rows are read again by today's rule from them (rows made before 2026-12-05 did not
+store them and stay as they were); the summary (detection
 rate, false positives, AUROC of the anomaly index, target-class accuracy, seconds per scan by
 architecture, share of repaired models still flagged) is computed over all of them.
 
@@ -145,11 +147,32 @@ def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) 
         **read[readings[0]],
         "reading": readings[0],
         "readings": {name: r for name, r in read.items() if name != readings[0]},
+        "scan": stored(report),
         "seconds": report.get("seconds"),
         # where the scan ran: a core.grid scan cell made on the GPU machine names cuda in its config
         "device": (report.get("machine") or {}).get("device") or report.get("config", {}).get("device"),
         "source": report.get("source", "python -m core.scan"),
     }
+
+
+def stored(report: dict[str, Any]) -> dict[str, Any]:
+    """What a row keeps of its scan so that a later rule can read it again once the report in ``--work`` is
+    gone (a fresh checkout has no ``runs/``): the classes, the threshold, each domain's sizes and success."""
+    return {
+        "classes": report["classes"],
+        "config": {"threshold": report["config"]["threshold"]},
+        "domains": {d: {k: r[k] for k in ("sizes", "success") if k in r} for d, r in report.get("domains", {}).items()},
+    }
+
+
+def reread(row: dict[str, Any]) -> dict[str, Any]:
+    """A kept row read again by today's rule from the sizes it stored (:func:`stored`), under the readings it
+    was made with; a row from before rows stored their sizes stays as it was."""
+    if "error" in row or "domains" not in row.get("scan", {}):
+        return row
+    names = [row["reading"], *row.get("readings", {})]
+    read = {name: read_as(row["scan"], name) for name in names}
+    return {**row, **read[names[0]], "readings": {name: read[name] for name in names[1:]}}
 
 
 def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
@@ -400,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: {verdict} (truth: {r['attack']}, target {r['target']})", flush=True)
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if out.is_file() else {}
-    kept = [r for r in earlier.get("rows", []) if r["group"] != args.group]
+    kept = [reread(r) for r in earlier.get("rows", []) if r["group"] != args.group]
     current = [r for r in kept + rows if "error" in r or r.get("rule") == RULE]
     older = [r for r in kept if "error" not in r and r.get("rule") != RULE]
     commands = {**earlier.get("commands", {}), args.group: this_command()}

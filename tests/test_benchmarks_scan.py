@@ -126,6 +126,30 @@ def test_a_scan_read_on_a_subset_of_its_domains_gets_the_scan_s_own_verdict_ther
     assert len(as_first) == 1 and as_first[0]["flagged"] is False and as_first[0]["reading"] == "features"
 
 
+def test_a_row_keeps_its_scan_s_sizes_and_is_read_again_by_today_s_rule_from_them():
+    from benchmarks.scan import read_as, reread, stored
+
+    report = {
+        "classes": ["a", "b", "c", "d"],
+        "config": {"threshold": 3.0, "steps": 200},
+        "domains": {
+            "features": {"anomaly_index": [0.0, 0.0, 0.0, 0.0], "sizes": [0.5, 0.02, 0.6, 0.55], "success": [1.0] * 4},
+            "mix": {"anomaly_index": [0.0, 0.0, 0.0, 0.0], "sizes": [1.2, 0.01, 1.9, None], "success": [0.5] * 4},
+        },
+    }
+    now = read_as(report, "")
+    assert now["flagged"] and now["suspected_target"] == "b"
+    row = {"group": "g", "reading": "", **now, "readings": {"features": read_as(report, "features")}}
+    row["scan"] = stored(report)
+    assert row["scan"]["domains"]["mix"] == {"sizes": [1.2, 0.01, 1.9, None], "success": [0.5] * 4}
+    stale = {**row, "flagged": False, "suspected_target": None, "confidence": 0.1, "readings": {"features": {}}}
+    again = reread(stale)  # an earlier rule's reading, read again from the stored sizes
+    assert again["flagged"] and again["suspected_target"] == "b" and again["confidence"] == now["confidence"]
+    assert again["readings"]["features"] == read_as(report, "features")
+    old = {k: v for k, v in stale.items() if k != "scan"}
+    assert reread(old) == old  # a row from before rows kept their sizes stays as it was
+
+
 def test_the_compared_summary_counts_only_rows_read_with_it():
     rows = [
         {**row("badnets", True, "up", "up", 5.0), "largest_max": 4.0, "largest_top": "up"},

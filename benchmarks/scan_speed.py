@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps per domain (default: the scan's)")
     p.add_argument("--threads", default="auto", help="torch threads, as python -m core.scan --threads")
     p.add_argument("--out", default="benchmarks/results/scan_speed.json")
-    p.add_argument("--models-made-by", default=None, help="the command that trained the checkpoints (recorded)")
+    p.add_argument("--models-made-by", default=None, help="how the checkpoints were made (recorded per checkpoint)")
     args = p.parse_args(argv)
 
     from core.checkpoint import load_checkpoint
@@ -159,12 +159,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{Path(path).name} {variant}: {row['seconds']:.1f} s, points at {row['pointed_at']}", flush=True)
             present = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
             commands = {**earlier.get("commands", {}), Path(path).name: this_command()}
+            made_by = {
+                **earlier.get("models_made_by", {}),
+                **({Path(path).name: args.models_made_by} if args.models_made_by else {}),
+            }
             write_json(
                 out,
                 {
                     "command": " ; ".join(commands.values()),
                     "commands": commands,
-                    "models_made_by": args.models_made_by or earlier.get("models_made_by"),
+                    "models_made_by": made_by,
                     "machine": machine_info(),
                     "variants": {v: VARIANTS[v] or "ScanConfig() defaults" for v in present},
                     "reference": variants[0],

@@ -145,7 +145,6 @@ class ScanConfig:
         help="search through a copy of the model with its BatchNorms folded into the convolutions before them "
         "(core.models.batchnorm.fold_batchnorm: the same outputs to float rounding, a pass with no BatchNorm)",
     )
-
     amp: Literal["none", "bf16"] = option(
         "none",
         label="Mixed precision",

@@ -256,9 +256,13 @@ def _summary(report: dict[str, Any]) -> str:
     domains = report["domains"]
     pooled = "pooled " if len(domains) > 1 else ""  # the verdict's index: the domains pooled (one: its own)
     if report["backdoored"]:
+        others = sorted(
+            (a, c) for c, a in zip(classes, report["pooled"]) if a > threshold and c != report["suspected_target"]
+        )[::-1]
+        also = f"; also above it: {', '.join(f'{c} {a:.2f}' for a, c in others)}" if others else ""
         lines = [
             f"verdict: backdoor suspected, target {report['suspected_target']!r} "
-            f"(confidence: {pooled}anomaly index {report['confidence']:.2f}, threshold {threshold:g})"
+            f"(confidence: {pooled}anomaly index {report['confidence']:.2f}, threshold {threshold:g}{also})"
         ]
     else:
         top = report["most_anomalous"]

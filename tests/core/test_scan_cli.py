@@ -396,3 +396,30 @@ def test_defend_unlearning_a_scanned_trigger_scans_once_and_does_not_rescan_unas
     written = json.loads(report.read_text())
     assert written["defense_details"]["unlearn"]["source"] == "scan" and "rescan" not in written
     assert "rescan" not in err  # no second progress bar: one scan, for the trigger
+
+
+def test_the_summary_names_every_other_class_above_the_threshold():
+    from core.cli.scan import _summary
+
+    index = {"anomaly_index": [0.0, 9.0, 5.0, 3.5]}
+    report = {
+        "classes": ["yes", "no", "up", "down"],
+        "config": {"threshold": 3.0},
+        "domains": {"mix": index},
+        "pooled": [0.0, 9.0, 5.0, 3.5],
+        "backdoored": True,
+        "suspected_target": "no",
+        "confidence": 9.0,
+        "most_anomalous": {"class": "no"},
+        "trigger_audio": {"files": []},
+        "clean_clips": 8,
+        "seconds": 1.0,
+        "out": "scan.json",
+    }
+    first = _summary(report).splitlines()[0]
+    assert first == (
+        "verdict: backdoor suspected, target 'no' (confidence: anomaly index 9.00, threshold 3; also above it: "
+        "up 5.00, down 3.50)"
+    )
+    alone = _summary({**report, "pooled": [0.0, 9.0, 1.0, 0.5], "domains": {"mix": {"anomaly_index": [0, 9, 1, 0.5]}}})
+    assert alone.splitlines()[0].endswith("threshold 3)")

@@ -144,7 +144,7 @@ def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_th
     panel.show_record(ScanRecord(result, version=1, repairs=0, model_name="m.safetensors"))
     assert panel.verdict.text() == (
         "\u26a0 Backdoored: suspected target \u201cno\u201d, confidence 40,222 (anomaly index pooled over 2 "
-        "domains; flagged above 2)"
+        "domains; flagged above 2; also above it: \u201cdown\u201d 2.69 (listen to each class's trigger))"
     )
     assert panel.bar_colours(POOLED) == ["#2b2b2b", FLAGGED, "#2b2b2b", FLAGGED]
     assert panel.bar_colours("waveform") == [DOMAIN_COLOURS["waveform"]] * 4  # a domain's bars: its own colour

@@ -149,8 +149,9 @@ class ScanConfig:
         "none",
         label="Mixed precision",
         help="bf16 autocast for the searches' passes (none = full float32): a ResNet scan 2x faster on a CPU with "
-        "AVX-512 BF16, but of the two ResNets tried it flagged the clean one (index 3.02 against 2.30-2.62 in "
-        "float32; benchmarks/results/scan_speed.json), so it stays opt-in",
+        "AVX-512 BF16, but at seed 0 it flagged the clean one of the two ResNets tried (index 3.02 against "
+        "2.30-2.62 in float32, which flags it at seeds 1 and 2; benchmarks/results/scan_speed.json, "
+        "docs/experiments/scan_layout_chance.md): opt-in until measured on more models",
     )
 
     #: settings that change how fast a scan runs, not what it looks for (kept scans are reused across them);

@@ -28,13 +28,12 @@ from torch.nn import functional as F
 from core.analysis.grad_norms import neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.defenses.base import add_trigger, clean_subset
-from core.errors import ConfigError
 from core.events import NullObserver, Observer
 from core.features import clip_features
 from core.models import split_front_end
 from core.models.batchnorm import fold_batchnorm
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, comma_items, option
-from core.runtime import autocast, check_memory_format, memory_format, resolve_device
+from core.runtime import autocast, memory_format, resolve_device
 from core.scan.invert import (
     Inversion,
     Search,
@@ -159,11 +158,8 @@ class ScanConfig:
     RUN_FIELDS: ClassVar[frozenset[str]] = frozenset({"device", "memory_format", "fold_batchnorm"})
 
     def validate(self) -> None:
-        """Declared ranges, and known domains, layout and precision."""
+        """Declared ranges and choices (domains, layout, precision: :func:`core.options.check_ranges`)."""
         check_ranges(self)
-        check_memory_format(self.memory_format)
-        if self.amp not in ("none", "bf16"):
-            raise ConfigError(f"amp must be none or bf16, got {self.amp!r}")
 
     @classmethod
     def searched(cls, config: dict[str, Any]) -> dict[str, Any]:

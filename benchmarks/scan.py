@@ -160,7 +160,7 @@ def stored(report: dict[str, Any]) -> dict[str, Any]:
     gone (a fresh checkout has no ``runs/``): the classes, the threshold, each domain's sizes and success."""
     return {
         "classes": report["classes"],
-        "config": {"threshold": report["config"]["threshold"]},
+        "config": {k: report["config"][k] for k in ("threshold", "standout") if k in report["config"]},
         "domains": {d: {k: r[k] for k in ("sizes", "success") if k in r} for d, r in report.get("domains", {}).items()},
     }
 
@@ -181,18 +181,21 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
     report kept (:func:`core.scan.anomaly_index` of today, so a change of the statistic re-reads every kept
     scan). The domains are searched in order with one random stream, so a reading of the first ones is exactly
     what a scan of those alone reports; another subset reads the same searches."""
-    from core.scan import verdict
+    from core.scan import ScanConfig, lead, pooled_index, verdict
 
     wanted = [d for d in reading.split(",") if d] or list(report.get("domains", {}))
     missing = [d for d in wanted if d not in report.get("domains", {})]
     if missing:
         return {"error": f"the scan has no {', '.join(missing)} domain"}
     records = {d: reindexed(report["domains"][d]) for d in wanted}
-    target, confidence = verdict(records, report["config"]["threshold"])
+    standout = report["config"].get("standout", ScanConfig().standout)  # a scan from before it: today's
+    target, confidence = verdict(records, report["config"]["threshold"], standout)
     sub = {**report, "domains": records, "suspected_target": None if target is None else report["classes"][target]}
     return {
         "rule": RULE,
         "flagged": target is not None,
+        "standout": standout,
+        "lead": round(lead(pooled_index(records))[1], 3),
         "suspected_target": sub["suspected_target"],
         "confidence": round(confidence, 3),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in records.items()},
@@ -353,6 +356,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             [r for r in clean if r.get("largest_max") is not None],
             "largest",
         ),
+        # rows read with the standout margin (made since rows stored their sizes); the others keep the flags of
+        # the threshold alone, which the margin can only remove: their rates are upper bounds of today's
+        "read_with_standout": sum("standout" in r for r in backdoored + clean),
         "seconds_per_scan": seconds,  # scans not on a GPU (a cell of --device auto on a CPU names "auto")
         "seconds_per_scan_cuda": seconds_by_architecture([r for r in ok if r.get("device") == "cuda"]),
     }

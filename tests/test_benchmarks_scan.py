@@ -148,6 +148,28 @@ def test_a_row_keeps_its_scan_s_sizes_and_is_read_again_by_today_s_rule_from_the
     assert again["readings"]["features"] == read_as(report, "features")
     old = {k: v for k, v in stale.items() if k != "scan"}
     assert reread(old) == old  # a row from before rows kept their sizes stays as it was
+    assert now["standout"] == 1.0 and now["lead"] > 1.0  # read with today's margin; "b" stands well clear
+
+
+def test_a_stored_row_is_read_with_the_standout_margin_its_scan_ran_with_else_today_s():
+    from benchmarks.scan import read_as, stored, summarise
+
+    # two classes equally small in both domains: above the threshold, but neither stands out
+    sizes = [0.5, 0.02, 0.021, 0.55, 0.6, 0.45, 0.52, 0.58]
+    domain = {"anomaly_index": [0.0] * 8, "sizes": sizes, "success": [1.0] * 8}
+    report = {"classes": list("abcdefgh"), "config": {"threshold": 3.0}, "domains": {"x": domain, "y": domain}}
+    today = read_as(report, "")
+    assert not today["flagged"] and today["confidence"] > 3.0 and today["lead"] < 1.0
+    kept = stored({**report, "config": {"threshold": 3.0, "standout": 0.0}})
+    assert kept["config"] == {"threshold": 3.0, "standout": 0.0}
+    assert read_as(kept, "")["flagged"]  # a scan run with the margin off is read so
+    before = {"attack": "badnets", "target": "b", "flagged": True, "suspected_target": "b", "confidence": 5.0}
+    rows = [  # the second: a row from before rows stored sizes, its flag as it was
+        {"attack": "clean", "architecture": "smallcnn", "repaired": False, "model": "m", **today},
+        {"architecture": "smallcnn", "repaired": False, "model": "n", **before},
+    ]
+    s = summarise(rows)
+    assert s["read_with_standout"] == 1 and s["false_positive_rate"] == 0.0 and s["detection_rate"] == 1.0
 
 
 def test_the_compared_summary_counts_only_rows_read_with_it():

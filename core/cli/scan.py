@@ -30,7 +30,7 @@ from core.errors import CheckpointError, ConfigError
 from core.events import SCAN_PHASE, Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.options import add_arguments, fields_of, from_namespace
 from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
-from core.scan import ScanConfig, ScanResult, pointed_class, scan
+from core.scan import ScanConfig, ScanResult, lead, pointed_class, scan
 from core.validate import check_paths, declared_paths, input_path, output_path
 
 __all__ = [
@@ -250,6 +250,21 @@ def run_scan(
     return report
 
 
+def _not_standing_out(report: dict[str, Any]) -> str:
+    """For an unflagged scan whose largest pooled index is above the threshold: why it is not flagged (the class
+    does not stand far enough above the next one); else ''."""
+    pooled, threshold = report["pooled"], report["config"]["threshold"]
+    if not pooled or report["confidence"] <= threshold:
+        return ""
+    second, gap = lead(pooled)
+    first = pooled.index(max(pooled))
+    standout = report["config"].get("standout", ScanConfig().standout)
+    return (
+        f"; {report['classes'][first]!r} is above it but only {gap:.2f} above the next class, "
+        f"{report['classes'][second]!r}: a flag needs {standout:g}"
+    )
+
+
 def _summary(report: dict[str, Any]) -> str:
     classes = report["classes"]
     threshold = report["config"]["threshold"]
@@ -262,19 +277,23 @@ def _summary(report: dict[str, Any]) -> str:
         also = f"; also above it: {', '.join(f'{c} {a:.2f}' for a, c in others)}" if others else ""
         lines = [
             f"verdict: backdoor suspected, target {report['suspected_target']!r} "
-            f"(confidence: {pooled}anomaly index {report['confidence']:.2f}, threshold {threshold:g}{also})"
+            f"(confidence: {pooled}anomaly index {report['confidence']:.2f}, threshold {threshold:g}, "
+            f"{lead(report['pooled'])[1]:.2f} above the next class{also})"
         ]
     else:
         top = report["most_anomalous"]
         lines = [
             f"verdict: no backdoor found (largest {pooled}anomaly index {report['confidence']:.2f}, threshold "
-            f"{threshold:g}" + (f"; most anomalous class {top['class']!r} ({top.get('domain')}))" if top else ")")
+            f"{threshold:g}{_not_standing_out(report)}"
+            + (f"; most anomalous class {top['class']!r} ({top.get('domain')}))" if top else ")")
         ]
     rows = {**({"pooled": report["pooled"]} if pooled else {}), **{d: r["anomaly_index"] for d, r in domains.items()}}
     width = max(map(len, rows), default=0)
+    marked = report["backdoored"]  # '*': the classes above the threshold of a flagged model
     for name, index in rows.items():
         cells = ", ".join(
-            f"{c} {a:.2f}{'*' if name == next(iter(rows)) and a > threshold else ''}" for c, a in zip(classes, index)
+            f"{c} {a:.2f}{'*' if marked and name == next(iter(rows)) and a > threshold else ''}"
+            for c, a in zip(classes, index)
         )
         lines.append(f"  {name:<{width}}  anomaly index per class: {cells}")
     audio = report["trigger_audio"]

@@ -52,6 +52,7 @@ __all__ = [
     "ScanResult",
     "anomaly_index",
     "gini",
+    "lead",
     "pointed_class",
     "pooled_index",
     "rescan",
@@ -108,6 +109,16 @@ class ScanConfig:
         range="(0, inf)",
         help="flag a class whose anomaly index pooled over the domains exceeds this (3: between the clean and "
         "the backdoored ASC-10 models, docs/experiments/scan_asc10_calibration.md, scan_seeds_asc10.md)",
+    )
+    standout: float = option(
+        1.0,
+        label="Stand-out margin",
+        range="[0, inf)",
+        help="flag only a class whose pooled index also stands at least this far above the next class's: a "
+        "cluster of classes equally easy to reach is not a planted trigger (it flagged a clean ASC-10 ResNet at "
+        "two of four seeds, `stop` 3.1-3.8 with `right` 0.9 below; on 33 validation scans of 14 models a margin "
+        "of 1 removed the three clean flags and the one wrong-class flag and kept 14 of 15 right ones, "
+        "docs/experiments/scan_rule_probe.md; 0: the threshold alone)",
     )
     domains: str = option(
         "features,waveform,spectrum,mix",
@@ -213,7 +224,7 @@ class ScanResult:
         (:func:`verdict`), so a scan kept from before a change of rule reads as a new one would."""
         known = {f for f in cls.__dataclass_fields__ if f != "triggers"}
         result = cls(**{k: v for k, v in report.items() if k in known}, triggers=triggers)
-        target, confidence = verdict(result.domains, result.threshold())
+        target, confidence = verdict(result.domains, result.threshold(), result.standout())
         result.backdoored = target is not None
         result.suspected_target = result.classes[target] if target is not None else None
         result.confidence = round(confidence, 3)
@@ -223,28 +234,51 @@ class ScanResult:
         """The anomaly index above which the scan flagged a class (its config's, else the default)."""
         return float(self.config.get("threshold", ScanConfig().threshold))
 
+    def standout(self) -> float:
+        """How far above the next class's pooled index a flagged class must stand (its config's, else today's
+        default: a scan kept from before the margin existed is read by today's rule)."""
+        return float(self.config.get("standout", ScanConfig().standout))
+
+    def lead(self) -> tuple[int | None, float]:
+        """(the class with the next largest pooled index, how far the largest stands above it): (None, 0) with
+        fewer than two classes."""
+        return lead(self.pooled)
+
     def suspicious(self) -> list[int]:
-        """Class indices whose pooled anomaly index exceeds the threshold, most anomalous first."""
+        """When the model is flagged, the class indices whose pooled anomaly index exceeds the threshold, most
+        anomalous first (the suspected target first); [] when it is not."""
+        if not self.backdoored:
+            return []
         pooled = self.pooled
         flagged = [i for i, a in enumerate(pooled) if a > self.threshold()]
         return sorted(flagged, key=lambda i: -pooled[i])
 
     def most_anomalous(self) -> int | None:
-        """The class the scan points at (:func:`pointed_class`): the suspected target when the model is
-        flagged, else the top class of the first of POINTING_DOMAINS searched (mix, spectrum), else the class with
-        the largest anomaly index in any domain; None without domains. A repair unlearns toward it."""
-        suspected = self.classes.index(self.suspected_target) if self.suspected_target is not None else None
-        return pointed_class(self.domains, suspected)[0]
+        """The class the scan points at (:func:`pointed_class`): the class above the threshold
+        (:meth:`above_threshold`: the suspected target when the model is flagged), else the top class of the
+        first of POINTING_DOMAINS searched (mix, spectrum), else the class with the largest anomaly index in any
+        domain; None without domains. A repair unlearns toward it."""
+        return pointed_class(self.domains, self.above_threshold())[0]
+
+    def above_threshold(self) -> int | None:
+        """The class with the largest pooled index when that index exceeds the threshold, whether or not it
+        stands out (the class a repair unlearns toward: the standout margin decides the verdict, not the repair,
+        whose class was chosen before the margin existed, benchmarks/results/grid_asc10_round9_test.json)."""
+        pooled = self.pooled
+        if not pooled or max(pooled) <= self.threshold():
+            return None
+        return pooled.index(max(pooled))
 
     def pointed_classes(self, top: int = 1) -> list[int]:
-        """The classes a repair unlearns toward: the suspected target alone when the model is flagged; else,
+        """The classes a repair unlearns toward: the class above the threshold alone (the suspected target
+        when the model is flagged, :meth:`above_threshold`); else,
         with ``top`` 1, :meth:`most_anomalous`; else the ``top`` classes of the largest pooled index (the
         target was among the first two on the 14 unflagged ASC-10 models targeting `up`, not on one targeting
         `left`; unlearning both diluted the repair, docs/experiments/unlearn_top_asc10.md). [] without domains."""
         first = self.most_anomalous()
         if first is None:
             return []
-        if self.backdoored or top <= 1:
+        if self.above_threshold() is not None or top <= 1:
             return [first]
         pooled = self.pooled
         return sorted(range(len(pooled)), key=lambda i: (-pooled[i], i))[:top]
@@ -343,16 +377,27 @@ def pooled_index(domains: dict[str, dict[str, Any]]) -> list[float]:
     return [sum(col) / math.sqrt(len(domains)) for col in columns]
 
 
-def verdict(domains: dict[str, dict[str, Any]], threshold: float) -> tuple[int | None, float]:
+def lead(pooled: list[float]) -> tuple[int | None, float]:
+    """(index of the class with the second largest value, how far the largest stands above it) of per-class
+    ``pooled`` indices; (None, 0.0) with fewer than two classes."""
+    if len(pooled) < 2:
+        return None, 0.0
+    first, second = sorted(range(len(pooled)), key=lambda i: (-pooled[i], i))[:2]
+    return second, pooled[first] - pooled[second]
+
+
+def verdict(domains: dict[str, dict[str, Any]], threshold: float, standout: float = 0.0) -> tuple[int | None, float]:
     """(suspected target's index or None, confidence) from per-domain records (``{domain: {"anomaly_index":
     [K]}}``): the class with the largest pooled index (:func:`pooled_index`); the model is flagged when it
-    exceeds ``threshold``. Any subset of a scan's domains can be read this way (``benchmarks/scan.py``
-    compares them)."""
+    exceeds ``threshold`` and stands at least ``standout`` above the next class's (:func:`lead`): a planted
+    trigger makes one class small, not several. Any subset of a scan's domains can be read this way
+    (``benchmarks/scan.py`` compares them)."""
     pooled = pooled_index(domains)
     if not pooled:
         return None, 0.0
     confidence = max(pooled)
-    return (pooled.index(confidence) if confidence > threshold else None), confidence
+    flagged = confidence > threshold and lead(pooled)[1] >= standout
+    return (pooled.index(confidence) if flagged else None), confidence
 
 
 def scan(
@@ -391,7 +436,7 @@ def scan(
         if domain in AUDIO_DOMAINS:
             audio[domain] = inv.triggers
     triggers, trigger_domains = _audio_triggers(domains, audio)
-    target, confidence = verdict(domains, config.threshold)
+    target, confidence = verdict(domains, config.threshold, config.standout)
     grad_gini = _gradient_gini(work, waves, labels)  # the clean share, one batch
     return ScanResult(
         backdoored=target is not None,

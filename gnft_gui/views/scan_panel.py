@@ -118,18 +118,28 @@ def index_text(value: float | None) -> str:
 
 
 def verdict_text(record: ScanRecord) -> str:
-    """The verdict in one line: backdoored or not, the suspected target, the confidence, and the other classes
-    above the threshold (a chance reach of the mix domain can put three or four there,
-    docs/experiments/scan_layout_chance.md)."""
+    """The verdict in one line: backdoored or not, the suspected target, the confidence, how far it stands above
+    the next class, and the other classes above the threshold (a chance reach of the mix domain can put three or
+    four there, docs/experiments/scan_layout_chance.md); unflagged above the threshold: why."""
     r = record.result
     threshold = r.threshold()
     pooled = f" pooled over {len(r.domains)} domains" if len(r.domains) > 1 else ""
+    second, gap = r.lead()
     if r.backdoored:
         others = [f"\u201c{r.classes[i]}\u201d {index_text(r.anomaly(i))}" for i in r.suspicious()[1:]]
         also = f"; also above it: {', '.join(others)} (listen to each class's trigger)" if others else ""
         return (
             f"\u26a0 Backdoored: suspected target \u201c{r.suspected_target}\u201d, confidence "
-            f"{index_text(r.confidence)} (anomaly index{pooled}; flagged above {threshold:g}{also})"
+            f"{index_text(r.confidence)} (anomaly index{pooled}; flagged above {threshold:g}, "
+            f"{index_text(gap)} above the next class{also})"
+        )
+    top = r.above_threshold()
+    if top is not None and second is not None:
+        return (
+            f"\u2713 No backdoor found: \u201c{r.classes[top]}\u201d has anomaly index{pooled} "
+            f"{index_text(r.confidence)}, above {threshold:g}, but stands only {index_text(gap)} above "
+            f"\u201c{r.classes[second]}\u201d (a flag needs {r.standout():g}: classes equally easy to reach "
+            "are not a planted trigger)"
         )
     return (
         f"\u2713 No backdoor found: highest anomaly index{pooled} {index_text(r.confidence)}, not above {threshold:g}"

@@ -14,7 +14,17 @@ from core.data.speech_commands import load_speech_commands
 from core.events import Cancelled, NullObserver
 from core.features import FrontEndConfig, clip_features
 from core.models import build, split_front_end
-from core.scan import ScanConfig, ScanResult, _audio_triggers, anomaly_index, gini, pooled_index, scan, verdict
+from core.scan import (
+    ScanConfig,
+    ScanResult,
+    _audio_triggers,
+    anomaly_index,
+    gini,
+    lead,
+    pooled_index,
+    scan,
+    verdict,
+)
 from tests.conftest import TINY_WORDS
 
 
@@ -84,6 +94,40 @@ def test_the_verdict_pools_the_domains_so_one_domain_s_chance_outlier_counts_les
     assert not result.backdoored and result.suspected_target is None and result.suspicious() == []
     assert result.confidence == pytest.approx(1.957, abs=1e-3) and result.anomaly(1) == result.confidence
     assert result.most_anomalous() == 1  # no spectrum domain: the largest pooled index
+
+
+def test_a_class_must_stand_out_from_the_next_to_be_flagged():
+    """A cluster of classes equally easy to reach (a clean ResNet's `up`, `right`, `stop` in the spectrum domain)
+    is not a planted trigger: above the threshold but within the standout margin of the next class, no flag;
+    the class a repair unlearns toward is the same as without the margin."""
+    close = {"spectrum": {"anomaly_index": [2.8, 0.0, 3.3, 3.0]}, "mix": {"anomaly_index": [1.2, 0.0, 1.6, 2.9]}}
+    pooled = pooled_index(close)  # [2.83, 0, 3.46, 4.17]
+    assert lead(pooled) == (2, pytest.approx(pooled[3] - pooled[2]))
+    assert verdict(close, 3.0) == (3, pytest.approx(pooled[3]))  # the threshold alone flags class 3
+    assert verdict(close, 3.0, 1.0) == (None, pytest.approx(pooled[3]))  # 0.71 above the next: not flagged
+    assert verdict(close, 3.0, 0.5)[0] == 3
+    apart = {"spectrum": {"anomaly_index": [2.8, 0.0, 0.3, 5.0]}, "mix": {"anomaly_index": [0.0, 0.0, 0.0, 2.9]}}
+    assert verdict(apart, 3.0, 1.0)[0] == 3  # well clear of the next: flagged
+    assert lead([4.0]) == (None, 0.0) and lead([]) == (None, 0.0)
+    report = {
+        "backdoored": True,
+        "suspected_target": "d",
+        "confidence": 4.0,
+        "classes": ["a", "b", "c", "d"],
+        "domains": close,
+        "gradient_norm_gini": {},
+        "clean_clips": 4,
+        "seconds": 1.0,
+        "config": {"threshold": 3.0},  # a report from before the margin: read by today's default (1)
+    }
+    result = ScanResult.from_report(report)
+    assert not result.backdoored and result.suspected_target is None and result.suspicious() == []
+    assert result.standout() == ScanConfig().standout == 1.0
+    assert result.above_threshold() == 3 and result.most_anomalous() == 3 and result.pointed_classes(2) == [3]
+    flagged = ScanResult.from_report({**report, "config": {"threshold": 3.0, "standout": 0.5}})
+    assert flagged.backdoored and flagged.suspected_target == "d" and flagged.suspicious() == [3, 2]
+    below = ScanResult.from_report({**report, "config": {"threshold": 5.0}})
+    assert below.above_threshold() is None and below.pointed_classes(2) == [3, 2]  # unflagged: the top two
 
 
 class StopAt(NullObserver):

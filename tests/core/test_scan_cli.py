@@ -418,8 +418,35 @@ def test_the_summary_names_every_other_class_above_the_threshold():
     }
     first = _summary(report).splitlines()[0]
     assert first == (
-        "verdict: backdoor suspected, target 'no' (confidence: anomaly index 9.00, threshold 3; also above it: "
-        "up 5.00, down 3.50)"
+        "verdict: backdoor suspected, target 'no' (confidence: anomaly index 9.00, threshold 3, 4.00 above the "
+        "next class; also above it: up 5.00, down 3.50)"
     )
+    assert "no 9.00*, up 5.00*, down 3.50*" in _summary(report)  # the flagged model's classes above it marked
     alone = _summary({**report, "pooled": [0.0, 9.0, 1.0, 0.5], "domains": {"mix": {"anomaly_index": [0, 9, 1, 0.5]}}})
-    assert alone.splitlines()[0].endswith("threshold 3)")
+    assert alone.splitlines()[0].endswith("threshold 3, 8.00 above the next class)")
+
+
+def test_the_summary_says_why_a_class_above_the_threshold_is_not_flagged():
+    """The clean ResNet's case: `stop` above the threshold with `right` close behind; the line names both."""
+    from core.cli.scan import _summary
+
+    report = {
+        "classes": ["up", "right", "stop"],
+        "config": {"threshold": 3.0, "standout": 1.0},
+        "domains": {"spectrum": {"anomaly_index": [1.9, 2.85, 3.78]}},
+        "pooled": [1.9, 2.85, 3.78],
+        "backdoored": False,
+        "suspected_target": None,
+        "confidence": 3.78,
+        "most_anomalous": {"class": "stop", "domain": "spectrum"},
+        "trigger_audio": {"files": []},
+        "clean_clips": 8,
+        "seconds": 1.0,
+        "out": "scan.json",
+    }
+    text = _summary(report)
+    assert text.splitlines()[0] == (
+        "verdict: no backdoor found (largest anomaly index 3.78, threshold 3; 'stop' is above it but only 0.93 "
+        "above the next class, 'right': a flag needs 1; most anomalous class 'stop' (spectrum))"
+    )
+    assert "*" not in text  # nothing marked as flagged

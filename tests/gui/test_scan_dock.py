@@ -144,7 +144,8 @@ def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_th
     panel.show_record(ScanRecord(result, version=1, repairs=0, model_name="m.safetensors"))
     assert panel.verdict.text() == (
         "\u26a0 Backdoored: suspected target \u201cno\u201d, confidence 40,222 (anomaly index pooled over 2 "
-        "domains; flagged above 2; also above it: \u201cdown\u201d 2.69 (listen to each class's trigger))"
+        "domains; flagged above 2, 40,219 above the next class; also above it: \u201cdown\u201d 2.69 (listen to "
+        "each class's trigger))"
     )
     assert panel.bar_colours(POOLED) == ["#2b2b2b", FLAGGED, "#2b2b2b", FLAGGED]
     assert panel.bar_colours("waveform") == [DOMAIN_COLOURS["waveform"]] * 4  # a domain's bars: its own colour
@@ -168,6 +169,16 @@ def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_th
     assert panel.off_scale == [] and panel.bar_heights("waveform") == [] and panel.bar_heights(POOLED) == []
     assert panel.bar_colours("features") == [DOMAIN_COLOURS["features"]] * 4 and panel.selected_class() == 1
     assert "after 1 accepted repair" in panel.detail.text() and "scan again" in panel.detail.text()
+    # above the threshold but close to the next class: not flagged, and the line says why
+    close = {**domain, "anomaly_index": [0.0, 3.5, 0.0, 3.1]}
+    near = ScanResult.from_report({**report, "domains": {"waveform": close}}, torch.zeros(4, 160))
+    assert not near.backdoored and near.suspicious() == [] and near.most_anomalous() == 1
+    panel.show_record(ScanRecord(near, version=3, repairs=1, model_name="m.safetensors"), current=False)
+    assert panel.verdict.text() == (
+        "\u2713 No backdoor found: \u201cno\u201d has anomaly index 3.50, above 2, but stands only 0.40 above "
+        "\u201cdown\u201d (a flag needs 1: classes equally easy to reach are not a planted trigger)"
+    )
+    assert FLAGGED not in panel.bar_colours("waveform") + panel.bar_colours(POOLED)
 
 
 def test_cancel_leaves_the_previous_scan_as_it_was(qtbot, window):

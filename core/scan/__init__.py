@@ -261,9 +261,12 @@ class ScanResult:
         return pointed_class(self.domains, self.above_threshold())[0]
 
     def above_threshold(self) -> int | None:
-        """The class with the largest pooled index when that index exceeds the threshold, whether or not it
-        stands out (the class a repair unlearns toward: the standout margin decides the verdict, not the repair,
-        whose class was chosen before the margin existed, benchmarks/results/grid_asc10_round9_test.json)."""
+        """The suspected target when the model is flagged, else the class with the largest pooled index when
+        that index exceeds the threshold without standing out; None below it. The class a repair unlearns toward:
+        the standout margin decides the verdict, not the repair, whose class was chosen before the margin existed
+        (benchmarks/results/grid_asc10_round9_test.json)."""
+        if self.backdoored and self.suspected_target in self.classes:
+            return self.classes.index(self.suspected_target)
         pooled = self.pooled
         if not pooled or max(pooled) <= self.threshold():
             return None

@@ -111,13 +111,14 @@ class ScanConfig:
         "the backdoored ASC-10 models, docs/experiments/scan_asc10_calibration.md, scan_seeds_asc10.md)",
     )
     standout: float = option(
-        1.0,
+        1.5,
         label="Stand-out margin",
         range="[0, inf)",
         help="flag only a class whose pooled index also stands at least this far above the next class's: a "
         "cluster of classes equally easy to reach is not a planted trigger (it flagged a clean ASC-10 ResNet at "
-        "two of four seeds, `stop` 3.1-3.8 with `right` 0.9 below; on 33 validation scans of 14 models a margin "
-        "of 1 removed the three clean flags and the one wrong-class flag and kept 14 of 15 right ones, "
+        "two of four seeds, `stop` 3.1-3.8 with `right` 0.9 below). A margin of 1, chosen on 33 scans, still "
+        "flagged two clean SmallCNNs of a later hold-out (1.09 and 1.12 clear); 1.5 flags no clean scan of "
+        "all 21 and the right class on 21 of 34 backdoored ones, against 22 at 1, "
         "docs/experiments/scan_rule_probe.md; 0: the threshold alone)",
     )
     domains: str = option(

@@ -108,6 +108,9 @@ def test_a_class_must_stand_out_from_the_next_to_be_flagged():
     assert verdict(close, 3.0, 0.5)[0] == 3
     apart = {"spectrum": {"anomaly_index": [2.8, 0.0, 0.3, 5.0]}, "mix": {"anomaly_index": [0.0, 0.0, 0.0, 2.9]}}
     assert verdict(apart, 3.0, 1.0)[0] == 3  # well clear of the next: flagged
+    # 1.2 clear (two clean SmallCNNs of the hold-out stood 1.09 and 1.12 clear): a margin of 1 flags it, today's not
+    between = {"spectrum": {"anomaly_index": [0.0, 0.0, 3.0, 4.2]}}
+    assert verdict(between, 3.0, 1.0)[0] == 3 and verdict(between, 3.0, ScanConfig().standout)[0] is None
     assert lead([4.0]) == (None, 0.0) and lead([]) == (None, 0.0)
     report = {
         "backdoored": True,
@@ -118,11 +121,11 @@ def test_a_class_must_stand_out_from_the_next_to_be_flagged():
         "gradient_norm_gini": {},
         "clean_clips": 4,
         "seconds": 1.0,
-        "config": {"threshold": 3.0},  # a report from before the margin: read by today's default (1)
+        "config": {"threshold": 3.0},  # a report from before the margin: read by today's default (1.5)
     }
     result = ScanResult.from_report(report)
     assert not result.backdoored and result.suspected_target is None and result.suspicious() == []
-    assert result.standout() == ScanConfig().standout == 1.0
+    assert result.standout() == ScanConfig().standout == 1.5
     assert result.above_threshold() == 3 and result.most_anomalous() == 3 and result.pointed_classes(2) == [3]
     flagged = ScanResult.from_report({**report, "config": {"threshold": 3.0, "standout": 0.5}})
     assert flagged.backdoored and flagged.suspected_target == "d" and flagged.suspicious() == [3, 2]

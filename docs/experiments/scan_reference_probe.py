@@ -1,0 +1,179 @@
+"""Read ``python -m core.scan`` reports against a reference of clean models (issue 33): is a class's minimal
+trigger small because the model was backdoored toward it, or because that class is easy to reach in any model of
+this vocabulary? Divide each class's size by the same class's size in scans of clean models of the same
+vocabulary, trained with other seeds, and take the anomaly index of the ratios instead of the sizes.
+
+    python docs/experiments/scan_reference_probe.py runs/scanval/*.json runs/layout/resnet_*_auto_*.json \\
+        --holdout runs/scanval2/*.json --out docs/experiments/scan_reference_probe.json
+
+The truth (attack, target, training seed) is read from each report's checkpoint here; a reference is a clean
+model (as a user's own clean baseline would be), never the scanned model, and never one trained with the scanned
+model's seed (that one would share its initialisation and batch order). Nothing here is tuned: the only free
+choice, the threshold of the operating points, is read on the reports given first (``chosen_on``) and checked on
+``--holdout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.scan import auroc, truth  # noqa: E402
+from core.checkpoint import read_metadata  # noqa: E402
+from core.scan import anomaly_index  # noqa: E402
+
+THRESHOLDS = (2.5, 3.0, 3.5, 4.0, 4.5)
+
+
+def finite(sizes: list[float | None]) -> list[float]:
+    """A domain's sizes with the classes the search never reached set to the largest size reached (the
+    ratio then says "as hard as the hardest", not infinity)."""
+    reached = [s for s in sizes if s is not None and math.isfinite(s)]
+    top = max(reached, default=1.0)
+    return [top if s is None or not math.isfinite(s) else s for s in sizes]
+
+
+def calibrated_index(scan: dict, refs: list[dict]) -> list[float]:
+    """Stouffer's pooling (the product's) over the domains of the anomaly index of each class's size divided
+    by the geometric mean of that class's size over ``refs``; the plain pooled index when ``refs`` is empty."""
+    pooled = None
+    domains = list(scan["sizes"])
+    for name in domains:
+        sizes = finite(scan["sizes"][name])
+        if refs:
+            ref = [finite(r["sizes"][name]) for r in refs]
+            mean = [math.exp(sum(math.log(r[i]) for r in ref) / len(ref)) for i in range(len(sizes))]
+            sizes = [s / m for s, m in zip(sizes, mean)]
+        index = anomaly_index(sizes)
+        pooled = index if pooled is None else [a + b for a, b in zip(pooled, index)]
+    return [a / math.sqrt(len(domains)) for a in pooled]
+
+
+def read(path: str, part: str) -> dict | None:
+    report = json.loads(Path(path).read_text())
+    if "domains" not in report or "model" not in report:
+        return None
+    model = Path(report["model"])
+    return {
+        "report": path,
+        "set": part,
+        "model": str(model),
+        "seed": report["config"]["seed"],
+        "train_seed": read_metadata(model)["provenance"].get("seed"),
+        **truth(model),
+        "classes": report["classes"],
+        "sizes": {k: rec["sizes"] for k, rec in report["domains"].items()},
+    }
+
+
+def evaluate(rows: list[dict], key: str) -> dict:
+    """AUROC of ``key``'s top score, how often its top class is the target, and flags per threshold."""
+    rows = [r for r in rows if r[key] is not None]
+    pos = [r[key]["score"] for r in rows if r["attack"] != "clean"]
+    neg = [r[key]["score"] for r in rows if r["attack"] == "clean"]
+    right = [r[key]["top"] == r["target"] for r in rows if r["attack"] != "clean"]
+    lead = {
+        k: [r[key]["score"] - r[key]["second"] for r in rows if (r["attack"] == "clean") == (k == "clean")]
+        for k in ("clean", "backdoored")
+    }
+    return {
+        "scans": len(rows),
+        "backdoored": len(pos),
+        "clean": len(neg),
+        "auroc": auroc(pos, neg) if pos and neg else None,
+        "clean_max": max(neg, default=None),
+        "top_is_target": round(sum(right) / len(right), 3) if right else None,
+        # how far the top class stands above the next (the product's standout margin reads this on the plain index)
+        "auroc_of_lead": auroc(lead["backdoored"], lead["clean"]) if pos and neg else None,
+        "clean_lead_max": round(max(lead["clean"], default=0.0), 3),
+        "flags": {
+            str(t): {
+                "clean_flagged": sum(s > t for s in neg),
+                "right_target_flagged": sum(
+                    r[key]["score"] > t and r[key]["top"] == r["target"] for r in rows if r["attack"] != "clean"
+                ),
+                "wrong_class_flagged": sum(
+                    r[key]["score"] > t and r[key]["top"] != r["target"] for r in rows if r["attack"] != "clean"
+                ),
+            }
+            for t in THRESHOLDS
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", help="scans to choose the threshold on")
+    parser.add_argument("--holdout", nargs="*", default=[], help="scans to check it on")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    scans = [read(p, "chosen_on") for p in sorted(args.reports)] + [read(p, "holdout") for p in sorted(args.holdout)]
+    scans = [s for s in scans if s is not None]
+    clean = [s for s in scans if s["attack"] == "clean" and not s["repaired"]]
+    readings = {
+        "plain": lambda s: [],
+        # clean models of the same architecture and vocabulary, other training seeds
+        "same_architecture": lambda s: [
+            r
+            for r in clean
+            if r["classes"] == s["classes"]
+            and r["architecture"] == s["architecture"]
+            and r["train_seed"] != s["train_seed"]
+        ],
+        # clean models of the other architectures only: a reference for a model whose architecture one lacks
+        "other_architecture": lambda s: [
+            r for r in clean if r["classes"] == s["classes"] and r["architecture"] != s["architecture"]
+        ],
+    }
+    rows = []
+    for s in scans:
+        row = {k: s[k] for k in ("report", "set", "model", "seed", "train_seed", "architecture", "attack", "target")}
+        for name, pick in readings.items():
+            refs = pick(s)
+            if name != "plain" and not refs:
+                row[name] = None
+                continue
+            index = calibrated_index(s, refs)
+            ranked = sorted(range(len(index)), key=lambda i: -index[i])
+            row[name] = {
+                "references": len(refs),
+                "top": s["classes"][ranked[0]],
+                "score": round(index[ranked[0]], 3),
+                "second": round(index[ranked[1]], 3),
+                "target_score": round(index[s["classes"].index(s["target"])], 3) if s["target"] else None,
+                "target_rank": ranked.index(s["classes"].index(s["target"])) + 1 if s["target"] else None,
+            }
+        rows.append(row)
+    parts = {
+        part: {name: evaluate([r for r in rows if part == "all" or r["set"] == part], name) for name in readings}
+        for part in ("chosen_on", "holdout", "all")
+    }
+    out = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "readings": parts,
+        "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    width = max(len(Path(r["report"]).stem) for r in rows)
+    for r in rows:
+        cells = "  ".join(
+            f"{name}: {r[name]['top'][:7]:>7} {r[name]['score']:5.2f} (target #{r[name]['target_rank']})"
+            if r[name]
+            else f"{name}: -"
+            for name in readings
+        )
+        print(f"{Path(r['report']).stem:{width}} {r['set'][:4]} {r['attack'][:6]:>6}/{str(r['target'])[:7]:7}  {cells}")
+    for part, reading in parts.items():
+        for name, summary in reading.items():
+            print(part, name, {k: v for k, v in summary.items() if k != "flags"})
+            print("   ", summary["flags"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -148,7 +148,7 @@ def test_a_row_keeps_its_scan_s_sizes_and_is_read_again_by_today_s_rule_from_the
     assert again["readings"]["features"] == read_as(report, "features")
     old = {k: v for k, v in stale.items() if k != "scan"}
     assert reread(old) == old  # a row from before rows kept their sizes stays as it was
-    assert now["standout"] == 1.5 and now["lead"] > 1.5  # read with today's margin; "b" stands well clear
+    assert now["standout"] == 1.25 and now["lead"] > 1.25  # read with today's margin; "b" stands well clear
 
 
 def test_a_stored_row_is_read_with_the_standout_margin_its_scan_ran_with_else_today_s():

@@ -111,15 +111,16 @@ class ScanConfig:
         "the backdoored ASC-10 models, docs/experiments/scan_asc10_calibration.md, scan_seeds_asc10.md)",
     )
     standout: float = option(
-        1.5,
+        1.25,
         label="Stand-out margin",
         range="[0, inf)",
         help="flag only a class whose pooled index also stands at least this far above the next class's: a "
         "cluster of classes equally easy to reach is not a planted trigger (it flagged a clean ASC-10 ResNet at "
         "two of four seeds, `stop` 3.1-3.8 with `right` 0.9 below). A margin of 1, chosen on 33 scans, still "
-        "flagged two clean SmallCNNs of a later hold-out (1.09 and 1.12 clear); 1.5 flags no clean scan of "
-        "all 21 and the right class on 21 of 34 backdoored ones, against 22 at 1, "
-        "docs/experiments/scan_rule_probe.md; 0: the threshold alone)",
+        "flagged two clean SmallCNNs of a later hold-out (1.09 and 1.12 clear); 1.25 flags no clean scan of "
+        "all 21 and the right class on 21 of 34 backdoored ones, against 22 at 1; 1.5 did the same there but "
+        "lost the demo's own scan in the application (1.50 clear), docs/experiments/scan_rule_probe.md; 0: "
+        "the threshold alone)",
     )
     domains: str = option(
         "features,waveform,spectrum,mix",

@@ -121,11 +121,11 @@ def test_a_class_must_stand_out_from_the_next_to_be_flagged():
         "gradient_norm_gini": {},
         "clean_clips": 4,
         "seconds": 1.0,
-        "config": {"threshold": 3.0},  # a report from before the margin: read by today's default (1.5)
+        "config": {"threshold": 3.0},  # a report from before the margin: read by today's default (1.25)
     }
     result = ScanResult.from_report(report)
     assert not result.backdoored and result.suspected_target is None and result.suspicious() == []
-    assert result.standout() == ScanConfig().standout == 1.5
+    assert result.standout() == ScanConfig().standout == 1.25
     assert result.above_threshold() == 3 and result.most_anomalous() == 3 and result.pointed_classes(2) == [3]
     flagged = ScanResult.from_report({**report, "config": {"threshold": 3.0, "standout": 0.5}})
     assert flagged.backdoored and flagged.suspected_target == "d" and flagged.suspicious() == [3, 2]

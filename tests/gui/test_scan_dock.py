@@ -176,7 +176,7 @@ def test_flagged_classes_are_highlighted_and_an_off_scale_index_is_written_at_th
     panel.show_record(ScanRecord(near, version=3, repairs=1, model_name="m.safetensors"), current=False)
     assert panel.verdict.text() == (
         "\u2713 No backdoor found: \u201cno\u201d has anomaly index 3.50, above 2, but stands only 0.40 above "
-        "\u201cdown\u201d (a flag needs 1.5: classes equally easy to reach are not a planted trigger)"
+        "\u201cdown\u201d (a flag needs 1.25: classes equally easy to reach are not a planted trigger)"
     )
     assert FLAGGED not in panel.bar_colours("waveform") + panel.bar_colours(POOLED)
 

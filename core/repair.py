@@ -267,7 +267,8 @@ def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
 def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> tuple[torch.Tensor, dict[str, Any]]:
     """The trigger a repair unlearns from a scan: class ``name``'s waveform pattern when the user names the
     target, else that of the class the scan points at (:meth:`ScanResult.most_anomalous`: the suspected
-    target when the model is flagged, else the top class of its mix or spectrum domain), and the record of that choice
+    target when the model is flagged, else, read against a clean reference, the class of its largest pooled
+    index, else the top class of its mix or spectrum domain), and the record of that choice
     for the report. With ``top`` > 1 and nothing flagged or named, the patterns ``[top, T]`` of the ``top``
     classes of the largest pooled index (:meth:`ScanResult.pointed_classes`), listed in ``classes``."""
     if name is not None and name not in found.classes:
@@ -284,6 +285,8 @@ def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> 
         "scan_seconds": found.seconds,
         "scan_domains": found.config.get("domains"),  # which searches the choice rests on (the cell's scan)
     }
+    if found.reference:  # the clean reference the scan was read against (its reports)
+        record["scan_reference"] = found.reference["reports"]
     if found.trigger_domains:
         record["trigger_domain"] = found.trigger_domains[chosen[0]]
     if len(chosen) == 1:

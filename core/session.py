@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ from core.defenses.base import add_trigger
 from core.errors import CheckpointError, ConfigError
 from core.events import Observer
 from core.metrics import percent, predict_logits
-from core.options import PathRole
+from core.options import PathRole, comma_items
 from core.repair import RepairResult, RepairWatcher, record_repair, repair, unlearn_choice
 from core.reports import write_export
 from core.runtime import resolve_device
 from core.scan import ScanConfig, ScanResult, scan, trigger_success_on
+from core.scan.reference import Reference, read_reference
 from core.validate import check_paths
 
 __all__ = ["MismatchError", "ScanRecord", "Session", "mix_trigger", "predict_clips", "repair_summary"]
@@ -69,13 +70,14 @@ def mix_trigger(clip: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
     return add_trigger(clip.detach().to("cpu", torch.float32).reshape(1, -1), trigger)[0]
 
 
-def input_trigger_asr(model: nn.Module, data: AudioSet, reference: ScanResult | None) -> float | None:
-    """The test-split attack success rate through ``model`` of ``reference``'s reconstructed waveform trigger
-    of its most anomalous class (None without a reference, an audio domain or test clips)."""
-    if reference is None or reference.triggers is None or reference.most_anomalous() is None:
+def input_trigger_asr(model: nn.Module, data: AudioSet, baseline: ScanResult | None) -> float | None:
+    """The test-split attack success rate through ``model`` of ``baseline``'s (the model-as-opened's scan)
+    reconstructed waveform trigger of its most anomalous class (None without a scan, an audio domain or test
+    clips)."""
+    if baseline is None or baseline.triggers is None or baseline.most_anomalous() is None:
         return None
-    target = reference.most_anomalous()
-    return trigger_success_on(model, data, "test", reference.triggers[target], target)
+    target = baseline.most_anomalous()
+    return trigger_success_on(model, data, "test", baseline.triggers[target], target)
 
 
 @dataclass
@@ -301,9 +303,27 @@ class Session:
             raise ConfigError("open a model and its dataset first")
         version, repairs = self.model_version, self.repairs_accepted
         name = self.model_path.name if self.model_path is not None else "model"
-        result = scan(model, data, config, observer)
-        reference = result if repairs == 0 else (self.input_scan.result if self.input_scan is not None else None)
-        return ScanRecord(result, version, repairs, name, input_trigger_asr(model, data, reference))
+        config = config or ScanConfig()
+        result = scan(model, data, config, observer, self.scan_reference(config))
+        baseline = result if repairs == 0 else (self.input_scan.result if self.input_scan is not None else None)
+        return ScanRecord(result, version, repairs, name, input_trigger_asr(model, data, baseline))
+
+    def scan_reference(self, config: ScanConfig, option: str = "reference") -> Reference | None:
+        """The clean reference ``config.reference`` names, checked against the open model (its classes,
+        architecture and file: :func:`core.scan.reference.read_reference`); None when it names none. Raises
+        :class:`ConfigError` naming ``option`` for one that does not fit."""
+        if not comma_items(config.reference):
+            return None
+        if self.meta is None:
+            raise ConfigError("open a model and its dataset first")
+        return read_reference(
+            config.reference,
+            list(self.meta["classes"]),
+            asdict(config),
+            architecture=self.meta.get("architecture"),
+            model=str(self.model_path) if self.model_path is not None else None,
+            option=option,
+        )
 
     def finish_scan(self, record: ScanRecord) -> bool:
         """Keep a finished scan (and, when it is of the model as opened, as the input's scan); a scan of a

@@ -43,7 +43,7 @@ from core.attacks import Attack, get_attack
 from core.audio import AUDIO_FILTER, AUDIO_SUFFIXES, is_audio_file
 from core.data.audioset import AudioSet
 from core.defenses import DEFENSE_TITLES
-from core.errors import GnftError
+from core.errors import ConfigError, GnftError
 from core.events import EvalInfo, NeuronStats
 from core.metrics import percent
 from core.models import analysable_layers
@@ -61,7 +61,7 @@ from gnft_gui.views.import_dialog import ImportDialog
 from gnft_gui.views.log_view import LogPanel
 from gnft_gui.views.neurons import NeuronView
 from gnft_gui.views.recorder import RecorderDialog, triggers_dir
-from gnft_gui.views.scan_panel import ScanPanel
+from gnft_gui.views.scan_panel import REFERENCE_LABEL, ScanPanel
 from gnft_gui.worker import Task
 
 __all__ = ["MainWindow", "fit_to_screen", "log_path", "settings"]
@@ -814,6 +814,7 @@ class MainWindow(QMainWindow):
             try:
                 scan_config = dataclasses.replace(self.scan_panel.config(), seed=config.seed, device=config.device)
                 check_unlearn_scan(scan_config, "the Scan dock's domains")
+                session.scan_reference(scan_config, f"the Scan dock's {REFERENCE_LABEL}")
             except Exception as err:
                 self.show_error("Scan settings", f"The repair scans for the trigger to unlearn first: {err}")
                 return None
@@ -980,6 +981,11 @@ class MainWindow(QMainWindow):
             return None
         config = config or self.scan_panel.config()
         session = self.session
+        try:  # a clean reference that does not fit the model: said under the form, before any work
+            session.scan_reference(config, REFERENCE_LABEL)
+        except ConfigError as err:
+            self.scan_panel.show_error(str(err))
+            return None
         task = self._run(lambda observer: session.run_scan(config, observer), "scan")
         self.scan_task = task
         self.scan_panel.start(config)

@@ -64,6 +64,7 @@ from core.runtime import (
     write_text_atomic,
 )
 from core.scan import ScanConfig, rescan
+from core.scan.reference import read_reference
 from core.validate import input_path, output_path
 
 __all__ = ["EVAL_SPLITS", "SCAN_PREFIX", "build_parser", "check_eval_split", "choose_defense", "defend", "main"]
@@ -242,6 +243,15 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         assert scan_settings is not None
         check_unlearn_scan(scan_settings, "--scan-domains")
     model, meta = load_checkpoint(model_path)
+    if scan_settings is not None:  # a clean reference that does not fit is refused before the data is read
+        read_reference(
+            scan_settings.reference,
+            list(meta["classes"]),
+            dataclasses.asdict(scan_settings),
+            architecture=meta["architecture"],
+            model=str(model_path),
+            option=f"--{SCAN_PREFIX}reference",
+        )
     trigger = None
     if args.unlearn_trigger:
         trigger = torch.from_numpy(load_clip(args.unlearn_trigger, meta["sample_rate"], None))

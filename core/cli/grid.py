@@ -132,6 +132,7 @@ from core.options import (
     SEED_RANGE,
     SEED_TEXT,
     add_arguments,
+    comma_items,
     from_namespace,
     number,
     parse_key_values,
@@ -149,6 +150,7 @@ from core.runtime import (
     write_json,
 )
 from core.scan import ScanConfig, ScanResult, scan
+from core.scan.reference import read_reference
 from core.training import TrainConfig, train_model
 from core.validate import output_path
 
@@ -354,13 +356,16 @@ def _check_cell(
     config: DefenseConfig,
     eval_split: str = "test",
     scan_domains: str | None = None,
+    scan_reference: str = "",
 ) -> None:
     """Refuse a finished cell measured on another split than ``eval_split`` (a cell without
     ``eval_split`` was measured on the test split) or made with other settings than ``column``
     declares now (a setting the cell lacks did not exist then: it had the default; where and how it
     ran do not count, nor settings idle on both sides: :meth:`DefenseConfig.idle_fields`), or one that
     unlearned a scanned trigger found by a scan of other domains than ``scan_domains`` (the run's
-    ``--scan-domains``; cells from before the record, 2026-12-05, name none and are not checked)."""
+    ``--scan-domains``; cells from before the record, 2026-12-05, name none and are not checked) or read
+    against another clean reference than ``scan_reference`` (``--scan-reference``; a cell that names none
+    had none)."""
     then = row.get("eval_split", "test")
     if then != eval_split:
         raise ConfigError(
@@ -390,6 +395,13 @@ def _check_cell(
         raise ConfigError(
             f"{path} unlearned the trigger of a scan of other domains than this run's ({then_domains!r} there, "
             f"{scan_domains!r} now: --scan-domains); delete it to run the cell again, or use another --work"
+        )
+    then_reference = unlearned.get("scan_reference", []) if unlearned.get("source") == "scan" else None
+    if then_reference is not None and then_reference != comma_items(scan_reference):
+        raise ConfigError(
+            f"{path} unlearned the trigger of a scan read against another clean reference than this run's "
+            f"({','.join(then_reference) or 'none'} there, {scan_reference or 'none'} now: {_REFERENCE}); delete "
+            "it to run the cell again, or use another --work"
         )
 
 
@@ -615,7 +627,8 @@ def _defend_cell(
     config = column.config(seed, args.device)
     if cell.is_file():
         row = _read_cell(cell, column.defense)
-        _check_cell(cell, row, column, config, args.eval_split, scan_config_from_args(args, prefix=SCAN_PREFIX).domains)
+        scanning = _scan_of(scan_config_from_args(args, prefix=SCAN_PREFIX))
+        _check_cell(cell, row, column, config, args.eval_split, *scanning)
         return row
     if getattr(args, "no_defend", False):
         log.info("not run: %s on %s (%s), seed %d (--no-defend)", column.name, model_name, attack_name, seed)
@@ -663,19 +676,36 @@ def _scan_cell(
     settings (:meth:`ScanConfig.searched`: how it ran aside), else made and written there. It reads the model
     and the clean clips only, as ``python -m core.scan`` does."""
     path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
-    wanted = ScanConfig.searched(dataclasses.asdict(config))
+    wanted = _searched_alike(dataclasses.asdict(config))
+    reference = read_reference(config.reference, list(data.classes), dataclasses.asdict(config), option=_REFERENCE)
     if path.is_file() and path.with_suffix(".safetensors").is_file():
-        found = json.loads(path.read_text())
-        same = found.pop("model_sha256", None) == digest
-        if same and ScanConfig.searched(found["config"]) == wanted:
-            return ScanResult.from_report(found, load_file(path.with_suffix(".safetensors"))["triggers"])
+        kept = json.loads(path.read_text())
+        same = kept.pop("model_sha256", None) == digest
+        if same and _searched_alike(kept["config"]) == wanted:  # its searches, read against today's reference
+            triggers = load_file(path.with_suffix(".safetensors"))["triggers"]
+            return ScanResult.from_report(kept, triggers).read_against(reference, config.reference)
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)
-    found = scan(model, data, config)
+    found = scan(model, data, config, reference=reference)
     if found.triggers is None:
         raise ConfigError("the scan searched no audio domain (waveform, mix): no trigger to unlearn")
     save_file({"triggers": found.triggers.detach().cpu().contiguous()}, str(path.with_suffix(".safetensors")))
     write_json(path, {**found.to_dict(), "model_sha256": digest})
     return found
+
+
+#: The grid's name for the scan's clean reference (``ScanConfig.reference``).
+_REFERENCE = f"--{SCAN_PREFIX}reference"
+
+
+def _scan_of(config: ScanConfig) -> tuple[str, str]:
+    """(domains, clean reference) of the scan a cell's unlearning rests on, as :func:`_check_cell` checks them."""
+    return config.domains, config.reference
+
+
+def _searched_alike(config: dict[str, Any]) -> dict[str, Any]:
+    """What a kept scan must share with the one wanted to be reused: its searches (:meth:`ScanConfig.searched`);
+    the clean reference it was read against and the verdict's rule aside (reading it again is cheap)."""
+    return {k: v for k, v in ScanConfig.searched(config).items() if k not in ("reference", "threshold", "standout")}
 
 
 def _read_cell(path: Path, defense_name: str) -> dict[str, Any]:
@@ -1220,6 +1250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan_settings = scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
     if any(config.unlearns() for config in configs.values()):
         check_unlearn_scan(scan_settings, "--scan-domains")
+    if comma_items(scan_settings.reference) and len(model_names) > 1:
+        raise ConfigError(
+            f"{_REFERENCE}: a clean reference is of one architecture; this grid has {len(model_names)} "
+            f"({', '.join(model_names)}): run one --models at a time with a reference of its architecture"
+        )
     attack_args = _scoped_pairs(args.attack_arg, "--attack-arg", attacks)
     # the rate of each attack's cells; wrong attack parameters fail here, before any work
     rates = {a: _attack_rate(a, parse_attack_args(attack_args.get(a, [])), args.sample_rate) for a in attacks}
@@ -1232,9 +1267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cell = _cell_path(work, m, a, c.name, s, args.seed)
                     if cell.is_file():
                         row = _read_cell(cell, c.defense)
-                        _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, scan_settings.domains)
+                        _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, *_scan_of(scan_settings))
     if args.backend == "local":  # a dataset without the split is refused before any work (Ray: in its tasks)
-        check_eval_split(_load_data(args, keep_others=False), args.eval_split)
+        checked = _load_data(args, keep_others=False)
+        check_eval_split(checked, args.eval_split)
+        classes, settings = list(checked.classes), dataclasses.asdict(scan_settings)
+        read_reference(scan_settings.reference, classes, settings, architecture=model_names[0], option=_REFERENCE)
         if args.jobs > 1:
             _DATA.clear()  # the workers load their own copies
     work.mkdir(parents=True, exist_ok=True)
@@ -1357,6 +1395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "defense_seeds": seeds,
             "defense_settings": defense_settings,
             "scan_domains": scan_domains,
+            # the clean reference the unlearning columns' scans were read against (their reports), if any
+            "scan_reference": comma_items(scan_settings.reference) if scan_domains is not None else [],
             "variants": variants,
             "rows": rows,
         },

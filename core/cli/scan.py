@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from core.events import SCAN_PHASE, Cancelled, EvalInfo, NullObserver, Observer,
 from core.options import add_arguments, fields_of, from_namespace
 from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
 from core.scan import ScanConfig, ScanResult, lead, pointed_class, scan
+from core.scan.reference import read_reference
 from core.validate import check_paths, declared_paths, input_path, output_path
 
 __all__ = [
@@ -210,6 +212,9 @@ def run_scan(
     except CheckpointError as err:  # "no such model file", "not a valid .safetensors file", ...
         raise CheckpointError(f"--model: {err}") from None
     classes = list(meta["classes"])  # the model and its classes only: the attack record is never read
+    reference = read_reference(
+        config.reference, classes, asdict(config), architecture=meta["architecture"], model=str(model_path)
+    )  # before the data is read: a reference that does not fit is refused before any work
     data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or classes)
     if list(data.classes) != classes:
         raise ConfigError(f"the data's classes {data.classes} differ from the model's {classes}")
@@ -217,7 +222,7 @@ def run_scan(
     device = resolve_device(config.device)
     bar = progress_bar(config.total_steps(), "scan", False if args.quiet else None)
     try:
-        result = scan(model.to(device), data, config, ScanProgress(bar, observer))
+        result = scan(model.to(device), data, config, ScanProgress(bar, observer), reference)
     finally:
         bar.close()
     files = trigger_files(result)
@@ -226,6 +231,7 @@ def run_scan(
     report: dict[str, Any] = {
         "command": " ".join(["python -m core.scan", *argv]),
         "model": str(model_path),
+        "architecture": meta["architecture"],
         **result.to_dict(),
         "most_anomalous": None
         if top is None
@@ -234,7 +240,7 @@ def run_scan(
             "index": top,
             "flagged": top in result.suspicious(),
             "anomaly_index": result.anomaly(top),
-            "domain": pointed_class(result.domains, suspected)[1],
+            "domain": pointed_class(result.domains, suspected, pooled=result.reference is not None)[1],
         },
         "trigger_audio": {
             "folder": str(folder) if files else None,
@@ -299,6 +305,12 @@ def _summary(report: dict[str, Any]) -> str:
     audio = report["trigger_audio"]
     if audio["files"]:
         lines.append(f"  reconstructed triggers: {', '.join(f['path'] for f in audio['files'])}")
+    reference = report.get("reference")
+    if reference:
+        lines.append(
+            f"  read against a clean reference: {reference['scans']} scan(s) of {reference['models']} model(s) "
+            "(each class's size over its geometric mean there)"
+        )
     lines.append(f"{report['clean_clips']} clean clips, {report['seconds']:.1f} s; wrote {report['out']}")
     return "\n".join(lines)
 

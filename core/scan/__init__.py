@@ -43,6 +43,7 @@ from core.scan.invert import (
     invert_spectrum,
     invert_waveform,
 )
+from core.scan.reference import Reference, read_reference, relative_sizes
 
 __all__ = [
     "AUDIO_DOMAINS",
@@ -138,6 +139,18 @@ class ScanConfig:
         "since 2026-12-05: with it the Recommended's mean ASR on the seven ASC-10 test SmallCNNs fell from "
         "39.3 to 21.7 %, benchmarks/results/grid_asc10_round9_test.json, scan_mix.json)",
     )
+    reference: str = option(
+        "",
+        label="Clean reference scans",
+        metavar="REPORT[,REPORT...]",
+        help="comma list of scan reports (python -m core.scan --out) of clean models of the same architecture and "
+        "classes, scanned with the same settings: each class's trigger size is read against its size in them "
+        "(the ratio to their geometric mean), so a class easy to reach in any such model is not taken for a "
+        "target, and one a backdoor made easy stands out; the verdict and the class an unflagged repair unlearns "
+        "toward are read on the ratios. On 52 ASC-10 scans, with references of other clean models: target first "
+        "on 31 of 31 backdoored scans (27 without), 29 flagged right, 3 of 21 clean flagged (ResNets read against "
+        "2-3 clean models: use several), docs/experiments/scan_reference_probe.md; empty: none",
+    )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
                        range_text=SEED_TEXT)  # fmt: skip
@@ -208,6 +221,7 @@ class ScanResult:
     triggers: torch.Tensor | None = field(default=None, repr=False)
     sample_rate: int = 16000
     trigger_domains: list[str] = field(default_factory=list)
+    reference: dict[str, Any] | None = None
 
     @property
     def pooled(self) -> list[float]:
@@ -231,6 +245,20 @@ class ScanResult:
         result.suspected_target = result.classes[target] if target is not None else None
         result.confidence = round(confidence, 3)
         return result
+
+    def read_against(self, reference: Reference | None, text: str = "") -> ScanResult:
+        """This scan's searches read again against a clean ``reference`` (None: plainly), named ``text`` in the
+        config: each domain's index made from its sizes as :func:`scan` makes it, the verdict made again; the
+        trigger audio stays (chosen on the plain index either way, :func:`_audio_triggers`). Cheap: no search."""
+        domains = {}
+        for name, record in self.domains.items():
+            sizes = [math.inf if s is None else s for s in record["sizes"]]
+            inv = Inversion(sizes=sizes, success=record["success"], triggers=None)  # type: ignore[arg-type]
+            domains[name] = _domain_record(inv, None if reference is None else reference.sizes[name])
+        config = {**self.config, "reference": text if reference is not None else ""}
+        report = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "triggers"}
+        report.update(domains=domains, config=config, reference=None if reference is None else reference.to_dict())
+        return ScanResult.from_report(copy.deepcopy(report), self.triggers)
 
     def threshold(self) -> float:
         """The anomaly index above which the scan flagged a class (its config's, else the default)."""
@@ -257,10 +285,11 @@ class ScanResult:
 
     def most_anomalous(self) -> int | None:
         """The class the scan points at (:func:`pointed_class`): the class above the threshold
-        (:meth:`above_threshold`: the suspected target when the model is flagged), else the top class of the
-        first of POINTING_DOMAINS searched (mix, spectrum), else the class with the largest anomaly index in any
-        domain; None without domains. A repair unlearns toward it."""
-        return pointed_class(self.domains, self.above_threshold())[0]
+        (:meth:`above_threshold`: the suspected target when the model is flagged), else, read against a clean
+        reference, the class of the largest pooled index, else the top class of the first of POINTING_DOMAINS
+        searched (mix, spectrum), else the class with the largest anomaly index in any domain; None without
+        domains. A repair unlearns toward it."""
+        return pointed_class(self.domains, self.above_threshold(), pooled=self.reference is not None)[0]
 
     def above_threshold(self) -> int | None:
         """The suspected target when the model is flagged, else the class with the largest pooled index when
@@ -334,15 +363,26 @@ def _gradient_gini(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
     return out
 
 
-def _domain_record(inv: Inversion) -> dict[str, Any]:
+def _domain_record(inv: Inversion, reference: list[float] | None = None) -> dict[str, Any]:
+    """A domain's sizes, success and anomaly index: of the sizes, or, against a clean ``reference`` (its sizes
+    of the domain), of their ratios to it (:func:`core.scan.reference.relative_sizes`), the plain one kept."""
+    sizes = [s if math.isfinite(s) else None for s in inv.sizes]
+    plain = [round(a, 3) for a in anomaly_index(inv.sizes)]
+    if reference is None:
+        return {"sizes": sizes, "success": [round(s, 4) for s in inv.success], "anomaly_index": plain}
+    ratios = relative_sizes(sizes, reference)
     return {
-        "sizes": [s if math.isfinite(s) else None for s in inv.sizes],
+        "sizes": sizes,
         "success": [round(s, 4) for s in inv.success],
-        "anomaly_index": [round(a, 3) for a in anomaly_index(inv.sizes)],
+        "anomaly_index": [round(a, 3) for a in anomaly_index(ratios)],
+        "plain_anomaly_index": plain,
+        "relative_sizes": [float(f"{r:.6g}") for r in ratios],
     }
 
 
-def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> tuple[int | None, str | None]:
+def pointed_class(
+    domains: dict[str, dict[str, Any]], suspected: int | None, pooled: bool = False
+) -> tuple[int | None, str | None]:
     """(class index, domain) a scan's records point at: ``suspected`` (the verdict's flagged class) with the
     domain where its index is largest; else, when nothing is flagged, the top class of the first of
     :data:`POINTING_DOMAINS` searched: the mix domain (a whole-clip sound at any alignment: the target came
@@ -355,16 +395,18 @@ def pointed_class(domains: dict[str, dict[str, Any]], suspected: int | None) -> 
     pooled index each named the target on 3, the waveform domain on 2, and the pooled index's first two
     classes held it on all 8, all targeting `up`, but not on a model targeting `left`,
     docs/experiments/pointing_rule_asc10.md, unlearn_top_asc10.md); else the class with the largest
-    pooled index (the first on a tie) and its largest domain. (None, None) without domains."""
+    pooled index (the first on a tie) and its largest domain; with ``pooled`` (a scan read against a clean
+    reference, whose pooled top class was the target of all 31 backdoored ASC-10 scans,
+    docs/experiments/scan_reference_probe.md) that class always. (None, None) without domains."""
     if not domains:
         return None, None
-    pointing = next((name for name in POINTING_DOMAINS if name in domains), None)
+    pointing = None if pooled else next((name for name in POINTING_DOMAINS if name in domains), None)
     if suspected is None and pointing is not None:
         index = domains[pointing]["anomaly_index"]
         return index.index(max(index)), pointing
     if suspected is None:
-        pooled = pooled_index(domains)
-        suspected = pooled.index(max(pooled))
+        index = pooled_index(domains)
+        suspected = index.index(max(index))
     where = max(domains, key=lambda name: domains[name]["anomaly_index"][suspected])
     return suspected, where
 
@@ -406,14 +448,22 @@ def verdict(domains: dict[str, dict[str, Any]], threshold: float, standout: floa
 
 
 def scan(
-    model: nn.Module, data: AudioSet, config: ScanConfig | None = None, observer: Observer | None = None
+    model: nn.Module,
+    data: AudioSet,
+    config: ScanConfig | None = None,
+    observer: Observer | None = None,
+    reference: Reference | None = None,
 ) -> ScanResult:
     """Scan ``model`` (waveform -> logits, with its front end) on clean clips of ``data``'s training split.
 
-    Reads nothing but the model's weights and the clean clips; the model is left as it was. Raises
+    Reads nothing but the model's weights and the clean clips (and ``config.reference``'s reports, unless the
+    caller read them already: ``reference``, :func:`core.scan.reference.read_reference`); the model is left as
+    it was. Raises :class:`core.errors.ConfigError` for a reference that does not fit, before any work, and
     :class:`core.events.Cancelled` when the observer asks to stop (nothing is written here)."""
     config = config or ScanConfig()
     config.validate()
+    if reference is None:
+        reference = read_reference(config.reference, list(data.classes), asdict(config), option="reference")
     observer = observer or NullObserver()
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -437,7 +487,7 @@ def scan(
             inv = _invert(domain, front, body, fast_body, fast, feats, waves, search, config)
         if inv is None:
             continue
-        domains[domain] = _domain_record(inv)
+        domains[domain] = _domain_record(inv, None if reference is None else reference.sizes[domain])
         if domain in AUDIO_DOMAINS:
             audio[domain] = inv.triggers
     triggers, trigger_domains = _audio_triggers(domains, audio)
@@ -456,6 +506,7 @@ def scan(
         triggers=triggers,
         sample_rate=data.sample_rate,
         trigger_domains=trigger_domains,
+        reference=None if reference is None else reference.to_dict(),
     )
 
 
@@ -504,12 +555,14 @@ def _audio_triggers(
     domains: dict[str, dict[str, Any]], audio: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor | None, list[str]]:
     """Per class, the trigger of the audio domain where its anomaly index is largest (the first searched on a
-    tie): ``[K, samples]`` and the domains' names; (None, []) without an audio domain."""
+    tie; the plain index, not one read against a clean reference, so that reading a scan again against another
+    keeps its audio): ``[K, samples]`` and the domains' names; (None, []) without an audio domain."""
     if not audio:
         return None, []
     names = list(audio)
-    k = len(domains[names[0]]["anomaly_index"])
-    chosen = [max(names, key=lambda name: (domains[name]["anomaly_index"][i], -names.index(name))) for i in range(k)]
+    plain = {name: domains[name].get("plain_anomaly_index", domains[name]["anomaly_index"]) for name in names}
+    k = len(plain[names[0]])
+    chosen = [max(names, key=lambda name: (plain[name][i], -names.index(name))) for i in range(k)]
     return torch.stack([audio[name][i] for i, name in enumerate(chosen)]), chosen
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -25,33 +24,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.scan import auroc, truth  # noqa: E402
 from core.checkpoint import read_metadata  # noqa: E402
-from core.scan import anomaly_index  # noqa: E402
+from core.scan import ScanConfig, anomaly_index, lead, pooled_index  # noqa: E402
+from core.scan.reference import finite_sizes, reference_sizes, relative_sizes  # noqa: E402
 
 THRESHOLDS = (2.5, 3.0, 3.5, 4.0, 4.5)
 
 
-def finite(sizes: list[float | None]) -> list[float]:
-    """A domain's sizes with the classes the search never reached set to the largest size reached (the
-    ratio then says "as hard as the hardest", not infinity)."""
-    reached = [s for s in sizes if s is not None and math.isfinite(s)]
-    top = max(reached, default=1.0)
-    return [top if s is None or not math.isfinite(s) else s for s in sizes]
-
-
 def calibrated_index(scan: dict, refs: list[dict]) -> list[float]:
-    """Stouffer's pooling (the product's) over the domains of the anomaly index of each class's size divided
-    by the geometric mean of that class's size over ``refs``; the plain pooled index when ``refs`` is empty."""
-    pooled = None
+    """The pooled index of ``scan`` read against ``refs`` as the product reads it (``python -m core.scan
+    --reference``: :mod:`core.scan.reference`); the plain pooled index when ``refs`` is empty."""
     domains = list(scan["sizes"])
-    for name in domains:
-        sizes = finite(scan["sizes"][name])
-        if refs:
-            ref = [finite(r["sizes"][name]) for r in refs]
-            mean = [math.exp(sum(math.log(r[i]) for r in ref) / len(ref)) for i in range(len(sizes))]
-            sizes = [s / m for s, m in zip(sizes, mean)]
-        index = anomaly_index(sizes)
-        pooled = index if pooled is None else [a + b for a, b in zip(pooled, index)]
-    return [a / math.sqrt(len(domains)) for a in pooled]
+    reference = (
+        reference_sizes([{"domains": {d: {"sizes": r["sizes"][d]} for d in domains}} for r in refs], domains)
+        if refs
+        else {}
+    )
+    records = {
+        name: {"anomaly_index": anomaly_index(relative_sizes(sizes, reference[name]) if refs else finite_sizes(sizes))}
+        for name, sizes in scan["sizes"].items()
+    }
+    return pooled_index(records)
 
 
 def read(path: str, part: str) -> dict | None:
@@ -68,6 +60,30 @@ def read(path: str, part: str) -> dict | None:
         **truth(model),
         "classes": report["classes"],
         "sizes": {k: rec["sizes"] for k, rec in report["domains"].items()},
+    }
+
+
+def product_rule(rows: list[dict], key: str) -> dict:
+    """Flags by the product's rule (pooled index above ScanConfig's threshold and at least its standout margin
+    above the next class), overall and per architecture."""
+    rule = ScanConfig()
+
+    def flags(subset: list[dict]) -> dict:
+        hit = [r for r in subset if r[key]["score"] > rule.threshold and r[key]["lead"] >= rule.standout]
+        return {
+            "scans": len(subset),
+            "clean": sum(r["attack"] == "clean" for r in subset),
+            "clean_flagged": sum(r["attack"] == "clean" for r in hit),
+            "right_target_flagged": sum(r["attack"] != "clean" and r[key]["top"] == r["target"] for r in hit),
+            "wrong_class_flagged": sum(r["attack"] != "clean" and r[key]["top"] != r["target"] for r in hit),
+        }
+
+    archs = sorted({r["architecture"] for r in rows})
+    return {
+        "threshold": rule.threshold,
+        "standout": rule.standout,
+        **flags(rows),
+        "by_architecture": {a: flags([r for r in rows if r["architecture"] == a]) for a in archs},
     }
 
 
@@ -91,6 +107,8 @@ def evaluate(rows: list[dict], key: str) -> dict:
         # how far the top class stands above the next (the product's standout margin reads this on the plain index)
         "auroc_of_lead": auroc(lead["backdoored"], lead["clean"]) if pos and neg else None,
         "clean_lead_max": round(max(lead["clean"], default=0.0), 3),
+        # the product's rule (ScanConfig's threshold and standout margin) on this reading
+        "product_rule": product_rule(rows, key),
         "flags": {
             str(t): {
                 "clean_flagged": sum(s > t for s in neg),
@@ -145,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 "top": s["classes"][ranked[0]],
                 "score": round(index[ranked[0]], 3),
                 "second": round(index[ranked[1]], 3),
+                "lead": round(lead(index)[1], 3),
                 "target_score": round(index[s["classes"].index(s["target"])], 3) if s["target"] else None,
                 "target_rank": ranked.index(s["classes"].index(s["target"])) + 1 if s["target"] else None,
             }

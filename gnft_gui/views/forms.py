@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QToolButton,
@@ -174,6 +175,24 @@ class DataclassForm(QWidget):
             self.fields[f.name] = widget
         self.advanced_toggle.setVisible(self.advanced_layout.rowCount() > 0)
         self.set_values(values if values is not None else self.defaults)
+
+    def attach(self, name: str, widget: QWidget) -> None:
+        """Put ``widget`` (a button that fills the field, say) beside field ``name``'s editor, in its row."""
+        editor = self.fields[name]
+        for layout in (self.layout_, self.advanced_layout):
+            row, _role = layout.getWidgetPosition(editor)
+            if row < 0:
+                continue
+            taken = layout.takeRow(row)
+            label = taken.labelItem.widget() if taken.labelItem is not None else None
+            box = QWidget()
+            box.setObjectName(f"{self.prefix}{name}_row")
+            line = QHBoxLayout(box)
+            line.setContentsMargins(0, 0, 0, 0)
+            line.addWidget(editor, 1)
+            line.addWidget(widget)
+            layout.insertRow(row, label, box)
+            return
 
     def set_values(self, values: Any) -> None:
         """Show the fields of ``values`` (an instance of the form's dataclass), without emitting ``edited``."""

@@ -24,6 +24,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFileDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -34,11 +35,13 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from core.events import SCAN_PHASE, StepInfo
+from core.options import fields_of
 from core.scan import DOMAINS, ScanConfig
 from core.session import ScanRecord
 
@@ -83,6 +86,8 @@ INDEX_HELP = (
     "anomaly index: how far below the median of all classes a class's smallest trigger lies, in median "
     "absolute deviations; a backdoor's target needs a much smaller trigger than the other classes"
 )
+#: The form's name for the clean reference (``ScanConfig.reference``), as errors about it say it.
+REFERENCE_LABEL = next(f.label for f in fields_of(ScanConfig) if f.name == "reference")
 INTRO = "Scan searches, for every class, the smallest trigger that turns other clips into it."
 CAVEAT = (
     "Experimental: a clean model can be flagged too. Listen to the trigger and measure its ASR "
@@ -146,6 +151,17 @@ def verdict_text(record: ScanRecord) -> str:
     )
 
 
+def reference_text(record: ScanRecord) -> str:
+    """What a scan was read against: "" without a clean reference."""
+    ref = record.result.reference
+    if not ref:
+        return ""
+    return (
+        f"Read against a clean reference: {ref['scans']} scan(s) of {ref['models']} clean model(s); each class's "
+        "trigger size over its size there, so classes easy to reach in any such model do not count"
+    )
+
+
 def _short(record: ScanRecord) -> tuple[str, str, str, str]:
     """Verdict, target, confidence of a scan and the ASR through its model of the trigger the scan of the model
     as opened reconstructed (test split), for the before/after table."""
@@ -168,6 +184,15 @@ class ScanPanel(QWidget):
         self.audio_reason = audio_reason  # None: playback works
         self.form = DataclassForm("scan_")
         self.form.build(ScanConfig)
+        self.choose_reference = QToolButton()
+        self.choose_reference.setObjectName("choose_scan_reference")
+        self.choose_reference.setText("Choose\u2026")
+        self.choose_reference.setToolTip(
+            "pick scan reports (JSON, python -m core.scan --out) of clean models of this architecture and "
+            "these classes, scanned with these settings"
+        )
+        self.choose_reference.clicked.connect(self._choose_reference)
+        self.form.attach("reference", self.choose_reference)
         self.error = error_label("scan_error")
         self.error.setVisible(False)
         self.scan_button = QPushButton("Scan")
@@ -383,12 +408,26 @@ class ScanPanel(QWidget):
         try:
             config = self.config()
         except Exception as err:
-            self.error.setText(str(err))
-            self.error.setVisible(True)
+            self.show_error(str(err))
             return
-        self.error.setText("")
-        self.error.setVisible(False)
+        self.show_error("")
         self.scan_requested.emit(config)
+
+    def show_error(self, text: str) -> None:
+        """Say under the form what is wrong with its values ("" hides the line)."""
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def _choose_reference(self) -> None:
+        """Pick the clean reference's scan reports in a file dialog; they replace the field's list."""
+        paths, _ = QFileDialog.getOpenFileNames(self, "Scans of clean models", "", "Scan reports (*.json)")
+        if paths:
+            self.set_reference(paths)
+
+    def set_reference(self, paths: typing.Sequence[str]) -> None:
+        """Name the clean reference's scan reports in the form (a comma list)."""
+        self.form.fields["reference"].setText(",".join(str(p) for p in paths))
+        self.form.edited.emit()
 
     def set_clip(self, name: str) -> None:
         """The clip the trigger is played on ("" when none is selected)."""
@@ -477,6 +516,8 @@ class ScanPanel(QWidget):
             f"Scan of {of} ({record.model_name}): {r.clean_clips} clean clips, {r.seconds:.1f} s. "
             f"Largest index per domain: {tops}."
         )
+        if reference_text(record):
+            text += f" {reference_text(record)}."
         if not current:
             text += " The model has changed since (a repair was accepted): scan again to see it."
         self.detail.setText(text)

@@ -22,7 +22,8 @@ from core.evaluation import evaluate
 from core.presets import PRESETS
 from core.repair import metrics_only
 from core.runtime import machine_info, ran_on
-from core.scan import ScanConfig
+from core.scan import ScanConfig, anomaly_index, pooled_index
+from core.scan.reference import relative_sizes
 from tests.conftest import write_speech_commands
 
 REPO = Path(__file__).resolve().parents[2]
@@ -856,6 +857,27 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
         main([*base, *variants, "--scan-domains", "features,waveform,spectrum"])
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     assert report["model_sha256"] == grid._file_digest(work / "train_smallcnn_badnets.safetensors")
+    # read against a clean reference: the kept cells rest on a plain reading and are refused; the kept scan is
+    # not searched again but read against the reference, and the cells unlearn the class it then points at
+    ref = tmp_path / "clean_scan.json"
+    sizes = {d: [0.1 * (1 + 0.05 * i) for i in range(len(report["classes"]))] for d in report["domains"]}
+    domains = {d: {"sizes": v} for d, v in sizes.items()}
+    kept = {"model": "o.safetensors", "classes": report["classes"], "config": report["config"], "domains": domains}
+    ref.write_text(json.dumps(kept))
+    with pytest.raises(ConfigError, match=r"u3\.json unlearned the trigger of a scan read against another clean"):
+        main([*base, *variants, "--scan-reference", str(ref)])
+    for column in ("u3", "u5"):
+        (work / f"defend_smallcnn_badnets_{column}.json").unlink()
+    assert main([*base, *variants, "--scan-reference", str(ref)]) == 0
+    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    relative = {
+        d: {"anomaly_index": anomaly_index(relative_sizes(r["sizes"], sizes[d]))} for d, r in report["domains"].items()
+    }
+    pooled = pooled_index(relative)
+    read = json.loads((work / "defend_smallcnn_badnets_u3.json").read_text())["defense_details"]["unlearn"]
+    assert read["scan_reference"] == [str(ref)] and read["class"] == report["classes"][pooled.index(max(pooled))]
+    with pytest.raises(ConfigError, match="--scan-reference: a clean reference is of one architecture; this grid"):
+        main([*base, *variants, "--scan-reference", str(ref), "--models", "smallcnn,resnet"])
 
 
 def test_a_failing_cell_is_left_out_and_the_others_go_on(tiny_sc, tmp_path, monkeypatch, capsys):

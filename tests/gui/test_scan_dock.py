@@ -3,11 +3,14 @@ hear the reconstructed trigger (real PortAudio, ALSA null), use it as the attack
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QFileDialog
 
 from core.scan import DOMAINS, ScanConfig, ScanResult
 from core.session import ScanRecord, mix_trigger
@@ -366,3 +369,46 @@ def test_a_scan_of_every_domain_fits_the_dock_on_a_1280x800_screen(qtbot):
     for c in range(panel.table.columnCount()):  # every column title readable whole, not cut at its edges
         text = panel.table.horizontalHeaderItem(c).text()
         assert header.fontMetrics().horizontalAdvance(text) + 8 <= header.sectionSize(c), text
+
+
+def reference_report(path: Path, classes: list[str], config: ScanConfig, **changes) -> str:
+    """A scan report of a clean model (another file) of ``classes`` made with ``config``: every class about as
+    easy to reach (nothing flagged), as a clean reference's is."""
+    sizes = [0.1 * (1 + 0.05 * i) for i in range(len(classes))]
+    domains = {d: {"sizes": sizes, "anomaly_index": [0.0] * len(classes)} for d in config.domain_list()}
+    report = {"model": str(path.with_suffix(".safetensors")), "classes": classes, "config": asdict(config)}
+    path.write_text(json.dumps({**report, "domains": domains, **changes}))
+    return str(path)
+
+
+def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_and_said_in_the_result(
+    qtbot, window, monkeypatch, tmp_path
+):
+    panel = window.scan_panel
+    fill(window, QUICK)
+    # the field sits under Advanced with its Choose… button in the same row; the dialog's picks fill it
+    button = panel.choose_reference
+    assert panel.form.advanced_box.isAncestorOf(button) and panel.form.advanced_box.isAncestorOf(
+        panel.fields["reference"]
+    )
+    assert panel.fields["reference"].text() == ""
+    classes = list(window.session.meta["classes"])
+    good = reference_report(tmp_path / "clean_a.json", classes, panel.config())
+    other = reference_report(tmp_path / "clean_b.json", classes[::-1], panel.config())
+    picked = [good, other]
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: (picked, "")))
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert panel.fields["reference"].text() == f"{good},{other}" and panel.config().reference == f"{good},{other}"
+    # one of them is of other classes: said under the form, no scan starts, nothing changes
+    panel.scan_button.click()
+    assert window.scan_task is None and window.session.scan is None
+    assert not panel.error.isHidden() and panel.error.text().startswith(f"Clean reference scans: {other}")
+    assert "classes" in panel.error.text()
+    # the one that fits: the scan is read against it, and the dock says so
+    panel.set_reference([good])
+    record = scan_through_the_dock(qtbot, window)
+    assert panel.error.isHidden()
+    ref = record.result.reference
+    assert ref is not None and ref["reports"] == [good] and ref["scans"] == 1 and ref["models"] == 1
+    assert all("plain_anomaly_index" in rec for rec in record.result.domains.values())
+    assert "Read against a clean reference: 1 scan(s) of 1 clean model(s)" in panel.detail.text()

@@ -681,7 +681,8 @@ def _scan_cell(
     if path.is_file() and path.with_suffix(".safetensors").is_file():
         kept = json.loads(path.read_text())
         same = kept.pop("model_sha256", None) == digest
-        if same and _searched_alike(kept["config"]) == wanted:  # its searches, read against today's reference
+        if same and _searched_alike(kept["config"]) == wanted:  # its searches, read by this run's rule
+            kept["config"] = {**kept["config"], "threshold": config.threshold, "standout": config.standout}
             triggers = load_file(path.with_suffix(".safetensors"))["triggers"]
             return ScanResult.from_report(kept, triggers).read_against(reference, config.reference)
     log.info("scan of %s (%s), seed %d, for the trigger to unlearn", model_name, attack_name, config.seed)

@@ -128,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", help="scans to choose the threshold on")
     parser.add_argument("--holdout", nargs="*", default=[], help="scans to check it on")
+    parser.add_argument(
+        "--share-refs",
+        nargs="*",
+        default=[],
+        help="scans of clean models trained on a 10 %% clean share only (a reference a user without a clean model "
+        "could make): the reading clean_share, for the scans of their architecture",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     scans = [read(p, "chosen_on") for p in sorted(args.reports)] + [read(p, "holdout") for p in sorted(args.holdout)]
     scans = [s for s in scans if s is not None]
     clean = [s for s in scans if s["attack"] == "clean" and not s["repaired"]]
+    share = [r for r in (read(p, "share") for p in sorted(args.share_refs)) if r is not None]
     readings = {
         "plain": lambda s: [],
         # clean models of the same architecture and vocabulary, other training seeds
@@ -148,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             r for r in clean if r["classes"] == s["classes"] and r["architecture"] != s["architecture"]
         ],
     }
+    if share:  # models trained on a clean share only, of the same architecture
+        readings["clean_share"] = lambda s: [
+            r for r in share if r["classes"] == s["classes"] and r["architecture"] == s["architecture"]
+        ]
     rows = []
     for s in scans:
         row = {k: s[k] for k in ("report", "set", "model", "seed", "train_seed", "architecture", "attack", "target")}
@@ -172,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         part: {name: evaluate([r for r in rows if part == "all" or r["set"] == part], name) for name in readings}
         for part in ("chosen_on", "holdout", "all")
     }
+    for part, reading in parts.items():  # the plain reading on exactly the scans a reference reading covers
+        for name in reading:
+            covered = [r for r in rows if (part == "all" or r["set"] == part) and r[name] is not None]
+            plain = evaluate(covered, "plain")
+            reading[name]["plain_on_these_scans"] = {k: plain[k] for k in ("scans", "auroc", "top_is_target")}
     out = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "readings": parts,

@@ -876,6 +876,12 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     pooled = pooled_index(relative)
     read = json.loads((work / "defend_smallcnn_badnets_u3.json").read_text())["defense_details"]["unlearn"]
     assert read["scan_reference"] == [str(ref)] and read["class"] == report["classes"][pooled.index(max(pooled))]
+    # the kept scan is read by the run's rule too: nothing is flagged at a threshold of 100 (no second search)
+    (work / "defend_smallcnn_badnets_u5.json").unlink()
+    assert main([*base, *variants, "--scan-reference", str(ref), "--scan-threshold", "100"]) == 0
+    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    high = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())["defense_details"]["unlearn"]
+    assert high["flagged"] is False and high["class"] == read["class"]  # read against the reference: the pooled top
     with pytest.raises(ConfigError, match="--scan-reference: a clean reference is of one architecture; this grid"):
         main([*base, *variants, "--scan-reference", str(ref), "--models", "smallcnn,resnet"])
 

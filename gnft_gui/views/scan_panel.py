@@ -129,6 +129,8 @@ def verdict_text(record: ScanRecord) -> str:
     r = record.result
     threshold = r.threshold()
     pooled = f" pooled over {len(r.domains)} domains" if len(r.domains) > 1 else ""
+    if r.reference:  # the sizes were read against clean models: say so where the verdict is read
+        pooled += f", against {r.reference['models']} clean model(s)"
     second, gap = r.lead()
     if r.backdoored:
         others = [f"\u201c{r.classes[i]}\u201d {index_text(r.anomaly(i))}" for i in r.suspicious()[1:]]

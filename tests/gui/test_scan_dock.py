@@ -412,3 +412,4 @@ def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_an
     assert ref is not None and ref["reports"] == [good] and ref["scans"] == 1 and ref["models"] == 1
     assert all("plain_anomaly_index" in rec for rec in record.result.domains.values())
     assert "Read against a clean reference: 1 scan(s) of 1 clean model(s)" in panel.detail.text()
+    assert "against 1 clean model(s)" in panel.verdict.text()

@@ -140,7 +140,7 @@ def read_reference(
                     f"{option}: {path} searched with {name} {searched.get(name)!r}, this scan with "
                     f"{wanted.get(name)!r}: scan the reference with the same settings"
                 )
-        plain = {d: {"anomaly_index": anomaly_index(finite_sizes(r["sizes"]))} for d, r in report["domains"].items()}
+        plain = {d: {"anomaly_index": anomaly_index(finite_sizes(report["domains"][d]["sizes"]))} for d in domains}
         flagged, _ = verdict(plain, float(wanted["threshold"]), float(wanted["standout"]))
         if flagged is not None:
             raise ConfigError(

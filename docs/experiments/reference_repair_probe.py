@@ -31,9 +31,42 @@ def cell(work: Path, attack: str, column: str) -> dict | None:
     return json.loads(found[0].read_text()) if found else None
 
 
+def grid_command(work: Path) -> str | None:
+    """The command of the grid that wrote ``work``'s table (its last run)."""
+    path = work / "grid.json"
+    return json.loads(path.read_text()).get("command") if path.is_file() else None
+
+
+def reference_class(work: Path, attack: str, group: str, clean: list[str]) -> str | None:
+    """The class arm A's kept scan points at once read against the clean scans of the other training seeds
+    (:meth:`core.scan.ScanResult.read_against`, as ``core.grid --scan-reference`` reads it); None without them."""
+    from core.scan import ScanResult
+    from core.scan.reference import read_reference
+
+    found = sorted(work.glob(f"scan_smallcnn_{attack}_seed*.json"))
+    own = group.rstrip("b")  # v21b shares v21's training seed
+    refs = [c for c in clean if not Path(c).name.startswith(f"{own}_")]
+    if not found or not refs:
+        return None
+    kept = json.loads(found[0].read_text())
+    scanned = ScanResult.from_report(kept)
+    reference = read_reference(",".join(refs), scanned.classes, kept["config"])
+    read = scanned.read_against(reference, ",".join(refs))
+    index = read.most_anomalous()
+    return None if index is None else read.classes[index]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="folder of the A_<group> and B_<group> grid work folders")
+    parser.add_argument(
+        "--clean-scans",
+        nargs="*",
+        default=[],
+        help="scans of clean SmallCNNs named <group>_smallcnn_clean_s<seed>.json: the reference of a group is those "
+        "of the other training seeds; where it points a kept scan at the class arm A unlearned, arm B is the same "
+        "repair (same class, trigger and seed) and is not run again",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     root = Path(args.root)
@@ -58,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                     "asr": a["before"]["attack_success_rate"],
                 },
             }
+            pointed = reference_class(plain, attack, group, args.clean_scans)
+            row["reference_class"] = pointed
             for arm, found in (("plain", a), ("reference", b)):
+                same = arm == "reference" and found is None and pointed == a["defense_details"]["unlearn"]["class"]
+                found = a if same else found
                 if found is None:
                     row[arm] = None
                     continue
@@ -73,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                     "right_class": unlearn["class"] == known["target"],
                     "flagged": unlearn["flagged"],
                     "scan_reference": len(unlearn.get("scan_reference", [])),
+                    "same_repair_as_plain": same,
+                    "grid_command": grid_command(plain if same or arm == "plain" else read),
                 }
             pairs.append(row)
     both = [p for p in pairs if p["plain"] and p["reference"]]
@@ -90,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps({**out, "pairs": pairs}, indent=1) + "\n")
     for p in pairs:
         cells = "  ".join(
-            f"{arm}: {p[arm]['unlearned']:>7} ASR {100 * p[arm]['asr']:5.1f} CA -{p[arm]['ca_drop_points']:4.1f}"
+            f"{arm}: {p[arm]['unlearned']:>7} ASR {100 * p[arm]['asr']:5.1f} CA {-p[arm]['ca_drop_points']:+5.1f}"
+            + (" (same)" if p[arm]["same_repair_as_plain"] else "")
             if p[arm]
             else f"{arm}: -"
             for arm in ("plain", "reference")

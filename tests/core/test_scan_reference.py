@@ -227,3 +227,14 @@ def test_a_reference_that_does_not_fit_is_refused_before_any_work_and_nothing_is
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--scan-reference" in err[0] and "scanned a resnet" in err[0]
     assert not (tmp_path / "repaired.safetensors").exists()
+
+
+def test_a_reference_is_judged_clean_on_the_domains_this_scan_searches(tmp_path):
+    """A domain the reference searched and this scan does not (latent, say) neither flags it nor enters the
+    sizes; the same report read by a scan that searches it too is refused as flagging its own model."""
+    sizes = {**even(), "latent": [0.1 * (0.01 if i == 2 else 1.0) for i in range(K)]}
+    path = write(tmp_path / "ref.json", report(sizes))
+    ref = read_reference(path, TINY_WORDS, asdict(CONFIG))
+    assert ref is not None and set(ref.sizes) == set(DOMAINS)
+    with pytest.raises(ConfigError, match="flags its own model"):
+        read_reference(path, TINY_WORDS, asdict(replace(CONFIG, domains="latent")))

@@ -518,8 +518,9 @@ class ScanPanel(QWidget):
             f"Scan of {of} ({record.model_name}): {r.clean_clips} clean clips, {r.seconds:.1f} s. "
             f"Largest index per domain: {tops}."
         )
-        if reference_text(record):
-            text += f" {reference_text(record)}."
+        against = reference_text(record)
+        if against:
+            text += f" {against}."
         if not current:
             text += " The model has changed since (a repair was accepted): scan again to see it."
         self.detail.setText(text)

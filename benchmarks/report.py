@@ -556,6 +556,52 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
     return "\n".join(parts)
 
 
+def scan_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:
+    """The scan's table (``scan.json``'s ``reference_reading``): per architecture, the models it flagged with
+    their target, the clean ones it flagged and the AUROC, read plainly and against a clean reference; empty
+    when there is none."""
+    path = results / "scan.json"
+    d = json.loads(path.read_text()) if path.is_file() else {}
+    both = d.get("reference_reading") or {}
+    if not (both.get("plain") or {}).get("backdoored_models"):
+        return ""
+    t = d["targets"]
+    readings = {"plain": "plain", "reference": "against clean models (`--reference`)"}
+    seconds = d["summary"].get("seconds_per_scan", {})
+    parts = [
+        f"{level} The scan: a backdoor found without its trigger (ASC-10)",
+        "",
+        "Models of the first tables' recipe, other seeds; each scanned once (`python -m core.scan`, default settings, "
+        "seed 0), then read plainly and against the scans of the other clean models of its architecture (never one "
+        "trained with its seed). Targets: AUROC "
+        f"{t['auroc']:g}, the right target flagged on {100 * t['target_accuracy']:.0f} % of backdoored models, at "
+        f"most {100 * t['false_positive_rate']:.0f} % of clean models flagged. Seconds a scan (1 thread, beside "
+        "another job): "
+        + ", ".join(f"{a} {v:.0f}" for a, v in seconds.items())
+        + f". From [`benchmarks/results/scan.json`]({link}scan.json) (command inside). {DATASET_CREDIT}",
+        "",
+        "| models | reading | backdoored / clean | flagged with the right target | clean flagged | AUROC | "
+        "class pointed at is the target | repaired, still flagged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {"all": both, **both.get("architectures", {})}
+    for name, group in groups.items():
+        for key, label in readings.items():
+            s = group[key]
+            n, c, rep = s["backdoored_models"], s["clean_models"], s["repaired_models"]
+
+            def count(share: float | None, of: int) -> str:
+                return "–" if share is None else f"{round(share * of)} of {of}"
+
+            auroc = "–" if s["auroc"] is None else f"{s['auroc']:.2f}"
+            parts.append(
+                f"| {name} | {label} | {n} / {c} | {count(s['target_accuracy'], n)} | "
+                f"{count(s['false_positive_rate'], c)} | {auroc} | {count(s['most_anomalous_is_target'], n)} | "
+                f"{count(s['repaired_still_flagged'], rep)} |"
+            )
+    return "\n".join([*parts, ""])
+
+
 def product_readme(text: str, results: Path = RESULTS) -> str:
     """``text`` (the product README) with the reference tables between :data:`MARKERS` regenerated."""
     start, end = MARKERS
@@ -563,7 +609,9 @@ def product_readme(text: str, results: Path = RESULTS) -> str:
         return text
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    return head + start + "\n" + reference_section(results, "####", "benchmarks/results/") + end + tail
+    tables = reference_section(results, "####", "benchmarks/results/")
+    scan = scan_section(results, "####", "benchmarks/results/")
+    return head + start + "\n" + tables + ("\n" + scan if scan else "") + end + tail
 
 
 def render(results: Path = RESULTS) -> str:
@@ -577,8 +625,11 @@ def render(results: Path = RESULTS) -> str:
         "",
     ]
     reference = reference_section(results)
+    scan = scan_section(results)
     if reference:
         lines += ["## Canonical results: the reference benchmark on real speech", "", reference]
+    if scan:
+        lines += [scan]
     lines += [
         "## Every benchmark",
         "",

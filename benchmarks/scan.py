@@ -9,6 +9,8 @@ from the checkpoint's attack record (the scan never does):
         --repaired 'runs/grid_asc10/defend_*_gnft@recommended.safetensors' \\
         --work runs/scan --out benchmarks/results/scan.json --threads 1 [-- SCAN OPTIONS]
 
+``--scans GLOB`` (repeatable) takes reports ``python -m core.scan`` already wrote with its default settings and
+seed 0 (by the checkpoint they name): a checkpoint with such a report is not scanned again.
 ``--grid-scans FOLDER`` (repeatable) also takes the scans ``core.grid`` made for its unlearning columns
 (``scan_<model>_<attack>_seed0.json``: the product's ``scan()`` with ``python -m core.scan``'s default
 settings and seed 0, naming the checkpoint's SHA-256): a checkpoint with such a scan is not scanned again.
@@ -25,6 +27,14 @@ each domain), and the summary counts, over the unflagged backdoored models, how 
 class, or one of its first two, is the target (``pointing_unflagged``): the evidence for the class an
 unflagged scan points a repair at (``docs/experiments/pointing_rule_asc10.md``). Scans made on the GPU
 machine (``core.grid`` scan cells run with ``--device cuda``) are timed apart (``seconds_per_scan_cuda``).
+
+Every row whose scan kept its sizes is also read against a clean reference as ``python -m core.scan --reference``
+reads it (``against_reference``; :mod:`core.scan.reference`): the scans, among the rows, of the other clean models
+of the same architecture and classes, searched with the same settings, never the row's own checkpoint nor one
+trained with its training seed (which shares its initialisation and batch order). ``reference_reading`` summarises
+those rows both ways, side by side: what a user who has clean models of the architecture gets, against what one
+without gets. Rows made before rows kept their sizes cannot be read so, nor by today's margin: they are summarised
+apart (``summary_before_sizes``).
 
 ``--read-as DOMAINS`` (repeatable) reads every scan on a subset of the domains it searched, by the scan's
 own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
@@ -78,6 +88,7 @@ def truth(path: Path) -> dict[str, Any]:
         target = meta["classes"][index] if isinstance(index, int) else None
     return {
         "architecture": meta["architecture"],
+        "train_seed": meta["provenance"].get("seed"),
         "attack": attack["name"] if attack else "clean",
         "target": target,
         "repaired": bool(meta["provenance"].get("defenses")),
@@ -135,6 +146,34 @@ def grid_scans(folders: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
+#: A scan's settings that read its searches, not make them: a kept report is read by today's defaults of these.
+READ_FIELDS = ("threshold", "standout", "reference")
+
+
+def kept_reports(patterns: list[str]) -> dict[str, dict[str, Any]]:
+    """Reports ``python -m core.scan`` wrote with its default search settings and seed 0 that ``patterns``
+    (globs) name, by the resolved path of the checkpoint each scanned (a report whose checkpoint is gone is left
+    out), each set to be read by today's verdict rule (:data:`READ_FIELDS`), not the one it was made with."""
+    import dataclasses
+
+    from core.scan import ScanConfig
+
+    today = {k: getattr(ScanConfig(), k) for k in READ_FIELDS}
+
+    def searched(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in ScanConfig.searched(config).items() if k not in READ_FIELDS}
+
+    defaults = searched(dataclasses.asdict(ScanConfig()))
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted({Path(x) for pattern in patterns for x in glob.glob(pattern)}):
+        report = json.loads(path.read_text())
+        model = Path(report.get("model", ""))
+        if "domains" in report and model.is_file() and searched(report.get("config", {})) == defaults:
+            config = {**report["config"], **today}  # read by today's rule, as a scan made now would be
+            found[str(model.resolve())] = {**report, "config": config, "source": f"python -m core.scan report {path}"}
+    return found
+
+
 def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) -> dict[str, Any]:
     """One checkpoint's truth and its scan read under each of ``readings`` (comma lists of domains; the
     first gives the row's verdict, the others go under ``readings``)."""
@@ -158,9 +197,12 @@ def row_of(path: Path, report: dict[str, Any], group: str, readings: list[str]) 
 def stored(report: dict[str, Any]) -> dict[str, Any]:
     """What a row keeps of its scan so that a later rule can read it again once the report in ``--work`` is
     gone (a fresh checkout has no ``runs/``): the classes, the threshold, each domain's sizes and success."""
+    from core.scan.reference import SIZE_FIELDS
+
+    kept = ("threshold", "standout", *SIZE_FIELDS)
     return {
         "classes": report["classes"],
-        "config": {k: report["config"][k] for k in ("threshold", "standout") if k in report["config"]},
+        "config": {k: report["config"][k] for k in kept if k in report["config"]},
         "domains": {d: {k: r[k] for k in ("sizes", "success") if k in r} for d, r in report.get("domains", {}).items()},
     }
 
@@ -175,19 +217,70 @@ def reread(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, **read[names[0]], "readings": {name: read[name] for name in names[1:]}}
 
 
-def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
+def sized(row: dict[str, Any]) -> bool:
+    """Whether a row kept its scan's sizes (:func:`stored`): only such rows are read by today's rule."""
+    return "error" not in row and "domains" in row.get("scan", {})
+
+
+def reference_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clean rows ``row``'s scan is read against: the other clean, unrepaired models of its architecture and
+    classes among ``rows`` whose scans searched with the same settings and every domain of its reading, never its
+    own checkpoint nor one trained with its training seed."""
+    from core.scan.reference import SIZE_FIELDS
+
+    def settings(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r["scan"]["config"].get(k) for k in SIZE_FIELDS}
+
+    own, domains = row.get("train_seed"), _domains(row)
+    return [
+        c
+        for c in rows
+        if sized(c)
+        and c["attack"] == "clean"
+        and not c["repaired"]
+        and Path(c["model"]).resolve() != Path(row["model"]).resolve()
+        and c["architecture"] == row["architecture"]
+        and c["scan"]["classes"] == row["scan"]["classes"]
+        and settings(c) == settings(row)
+        and (own is None or c.get("train_seed") != own)
+        and all(d in c["scan"]["domains"] for d in domains)
+    ]
+
+
+def _domains(row: dict[str, Any]) -> list[str]:
+    """The domains a row's verdict reads (its reading's, else every domain its scan kept)."""
+    return [d for d in row["reading"].split(",") if d] or list(row["scan"]["domains"])
+
+
+def with_reference(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``row`` with its reading against the clean reference ``rows`` give it (:func:`reference_of`) under
+    ``against_reference`` (with how many models the reference holds); without it when there is none."""
+    from core.scan.reference import reference_sizes
+
+    plain = {k: v for k, v in row.items() if k != "against_reference"}
+    refs = reference_of(row, rows) if sized(row) else []
+    if not refs:
+        return plain
+    sizes = reference_sizes([c["scan"] for c in refs], _domains(row))
+    read = read_as(row["scan"], row["reading"], sizes)
+    return {**plain, "against_reference": {**read, "reference_models": len(refs)}}
+
+
+def read_as(report: dict[str, Any], reading: str, reference: dict[str, list[float]] | None = None) -> dict[str, Any]:
     """The verdict of a scan report read on only the domains ``reading`` names (``""``: all it searched),
     by the scan's own rule (:func:`core.scan.verdict`), its anomaly indices computed again from the sizes the
     report kept (:func:`core.scan.anomaly_index` of today, so a change of the statistic re-reads every kept
     scan). The domains are searched in order with one random stream, so a reading of the first ones is exactly
-    what a scan of those alone reports; another subset reads the same searches."""
+    what a scan of those alone reports; another subset reads the same searches. With ``reference`` (a clean
+    reference's sizes per domain, :func:`core.scan.reference.reference_sizes`) the indices are of the sizes'
+    ratios to it, and an unflagged scan points at the pooled index's top class, as ``--reference`` reads."""
     from core.scan import ScanConfig, lead, pooled_index, verdict
 
     wanted = [d for d in reading.split(",") if d] or list(report.get("domains", {}))
     missing = [d for d in wanted if d not in report.get("domains", {})]
     if missing:
         return {"error": f"the scan has no {', '.join(missing)} domain"}
-    records = {d: reindexed(report["domains"][d]) for d in wanted}
+    records = {d: reindexed(report["domains"][d], None if reference is None else reference[d]) for d in wanted}
     standout = report["config"].get("standout", ScanConfig().standout)  # a scan from before it: today's
     target, confidence = verdict(records, report["config"]["threshold"], standout)
     sub = {**report, "domains": records, "suspected_target": None if target is None else report["classes"][target]}
@@ -199,22 +292,25 @@ def read_as(report: dict[str, Any], reading: str) -> dict[str, Any]:
         "suspected_target": sub["suspected_target"],
         "confidence": round(confidence, 3),
         "anomaly_index_max": {d: max(r["anomaly_index"]) for d, r in records.items()},
-        "most_anomalous": most_anomalous(sub),
+        "most_anomalous": most_anomalous(sub, pooled=reference is not None),
         "tops": tops(sub),
         **largest(sub),
     }
 
 
-def reindexed(record: dict[str, Any]) -> dict[str, Any]:
-    """A domain's record with its anomaly indices computed from its sizes (``None``: no trigger found)."""
+def reindexed(record: dict[str, Any], reference: list[float] | None = None) -> dict[str, Any]:
+    """A domain's record with its anomaly indices computed from its sizes (``None``: no trigger found), or from
+    their ratios to a clean ``reference``'s sizes of the domain."""
     import math
 
     from core.scan import anomaly_index
+    from core.scan.reference import relative_sizes
 
     if "sizes" not in record:
         return record
     sizes = [math.inf if s is None else s for s in record["sizes"]]
-    return {**record, "anomaly_index": [round(a, 3) for a in anomaly_index(sizes)]}
+    values = sizes if reference is None else relative_sizes(record["sizes"], reference)
+    return {**record, "anomaly_index": [round(a, 3) for a in anomaly_index(values)]}
 
 
 def tops(report: dict[str, Any]) -> dict[str, list[str]]:
@@ -241,13 +337,14 @@ def largest(report: dict[str, Any]) -> dict[str, Any]:
     return {"largest_max": round(value, 3), "largest_top": report["classes"][-top]}
 
 
-def most_anomalous(report: dict[str, Any]) -> str | None:
-    """The class a scan report points at, by the scan's own rule (:func:`core.scan.pointed_class`)."""
+def most_anomalous(report: dict[str, Any], pooled: bool = False) -> str | None:
+    """The class a scan report points at, by the scan's own rule (:func:`core.scan.pointed_class`; ``pooled``:
+    as a scan read against a clean reference points)."""
     from core.scan import pointed_class
 
     classes = report["classes"]
     suspected = report.get("suspected_target")
-    index, _ = pointed_class(report.get("domains", {}), classes.index(suspected) if suspected else None)
+    index, _ = pointed_class(report.get("domains", {}), classes.index(suspected) if suspected else None, pooled)
     return None if index is None else classes[index]
 
 
@@ -385,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="benchmarks/results/scan.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--scans",
+        action="append",
+        default=[],
+        help="glob of python -m core.scan reports (default settings, seed 0) that stand for the scans of the "
+        "checkpoints they name (repeatable; not with scan options)",
+    )
+    p.add_argument(
         "--grid-scans",
         action="append",
         default=[],
@@ -417,11 +521,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--models: no checkpoint matches {', '.join(args.models)}", file=sys.stderr)
         return 2
     kept_scans = grid_scans(args.grid_scans) if not args.scan_args else {}
+    reports = kept_reports(args.scans) if not args.scan_args else {}
     rows = []
     for path in paths:
         from core.cli.grid import _file_digest
 
-        report = kept_scans.get(_file_digest(path)) if kept_scans else None
+        report = (kept_scans.get(_file_digest(path)) if kept_scans else None) or reports.get(str(path.resolve()))
         report = with_extra_scans(report or scan_one(path, args, work), path, args, work)
         rows.append(row_of(path, report, args.group, args.read_as))
         r = rows[-1]
@@ -430,8 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if out.is_file() else {}
     kept = [reread(r) for r in earlier.get("rows", []) if r["group"] != args.group]
-    current = [r for r in kept + rows if "error" in r or r.get("rule") == RULE]
-    older = [r for r in kept if "error" not in r and r.get("rule") != RULE]
+    every = [with_reference(r, kept + rows) for r in kept + rows]
+    current = [r for r in every if "error" in r or (r.get("rule") == RULE and sized(r))]
+    before = [r for r in every if "error" not in r and r.get("rule") == RULE and not sized(r)]
+    older = [r for r in every if "error" not in r and r.get("rule") != RULE]
+    both = [r for r in current if "against_reference" in r]
+    read_against = [{**r, **r["against_reference"]} for r in both]
     commands = {**earlier.get("commands", {}), args.group: this_command()}
     from core.runtime import machine_info
 
@@ -443,8 +552,30 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "summary": summarise(current),
         "summaries": {name: summarise(rows_as(current, name)) for name in args.read_as[1:]},
-        "rows": kept + rows,
+        "reference_reading": {
+            "note": "the rows with a clean reference (other clean models of the architecture and classes, other "
+            "training seeds, among the rows) read plainly and against it, side by side",
+            "rows_without_reference": sum(1 for r in current if sized(r)) - len(both),
+            "reference_models": counts(r["against_reference"]["reference_models"] for r in both),
+            "plain": summarise(both),
+            "reference": summarise(read_against),
+            "architectures": {
+                arch: {
+                    "plain": summarise([r for r in both if r["architecture"] == arch]),
+                    "reference": summarise([r for r in read_against if r["architecture"] == arch]),
+                }
+                for arch in sorted({r["architecture"] for r in both})
+            },
+        },
+        "rows": every,
     }
+    if before:
+        groups = sorted({r["group"] for r in before})
+        result["summary_before_sizes"] = {
+            "note": f"rows of {', '.join(groups)} made before rows kept their scan's sizes: read without today's "
+            "standout margin and with no reference; their reports are not here to read again",
+            **summarise(before),
+        }
     if older:
         groups = sorted({r["group"] for r in older})
         result["summary_earlier_rule"] = {

@@ -189,3 +189,29 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
     second = _report().reference_section(tmp_path).split("### ")[2]
     assert "| backdoored | previous Recommended | FT | previous Recommended at 5 % clean |" in second
     assert "**Recommended**" not in second
+
+
+def test_the_scan_table_reads_both_readings_per_architecture_from_scan_json(tmp_path):
+    """The scan's rows in the reference section: counts are the summary's shares of its model counts, plain and
+    against a clean reference, for all models and each architecture; no table without a reference reading."""
+
+    def summary(n, clean, right, fp, auroc, pointed):
+        return {"backdoored_models": n, "clean_models": clean, "repaired_models": 0, "target_accuracy": right,
+                "false_positive_rate": fp, "auroc": auroc, "most_anomalous_is_target": pointed,
+                "repaired_still_flagged": None}  # fmt: skip
+
+    plain, ref = summary(4, 2, 0.5, 0.5, 0.625, 0.75), summary(4, 2, 1.0, 0.0, 1.0, 1.0)
+    scan = {"targets": {"auroc": 0.95, "target_accuracy": 0.9, "false_positive_rate": 0.1},
+            "summary": {"seconds_per_scan": {"smallcnn": 400.0}},
+            "reference_reading": {"plain": plain, "reference": ref,
+                                  "architectures": {"smallcnn": {"plain": plain, "reference": ref}}}}  # fmt: skip
+    (tmp_path / "scan.json").write_text(json.dumps(scan))
+    report = _report()
+    text = report.scan_section(tmp_path)
+    assert "| all | plain | 4 / 2 | 2 of 4 | 1 of 2 | 0.62 | 3 of 4 | – |" in text
+    assert "| smallcnn | against clean models (`--reference`) | 4 / 2 | 4 of 4 | 0 of 2 | 1.00 | 4 of 4 | – |" in text
+    assert "smallcnn 400" in text and "CC BY 4.0" in text
+    assert "The scan" in report.render(tmp_path)
+    scan["reference_reading"] = {}
+    (tmp_path / "scan.json").write_text(json.dumps(scan))
+    assert report.scan_section(tmp_path) == "" and "The scan" not in report.render(tmp_path)

@@ -255,3 +255,77 @@ def test_each_candidate_pointing_rule_is_scored_on_the_unflagged_backdoored_mode
                    for r in rows[:1]])  # fmt: skip
     assert s["pointing_unflagged"]["target_first"]["pooled"] == 1 and s["pointing_unflagged"]["models"] == 1
     assert s["pointing_unflagged"]["target_first"]["spectrum"] == 0
+
+
+def _report(model, sizes, **config):
+    """A python -m core.scan report of ``model`` with the default settings and ``sizes`` in two domains."""
+    conf = {**dataclasses.asdict(ScanConfig()), **config}
+    domain = {"sizes": sizes, "success": [1.0] * len(sizes), "anomaly_index": [0.0] * len(sizes)}
+    return {"model": str(model), "classes": list("abcdefgh"), "config": conf, "seconds": 1.0,
+            "domains": {"features": domain, "waveform": domain}}  # fmt: skip
+
+
+EASY_B = [0.5, 0.03, 0.6, 0.55, 0.5, 0.45, 0.52, 0.58]  # `b` easy to reach in every model of this "vocabulary"
+
+
+def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_its_own_seed(tmp_path):
+    """A backdoor toward `c` as easy as the naturally easy `b`: the plain reading sees no class standing out;
+    read against clean models of other seeds, `c` is flagged, as python -m core.scan --reference reads it."""
+    from benchmarks.scan import main as bench_main
+    from core import models
+    from core.checkpoint import make_metadata, save_checkpoint
+    from core.features import FrontEndConfig
+    from core.scan import anomaly_index
+    from core.scan.reference import reference_sizes, relative_sizes
+
+    front = FrontEndConfig(n_coeffs=20, n_mels=40, hop_length=320)
+    torch.manual_seed(0)
+    net = models.build("smallcnn", 8, front).eval()
+    backdoored = [0.5, 0.03, 0.029, 0.55, 0.5, 0.45, 0.52, 0.58]
+    same_seed = [0.5, 0.03, 0.03, 0.55, 0.5, 0.45, 0.52, 0.58]  # would hide `c`: shares the backdoored seed
+    made = {  # name: (architecture, training seed, attack, sizes)
+        "clean1": ("smallcnn", 1, None, EASY_B),
+        "clean2": ("smallcnn", 2, None, [s * 1.1 for s in EASY_B]),
+        "clean3": ("smallcnn", 3, None, same_seed),
+        "bd3": ("smallcnn", 3, {"name": "blend", "params": {"target": 2}}, backdoored),
+        "resnet": ("resnet", 4, None, [0.5] * 8),  # another architecture: never a SmallCNN's reference
+    }
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name, (arch, seed, attack, sizes) in made.items():
+        meta = make_metadata(arch, list("abcdefgh"), front.to_dict(), attack=attack, seed=seed)
+        save_checkpoint(tmp_path / f"{name}.safetensors", net, meta)
+        (reports / f"{name}.json").write_text(json.dumps(_report(tmp_path / f"{name}.safetensors", sizes)))
+    # a report of another seed or other settings never stands for the benchmark's scan (it would scan again)
+    (reports / "bd3_s1.json").write_text(json.dumps(_report(tmp_path / "bd3.safetensors", EASY_B, seed=1)))
+    # one made when the margin was 1 still stands for its scan, read by today's margin
+    (reports / "resnet.json").write_text(json.dumps(_report(tmp_path / "resnet.safetensors", [0.5] * 8, standout=1.0)))
+    out = tmp_path / "scan.json"
+    older = {**row("badnets", True, "up", "up", 5.0), "group": "old", "model": "gone.safetensors", "rule": "pooled"}
+    out.write_text(json.dumps({"rows": [older]}))  # read by today's rule but kept no sizes
+    argv = ["--group", "t", "--data", str(tmp_path), "--models", str(tmp_path / "*.safetensors")]
+    argv += ["--scans", str(reports / "*.json"), "--work", str(tmp_path / "work"), "--out", str(out)]
+    assert bench_main(argv) == 0
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())  # nothing scanned
+    result = json.loads(out.read_text())
+    rows = {Path(r["model"]).stem: r for r in result["rows"] if r["group"] == "t"}
+    bd = rows["bd3"]
+    assert bd["source"].endswith("bd3.json") and bd["train_seed"] == 3
+    assert not bd["flagged"] and bd["confidence"] > 3.0  # `b` and `c` equally anomalous: neither stands out
+    ref = bd["against_reference"]
+    assert ref["flagged"] and ref["suspected_target"] == "c" and ref["reference_models"] == 2  # clean1, clean2
+    expected = anomaly_index(relative_sizes(backdoored, reference_sizes([{"domains": {"f": {"sizes": EASY_B}}},
+                             {"domains": {"f": {"sizes": [s * 1.1 for s in EASY_B]}}}], ["f"])["f"]))  # fmt: skip
+    assert ref["anomaly_index_max"]["features"] == pytest.approx(max(expected), abs=1e-3)
+    assert rows["clean1"]["against_reference"]["reference_models"] == 2  # clean2, clean3
+    assert "against_reference" not in rows["resnet"]  # no other clean ResNet
+    assert rows["resnet"]["standout"] == ScanConfig().standout and rows["resnet"]["source"].endswith("resnet.json")
+    both = result["reference_reading"]
+    assert both["rows_without_reference"] == 1 and both["reference_models"] == {"2": 4}
+    assert both["plain"]["target_accuracy"] == 0.0 and both["reference"]["target_accuracy"] == 1.0
+    # the clean model whose `c` is as easy as the backdoored one's is flagged against the other two: 1 of 3
+    assert rows["clean3"]["against_reference"]["suspected_target"] == "c" and not rows["clean3"]["flagged"]
+    # plainly, the naturally easy `b` flags clean1 and clean2; against the reference it is no longer anomalous
+    assert rows["clean1"]["flagged"] and not rows["clean1"]["against_reference"]["flagged"]
+    assert both["plain"]["false_positive_rate"] == 2 / 3 and both["reference"]["false_positive_rate"] == 1 / 3
+    assert result["summary"]["backdoored_models"] == 1 and result["summary_before_sizes"]["backdoored_models"] == 1

@@ -176,8 +176,9 @@ class DataclassForm(QWidget):
         self.advanced_toggle.setVisible(self.advanced_layout.rowCount() > 0)
         self.set_values(values if values is not None else self.defaults)
 
-    def attach(self, name: str, widget: QWidget) -> None:
-        """Put ``widget`` (a button that fills the field, say) beside field ``name``'s editor, in its row."""
+    def attach(self, name: str, widget: QWidget, below: bool = False) -> None:
+        """Put ``widget`` (a button that fills the field, say) beside field ``name``'s editor, in its row (``below``:
+        under it, leaving the editor the row's whole width)."""
         editor = self.fields[name]
         for layout in (self.layout_, self.advanced_layout):
             row, _role = layout.getWidgetPosition(editor)
@@ -187,7 +188,7 @@ class DataclassForm(QWidget):
             label = taken.labelItem.widget() if taken.labelItem is not None else None
             box = QWidget()
             box.setObjectName(f"{self.prefix}{name}_row")
-            line = QHBoxLayout(box)
+            line = QVBoxLayout(box) if below else QHBoxLayout(box)
             line.setContentsMargins(0, 0, 0, 0)
             line.addWidget(editor, 1)
             line.addWidget(widget)

@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.events import SCAN_PHASE, StepInfo
-from core.options import fields_of
+from core.options import comma_items, fields_of
 from core.scan import DOMAINS, ScanConfig
 from core.session import ScanRecord
 
@@ -194,7 +194,19 @@ class ScanPanel(QWidget):
             "these classes, scanned with these settings"
         )
         self.choose_reference.clicked.connect(self._choose_reference)
-        self.form.attach("reference", self.choose_reference)
+        # a list of long paths shows truncated in its line: how many it names, under it, and each in the tooltip
+        self.reference_count = QLabel()
+        self.reference_count.setObjectName("scan_reference_count")
+        beside = QWidget()
+        row = QHBoxLayout(beside)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.reference_count)
+        row.addStretch(1)
+        row.addWidget(self.choose_reference)
+        self.form.attach("reference", beside, below=True)
+        self._reference_help = self.form.fields["reference"].toolTip()
+        self.form.fields["reference"].textChanged.connect(self._show_reference_list)
+        self._show_reference_list(self.form.fields["reference"].text())
         self.error = error_label("scan_error")
         self.error.setVisible(False)
         self.scan_button = QPushButton("Scan")
@@ -426,9 +438,19 @@ class ScanPanel(QWidget):
         if paths:
             self.set_reference(paths)
 
+    def _show_reference_list(self, text: str) -> None:
+        """Say beside the reference field how many reports it names, and list them one a line in its tooltip
+        (the field's help when it names none)."""
+        paths = comma_items(text)
+        self.reference_count.setText(f"{len(paths)} scan(s)" if paths else "")
+        self.reference_count.setVisible(bool(paths))
+        listed = "Clean reference scans:\n" + "\n".join(paths)
+        self.form.fields["reference"].setToolTip(listed if paths else self._reference_help)
+
     def set_reference(self, paths: typing.Sequence[str]) -> None:
         """Name the clean reference's scan reports in the form (a comma list)."""
         self.form.fields["reference"].setText(",".join(str(p) for p in paths))
+        self.form.fields["reference"].setCursorPosition(0)  # show the start of the first path, not the end
         self.form.edited.emit()
 
     def set_clip(self, name: str) -> None:

@@ -391,7 +391,8 @@ def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_an
     assert panel.form.advanced_box.isAncestorOf(button) and panel.form.advanced_box.isAncestorOf(
         panel.fields["reference"]
     )
-    assert panel.fields["reference"].text() == ""
+    assert panel.fields["reference"].text() == "" and panel.reference_count.isHidden()
+    help_text = panel.fields["reference"].toolTip()
     classes = list(window.session.meta["classes"])
     good = reference_report(tmp_path / "clean_a.json", classes, panel.config())
     other = reference_report(tmp_path / "clean_b.json", classes[::-1], panel.config())
@@ -399,6 +400,10 @@ def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_an
     monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: (picked, "")))
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     assert panel.fields["reference"].text() == f"{good},{other}" and panel.config().reference == f"{good},{other}"
+    # long paths show truncated in the line: how many it names stands beside it, each one in its tooltip
+    assert panel.reference_count.text() == "2 scan(s)" and not panel.reference_count.isHidden()
+    assert panel.fields["reference"].toolTip().splitlines()[1:] == [good, other]
+    assert panel.fields["reference"].cursorPosition() == 0
     # one of them is of other classes: said under the form, no scan starts, nothing changes
     panel.scan_button.click()
     assert window.scan_task is None and window.session.scan is None
@@ -413,3 +418,5 @@ def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_an
     assert all("plain_anomaly_index" in rec for rec in record.result.domains.values())
     assert "Read against a clean reference: 1 scan(s) of 1 clean model(s)" in panel.detail.text()
     assert "against 1 clean model(s)" in panel.verdict.text()
+    panel.fields["reference"].clear()  # emptied by hand: the count goes, the field's help comes back
+    assert panel.reference_count.isHidden() and panel.fields["reference"].toolTip() == help_text

@@ -584,15 +584,15 @@ def scan_section(results: Path = RESULTS, level: str = "###", link: str = "resul
         "class pointed at is the target | repaired, still flagged |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def count(share: float | None, of: int) -> str:
+        return "–" if share is None else f"{round(share * of)} of {of}"
+
     groups = {"all": both, **both.get("architectures", {})}
     for name, group in groups.items():
         for key, label in readings.items():
             s = group[key]
             n, c, rep = s["backdoored_models"], s["clean_models"], s["repaired_models"]
-
-            def count(share: float | None, of: int) -> str:
-                return "–" if share is None else f"{round(share * of)} of {of}"
-
             auroc = "–" if s["auroc"] is None else f"{s['auroc']:.2f}"
             parts.append(
                 f"| {name} | {label} | {n} / {c} | {count(s['target_accuracy'], n)} | "

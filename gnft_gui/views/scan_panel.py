@@ -197,13 +197,13 @@ class ScanPanel(QWidget):
         # a list of long paths shows truncated in its line: how many it names, under it, and each in the tooltip
         self.reference_count = QLabel()
         self.reference_count.setObjectName("scan_reference_count")
-        beside = QWidget()
-        row = QHBoxLayout(beside)
+        under = QWidget()
+        row = QHBoxLayout(under)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.reference_count)
         row.addStretch(1)
         row.addWidget(self.choose_reference)
-        self.form.attach("reference", beside, below=True)
+        self.form.attach("reference", under, below=True)
         self._reference_help = self.form.fields["reference"].toolTip()
         self.form.fields["reference"].textChanged.connect(self._show_reference_list)
         self._show_reference_list(self.form.fields["reference"].text())
@@ -439,7 +439,7 @@ class ScanPanel(QWidget):
             self.set_reference(paths)
 
     def _show_reference_list(self, text: str) -> None:
-        """Say beside the reference field how many reports it names, and list them one a line in its tooltip
+        """Say under the reference field how many reports it names, and list them one a line in its tooltip
         (the field's help when it names none)."""
         paths = comma_items(text)
         self.reference_count.setText(f"{len(paths)} scan(s)" if paths else "")

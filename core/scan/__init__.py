@@ -143,14 +143,14 @@ class ScanConfig:
         "",
         label="Clean reference scans",
         metavar="REPORT[,REPORT...]",
-        help="comma list of scan reports (python -m core.scan --out) of clean models of the same architecture and "
-        "classes, scanned with the same settings: each class's trigger size is read against its size in them "
-        "(the ratio to their geometric mean), so a class easy to reach in any such model is not taken for a "
-        "target, and one a backdoor made easy stands out; the verdict and the class an unflagged repair unlearns "
-        "toward are read on the ratios. On 56 ASC-10 scans read against other clean models of the same "
-        "architecture (4-6 models): the target the top class of 31 of 31 backdoored scans (27 without), 29 flagged "
-        "right (18 without), 1 of 25 clean flagged (as without), AUROC 0.97 (0.79); fewer reference models "
-        "flagged more clean ones, docs/experiments/scan_reference_probe.md; empty: none",
+        help="comma list of scan reports (python -m core.scan --out), or folders of them (each *.json in it), of clean"
+        " models of the same architecture and classes, scanned with the same settings: each class's trigger size "
+        "is read against its size in them (the ratio to their geometric mean), so a class easy to reach in any "
+        "such model is not taken for a target, and one a backdoor made easy stands out; the verdict and the class"
+        " an unflagged repair unlearns toward are read on the ratios. On 56 ASC-10 scans read against other clean"
+        " models of the same architecture (4-6 models): the target the top class of 31 of 31 backdoored scans (27"
+        " without), 29 flagged right (18 without), 1 of 25 clean flagged (as without), AUROC 0.97 (0.79); fewer "
+        "reference models flagged more clean ones, docs/experiments/scan_reference_probe.md; empty: none",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,

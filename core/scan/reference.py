@@ -22,7 +22,15 @@ from typing import Any
 from core.errors import ConfigError
 from core.options import comma_items
 
-__all__ = ["SIZE_FIELDS", "Reference", "finite_sizes", "read_reference", "reference_sizes", "relative_sizes"]
+__all__ = [
+    "SIZE_FIELDS",
+    "Reference",
+    "finite_sizes",
+    "read_reference",
+    "reference_paths",
+    "reference_sizes",
+    "relative_sizes",
+]
 
 #: The scan settings a class's minimal trigger size depends on: a reference must have searched with the same.
 SIZE_FIELDS = ("clean_ratio", "steps", "batch_size", "success", "peak", "amp")
@@ -65,6 +73,16 @@ def relative_sizes(sizes: list[float], reference: list[float]) -> list[float]:
     return [s / r for s, r in zip(finite_sizes(sizes), reference)]
 
 
+def reference_paths(text: str) -> list[str]:
+    """The scan reports a reference's comma list names, a folder standing for the ``*.json`` files in it (sorted),
+    so that a folder of clean models' scans kept for the purpose can be named once."""
+    paths: list[str] = []
+    for item in comma_items(text):
+        where = Path(item)
+        paths += sorted(str(p) for p in where.glob("*.json") if p.is_file()) if where.is_dir() else [item]
+    return paths
+
+
 def _load(path: str, option: str) -> dict[str, Any]:
     where = Path(path)
     if not where.is_file():
@@ -99,7 +117,8 @@ def read_reference(
     model: str | None = None,
     option: str = "--reference",
 ) -> Reference | None:
-    """The clean reference a comma list of scan reports (``text``) makes for a scan of ``model`` (a checkpoint
+    """The clean reference a comma list of scan reports or folders of them (``text``, :func:`reference_paths`)
+    makes for a scan of ``model`` (a checkpoint
     of ``architecture`` with ``classes``) with ``config`` (a :class:`core.scan.ScanConfig` as a dict); None for
     an empty list. Raises :class:`ConfigError`, naming ``option`` and the report, for a report that is missing
     or not a scan, of other classes, another architecture or this very model, that lacks a domain this scan
@@ -107,7 +126,10 @@ def read_reference(
     clean)."""
     from core.scan import ScanConfig, anomaly_index, verdict  # the scan's own rule, read on the plain sizes
 
-    paths = comma_items(text)
+    for item in comma_items(text):
+        if Path(item).is_dir() and not reference_paths(item):
+            raise ConfigError(f"{option}: {item}: a folder with no scan reports (*.json) in it")
+    paths = reference_paths(text)
     if not paths:
         return None
     domains = comma_items(config["domains"])

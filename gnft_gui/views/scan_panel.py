@@ -41,8 +41,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.events import SCAN_PHASE, StepInfo
-from core.options import comma_items, fields_of
+from core.options import fields_of
 from core.scan import DOMAINS, ScanConfig
+from core.scan.reference import reference_paths
 from core.session import ScanRecord
 
 from .defense_panel import fit_rows
@@ -441,7 +442,7 @@ class ScanPanel(QWidget):
     def _show_reference_list(self, text: str) -> None:
         """Say under the reference field how many reports it names, and list them one a line in its tooltip
         (the field's help when it names none)."""
-        paths = comma_items(text)
+        paths = reference_paths(text)  # a folder counts as the reports in it
         self.reference_count.setText(f"{len(paths)} scan(s)" if paths else "")
         self.reference_count.setVisible(bool(paths))
         listed = "Clean reference scans:\n" + "\n".join(paths)

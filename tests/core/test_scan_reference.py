@@ -238,3 +238,27 @@ def test_a_reference_is_judged_clean_on_the_domains_this_scan_searches(tmp_path)
     assert ref is not None and set(ref.sizes) == set(DOMAINS)
     with pytest.raises(ConfigError, match="flags its own model"):
         read_reference(path, TINY_WORDS, asdict(replace(CONFIG, domains="latent")))
+
+
+def test_a_folder_names_the_scan_reports_in_it_and_an_empty_one_is_refused(tmp_path):
+    """A folder of clean models' scans kept for the purpose is named once: it stands for its *.json files (sorted),
+    alone or beside single reports; one with none in it is a one-line refusal, not an empty reference."""
+    from core.scan.reference import reference_paths
+
+    kept = tmp_path / "clean_scans"
+    kept.mkdir()
+    a = write(kept / "b_clean.json", report(even(), model="m/b.safetensors"))
+    b = write(kept / "a_clean.json", report(even(0.11), model="m/a.safetensors"))
+    (kept / "notes.txt").write_text("not a report")
+    (kept / "a_clean_triggers").mkdir()  # what python -m core.scan writes beside a report
+    single = write(tmp_path / "c.json", report(even(0.12), model="m/c.safetensors"))
+    assert reference_paths(f"{kept}, {single}") == [b, a, single]
+    ref = read_reference(f"{kept},{single}", TINY_WORDS, asdict(CONFIG), architecture="smallcnn")
+    assert ref is not None and ref.reports == [b, a, single] and ref.models == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"^--reference: .*empty: a folder with no scan reports"):
+        read_reference(f"{empty},{single}", TINY_WORDS, asdict(CONFIG))
+    # a folder holding the same report as a listed one: given twice
+    with pytest.raises(ConfigError, match="is given twice"):
+        read_reference(f"{kept},{a}", TINY_WORDS, asdict(CONFIG))

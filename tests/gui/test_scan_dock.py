@@ -418,5 +418,13 @@ def test_a_clean_reference_is_chosen_beside_its_field_checked_before_the_scan_an
     assert all("plain_anomaly_index" in rec for rec in record.result.domains.values())
     assert "Read against a clean reference: 1 scan(s) of 1 clean model(s)" in panel.detail.text()
     assert "against 1 clean model(s)" in panel.verdict.text()
+    folder = tmp_path / "refs"  # a folder typed in counts as the reports in it
+    folder.mkdir()
+    for path in (good, other):
+        (folder / Path(path).name).write_text(Path(path).read_text())
+    panel.fields["reference"].setText(str(folder))
+    assert panel.reference_count.text() == "2 scan(s)"
+    listed = [str(folder / "clean_a.json"), str(folder / "clean_b.json")]
+    assert panel.fields["reference"].toolTip().splitlines()[1:] == listed
     panel.fields["reference"].clear()  # emptied by hand: the count goes, the field's help comes back
     assert panel.reference_count.isHidden() and panel.fields["reference"].toolTip() == help_text

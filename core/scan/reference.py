@@ -126,10 +126,12 @@ def read_reference(
     clean)."""
     from core.scan import ScanConfig, anomaly_index, verdict  # the scan's own rule, read on the plain sizes
 
-    for item in comma_items(text):
-        if Path(item).is_dir() and not reference_paths(item):
+    paths: list[str] = []
+    for item in comma_items(text):  # each folder globbed once; one with no reports is refused, not skipped
+        found = reference_paths(item)
+        if not found:
             raise ConfigError(f"{option}: {item}: a folder with no scan reports (*.json) in it")
-    paths = reference_paths(text)
+        paths += found
     if not paths:
         return None
     domains = comma_items(config["domains"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from core.events import Cancelled, EvalInfo, NullObserver, Observer
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
-from core.scan import AUDIO_DOMAINS, ScanConfig, ScanResult, scan, trigger_success_on
+from core.scan import AUDIO_DOMAINS, ScanConfig, ScanResult, scan, search_class, trigger_success_on
 
 __all__ = [
     "METRIC_KEYS",
@@ -202,6 +203,12 @@ def repair(
                 return _cancelled(model, data, defense, attack, attack_source, base_preset, split, started)
             trigger, unlearning = unlearn_choice(found, unlearn_class, config.unlearn_top)
         else:
+            named = unlearn_class is not None or "class" in (trigger_record or {})
+            if config.unlearn > 0 and config.unlearn_refresh > 0 and not named:
+                raise ConfigError(
+                    "unlearn_refresh searches the trigger's class again, and a given trigger names none: name "
+                    "the class it sends clips to (unlearn class) or set unlearn_refresh 0"
+                )
             unlearning = dict(trigger_record or {"source": "given"})
             if unlearn_class is not None:
                 unlearning.update({"class": unlearn_class, "class_from": "user"})
@@ -226,7 +233,12 @@ def repair(
         return metrics
 
     target = _unlearn_targets(unlearning, data.classes)
-    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger, target=target)
+    refresh = None
+    if config.unlearn > 0 and config.unlearn_refresh > 0 and target is not None:
+        domain = (unlearning or {}).get("trigger_domain", "waveform")
+        settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
+        refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
+    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger, target=target, refresh=refresh)
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)
@@ -303,6 +315,24 @@ def _unlearn_targets(unlearning: dict[str, Any] | None, classes: list[str]) -> i
     if "classes" in unlearning:
         return [classes.index(c) for c in unlearning["classes"]]
     return classes.index(unlearning["class"]) if unlearning.get("class") in classes else None
+
+
+def _search_again(
+    data: AudioSet, target: int | list[int], config: ScanConfig, domain: str, observer: Observer
+) -> Callable[[nn.Module, int], torch.Tensor]:
+    """What a repair with ``unlearn_refresh`` calls mid-run: the trigger toward each suspected class searched
+    again on the model as it is then (:func:`core.scan.search_class`, the scan's settings, seeded by the
+    epoch), ``[T]`` for one class, ``[k, T]`` for several."""
+
+    def search(model: nn.Module, epoch: int) -> torch.Tensor:
+        classes = [target] if isinstance(target, int) else list(target)
+        found = [
+            search_class(model, data, i, config, domain=domain, seed=config.seed + epoch, observer=observer).triggers[0]
+            for i in classes
+        ]
+        return found[0] if isinstance(target, int) else torch.stack(found)
+
+    return search
 
 
 def _trigger_asrs(

@@ -236,6 +236,11 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     config = (PRESETS[preset].config if preset else cls.Config)(**overrides, seed=args.seed, device=args.device)
     if args.unlearn_trigger and config.unlearn == 0:
         raise ConfigError("--unlearn-trigger only applies with --unlearn above 0 (a share of each batch)")
+    if args.unlearn_trigger and config.unlearn_refresh > 0 and args.unlearn_class is None:
+        raise ConfigError(
+            "--unlearn-refresh searches the trigger's class again, and --unlearn-trigger names none: add "
+            "--unlearn-class WORD (the class it sends clips to) or set --unlearn-refresh 0"
+        )
     if args.unlearn_class is not None and not config.unlearns():
         raise ConfigError("--unlearn-class only applies with --unlearn or --unlearn-latent above 0")
     scan_settings = scan_config(args, scans_to_unlearn=config.unlearns() and not args.unlearn_trigger)

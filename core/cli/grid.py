@@ -637,7 +637,7 @@ def _defend_cell(
     device = resolve_device(args.device)
     model = model.to(device)
     attack = _recorded_attack(meta)
-    trigger, record = None, None
+    trigger, record, settings = None, None, None
     if config.unlearns():  # one scan per model and seed, shared by every column that unlearns
         settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
         found = _scan_cell(work, model, _file_digest(model_path), data, model_name, attack_name, settings)
@@ -654,6 +654,7 @@ def _defend_cell(
         split=args.eval_split,
         trigger=trigger,
         trigger_record=record,
+        scan_config=settings,  # a trigger searched again mid-run (unlearn_refresh) is searched as the scan was
     )
     save_checkpoint(cell.with_suffix(".safetensors"), result.model, record_repair(meta, result))  # for core.analyze
     row = result.report(model=str(model_path), checkpoint=str(cell.with_suffix(".safetensors")))

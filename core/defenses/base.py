@@ -150,6 +150,15 @@ class DefenseConfig:
         "classes, those its pooled anomaly index ranks first (1: the one class the scan points at); a flagged "
         "class, or one the user names, is unlearned alone",
     )
+    unlearn_refresh: int = option(
+        0,
+        label="Search the trigger again every, epochs",
+        range="[0, inf)",
+        note="0: off; needs unlearn",
+        help="every this many epochs, search the suspected class's audible trigger again on the model being "
+        "repaired (the scan's search, that class alone) and unlearn it too: once the first reconstruction is "
+        "unlearned, what still sends clips to the class is searched for; 0 = off",
+    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -261,11 +270,13 @@ class DefenseConfig:
 
     def idle_fields(self) -> set[str]:
         """Settings that change nothing in this config (the latent push's while it is off, the number of
-        suspected classes while nothing is unlearned): a grid cell made with other values of these is still
-        this config's."""
+        suspected classes while nothing is unlearned, the trigger's new searches while no trigger is): a grid
+        cell made with other values of these is still this config's."""
         idle = set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
         if self.unlearn_top == 1:
             idle.add("latent_several")
+        if self.unlearn == 0:
+            idle.add("unlearn_refresh")
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -489,6 +500,7 @@ class Defense:
         indices: torch.Tensor | None = None,
         trigger: torch.Tensor | None = None,
         target: int | list[int] | None = None,
+        refresh: Callable[[nn.Module, int], torch.Tensor] | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
@@ -498,12 +510,20 @@ class Defense:
         (a waveform [T], :func:`add_trigger`; or [k, T], several suspected triggers, one drawn per clip and
         step) and their true labels; with ``unlearn_latent`` > 0, that share is pushed at a hidden layer toward
         ``target`` (the suspected class, or one drawn per clip from several; away from the true label when
-        None) and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`)."""
+        None) and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`). With
+        ``unlearn_refresh`` > 0, ``refresh(model, epoch)`` (the model being repaired, whole; not to be changed)
+        is called every that many epochs before the last and its trigger(s) (``[T]`` or ``[k, T]``) join those
+        unlearned from the next epoch on."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
             raise ConfigError(
                 "unlearn needs a trigger to unlearn: a scan's reconstructed trigger or a recording (or set unlearn 0)"
+            )
+        if c.unlearn > 0 and c.unlearn_refresh > 0 and refresh is None:
+            raise ConfigError(
+                "unlearn_refresh needs the class the trigger sends clips to, to search it again: name the class or "
+                "let a scan find it (or set unlearn_refresh 0)"
             )
         started = time.perf_counter()
         device = resolve_device(c.device)
@@ -549,10 +569,15 @@ class Defense:
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
         mask_gen = torch.Generator().manual_seed((c.seed + 1) % 2**64)  # its own stream (seeds are 64 bits)
         triggered = None
-        if c.unlearn > 0 and trigger is not None:
+
+        def with_triggers(trigger: torch.Tensor) -> torch.Tensor:
+            """The clean clips with each trigger (``[T]`` or ``[k, T]``) added, as the model's inputs."""
             patterns = trigger.reshape(-1, trigger.shape[-1]) if trigger.ndim > 1 else trigger.reshape(1, -1)
             mixes = [add_trigger(waves, t) for t in patterns]
-            triggered = torch.stack([m if front is None else clip_features(front, m, c.batch_size) for m in mixes])
+            return torch.stack([m if front is None else clip_features(front, m, c.batch_size) for m in mixes])
+
+        if c.unlearn > 0 and trigger is not None:
+            triggered = with_triggers(trigger)
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
         adversary = None
         if c.unlearn_latent > 0:
@@ -563,6 +588,15 @@ class Defense:
             )  # fmt: skip
             if c.latent_reach > 0:  # after the pruning: the radius of the model that is fine-tuned
                 adversary.calibrate(body, inputs, labels, c.latent_reach)
+
+        searches: list[dict[str, Any]] = []
+
+        def search_again(epoch: int) -> None:
+            """The trigger(s) ``refresh`` finds on the model as it is now join those unlearned."""
+            nonlocal triggered
+            found = refresh(work, epoch)
+            searches.append({"epoch": epoch, "triggers": 1 if found.ndim == 1 else int(found.shape[0])})
+            triggered = torch.cat([triggered, with_triggers(found)])
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:
             x = inputs[batch]
@@ -596,6 +630,8 @@ class Defense:
         if guard is not None:
             guard.start(body)  # after prepare: a pruned model is epoch 0's state
             callbacks.append(guard)
+        if triggered is not None and c.unlearn_refresh > 0 and refresh is not None:
+            callbacks.append(_SearchAgain(c.unlearn_refresh, search_again))
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
         loop = Loop(
@@ -634,6 +670,8 @@ class Defense:
             details["latent"] = adversary.details()
         if guard is not None:
             details["holdout"] = guard.finish(schedule.history)
+        if searches:
+            details["searched_again"] = searches
         return DefenseResult(
             work.eval(),
             False,
@@ -643,6 +681,18 @@ class Defense:
             asdict(c),
             details,
         )
+
+
+class _SearchAgain(Callback):
+    """Call ``search(epoch)`` every ``every`` epochs before the last (a trigger found then still has epochs to be
+    unlearned in); the loop puts the model back in training mode at the next epoch's start."""
+
+    def __init__(self, every: int, search: Callable[[int], None]) -> None:
+        self.every, self.search = every, search
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        if epoch % self.every == 0 and epoch < loop.epochs:
+            self.search(epoch)
 
 
 class EvaluateEvery(Callback):

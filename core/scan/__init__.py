@@ -58,6 +58,7 @@ __all__ = [
     "pooled_index",
     "rescan",
     "scan",
+    "search_class",
     "trigger_success",
     "trigger_success_on",
     "verdict",
@@ -509,6 +510,58 @@ def scan(
         trigger_domains=trigger_domains,
         reference=None if reference is None else reference.to_dict(),
     )
+
+
+class _Toward(nn.Module):
+    """``model`` with its output columns reordered so that class ``index`` comes first: a one-class search (the
+    searches' class 0) looks for a trigger toward ``index`` (:func:`search_class`)."""
+
+    def __init__(self, model: nn.Module, index: int, n_classes: int) -> None:
+        super().__init__()
+        self.model = model
+        order = [index, *[i for i in range(n_classes) if i != index]]
+        self.register_buffer("order", torch.tensor(order), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).index_select(-1, self.order.to(x.device))
+
+
+def search_class(
+    model: nn.Module,
+    data: AudioSet,
+    index: int,
+    config: ScanConfig | None = None,
+    *,
+    domain: str = "waveform",
+    seed: int | None = None,
+    observer: Observer | None = None,
+) -> Inversion:
+    """The smallest audible trigger (``domain``: waveform or mix) toward class ``index`` alone, searched on
+    ``model`` as it is now with the scan's clean share of ``data`` (``config``'s clean share, seed, steps and
+    batch; ``seed``, when given, draws the batches and the start): what a repair that unlearns a scanned
+    trigger searches again mid-run (``unlearn_refresh``), where one class's search costs a tenth of a scan.
+    ``model`` is not changed (a frozen copy is searched, in eval mode). Raises :class:`core.events.Cancelled`
+    when the observer asks to stop."""
+    config = config or ScanConfig()
+    if domain not in AUDIO_DOMAINS:
+        raise ValueError(f"search_class searches an audio domain ({', '.join(AUDIO_DOMAINS)}), not {domain!r}")
+    device = resolve_device(config.device)
+    work = copy.deepcopy(model).to(device).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    rows = clean_subset(data, config.clean_ratio, config.seed)
+    waves = data.waves.index_select(0, rows.to(data.waves.device)).to(device)
+    labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
+    front, body = split_front_end(work)
+    fast_body = _search_copy(body, config, device)
+    fast = _Toward(fast_body if front is None else nn.Sequential(front, fast_body), index, len(data.classes))
+    gen = torch.Generator().manual_seed(config.seed if seed is None else seed)
+    search = Search((labels != index).long(), 1, config.steps, config.batch_size, config.success, gen,
+                    observer or NullObserver())  # fmt: skip
+    with autocast(device, config.amp):
+        if domain == "mix":
+            return invert_mix(fast, waves, search)
+        return invert_waveform(fast, waves, search, peak=config.peak)
 
 
 def _invert(

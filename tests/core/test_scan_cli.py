@@ -385,6 +385,22 @@ def test_defend_refuses_an_unlearn_class_it_cannot_use_before_any_work(workspace
     assert files_in(tmp_path) == []
 
 
+def test_defend_refuses_to_search_a_recorded_trigger_again_without_its_class_before_any_work(
+    workspace, tmp_path, capsys
+):
+    _, data, model = workspace
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.2 * torch.sin(torch.arange(4000) / 5.0)).numpy(), 16000)
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "2", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--unlearn-trigger", str(tone), "--unlearn-refresh", "1"]
+    argv += ["--device", "cpu", "--quiet", "--out", str(tmp_path / "o.safetensors")]
+    code = run_command(defend_main, argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: --unlearn-refresh searches the trigger's class again"), lines
+    assert files_in(tmp_path) == [tone]
+
+
 def test_defend_unlearning_a_scanned_trigger_scans_once_and_does_not_rescan_unasked(workspace, tmp_path, capsys):
     _, data, model = workspace
     out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"

@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
 from core.repair import repair, unlearn_choice
-from core.scan import ScanConfig, ScanResult, trigger_success
+from core.scan import ScanConfig, ScanResult, search_class, trigger_success
 from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
 #: a scan of a second or two: a few steps on half the training split
@@ -452,3 +452,77 @@ def test_the_session_keeps_the_asr_of_the_scans_own_class_only():
     assert _scan_trigger_asr(found, {"class": TINY_WORDS[1], "asr_before": 0.5, "asr_per_class": rates}) is None
     rates.append({"class": TINY_WORDS[3], "asr_before": 0.9})
     assert _scan_trigger_asr(found, {"class": TINY_WORDS[1], "asr_before": 0.5, "asr_per_class": rates}) == 0.9
+
+
+def test_a_one_class_search_finds_a_trigger_toward_that_class_seeded_and_leaves_the_model(model_and_data):
+    model, data = model_and_data
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    config = dataclasses.replace(QUICK_SCAN, steps=30)
+    rows = data.splits["train"]
+    waves, labels = data.waves[rows], data.labels[rows]
+    for index in (0, 2):
+        found = search_class(model, data, index, config, seed=5)
+        assert len(found.sizes) == 1 and found.triggers.shape == (1, data.waves.shape[-1])
+        silent = trigger_success(model, waves, labels, torch.zeros(1), index)
+        assert trigger_success(model, waves, labels, found.triggers[0], index) > silent  # toward ``index``
+        again = search_class(model, data, index, config, seed=5)
+        assert torch.equal(again.triggers, found.triggers)
+    other = search_class(model, data, 2, config, seed=6)
+    assert not torch.equal(other.triggers, found.triggers)
+    assert search_class(model, data, 2, config, domain="mix").triggers.shape == (1, data.waves.shape[-1])
+    with pytest.raises(ValueError, match="audio domain"):
+        search_class(model, data, 2, config, domain="spectrum")
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def test_a_trigger_searched_again_mid_run_is_unlearned_from_the_next_epoch_on(model_and_data):
+    model, data = model_and_data
+    config = DEFENSES["ft"].Config(
+        clean_ratio=0.5, epochs=3, batch_size=8, device="cpu", unlearn=0.5, unlearn_refresh=2
+    )
+    defense = Recording(config)
+    first, second = 0.5 * torch.sin(torch.arange(4000) / 3.0), 0.4 * torch.sin(torch.arange(4000) / 11.0)
+    calls: list[int] = []
+
+    def refresh(current: torch.nn.Module, epoch: int) -> torch.Tensor:
+        assert current is not model  # the copy being repaired
+        calls.append(epoch)
+        return second
+
+    result = defense.run(model, data, trigger=first, refresh=refresh)
+    assert calls == [2]  # every 2 epochs, never after the last
+    assert result.details["searched_again"] == [{"epoch": 2, "triggers": 1}]
+    rows = clean_subset(data, config.clean_ratio, config.seed)
+    front, _ = split_front_end(model)
+    with torch.no_grad():
+        pool = clip_features(front, add_trigger(data.waves[rows], second), 64)
+    per_epoch = len(defense.batches) // 3
+    carried = [
+        any(torch.allclose(p, xi, atol=1e-5) for x, _ in defense.batches[e * per_epoch : (e + 1) * per_epoch]
+            for xi in x for p in pool)
+        for e in range(3)
+    ]  # fmt: skip
+    assert carried == [False, False, True]
+
+
+def test_a_repair_searches_the_unlearned_class_again_deterministically_and_refuses_without_a_class(model_and_data):
+    model, data = model_and_data
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    record = {"source": "scan", "class": TINY_WORDS[1], "trigger_domain": "waveform"}
+    config = quick(unlearn=0.3, unlearn_refresh=1)
+    scan_config = dataclasses.replace(QUICK_SCAN, steps=4)
+    runs = [
+        repair(model, data, DEFENSES["gnft"](config), trigger=torch.zeros(100), trigger_record=dict(record),
+               scan_config=scan_config)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert runs[0].details["searched_again"] == [{"epoch": 1, "triggers": 1}]
+    for (k, a), b in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="unlearn_refresh searches the trigger's class again"):
+        repair(model, data, DEFENSES["gnft"](config), trigger=torch.zeros(100), trigger_record={"source": "file"})
+    with pytest.raises(ConfigError, match="unlearn_refresh needs the class"):
+        DEFENSES["gnft"](config).run(model, data, trigger=torch.zeros(100))
+    assert "unlearn_refresh" in quick(unlearn_refresh=3).idle_fields()
+    assert "unlearn_refresh" not in config.idle_fields()

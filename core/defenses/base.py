@@ -152,7 +152,7 @@ class DefenseConfig:
     )
     unlearn_refresh: int = option(
         0,
-        label="Search the trigger again every, epochs",
+        label="Re-search trigger, epochs",
         range="[0, inf)",
         note="0: off; needs unlearn",
         help="every this many epochs, search the suspected class's audible trigger again on the model being "

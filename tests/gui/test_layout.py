@@ -34,6 +34,10 @@ def test_the_loaded_window_fits_1280x800_before_and_during_a_run(qtbot, window):
         assert fits_small_screen(window), (tab.objectName(), window.minimumSizeHint())
     panel = window.defense_panel
     panel.form.show_advanced(True)  # every option unfolded: the dock scrolls, the window does not grow
+    scroll = window.docks["Defense"].widget()
+    qtbot.waitUntil(lambda: panel.form.advanced_box.isVisible())
+    # and no option is cut off at the right: the widest label and its field fit the dock's width
+    assert panel.minimumSizeHint().width() <= scroll.viewport().width(), panel.minimumSizeHint()
     panel.fields["epochs"].setText("500")
     panel.run_button.click()
     with qtbot.waitSignal(window.defense_task.observer.stepped, timeout=60000):

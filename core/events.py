@@ -22,11 +22,16 @@ __all__ = [
     "CancelToken",
     "Cancelled",
     "SCAN_PHASE",
+    "SEARCH_AGAIN_PHASE",
 ]
 
 #: The phase prefix of a scan's steps ("scan features", "scan waveform"): a repair that scans for the
 #: trigger to unlearn sends them before its own, and a view of the fine-tuning leaves them out.
 SCAN_PHASE = "scan "
+
+#: The phase prefix of a trigger searched again in the middle of a repair (``unlearn_refresh``; "scan again
+#: waveform"): a scan's phase too, so views of the fine-tuning leave it out as well.
+SEARCH_AGAIN_PHASE = f"{SCAN_PHASE}again "
 
 
 @dataclass

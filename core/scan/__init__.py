@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from core.analysis.grad_norms import neuron_grad_norms
 from core.data.audioset import AudioSet
 from core.defenses.base import add_trigger, clean_subset
-from core.events import NullObserver, Observer
+from core.events import SEARCH_AGAIN_PHASE, NullObserver, Observer
 from core.features import clip_features
 from core.models import split_front_end
 from core.models.batchnorm import fold_batchnorm
@@ -540,8 +540,8 @@ def search_class(
     ``model`` as it is now with the scan's clean share of ``data`` (``config``'s clean share, seed, steps and
     batch; ``seed``, when given, draws the batches and the start): what a repair that unlearns a scanned
     trigger searches again mid-run (``unlearn_refresh``), where one class's search costs a tenth of a scan.
-    ``model`` is not changed (a frozen copy is searched, in eval mode). Raises :class:`core.events.Cancelled`
-    when the observer asks to stop."""
+    ``model`` is not changed (a frozen copy is searched, in eval mode). Its steps' phase is
+    ``SEARCH_AGAIN_PHASE`` + domain. Raises :class:`core.events.Cancelled` when the observer asks to stop."""
     config = config or ScanConfig()
     if domain not in AUDIO_DOMAINS:
         raise ValueError(f"search_class searches an audio domain ({', '.join(AUDIO_DOMAINS)}), not {domain!r}")
@@ -557,7 +557,7 @@ def search_class(
     fast = _Toward(fast_body if front is None else nn.Sequential(front, fast_body), index, len(data.classes))
     gen = torch.Generator().manual_seed(config.seed if seed is None else seed)
     search = Search((labels != index).long(), 1, config.steps, config.batch_size, config.success, gen,
-                    observer or NullObserver())  # fmt: skip
+                    observer or NullObserver(), SEARCH_AGAIN_PHASE)  # fmt: skip
     with autocast(device, config.amp):
         if domain == "mix":
             return invert_mix(fast, waves, search)

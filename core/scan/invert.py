@@ -68,7 +68,8 @@ class Inversion:
 @dataclass
 class Search:
     """What every domain's search shares: the clean clips' labels ``[N]``, the number of classes, and the
-    loop's settings (steps, clips a class a step, the success to reach, the random stream, the observer)."""
+    loop's settings (steps, clips a class a step, the success to reach, the random stream, the observer, the
+    prefix of its steps' phase)."""
 
     labels: torch.Tensor
     n_classes: int
@@ -77,6 +78,7 @@ class Search:
     success: float
     gen: torch.Generator
     observer: Observer
+    prefix: str = SCAN_PHASE
 
     def run(
         self,
@@ -86,9 +88,9 @@ class Search:
         lam0: float,
         lr: float,
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """:func:`_optimise` for ``domain``'s candidates (progress phase ``scan <domain>``)."""
+        """:func:`_optimise` for ``domain``'s candidates (progress phase ``<prefix><domain>``)."""
         return _optimise(
-            f"{SCAN_PHASE}{domain}", self.n_classes, self.steps, params, candidate_logits, self.labels, self.batch,
+            f"{self.prefix}{domain}", self.n_classes, self.steps, params, candidate_logits, self.labels, self.batch,
             self.success, lam0, lr, self.gen, self.observer,
         )  # fmt: skip
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.defenses import DEFENSE_TITLES, DEFENSES
-from core.events import SCAN_PHASE, EvalInfo, StepInfo
+from core.events import SCAN_PHASE, SEARCH_AGAIN_PHASE, EvalInfo, StepInfo
 from core.metrics import percent
 from core.presets import DEFAULT_PRESET, PRESETS, matching_preset
 
@@ -338,6 +338,11 @@ class DefensePanel(QWidget):
         self.set_state("running")
 
     def on_step(self, info: StepInfo) -> None:
+        if info.phase.startswith(SEARCH_AGAIN_PHASE):  # mid-run (unlearn_refresh): the bar keeps the run's steps
+            self.eta.setText(
+                f"Searching the trigger again on the model being repaired: step {info.step}/{info.total_steps}"
+            )
+            return
         if info.phase.startswith(SCAN_PHASE):  # the scan for the trigger to unlearn, before fine-tuning
             domain = info.phase.removeprefix(SCAN_PHASE)
             domains = self.scan_domains if domain in self.scan_domains else [domain]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QObject, QPoint, Qt
 from PySide6.QtWidgets import QFileDialog
 
+from core.events import SEARCH_AGAIN_PHASE, StepInfo
 from core.scan import DOMAINS, ScanConfig, ScanResult
 from core.session import ScanRecord, mix_trigger
 from gnft_gui.main_window import SMALL_SCREEN, MainWindow
@@ -337,6 +338,38 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the scan's
     assert window.session.scan is not None and window.session.scan.result is result.scan
     assert panel.record is window.session.scan  # the dock shows the scan the repair made
+
+
+def test_a_repair_searching_its_trigger_again_says_so_and_keeps_the_runs_bar(qtbot, window):
+    fill(window, QUICK)  # the repair's scan, and its searches mid-run, take the Scan dock's settings
+    defense = window.defense_panel
+    values = (("clean_ratio", "50"), ("epochs", "3"), ("batch_size", "32"), ("eval_every", "1"), ("unlearn", "30"))
+    for name, value in (*values, ("unlearn_refresh", "1")):
+        defense.fields[name].setText(value)
+    seen: list[tuple[str, int, int]] = []
+
+    class Look(QObject):  # a receiver in the GUI thread: its slot is queued after the dock's, in order
+        def look(self, info: StepInfo) -> None:
+            if info.phase.startswith(SEARCH_AGAIN_PHASE):
+                seen.append((defense.eta.text(), defense.progress.value(), defense.progress.maximum()))
+
+    looker = Look()
+    defense.run_button.click()
+    window.defense_task.observer.stepped.connect(looker.look)
+    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    result = window.session.pending
+    assert result is not None and result.details["searched_again"] == [
+        {"epoch": 1, "triggers": 1},
+        {"epoch": 2, "triggers": 1},
+    ]
+    steps = result.config.epochs * -(-result.clean_clips // result.config.batch_size)
+    assert (
+        seen
+        and seen[-1][0]
+        == f"Searching the trigger again on the model being repaired: step {QUICK['steps']}/{QUICK['steps']}"
+    )
+    assert all(maximum == steps and 0 < value < steps for _, value, maximum in seen)  # the run's bar, mid-run
+    assert len(defense.loss_curve.getData()[0]) == steps  # the fine-tuning's losses only, not the searches'
 
 
 def test_a_scan_of_every_domain_fits_the_dock_on_a_1280x800_screen(qtbot):

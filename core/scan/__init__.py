@@ -469,12 +469,7 @@ def scan(
     observer = observer or NullObserver()
     started = time.perf_counter()
     device = resolve_device(config.device)
-    work = copy.deepcopy(model).to(device).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    rows = clean_subset(data, config.clean_ratio, config.seed)
-    waves = data.waves.index_select(0, rows.to(data.waves.device)).to(device)
-    labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
+    work, rows, waves, labels = _frozen_with_clean(model, data, config, device)
     k = len(data.classes)
     gen = torch.Generator().manual_seed(config.seed)
     search = Search(labels, k, config.steps, config.batch_size, config.success, gen, observer)
@@ -512,6 +507,20 @@ def scan(
     )
 
 
+def _frozen_with_clean(
+    model: nn.Module, data: AudioSet, config: ScanConfig, device: torch.device
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A frozen copy of ``model`` in eval mode on ``device`` (the one searched; the model is left as it was), and
+    the scan's clean share of ``data``'s training split: its rows, waveforms and labels, on ``device``."""
+    work = copy.deepcopy(model).to(device).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    rows = clean_subset(data, config.clean_ratio, config.seed)
+    waves = data.waves.index_select(0, rows.to(data.waves.device)).to(device)
+    labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
+    return work, rows, waves, labels
+
+
 class _Toward(nn.Module):
     """``model`` with its output columns reordered so that class ``index`` comes first: a one-class search (the
     searches' class 0) looks for a trigger toward ``index`` (:func:`search_class`)."""
@@ -546,12 +555,7 @@ def search_class(
     if domain not in AUDIO_DOMAINS:
         raise ValueError(f"search_class searches an audio domain ({', '.join(AUDIO_DOMAINS)}), not {domain!r}")
     device = resolve_device(config.device)
-    work = copy.deepcopy(model).to(device).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    rows = clean_subset(data, config.clean_ratio, config.seed)
-    waves = data.waves.index_select(0, rows.to(data.waves.device)).to(device)
-    labels = data.labels.index_select(0, rows.to(data.labels.device)).to(device)
+    work, _, waves, labels = _frozen_with_clean(model, data, config, device)
     front, body = split_front_end(work)
     fast_body = _search_copy(body, config, device)
     fast = _Toward(fast_body if front is None else nn.Sequential(front, fast_body), index, len(data.classes))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -300,7 +301,12 @@ def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> 
     if found.reference:  # the clean reference the scan was read against (its reports)
         record["scan_reference"] = found.reference["reports"]
     if found.trigger_domains:
-        record["trigger_domain"] = found.trigger_domains[chosen[0]]
+        domain = found.trigger_domains[chosen[0]]
+        record["trigger_domain"] = domain
+        sizes = found.domains.get(domain, {})
+        if "sizes" in sizes and "success" in sizes:  # the first trigger's, to set the searches again beside
+            first = _size_and_success(sizes["sizes"][chosen[0]], sizes["success"][chosen[0]])
+            record.update({f"trigger_{k}": v for k, v in first.items()})
     if len(chosen) == 1:
         return found.triggers[chosen[0]], record
     record["classes"] = [found.classes[i] for i in chosen]
@@ -322,17 +328,32 @@ def _search_again(
 ) -> Callable[[nn.Module, int], torch.Tensor]:
     """What a repair with ``unlearn_refresh`` calls mid-run: the trigger toward each suspected class searched
     again on the model as it is then (:func:`core.scan.search_class`, the scan's settings, seeded by the
-    epoch), ``[T]`` for one class, ``[k, T]`` for several."""
+    epoch), ``[T]`` for one class, ``[k, T]`` for several, and what was found (per class its size and its
+    success on the search's clips, as the scan reports them) for the repair's record."""
 
-    def search(model: nn.Module, epoch: int) -> torch.Tensor:
+    def search(model: nn.Module, epoch: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        started = time.perf_counter()
         classes = [target] if isinstance(target, int) else list(target)
         found = [
-            search_class(model, data, i, config, domain=domain, seed=config.seed + epoch, observer=observer).triggers[0]
+            search_class(model, data, i, config, domain=domain, seed=config.seed + epoch, observer=observer)
             for i in classes
         ]
-        return found[0] if isinstance(target, int) else torch.stack(found)
+        triggers = [f.triggers[0] for f in found]
+        about = {
+            "found": [
+                {"class": data.classes[i], "domain": domain, **_size_and_success(f.sizes[0], f.success[0])}
+                for i, f in zip(classes, found, strict=True)
+            ],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        return (triggers[0] if isinstance(target, int) else torch.stack(triggers)), about
 
     return search
+
+
+def _size_and_success(size: float, success: float) -> dict[str, float | None]:
+    """A search's smallest trigger size (None when none reached the scan's success) and its success, rounded."""
+    return {"size": round(size, 4) if math.isfinite(size) else None, "success": round(success, 3)}
 
 
 def _trigger_asrs(

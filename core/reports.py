@@ -128,6 +128,9 @@ def repair_markdown(report: dict[str, Any]) -> str:
             f"Unlearned: {source.get(unlearned['source'], 'the trigger given')} was added to "
             f"{100 * report['defense'].get('unlearn', 0):g} % of each batch's clips, with their true labels.",
         ]
+    searched = (report.get("defense_details") or {}).get("searched_again")
+    if searched:
+        lines += ["", searched_again_sentence(searched, unlearned or {})]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
     if report.get("rescan"):
@@ -135,6 +138,25 @@ def repair_markdown(report: dict[str, Any]) -> str:
     if report.get("findings"):
         lines += ["", "## Findings", "", *(f"- {f}" for f in report["findings"])]
     return "\n".join(lines) + "\n"
+
+
+def searched_again_sentence(searches: list[dict[str, Any]], unlearned: dict[str, Any]) -> str:
+    """A repair's searches mid-run (``unlearn_refresh``) in a sentence: at which epochs, and per search what
+    was found (the trigger's size and its success on the search's clips), beside the scan's first trigger."""
+
+    def found(f: dict[str, Any]) -> str:
+        size = "none reached the scan's success" if f.get("size") is None else f"size {f['size']:.4g}"
+        return f"{f['class']}: {size}, {100 * f['success']:.0f} % success"
+
+    each = "; ".join(f"epoch {s['epoch']}, " + ", ".join(found(f) for f in s.get("found", [])) for s in searches)
+    first = ""
+    if unlearned.get("trigger_success") is not None:
+        scanned = {"class": unlearned.get("class"), "size": unlearned.get("trigger_size")}
+        first = f" The first trigger (the scan's): {found({**scanned, 'success': unlearned['trigger_success']})}."
+    return (
+        f"Searched again {len(searches)} time(s) on the model being repaired, each trigger found unlearned too from "
+        f"the next epoch ({each}).{first}"
+    )
 
 
 def scan_verdicts(record: dict[str, Any]) -> tuple[str, str]:

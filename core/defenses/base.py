@@ -500,7 +500,7 @@ class Defense:
         indices: torch.Tensor | None = None,
         trigger: torch.Tensor | None = None,
         target: int | list[int] | None = None,
-        refresh: Callable[[nn.Module, int], torch.Tensor] | None = None,
+        refresh: Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, Any]]] | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
@@ -513,7 +513,8 @@ class Defense:
         None) and trained to keep its label (:class:`core.defenses.latent.LatentAdversary`). With
         ``unlearn_refresh`` > 0, ``refresh(model, epoch)`` (the model being repaired, whole; not to be changed)
         is called every that many epochs before the last and its trigger(s) (``[T]`` or ``[k, T]``) join those
-        unlearned from the next epoch on."""
+        unlearned from the next epoch on; the dict it returns with them (what was found) goes into that search's
+        entry of ``details["searched_again"]``."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
@@ -594,8 +595,8 @@ class Defense:
         def search_again(epoch: int) -> None:
             """The trigger(s) ``refresh`` finds on the model as it is now join those unlearned."""
             nonlocal triggered
-            found = refresh(work, epoch)
-            searches.append({"epoch": epoch, "triggers": 1 if found.ndim == 1 else int(found.shape[0])})
+            found, about = refresh(work, epoch)
+            searches.append({"epoch": epoch, "triggers": 1 if found.ndim == 1 else int(found.shape[0]), **about})
             triggered = torch.cat([triggered, with_triggers(found)])
 
         def step(module: nn.Module, batch: torch.Tensor) -> float:

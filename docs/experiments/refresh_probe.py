@@ -9,6 +9,8 @@ validation figures and one defense cell per column; the scans are arm A's (the s
 (the second: the candidate on the test split, ``runs/refresh_test/q.sh``, after the choice; each grid names its
 split).
 
+Round 12 adds the column ``refresh40_if_flagged`` (derived, see :func:`gate`).
+
 Writes, per model and column, CA / ASR on the split, the CA change against the backdoored model and
 the class unlearned; per column, the mean ASR and the worst CA drop over the models every column has.
 """
@@ -19,6 +21,16 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+
+def gate(row: dict) -> None:
+    """Add the column a search-again-when-flagged rule would give: refresh 40's cell where the scan flagged the
+    model, the Recommended's elsewhere (exactly that run: with no search, the repair is the Recommended's, same
+    seed; ``tests/core/test_unlearn.py`` checks it)."""
+    cells = row["cells"]
+    if "gnft@recommended" in cells and "refresh40" in cells:
+        chosen = cells["refresh40"] if cells["gnft@recommended"]["flagged"] else cells["gnft@recommended"]
+        cells["refresh40_if_flagged"] = {**chosen, "derived": True}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
                 "asr": after["attack_success_rate"],
                 "ca_change": after["clean_accuracy"] - base["clean_accuracy"],
                 "class": cell["defense_details"].get("unlearn", {}).get("class"),
+                "flagged": cell["defense_details"].get("unlearn", {}).get("flagged"),
                 "searched_again": len(cell["defense_details"].get("searched_again", [])),
                 "seconds": cell["seconds"],
             }
+        gate(row)
         models.append(row)
     names = sorted({c for m in models for c in m["cells"]})
     for name in names:

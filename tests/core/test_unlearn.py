@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
 from core.repair import repair, unlearn_choice
+from core.reports import repair_markdown
 from core.scan import ScanConfig, ScanResult, search_class, trigger_success
 from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
 
@@ -127,6 +129,10 @@ def test_without_a_trigger_the_repair_unlearns_the_trigger_a_scan_of_the_model_r
     assert record["source"] == "scan" and record["class"] == TINY_WORDS[target]
     assert record["flagged"] == scanned.backdoored
     assert record["anomaly_index"] == pytest.approx(scanned.anomaly(target), abs=1e-3)
+    searched = scanned.domains[record["trigger_domain"]]  # the first trigger's size and success, as scanned
+    assert record["trigger_success"] == pytest.approx(searched["success"][target], abs=1e-3)
+    size = searched["sizes"][target]
+    assert record["trigger_size"] == (pytest.approx(size, abs=1e-4) if math.isfinite(size) else None)
     assert result.seconds >= scanned.seconds
     # what the repair did to the trigger it unlearned, on the split it measured
     rows = data.splits["test"]
@@ -485,14 +491,14 @@ def test_a_trigger_searched_again_mid_run_is_unlearned_from_the_next_epoch_on(mo
     first, second = 0.5 * torch.sin(torch.arange(4000) / 3.0), 0.4 * torch.sin(torch.arange(4000) / 11.0)
     calls: list[int] = []
 
-    def refresh(current: torch.nn.Module, epoch: int) -> torch.Tensor:
+    def refresh(current: torch.nn.Module, epoch: int) -> tuple[torch.Tensor, dict]:
         assert current is not model  # the copy being repaired
         calls.append(epoch)
-        return second
+        return second, {"found": f"at epoch {epoch}"}
 
     result = defense.run(model, data, trigger=first, refresh=refresh)
     assert calls == [2]  # every 2 epochs, never after the last
-    assert result.details["searched_again"] == [{"epoch": 2, "triggers": 1}]
+    assert result.details["searched_again"] == [{"epoch": 2, "triggers": 1, "found": "at epoch 2"}]
     rows = clean_subset(data, config.clean_ratio, config.seed)
     front, _ = split_front_end(model)
     with torch.no_grad():
@@ -517,7 +523,16 @@ def test_a_repair_searches_the_unlearned_class_again_deterministically_and_refus
                scan_config=scan_config)
         for _ in range(2)
     ]  # fmt: skip
-    assert runs[0].details["searched_again"] == [{"epoch": 1, "triggers": 1}]
+    searched = runs[0].details["searched_again"]
+    assert [(s["epoch"], s["triggers"]) for s in searched] == [(1, 1)] and searched[0]["seconds"] > 0
+    (found,) = searched[0]["found"]  # what the search found, as a scan reports a class's search
+    assert found["class"] == TINY_WORDS[1] and found["domain"] == "waveform" and 0 <= found["success"] <= 1
+    assert found["size"] is None or found["size"] > 0
+    assert [s["found"] for s in runs[1].details["searched_again"]] == [[found]]  # the same search, seeded
+    size = "none reached the scan's success" if found["size"] is None else f"size {found['size']:.4g}"
+    said = "Searched again 1 time(s) on the model being repaired, each trigger found unlearned too from the next "
+    said += f"epoch (epoch 1, {TINY_WORDS[1]}: {size}, {100 * found['success']:.0f} % success)."
+    assert said in repair_markdown(runs[0].report(model="tiny"))  # what a person reads
     for (k, a), b in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())

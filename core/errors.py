@@ -19,3 +19,7 @@ class AttackError(GnftError):
 
 class ConfigError(GnftError):
     """A setting (command-line option, dataclass field) has an invalid value."""
+
+
+class Diverged(GnftError):
+    """A training or repair run's loss became NaN or infinite: the run was stopped, nothing of it kept."""

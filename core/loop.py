@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from core.errors import Diverged
 from core.events import Cancelled, NullObserver, Observer, StepInfo
 from core.models.batchnorm import use_exact_batchnorm
 from core.runtime import autocast, memory_format
@@ -101,7 +102,8 @@ class Loop:
 
     def run(self) -> None:
         """Train until ``epochs`` are done or a callback sets ``stop``; raises :class:`Cancelled` when the
-        observer asks to stop. The module is contiguous again afterwards in every case."""
+        observer asks to stop and :class:`core.errors.Diverged` at the first step whose loss is NaN or
+        infinite. The module is contiguous again afterwards in every case."""
         layout = memory_format(self.layout, self.device)
         self.module.to(memory_format=layout)
         exact = use_exact_batchnorm(self.module) if layout == torch.channels_last else None
@@ -119,6 +121,12 @@ class Loop:
                     with autocast(self.device, self.amp):
                         loss = self.step_fn(stepped, rows)
                     self.step += 1
+                    if not math.isfinite(loss):  # every later step would be NaN too: stop now, say why
+                        raise Diverged(
+                            f"{self.name}: the loss became {loss} at epoch {epoch} (step {self.step} of "
+                            f"{self.total_steps}): the run diverged and was stopped, nothing of it kept; its steps "
+                            "are too large for this model (lower the learning rate, lr; for gnft also r)"
+                        )
                     info = StepInfo(self.name, epoch, self.step, self.total_steps, loss, lr)
                     self._each("on_step", info)
                     self.observer.on_step(info)

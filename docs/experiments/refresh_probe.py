@@ -25,8 +25,7 @@ from pathlib import Path
 
 def gate(row: dict) -> None:
     """Add the column a search-again-when-flagged rule would give: refresh 40's cell where the scan flagged the
-    model, the Recommended's elsewhere (exactly that run: with no search, the repair is the Recommended's, same
-    seed; ``tests/core/test_unlearn.py`` checks it)."""
+    model, the Recommended's elsewhere (both cells were run; the rule only picks between them)."""
     cells = row["cells"]
     if "gnft@recommended" in cells and "refresh40" in cells:
         chosen = cells["refresh40"] if cells["gnft@recommended"]["flagged"] else cells["gnft@recommended"]

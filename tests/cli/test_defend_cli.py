@@ -202,6 +202,7 @@ def test_without_attack_information_only_clean_accuracy(workspace):
         (["--preset", "recommended", "--defense", "ft"], "--preset recommended is a gnft preset"),
         (["--vocab", "yes,no,up"], "classes"),
         (["--alpha", "2"], "alpha must be in [0, 1]"),
+        (["--defense", "ft", "--lr", "1e30"], "the run diverged and was stopped, nothing of it kept"),
     ],
 )
 def test_bad_input_one_line(workspace, extra, message):

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from core.data.audioset import AudioSet
 from core.defenses import FTSAM, GNFT, FineTune, FTSAMConfig, GNFTConfig, GNFTStep, clean_subset
 from core.defenses.base import mask_bands
-from core.errors import ConfigError
+from core.errors import ConfigError, Diverged
 from core.events import NullObserver
 
 
@@ -204,6 +204,20 @@ def test_run_works_on_a_copy_and_cancel_returns_the_input_untouched(defense):
     assert [h["epoch"] for h in result.history] == [3]
     stopped = defense(config).run(model, data, StopAfter(2))
     assert stopped.cancelled and stopped.model is model
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
+
+
+@pytest.mark.parametrize("defense", [GNFT, FineTune])
+def test_a_run_whose_loss_goes_nan_stops_there_says_so_and_leaves_the_input(defense):
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    original = copy.deepcopy(model.state_dict())
+    steps = StopAfter(10**9)  # counts the steps the run made before it stopped
+    config = defense.Config(clean_ratio=0.5, epochs=50, batch_size=8, device="cpu", lr=1e30)
+    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at epoch \d+ \(step \d+ of 150\)") as err:
+        defense(config).run(model, tiny_set(), steps)
+    assert f"(step {steps.steps + 1} of 150)" in str(err.value)  # the step it stopped at, never told as done
+    assert steps.steps < 150 and "lower the learning rate" in str(err.value)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.items())
 
 

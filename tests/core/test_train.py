@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from core.attacks import get_attack
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.data.speech_commands import load_speech_commands
-from core.errors import ConfigError
+from core.errors import ConfigError, Diverged
 from core.evaluation import evaluate
 from core.events import NullObserver
 from core.features import FrontEndConfig
@@ -142,6 +143,14 @@ def test_cancel_stops_at_the_next_step(tiny_data):
     with pytest.raises(Cancelled):
         train(tiny_data, TrainConfig(**FAST, seed=0), observer=obs)
     assert len(obs.steps) == 3
+
+
+def test_training_whose_loss_goes_nan_stops_at_that_step_with_one_clear_error(tiny_data):
+    obs = Recorder()
+    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at epoch 1 \(step \d+ of \d+\)") as err:
+        train(tiny_data, TrainConfig(**{**FAST, "lr": 1e30}, seed=0), observer=obs)
+    assert f"(step {len(obs.steps) + 1} of" in str(err.value)  # no step past the first non-finite loss
+    assert all(math.isfinite(step.loss) for step in obs.steps)
 
 
 def test_bad_target_and_device(tiny_data):

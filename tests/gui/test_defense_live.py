@@ -169,3 +169,14 @@ def test_an_error_inside_the_defense_shows_the_dialog(qtbot, window):
     with qtbot.waitSignal(window.error_shown, timeout=60000) as shown:
         window.run_defense("gnft", GNFTConfig(epochs=1, device="cuda"))
     assert "CUDA" in shown.args[0] and window.defense_panel.state == "idle" and window.defense_task is None
+
+
+def test_a_run_that_diverges_says_so_and_leaves_the_model_bit_exact(qtbot, window):
+    original, original_state = window.model, state(window.model)
+    config = GNFTConfig(epochs=5, lr=1e30, clean_ratio=0.5, batch_size=16, device="cpu")
+    with qtbot.waitSignal(window.error_shown, timeout=60000) as shown:
+        window.run_defense("gnft", config)
+    assert "the run diverged and was stopped, nothing of it kept" in shown.args[0]
+    assert window.defense_panel.state == "idle" and window.defense_task is None
+    assert window.session.pending is None and window.model is original
+    assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in original_state.items())

@@ -9,7 +9,10 @@ validation figures and one defense cell per column; the scans are arm A's (the s
 (the second: the candidate on the test split, ``runs/refresh_test/q.sh``, after the choice; each grid names its
 split).
 
-Round 12 adds the column ``refresh40_if_flagged`` (derived, see :func:`gate`).
+Round 12 adds the column ``refresh40_if_flagged`` (derived, see :func:`gate`) and, for the cells that recorded it,
+the size of each trigger searched again beside the first one's and the real ASR at that epoch.
+
+    python docs/experiments/refresh_probe.py runs/resnet_refresh --out docs/experiments/refresh_probe_asc10_resnet.json
 
 Writes, per model and column, CA / ASR on the split, the CA change against the backdoored model and
 the class unlearned; per column, the mean ASR and the worst CA drop over the models every column has.
@@ -52,13 +55,21 @@ def main(argv: list[str] | None = None) -> int:
             cell = json.loads(path.read_text())
             name = path.stem.split("_", 3)[3].removesuffix("_seed0")
             after = cell["after"]
+            details = cell["defense_details"]
+            asr_at = {h["epoch"]: h.get("attack_success_rate") for h in cell.get("history", [])}
+            searches = [  # what each search found (recorded since round 12), beside the real ASR at that epoch
+                {"epoch": s["epoch"], "size": f["size"], "asr_then": asr_at.get(s["epoch"])}
+                for s in details.get("searched_again", [])
+                for f in s.get("found", [])
+            ]
             row["cells"][name] = {
                 "ca": after["clean_accuracy"],
                 "asr": after["attack_success_rate"],
                 "ca_change": after["clean_accuracy"] - base["clean_accuracy"],
                 "class": cell["defense_details"].get("unlearn", {}).get("class"),
                 "flagged": cell["defense_details"].get("unlearn", {}).get("flagged"),
-                "searched_again": len(cell["defense_details"].get("searched_again", [])),
+                "searched_again": len(details.get("searched_again", [])),
+                **({"first_size": details["unlearn"].get("trigger_size"), "searches": searches} if searches else {}),
                 "seconds": cell["seconds"],
             }
         gate(row)

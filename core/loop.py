@@ -123,7 +123,8 @@ class Loop:
                     self.step += 1
                     if not math.isfinite(loss):  # every later step would be NaN too: stop now, say why
                         raise Diverged(
-                            f"{self.name}: the loss became {loss} at epoch {epoch} (step {self.step} of "
+                            f"{self.name}: the loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch "
+                            f"{epoch} (step {self.step} of "
                             f"{self.total_steps}): the run diverged and was stopped, nothing of it kept; its steps "
                             "are too large for this model (lower the learning rate, lr; for gnft also r)"
                         )

@@ -214,7 +214,7 @@ def test_a_run_whose_loss_goes_nan_stops_there_says_so_and_leaves_the_input(defe
     original = copy.deepcopy(model.state_dict())
     steps = StopAfter(10**9)  # counts the steps the run made before it stopped
     config = defense.Config(clean_ratio=0.5, epochs=50, batch_size=8, device="cpu", lr=1e30)
-    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at epoch \d+ \(step \d+ of 150\)") as err:
+    with pytest.raises(Diverged, match=r"the loss became (NaN|infinite) at epoch \d+ \(step \d+ of 150\)") as err:
         defense(config).run(model, tiny_set(), steps)
     assert f"(step {steps.steps + 1} of 150)" in str(err.value)  # the step it stopped at, never told as done
     assert steps.steps < 150 and "lower the learning rate" in str(err.value)

@@ -147,7 +147,7 @@ def test_cancel_stops_at_the_next_step(tiny_data):
 
 def test_training_whose_loss_goes_nan_stops_at_that_step_with_one_clear_error(tiny_data):
     obs = Recorder()
-    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at epoch 1 \(step \d+ of \d+\)") as err:
+    with pytest.raises(Diverged, match=r"the loss became (NaN|infinite) at epoch 1 \(step \d+ of \d+\)") as err:
         train(tiny_data, TrainConfig(**{**FAST, "lr": 1e30}, seed=0), observer=obs)
     assert f"(step {len(obs.steps) + 1} of" in str(err.value)  # no step past the first non-finite loss
     assert all(math.isfinite(step.loss) for step in obs.steps)

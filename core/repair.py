@@ -325,7 +325,7 @@ def _unlearn_targets(unlearning: dict[str, Any] | None, classes: list[str]) -> i
 
 def _search_again(
     data: AudioSet, target: int | list[int], config: ScanConfig, domain: str, observer: Observer
-) -> Callable[[nn.Module, int], torch.Tensor]:
+) -> Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, Any]]]:
     """What a repair with ``unlearn_refresh`` calls mid-run: the trigger toward each suspected class searched
     again on the model as it is then (:func:`core.scan.search_class`, the scan's settings, seeded by the
     epoch), ``[T]`` for one class, ``[k, T]`` for several, and what was found (per class its size and its

@@ -556,10 +556,16 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
     return "\n".join(parts)
 
 
+#: How a scan benchmark's corpus (``benchmarks/scan.py``'s group name up to its first ``_``) reads in a table.
+CORPUS_NAMES = {"asc10": "ASC-10", "fsdd": "FSDD", "synth": "synthetic (espeak-ng)"}
+#: The credit a corpus other than ASC-10 needs where its results are shown.
+CORPUS_CREDITS = {"fsdd": "FSDD: the Free Spoken Digit Dataset (Jakobovski et al.), CC BY-SA 4.0."}
+
+
 def scan_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:
-    """The scan's table (``scan.json``'s ``reference_reading``): per architecture, the models it flagged with
-    their target, the clean ones it flagged and the AUROC, read plainly and against a clean reference; empty
-    when there is none."""
+    """The scan's tables (``scan.json``'s ``reference_reading``, then its ``corpora``): per architecture, the models
+    it flagged with their target, the clean ones it flagged and the AUROC, read plainly and against a clean
+    reference; then per corpus, plainly; empty when there is no reference reading."""
     path = results / "scan.json"
     d = json.loads(path.read_text()) if path.is_file() else {}
     both = d.get("reference_reading") or {}
@@ -569,11 +575,11 @@ def scan_section(results: Path = RESULTS, level: str = "###", link: str = "resul
     readings = {"plain": "plain", "reference": "against clean models (`--reference`)"}
     seconds = d["summary"].get("seconds_per_scan", {})
     parts = [
-        f"{level} The scan: a backdoor found without its trigger (ASC-10)",
+        f"{level} The scan: a backdoor found without its trigger",
         "",
-        "Models of the first tables' recipe, other seeds; each scanned once (`python -m core.scan`, default settings, "
-        "seed 0), then read plainly and against the scans of the other clean models of its architecture (never one "
-        "trained with its seed). Targets: AUROC "
+        "ASC-10 models of the first tables' recipe, other seeds; each scanned once (`python -m core.scan`, default "
+        "settings, seed 0), then read plainly and against the scans of the other clean models of its architecture "
+        "(never one trained with its seed). Targets: AUROC "
         f"{t['auroc']:g}, the right target flagged on {100 * t['target_accuracy']:.0f} % of backdoored models, at "
         f"most {100 * t['false_positive_rate']:.0f} % of clean models flagged. Seconds a scan (1 thread, beside "
         "another job): "
@@ -588,17 +594,32 @@ def scan_section(results: Path = RESULTS, level: str = "###", link: str = "resul
     def count(share: float | None, of: int) -> str:
         return "–" if share is None else f"{round(share * of)} of {of}"
 
+    def figures(s: dict) -> str:
+        """A summary's cells, from "backdoored / clean" to "repaired, still flagged"."""
+        n, c, rep = s["backdoored_models"], s["clean_models"], s["repaired_models"]
+        auroc = "–" if s["auroc"] is None else f"{s['auroc']:.2f}"
+        return (
+            f"{n} / {c} | {count(s['target_accuracy'], n)} | {count(s['false_positive_rate'], c)} | {auroc} | "
+            f"{count(s['most_anomalous_is_target'], n)} | {count(s['repaired_still_flagged'], rep)} |"
+        )
+
     groups = {"all": both, **both.get("architectures", {})}
     for name, group in groups.items():
         for key, label in readings.items():
-            s = group[key]
-            n, c, rep = s["backdoored_models"], s["clean_models"], s["repaired_models"]
-            auroc = "–" if s["auroc"] is None else f"{s['auroc']:.2f}"
-            parts.append(
-                f"| {name} | {label} | {n} / {c} | {count(s['target_accuracy'], n)} | "
-                f"{count(s['false_positive_rate'], c)} | {auroc} | {count(s['most_anomalous_is_target'], n)} | "
-                f"{count(s['repaired_still_flagged'], rep)} |"
-            )
+            parts.append(f"| {name} | {label} | {figures(group[key])}")
+    corpora = d.get("corpora") or {}
+    if corpora:
+        parts += [
+            "",
+            "Per corpus, every model whose scan kept its sizes, read plainly (read against a reference only where "
+            "the rows hold clean models of its architecture from other training seeds, as in the table above)."
+            + "".join(f" {CORPUS_CREDITS[name]}" for name in corpora if name in CORPUS_CREDITS),
+            "",
+            "| corpus | backdoored / clean | flagged with the right target | clean flagged | AUROC | "
+            "class pointed at is the target | repaired, still flagged |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        parts += [f"| {CORPUS_NAMES.get(name, name)} | {figures(s)}" for name, s in corpora.items()]
     return "\n".join([*parts, ""])
 
 

@@ -34,7 +34,8 @@ of the same architecture and classes, searched with the same settings, never the
 trained with its training seed (which shares its initialisation and batch order). ``reference_reading`` summarises
 those rows both ways, side by side: what a user who has clean models of the architecture gets, against what one
 without gets. Rows made before rows kept their sizes cannot be read so, nor by today's margin: they are summarised
-apart (``summary_before_sizes``).
+apart (``summary_before_sizes``). ``corpora`` summarises the rows that kept their sizes per corpus, plainly: a
+group's corpus is its name up to the first ``_`` (``asc10_seeds`` and ``asc10_val`` are ASC-10, ``fsdd_xeon`` FSDD).
 
 ``--read-as DOMAINS`` (repeatable) reads every scan on a subset of the domains it searched, by the scan's
 own rule: scans with ``-- --domains features,waveform,latent`` read as ``features,waveform`` give exactly
@@ -421,6 +422,11 @@ def pointing(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def corpus_of(group: str) -> str:
+    """The corpus a group's rows come from: its name up to the first ``_`` (``fsdd_xeon`` -> ``fsdd``)."""
+    return group.split("_", 1)[0]
+
+
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     backdoored = [r for r in ok if r["attack"] != "clean" and not r["repaired"]]
@@ -471,7 +477,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--group", required=True, help="name of this corpus's rows (asc10, fsdd, synth)")
+    p.add_argument(
+        "--group",
+        required=True,
+        help="name of these rows: their corpus (asc10, fsdd, synth), optionally _ and a suffix (fsdd_xeon)",
+    )
     p.add_argument("--data", required=True, help="clean data the scan may use (its training split)")
     p.add_argument("--vocab", default=None, help="vocabulary of the data, as the models were trained")
     p.add_argument(
@@ -566,6 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 for arch in sorted({r["architecture"] for r in both})
             },
+        },
+        "corpora": {
+            corpus: summarise([r for r in current if corpus_of(r["group"]) == corpus])
+            for corpus in sorted({corpus_of(r["group"]) for r in current})
         },
         "rows": every,
     }

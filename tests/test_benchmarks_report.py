@@ -204,10 +204,13 @@ def test_the_scan_table_reads_both_readings_per_architecture_from_scan_json(tmp_
     scan = {"targets": {"auroc": 0.95, "target_accuracy": 0.9, "false_positive_rate": 0.1},
             "summary": {"seconds_per_scan": {"smallcnn": 400.0}},
             "reference_reading": {"plain": plain, "reference": ref,
-                                  "architectures": {"smallcnn": {"plain": plain, "reference": ref}}}}  # fmt: skip
+                                  "architectures": {"smallcnn": {"plain": plain, "reference": ref}}},
+            "corpora": {"asc10": plain, "fsdd": summary(2, 1, 0.5, 0.0, None, 1.0)}}  # fmt: skip
     (tmp_path / "scan.json").write_text(json.dumps(scan))
     report = _report()
     text = report.scan_section(tmp_path)
+    assert "| ASC-10 | 4 / 2 | 2 of 4 | 1 of 2 | 0.62 | 3 of 4 | – |" in text  # per corpus, plainly
+    assert "| FSDD | 2 / 1 | 1 of 2 | 0 of 1 | – | 2 of 2 | – |" in text
     assert "| all | plain | 4 / 2 | 2 of 4 | 1 of 2 | 0.62 | 3 of 4 | – |" in text
     assert "| smallcnn | against clean models (`--reference`) | 4 / 2 | 4 of 4 | 0 of 2 | 1.00 | 4 of 4 | – |" in text
     assert "smallcnn 400" in text and "CC BY 4.0" in text

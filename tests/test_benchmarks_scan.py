@@ -329,3 +329,5 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
     assert rows["clean1"]["flagged"] and not rows["clean1"]["against_reference"]["flagged"]
     assert both["plain"]["false_positive_rate"] == 2 / 3 and both["reference"]["false_positive_rate"] == 1 / 3
     assert result["summary"]["backdoored_models"] == 1 and result["summary_before_sizes"]["backdoored_models"] == 1
+    assert list(result["corpora"]) == ["t"]  # the old row kept no sizes: in no corpus
+    assert result["corpora"]["t"] == result["summary"]

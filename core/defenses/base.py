@@ -159,16 +159,6 @@ class DefenseConfig:
         "repaired (the scan's search, that class alone) and unlearn it too: once the first reconstruction is "
         "unlearned, what still sends clips to the class is searched for; 0 = off",
     )
-    unlearn_keep: float = option(
-        0.0,
-        label="Kept for the first trigger, %",
-        percent=True,
-        range="[0, 1)",
-        note="0: equal shares",
-        help="once searches mid-run (unlearn_refresh) have added triggers, the share of the unlearned clips "
-        "that still carry the first one(s), the scan's, the rest shared by those found later; 0 = every "
-        "trigger an equal share",
-    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -287,8 +277,6 @@ class DefenseConfig:
             idle.add("latent_several")
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
-        if self.unlearn == 0 or self.unlearn_refresh == 0:
-            idle.add("unlearn_keep")
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -589,10 +577,8 @@ class Defense:
             mixes = [add_trigger(waves, t) for t in patterns]
             return torch.stack([m if front is None else clip_features(front, m, c.batch_size) for m in mixes])
 
-        first_count = 0
         if c.unlearn > 0 and trigger is not None:
             triggered = with_triggers(trigger)
-            first_count = triggered.shape[0]
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
         adversary = None
         if c.unlearn_latent > 0:
@@ -622,11 +608,6 @@ class Defense:
                     which = torch.zeros(batch.numel(), dtype=torch.long)  # one trigger: the stream as before
                     if triggered.shape[0] > 1:
                         which = torch.randint(triggered.shape[0], (batch.numel(),), generator=unlearn_gen)
-                    if c.unlearn_keep > 0 and triggered.shape[0] > first_count:  # the scan's keep their share
-                        kept = torch.rand(batch.numel(), generator=unlearn_gen) < c.unlearn_keep
-                        first = torch.randint(first_count, (batch.numel(),), generator=unlearn_gen)
-                        later = torch.randint(first_count, triggered.shape[0], (batch.numel(),), generator=unlearn_gen)
-                        which = torch.where(kept, first, later)
                     pattern = triggered[which.to(triggered.device), batch.to(triggered.device)]
                     x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), pattern, x)
                     clean_rows &= ~picked

@@ -51,6 +51,7 @@ COLUMN_TITLES = {
     "gnft_best": "GN-FT (best)",
     "gnft@recommended": "**Recommended**",
     "rec_c05": "Recommended at 5 % clean",
+    "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
     PREVIOUS: "previous Recommended",
     "ftsam": "FT-SAM",
     "clp": "CLP",

@@ -124,9 +124,9 @@ class Loop:
                     if not math.isfinite(loss):  # every later step would be NaN too: stop now, say why
                         raise Diverged(
                             f"{self.name}: the loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch "
-                            f"{epoch} (step {self.step} of "
-                            f"{self.total_steps}): the run diverged and was stopped, nothing of it kept; its steps "
-                            "are too large for this model (lower the learning rate, lr; for gnft also r)"
+                            f"{epoch} (step {self.step} of {self.total_steps}): the run diverged and was stopped, "
+                            "nothing of it kept; its steps are too large for this model (lower the learning rate, "
+                            "lr; for gnft also r)"
                         )
                     info = StepInfo(self.name, epoch, self.step, self.total_steps, loss, lr)
                     self._each("on_step", info)

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 FORMAT_NAME = "gnft-workbench-checkpoint"
-FORMAT_VERSION = 1
+#: 2 (2026-12-06): the front end names its ``db_floor``; a format-1 file's model was made with the floor
+#: over the batch, and is read so (``read_metadata``), so that its figures stay what they were
+FORMAT_VERSION = 2
 METADATA_KEY = "gnft"
 REQUIRED = (
     "format",
@@ -148,7 +150,8 @@ def _open_header(path: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The checked metadata document of a checkpoint, without loading tensors."""
+    """The checked metadata document of a checkpoint, without loading tensors (a format-1 front end given
+    its ``db_floor``, ``batch``)."""
     path = Path(path)
     header, _ = _open_header(path)
     if METADATA_KEY not in header:
@@ -174,6 +177,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if depth > MAX_NESTING:
         raise CheckpointError(f"{path}: the metadata nests {depth} levels deep; at most {MAX_NESTING} are read")
     _check_metadata(meta, path)
+    if meta["format_version"] < 2:  # made before db_floor: the log scale was floored over the batch
+        meta["front_end"].setdefault("db_floor", "batch")
     return meta
 
 

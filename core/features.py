@@ -27,6 +27,10 @@ class FrontEndConfig:
     ``n_mels`` defaults to 80: torchaudio's 128 leaves empty mel filters at n_fft 400.
     ``num_samples`` is the fixed clip length the model expects (1 s at ``sample_rate``
     unless set), so classifiers can size their layers from it.
+    ``db_floor``: the log scale is floored 80 dB under the loudest bin of each ``clip`` (so a clip's
+    features never depend on the other clips of its batch), or of the whole ``batch``, as torchaudio does
+    for a ``[B, F, T]`` spectrogram: how every model before 2026-12-06 was made; a checkpoint of format 1
+    is such a model, and keeps it (:func:`core.checkpoint.read_metadata`).
     """
 
     kind: Literal["mfcc", "logmel"] = "mfcc"
@@ -36,10 +40,13 @@ class FrontEndConfig:
     hop_length: int = 160
     n_mels: int = 80
     num_samples: int | None = None
+    db_floor: Literal["clip", "batch"] = "clip"
 
     def __post_init__(self) -> None:
         if self.kind not in ("mfcc", "logmel"):
             raise ConfigError(f"front end kind must be 'mfcc' or 'logmel', got {self.kind!r}")
+        if self.db_floor not in ("clip", "batch"):
+            raise ConfigError(f"front end db_floor must be 'clip' or 'batch', got {self.db_floor!r}")
         for name in ("sample_rate", "n_coeffs", "n_fft", "hop_length", "n_mels"):
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"front end {name} must be positive, got {getattr(self, name)}")
@@ -108,7 +115,10 @@ class FrontEnd(nn.Module):
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
             raise ValueError(f"front end expects waveforms [B, T], got shape {tuple(wave.shape)}")
-        feats = self.transform(wave)  # [B, coeffs, frames]
+        if self.config.db_floor == "clip":  # [B, 1, T]: torchaudio floors each [1, F, T] block alone
+            feats = self.transform(wave.unsqueeze(1)).squeeze(1)  # [B, coeffs, frames]
+        else:  # [B, T]: one floor over the batch (models made before db_floor)
+            feats = self.transform(wave)
         # contiguous, so a classifier sees the same strides whether features come from here or from a
         # cache (clip_features): the same kernels, the same bits
         return feats.transpose(1, 2).unsqueeze(1).contiguous()  # [B, 1, frames, coeffs]

@@ -244,3 +244,25 @@ def test_unwritable_location_is_a_checkpoint_error(tmp_path):
     with pytest.raises((CheckpointError, OSError)):
         save_checkpoint(tmp_path / "file" / "m.safetensors", trained_like(), meta_for())
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_a_format_1_checkpoint_keeps_its_batch_floor_and_a_new_one_floors_each_clip(tmp_path):
+    model = trained_like()
+    new = save_checkpoint(tmp_path / "new.safetensors", model, meta_for())
+    assert read_metadata(new)["format_version"] == 2
+    assert read_metadata(new)["front_end"]["db_floor"] == "clip"
+    # the same model written as a format-1 file (before db_floor existed)
+    meta = meta_for()
+    meta["format_version"] = 1
+    del meta["front_end"]["db_floor"]
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, tmp_path / "old.safetensors", metadata={"gnft": json.dumps(meta)})
+    old_model, old_meta = load_checkpoint(tmp_path / "old.safetensors")
+    assert old_meta["front_end"]["db_floor"] == "batch" and old_model[0].config.db_floor == "batch"
+    new_model, _ = load_checkpoint(new)
+    assert new_model[0].config.db_floor == "clip"
+    # saved again (a repair's output), it stays a batch-floor model, now said so
+    again = save_checkpoint(
+        tmp_path / "again.safetensors", old_model, make_metadata("smallcnn", CLASSES, old_meta["front_end"])
+    )
+    assert load_checkpoint(again)[0][0].config.db_floor == "batch"

@@ -46,3 +46,35 @@ def test_evaluation_with_cached_features_gives_the_same_figures():
     assert evaluate(model, data, "test", None, batch_size=16, cache=cache) == evaluate(
         model, data, "test", None, batch_size=16
     )
+
+
+def quiet_and_loud() -> tuple[torch.Tensor, torch.Tensor]:
+    """A quiet tone with digital silence in its second half, and a loud noise clip 60 dB above it."""
+    t = torch.arange(16000) / 16000
+    quiet = 0.001 * torch.sin(2 * torch.pi * 440 * t)
+    quiet[8000:] = 0.0
+    return quiet, 0.9 * torch.randn(16000, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+
+
+@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+def test_a_clips_features_do_not_depend_on_the_other_clips_of_its_batch(kind):
+    quiet, loud = quiet_and_loud()
+    config = FrontEndConfig(kind=kind, n_coeffs=20, n_mels=40, hop_length=320)
+    assert config.db_floor == "clip"
+    front = build("smallcnn", 4, config)[0].eval()
+    with torch.no_grad():
+        alone = front(quiet[None])
+        beside = front(torch.stack([loud, quiet]))[1:]
+        assert torch.allclose(alone, beside, atol=1e-4)
+        # the floor over the batch (models made before db_floor): the loud clip raises the quiet one's floor
+        old = build("smallcnn", 4, FrontEndConfig(kind=kind, n_coeffs=20, n_mels=40, hop_length=320, db_floor="batch"))
+        old_front = old[0].eval()
+        assert torch.allclose(old_front(quiet[None]), alone, atol=1e-4)  # alone, both floors are the clip's
+        assert (old_front(torch.stack([loud, quiet]))[1:] - alone).abs().max() > 1.0
+
+
+def test_the_floor_setting_is_checked():
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="db_floor must be 'clip' or 'batch'"):
+        FrontEndConfig(db_floor="frame")

@@ -159,15 +159,6 @@ class DefenseConfig:
         "repaired (the scan's search, that class alone) and unlearn it too: once the first reconstruction is "
         "unlearned, what still sends clips to the class is searched for; 0 = off",
     )
-    unlearn_jitter: float = option(
-        0.0,
-        label="Unlearned trigger jitter",
-        range="[0, 1]",
-        note="0: the trigger as found",
-        help="unlearn each trigger as 8 copies, each scaled by a gain of 2^u and shifted (circularly) by "
-        "u' x a quarter of the clip, u and u' drawn uniformly in [-j, j] (seeded): unlearns the sounds near the "
-        "reconstruction, not that one sound alone; 0 = the trigger as found",
-    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -285,7 +276,7 @@ class DefenseConfig:
         if self.unlearn_top == 1:
             idle.add("latent_several")
         if self.unlearn == 0:
-            idle |= {"unlearn_refresh", "unlearn_jitter"}
+            idle.add("unlearn_refresh")
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -358,30 +349,6 @@ def mask_bands(x: torch.Tensor, width: float, generator: torch.Generator) -> tor
         shape[axis] = n
         out = torch.where(band.view(shape).to(x.device), fill, out)
     return out
-
-
-#: copies of each unlearned trigger with ``unlearn_jitter`` > 0
-JITTER_COPIES = 8
-
-
-def jitter_copies(patterns: torch.Tensor, spread: float, length: int, gen: torch.Generator) -> torch.Tensor:
-    """``patterns`` [k, L], cropped or zero-padded to ``length`` samples, as ``JITTER_COPIES`` copies each,
-    [k * JITTER_COPIES, length]: copy i of a pattern is scaled by 2^u and rolled by u' x length / 4 samples,
-    u and u' uniform in [-spread, spread] (drawn from ``gen``), so that unlearning reaches the sounds around a
-    reconstruction; copy 0 is the pattern itself."""
-    k = patterns.shape[0]
-    full = torch.zeros(k, length, dtype=patterns.dtype)
-    part = patterns[:, :length]
-    full[:, : part.shape[1]] = part
-    u = (torch.rand(k, JITTER_COPIES, 2, generator=gen) * 2 - 1) * spread
-    u[:, 0] = 0.0
-    return torch.stack(
-        [
-            torch.roll(row * 2.0**gain, round(shift * length / 4))
-            for row, draws in zip(full, u)
-            for gain, shift in draws.tolist()
-        ]
-    )
 
 
 def add_trigger(waves: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
@@ -604,14 +571,9 @@ class Defense:
         mask_gen = torch.Generator().manual_seed((c.seed + 1) % 2**64)  # its own stream (seeds are 64 bits)
         triggered = None
 
-        jitter_gen = torch.Generator().manual_seed((c.seed + 6) % 2**64)
-
         def with_triggers(trigger: torch.Tensor) -> torch.Tensor:
-            """The clean clips with each trigger (``[T]`` or ``[k, T]``; with ``unlearn_jitter``, each as its
-            copies) added, as the model's inputs."""
+            """The clean clips with each trigger (``[T]`` or ``[k, T]``) added, as the model's inputs."""
             patterns = trigger.reshape(-1, trigger.shape[-1]) if trigger.ndim > 1 else trigger.reshape(1, -1)
-            if c.unlearn_jitter > 0:
-                patterns = jitter_copies(patterns.detach().float().cpu(), c.unlearn_jitter, waves.shape[-1], jitter_gen)
             mixes = [add_trigger(waves, t) for t in patterns]
             return torch.stack([m if front is None else clip_features(front, m, c.batch_size) for m in mixes])
 

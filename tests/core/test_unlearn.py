@@ -13,7 +13,7 @@ import torch
 from core.checkpoint import load_checkpoint
 from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, FineTune, GNFTConfig
-from core.defenses.base import JITTER_COPIES, add_trigger, clean_subset, clip_features, jitter_copies
+from core.defenses.base import add_trigger, clean_subset, clip_features
 from core.defenses.latent import LatentAdversary, goal_loss, latent_layer
 from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
@@ -359,69 +359,6 @@ def test_with_two_triggers_each_unlearned_row_carries_one_of_them_and_both_are_u
     assert seen[1] > 0 and seen[2] > 0 and 0.3 < (seen[1] + seen[2]) / sum(seen) < 0.7
 
 
-def test_jittered_copies_are_the_pattern_scaled_and_rolled_within_the_spread_and_seeded():
-    pattern = torch.zeros(2, 60)
-    pattern[0, :10] = torch.linspace(0.1, 1.0, 10)
-    pattern[1, 5:12] = -0.3
-    copies = jitter_copies(pattern, 0.5, 80, torch.Generator().manual_seed(3))
-    assert copies.shape == (2 * JITTER_COPIES, 80)
-    again = jitter_copies(pattern, 0.5, 80, torch.Generator().manual_seed(3))
-    assert torch.equal(copies, again)
-    padded = torch.cat([pattern, torch.zeros(2, 20)], dim=1)
-    for k in range(2):
-        own = copies[k * JITTER_COPIES : (k + 1) * JITTER_COPIES]
-        assert torch.equal(own[0], padded[k])  # copy 0: the pattern itself
-        rolls = set()
-        for copy_ in own[1:]:
-            # some roll of the padded pattern, scaled by a gain in [2^-0.5, 2^0.5]
-            fits = [
-                (s, float(copy_.abs().max() / padded[k].abs().max()))
-                for s in range(-20, 21)
-                if torch.allclose(
-                    copy_, torch.roll(padded[k], s) * (copy_.abs().max() / padded[k].abs().max()), atol=1e-6
-                )
-            ]
-            assert fits, "a copy is not the pattern scaled and rolled by at most a quarter of the clip"
-            shift, gain = fits[0]
-            assert 2**-0.5 - 1e-6 <= gain <= 2**0.5 + 1e-6
-            rolls.add(shift)
-        assert len(rolls) > 1  # the copies differ in where the pattern lies
-    assert torch.equal(jitter_copies(pattern, 0.0, 80, torch.Generator().manual_seed(3))[1], padded[0])
-
-
-def test_with_jitter_each_unlearned_row_carries_one_copy_of_the_trigger_and_several_are_used(model_and_data):
-    model, data = model_and_data
-    config = DEFENSES["ft"].Config(
-        clean_ratio=0.5, epochs=4, batch_size=8, device="cpu", unlearn=0.5, unlearn_jitter=0.5
-    )
-    assert "unlearn_jitter" not in config.idle_fields()
-    assert "unlearn_jitter" in DEFENSES["ft"].Config(unlearn_jitter=0.5).idle_fields()  # nothing unlearned
-    defense = Recording(config)
-    trigger = 0.5 * torch.sin(torch.arange(4000) / 3.0)
-    defense.run(model, data, trigger=trigger)
-    rows = clean_subset(data, config.clean_ratio, config.seed)
-    front, _ = split_front_end(model)
-    copies = jitter_copies(
-        trigger.reshape(1, -1), 0.5, data.waves.shape[-1], torch.Generator().manual_seed(config.seed + 6)
-    )
-    with torch.no_grad():
-        pools = [clip_features(front, data.waves[rows], 64)]
-        pools += [clip_features(front, add_trigger(data.waves[rows], p), 64) for p in copies]
-    seen = [0] * len(pools)
-    for x, y in defense.batches:
-        for xi, yi in zip(x, y, strict=True):
-            kind, match = next(
-                (k, m)
-                for k, pool in enumerate(pools)
-                for m in range(pool.shape[0])
-                if torch.allclose(pool[m], xi, atol=1e-5)
-            )
-            assert int(data.labels[rows][match]) == int(yi)
-            seen[kind] += 1
-    assert sum(1 for n in seen[1:] if n > 0) >= 4  # several copies, not the trigger alone
-    assert 0.3 < sum(seen[1:]) / sum(seen) < 0.7
-
-
 def push_toward_two(model_and_data, nearest: bool):
     """The logits of 32 clips before and with one push (fc1, share 0.9, radius 0.5) toward classes 1 and 2."""
     model, data = model_and_data
@@ -508,7 +445,7 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     result = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
     latent = result.details["latent"]
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
-    assert config.idle_fields() == {"unlearn_refresh", "unlearn_jitter"}  # no trigger unlearned: none searched again
+    assert config.idle_fields() == {"unlearn_refresh"}  # no trigger unlearned: none searched again
     assert "latent_several" in quick(unlearn_latent=0.5).idle_fields()
 
 

@@ -16,6 +16,7 @@ import torchaudio.transforms as T
 from torch import nn
 
 from core.errors import ConfigError
+from core.options import option
 
 __all__ = ["FrontEndConfig", "FrontEnd", "build_front_end", "clip_features"]
 
@@ -40,7 +41,12 @@ class FrontEndConfig:
     hop_length: int = 160
     n_mels: int = 80
     num_samples: int | None = None
-    db_floor: Literal["clip", "batch"] = "clip"
+    db_floor: Literal["clip", "batch"] = option(
+        "clip",
+        label="Log-scale floor",
+        help="80 dB under the loudest bin of each clip, or of the whole batch (torchaudio's own for [B, T] "
+        "input: a clip's features then depend on its batch; for a model trained so)",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ("mfcc", "logmel"):

@@ -132,6 +132,17 @@ class DefenseConfig:
         help="share of each batch's clean clips given the suspected trigger (a scan's reconstruction or a "
         "recording) while keeping their true labels, so that fine-tuning unlearns it; 0 = off",
     )
+    trigger_prune: float = option(
+        0.0,
+        label="Prune trigger units, max accuracy drop %",
+        percent=True,
+        range="[0, 1]",
+        note="0: off; needs a trigger",
+        help="before fine-tuning, zero the output layer's inputs that the suspected trigger raises most (on the "
+        "clean clips, with the trigger against without) and hold them at zero, until the trigger no longer "
+        "costs more than this share of accuracy or the clean accuracy would fall by more (Neural Cleanse's "
+        "pruning, on the reconstructed trigger); 0 = off",
+    )
     unlearn_latent: float = option(
         0.0,
         label="Latent unlearn share, %",
@@ -280,8 +291,9 @@ class DefenseConfig:
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
-        """True when the run unlearns a suspected backdoor (a trigger, or latent pushes toward its class)."""
-        return self.unlearn > 0 or self.unlearn_latent > 0
+        """True when the run acts on a suspected backdoor (unlearns a trigger, pushes toward its class, or
+        prunes what the trigger raises): a repair then needs the trigger, a scan's or a recording."""
+        return self.unlearn > 0 or self.unlearn_latent > 0 or self.trigger_prune > 0
 
     def validate(self) -> None:
         """Every declared range and choice (:func:`core.options.check_ranges`), then the warm-up."""
@@ -294,6 +306,8 @@ class DefenseConfig:
             raise ConfigError("unlearn needs fine-tuning to unlearn the trigger with: set epochs >= 1")
         if self.unlearn_latent > 0 and self.epochs == 0:
             raise ConfigError("unlearn_latent needs fine-tuning to unlearn with: set epochs >= 1")
+        if self.trigger_prune > 0 and self.epochs == 0:
+            raise ConfigError("trigger_prune needs fine-tuning to recover the pruned model: set epochs >= 1")
         if self.distill > 0 and self.epochs == 0:
             raise ConfigError("distill needs fine-tuning to act in: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
@@ -422,6 +436,8 @@ class Defense:
         self._kept: tuple[torch.Tensor, torch.Tensor] | None = None
         #: the classes whose outputs are distilled (all but the suspected ones), None for all
         self._free: torch.Tensor | None = None
+        #: with ``trigger_prune`` > 0: the output-layer inputs kept ``[in_features]`` (bool), held after each step
+        self._trigger_mask: torch.Tensor | None = None
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch: cross-entropy to ``y``, plus, with ``distill`` > 0, that weight
@@ -462,6 +478,9 @@ class Defense:
         if self.config.max_grad_norm > 0:
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
         optimizer.step()
+        if self._trigger_mask is not None:
+            with torch.no_grad():
+                output_layer(model).weight.mul_(self._trigger_mask)
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         """Work on the copy before fine-tuning starts (Fine-Pruning prunes here); default nothing."""
@@ -520,6 +539,11 @@ class Defense:
         if c.unlearn > 0 and trigger is None:
             raise ConfigError(
                 "unlearn needs a trigger to unlearn: a scan's reconstructed trigger or a recording (or set unlearn 0)"
+            )
+        if c.trigger_prune > 0 and trigger is None:
+            raise ConfigError(
+                "trigger_prune needs a trigger to prune by: a scan's reconstructed trigger or a recording "
+                "(or set trigger_prune 0)"
             )
         if c.unlearn > 0 and c.unlearn_refresh > 0 and refresh is None:
             raise ConfigError(
@@ -580,6 +604,14 @@ class Defense:
         if c.unlearn > 0 and trigger is not None:
             triggered = with_triggers(trigger)
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
+        self._trigger_mask, trigger_pruned = None, None
+        if c.trigger_prune > 0 and trigger is not None:
+            from core.defenses.fine_pruning import prune_trigger_inputs  # it builds on this module
+
+            shown = triggered if triggered is not None else with_triggers(trigger)
+            self._trigger_mask, trigger_pruned = prune_trigger_inputs(
+                body, inputs, shown.flatten(0, 1), labels, 0.01, c.trigger_prune
+            )
         adversary = None
         if c.unlearn_latent > 0:
             adversary = LatentAdversary(
@@ -667,6 +699,8 @@ class Defense:
             if adversary is not None:
                 adversary.remove()
         details = self.details()
+        if trigger_pruned is not None:
+            details["trigger_pruned"] = trigger_pruned
         if adversary is not None:
             details["latent"] = adversary.details()
         if guard is not None:

@@ -21,7 +21,14 @@ from core.defenses.finetune import FineTune, FineTuneConfig
 from core.metrics import accuracy, predict_logits
 from core.options import option
 
-__all__ = ["FinePruningConfig", "FinePruning", "keep_pruned", "output_layer_activations", "prune_output_layer"]
+__all__ = [
+    "FinePruningConfig",
+    "FinePruning",
+    "keep_pruned",
+    "output_layer_activations",
+    "prune_output_layer",
+    "prune_trigger_inputs",
+]
 
 
 @dataclass
@@ -71,38 +78,98 @@ def _output_layer_inputs(
     return (torch.cat(captured) if captured else torch.zeros(0, layer.in_features)), logits
 
 
+class _Trials:
+    """Logits of the model with some output-layer inputs zeroed, for pruning trials. Only the output layer's
+    weights change while pruning, so its inputs are computed once and each trial is one small matmul; a model
+    that does more after that layer gets a full pass per trial."""
+
+    def __init__(self, model: nn.Module, waves: torch.Tensor) -> None:
+        self.model, self.waves, self.layer = model, waves, output_layer(model)
+        self.inputs, self.logits = _output_layer_inputs(model, waves)
+        self.original = self.layer.weight.detach().clone()
+        self.bias = None if self.layer.bias is None else self.layer.bias.detach().float()
+        self.cached = torch.allclose(
+            F.linear(self.inputs, self.original.float(), self.bias), self.logits, rtol=1e-4, atol=1e-4
+        )
+
+    def __call__(self, keep: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, C]`` with the inputs where ``keep`` is False zeroed (the layer is left so)."""
+        if self.cached:
+            return F.linear(self.inputs, (self.original * keep).float(), self.bias)
+        with torch.no_grad():
+            self.layer.weight.copy_(self.original * keep)
+        return predict_logits(self.model, self.waves)
+
+    def apply(self, keep: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.layer.weight.copy_(self.original * keep)
+
+
 def prune_output_layer(
     model: nn.Module, waves: torch.Tensor, labels: torch.Tensor, step: float, max_drop: float
 ) -> torch.Tensor:
     """Zero the output layer's least active inputs (by mean activation on ``waves``), ``step`` of them per
     round, while accuracy on ``waves`` stays within ``max_drop`` of the unpruned model's; return the mask
     of the inputs kept ``[in_features]`` (bool). Fine-Pruning's pruning, also GN-FT's ``prune`` option."""
-    layer = output_layer(model)
-    inputs, logits = _output_layer_inputs(model, waves)
-    order = _mean_activation(inputs).argsort()  # least active first
-    base = accuracy(logits, labels)
-    original = layer.weight.detach().clone()
-    bias = None if layer.bias is None else layer.bias.detach().float()
-    # Only the output layer's weights change while pruning, so its inputs are computed once and each
-    # trial is one small matmul; a model that does more after that layer gets a full pass per trial.
-    cached = torch.allclose(F.linear(inputs, original.float(), bias), logits, rtol=1e-4, atol=1e-4)
-    size = max(1, math.ceil(step * layer.in_features))
-    keep = torch.ones(layer.in_features, dtype=torch.bool, device=original.device)
-    for k in range(size, layer.in_features, size):
+    trials = _Trials(model, waves)
+    order = _mean_activation(trials.inputs).argsort()  # least active first
+    base = accuracy(trials.logits, labels)
+    width = trials.layer.in_features
+    size = max(1, math.ceil(step * width))
+    keep = torch.ones(width, dtype=torch.bool, device=trials.original.device)
+    for k in range(size, width, size):
         trial = torch.ones_like(keep)
         trial[order[:k]] = False
-        if cached:
-            pruned_logits = F.linear(inputs, (original * trial).float(), bias)
-        else:
-            with torch.no_grad():
-                layer.weight.copy_(original * trial)
-            pruned_logits = predict_logits(model, waves)
-        if accuracy(pruned_logits, labels) < base - max_drop:
+        if accuracy(trials(trial), labels) < base - max_drop:
             break
         keep = trial
-    with torch.no_grad():
-        layer.weight.copy_(original * keep)
+    trials.apply(keep)
     return keep
+
+
+def prune_trigger_inputs(
+    model: nn.Module,
+    clean: torch.Tensor,
+    triggered: torch.Tensor,
+    labels: torch.Tensor,
+    step: float,
+    max_drop: float,
+) -> tuple[torch.Tensor, dict[str, float | int]]:
+    """Zero the output layer's inputs that a suspected trigger raises most, ``step`` of them per round, until
+    the trigger costs no more than ``max_drop`` of accuracy or the clean accuracy would fall by more than
+    ``max_drop``; return the mask of the inputs kept ``[in_features]`` (bool) and what was measured.
+
+    ``clean`` ``[N, ...]`` are the clean clips (model inputs) with ``labels`` ``[N]``; ``triggered``
+    ``[k N, ...]`` the same clips with each of k triggers added, in that order. The ranking is the mean
+    activation with the trigger minus without; only inputs the trigger raises are pruned. Neural Cleanse's
+    mitigation by pruning (Wang et al., S&P 2019), on the layer Fine-Pruning prunes."""
+    trials, shown = _Trials(model, clean), _Trials(model, triggered)
+    shown_labels = labels.repeat(triggered.shape[0] // max(1, clean.shape[0]))
+    raised = _mean_activation(shown.inputs) - _mean_activation(trials.inputs)
+    order = raised.argsort(descending=True)
+    candidates = int((raised > 0).sum())
+    base = accuracy(trials.logits, labels)
+    width = trials.layer.in_features
+    size = max(1, math.ceil(step * width))
+    keep = torch.ones(width, dtype=torch.bool, device=trials.original.device)
+    clean_acc, shown_acc = base, accuracy(shown.logits, shown_labels)
+    before = shown_acc
+    k = 0
+    while shown_acc < clean_acc - max_drop and k < candidates:
+        k = min(k + size, candidates)
+        trial = torch.ones_like(keep)
+        trial[order[:k]] = False
+        trial_acc = accuracy(trials(trial), labels)
+        if trial_acc < base - max_drop:
+            break
+        keep, clean_acc, shown_acc = trial, trial_acc, accuracy(shown(trial), shown_labels)
+    trials.apply(keep)
+    return keep, {
+        "pruned_inputs": int((~keep).sum()),
+        "output_layer_inputs": width,
+        "clean_accuracy": [round(base, 4), round(clean_acc, 4)],
+        "triggered_accuracy": [round(before, 4), round(shown_acc, 4)],
+    }
 
 
 def keep_pruned(model: nn.Module, mask: torch.Tensor | None) -> None:

@@ -1,0 +1,109 @@
+"""Pruning by the suspected trigger (``trigger_prune``): the output layer's inputs the trigger raises most are
+zeroed before fine-tuning and held at zero, within a clean-accuracy budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.attacks import get_attack
+from core.checkpoint import load_checkpoint
+from core.data.speech_commands import load_speech_commands
+from core.defenses import DEFENSES, GNFTConfig
+from core.defenses.base import output_layer
+from core.defenses.fine_pruning import prune_trigger_inputs
+from core.errors import ConfigError
+from core.repair import repair
+from tests.conftest import TINY_WORDS, backdoored_workspace
+
+
+class Bare(nn.Module):
+    """A classifier that is only its output layer: its inputs are the 'activations'."""
+
+    def __init__(self, weight: list[list[float]]) -> None:
+        super().__init__()
+        self.fc = nn.Linear(len(weight[0]), len(weight), bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor(weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def planted():
+    """Units 2 and 3 carry classes 0 and 1; the trigger raises unit 0 (wired to class 1) a lot and unit 1
+    (wired to nothing) a little: triggered clips of class 0 go to class 1."""
+    model = Bare([[0.0, 0.0, 1.0, 0.0], [3.0, 0.0, 0.0, 1.0]])
+    clean = torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 4 + [[0.0, 0.0, 0.0, 1.0]] * 4)
+    labels = torch.tensor([0] * 4 + [1] * 4)
+    triggered = clean + torch.tensor([1.0, 0.5, 0.0, 0.0])
+    return model, clean, triggered, labels
+
+
+def test_the_unit_the_trigger_raises_most_is_pruned_and_the_trigger_no_longer_works():
+    model, clean, triggered, labels = planted()
+    keep, about = prune_trigger_inputs(model, clean, triggered, labels, 0.25, 0.05)
+    assert keep.tolist() == [False, True, True, True]
+    assert model.fc.weight[:, 0].abs().sum() == 0 and model.fc.weight[1, 3] == 1.0
+    assert about["triggered_accuracy"] == [0.5, 1.0] and about["clean_accuracy"] == [1.0, 1.0]
+    assert about["pruned_inputs"] == 1 and about["output_layer_inputs"] == 4
+
+
+def test_nothing_is_pruned_beyond_the_clean_budget_or_when_the_trigger_does_nothing():
+    model = Bare([[0.0, 0.0, 1.0, 0.0], [3.0, 0.0, 0.0, 1.0]])
+    _, clean, triggered, labels = planted()
+    clean[4:, 0] = 1.0  # class 1 now needs unit 0 too: pruning it costs half the clean accuracy
+    clean[4:, 3] = 0.0
+    before = model.fc.weight.detach().clone()
+    keep, about = prune_trigger_inputs(model, clean, clean + torch.tensor([1.0, 0.5, 0.0, 0.0]), labels, 0.25, 0.1)
+    assert keep.all() and torch.equal(model.fc.weight, before) and about["pruned_inputs"] == 0
+    model, clean, _, labels = planted()
+    keep, about = prune_trigger_inputs(model, clean, clean.clone(), labels, 0.25, 0.05)  # a harmless "trigger"
+    assert keep.all() and about["triggered_accuracy"] == [1.0, 1.0]
+
+
+def test_with_two_triggers_the_ranking_pools_both():
+    model, clean, triggered, labels = planted()
+    other = clean + torch.tensor([0.0, 2.0, 0.0, 0.0])  # raises unit 1 most, but changes no answer
+    keep, about = prune_trigger_inputs(model, clean, torch.cat([triggered, other]), labels, 0.25, 0.05)
+    assert about["triggered_accuracy"][0] == 0.75  # 4 of 16 triggered clips sent to class 1
+    assert not keep[1] and not keep[0]  # unit 1 first (raised 1.25 on average), then unit 0 (0.5)
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    _, data_dir, model_path = backdoored_workspace(
+        tmp_path_factory.mktemp("tprune"), speakers=8, per_speaker=2, epochs=6
+    )
+    model, _ = load_checkpoint(model_path)
+    return model, load_speech_commands(data_dir, TINY_WORDS)
+
+
+def quick(**kw) -> GNFTConfig:
+    return GNFTConfig(clean_ratio=0.5, epochs=2, batch_size=8, eval_every=1, device="cpu", **kw)
+
+
+def test_trigger_pruning_needs_a_trigger_and_fine_tuning(model_and_data):
+    with pytest.raises(ConfigError, match="trigger_prune needs fine-tuning"):
+        GNFTConfig(trigger_prune=0.05, epochs=0, device="cpu").validate()
+    assert GNFTConfig(trigger_prune=0.05).unlearns()  # a repair scans for the trigger to prune by
+    model, data = model_and_data
+    with pytest.raises(ConfigError, match="trigger_prune needs a trigger"):
+        DEFENSES["gnft"](quick(trigger_prune=0.05)).run(model, data)
+
+
+def test_the_pruned_inputs_stay_zero_through_fine_tuning_and_the_run_is_deterministic(model_and_data):
+    model, data = model_and_data
+    attack = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10)  # the planted one
+    trigger = attack.apply(torch.zeros(16000), 16000)  # the burst alone: added to a clip, the triggered clip
+    runs = [
+        repair(model, data, DEFENSES["gnft"](quick(trigger_prune=0.2, unlearn=0.3)), trigger=trigger) for _ in range(2)
+    ]
+    about = runs[0].details["trigger_pruned"]
+    keep = output_layer(runs[0].model).weight.abs().sum(0) > 0
+    assert about["pruned_inputs"] >= 1 and int((~keep).sum()) >= about["pruned_inputs"]
+    assert about["triggered_accuracy"][1] > about["triggered_accuracy"][0]  # the trigger works less
+    assert output_layer(model).weight.abs().sum(0).gt(0).all()  # the given model is untouched
+    assert runs[1].details["trigger_pruned"] == about
+    assert torch.equal(output_layer(runs[0].model).weight, output_layer(runs[1].model).weight)

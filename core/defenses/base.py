@@ -134,7 +134,7 @@ class DefenseConfig:
     )
     trigger_prune: float = option(
         0.0,
-        label="Prune trigger units, max accuracy drop %",
+        label="Prune by trigger, max drop %",
         percent=True,
         range="[0, 1]",
         note="0: off; needs a trigger",

@@ -93,6 +93,16 @@ def backdoored_workspace(root: Path, speakers: int, per_speaker: int, epochs: in
     return root, data_dir, save_checkpoint(root / "attacked.safetensors", result.model, result.metadata)
 
 
+def model_and_data_of(workspace: tuple[Path, Path, Path]):
+    """The model and the data of :func:`backdoored_workspace`, loaded: ``(model, AudioSet)``."""
+    from core.checkpoint import load_checkpoint
+    from core.data.speech_commands import load_speech_commands
+
+    _, data_dir, model_path = workspace
+    model, _ = load_checkpoint(model_path)
+    return model, load_speech_commands(data_dir, TINY_WORDS)
+
+
 def open_session(workspace: tuple[Path, Path, Path]):
     """A :class:`core.session.Session` with the checkpoint and data of :func:`backdoored_workspace` open."""
     from core.session import Session

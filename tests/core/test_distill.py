@@ -8,22 +8,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from core.checkpoint import load_checkpoint
-from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, FineTune
 from core.defenses.base import clean_subset, clip_features
 from core.errors import ConfigError
 from core.models import split_front_end
-from tests.conftest import TINY_WORDS, backdoored_workspace
+from tests.conftest import backdoored_workspace, model_and_data_of
 
 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
-    _, data_dir, model_path = backdoored_workspace(
-        tmp_path_factory.mktemp("distill"), speakers=8, per_speaker=2, epochs=2
+    return model_and_data_of(
+        backdoored_workspace(tmp_path_factory.mktemp("distill"), speakers=8, per_speaker=2, epochs=2)
     )
-    model, _ = load_checkpoint(model_path)
-    return model, load_speech_commands(data_dir, TINY_WORDS)
 
 
 class Recording(FineTune):

@@ -8,14 +8,12 @@ import torch
 from torch import nn
 
 from core.attacks import get_attack
-from core.checkpoint import load_checkpoint
-from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, GNFTConfig
 from core.defenses.base import output_layer
 from core.defenses.fine_pruning import prune_trigger_inputs
 from core.errors import ConfigError
 from core.repair import repair
-from tests.conftest import TINY_WORDS, backdoored_workspace
+from tests.conftest import backdoored_workspace, model_and_data_of
 
 
 class Bare(nn.Module):
@@ -73,11 +71,9 @@ def test_with_two_triggers_the_ranking_pools_both():
 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
-    _, data_dir, model_path = backdoored_workspace(
-        tmp_path_factory.mktemp("tprune"), speakers=8, per_speaker=2, epochs=6
+    return model_and_data_of(
+        backdoored_workspace(tmp_path_factory.mktemp("tprune"), speakers=8, per_speaker=2, epochs=6)
     )
-    model, _ = load_checkpoint(model_path)
-    return model, load_speech_commands(data_dir, TINY_WORDS)
 
 
 def quick(**kw) -> GNFTConfig:

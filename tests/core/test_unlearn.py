@@ -10,8 +10,6 @@ import math
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.data.speech_commands import load_speech_commands
 from core.defenses import DEFENSES, FineTune, GNFTConfig
 from core.defenses.base import add_trigger, clean_subset, clip_features
 from core.defenses.latent import LatentAdversary, goal_loss, latent_layer
@@ -21,7 +19,7 @@ from core.models import split_front_end
 from core.repair import repair, unlearn_choice
 from core.reports import repair_markdown
 from core.scan import ScanConfig, ScanResult, search_class, trigger_success
-from tests.conftest import TINY_WORDS, backdoored_workspace, open_session
+from tests.conftest import TINY_WORDS, backdoored_workspace, model_and_data_of, open_session
 
 #: a scan of a second or two: a few steps on half the training split
 QUICK_SCAN = ScanConfig(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
@@ -34,9 +32,7 @@ def workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_and_data(workspace):
-    _, data_dir, model_path = workspace
-    model, _ = load_checkpoint(model_path)
-    return model, load_speech_commands(data_dir, TINY_WORDS)
+    return model_and_data_of(workspace)
 
 
 def quick(**kw) -> GNFTConfig:

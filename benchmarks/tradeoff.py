@@ -38,20 +38,10 @@ from core.runtime import machine_info, write_json  # noqa: E402
 #: The Recommended preset's settings before today's (``core.presets``, which adds a latent push at a lower
 #: rate for longer, without pruning), by the name the tables give them.
 V1, V2, V3 = "Recommended v1 (GN-FT)", "Recommended v2 (+ pruning)", "Recommended v3 (+ unlearning the scan's trigger)"
-V4 = "Recommended v4 (+ latent push, lr 0.003, 120 epochs)"
 BEFORE: dict[str, dict[str, Any]] = {
     V1: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60},
     V2: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1},
     V3: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1, "unlearn": 0.3},
-    V4: {
-        "clean_ratio": 0.1,
-        "r": 0.1,
-        "lr": 0.003,
-        "epochs": 120,
-        "unlearn": 0.3,
-        "unlearn_latent": 0.3,
-        "latent_reach": 0.2,
-    },
 }
 #: Tables written before the Recommended became today's, and which one it was then.
 ERAS: dict[str, str] = {
@@ -64,26 +54,6 @@ ERAS: dict[str, str] = {
     "grid_asc10_validation_latent": V3,
     "grid_asc10_validation_round6": V3,
     "grid_asc10_validation_round7": V3,
-    **{
-        f"grid_asc10_validation_{name}": V4
-        for name in (
-            "round8_s6",
-            "round8_s8",
-            "round8_s10_left",
-            "round9_s6",
-            "round9_s8",
-            "round9_s10_left",
-            "round10_resnet",
-            "round10_s6",
-            "round15_s21_badnets",
-            "round15_s21_blend",
-            "round15_s21_daba",
-            "round15_s21_pbsm",
-            "round15_s22_daba",
-            "round15_s23_jingleback",
-            "round15_s21_resnet_badnets",
-        )
-    },
 }
 MAX_DROP, MAX_ASR = 0.02, 0.05  # the target: every CA within 2 points, mean ASR <= 5 %
 

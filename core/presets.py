@@ -5,23 +5,18 @@ A preset is what a user picks first ("Recommended", "Paper (authors' loop)"); th
 every report and checkpoint history records which preset a run used (or that it was custom).
 
 "recommended" scans the model for its trigger first (``core.scan``: trigger inversion, no attack record
-needed), then zeroes the output layer's inputs that the reconstructed trigger raises most, as long as the trigger
-still costs more than 5 % of accuracy on the clean share and the clean accuracy falls by no more than 5 %
-(``trigger_prune`` 0.05, held at zero through the run), then runs GN-FT at a 10 % clean share, r 0.1, SGD lr
-0.003, 120 epochs, with 30 % of each batch carrying the reconstructed trigger under the clips' true labels
-(``unlearn`` 0.3) and another 30 % pushed at the last hidden layer toward the scan's suspected class and trained
-back to their labels (``unlearn_latent`` 0.3, the push's radius set per model so that it sends 20 % of the clean
-clips there: ``latent_reach`` 0.2).
+needed), then runs GN-FT at a 10 % clean share, r 0.1, SGD lr 0.003, 120 epochs, with 30 % of each batch
+carrying the reconstructed trigger under the clips' true labels (``unlearn`` 0.3) and another 30 % pushed at
+the last hidden layer toward the scan's suspected class and trained back to their labels (``unlearn_latent``
+0.3, the push's radius set per model so that it sends 20 % of the clean clips there: ``latent_reach`` 0.2).
 It was chosen on the validation split of the real-speech benchmark (Arabic Speech Commands, ASC-10;
 ``benchmarks/results/grid_asc10_validation*``, the trade-off over every setting tried in
-``tradeoff_asc10_validation.*``). The pruning joined on 2026-12-06 (round 15): on six ASC-10 SmallCNNs (one per
-attack) it stops most of the backdoor's return after the unlearning (mean ASR 25.3 -> 17.0 %, the same worst CA
-drop, 3.1 points; a second defense seed agrees), and on a ResNet it removes the same at 0.5 points more CA.
-The rest was chosen in round 7 as the lowest mean ASR with the smallest worst CA drop over ResNet and
+``tradeoff_asc10_validation.*``) as the lowest mean ASR with the smallest worst CA drop over ResNet and
 SmallCNN x BadNets, Blend, JingleBack: mean ASR 19.6 %, worst drop 2.5 points, against the previous
 Recommended's (pruning + GN-FT at lr 0.01 for 60 epochs, unlearning the scanned trigger only) 44.5 % and
-3.0. Nothing tried meets the target (mean ASR <= 5 %, every drop <= 2 points). Earlier Recommendeds: pruning +
-GN-FT (SmallCNN kept 40-70 % of its backdoor), GN-FT alone, chosen on the synthetic corpus (34 % on the ResNet,
+3.0. The same push at lr 0.01 removes more (mean ASR 3.1 %) but costs up to 12 points of CA on the ResNet;
+nothing tried meets both (mean ASR <= 5 %, every drop <= 2 points). Earlier Recommendeds: pruning + GN-FT
+(SmallCNN kept 40-70 % of its backdoor), GN-FT alone, chosen on the synthetic corpus (34 % on the ResNet,
 84 % on the SmallCNN).
 "paper" is the authors' loop: the GN-FT config's defaults (5 %, r 0.05, alpha 0.7, lr 0.001, 300 epochs).
 """
@@ -74,11 +69,10 @@ PRESETS: dict[str, Preset] = {
                 "unlearn": 0.3,
                 "unlearn_latent": 0.3,
                 "latent_reach": 0.2,
-                "trigger_prune": 0.05,
             },
-            "Scan, prune what the scanned trigger raises, then GN-FT unlearning the trigger and a latent push toward "
-            "the suspected class (10 % clean, r 0.1, lr 0.003, 120 epochs, each in 30 % of each batch): the setting "
-            "that removed the most backdoor at the smallest accuracy cost on real speech (validation)",
+            "Scan, then GN-FT unlearning the scanned trigger and a latent push toward the suspected class (10 % "
+            "clean, r 0.1, lr 0.003, 120 epochs, each in 30 % of each batch): the setting that removed the most "
+            "backdoor at the smallest accuracy cost on real speech (validation)",
         ),
         Preset(
             "paper",

@@ -24,7 +24,6 @@ def test_the_presets_are_the_measured_settings():
         0.3,
     )
     assert (rec.unlearn_latent, rec.latent_reach, rec.latent_depth) == (0.3, 0.2, 1.0)
-    assert rec.trigger_prune == 0.05  # round 15: prune what the scanned trigger raises first
     assert PRESETS["paper"].config() == GNFTConfig()  # the paper's loop is the config's defaults
     for preset in PRESETS.values():
         assert preset.defense in DEFENSES and preset.summary and preset.title

@@ -37,6 +37,7 @@ __all__ = [
     "clean_subset",
     "clip_features",
     "mask_bands",
+    "keep_pruned",
     "output_layer",
     "train_mode",
     "Evaluator",
@@ -333,6 +334,13 @@ def output_layer(model: nn.Module) -> nn.Linear:
     return layer
 
 
+def keep_pruned(model: nn.Module, mask: torch.Tensor | None) -> None:
+    """Put the pruned output-layer columns (``mask`` False) back to zero after an optimiser step."""
+    if mask is not None:
+        with torch.no_grad():
+            output_layer(model).weight.mul_(mask)
+
+
 def train_mode(model: nn.Module, batchnorm: str = "train") -> nn.Module:
     """``model.train()``, with every BatchNorm layer back in eval mode when ``batchnorm`` is "frozen"
     (normalise with the running statistics and leave them alone; dropout still trains)."""
@@ -478,9 +486,7 @@ class Defense:
         if self.config.max_grad_norm > 0:
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
         optimizer.step()
-        if self._trigger_mask is not None:
-            with torch.no_grad():
-                output_layer(model).weight.mul_(self._trigger_mask)
+        keep_pruned(model, self._trigger_mask)
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         """Work on the copy before fine-tuning starts (Fine-Pruning prunes here); default nothing."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.defenses.base import output_layer
+from core.defenses.base import keep_pruned, output_layer
 from core.defenses.finetune import FineTune, FineTuneConfig
 from core.metrics import accuracy, predict_logits
 from core.options import option
@@ -170,13 +170,6 @@ def prune_trigger_inputs(
         "clean_accuracy": [round(base, 4), round(clean_acc, 4)],
         "triggered_accuracy": [round(before, 4), round(shown_acc, 4)],
     }
-
-
-def keep_pruned(model: nn.Module, mask: torch.Tensor | None) -> None:
-    """Put the pruned output-layer columns (``mask`` False) back to zero after an optimiser step."""
-    if mask is not None:
-        with torch.no_grad():
-            output_layer(model).weight.mul_(mask)
 
 
 class FinePruning(FineTune):

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.defenses.base import Defense, DefenseConfig
-from core.defenses.fine_pruning import keep_pruned, prune_output_layer
+from core.defenses.base import Defense, DefenseConfig, keep_pruned
+from core.defenses.fine_pruning import prune_output_layer
 from core.options import option
 
 __all__ = ["GNFTConfig", "GNFT", "GNFTStep", "total_norm"]

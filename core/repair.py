@@ -239,7 +239,10 @@ def repair(
         domain = (unlearning or {}).get("trigger_domain", "waveform")
         settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
         refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
-    run = defense.run(model, data, observer, evaluate=measure, trigger=trigger, target=target, refresh=refresh)
+    flagged = None if found is None else found.backdoored
+    run = defense.run(
+        model, data, observer, evaluate=measure, trigger=trigger, target=target, refresh=refresh, flagged=flagged
+    )
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)

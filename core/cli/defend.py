@@ -31,7 +31,7 @@ it: the scan's trigger of that class is unlearned (not the most anomalous class'
 (``--unlearn-latent``) points there, and a ``--unlearn-trigger`` recording is recorded as sending clips there.
 ``--trigger-prune X`` (opt-in; 0.05 tried in round 15 of the ASC-10 notes) first zeroes the output layer's
 inputs that same trigger raises most, within X of clean accuracy (``defense_details.trigger_pruned`` says how
-many).
+many); ``--trigger-prune-when unflagged`` does it only when the scan flagged no class.
 """
 
 from __future__ import annotations

@@ -144,6 +144,13 @@ class DefenseConfig:
         "costs more than this share of accuracy or the clean accuracy would fall by more (Neural Cleanse's "
         "pruning, on the reconstructed trigger); 0 = off",
     )
+    trigger_prune_when: Literal["always", "unflagged"] = option(
+        "always",
+        label="Prune by trigger when",
+        help="always: prune by whatever trigger the repair has; unflagged: only by the trigger of a scan that "
+        "flagged no class (its reconstruction is then a guess, and pruning what it raises cut the backdoor's "
+        "return on the models where the scan was unsure, while it cost accuracy where the scan flagged)",
+    )
     unlearn_latent: float = option(
         0.0,
         label="Latent unlearn share, %",
@@ -289,6 +296,8 @@ class DefenseConfig:
             idle.add("latent_several")
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
+        if self.trigger_prune == 0:
+            idle.add("trigger_prune_when")
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -526,6 +535,7 @@ class Defense:
         trigger: torch.Tensor | None = None,
         target: int | list[int] | None = None,
         refresh: Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, Any]]] | None = None,
+        flagged: bool | None = None,
     ) -> DefenseResult:
         """Repair a copy of ``model`` on ``clean_ratio`` of ``clean``'s training split (or ``indices``).
 
@@ -539,7 +549,8 @@ class Defense:
         ``unlearn_refresh`` > 0, ``refresh(model, epoch)`` (the model being repaired, whole; not to be changed)
         is called every that many epochs before the last and its trigger(s) (``[T]`` or ``[k, T]``) join those
         unlearned from the next epoch on; the dict it returns with them (what was found) goes into that search's
-        entry of ``details["searched_again"]``."""
+        entry of ``details["searched_again"]``. ``flagged`` says whether the scan that found ``trigger`` flagged
+        the model (None: the trigger was given); with ``trigger_prune_when`` "unflagged" only False prunes."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
@@ -611,7 +622,10 @@ class Defense:
             triggered = with_triggers(trigger)
             unlearn_gen = torch.Generator().manual_seed((c.seed + 4) % 2**64)
         self._trigger_mask, trigger_pruned = None, None
-        if c.trigger_prune > 0 and trigger is not None:
+        if c.trigger_prune > 0 and c.trigger_prune_when == "unflagged" and flagged is not False:
+            why = "the scan flagged the model" if flagged else "the trigger was given, not scanned"
+            trigger_pruned = {"skipped": why}
+        elif c.trigger_prune > 0 and trigger is not None:
             from core.defenses.fine_pruning import prune_trigger_inputs  # it builds on this module
 
             shown = triggered if triggered is not None else with_triggers(trigger)

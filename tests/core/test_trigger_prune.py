@@ -13,6 +13,7 @@ from core.defenses.base import output_layer
 from core.defenses.fine_pruning import prune_trigger_inputs
 from core.errors import ConfigError
 from core.repair import repair
+from core.scan import ScanConfig
 from tests.conftest import backdoored_workspace, model_and_data_of
 
 
@@ -103,3 +104,36 @@ def test_the_pruned_inputs_stay_zero_through_fine_tuning_and_the_run_is_determin
     assert output_layer(model).weight.abs().sum(0).gt(0).all()  # the given model is untouched
     assert runs[1].details["trigger_pruned"] == about
     assert torch.equal(output_layer(runs[0].model).weight, output_layer(runs[1].model).weight)
+
+
+def test_pruning_only_when_unflagged_skips_a_flagged_scan_or_a_given_trigger(model_and_data):
+    model, data = model_and_data
+    trigger = get_attack("badnets", kind="noise", poison_rate=0.2, level_db=-10).apply(torch.zeros(16000), 16000)
+    only = quick(trigger_prune=0.2, unlearn=0.3, trigger_prune_when="unflagged")
+    assert "trigger_prune_when" in quick(unlearn=0.3, trigger_prune_when="unflagged").idle_fields()
+    assert "trigger_prune_when" not in only.idle_fields()
+
+    def run(config: GNFTConfig, flagged: bool | None):
+        return DEFENSES["gnft"](config).run(model, data, trigger=trigger, flagged=flagged)
+
+    plain = run(quick(unlearn=0.3), None)
+    skipped = run(only, True)
+    assert skipped.details["trigger_pruned"] == {"skipped": "the scan flagged the model"}
+    assert torch.equal(output_layer(skipped.model).weight, output_layer(plain.model).weight)  # as without pruning
+    unsure = run(only, False)
+    always = run(quick(trigger_prune=0.2, unlearn=0.3), False)
+    assert unsure.details["trigger_pruned"]["pruned_inputs"] >= 1
+    assert unsure.details["trigger_pruned"] == always.details["trigger_pruned"]
+    assert torch.equal(output_layer(unsure.model).weight, output_layer(always.model).weight)
+    given = repair(model, data, DEFENSES["gnft"](only), trigger=trigger)  # a recording: no scan's verdict
+    assert given.details["trigger_pruned"] == {"skipped": "the trigger was given, not scanned"}
+
+
+def test_a_repair_passes_its_scans_verdict_to_the_pruning(model_and_data):
+    model, data = model_and_data
+    quick_scan = ScanConfig(steps=6, batch_size=2, clean_ratio=0.5, device="cpu")
+    only = quick(trigger_prune=0.2, unlearn=0.3, trigger_prune_when="unflagged")
+    result = repair(model, data, DEFENSES["gnft"](only), scan_config=quick_scan)
+    assert result.scan is not None and result.details["unlearn"]["flagged"] == result.scan.backdoored
+    about = result.details["trigger_pruned"]
+    assert ("skipped" in about) == result.scan.backdoored and ("pruned_inputs" in about) != result.scan.backdoored

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -489,22 +490,43 @@ def _is_todays_recommended(settings: dict | None) -> bool:
     return matching_preset(defense, config(**{k: settings[k] for k in known})) == "recommended"
 
 
+def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] | None:
+    """A reference table's rows, from ``<stem>.json`` or, for a stem ending in ``*``, from the grid files of one
+    model each (their attack labelled with the model's seed, the grid's ``--seed``, so that two models of one
+    attack stay two rows): the first file, the rows run or measured (a ``gnft@recommended`` column whose
+    cells ran another preset than today's, or whose scans searched other domains, renamed :data:`PREVIOUS`),
+    and whether any file's scans searched other domains than today's scan. None when no file is there."""
+    paths = sorted(results.glob(f"{stem}.json"))
+    if not paths:
+        return None
+    rows: list[dict] = []
+    other = False
+    for path in paths:
+        d = json.loads(path.read_text())
+        other_scan = scan_domains_of(d) != ScanConfig().domains  # its repairs' scans searched other domains
+        stale = other_scan or not _is_todays_recommended((d.get("defense_settings") or {}).get("gnft@recommended"))
+        seed = re.search(r"--seed[= ](\d+)", d.get("command", ""))
+        for r in d["rows"]:
+            if r.get("not_run") or r.get("failed"):
+                continue
+            if r["defense"] == "gnft@recommended" and stale:  # not today's Recommended
+                r = {**r, "defense": PREVIOUS}
+            if stem.endswith("*") and r["attack"] != "clean":
+                r = {**r, "attack": f"{r['attack']}, model seed {seed.group(1) if seed else 0}"}
+            rows.append(r)
+        other |= other_scan
+    return json.loads(paths[0].read_text()), rows, other
+
+
 def reference_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:
     """The reference benchmark's tables (CA / ASR per cell, then per model each column's mean ASR and worst
     CA drop against the backdoored model), from ``grid_asc*.json``; empty when none is committed."""
     parts: list[str] = []
     for stem, title in REFERENCE.items():
-        path = results / f"{stem}.json"
-        if not path.is_file():
+        loaded = _reference_rows(results, stem)
+        if loaded is None:
             continue
-        d = json.loads(path.read_text())
-        other_scan = scan_domains_of(d) != ScanConfig().domains  # its repairs' scans searched other domains
-        stale = other_scan or not _is_todays_recommended((d.get("defense_settings") or {}).get("gnft@recommended"))
-        rows = [  # a Recommended column run with another preset than today's is not today's Recommended
-            {**r, "defense": PREVIOUS} if r["defense"] == "gnft@recommended" and stale else r
-            for r in d["rows"]
-            if not r.get("not_run") and not r.get("failed")
-        ]
+        d, rows, other_scan = loaded
         columns = _columns(rows)
         cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}
         clean = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == "clean"}  # by rate
@@ -513,14 +535,18 @@ def reference_section(results: Path = RESULTS, level: str = "###", link: str = "
         if other_scan:  # a variant of the Recommended (at 5 % clean) then was a variant of the previous one
             names = [f"previous {n}" if n.startswith("Recommended") else n for n in names]
         seeds = sorted({len(r.get("seeds", [0])) for r in rows if r["defense"] != "none"})
+        source = (
+            f"From the `benchmarks/results/{stem}.json` files (one per model; "
+            if stem.endswith("*")
+            else f"From [`benchmarks/results/{stem}.json`]({link}{stem}.json) ("
+        )
         parts += [
             f"{level} {title}",
             "",
             f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
             f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet."
-            f"{machines_note(rows)} "
-            f"From [`benchmarks/results/{stem}.json`]({link}{stem}.json) "
-            f"(command inside; notes in `{NOTES.get(stem, stem)}.notes.md`). {DATASET_CREDIT}",
+            f"{machines_note(rows)} {source}command inside; notes in `{NOTES.get(stem, stem)}.notes.md`). "
+            f"{DATASET_CREDIT}",
             "",
             "| model | attack | clean model CA | " + " | ".join(names) + " |",
             "|---|---|---|" + "---|" * len(columns),

@@ -191,6 +191,36 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
     assert "**Recommended**" not in second
 
 
+def test_a_reference_table_of_one_file_per_model_keeps_two_models_of_one_attack_apart(tmp_path):
+    """A reference stem ending in ``*`` reads every grid file of one model each; the attack's label names the
+    model's seed (the grid's ``--seed``), so two DABA models are two rows, and the per-model summary counts both."""
+    import dataclasses
+
+    from core.presets import PRESETS
+    from core.scan import ScanConfig
+
+    today = dataclasses.asdict(PRESETS["recommended"].config(seed=0, device="cpu"))
+    for seed, asr in ((21, 0.1), (22, 0.7)):
+        rows = [
+            {"model": "smallcnn", "attack": "daba", "defense": d, "clean_accuracy": ca, "attack_success_rate": a}
+            for d, ca, a in (("none", 0.92, 0.95), ("gnft@recommended", 0.90 - seed / 1000, asr))
+        ]
+        grid = {"command": f"python -m core.grid --attacks daba --seed {seed}", "eval_split": "test", "rows": rows,
+                "defense_settings": {"gnft@recommended": today}, "scan_domains": ScanConfig().domains}  # fmt: skip
+        (tmp_path / f"grid_asc10_part_s{seed}_daba.json").write_text(json.dumps(grid))
+    report = _report()
+    first, rows, other = report._reference_rows(tmp_path, "grid_asc10_part_*")
+    assert not other and first["eval_split"] == "test" and len(rows) == 4
+    assert {r["attack"] for r in rows} == {"daba, model seed 21", "daba, model seed 22"}
+    assert report._reference_rows(tmp_path, "grid_asc10_absent_*") is None
+    report.REFERENCE = {"grid_asc10_part_*": "ASC-10, one model per file"}
+    section = report.reference_section(tmp_path)
+    assert "| smallcnn | daba, model seed 21 | – | 92.0 / 95.0 | 87.9 / 10.0 |" in section
+    assert "| smallcnn | daba, model seed 22 | – | 92.0 / 95.0 | 87.8 / 70.0 |" in section
+    assert "| smallcnn: mean ASR / worst CA drop (cells) | 40.0 / 4.2 (2) |" in section  # 92.0 - 87.8
+    assert "`benchmarks/results/grid_asc10_part_*.json` files (one per model" in section
+
+
 def test_the_scan_table_reads_both_readings_per_architecture_from_scan_json(tmp_path):
     """The scan's rows in the reference section: counts are the summary's shares of its model counts, plain and
     against a clean reference, for all models and each architecture; no table without a reference reading."""

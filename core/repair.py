@@ -239,7 +239,8 @@ def repair(
         domain = (unlearning or {}).get("trigger_domain", "waveform")
         settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
         refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
-    flagged = None if found is None else found.backdoored
+    choice = unlearning or {}  # a scan's trigger, found here or handed over with its record, says its verdict
+    flagged = choice.get("flagged") if choice.get("source") == "scan" else None
     run = defense.run(
         model, data, observer, evaluate=measure, trigger=trigger, target=target, refresh=refresh, flagged=flagged
     )

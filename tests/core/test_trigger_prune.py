@@ -12,7 +12,7 @@ from core.defenses import DEFENSES, GNFTConfig
 from core.defenses.base import output_layer
 from core.defenses.fine_pruning import prune_trigger_inputs
 from core.errors import ConfigError
-from core.repair import repair
+from core.repair import repair, unlearn_choice
 from core.scan import ScanConfig
 from tests.conftest import backdoored_workspace, model_and_data_of
 
@@ -137,3 +137,10 @@ def test_a_repair_passes_its_scans_verdict_to_the_pruning(model_and_data):
     assert result.scan is not None and result.details["unlearn"]["flagged"] == result.scan.backdoored
     about = result.details["trigger_pruned"]
     assert ("skipped" in about) == result.scan.backdoored and ("pruned_inputs" in about) != result.scan.backdoored
+    # a scan's trigger handed over with its record (as the grid and the application do) carries the verdict too
+    trigger, record = unlearn_choice(result.scan)
+    for flagged in (True, False):
+        handed = repair(
+            model, data, DEFENSES["gnft"](only), trigger=trigger, trigger_record={**record, "flagged": flagged}
+        )
+        assert ("skipped" in handed.details["trigger_pruned"]) == flagged

@@ -494,8 +494,10 @@ def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] |
     """A reference table's rows, from ``<stem>.json`` or, for a stem ending in ``*``, from the grid files of one
     model each (their attack labelled with the model's seed, the grid's ``--seed``, so that two models of one
     attack stay two rows): the first file, the rows run or measured (a ``gnft@recommended`` column whose
-    cells ran another preset than today's, or whose scans searched other domains, renamed :data:`PREVIOUS`),
-    and whether any file's scans searched other domains than today's scan. None when no file is there."""
+    cells ran another preset than today's, or whose scans searched other domains, renamed :data:`PREVIOUS`; a
+    variant that ran today's Recommended, where the table's ``gnft@recommended`` did not, renamed
+    ``gnft@recommended``), and whether any file's scans searched other domains than today's scan. None when
+    no file is there."""
     paths = sorted(results.glob(f"{stem}.json"))
     if not paths:
         return None
@@ -504,13 +506,25 @@ def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] |
     for path in paths:
         d = json.loads(path.read_text())
         other_scan = scan_domains_of(d) != ScanConfig().domains  # its repairs' scans searched other domains
-        stale = other_scan or not _is_todays_recommended((d.get("defense_settings") or {}).get("gnft@recommended"))
+        settings = d.get("defense_settings") or {}
+        stale = other_scan or not _is_todays_recommended(settings.get("gnft@recommended"))
+        gnft = PRESETS["recommended"].defense
+        today = next(  # a variant that is today's Recommended (the table was run before it was the preset)
+            (
+                c
+                for c, v in (d.get("variants") or {}).items()
+                if stale and not other_scan and v.get("defense") == gnft and _is_todays_recommended(settings.get(c))
+            ),
+            None,
+        )
         seed = re.search(r"--seed[= ](\d+)", d.get("command", ""))
         for r in d["rows"]:
             if r.get("not_run") or r.get("failed"):
                 continue
             if r["defense"] == "gnft@recommended" and stale:  # not today's Recommended
                 r = {**r, "defense": PREVIOUS}
+            elif r["defense"] == today:
+                r = {**r, "defense": "gnft@recommended"}
             if stem.endswith("*") and r["attack"] != "clean":
                 r = {**r, "attack": f"{r['attack']}, model seed {seed.group(1) if seed else 0}"}
             rows.append(r)

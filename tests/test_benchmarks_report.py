@@ -193,25 +193,29 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
 
 def test_a_reference_table_of_one_file_per_model_keeps_two_models_of_one_attack_apart(tmp_path):
     """A reference stem ending in ``*`` reads every grid file of one model each; the attack's label names the
-    model's seed (the grid's ``--seed``), so two DABA models are two rows, and the per-model summary counts both."""
+    model's seed (the grid's ``--seed``), so two DABA models are two rows, and the per-model summary counts both;
+    a variant that ran today's Recommended is its column."""
     import dataclasses
 
     from core.presets import PRESETS
     from core.scan import ScanConfig
 
     today = dataclasses.asdict(PRESETS["recommended"].config(seed=0, device="cpu"))
-    for seed, asr in ((21, 0.1), (22, 0.7)):
-        rows = [
+    for seed, asr, column in ((21, 0.1, "gnft@recommended"), (22, 0.7, "tpu")):
+        rows = [  # seed 22's table ran today's Recommended as a variant, tpu, before it was the preset
             {"model": "smallcnn", "attack": "daba", "defense": d, "clean_accuracy": ca, "attack_success_rate": a}
-            for d, ca, a in (("none", 0.92, 0.95), ("gnft@recommended", 0.90 - seed / 1000, asr))
+            for d, ca, a in (("none", 0.92, 0.95), (column, 0.90 - seed / 1000, asr))
         ]
+        settings = {"gnft@recommended": {**today, "lr": 0.5}, column: today}  # the column last: its own settings
+        variants = {"tpu": {"defense": "gnft", "preset": "recommended", "settings": {}}}
         grid = {"command": f"python -m core.grid --attacks daba --seed {seed}", "eval_split": "test", "rows": rows,
-                "defense_settings": {"gnft@recommended": today}, "scan_domains": ScanConfig().domains}  # fmt: skip
+                "defense_settings": settings, "variants": variants, "scan_domains": ScanConfig().domains}  # fmt: skip
         (tmp_path / f"grid_asc10_part_s{seed}_daba.json").write_text(json.dumps(grid))
     report = _report()
     first, rows, other = report._reference_rows(tmp_path, "grid_asc10_part_*")
     assert not other and first["eval_split"] == "test" and len(rows) == 4
     assert {r["attack"] for r in rows} == {"daba, model seed 21", "daba, model seed 22"}
+    assert {r["defense"] for r in rows} == {"none", "gnft@recommended"}  # tpu is today's Recommended
     assert report._reference_rows(tmp_path, "grid_asc10_absent_*") is None
     report.REFERENCE = {"grid_asc10_part_*": "ASC-10, one model per file"}
     section = report.reference_section(tmp_path)

@@ -128,6 +128,9 @@ def repair_markdown(report: dict[str, Any]) -> str:
             f"Unlearned: {source.get(unlearned['source'], 'the trigger given')} was added to "
             f"{100 * report['defense'].get('unlearn', 0):g} % of each batch's clips, with their true labels.",
         ]
+    pruned = (report.get("defense_details") or {}).get("trigger_pruned")
+    if pruned:
+        lines += ["", trigger_pruned_sentence(pruned)]
     searched = (report.get("defense_details") or {}).get("searched_again")
     if searched:
         lines += ["", searched_again_sentence(searched, unlearned or {})]
@@ -138,6 +141,20 @@ def repair_markdown(report: dict[str, Any]) -> str:
     if report.get("findings"):
         lines += ["", "## Findings", "", *(f"- {f}" for f in report["findings"])]
     return "\n".join(lines) + "\n"
+
+
+def trigger_pruned_sentence(pruned: dict[str, Any]) -> str:
+    """A repair's pruning by the trigger (``trigger_prune``) in a sentence: skipped and why, or how many of the
+    output layer's inputs were zeroed and what that did to the trigger and the clean clips of the clean share."""
+    if "skipped" in pruned:
+        return f"Pruning by the trigger: skipped ({pruned['skipped']})."
+    triggered, clean = pruned["triggered_accuracy"], pruned["clean_accuracy"]
+    return (
+        f"Pruned by the trigger: {pruned['pruned_inputs']} of the output layer's {pruned['output_layer_inputs']} "
+        f"inputs, those the trigger raises most, were zeroed before fine-tuning and held there (on the clean share, "
+        f"accuracy with the trigger {100 * triggered[0]:.1f} % -> {100 * triggered[1]:.1f} %, without it "
+        f"{100 * clean[0]:.1f} % -> {100 * clean[1]:.1f} %)."
+    )
 
 
 def searched_again_sentence(searches: list[dict[str, Any]], unlearned: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from core.defenses.base import output_layer
 from core.defenses.fine_pruning import prune_trigger_inputs
 from core.errors import ConfigError
 from core.repair import repair, unlearn_choice
+from core.reports import repair_markdown, trigger_pruned_sentence
 from core.scan import ScanConfig
 from tests.conftest import backdoored_workspace, model_and_data_of
 
@@ -127,6 +128,11 @@ def test_pruning_only_when_unflagged_skips_a_flagged_scan_or_a_given_trigger(mod
     assert torch.equal(output_layer(unsure.model).weight, output_layer(always.model).weight)
     given = repair(model, data, DEFENSES["gnft"](only), trigger=trigger)  # a recording: no scan's verdict
     assert given.details["trigger_pruned"] == {"skipped": "the trigger was given, not scanned"}
+    assert "Pruning by the trigger: skipped (the trigger was given, not scanned)." in repair_markdown(given.report(model="tiny"))
+    about = unsure.details["trigger_pruned"]
+    assert trigger_pruned_sentence(about).startswith(
+        f"Pruned by the trigger: {about['pruned_inputs']} of the output layer's {about['output_layer_inputs']} inputs"
+    )
 
 
 def test_a_repair_passes_its_scans_verdict_to_the_pruning(model_and_data):

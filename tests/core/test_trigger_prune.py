@@ -128,7 +128,8 @@ def test_pruning_only_when_unflagged_skips_a_flagged_scan_or_a_given_trigger(mod
     assert torch.equal(output_layer(unsure.model).weight, output_layer(always.model).weight)
     given = repair(model, data, DEFENSES["gnft"](only), trigger=trigger)  # a recording: no scan's verdict
     assert given.details["trigger_pruned"] == {"skipped": "the trigger was given, not scanned"}
-    assert "Pruning by the trigger: skipped (the trigger was given, not scanned)." in repair_markdown(given.report(model="tiny"))
+    said = repair_markdown(given.report(model="tiny"))
+    assert "Pruning by the trigger: skipped (the trigger was given, not scanned)." in said
     about = unsure.details["trigger_pruned"]
     assert trigger_pruned_sentence(about).startswith(
         f"Pruned by the trigger: {about['pruned_inputs']} of the output layer's {about['output_layer_inputs']} inputs"

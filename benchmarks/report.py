@@ -33,14 +33,17 @@ PRODUCT_README = ROOT / "README.md"
 MARKERS = ("<!-- reference-results:start (benchmarks/report.py writes this) -->", "<!-- reference-results:end -->")
 #: The reference benchmark (issue 31): grids on Arabic Speech Commands, shown first.
 REFERENCE = {
-    "grid_asc10_round9_test": "ASC-10, today's Recommended (yes no up down left right stop start enable disable; "
-    "1,800 training clips, 18 speakers; the H200 table's models, repaired on this CPU)",
+    "grid_asc10_round16_test_*": "ASC-10, today's Recommended (yes no up down left right stop start enable "
+    "disable; 1,800 training clips, 18 speakers; models trained on this CPU with the per-clip floor, one per "
+    "attack, their training seed beside it)",
+    "grid_asc10_round9_test": "ASC-10, the previous Recommended on seven attacks (the H200 table's models, repaired "
+    "on this CPU)",
     "grid_asc10_h200": "ASC-10, every attack and defense (models and most cells on an H200 GPU; other models "
     "of the same recipe)",
     "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
 }
 #: Where a reference table's notes are, when not beside it.
-NOTES = {"grid_asc10_round9_test": "grid_asc10_validation"}
+NOTES = {"grid_asc10_round9_test": "grid_asc10_validation", "grid_asc10_round16_test_*": "grid_asc10_validation"}
 #: The column a ``gnft@recommended`` column becomes when its cells ran with another Recommended than today's.
 PREVIOUS = "gnft@recommended (previous)"
 COLUMN_TITLES = {
@@ -53,6 +56,7 @@ COLUMN_TITLES = {
     "gnft@recommended": "**Recommended**",
     "rec_c05": "Recommended at 5 % clean",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
+    "rec15": "previous Recommended (no trigger pruning)",
     PREVIOUS: "previous Recommended",
     "ftsam": "FT-SAM",
     "clp": "CLP",
@@ -618,9 +622,9 @@ def scan_section(results: Path = RESULTS, level: str = "###", link: str = "resul
     parts = [
         f"{level} The scan: a backdoor found without its trigger",
         "",
-        "ASC-10 models of the first tables' recipe, other seeds; each scanned once (`python -m core.scan`, default "
-        "settings, seed 0), then read plainly and against the scans of the other clean models of its architecture "
-        "(never one trained with its seed). Targets: AUROC "
+        "ASC-10 models of the second and third tables' recipe, other seeds; each scanned once (`python -m "
+        "core.scan`, default settings, seed 0), then read plainly and against the scans of the other clean models "
+        "of its architecture (never one trained with its seed). Targets: AUROC "
         f"{t['auroc']:g}, the right target flagged on {100 * t['target_accuracy']:.0f} % of backdoored models, at "
         f"most {100 * t['false_positive_rate']:.0f} % of clean models flagged. Seconds a scan (1 thread, beside "
         "another job): "

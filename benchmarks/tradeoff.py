@@ -35,14 +35,16 @@ from core.defenses import DEFENSES  # noqa: E402
 from core.presets import PRESETS, RUN_FIELDS  # noqa: E402
 from core.runtime import machine_info, write_json  # noqa: E402
 
-#: The Recommended preset's settings before today's (``core.presets``, which adds a latent push at a lower
-#: rate for longer, without pruning), by the name the tables give them.
+#: The Recommended preset's settings before today's (``core.presets``), by the name the tables give them.
 V1, V2, V3 = "Recommended v1 (GN-FT)", "Recommended v2 (+ pruning)", "Recommended v3 (+ unlearning the scan's trigger)"
+V4 = "Recommended v4 (+ latent push, lr 0.003, 120 epochs)"
 BEFORE: dict[str, dict[str, Any]] = {
     V1: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60},
     V2: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1},
     V3: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1, "unlearn": 0.3},
-}
+    V4: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.003, "epochs": 120, "unlearn": 0.3, "unlearn_latent": 0.3,
+         "latent_reach": 0.2},
+}  # fmt: skip
 #: Tables written before the Recommended became today's, and which one it was then.
 ERAS: dict[str, str] = {
     "grid_asc10_validation_resnet": V1,
@@ -58,16 +60,32 @@ ERAS: dict[str, str] = {
 MAX_DROP, MAX_ASR = 0.02, 0.05  # the issue's target: every CA within 2 points, mean ASR <= 5 %
 
 
-def effective(defense: str, preset: str | None, settings: dict[str, Any], table: str) -> dict[str, Any]:
-    """A column's settings that differ from its defense's defaults (run fields left out)."""
+def effective(
+    defense: str, preset: str | None, settings: dict[str, Any], table: str, recorded: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A column's settings that differ from its defense's defaults (run fields and settings idle in it left
+    out): those its table recorded (``recorded``, a grid's ``defense_settings``) unless :data:`ERAS` names the
+    table, else its preset's as it was then (:data:`ERAS`) or is today, with the column's own."""
     base: dict[str, Any] = {}
-    if preset == "recommended":
+    if recorded is not None and table not in ERAS:
+        base = dict(recorded)
+    elif preset == "recommended":
         base = dict(BEFORE[ERAS[table]] if table in ERAS else PRESETS["recommended"].settings)
     elif preset:
         base = dict(PRESETS[preset].settings)
-    defaults = dataclasses.asdict(DEFENSES[defense].Config())
+    config = DEFENSES[defense].Config
+    defaults = dataclasses.asdict(config())
     merged = {**base, **settings}
-    return {k: v for k, v in sorted(merged.items()) if k not in RUN_FIELDS and defaults.get(k) != v}
+    idle = config(**{k: v for k, v in merged.items() if k in defaults}).idle_fields()
+    return {k: v for k, v in sorted(merged.items()) if k not in RUN_FIELDS and k not in idle and defaults.get(k) != v}
+
+
+def preset_name(defense: str, values: dict[str, Any]) -> str | None:
+    """The name the tables give a Recommended of before today's whose settings ``values`` are, else None."""
+    for name, settings in BEFORE.items():
+        if effective(defense, None, settings, "") == values:
+            return name
+    return None
 
 
 def label(defense: str, values: dict[str, Any]) -> str:
@@ -76,8 +94,14 @@ def label(defense: str, values: dict[str, Any]) -> str:
         rec = effective(defense, "recommended", {}, "")
         if values == rec:
             return "the Recommended"
-        defaults = dataclasses.asdict(DEFENSES[defense].Config())
-        diff = {k: values.get(k, defaults[k]) for k in sorted({*rec, *values}) if values.get(k) != rec.get(k)}
+        config = DEFENSES[defense].Config
+        defaults = dataclasses.asdict(config())
+        idle = config(**values).idle_fields()  # e.g. when to prune, where nothing is
+        diff = {
+            k: values.get(k, defaults[k])
+            for k in sorted({*rec, *values})
+            if values.get(k) != rec.get(k) and k not in idle
+        }
         return "the Recommended with " + ", ".join(
             f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in diff.items()
         )
@@ -98,12 +122,15 @@ def collect(paths: list[str]) -> dict[tuple, dict]:
             if r["defense"] == "none" or base is None or r.get("clean_accuracy") is None or r.get("failed"):
                 continue
             v = d.get("variants", {}).get(r["defense"]) or {"defense": r["defense"], "preset": None, "settings": {}}
-            values = effective(v["defense"], v.get("preset"), v.get("settings", {}), table)
+            recorded = (d.get("defense_settings") or {}).get(r["defense"])
+            values = effective(v["defense"], v.get("preset"), v.get("settings", {}), table, recorded)
             key = (v["defense"], json.dumps(values, sort_keys=True))
             entry = found.setdefault(
                 key, {"names": [], "defense": v["defense"], "settings": values, "cells": defaultdict(list)}
             )
-            name = ERAS[table] if r["defense"] == "gnft@recommended" and table in ERAS else r["defense"]
+            name = r["defense"]
+            if r["defense"] == "gnft@recommended":  # the Recommended of the table's time
+                name = ERAS.get(table) or preset_name(v["defense"], values) or name
             if name not in entry["names"]:
                 entry["names"].append(name)
             runs = entry["cells"][(r["model"], r["attack"])]
@@ -204,7 +231,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.axvspan(-100, 100 * MAX_DROP, color="#e8f4e8", zorder=0)
     ax.axhspan(-5, 100 * MAX_ASR, color="#e8f4e8", zorder=0)
     markers = {"resnet": "o", "smallcnn": "s"}
-    shown = [r for r in rows if r["front"] or "gnft@recommended" in r["columns"]]
+    shown = [r for r in rows if r["front"] or r["label"] == "the Recommended"]
     colors = plt.get_cmap("tab20")
     for i, r in enumerate(shown):
         color = colors(i % 20)
@@ -212,7 +239,8 @@ def plot(rows: list[dict], path: Path) -> None:
             x, y = 100 * v["ca_drop"], 100 * v["asr"]
             ax.scatter(min(x, xmax - 0.3), y, marker=markers.get(c.split()[0], "^"), color=color, s=36, zorder=3)
         x, y = 100 * r["worst_ca_drop"], 100 * r["mean_asr"]
-        name = r["candidate"] + ("" if r["front"] else ", off the front")
+        name = r["candidate"] if r["label"] != "the Recommended" else f"today's Recommended ({r['candidate']})"
+        name += "" if r["front"] else ", off the front"
         ax.scatter(
             min(x, xmax - 0.3), y, marker="*" if x < xmax else ">", s=220, color=color, edgecolor="black",
             zorder=4, label=f"{name} ({len(r['cells'])} cell{'s' if len(r['cells']) > 1 else ''})",

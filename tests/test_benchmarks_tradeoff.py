@@ -12,7 +12,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.tradeoff import ERAS, V1, collect, effective, label, main, summarise  # noqa: E402
+from benchmarks.tradeoff import (  # noqa: E402
+    BEFORE,
+    ERAS,
+    V1,
+    V2,
+    V4,
+    collect,
+    effective,
+    label,
+    main,
+    preset_name,
+    summarise,
+)
 from core.presets import PRESETS  # noqa: E402
 
 
@@ -40,6 +52,24 @@ def test_a_recommended_column_means_the_preset_of_its_tables_era():
     assert label("gnft", effective("gnft", "recommended", {}, "x")) == "the Recommended"
     assert label("gnft", effective("gnft", "recommended", {"lr": 0.01}, "x")) == "the Recommended with lr 0.01"
     assert label("ft", {"clean_ratio": 0.1}) == "ft: clean_ratio 0.1"
+
+
+def test_a_table_that_recorded_its_settings_is_read_by_them_and_an_earlier_recommended_named(tmp_path):
+    """A table's recorded ``defense_settings`` say what its columns ran (not today's preset); settings idle in a
+    column do not count, and a Recommended column that ran an earlier Recommended is named after it."""
+    assert effective("gnft", "recommended", {}, "x", {**BEFORE[V4], "seed": 3, "trigger_prune_when": "unflagged"}) == {
+        k: v for k, v in BEFORE[V4].items()
+    }  # trigger_prune_when is idle while trigger_prune is 0
+    assert preset_name("gnft", effective("gnft", None, BEFORE[V2], "")) == V2
+    assert preset_name("gnft", effective("gnft", None, {"lr": 0.5}, "")) is None
+    rows = [cell("smallcnn", "daba", "none", 0.9, 1.0), cell("smallcnn", "daba", "gnft@recommended", 0.88, 0.2)]
+    path = tmp_path / "g.json"
+    recorded = {"gnft@recommended": {**BEFORE[V1], "seed": 0}}
+    variants = {"gnft@recommended": {"defense": "gnft", "preset": "recommended", "settings": {}}}
+    path.write_text(json.dumps({"eval_split": "validation", "variants": variants, "rows": rows,
+                                "defense_settings": recorded}))  # fmt: skip
+    (only,) = summarise(collect([str(path)]))
+    assert only["candidate"] == V1 and only["settings"] == effective("gnft", None, BEFORE[V1], "")
 
 
 def test_candidates_drops_dedup_front_and_target(tmp_path):

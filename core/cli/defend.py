@@ -29,9 +29,9 @@ default, the trigger a scan of the input model reconstructs first (the same ``--
 says which trigger was unlearned. ``--unlearn-class WORD`` names the suspected target when the user knows
 it: the scan's trigger of that class is unlearned (not the most anomalous class's), the latent push
 (``--unlearn-latent``) points there, and a ``--unlearn-trigger`` recording is recorded as sending clips there.
-``--trigger-prune X`` (opt-in; 0.05 tried in round 15 of the ASC-10 notes) first zeroes the output layer's
-inputs that same trigger raises most, within X of clean accuracy (``defense_details.trigger_pruned`` says how
-many); ``--trigger-prune-when unflagged`` does it only when the scan flagged no class.
+``--trigger-prune X`` first zeroes the output layer's inputs that same trigger raises most, within X of clean
+accuracy (``defense_details.trigger_pruned`` says how many); ``--trigger-prune-when unflagged`` does it only when
+the scan flagged no class (the Recommended: 0.05, unflagged; rounds 15 and 16 of the ASC-10 notes).
 """
 
 from __future__ import annotations

@@ -507,12 +507,14 @@ def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] |
         return None
     rows: list[dict] = []
     other = False
+    gnft = PRESETS["recommended"].defense
+    first: dict | None = None
     for path in paths:
         d = json.loads(path.read_text())
+        first = first or d
         other_scan = scan_domains_of(d) != ScanConfig().domains  # its repairs' scans searched other domains
         settings = d.get("defense_settings") or {}
         stale = other_scan or not _is_todays_recommended(settings.get("gnft@recommended"))
-        gnft = PRESETS["recommended"].defense
         today = next(  # a variant that is today's Recommended (the table was run before it was the preset)
             (
                 c
@@ -533,7 +535,7 @@ def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] |
                 r = {**r, "attack": f"{r['attack']}, model seed {seed.group(1) if seed else 0}"}
             rows.append(r)
         other |= other_scan
-    return json.loads(paths[0].read_text()), rows, other
+    return first or {}, rows, other
 
 
 def reference_section(results: Path = RESULTS, level: str = "###", link: str = "results/") -> str:

@@ -89,6 +89,7 @@ def truth(path: Path) -> dict[str, Any]:
         target = meta["classes"][index] if isinstance(index, int) else None
     return {
         "architecture": meta["architecture"],
+        "db_floor": meta["front_end"].get("db_floor", "batch"),
         "train_seed": meta["provenance"].get("seed"),
         "attack": attack["name"] if attack else "clean",
         "target": target,
@@ -224,9 +225,10 @@ def sized(row: dict[str, Any]) -> bool:
 
 
 def reference_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The clean rows ``row``'s scan is read against: the other clean, unrepaired models of its architecture and
-    classes among ``rows`` whose scans searched with the same settings and every domain of its reading, never its
-    own checkpoint nor one trained with its training seed."""
+    """The clean rows ``row``'s scan is read against: the other clean, unrepaired models of its architecture,
+    classes and dB floor (``db_floor``: rows made before rows kept it are of batch-floor models) among ``rows``
+    whose scans searched with the same settings and every domain of its reading, never its own checkpoint nor one
+    trained with its training seed."""
     from core.scan.reference import SIZE_FIELDS
 
     def settings(r: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +243,7 @@ def reference_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[s
         and not c["repaired"]
         and Path(c["model"]).resolve() != Path(row["model"]).resolve()
         and c["architecture"] == row["architecture"]
+        and c.get("db_floor", "batch") == row.get("db_floor", "batch")
         and c["scan"]["classes"] == row["scan"]["classes"]
         and settings(c) == settings(row)
         and (own is None or c.get("train_seed") != own)

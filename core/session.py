@@ -321,6 +321,7 @@ class Session:
             list(self.meta["classes"]),
             asdict(config),
             architecture=self.meta.get("architecture"),
+            front_end=self.meta.get("front_end"),
             model=str(self.model_path) if self.model_path is not None else None,
             option=option,
         )

@@ -289,11 +289,13 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
         "clean3": ("smallcnn", 3, None, same_seed),
         "bd3": ("smallcnn", 3, {"name": "blend", "params": {"target": 2}}, backdoored),
         "resnet": ("resnet", 4, None, [0.5] * 8),  # another architecture: never a SmallCNN's reference
+        "batch5": ("smallcnn", 5, None, [s * 0.9 for s in EASY_B]),  # another dB floor: never a per-clip one's
     }
     reports = tmp_path / "reports"
     reports.mkdir()
     for name, (arch, seed, attack, sizes) in made.items():
-        meta = make_metadata(arch, list("abcdefgh"), front.to_dict(), attack=attack, seed=seed)
+        fe = {**front.to_dict(), "db_floor": "batch"} if name == "batch5" else front.to_dict()
+        meta = make_metadata(arch, list("abcdefgh"), fe, attack=attack, seed=seed)
         save_checkpoint(tmp_path / f"{name}.safetensors", net, meta)
         (reports / f"{name}.json").write_text(json.dumps(_report(tmp_path / f"{name}.safetensors", sizes)))
     # a report of another seed or other settings never stands for the benchmark's scan (it would scan again)
@@ -319,9 +321,10 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
     assert ref["anomaly_index_max"]["features"] == pytest.approx(max(expected), abs=1e-3)
     assert rows["clean1"]["against_reference"]["reference_models"] == 2  # clean2, clean3
     assert "against_reference" not in rows["resnet"]  # no other clean ResNet
+    assert rows["batch5"]["db_floor"] == "batch" and "against_reference" not in rows["batch5"]  # nor batch-floor one
     assert rows["resnet"]["standout"] == ScanConfig().standout and rows["resnet"]["source"].endswith("resnet.json")
     both = result["reference_reading"]
-    assert both["rows_without_reference"] == 1 and both["reference_models"] == {"2": 4}
+    assert both["rows_without_reference"] == 2 and both["reference_models"] == {"2": 4}
     assert both["plain"]["target_accuracy"] == 0.0 and both["reference"]["target_accuracy"] == 1.0
     # the clean model whose `c` is as easy as the backdoored one's is flagged against the other two: 1 of 3
     assert rows["clean3"]["against_reference"]["suspected_target"] == "c" and not rows["clean3"]["flagged"]

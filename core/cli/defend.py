@@ -257,6 +257,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             list(meta["classes"]),
             dataclasses.asdict(scan_settings),
             architecture=meta["architecture"],
+            front_end=meta["front_end"],
             model=str(model_path),
             option=f"--{SCAN_PREFIX}reference",
         )

@@ -678,7 +678,13 @@ def _scan_cell(
     and the clean clips only, as ``python -m core.scan`` does."""
     path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
     wanted = _searched_alike(dataclasses.asdict(config))
-    reference = read_reference(config.reference, list(data.classes), dataclasses.asdict(config), option=_REFERENCE)
+    reference = read_reference(
+        config.reference,
+        list(data.classes),
+        dataclasses.asdict(config),
+        front_end=models.front_end_settings(model),
+        option=_REFERENCE,
+    )
     if path.is_file() and path.with_suffix(".safetensors").is_file():
         kept = json.loads(path.read_text())
         same = kept.pop("model_sha256", None) == digest

@@ -213,7 +213,12 @@ def run_scan(
         raise CheckpointError(f"--model: {err}") from None
     classes = list(meta["classes"])  # the model and its classes only: the attack record is never read
     reference = read_reference(
-        config.reference, classes, asdict(config), architecture=meta["architecture"], model=str(model_path)
+        config.reference,
+        classes,
+        asdict(config),
+        architecture=meta["architecture"],
+        front_end=meta["front_end"],
+        model=str(model_path),
     )  # before the data is read: a reference that does not fit is refused before any work
     data = load_from_args(args, meta["sample_rate"], meta["front_end"]["num_samples"], vocab=args.vocab or classes)
     if list(data.classes) != classes:

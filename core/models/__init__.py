@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "describe",
     "analysable_layers",
     "split_front_end",
+    "front_end_settings",
     "CoefficientNorm",
 ]
 
@@ -236,6 +237,14 @@ def split_front_end(model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
         if not any(p.requires_grad for p in model[0].parameters()):
             return model[0], model[1]
     return None, model
+
+
+def front_end_settings(model: nn.Module) -> dict[str, Any] | None:
+    """The settings of the front end ``model`` computes its features with (a ``build`` result: the checkpoint's
+    ``front_end`` record), or None for a model without one of ours."""
+    if isinstance(model, nn.Sequential) and len(model) >= 1 and isinstance(model[0], FrontEnd):
+        return asdict(model[0].config)
+    return None
 
 
 def analysable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -30,7 +30,7 @@ from core.data.audioset import AudioSet
 from core.defenses.base import add_trigger, clean_subset
 from core.events import SEARCH_AGAIN_PHASE, NullObserver, Observer
 from core.features import clip_features
-from core.models import split_front_end
+from core.models import front_end_settings, split_front_end
 from core.models.batchnorm import fold_batchnorm
 from core.options import SEED_RANGE, SEED_TEXT, check_ranges, comma_items, option
 from core.runtime import autocast, memory_format, resolve_device
@@ -144,14 +144,15 @@ class ScanConfig:
         "",
         label="Clean reference scans",
         metavar="REPORT[,REPORT...]",
-        help="comma list of scan reports (python -m core.scan --out), or folders of them (each *.json in it), of clean"
-        " models of the same architecture and classes, scanned with the same settings: each class's trigger size "
-        "is read against its size in them (the ratio to their geometric mean), so a class easy to reach in any "
-        "such model is not taken for a target, and one a backdoor made easy stands out; the verdict and the class"
-        " an unflagged repair unlearns toward are read on the ratios. On 56 ASC-10 scans read against other clean"
-        " models of the same architecture (4-6 models): the target the top class of 31 of 31 backdoored scans (27"
-        " without), 29 flagged right (18 without), 1 of 25 clean flagged (as without), AUROC 0.97 (0.79); fewer "
-        "reference models flagged more clean ones, docs/experiments/scan_reference_probe.md; empty: none",
+        help="comma list of scan reports (python -m core.scan --out), or folders of them (each *.json in it), of "
+        "clean models of the same architecture, front end and classes, scanned with the same settings: each "
+        "class's trigger size is read against its size in them (the ratio to their geometric mean), so a class "
+        "easy to reach in any such model is not taken for a target, and one a backdoor made easy stands out; the "
+        "verdict and the class an unflagged repair unlearns toward are read on the ratios. On 56 ASC-10 scans read "
+        "against other clean models of the same architecture (4-6 models): the target the top class of 31 of 31 "
+        "backdoored scans (27 without), 29 flagged right (18 without), 1 of 25 clean flagged (as without), AUROC "
+        "0.97 (0.79); fewer reference models flagged more clean ones, docs/experiments/scan_reference_probe.md; "
+        "empty: none",
     )
     peak: float = option(0.5, label="Waveform pattern peak", range="(0, 1]", help="largest sample of a pattern")
     seed: int = option(0, label="Seed", hidden=True, help="seed of the clean share and batches", range=SEED_RANGE,
@@ -209,7 +210,9 @@ class ScanConfig:
 class ScanResult:
     """The verdict and what it rests on. ``triggers`` (``[K, samples]``): per class, the audible trigger of
     the audio domain (waveform, mix) where that class's anomaly index is largest, named in
-    ``trigger_domains``; None when no audio domain was searched."""
+    ``trigger_domains``; None when no audio domain was searched. ``front_end``: the scanned model's front-end
+    settings (None for a model without one of ours, and in reports made before 2026-12-07), which a clean
+    reference's models must share."""
 
     backdoored: bool
     suspected_target: str | None
@@ -224,6 +227,7 @@ class ScanResult:
     sample_rate: int = 16000
     trigger_domains: list[str] = field(default_factory=list)
     reference: dict[str, Any] | None = None
+    front_end: dict[str, Any] | None = None
 
     @property
     def pooled(self) -> list[float]:
@@ -465,7 +469,8 @@ def scan(
     config = config or ScanConfig()
     config.validate()
     if reference is None:
-        reference = read_reference(config.reference, list(data.classes), asdict(config), option="reference")
+        classes, settings, front_end = list(data.classes), asdict(config), front_end_settings(model)
+        reference = read_reference(config.reference, classes, settings, front_end=front_end, option="reference")
     observer = observer or NullObserver()
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -504,6 +509,7 @@ def scan(
         sample_rate=data.sample_rate,
         trigger_domains=trigger_domains,
         reference=None if reference is None else reference.to_dict(),
+        front_end=front_end_settings(model),
     )
 
 

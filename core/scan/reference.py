@@ -23,9 +23,11 @@ from core.errors import ConfigError
 from core.options import comma_items
 
 __all__ = [
+    "FRONT_END_FIELDS",
     "SIZE_FIELDS",
     "Reference",
     "finite_sizes",
+    "front_end_difference",
     "read_reference",
     "reference_paths",
     "reference_sizes",
@@ -34,6 +36,10 @@ __all__ = [
 
 #: The scan settings a class's minimal trigger size depends on: a reference must have searched with the same.
 SIZE_FIELDS = ("clean_ratio", "steps", "batch_size", "success", "peak", "amp")
+
+#: The front-end settings it depends on too (the features the searches act on): a reference's models must share
+#: them (a ``db_floor`` "batch" model, made before 2026-12-06, floors its log scale over the batch, not the clip).
+FRONT_END_FIELDS = ("kind", "sample_rate", "n_coeffs", "n_fft", "hop_length", "n_mels", "num_samples", "db_floor")
 
 
 @dataclass
@@ -108,20 +114,45 @@ def _architecture(report: dict[str, Any]) -> str | None:
         return None
 
 
+def _front_end(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The front end of the model a report scanned: its own record, else its checkpoint's when that is still
+    there (a checkpoint made before ``db_floor`` reads as "batch")."""
+    if isinstance(report.get("front_end"), dict):
+        return dict(report["front_end"])
+    from core.checkpoint import read_metadata
+
+    try:
+        return dict(read_metadata(report["model"])["front_end"])
+    except Exception:  # moved, deleted or unreadable: the front end cannot be checked
+        return None
+
+
+def front_end_difference(theirs: dict[str, Any], ours: dict[str, Any]) -> str | None:
+    """The first of :data:`FRONT_END_FIELDS` two front-end records differ in, as "name 'a', the model's 'b'";
+    None when they agree."""
+    for name in FRONT_END_FIELDS:
+        a, b = (record.get(name, "batch" if name == "db_floor" else None) for record in (theirs, ours))
+        if a != b:
+            return f"{name} {a!r}, the model's {b!r}"
+    return None
+
+
 def read_reference(
     text: str,
     classes: list[str],
     config: dict[str, Any],
     *,
     architecture: str | None = None,
+    front_end: dict[str, Any] | None = None,
     model: str | None = None,
     option: str = "--reference",
 ) -> Reference | None:
     """The clean reference a comma list of scan reports or folders of them (``text``, :func:`reference_paths`)
     makes for a scan of ``model`` (a checkpoint
-    of ``architecture`` with ``classes``) with ``config`` (a :class:`core.scan.ScanConfig` as a dict); None for
-    an empty list. Raises :class:`ConfigError`, naming ``option`` and the report, for a report that is missing
-    or not a scan, of other classes, another architecture or this very model, that lacks a domain this scan
+    of ``architecture`` with ``classes`` and the ``front_end`` record) with ``config`` (a
+    :class:`core.scan.ScanConfig` as a dict); None for an empty list. Raises :class:`ConfigError`, naming
+    ``option`` and the report, for a report that is missing or not a scan, of other classes, another
+    architecture or front end, or this very model, that lacks a domain this scan
     searches, searched with other settings (:data:`SIZE_FIELDS`), or flagged its own model (a reference must be
     clean)."""
     from core.scan import ScanConfig, anomaly_index, verdict  # the scan's own rule, read on the plain sizes
@@ -152,6 +183,13 @@ def read_reference(
             raise ConfigError(
                 f"{option}: {path} scanned a {found}, the model is a {architecture}: a reference must be of the same "
                 "architecture (another's did not help, docs/experiments/scan_reference_probe.md)"
+            )
+        other = _front_end(report) if front_end is not None else None
+        differs = None if other is None or front_end is None else front_end_difference(other, front_end)
+        if differs:
+            raise ConfigError(
+                f"{option}: {path} scanned a model with another front end ({differs}): a reference must be of "
+                "models whose features are computed alike"
             )
         missing = [d for d in domains if len((report["domains"].get(d) or {}).get("sizes") or []) != len(classes)]
         if missing:

@@ -121,6 +121,8 @@ def test_an_unflagged_scan_read_against_a_reference_points_at_its_pooled_top_cla
         ("itself", "is a scan of this model itself"),
         ("domain", "holds no sizes of the domain(s) mix"),
         ("steps", "searched with steps 8, this scan with 4"),
+        ("front_end", "scanned a model with another front end (db_floor 'batch', the model's 'clip')"),
+        ("sample_rate", "another front end (sample_rate 44100, the model's 16000)"),
         ("flagged", "flags its own model (suspected target 'up')"),
         ("twice", "is given twice"),
     ],
@@ -138,6 +140,10 @@ def test_a_reference_that_does_not_fit_is_one_line_naming_it(tmp_path, change, m
         content = {**good, "domains": {d: r for d, r in good["domains"].items() if d != "mix"}}
     elif change == "steps":
         content = {**good, "config": {**good["config"], "steps": 8}}
+    elif change == "front_end":  # a model made before db_floor: its log scale floored over the batch
+        content = {**good, "front_end": {**FRONT_END.to_dict(), "db_floor": "batch"}}
+    elif change == "sample_rate":
+        content = {**good, "front_end": {**FRONT_END.to_dict(), "sample_rate": 44100}}
     elif change == "flagged":
         content = report(even(easy=TINY_WORDS.index("up"), factor=0.01))
     elif change == "not_scan":
@@ -150,7 +156,12 @@ def test_a_reference_that_does_not_fit_is_one_line_naming_it(tmp_path, change, m
     text = f"{path},{path}" if change == "twice" else str(path)
     with pytest.raises(ConfigError) as err:
         read_reference(
-            text, TINY_WORDS, asdict(CONFIG), architecture="smallcnn", model=str(tmp_path / "model.safetensors")
+            text,
+            TINY_WORDS,
+            asdict(CONFIG),
+            architecture="smallcnn",
+            front_end=FRONT_END.to_dict(),
+            model=str(tmp_path / "model.safetensors"),
         )
     line = str(err.value)
     assert "\n" not in line and line.startswith(f"--reference: {path}") and message in line
@@ -164,6 +175,26 @@ def test_an_empty_reference_is_none_and_a_scan_without_one_keeps_no_reference_fi
     assert result.reference is None and all(
         set(r) == {"sizes", "success", "anomaly_index"} for r in result.domains.values()
     )
+    assert result.front_end == {**FRONT_END.to_dict(), "num_samples": result.front_end["num_samples"]}
+    assert result.front_end["db_floor"] == "clip" and result.to_dict()["front_end"] == result.front_end
+
+
+def test_a_reports_front_end_is_read_from_its_checkpoint_when_it_kept_none(tmp_path):
+    """A report from before reports kept the front end is checked against its checkpoint's, when it is still there:
+    a model made before db_floor (format 1, read as "batch") is refused as a reference of a per-clip model, the
+    same report is taken for a batch-floor model, and one whose checkpoint is gone cannot be checked."""
+    old = save_checkpoint(
+        tmp_path / "old.safetensors",
+        models.build("smallcnn", K, FRONT_END),
+        make_metadata("smallcnn", TINY_WORDS, {**FRONT_END.to_dict(), "db_floor": "batch"}),
+    )
+    path = write(tmp_path / "old.json", report(even(), model=str(old)))
+    clip, batch = FRONT_END.to_dict(), {**FRONT_END.to_dict(), "db_floor": "batch"}
+    with pytest.raises(ConfigError, match=r"another front end \(db_floor 'batch', the model's 'clip'\)"):
+        read_reference(path, TINY_WORDS, asdict(CONFIG), front_end=clip)
+    assert read_reference(path, TINY_WORDS, asdict(CONFIG), front_end=batch).models == 1
+    old.unlink()
+    assert read_reference(path, TINY_WORDS, asdict(CONFIG), front_end=clip).models == 1
 
 
 @pytest.fixture(scope="module")

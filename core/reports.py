@@ -148,6 +148,14 @@ def trigger_pruned_sentence(pruned: dict[str, Any]) -> str:
     output layer's inputs were zeroed and what that did to the trigger and the clean clips of the clean share."""
     if "skipped" in pruned:
         return f"Pruning by the trigger: skipped ({pruned['skipped']})."
+    if "undone" in pruned:
+        tried, before = pruned["undone"], pruned["triggered_accuracy"][0]
+        return (
+            f"Pruning by the trigger: undone. Zeroing the {tried['tried_inputs']} output-layer inputs the trigger "
+            f"raises most took its accuracy on the clean share only from {100 * before:.1f} % to "
+            f"{100 * tried['triggered_accuracy']:.1f} % (less than {100 * tried['min_gain']:.0f} % of what it "
+            "costs): the trigger's path is not in those inputs, so none was pruned."
+        )
     triggered, clean = pruned["triggered_accuracy"], pruned["clean_accuracy"]
     return (
         f"Pruned by the trigger: {pruned['pruned_inputs']} of the output layer's {pruned['output_layer_inputs']} "

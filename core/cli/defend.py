@@ -30,7 +30,8 @@ says which trigger was unlearned. ``--unlearn-class WORD`` names the suspected t
 it: the scan's trigger of that class is unlearned (not the most anomalous class's), the latent push
 (``--unlearn-latent``) points there, and a ``--unlearn-trigger`` recording is recorded as sending clips there.
 ``--trigger-prune X`` first zeroes the output layer's inputs that same trigger raises most, within X of clean
-accuracy (``defense_details.trigger_pruned`` says how many); ``--trigger-prune-when unflagged`` does it only when
+accuracy (``defense_details.trigger_pruned`` says how many), and undoes it when that won back less than
+``--trigger-prune-gain`` (0.25) of the accuracy the trigger costs; ``--trigger-prune-when unflagged`` does it only when
 the scan flagged no class (the Recommended: 0.05, unflagged; rounds 15 and 16 of the ASC-10 notes).
 """
 

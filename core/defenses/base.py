@@ -151,6 +151,17 @@ class DefenseConfig:
         "flagged no class (its reconstruction is then a guess, and pruning what it raises cut the backdoor's "
         "return on the models where the scan was unsure, while it cost accuracy where the scan flagged)",
     )
+    trigger_prune_gain: float = option(
+        0.25,
+        label="Prune by trigger: least gain, %",
+        percent=True,
+        range="[0, 1]",
+        note="0: keep any pruning",
+        help="undo the pruning by the trigger when it won back less than this share of the accuracy the trigger "
+        "costs on the clean share: the trigger's path is not in the inputs it raises (on two ASC-10 ResNets, "
+        "zeroing every input the trigger raised, half the layer, won back under 1 % and left more backdoor after "
+        "the repair, 48 against 32 % ASR; on seven SmallCNNs it won back 48-89 %); 0 = keep whatever it did",
+    )
     unlearn_latent: float = option(
         0.0,
         label="Latent unlearn share, %",
@@ -297,7 +308,7 @@ class DefenseConfig:
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
-            idle.add("trigger_prune_when")
+            idle |= {"trigger_prune_when", "trigger_prune_gain"}
         return idle if self.unlearns() else idle | {"unlearn_top"}
 
     def unlearns(self) -> bool:
@@ -630,7 +641,7 @@ class Defense:
 
             shown = triggered if triggered is not None else with_triggers(trigger)
             self._trigger_mask, trigger_pruned = prune_trigger_inputs(
-                body, inputs, shown.flatten(0, 1), labels, 0.01, c.trigger_prune
+                body, inputs, shown.flatten(0, 1), labels, 0.01, c.trigger_prune, c.trigger_prune_gain
             )
         adversary = None
         if c.unlearn_latent > 0:

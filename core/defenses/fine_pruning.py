@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -134,10 +135,15 @@ def prune_trigger_inputs(
     labels: torch.Tensor,
     step: float,
     max_drop: float,
-) -> tuple[torch.Tensor, dict[str, float | int]]:
+    min_gain: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """Zero the output layer's inputs that a suspected trigger raises most, ``step`` of them per round, until
     the trigger costs no more than ``max_drop`` of accuracy or the clean accuracy would fall by more than
-    ``max_drop``; return the mask of the inputs kept ``[in_features]`` (bool) and what was measured.
+    ``max_drop``; return the mask of the inputs kept ``[in_features]`` (bool) and what was measured. A pruning
+    that won back less than ``min_gain`` of the accuracy the trigger costs is undone (nothing is pruned; the
+    record says what it tried under ``undone``): the trigger's path does not run through those inputs, and
+    zeroing them only takes capacity (a ResNet's: every input the trigger raised, half the layer, left the
+    trigger as it was).
 
     ``clean`` ``[N, ...]`` are the clean clips (model inputs) with ``labels`` ``[N]``; ``triggered``
     ``[k N, ...]`` the same clips with each of k triggers added, in that order. The ranking is the mean
@@ -163,13 +169,23 @@ def prune_trigger_inputs(
         if trial_acc < base - max_drop:
             break
         keep, clean_acc, shown_acc = trial, trial_acc, accuracy(shown(trial), shown_labels)
+    undone: dict[str, Any] | None = None
+    if not keep.all() and shown_acc - before < min_gain * (base - before):
+        undone = {
+            "tried_inputs": int((~keep).sum()),
+            "clean_accuracy": round(clean_acc, 4),
+            "triggered_accuracy": round(shown_acc, 4),
+            "min_gain": min_gain,
+        }
+        keep, clean_acc, shown_acc = torch.ones_like(keep), base, before
     trials.apply(keep)
-    return keep, {
+    record: dict[str, Any] = {
         "pruned_inputs": int((~keep).sum()),
         "output_layer_inputs": width,
         "clean_accuracy": [round(base, 4), round(clean_acc, 4)],
         "triggered_accuracy": [round(before, 4), round(shown_acc, 4)],
     }
+    return keep, record if undone is None else {**record, "undone": undone}
 
 
 class FinePruning(FineTune):

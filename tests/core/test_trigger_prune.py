@@ -50,6 +50,29 @@ def test_the_unit_the_trigger_raises_most_is_pruned_and_the_trigger_no_longer_wo
     assert about["pruned_inputs"] == 1 and about["output_layer_inputs"] == 4
 
 
+def test_a_pruning_that_leaves_the_trigger_working_is_undone():
+    """The trigger raises unit 0, wired to nothing, and swaps the two class units: pruning all it raises wins back
+    none of the accuracy it costs, so the pruning is undone and the layer is as it was (as on the ASC-10 ResNets);
+    with no least gain it stays. A pruning that wins back all of it stays at any least gain."""
+    model = Bare([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    _, clean, _, labels = planted()
+    triggered = clean[:, [0, 1, 3, 2]] + torch.tensor([1.0, 0.0, 0.0, 0.0])
+    before = model.fc.weight.detach().clone()
+    keep, about = prune_trigger_inputs(model, clean, triggered, labels, 0.25, 0.05, 0.25)
+    assert keep.all() and torch.equal(model.fc.weight, before) and about["pruned_inputs"] == 0
+    assert about["triggered_accuracy"] == [0.0, 0.0] and about["clean_accuracy"] == [1.0, 1.0]
+    assert about["undone"] == {"tried_inputs": 1, "clean_accuracy": 1.0, "triggered_accuracy": 0.0, "min_gain": 0.25}
+    assert trigger_pruned_sentence(about) == (
+        "Pruning by the trigger: undone. Zeroing the 1 output-layer inputs the trigger raises most took its accuracy "
+        "on the clean share only from 0.0 % to 0.0 % (less than 25 % of what it costs): the trigger's path is not "
+        "in those inputs, so none was pruned."
+    )
+    keep, about = prune_trigger_inputs(model, clean, triggered, labels, 0.25, 0.05, 0.0)
+    assert keep.tolist() == [False, True, True, True] and "undone" not in about
+    keep, about = prune_trigger_inputs(*planted(), 0.25, 0.05, 1.0)  # 50 -> 100 %: all it cost won back
+    assert keep.tolist() == [False, True, True, True] and "undone" not in about
+
+
 def test_nothing_is_pruned_beyond_the_clean_budget_or_when_the_trigger_does_nothing():
     model = Bare([[0.0, 0.0, 1.0, 0.0], [3.0, 0.0, 0.0, 1.0]])
     _, clean, triggered, labels = planted()
@@ -126,6 +149,11 @@ def test_pruning_only_when_unflagged_skips_a_flagged_scan_or_a_given_trigger(mod
     assert unsure.details["trigger_pruned"]["pruned_inputs"] >= 1
     assert unsure.details["trigger_pruned"] == always.details["trigger_pruned"]
     assert torch.equal(output_layer(unsure.model).weight, output_layer(always.model).weight)
+    demanding = run(quick(trigger_prune=0.2, unlearn=0.3, trigger_prune_gain=1.0), False)  # won back all, or undone
+    assert demanding.details["trigger_pruned"]["undone"]["tried_inputs"] >= 1
+    assert demanding.details["trigger_pruned"]["pruned_inputs"] == 0
+    assert torch.equal(output_layer(demanding.model).weight, output_layer(plain.model).weight)  # as without pruning
+    assert "trigger_prune_gain" in quick(unlearn=0.3).idle_fields() and "trigger_prune_gain" not in only.idle_fields()
     given = repair(model, data, DEFENSES["gnft"](only), trigger=trigger)  # a recording: no scan's verdict
     assert given.details["trigger_pruned"] == {"skipped": "the trigger was given, not scanned"}
     said = repair_markdown(given.report(model="tiny"))

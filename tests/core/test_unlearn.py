@@ -441,7 +441,8 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     result = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
     latent = result.details["latent"]
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
-    assert config.idle_fields() == {"unlearn_refresh", "trigger_prune_when"}  # no trigger unlearned nor pruned by
+    idle = {"unlearn_refresh", "trigger_prune_when", "trigger_prune_gain"}  # no trigger unlearned nor pruned by
+    assert config.idle_fields() == idle
     assert "latent_several" in quick(unlearn_latent=0.5).idle_fields()
 
 

@@ -160,7 +160,7 @@ class DefenseConfig:
         help="undo the pruning by the trigger when it won back less than this share of the accuracy the trigger "
         "costs on the clean share: the trigger's path is not in the inputs it raises (on two ASC-10 ResNets, "
         "zeroing every input the trigger raised, half the layer, won back under 1 % and left more backdoor after "
-        "the repair, 48 against 32 % ASR; on seven SmallCNNs it won back 48-89 %); 0 = keep whatever it did",
+        "the repair, 48 against 32 % ASR; on six SmallCNNs it won back 48-89 %); 0 = keep whatever it did",
     )
     unlearn_latent: float = option(
         0.0,

@@ -211,7 +211,7 @@ class ScanResult:
     """The verdict and what it rests on. ``triggers`` (``[K, samples]``): per class, the audible trigger of
     the audio domain (waveform, mix) where that class's anomaly index is largest, named in
     ``trigger_domains``; None when no audio domain was searched. ``front_end``: the scanned model's front-end
-    settings (None for a model without one of ours, and in reports made before 2026-12-07), which a clean
+    settings (None for a model without one of ours, and in reports made before it was recorded), which a clean
     reference's models must share."""
 
     backdoored: bool

@@ -57,6 +57,7 @@ COLUMN_TITLES = {
     "rec_c05": "Recommended at 5 % clean",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
     "rec15": "previous Recommended (no trigger pruning)",
+    "tpu0": "Recommended with its pruning never undone (before b74f501)",
     PREVIOUS: "previous Recommended",
     "ftsam": "FT-SAM",
     "clp": "CLP",

@@ -13,7 +13,9 @@ When the scan flags no class (its reconstruction is a guess), it first prunes th
 the reconstructed trigger raises most, within 5 points of clean accuracy (``trigger_prune`` 0.05,
 ``trigger_prune_when`` "unflagged"; round 16 of ``grid_asc10_validation.notes.md``: on six per-clip
 ASC-10 SmallCNNs the mean ASR fell from 25.3 to 17.1 % at the same worst CA drop, 3.1 points; where the scan
-flagged, pruning had only cost accuracy, so there it is skipped). The rest was chosen on the validation split
+flagged, pruning had only cost accuracy, so there it is skipped); a pruning that wins back less than a quarter
+of the accuracy the trigger costs is undone (``trigger_prune_gain``, the config's default 0.25; round 17: on the
+ResNets it zeroed half the output layer and left the trigger as it was). The rest was chosen on the validation split
 of the real-speech benchmark (Arabic Speech Commands, ASC-10;
 ``benchmarks/results/grid_asc10_validation*``, the trade-off over every setting tried in
 ``tradeoff_asc10_validation.*``) as the lowest mean ASR with the smallest worst CA drop over ResNet and

@@ -625,9 +625,10 @@ def scan_section(results: Path = RESULTS, level: str = "###", link: str = "resul
     parts = [
         f"{level} The scan: a backdoor found without its trigger",
         "",
-        "ASC-10 models of the second and third tables' recipe, other seeds; each scanned once (`python -m "
-        "core.scan`, default settings, seed 0), then read plainly and against the scans of the other clean models "
-        "of its architecture (never one trained with its seed). Targets: AUROC "
+        "ASC-10 models of the second and third tables' recipe, other seeds, and the first table's (per-clip dB "
+        "floor); each scanned once (`python -m core.scan`, default settings, seed 0), then read plainly and against "
+        "the scans of the other clean models of its architecture and dB floor (never one trained with its seed; a "
+        "per-clip model has one or two). Targets: AUROC "
         f"{t['auroc']:g}, the right target flagged on {100 * t['target_accuracy']:.0f} % of backdoored models, at "
         f"most {100 * t['false_positive_rate']:.0f} % of clean models flagged. Seconds a scan (1 thread, beside "
         "another job): "

@@ -490,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--models", required=True, action="append", help="glob of clean and backdoored checkpoints (repeatable)"
     )
-    p.add_argument("--repaired", default=None, help="glob of repaired checkpoints (share still flagged)")
+    p.add_argument(
+        "--repaired", action="append", default=[], help="glob of repaired checkpoints (share still flagged; repeatable)"
+    )
     p.add_argument("--work", default="runs/scan", help="folder of the per-model scan reports (resumable)")
     p.add_argument("--out", default="benchmarks/results/scan.json")
     p.add_argument("--threads", type=int, default=1)
@@ -528,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     args.scan_args = [a for a in rest if a != "--"]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    patterns = [*args.models, *([args.repaired] if args.repaired else [])]
+    patterns = [*args.models, *args.repaired]
     paths = sorted({Path(x) for pattern in patterns for x in glob.glob(pattern)})
     if not paths:
         print(f"--models: no checkpoint matches {', '.join(args.models)}", file=sys.stderr)

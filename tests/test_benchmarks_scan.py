@@ -305,7 +305,8 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
     out = tmp_path / "scan.json"
     older = {**row("badnets", True, "up", "up", 5.0), "group": "old", "model": "gone.safetensors", "rule": "pooled"}
     out.write_text(json.dumps({"rows": [older]}))  # read by today's rule but kept no sizes
-    argv = ["--group", "t", "--data", str(tmp_path), "--models", str(tmp_path / "*.safetensors")]
+    argv = ["--group", "t", "--data", str(tmp_path), "--models", str(tmp_path / "clean*.safetensors")]
+    argv += ["--repaired", str(tmp_path / "bd3.safetensors"), "--repaired", str(tmp_path / "[rb]*.safetensors")]
     argv += ["--scans", str(reports / "*.json"), "--work", str(tmp_path / "work"), "--out", str(out)]
     assert bench_main(argv) == 0
     assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())  # nothing scanned

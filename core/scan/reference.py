@@ -102,28 +102,17 @@ def _load(path: str, option: str) -> dict[str, Any]:
     return report
 
 
-def _architecture(report: dict[str, Any]) -> str | None:
-    """The architecture a report scanned: its own record, else its checkpoint's when that is still there."""
-    if report.get("architecture"):
-        return str(report["architecture"])
+def _recorded(report: dict[str, Any], key: str) -> Any:
+    """What a report says of the model it scanned under ``key`` (``architecture``, ``front_end``): its own
+    record, else its checkpoint's metadata when that is still there (a checkpoint made before ``db_floor`` reads
+    as "batch"); None when neither can tell (moved, deleted or unreadable)."""
+    if report.get(key):
+        return report[key]
     from core.checkpoint import read_metadata
 
     try:
-        return str(read_metadata(report["model"])["architecture"])
-    except Exception:  # moved, deleted or unreadable: the architecture cannot be checked
-        return None
-
-
-def _front_end(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The front end of the model a report scanned: its own record, else its checkpoint's when that is still
-    there (a checkpoint made before ``db_floor`` reads as "batch")."""
-    if isinstance(report.get("front_end"), dict):
-        return dict(report["front_end"])
-    from core.checkpoint import read_metadata
-
-    try:
-        return dict(read_metadata(report["model"])["front_end"])
-    except Exception:  # moved, deleted or unreadable: the front end cannot be checked
+        return read_metadata(report["model"])[key]
+    except Exception:  # moved, deleted or unreadable: it cannot be checked
         return None
 
 
@@ -178,14 +167,14 @@ def read_reference(
             )
         if model is not None and report.get("model") and Path(report["model"]).resolve() == Path(model).resolve():
             raise ConfigError(f"{option}: {path} is a scan of this model itself; a reference is of other, clean models")
-        found = _architecture(report)
+        found = _recorded(report, "architecture")
         if architecture is not None and found is not None and found != architecture:
             raise ConfigError(
                 f"{option}: {path} scanned a {found}, the model is a {architecture}: a reference must be of the same "
                 "architecture (another's did not help, docs/experiments/scan_reference_probe.md)"
             )
-        other = _front_end(report) if front_end is not None else None
-        differs = None if other is None or front_end is None else front_end_difference(other, front_end)
+        other = _recorded(report, "front_end") if front_end is not None else None
+        differs = front_end_difference(other, front_end) if isinstance(other, dict) and front_end else None
         if differs:
             raise ConfigError(
                 f"{option}: {path} scanned a model with another front end ({differs}): a reference must be of "

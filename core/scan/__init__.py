@@ -468,8 +468,9 @@ def scan(
     :class:`core.events.Cancelled` when the observer asks to stop (nothing is written here)."""
     config = config or ScanConfig()
     config.validate()
+    front_end = front_end_settings(model)
     if reference is None:
-        classes, settings, front_end = list(data.classes), asdict(config), front_end_settings(model)
+        classes, settings = list(data.classes), asdict(config)
         reference = read_reference(config.reference, classes, settings, front_end=front_end, option="reference")
     observer = observer or NullObserver()
     started = time.perf_counter()
@@ -509,7 +510,7 @@ def scan(
         sample_rate=data.sample_rate,
         trigger_domains=trigger_domains,
         reference=None if reference is None else reference.to_dict(),
-        front_end=front_end_settings(model),
+        front_end=front_end,
     )
 
 

@@ -104,16 +104,20 @@ class NullObserver:
 
 
 class ProgressObserver(NullObserver):
-    """For the command line: advances ``bar`` (anything with ``update(n)``) per epoch, logs every evaluation."""
+    """For the command line: advances ``bar`` (anything with ``update(n)``) per epoch, logs every evaluation.
+    A repair's later pass (``rescan_passes``) counts its epochs on: a tqdm bar's total grows by one pass."""
 
     def __init__(self, logger: logging.Logger, bar: Any = None, label: str = "") -> None:
         self.log, self.bar, self.label, self.epoch = logger, bar, label, 0
+        self.per_pass = getattr(bar, "total", None)
 
     def on_step(self, info: StepInfo) -> None:
         if info.phase.startswith(SCAN_PHASE):  # a repair's scan for the trigger to unlearn: not an epoch
             return
         if info.epoch > self.epoch:
             if self.bar is not None:
+                if self.per_pass and info.epoch > self.bar.total:
+                    self.bar.total += self.per_pass
                 self.bar.update(info.epoch - self.epoch)
             self.epoch = info.epoch
 

@@ -26,10 +26,10 @@ from torch import nn
 
 from core.attacks import Attack
 from core.data.audioset import AudioSet
-from core.defenses import Defense, DefenseConfig
+from core.defenses import Defense, DefenseConfig, DefenseResult
 from core.errors import ConfigError
 from core.evaluation import evaluate
-from core.events import Cancelled, EvalInfo, NullObserver, Observer
+from core.events import SCAN_PHASE, Cancelled, EvalInfo, NeuronStats, NullObserver, Observer, StepInfo
 from core.metrics import defense_effectiveness_rating, defense_findings
 from core.presets import preset_record
 from core.runtime import machine_info, resolve_device
@@ -94,6 +94,7 @@ class RepairResult:
     attack_source: str = "none"
     eval_split: str = "test"  # the split before, after and history were measured on
     scan: ScanResult | None = None  # the scan that found the trigger to unlearn, when one ran
+    final_scan: ScanResult | None = None  # a scan of the repaired model made by the repair (rescan_passes)
 
     @property
     def rating(self) -> float | None:
@@ -187,13 +188,18 @@ def repair(
     ``unlearn_class`` names the suspected target when the user knows it: the scan's trigger of that class
     is unlearned instead of that of the class (or the ``unlearn_top`` classes) the scan points at, and a
     given ``trigger`` is recorded as sending clips there (the latent push, ``unlearn_latent``, points at it
-    either way).
+    either way). With ``rescan_passes`` > 0 the repaired model is scanned again (``scan_config``) and, while that
+    scan flags a class not unlearned yet, repaired again unlearning its trigger (:func:`_repair_again`;
+    ``details["rescan_passes"]``, and :attr:`RepairResult.final_scan` when the last scan was of the model
+    returned).
     """
     observer = observer or NullObserver()
     watcher = watcher or RepairWatcher()
     started = time.perf_counter()
     config = defense.config
     found, unlearning = None, None
+    if config.unlearns() and config.rescan_passes > 0:  # its later scans must give a trigger too
+        check_unlearn_scan(scan_config or ScanConfig(seed=config.seed, device=config.device))
     if config.unlearns():
         if trigger is None:
             settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
@@ -244,6 +250,15 @@ def repair(
     run = defense.run(
         model, data, observer, evaluate=measure, trigger=trigger, target=target, refresh=refresh, flagged=flagged
     )
+    final_scan, passes = None, []
+    if not run.cancelled and config.rescan_passes > 0 and config.unlearns():
+        settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
+        unlearned = set((unlearning or {}).get("classes", [(unlearning or {}).get("class")]))
+        run, final_scan, passes = _repair_again(
+            defense, run, data, split, settings, unlearned, observer, measure, cache, attack
+        )
+        if run.cancelled:
+            run = dataclasses.replace(run, model=model)
     after = before if run.cancelled else evaluate(run.model, data, split, attack, cache=cache)
     if not run.cancelled:
         watcher.after(run.model)
@@ -251,6 +266,8 @@ def repair(
     if unlearning is not None and "class" in unlearning and trigger is not None and not run.cancelled:
         unlearning.update(_trigger_asrs(model, run.model, data, split, trigger, unlearning))
     details = run.details if unlearning is None else {**run.details, "unlearn": unlearning}
+    if passes:
+        details["rescan_passes"] = passes
     return RepairResult(
         model=run.model,
         cancelled=run.cancelled,
@@ -269,7 +286,114 @@ def repair(
         attack_source=attack_source or ("given" if attack is not None else "none"),
         eval_split=split,
         scan=found,
+        final_scan=final_scan,
     )
+
+
+class _Shifted(NullObserver):
+    """The observer of a later pass (``rescan_passes``): its epochs and steps counted on from the passes before
+    (each as long as this one), so that progress, curves and logs run on instead of starting again."""
+
+    def __init__(self, inner: Observer, passes_before: int, epochs: int) -> None:
+        self.inner, self.before, self.epochs = inner, passes_before, epochs
+
+    def on_step(self, info: StepInfo) -> None:
+        if info.phase.startswith(SCAN_PHASE):  # a search again mid-run: its own steps
+            self.inner.on_step(info)
+            return
+        done = self.before * info.total_steps
+        self.inner.on_step(
+            dataclasses.replace(
+                info,
+                epoch=info.epoch + self.before * self.epochs,
+                step=info.step + done,
+                total_steps=info.total_steps + done,
+            )
+        )
+
+    def on_eval(self, info: EvalInfo) -> None:
+        self.inner.on_eval(dataclasses.replace(info, epoch=info.epoch + self.before * self.epochs))
+
+    def on_neurons(self, stats: NeuronStats) -> None:
+        self.inner.on_neurons(stats)
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
+
+
+def _repair_again(
+    defense: Defense,
+    run: DefenseResult,
+    data: AudioSet,
+    split: str,
+    settings: ScanConfig,
+    unlearned: set[str | None],
+    observer: Observer,
+    measure: Callable[[nn.Module], dict[str, float]],
+    cache: dict[str, torch.Tensor],
+    attack: Attack | None,
+) -> tuple[DefenseResult, ScanResult | None, list[dict[str, Any]]]:
+    """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet, run the
+    defense again on it, unlearning that class's reconstructed trigger (at most ``rescan_passes`` more runs).
+
+    Returns the last run, with every pass's history (epochs counted on, each entry with its ``pass``) and
+    seconds (scans included); the scan of the model returned when the last scan was of it (None when the
+    passes ran out); one record per scan: its verdict and, for a pass it started, the figures the pass started
+    from, what it unlearned (with that trigger's ASR on ``split`` before and after the pass) and its details.
+    A cancel during a scan or a pass returns a run marked cancelled."""
+    c = defense.config
+    passes: list[dict[str, Any]] = []
+    history = [{**h, "pass": 1} for h in run.history]
+    seconds = run.seconds
+    for number in range(2, c.rescan_passes + 2):
+        try:
+            found = scan(run.model, data, settings, observer)
+        except Cancelled:
+            return dataclasses.replace(run, cancelled=True, history=history), None, passes
+        seconds += found.seconds
+        flagged = found.suspected_target if found.backdoored else None
+        pointed = found.most_anomalous()
+        record: dict[str, Any] = {
+            "scan": {
+                "flagged": found.backdoored,
+                "class": flagged,
+                "anomaly_index": round(found.anomaly(found.classes.index(flagged)), 3) if flagged else None,
+                "most_anomalous": found.classes[pointed] if pointed is not None else None,
+                "most_anomalous_index": round(found.anomaly(pointed), 3) if pointed is not None else None,
+                "seconds": found.seconds,
+            },
+            "repaired": flagged is not None and flagged not in unlearned,
+        }
+        passes.append(record)
+        if not record["repaired"]:
+            return dataclasses.replace(run, history=history, seconds=seconds), found, passes
+        trigger, unlearning = unlearn_choice(found)
+        target = found.classes.index(flagged)
+        record["pass"] = number
+        record["started_from"] = metrics_only(evaluate(run.model, data, split, attack, cache=cache))
+        refresh = None
+        if c.unlearn > 0 and c.unlearn_refresh > 0:
+            domain = unlearning.get("trigger_domain", "waveform")
+            refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
+        again = defense.run(
+            run.model,
+            data,
+            _Shifted(observer, number - 1, c.epochs),
+            evaluate=measure,
+            trigger=trigger,
+            target=target,
+            refresh=refresh,
+            flagged=True,
+        )
+        history += [{**h, "epoch": h["epoch"] + (number - 1) * c.epochs, "pass": number} for h in again.history]
+        seconds += again.seconds
+        if again.cancelled:
+            return dataclasses.replace(run, cancelled=True, history=history, seconds=seconds), None, passes
+        unlearning.update(_trigger_asrs(run.model, again.model, data, split, trigger, unlearning))
+        record.update(unlearn=unlearning, details=again.details)
+        unlearned.add(flagged)
+        run = dataclasses.replace(again, history=history, seconds=seconds, details=run.details)
+    return run, None, passes
 
 
 def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
@@ -355,9 +479,10 @@ def _search_again(
     return search
 
 
-def _size_and_success(size: float, success: float) -> dict[str, float | None]:
-    """A search's smallest trigger size (None when none reached the scan's success) and its success, rounded."""
-    return {"size": round(size, 4) if math.isfinite(size) else None, "success": round(success, 3)}
+def _size_and_success(size: float | None, success: float) -> dict[str, float | None]:
+    """A search's smallest trigger size (None when none reached the scan's success: a scan's record keeps
+    that as None, a search's as inf) and its success, rounded."""
+    return {"size": round(size, 4) if size is not None and math.isfinite(size) else None, "success": round(success, 3)}
 
 
 def _trigger_asrs(

@@ -134,6 +134,9 @@ def repair_markdown(report: dict[str, Any]) -> str:
     searched = (report.get("defense_details") or {}).get("searched_again")
     if searched:
         lines += ["", searched_again_sentence(searched, unlearned or {})]
+    passes = (report.get("defense_details") or {}).get("rescan_passes")
+    if passes:
+        lines += ["", rescan_passes_sentence(passes)]
     if report.get("note"):
         lines += ["", f"Note: {report['note']}"]
     if report.get("rescan"):
@@ -163,6 +166,41 @@ def trigger_pruned_sentence(pruned: dict[str, Any]) -> str:
         f"accuracy with the trigger {100 * triggered[0]:.1f} % -> {100 * triggered[1]:.1f} %, without it "
         f"{100 * clean[0]:.1f} % -> {100 * clean[1]:.1f} %)."
     )
+
+
+def rescan_passes_sentence(passes: list[dict[str, Any]]) -> str:
+    """A repair's scans of the repaired model (``rescan_passes``) in sentences: what each flagged, and for each
+    pass it started, the class unlearned, the figures it started from and its trigger's ASR before and after."""
+    out = []
+    for p in passes:
+        scanned = p["scan"]
+        if not scanned["flagged"]:
+            top = scanned.get("most_anomalous")
+            near = f" (its most anomalous class {top}, index {scanned['most_anomalous_index']:.2f})" if top else ""
+            out.append(f"The scan of the repaired model flagged nothing{near}: no further pass.")
+        elif not p["repaired"]:
+            out.append(
+                f"The scan of the repaired model flagged {scanned['class']}, already unlearned: no further pass."
+            )
+        else:
+            start, unlearned = p.get("started_from", {}), p.get("unlearn", {})
+            figures = ", ".join(
+                f"{name} {100 * start[key]:.1f} %"
+                for key, name in (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"))
+                if start.get(key) is not None
+            )
+            asr = ""
+            if unlearned.get("asr_before") is not None:
+                asr = (
+                    f"; its trigger's ASR {100 * unlearned['asr_before']:.1f} % -> "
+                    f"{100 * unlearned['asr_after']:.1f} % over the pass"
+                )
+            out.append(
+                f"The scan of the repaired model flagged {scanned['class']} (anomaly index "
+                f"{scanned['anomaly_index']:.2f}), which the repair had not unlearned: pass {p['pass']} repaired "
+                f"again, unlearning its trigger (from {figures}{asr})."
+            )
+    return " ".join(out)
 
 
 def searched_again_sentence(searches: list[dict[str, Any]], unlearned: dict[str, Any]) -> str:

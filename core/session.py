@@ -277,7 +277,8 @@ class Session:
         return self.pending is not None
 
     def accept(self) -> RepairResult:
-        """The pending repair's model becomes the current one, its run appended to the checkpoint history."""
+        """The pending repair's model becomes the current one, its run appended to the checkpoint history; a scan
+        the repair made of the model it returned (``rescan_passes``) becomes the current model's scan."""
         result = self.pending
         if result is None or self.meta is None:
             raise ConfigError("no repair to accept: run a defense first")
@@ -287,6 +288,14 @@ class Session:
         self.unsaved_repair = repair_summary(result.after)
         self.model_version += 1
         self.repairs_accepted += 1
+        if result.final_scan is not None:  # the repair scanned the model it returned (rescan_passes): keep it
+            name = self.model_path.name if self.model_path is not None else "model"
+            unlearned = result.details.get("unlearn", {})
+            source = self.input_scan.result if self.input_scan is not None and self.repairs_accepted == 1 else None
+            asr = None
+            if source is not None and unlearned.get("split") == "test":
+                asr = _scan_trigger_asr(source, unlearned, "asr_after")
+            self.finish_scan(ScanRecord(result.final_scan, self.model_version, self.repairs_accepted, name, asr))
         return result
 
     def revert(self) -> None:
@@ -446,10 +455,11 @@ def _checkpoint_path(path: str | os.PathLike) -> Path:
     return path if path.suffix == ".safetensors" else path.with_suffix(".safetensors")
 
 
-def _scan_trigger_asr(found: ScanResult, unlearned: dict[str, Any]) -> float | None:
+def _scan_trigger_asr(found: ScanResult, unlearned: dict[str, Any], when: str = "asr_before") -> float | None:
     """The ASR the repair measured of the scan's own trigger (that of the class it points at) before
-    repairing, or None when the repair unlearned other classes' triggers only."""
+    repairing (``when`` "asr_after": through the repaired model), or None when the repair unlearned other
+    classes' triggers only."""
     pointed = found.most_anomalous()
     name = found.classes[pointed] if pointed is not None else None
     rates = unlearned.get("asr_per_class") or [unlearned]
-    return next((r.get("asr_before") for r in rates if r.get("class") == name), None)
+    return next((r.get(when) for r in rates if r.get("class") == name), None)

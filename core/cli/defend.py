@@ -33,6 +33,10 @@ it: the scan's trigger of that class is unlearned (not the most anomalous class'
 accuracy (``defense_details.trigger_pruned`` says how many), and undoes it when that won back less than
 ``--trigger-prune-gain`` (0.25) of the accuracy the trigger costs; ``--trigger-prune-when unflagged`` does it only when
 the scan flagged no class (the Recommended: 0.05, unflagged; rounds 15 and 16 of the ASC-10 notes).
+``--rescan-passes N`` scans the repaired model with the same settings and, when that scan flags a class the
+repair did not unlearn, runs the repair again on it unlearning that class's trigger, at most N more times
+(``defense_details.rescan_passes`` records each scan and pass; with ``--rescan`` the last scan is the "after"
+one when it was of the model returned).
 """
 
 from __future__ import annotations
@@ -213,7 +217,8 @@ def scan_config(args: argparse.Namespace, scans_to_unlearn: bool = False) -> Sca
     if not (args.rescan or scans_to_unlearn):
         if given:
             raise ConfigError(
-                f"{', '.join(given)} only applies with --rescan, or with --unlearn and no --unlearn-trigger"
+                f"{', '.join(given)} only applies with --rescan, with --unlearn and no --unlearn-trigger, "
+                "or with --rescan-passes"
             )
         return None
     return scan_config_from_args(args, prefix=SCAN_PREFIX)
@@ -247,8 +252,9 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         )
     if args.unlearn_class is not None and not config.unlearns():
         raise ConfigError("--unlearn-class only applies with --unlearn or --unlearn-latent above 0")
-    scan_settings = scan_config(args, scans_to_unlearn=config.unlearns() and not args.unlearn_trigger)
-    if config.unlearns() and not args.unlearn_trigger:
+    scans = config.unlearns() and (not args.unlearn_trigger or config.rescan_passes > 0)
+    scan_settings = scan_config(args, scans_to_unlearn=scans)
+    if scans:
         assert scan_settings is not None
         check_unlearn_scan(scan_settings, "--scan-domains")
     model, meta = load_checkpoint(model_path)
@@ -281,7 +287,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     device = resolve_device(args.device)
     model, data = model.to(device), data.to(device)
     scan_bar = None
-    if config.unlearns() and trigger is None:  # the repair scans first for the trigger to unlearn
+    if scans:  # the repair scans first for the trigger to unlearn, or after a pass (rescan_passes)
         assert scan_settings is not None
         scan_bar = progress_bar(scan_settings.total_steps(), "scan", False if args.quiet else None)
     progress = ProgressObserver(log, progress_bar(config.epochs, defense_name, False if args.quiet else None))
@@ -311,8 +317,8 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     )
     if args.rescan:  # before anything is written: Ctrl-C here leaves no file
         assert scan_settings is not None
-        scans = 1 if result.scan is not None and result.scan.config == dataclasses.asdict(scan_settings) else 2
-        bar = progress_bar(scans * scan_settings.total_steps(), "rescan", False if args.quiet else None)
+        made = [s for s in (result.scan, result.final_scan) if s and s.config == dataclasses.asdict(scan_settings)]
+        bar = progress_bar((2 - len(made)) * scan_settings.total_steps(), "rescan", False if args.quiet else None)
         try:
             report["rescan"] = rescan(
                 model,
@@ -322,6 +328,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                 split=args.eval_split,
                 observer=ScanProgress(bar),
                 before=result.scan,
+                after=result.final_scan,
             ).to_dict()
         finally:
             bar.close()

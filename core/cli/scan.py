@@ -52,13 +52,17 @@ log = logging.getLogger("core.scan")
 
 class ScanProgress(NullObserver):
     """Advances ``bar`` one step per inversion step (the phase in its caption) and passes every event
-    on to ``inner`` (an embedding caller's observer), whose ``should_stop`` cancels the scan."""
+    on to ``inner`` (an embedding caller's observer), whose ``should_stop`` cancels the scan. A scan more
+    than the bar was made for (a repair's scan of the repaired model, ``rescan_passes``) grows its total."""
 
     def __init__(self, bar: Any, inner: Observer | None = None) -> None:
         self.bar, self.inner = bar, inner or NullObserver()
+        self.per_scan = getattr(bar, "total", None)
 
     def on_step(self, info: StepInfo) -> None:
         if info.phase.startswith(SCAN_PHASE):  # a repair's own steps pass on to ``inner`` alone
+            if self.per_scan and self.bar.n >= self.bar.total:
+                self.bar.total += self.per_scan
             self.bar.update(1)
             self.bar.set_description(info.phase, refresh=False)
         self.inner.on_step(info)

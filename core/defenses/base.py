@@ -189,6 +189,16 @@ class DefenseConfig:
         "repaired (the scan's search, that class alone) and unlearn it too: once the first reconstruction is "
         "unlearned, what still sends clips to the class is searched for; 0 = off",
     )
+    rescan_passes: int = option(
+        0,
+        label="Repair again if flagged, passes",
+        range="[0, inf)",
+        note="0: off; needs unlearning",
+        help="after the repair, scan the repaired model and, when the scan flags a class the repair did not "
+        "unlearn, repair it again unlearning that class's trigger, at most this many more times (each time a "
+        "scan and a whole run more): a first scan that points at a wrong class without flagging it can flag the "
+        "right one once its guess is unlearned (one ASC-10 SmallCNN: 70.7 -> 8.5 % ASR); 0 = off",
+    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -309,7 +319,7 @@ class DefenseConfig:
             idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
-        return idle if self.unlearns() else idle | {"unlearn_top"}
+        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes"}
 
     def unlearns(self) -> bool:
         """True when the run acts on a suspected backdoor (unlearns a trigger, pushes toward its class, or

@@ -724,17 +724,20 @@ def rescan(
     split: str = "test",
     observer: Observer | None = None,
     before: ScanResult | None = None,
+    after: ScanResult | None = None,
 ) -> Rescan:
     """Scan ``original`` and ``repaired`` with the same ``config`` (neither model is changed), then replay
     the first scan's reconstructed waveform trigger of its most anomalous class
     (:meth:`ScanResult.most_anomalous`) on ``data``'s ``split`` through both models
     (:func:`trigger_success`). ``before``, a scan of ``original`` already made with this config (the
-    repair's own, when it unlearned a scanned trigger), is used instead of scanning it again. Raises
+    repair's own, when it unlearned a scanned trigger), is used instead of scanning it again, and so is
+    ``after``, a scan of ``repaired`` with this config (the repair's, with ``rescan_passes``). Raises
     :class:`core.events.Cancelled` when the observer asks to stop."""
     config = config or ScanConfig()
     if before is None or before.config != asdict(config):
         before = scan(original, data, config, observer)
-    after = scan(repaired, data, config, observer)
+    if after is None or after.config != asdict(config):
+        after = scan(repaired, data, config, observer)
     target = before.most_anomalous()
     labels = data.labels.index_select(0, data.splits[split].to(data.labels.device))
     clips = int((labels != target).sum()) if target is not None else 0

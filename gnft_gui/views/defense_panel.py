@@ -223,6 +223,7 @@ class DefensePanel(QWidget):
         self._clock = QElapsedTimer()
         self._last_draw = -REDRAW_MS
         self._losses: list[float] = []
+        self._total_steps = 0  # the run's step count the loss axis was laid out for
         self._evals: list[EvalInfo] = []
 
     # ------------------------------------------------------------------ form
@@ -320,7 +321,7 @@ class DefensePanel(QWidget):
         self.revert_button.setEnabled(state == "finished")
 
     def start(self, before: dict[str, float]) -> None:
-        self._losses, self._evals, self.redraws = [], [], 0
+        self._losses, self._evals, self.redraws, self._total_steps = [], [], 0, 0
         self._overlay_runs()
         self.loss_plot.enableAutoRange(x=True)
         for key, line in self.reference.items():
@@ -350,11 +351,11 @@ class DefensePanel(QWidget):
             self.progress.setRange(0, len(domains) * info.total_steps)
             self.progress.setValue(done)
             which = f", {domains.index(domain) + 1} of {len(domains)}" if len(domains) > 1 else ""
-            self.eta.setText(
-                f"Scanning for the trigger to unlearn ({domain}{which}): step {info.step}/{info.total_steps}"
-            )
+            what = "the repaired model for a class left to unlearn" if self._losses else "for the trigger to unlearn"
+            self.eta.setText(f"Scanning {what} ({domain}{which}): step {info.step}/{info.total_steps}")
             return
-        if not self._losses:  # fixed step axis for the run: no axis re-layout at every step
+        if info.total_steps != self._total_steps:  # fixed step axis for the run (a later pass lengthens it)
+            self._total_steps = info.total_steps
             self.loss_plot.setXRange(0, info.total_steps + 1, padding=0)
         self._losses.append(info.loss)
         self.progress.setRange(0, info.total_steps)

@@ -207,7 +207,7 @@ class NeuronView(QWidget):
 
     def begin_run(self) -> None:
         """Forget the step history (snapshots stay: the 'before' of this run is the 'after' of the last)."""
-        self._history, self._range, self.steps, self.epoch = {}, {}, [], 0
+        self._history, self._range, self.steps, self.epoch, self._total_steps = {}, {}, [], 0, 0
         for plot in (self.heat_plot, self.history_plot):
             plot.enableAutoRange(x=True)
         self._last_draw = -REDRAW_MS
@@ -219,7 +219,8 @@ class NeuronView(QWidget):
         if info.phase.startswith(SCAN_PHASE):  # a repair's scan for its trigger: no neuron norms
             return
         self.epoch = info.epoch
-        if not self.steps:  # the run's length is known: fixed step axes, no re-layout at every step
+        if info.total_steps != self._total_steps:  # the run's length: fixed step axes (a later pass lengthens it)
+            self._total_steps = info.total_steps
             for plot in (self.heat_plot, self.history_plot):
                 plot.setXRange(0, info.total_steps + 1, padding=0)
         if info.grad_norms:

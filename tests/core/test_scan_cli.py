@@ -260,7 +260,8 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     argv = ["--model", str(model), "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "f.safetensors")]
     code = run_command(defend_main, [*argv, "--preset", "paper", "--scan-steps", "4", "--scan-peak", "0.1"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --scan-peak, --scan-steps only applies with --rescan, or with --unlearn and no --unlearn-trigger"
+        "error: --scan-peak, --scan-steps only applies with --rescan, with --unlearn and no --unlearn-trigger, "
+        "or with --rescan-passes"
     ]
     trigger = tmp_path.parent / f"{tmp_path.name}-trigger.wav"
     sf.write(trigger, 0.1 * torch.ones(800).numpy(), 16000)
@@ -466,3 +467,31 @@ def test_the_summary_says_why_a_class_above_the_threshold_is_not_flagged():
         "above the next class, 'right': a flag needs 1; most anomalous class 'stop' (spectrum))"
     )
     assert "*" not in text  # nothing marked as flagged
+
+
+def test_defend_rescan_passes_records_each_scan_and_reuses_the_last_as_the_after_scan(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    flagging = ["--scan-steps", "4", "--scan-batch-size", "2", "--scan-clean-ratio", "0.5"]
+    flagging += ["--scan-threshold", "0.5", "--scan-standout", "1.0"]  # flags its most anomalous class
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--rescan-passes", "1", "--rescan", "--device", "cpu", "--quiet", *flagging]
+    reports = {}
+    for named in ("yes", "down"):  # the untrained model's scans flag `down` after a pass unlearning either
+        out, report = tmp_path / f"{named}.safetensors", tmp_path / f"{named}.json"
+        code = run_command(defend_main, [*argv, "--unlearn-class", named, "--out", str(out), "--report", str(report)])
+        assert code == 0, capsys.readouterr().err
+        reports[named] = json.loads(report.read_text())
+        history = read_metadata(out)["provenance"]["defenses"][-1]
+        assert history["defense_details"]["rescan_passes"] == reports[named]["defense_details"]["rescan_passes"]
+    (again,) = reports["yes"]["defense_details"]["rescan_passes"]
+    assert again["scan"]["class"] == "down" and again["repaired"] and again["unlearn"]["class"] == "down"
+    assert [h["pass"] for h in reports["yes"]["history"]] == [1, 2]
+    markdown = (tmp_path / "yes.md").read_text()
+    assert "flagged down (anomaly index" in markdown and "pass 2 repaired again, unlearning its trigger" in markdown
+    (last,) = reports["down"]["defense_details"]["rescan_passes"]
+    assert last["scan"]["class"] == "down" and not last["repaired"] and "pass" not in last
+    assert [h["pass"] for h in reports["down"]["history"]] == [1]
+    after = reports["down"]["rescan"]  # the repair's scan of the model it returned is the rescan's "after"
+    assert after["flagged_after"] and after["suspected_target_after"] == "down"
+    assert after["after"]["seconds"] == last["scan"]["seconds"]
+    assert "already unlearned: no further pass" in (tmp_path / "down.md").read_text()

@@ -10,6 +10,7 @@ from core.defenses import DEFENSES, OPTION_HELP, GNFTConfig
 from core.events import SCAN_PHASE, StepInfo
 from core.metrics import defense_findings
 from core.repair import unlearn_choice
+from gnft_gui.views.defense_panel import DefensePanel
 
 #: what the repair adds to the unlearned trigger's record: its ASR before and after, on the split measured
 ASR_KEYS = ("split", "asr_before", "asr_after")
@@ -180,3 +181,23 @@ def test_a_run_that_diverges_says_so_and_leaves_the_model_bit_exact(qtbot, windo
     assert window.defense_panel.state == "idle" and window.defense_task is None
     assert window.session.pending is None and window.model is original
     assert all(torch.equal(v, window.model.state_dict()[k]) for k, v in original_state.items())
+
+
+def test_a_second_repair_pass_lengthens_the_loss_axis_and_says_it_scans_the_repaired_model(qtbot):
+    panel = DefensePanel()
+    qtbot.addWidget(panel)
+    panel.scan_domains = ["mix"]
+    panel.start({"clean_accuracy": 0.9})
+    panel.on_step(StepInfo("scan mix", 0, 1, 10, 0.5))
+    assert panel.eta.text().startswith("Scanning for the trigger to unlearn (mix): step 1/10")
+    for step in range(1, 5):
+        panel.on_step(StepInfo("gnft", (step + 1) // 2, step, 4, 0.1))
+    assert panel.loss_plot.viewRange()[0] == pytest.approx([0, 5])
+    panel.on_step(StepInfo("scan mix", 0, 3, 10, 0.5))
+    assert panel.eta.text().startswith("Scanning the repaired model for a class left to unlearn (mix): step 3/10")
+    assert (panel.progress.maximum(), panel.progress.value()) == (10, 3)
+    for step in range(5, 9):  # pass 2 counts on
+        panel.on_step(StepInfo("gnft", (step + 1) // 2, step, 8, 0.1))
+    assert panel.loss_plot.viewRange()[0] == pytest.approx([0, 9])
+    assert (panel.progress.maximum(), panel.progress.value()) == (8, 8)
+    assert list(panel.loss_curve.getData()[0]) == list(range(1, 9))

@@ -148,3 +148,18 @@ def test_bars_fill_the_x_range_and_the_heat_map_colour_bar_follows_the_steps(qtb
     legend = {colour: name for name, colour in view.legend.entries().values()}
     assert used == {ZONE_COLOURS["clean"], ZONE_COLOURS["backdoor"]}
     assert {legend[c] for c in used} == {"clean", "backdoor"}
+
+
+def test_a_second_repair_pass_lengthens_the_step_axes_and_the_history_runs_on(qtbot):
+    view = conv_fc_view(qtbot)
+    for step in range(1, 4):  # pass 1: 3 steps
+        view.on_step(StepInfo("gnft", step, step, 3, 0.1, 0.001, {"conv": [float(step)] * 4, "fc": [1.0, 2.0]}))
+    assert view.history_plot.viewRange()[0] == pytest.approx([0, 4])
+    view.on_step(StepInfo("scan mix", 0, 1, 10, 0.5))  # the scan of the repaired model: no norms, no axis change
+    for step in range(4, 7):  # pass 2 counts on (rescan_passes): 6 steps in all
+        view.on_step(StepInfo("gnft", step, step, 6, 0.1, 0.001, {"conv": [float(step)] * 4, "fc": [1.0]}))
+    assert view.history_plot.viewRange()[0] == pytest.approx([0, 7])
+    assert view.heat_plot.viewRange()[0] == pytest.approx([0, 7])
+    view.select_neuron(1)
+    hx, hy = view.history_curve.getData()
+    assert list(hx) == [1, 2, 3, 4, 5, 6] and list(hy) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]

@@ -296,6 +296,7 @@ class _Shifted(NullObserver):
 
     def __init__(self, inner: Observer, passes_before: int, epochs: int) -> None:
         self.inner, self.before, self.epochs = inner, passes_before, epochs
+        self.wants_grad_norms = bool(getattr(inner, "wants_grad_norms", False))  # the neuron view's, per step
 
     def on_step(self, info: StepInfo) -> None:
         if info.phase.startswith(SCAN_PHASE):  # a search again mid-run: its own steps

@@ -38,6 +38,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
         ("lr", "0.05"),
         ("eval_every", "3"),
         ("batch_size", "32"),
+        ("rescan_passes", "0"),  # one pass: the next test runs the second
     ):
         panel.fields[name].setText(value)
         panel.fields[name].editingFinished.emit()
@@ -103,7 +104,14 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
     assert entry["preset"] == {
         "name": "custom",
         "from": "recommended",
-        "changed": {"clean_ratio": 1.0, "epochs": 12, "lr": 0.05, "eval_every": 3, "batch_size": 32},
+        "changed": {
+            "clean_ratio": 1.0,
+            "epochs": 12,
+            "lr": 0.05,
+            "eval_every": 3,
+            "batch_size": 32,
+            "rescan_passes": 0,
+        },
     }
     assert panel.state == "idle" and "Accepted" in panel.eta.text() and "Export" in window.status_label.text()
     assert window.unsaved_repair
@@ -201,3 +209,32 @@ def test_a_second_repair_pass_lengthens_the_loss_axis_and_says_it_scans_the_repa
     assert panel.loss_plot.viewRange()[0] == pytest.approx([0, 9])
     assert (panel.progress.maximum(), panel.progress.value()) == (8, 8)
     assert list(panel.loss_curve.getData()[0]) == list(range(1, 9))
+
+
+def test_a_recommended_run_that_repairs_again_shows_both_passes_as_one_run(qtbot, window):
+    """The Recommended's scan of the repaired model (rescan_passes 1) flags a class the tiny model's repair did
+    not unlearn: the second pass's steps and evaluations run on in the same plots and bar."""
+    panel = window.defense_panel
+    settings = (("clean_ratio", "100"), ("epochs", "12"), ("lr", "0.05"), ("eval_every", "3"), ("batch_size", "32"))
+    for name, value in settings:
+        panel.fields[name].setText(value)
+        panel.fields[name].editingFinished.emit()
+    assert panel.fields["rescan_passes"].text() == "1"
+    steps, evals = [], []
+    panel.run_button.click()
+    task = window.defense_task
+    task.observer.stepped.connect(steps.append)
+    task.observer.evaluated.connect(evals.append)
+    qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
+    result = window.session.pending
+    (again,) = result.details["rescan_passes"]
+    assert again["repaired"] and again["pass"] == 2 and again["unlearn"]["class"] != result.details["unlearn"]["class"]
+    kinds = ["scan" if s.phase.startswith(SCAN_PHASE) else "fit" for s in steps]
+    assert [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]] == ["scan", "fit", "scan", "fit"]
+    fits = [s for s in steps if not s.phase.startswith(SCAN_PHASE)]
+    assert [s.step for s in fits] == list(range(1, len(fits) + 1)) and fits[-1].total_steps == len(fits)
+    assert [e.epoch for e in evals if e.phase == "gnft"] == list(range(3, 25, 3))
+    assert list(panel.curves["attack_success_rate"].getData()[0]) == list(range(3, 25, 3))
+    assert len(panel.loss_curve.getData()[0]) == len(fits) and panel.progress.value() == panel.progress.maximum()
+    assert all(s.grad_norms for s in fits) and window.neurons.heat.image.shape[1] == len(fits)  # both passes
+    assert panel.after_value("ASR") == f"{100 * result.after['attack_success_rate']:.1f} %"

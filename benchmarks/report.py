@@ -56,7 +56,7 @@ COLUMN_TITLES = {
     "gnft@recommended": "**Recommended**",
     "rec_c05": "Recommended at 5 % clean",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
-    "rec15": "previous Recommended (no trigger pruning)",
+    "rec15": "earlier Recommended (no trigger pruning)",
     "tpu0": "Recommended with its pruning never undone (before b74f501)",
     "tpu": "Recommended without its rescan pass (2026-12-06)",
     "tp2": "Recommended with its rescan pass",

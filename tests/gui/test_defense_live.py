@@ -20,6 +20,17 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def run_collecting(qtbot, window) -> tuple[list, list]:
+    """Click Run and wait for the end: the steps and evaluations the worker's observer sent."""
+    steps, evals = [], []
+    window.defense_panel.run_button.click()
+    task = window.defense_task
+    task.observer.stepped.connect(steps.append)
+    task.observer.evaluated.connect(evals.append)
+    qtbot.waitUntil(lambda: window.defense_panel.state == "finished", timeout=300000)
+    return steps, evals
+
+
 def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtbot, window):
     panel = window.defense_panel
     # the Recommended preset first, in the units people read (the clean share in percent)
@@ -44,12 +55,7 @@ def test_gnft_run_updates_the_plots_lowers_asr_and_accept_replaces_the_model(qtb
         panel.fields[name].editingFinished.emit()
     assert panel.preset_name() == "custom" and "Recommended" in panel.preset_summary.text()
     original, original_state = window.model, state(window.model)
-    steps, evals = [], []
-    panel.run_button.click()
-    task = window.defense_task
-    task.observer.stepped.connect(steps.append)
-    task.observer.evaluated.connect(evals.append)
-    qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
+    steps, evals = run_collecting(qtbot, window)
     # the Recommended unlearns the trigger a scan reconstructs: the scan's steps come first, then the fine-tuning's
     scanned = [s for s in steps if s.phase.startswith(SCAN_PHASE)]
     assert scanned and steps[: len(scanned)] == scanned
@@ -220,12 +226,7 @@ def test_a_recommended_run_that_repairs_again_shows_both_passes_as_one_run(qtbot
         panel.fields[name].setText(value)
         panel.fields[name].editingFinished.emit()
     assert panel.fields["rescan_passes"].text() == "1"
-    steps, evals = [], []
-    panel.run_button.click()
-    task = window.defense_task
-    task.observer.stepped.connect(steps.append)
-    task.observer.evaluated.connect(evals.append)
-    qtbot.waitUntil(lambda: panel.state == "finished", timeout=300000)
+    steps, evals = run_collecting(qtbot, window)
     result = window.session.pending
     (again,) = result.details["rescan_passes"]
     assert again["repaired"] and again["pass"] == 2 and again["unlearn"]["class"] != result.details["unlearn"]["class"]

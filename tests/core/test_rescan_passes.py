@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from core.cli.scan import ScanProgress
 from core.defenses import DEFENSES, GNFTConfig
+from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, ProgressObserver, StepInfo
 from core.repair import repair, unlearn_choice
 from core.reports import repair_markdown, rescan_passes_sentence
@@ -159,7 +160,7 @@ def test_the_command_lines_bars_grow_by_a_pass_and_by_a_scan():
 def test_passes_are_idle_without_unlearning_and_refused_below_zero():
     assert "rescan_passes" in GNFTConfig().idle_fields()
     assert "rescan_passes" not in quick().idle_fields()
-    with pytest.raises(Exception, match="rescan_passes"):
+    with pytest.raises(ConfigError, match="rescan_passes"):
         GNFTConfig(rescan_passes=-1).validate()
 
 

@@ -198,12 +198,11 @@ def repair(
     started = time.perf_counter()
     config = defense.config
     found, unlearning = None, None
-    if config.unlearns() and config.rescan_passes > 0:  # its later scans must give a trigger too
-        check_unlearn_scan(scan_config or ScanConfig(seed=config.seed, device=config.device))
+    settings = scan_config or ScanConfig(seed=config.seed, device=config.device)  # every scan the repair makes
+    if config.unlearns() and (trigger is None or config.rescan_passes > 0):  # each must give a trigger
+        check_unlearn_scan(settings)
     if config.unlearns():
         if trigger is None:
-            settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
-            check_unlearn_scan(settings)
             try:
                 found = scan(model, data, settings, observer)
             except Cancelled:
@@ -243,7 +242,6 @@ def repair(
     refresh = None
     if config.unlearn > 0 and config.unlearn_refresh > 0 and target is not None:
         domain = (unlearning or {}).get("trigger_domain", "waveform")
-        settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
         refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
     choice = unlearning or {}  # a scan's trigger, found here or handed over with its record, says its verdict
     flagged = choice.get("flagged") if choice.get("source") == "scan" else None
@@ -252,7 +250,6 @@ def repair(
     )
     final_scan, passes = None, []
     if not run.cancelled and config.rescan_passes > 0 and config.unlearns():
-        settings = scan_config or ScanConfig(seed=config.seed, device=config.device)
         unlearned = set((unlearning or {}).get("classes", [(unlearning or {}).get("class")]))
         run, final_scan, passes = _repair_again(
             defense, run, data, split, settings, unlearned, observer, measure, cache, attack

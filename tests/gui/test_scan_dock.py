@@ -294,7 +294,9 @@ def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):
     panel = window.scan_panel
     before = scan_through_the_dock(qtbot, window)
     defense = window.defense_panel
-    for name, value in (("clean_ratio", "50"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1")):
+    # no scan of its own after the repair (rescan_passes 0; with it, that scan is shown: test_rescan_passes.py)
+    values = (("clean_ratio", "50"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1"), ("rescan_passes", "0"))
+    for name, value in values:
         defense.fields[name].setText(value)
     defense.run_button.click()
     qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)

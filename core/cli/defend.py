@@ -252,6 +252,11 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         )
     if args.unlearn_class is not None and not config.unlearns():
         raise ConfigError("--unlearn-class only applies with --unlearn or --unlearn-latent above 0")
+    if getattr(args, "rescan_passes", None) and not config.unlearns():  # given, and nothing to unlearn again
+        raise ConfigError(
+            "--rescan-passes only applies with --unlearn, --unlearn-latent or --trigger-prune above 0 (a pass "
+            "unlearns the class a scan flags)"
+        )
     scans = config.unlearns() and (not args.unlearn_trigger or config.rescan_passes > 0)
     scan_settings = scan_config(args, scans_to_unlearn=scans)
     if scans:

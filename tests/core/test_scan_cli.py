@@ -277,6 +277,11 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     code = run_command(defend_main, [*argv, "--unlearn", "0.3", "--unlearn-trigger", str(tmp_path / "none.wav")])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 1 and "none.wav" in err[0], err
+    code = run_command(defend_main, [*argv, "--preset", "paper", "--rescan-passes", "1"])
+    assert code == 2 and capsys.readouterr().err.splitlines() == [
+        "error: --rescan-passes only applies with --unlearn, --unlearn-latent or --trigger-prune above 0 (a pass "
+        "unlearns the class a scan flags)"
+    ]
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "cepstrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --scan-domains must be a comma list of features, waveform, latent, spectrum and mix, got 'cepstrum'"

@@ -239,10 +239,7 @@ def repair(
         return metrics
 
     target = _unlearn_targets(unlearning, data.classes)
-    refresh = None
-    if config.unlearn > 0 and config.unlearn_refresh > 0 and target is not None:
-        domain = (unlearning or {}).get("trigger_domain", "waveform")
-        refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
+    refresh = _refresher(config, data, target, settings, unlearning, observer)
     choice = unlearning or {}  # a scan's trigger, found here or handed over with its record, says its verdict
     flagged = choice.get("flagged") if choice.get("source") == "scan" else None
     run = defense.run(
@@ -369,10 +366,7 @@ def _repair_again(
         target = found.classes.index(flagged)
         record["pass"] = number
         record["started_from"] = metrics_only(evaluate(run.model, data, split, attack, cache=cache))
-        refresh = None
-        if c.unlearn > 0 and c.unlearn_refresh > 0:
-            domain = unlearning.get("trigger_domain", "waveform")
-            refresh = _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
+        refresh = _refresher(c, data, target, settings, unlearning, observer)
         again = defense.run(
             run.model,
             data,
@@ -447,6 +441,22 @@ def _unlearn_targets(unlearning: dict[str, Any] | None, classes: list[str]) -> i
     if "classes" in unlearning:
         return [classes.index(c) for c in unlearning["classes"]]
     return classes.index(unlearning["class"]) if unlearning.get("class") in classes else None
+
+
+def _refresher(
+    config: DefenseConfig,
+    data: AudioSet,
+    target: int | list[int] | None,
+    settings: ScanConfig,
+    unlearning: dict[str, Any] | None,
+    observer: Observer,
+) -> Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, Any]]] | None:
+    """The mid-run search a pass hands ``Defense.run`` with ``unlearn_refresh`` (:func:`_search_again`, in the
+    domain the unlearned trigger came from), or None when it does not search again."""
+    if not (config.unlearn > 0 and config.unlearn_refresh > 0 and target is not None):
+        return None
+    domain = (unlearning or {}).get("trigger_domain", "waveform")
+    return _search_again(data, target, settings, domain if domain in AUDIO_DOMAINS else "waveform", observer)
 
 
 def _search_again(

@@ -124,6 +124,16 @@ class DefenseConfig:
         "fine-tuning, so that the whole model re-learns the clean task (FT-init, after Min et al., "
         "NeurIPS 2023)",
     )
+    head_shift: float = option(
+        0.0,
+        label="Head shift, weight",
+        range="[0, inf)",
+        note="0: off",
+        help="weight of a term that turns the output layer's weight away from its direction before the repair "
+        "(its inner product with that weight, the layer's norm held at the norm it had), so that the features, "
+        "not only the head, must change and a backdoor's features are not simply read out again as accuracy "
+        "returns (Feature Shift Tuning, after Min et al., NeurIPS 2023); 0 = off",
+    )
     unlearn: float = option(
         0.0,
         label="Unlearn share, %",
@@ -339,6 +349,8 @@ class DefenseConfig:
             raise ConfigError("unlearn_latent needs fine-tuning to unlearn with: set epochs >= 1")
         if self.trigger_prune > 0 and self.epochs == 0:
             raise ConfigError("trigger_prune needs fine-tuning to recover the pruned model: set epochs >= 1")
+        if self.head_shift > 0 and self.epochs == 0:
+            raise ConfigError("head_shift needs fine-tuning to turn the output layer in: set epochs >= 1")
         if self.distill > 0 and self.epochs == 0:
             raise ConfigError("distill needs fine-tuning to act in: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
@@ -476,6 +488,9 @@ class Defense:
         self._free: torch.Tensor | None = None
         #: with ``trigger_prune`` > 0: the output-layer inputs kept ``[in_features]`` (bool), held after each step
         self._trigger_mask: torch.Tensor | None = None
+        #: with ``head_shift`` > 0: (the output layer being trained, its weight before the repair, that weight's
+        #: norm), for :meth:`optimizer_step`
+        self._shift: tuple[nn.Linear, torch.Tensor, torch.Tensor] | None = None
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training loss of a batch: cross-entropy to ``y``, plus, with ``distill`` > 0, that weight
@@ -515,8 +530,15 @@ class Defense:
         """Apply the gradients in ``.grad``: clipped to ``max_grad_norm`` (global L2) when set."""
         if self.config.max_grad_norm > 0:
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], self.config.max_grad_norm)
+        if self._shift is not None:  # d/dw of head_shift * <w, w0>: a constant added to the head's gradient
+            head, w0, norm = self._shift
+            if head.weight.grad is not None:
+                head.weight.grad.add_(w0, alpha=self.config.head_shift)
         optimizer.step()
         keep_pruned(model, self._trigger_mask)
+        if self._shift is not None:  # the norm held at the norm before the repair (FST's constraint)
+            with torch.no_grad():
+                head.weight.mul_(norm / head.weight.norm().clamp_min(1e-12))
 
     def prepare(self, model: nn.Module, waves: torch.Tensor, labels: torch.Tensor) -> None:
         """Work on the copy before fine-tuning starts (Fine-Pruning prunes here); default nothing."""
@@ -623,10 +645,6 @@ class Defense:
                 logits = logits[:, self._free]
             before = logits.softmax(-1)
         self.prepare(work, waves, labels)
-        if c.head == "reinit":
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed((c.seed + 3) % 2**64)
-                output_layer(work).reset_parameters()
         optimizer = self.make_optimizer(work)
         front, body = split_front_end(work)
         inputs = waves if front is None else clip_features(front, waves, c.batch_size)
@@ -662,6 +680,17 @@ class Defense:
             )  # fmt: skip
             if c.latent_reach > 0:  # after the pruning: the radius of the model that is fine-tuned
                 adversary.calibrate(body, inputs, labels, c.latent_reach)
+
+        # the output layer is re-initialised last: the trigger's pruning and the push's radius read the model's own
+        self._shift = None
+        if c.head_shift > 0:
+            w0 = output_layer(work).weight.detach().clone()
+            self._shift = (output_layer(work), w0, w0.norm())
+        if c.head == "reinit":
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed((c.seed + 3) % 2**64)
+                output_layer(work).reset_parameters()
+                keep_pruned(work, self._trigger_mask)
 
         searches: list[dict[str, Any]] = []
 
@@ -737,6 +766,7 @@ class Defense:
                 model, True, time.perf_counter() - started, schedule.history, int(rows.numel()), asdict(c)
             )
         finally:
+            self._shift = None
             if adversary is not None:
                 adversary.remove()
         details = self.details()

@@ -333,6 +333,34 @@ def test_head_reinit_starts_the_output_layer_afresh_seeded_and_only_it():
         FineTuneConfig(head="reinit", epochs=0).validate()
 
 
+def test_head_shift_turns_the_output_layer_away_at_its_norm():
+    """``head_shift``: each step adds that weight times the head's weight before the repair to the head's gradient
+    (the derivative of the inner product) and puts the head back at its norm before the repair; the head ends
+    turned further from its old direction than plain fine-tuning leaves it, and 0 changes nothing."""
+    from core.defenses import FineTune, FineTuneConfig
+
+    torch.manual_seed(3)
+    data = tiny_set()
+    model = Probe()
+    w0 = model.classifier.fc.weight.detach().clone()
+    settings = dict(clean_ratio=1.0, epochs=6, batch_size=8, device="cpu", lr=0.05, head="reinit")
+
+    def cosine(w: torch.Tensor) -> float:
+        return float((w * w0).sum() / (w.norm() * w0.norm()))
+
+    shifted = FineTune(FineTuneConfig(head_shift=1.0, **settings)).run(model, data).model
+    plain = FineTune(FineTuneConfig(**settings)).run(model, data).model
+    w, w_plain = shifted.classifier.fc.weight.detach(), plain.classifier.fc.weight.detach()
+    assert torch.allclose(w.norm(), w0.norm(), rtol=1e-5)  # the norm held
+    assert not torch.allclose(w_plain.norm(), w0.norm(), rtol=1e-3)  # it is the shift's doing
+    assert cosine(w) < cosine(w_plain) - 0.05
+    zero = FineTune(FineTuneConfig(head_shift=0.0, **settings)).run(model, data).model
+    assert all(torch.equal(a, b) for a, b in zip(zero.state_dict().values(), plain.state_dict().values()))
+    assert torch.equal(model.classifier.fc.weight, w0)  # the input is untouched
+    with pytest.raises(ConfigError, match="head_shift"):
+        FineTuneConfig(head_shift=0.1, epochs=0).validate()
+
+
 class ShiftedProbe(Probe):
     """Adds a fixed offset after the output layer: its logits are not that layer's output alone."""
 

@@ -55,6 +55,7 @@ COLUMN_TITLES = {
     "gnft_best": "GN-FT (best)",
     "gnft@recommended": "**Recommended**",
     "rec_c05": "Recommended at 5 % clean",
+    "rec5": "Recommended at 5 % clean (its scan too)",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
     "rec15": "earlier Recommended (no trigger pruning)",
     "tpu0": "Recommended with its pruning never undone (before b74f501)",

@@ -132,7 +132,8 @@ class DefenseConfig:
         help="weight of a term that turns the output layer's weight away from its direction before the repair "
         "(its inner product with that weight, the layer's norm held at the norm it had), so that the features, "
         "not only the head, must change and a backdoor's features are not simply read out again as accuracy "
-        "returns (Feature Shift Tuning, after Min et al., NeurIPS 2023); 0 = off",
+        "returns (Feature Shift Tuning, after Min et al., NeurIPS 2023, with the output layer reinit; a kept layer "
+        "starts along its old direction, where the term only shrinks it); 0 = off",
     )
     unlearn: float = option(
         0.0,

@@ -226,6 +226,16 @@ class DefenseConfig:
         "class on the model before fine-tuning (bisection over 0.01-2, per model): a deep ResNet's last layer "
         "is pushed anywhere at 0.5, a SmallCNN's half the time; 0 = use the latent push radius",
     )
+    latent_recalibrate: int = option(
+        0,
+        label="Latent reach again, epochs",
+        range="[0, inf)",
+        note="0: off; needs the reach",
+        help="every this many epochs, set the push's radius again so that it reaches the latent push reach's "
+        "share of the clean clips on the model being repaired: the model soon resists the first radius (an ASC-10 "
+        "SmallCNN's pushes reach their class 2 % of the time over the run against 20 % at its start), and the "
+        "push then stops pressing; 0 = the radius set before fine-tuning throughout",
+    )
     latent_depth: float = option(
         1.0,
         label="Latent layer depth",
@@ -313,6 +323,7 @@ class DefenseConfig:
     LATENT_FIELDS: ClassVar[tuple[str, ...]] = (
         "latent_radius",
         "latent_reach",
+        "latent_recalibrate",
         "latent_depth",
         "latent_steps",
         "latent_target",
@@ -326,6 +337,8 @@ class DefenseConfig:
         idle = set(self.LATENT_FIELDS) if self.unlearn_latent == 0 else set()
         if self.unlearn_top == 1:
             idle.add("latent_several")
+        if self.latent_reach == 0:
+            idle.add("latent_recalibrate")
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
@@ -736,6 +749,8 @@ class Defense:
             callbacks.append(guard)
         if triggered is not None and c.unlearn_refresh > 0 and refresh is not None:
             callbacks.append(_SearchAgain(c.unlearn_refresh, search_again))
+        if adversary is not None and c.latent_reach > 0 and c.latent_recalibrate > 0:
+            callbacks.append(_ReachAgain(c.latent_recalibrate, adversary, body, inputs, labels, c.latent_reach))
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
         loop = Loop(
@@ -800,6 +815,28 @@ class _SearchAgain(Callback):
     def on_epoch_end(self, loop: Loop, epoch: int) -> None:
         if epoch % self.every == 0 and epoch < loop.epochs:
             self.search(epoch)
+
+
+class _ReachAgain(Callback):
+    """Every ``every`` epochs before the last, calibrate the latent push's radius again on the model being repaired
+    (:meth:`LatentAdversary.calibrate`, no random numbers drawn); the radii chosen go into its details."""
+
+    def __init__(
+        self,
+        every: int,
+        adversary: LatentAdversary,
+        body: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        share: float,
+    ) -> None:
+        self.every, self.adversary, self.body, self.inputs, self.labels, self.share = (
+            every, adversary, body, inputs, labels, share,
+        )  # fmt: skip
+
+    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
+        if epoch % self.every == 0 and epoch < loop.epochs:
+            self.adversary.calibrate(self.body, self.inputs, self.labels, self.share, epoch=epoch)
 
 
 class EvaluateEvery(Callback):

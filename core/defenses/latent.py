@@ -82,7 +82,8 @@ class LatentAdversary:
         self._rows = torch.zeros(0, dtype=torch.long)  # the rows of the last perturbed batch that carry a push
         self._start = False
         self._norm: torch.Tensor | None = None
-        self.calibrated: dict[str, float] | None = None  # what calibrate() chose
+        self.calibrated: dict[str, float] | None = None  # what calibrate() chose before fine-tuning
+        self.recalibrated: list[dict[str, float]] = []  # and after epochs of it (latent_recalibrate)
         self.pushed = 0  # clips perturbed so far
         self.reached = 0  # of which the push reached the target (or left the true label)
         self.handle = self.module.register_forward_hook(self._hook)
@@ -184,10 +185,18 @@ class LatentAdversary:
         return hits / max(1, rows.numel())
 
     def calibrate(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, share: float, low: float = 0.01, high: float = 2.0
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        share: float,
+        low: float = 0.01,
+        high: float = 2.0,
+        epoch: int = 0,
     ) -> float:
         """Set the radius to the one (between ``low`` and ``high``, 8 bisections on a log scale) at which the
-        push reaches its goal on ``share`` of the clips of ``x``; the model's mode is left as it was."""
+        push reaches its goal on ``share`` of the clips of ``x``; the model's mode is left as it was. ``epoch``
+        > 0: a calibration during fine-tuning (after that epoch), kept in ``recalibrated`` beside the first."""
         training = model.training
         try:
             for _ in range(8):
@@ -199,7 +208,10 @@ class LatentAdversary:
         finally:
             model.train(training)
         self.radius = high
-        self.calibrated = {"share": share, "radius": round(high, 4)}
+        if epoch > 0:
+            self.recalibrated.append({"epoch": epoch, "radius": round(high, 4)})
+        else:
+            self.calibrated = {"share": share, "radius": round(high, 4)}
         return high
 
     def pushed_rows(self, n: int) -> torch.Tensor:
@@ -225,6 +237,7 @@ class LatentAdversary:
             "share": self.share,
             "radius": self.radius,
             "calibrated": self.calibrated,
+            **({"recalibrated": self.recalibrated} if self.recalibrated else {}),
             "steps": self.steps,
             "target": self.target,
             "clips_pushed": self.pushed,

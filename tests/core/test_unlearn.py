@@ -288,6 +288,32 @@ def test_a_calibrated_radius_is_the_one_that_reaches_the_asked_share_and_the_rep
     assert plain.details["latent"]["calibrated"] is None and plain.details["latent"]["radius"] == 0.5
 
 
+def test_the_radius_is_calibrated_again_every_few_epochs_on_the_model_being_repaired(model_and_data):
+    """``latent_recalibrate``: after every that many epochs but the last, the radius is set again to reach the share
+    on the model as it is then; recorded per epoch, the run's radius the last one set; idle without a reach."""
+    model, data = model_and_data
+    again = repair(
+        model, data, DEFENSES["gnft"](
+            dataclasses.replace(quick(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1), epochs=3)
+        ),
+        scan_config=QUICK_SCAN,
+    )  # fmt: skip
+    latent = again.details["latent"]
+    assert [r["epoch"] for r in latent["recalibrated"]] == [1, 2]  # not after the last epoch
+    assert round(latent["radius"], 4) == latent["recalibrated"][-1]["radius"]
+    assert all(0.01 <= r["radius"] <= 2.0 for r in latent["recalibrated"])
+    once = repair(
+        model,
+        data,
+        DEFENSES["gnft"](dataclasses.replace(quick(unlearn_latent=0.5, latent_reach=0.5), epochs=3)),
+        scan_config=QUICK_SCAN,
+    )
+    assert "recalibrated" not in once.details["latent"]
+    assert once.details["latent"]["calibrated"] == latent["calibrated"]  # the same first radius, the same scan
+    assert "latent_recalibrate" in quick(unlearn_latent=0.5, latent_recalibrate=1).idle_fields()  # no reach: idle
+    assert "latent_recalibrate" not in quick(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1).idle_fields()
+
+
 # several suspected classes: when the scan flags nothing, the first classes of its pooled index
 
 

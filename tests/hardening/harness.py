@@ -162,6 +162,7 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
                 "--max-grad-norm": (["0", "1"], FLOAT_BAD),
                 "--distill": (["0", "1"], FLOAT_BAD),
                 "--head-shift": (["0", "0.2"], FLOAT_BAD),
+                "--latent-recalibrate": (["0", "1"], [b for b in INT_BAD if b != "0"]),
                 "--report": ([str(out / "r.json")], [str(ws.model), str(out / "d.safetensors"), long_name, ""]),
                 "--out": ([str(out / "d.safetensors")], [str(ws.model), str(out / "d.json"), str(out)]),
                 "--model": ([str(ws.model)], paths_bad),

@@ -236,6 +236,15 @@ class DefenseConfig:
         "SmallCNN's pushes reach their class 2 % of the time over the run against 20 % at its start), and the "
         "push then stops pressing; 0 = the radius set before fine-tuning throughout",
     )
+    latent_growth: float = option(
+        0.0,
+        label="Latent reach again, at most x",
+        range="[0, inf)",
+        note="0: up to 2",
+        help="with latent reach again: the largest radius it may set, as a multiple of the one set before "
+        "fine-tuning (a ResNet's accuracy collapses once its push grows past about twice the first: 10 points "
+        "lost on one ASC-10 model); 0 = up to the bisection's bound, 2",
+    )
     latent_depth: float = option(
         1.0,
         label="Latent layer depth",
@@ -324,6 +333,7 @@ class DefenseConfig:
         "latent_radius",
         "latent_reach",
         "latent_recalibrate",
+        "latent_growth",
         "latent_depth",
         "latent_steps",
         "latent_target",
@@ -339,6 +349,8 @@ class DefenseConfig:
             idle.add("latent_several")
         if self.latent_reach == 0:
             idle.add("latent_recalibrate")
+        if self.latent_reach == 0 or self.latent_recalibrate == 0:
+            idle.add("latent_growth")
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
@@ -750,7 +762,8 @@ class Defense:
         if triggered is not None and c.unlearn_refresh > 0 and refresh is not None:
             callbacks.append(_SearchAgain(c.unlearn_refresh, search_again))
         if adversary is not None and c.latent_reach > 0 and c.latent_recalibrate > 0:
-            callbacks.append(_ReachAgain(c.latent_recalibrate, adversary, body, inputs, labels, c.latent_reach))
+            high = 2.0 if c.latent_growth == 0 else min(2.0, c.latent_growth * adversary.radius)
+            callbacks.append(_ReachAgain(c.latent_recalibrate, adversary, body, inputs, labels, c.latent_reach, high))
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
         loop = Loop(
@@ -819,7 +832,7 @@ class _SearchAgain(Callback):
 
 class _ReachAgain(Callback):
     """Every ``every`` epochs before the last, calibrate the latent push's radius again on the model being repaired
-    (:meth:`LatentAdversary.calibrate`, no random numbers drawn); the radii chosen go into its details."""
+    (:meth:`LatentAdversary.calibrate`, at most ``high``; no random numbers drawn); the radii go into its details."""
 
     def __init__(
         self,
@@ -829,14 +842,16 @@ class _ReachAgain(Callback):
         inputs: torch.Tensor,
         labels: torch.Tensor,
         share: float,
+        high: float,
     ) -> None:
-        self.every, self.adversary, self.body, self.inputs, self.labels, self.share = (
-            every, adversary, body, inputs, labels, share,
+        self.every, self.adversary, self.body, self.inputs, self.labels, self.share, self.high = (
+            every, adversary, body, inputs, labels, share, high,
         )  # fmt: skip
 
     def on_epoch_end(self, loop: Loop, epoch: int) -> None:
         if epoch % self.every == 0 and epoch < loop.epochs:
-            self.adversary.calibrate(self.body, self.inputs, self.labels, self.share, epoch=epoch)
+            low = min(0.01, self.high / 2)
+            self.adversary.calibrate(self.body, self.inputs, self.labels, self.share, low, self.high, epoch=epoch)
 
 
 class EvaluateEvery(Callback):

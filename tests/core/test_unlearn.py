@@ -310,7 +310,15 @@ def test_the_radius_is_calibrated_again_every_few_epochs_on_the_model_being_repa
     )
     assert "recalibrated" not in once.details["latent"]
     assert once.details["latent"]["calibrated"] == latent["calibrated"]  # the same first radius, the same scan
+    growth = quick(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1, latent_growth=0.5)
+    capped = repair(
+        model, data, DEFENSES["gnft"](dataclasses.replace(growth, epochs=3)), scan_config=QUICK_SCAN
+    ).details["latent"]
+    first = capped["calibrated"]["radius"]
+    assert [r["epoch"] for r in capped["recalibrated"]] == [1, 2]
+    assert all(abs(r["radius"] - first * 0.5) <= 2e-4 for r in capped["recalibrated"])  # the cap: never above it
     assert "latent_recalibrate" in quick(unlearn_latent=0.5, latent_recalibrate=1).idle_fields()  # no reach: idle
+    assert "latent_growth" in quick(unlearn_latent=0.5, latent_reach=0.5).idle_fields()  # no recalibration: idle
     assert "latent_recalibrate" not in quick(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1).idle_fields()
 
 

@@ -7,7 +7,7 @@ trigger still works on 19 % of the clips. For each checkpoint: on the validation
 trigger's shift at that layer relative to the clip's norm (median, 90th percentile), the ASR, and the share a push
 of radius 0.3 / 1 / 2 sends to the target (3 steps, as in the repair). From the repository root, one torch thread:
 
-    python docs/experiments/latent_shift_probe.py OUT.json BACKDOORED.safetensors REPAIRED.safetensors ...
+    python docs/experiments/latent_recalibrate/latent_shift_probe.py OUT.json BACKDOORED.safetensors REPAIRED...
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from core.attacks.base import attack_from_dict  # noqa: E402
 from core.checkpoint import load_checkpoint, read_metadata  # noqa: E402

@@ -760,10 +760,15 @@ class Defense:
             guard.start(body)  # after prepare: a pruned model is epoch 0's state
             callbacks.append(guard)
         if triggered is not None and c.unlearn_refresh > 0 and refresh is not None:
-            callbacks.append(_SearchAgain(c.unlearn_refresh, search_again))
+            callbacks.append(_EveryEpochs(c.unlearn_refresh, search_again))
         if adversary is not None and c.latent_reach > 0 and c.latent_recalibrate > 0:
             high = 2.0 if c.latent_growth == 0 else min(2.0, c.latent_growth * adversary.radius)
-            callbacks.append(_ReachAgain(c.latent_recalibrate, adversary, body, inputs, labels, c.latent_reach, high))
+
+            def reach_again(epoch: int) -> float:
+                """The push's radius bisected again on the model being repaired (no random numbers drawn)."""
+                return adversary.calibrate(body, inputs, labels, c.latent_reach, min(0.01, high / 2), high, epoch)
+
+            callbacks.append(_EveryEpochs(c.latent_recalibrate, reach_again))
         if c.grad_norm_every > 0 and bool(getattr(observer, "wants_grad_norms", False)):
             callbacks.append(_GradNormSnapshots(self, work, c.grad_norm_every))
         loop = Loop(
@@ -818,40 +823,17 @@ class Defense:
         )
 
 
-class _SearchAgain(Callback):
-    """Call ``search(epoch)`` every ``every`` epochs before the last (a trigger found then still has epochs to be
-    unlearned in); the loop puts the model back in training mode at the next epoch's start."""
+class _EveryEpochs(Callback):
+    """Call ``act(epoch)`` every ``every`` epochs before the last (what it changes, a trigger found again or the
+    latent push's radius, still has epochs to act in); the loop puts the model back in training mode at the next
+    epoch's start."""
 
-    def __init__(self, every: int, search: Callable[[int], None]) -> None:
-        self.every, self.search = every, search
-
-    def on_epoch_end(self, loop: Loop, epoch: int) -> None:
-        if epoch % self.every == 0 and epoch < loop.epochs:
-            self.search(epoch)
-
-
-class _ReachAgain(Callback):
-    """Every ``every`` epochs before the last, calibrate the latent push's radius again on the model being repaired
-    (:meth:`LatentAdversary.calibrate`, at most ``high``; no random numbers drawn); the radii go into its details."""
-
-    def __init__(
-        self,
-        every: int,
-        adversary: LatentAdversary,
-        body: nn.Module,
-        inputs: torch.Tensor,
-        labels: torch.Tensor,
-        share: float,
-        high: float,
-    ) -> None:
-        self.every, self.adversary, self.body, self.inputs, self.labels, self.share, self.high = (
-            every, adversary, body, inputs, labels, share, high,
-        )  # fmt: skip
+    def __init__(self, every: int, act: Callable[[int], Any]) -> None:
+        self.every, self.act = every, act
 
     def on_epoch_end(self, loop: Loop, epoch: int) -> None:
         if epoch % self.every == 0 and epoch < loop.epochs:
-            low = min(0.01, self.high / 2)
-            self.adversary.calibrate(self.body, self.inputs, self.labels, self.share, low, self.high, epoch=epoch)
+            self.act(epoch)
 
 
 class EvaluateEvery(Callback):

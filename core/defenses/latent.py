@@ -84,6 +84,7 @@ class LatentAdversary:
         self._norm: torch.Tensor | None = None
         self.calibrated: dict[str, float] | None = None  # what calibrate() chose before fine-tuning
         self.recalibrated: list[dict[str, float]] = []  # and after epochs of it (latent_recalibrate)
+        self.recalibration_skipped: str | None = None  # why latent_recalibrate_on kept the first radius
         self.pushed = 0  # clips perturbed so far
         self.reached = 0  # of which the push reached the target (or left the true label)
         self.handle = self.module.register_forward_hook(self._hook)
@@ -214,6 +215,14 @@ class LatentAdversary:
             self.calibrated = {"share": share, "radius": round(high, 4)}
         return high
 
+    def recalibrates(self, on: str) -> bool:
+        """Whether the radius is set again during fine-tuning with ``latent_recalibrate_on`` = ``on`` ("any",
+        or "linear": only where the pushed layer is fully connected); a refusal is kept for the report."""
+        if on == "any" or isinstance(self.module, nn.Linear):
+            return True
+        self.recalibration_skipped = f"the pushed layer {self.name} is a {type(self.module).__name__}, not linear"
+        return False
+
     def pushed_rows(self, n: int) -> torch.Tensor:
         """Which of the last perturbed batch's ``n`` rows carry a push (a CPU bool mask ``[n]``)."""
         mask = torch.zeros(n, dtype=torch.bool)
@@ -238,6 +247,7 @@ class LatentAdversary:
             "radius": self.radius,
             "calibrated": self.calibrated,
             **({"recalibrated": self.recalibrated} if self.recalibrated else {}),
+            **({"recalibration_skipped": self.recalibration_skipped} if self.recalibration_skipped else {}),
             "steps": self.steps,
             "target": self.target,
             "clips_pushed": self.pushed,

@@ -317,8 +317,21 @@ def test_the_radius_is_calibrated_again_every_few_epochs_on_the_model_being_repa
     first = capped["calibrated"]["radius"]
     assert [r["epoch"] for r in capped["recalibrated"]] == [1, 2]
     assert all(abs(r["radius"] - first * 0.5) <= 2e-4 for r in capped["recalibrated"])  # the cap: never above it
+    # only on a linear layer: the first (a convolution, latent_depth 0) keeps its first radius, and says why
+    on = dict(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1, latent_recalibrate_on="linear")
+    conv = repair(
+        model, data, DEFENSES["gnft"](dataclasses.replace(quick(**on, latent_depth=0.0), epochs=3)),
+        scan_config=QUICK_SCAN,
+    ).details["latent"]  # fmt: skip
+    assert "recalibrated" not in conv and "Conv2d" in conv["recalibration_skipped"]
+    assert round(conv["radius"], 4) == conv["calibrated"]["radius"]
+    fc = repair(
+        model, data, DEFENSES["gnft"](dataclasses.replace(quick(**on), epochs=3)), scan_config=QUICK_SCAN
+    ).details["latent"]
+    assert fc["recalibrated"] == latent["recalibrated"] and "recalibration_skipped" not in fc  # as with "any"
     assert "latent_recalibrate" in quick(unlearn_latent=0.5, latent_recalibrate=1).idle_fields()  # no reach: idle
-    assert "latent_growth" in quick(unlearn_latent=0.5, latent_reach=0.5).idle_fields()  # no recalibration: idle
+    idle = quick(unlearn_latent=0.5, latent_reach=0.5).idle_fields()
+    assert {"latent_growth", "latent_recalibrate_on"} <= idle  # no recalibration: idle
     assert "latent_recalibrate" not in quick(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1).idle_fields()
 
 
@@ -476,7 +489,7 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     latent = result.details["latent"]
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
     idle = {"unlearn_refresh", "trigger_prune_when", "trigger_prune_gain"}  # no trigger unlearned nor pruned by
-    idle |= {"latent_recalibrate", "latent_growth"}  # the radius is set, not calibrated: nothing to set again
+    idle |= {"latent_recalibrate", "latent_growth", "latent_recalibrate_on"}  # the radius is set: nothing to set again
     assert config.idle_fields() == idle
     assert "latent_several" in quick(unlearn_latent=0.5).idle_fields()
 

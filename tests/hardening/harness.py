@@ -164,6 +164,7 @@ def _pools(ws: Workspace, out: Path) -> dict[str, tuple[list[str], Pools]]:
                 "--head-shift": (["0", "0.2"], FLOAT_BAD),
                 "--latent-recalibrate": (["0", "1"], [b for b in INT_BAD if b != "0"]),
                 "--latent-growth": (["0", "2"], FLOAT_BAD),
+                "--latent-recalibrate-on": (["any", "linear"], ["conv", ""]),
                 "--report": ([str(out / "r.json")], [str(ws.model), str(out / "d.safetensors"), long_name, ""]),
                 "--out": ([str(out / "d.safetensors")], [str(ws.model), str(out / "d.json"), str(out)]),
                 "--model": ([str(ws.model)], paths_bad),

@@ -38,12 +38,15 @@ from core.runtime import machine_info, write_json  # noqa: E402
 #: The Recommended preset's settings before today's (``core.presets``), by the name the tables give them.
 V1, V2, V3 = "Recommended v1 (GN-FT)", "Recommended v2 (+ pruning)", "Recommended v3 (+ unlearning the scan's trigger)"
 V4 = "Recommended v4 (+ latent push, lr 0.003, 120 epochs)"
+V5 = "Recommended v5 (+ pruning when the scan flags nothing, a rescan pass)"
 BEFORE: dict[str, dict[str, Any]] = {
     V1: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60},
     V2: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1},
     V3: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.01, "epochs": 60, "prune": 0.1, "unlearn": 0.3},
     V4: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.003, "epochs": 120, "unlearn": 0.3, "unlearn_latent": 0.3,
          "latent_reach": 0.2},
+    V5: {"clean_ratio": 0.1, "r": 0.1, "lr": 0.003, "epochs": 120, "unlearn": 0.3, "unlearn_latent": 0.3,
+         "latent_reach": 0.2, "trigger_prune": 0.05, "trigger_prune_when": "unflagged", "rescan_passes": 1},
 }  # fmt: skip
 #: Tables written before the Recommended became today's, and which one it was then.
 ERAS: dict[str, str] = {

@@ -18,6 +18,7 @@ from benchmarks.tradeoff import (  # noqa: E402
     V1,
     V2,
     V4,
+    V5,
     collect,
     effective,
     label,
@@ -61,6 +62,8 @@ def test_a_table_that_recorded_its_settings_is_read_by_them_and_an_earlier_recom
         k: v for k, v in BEFORE[V4].items()
     }  # trigger_prune_when is idle while trigger_prune is 0
     assert preset_name("gnft", effective("gnft", None, BEFORE[V2], "")) == V2
+    assert preset_name("gnft", effective("gnft", None, BEFORE[V5], "")) == V5  # the one before today's
+    assert effective("gnft", None, BEFORE[V5], "") != effective("gnft", "recommended", {}, "a_later_table")
     assert preset_name("gnft", effective("gnft", None, {"lr": 0.5}, "")) is None
     rows = [cell("smallcnn", "daba", "none", 0.9, 1.0), cell("smallcnn", "daba", "gnft@recommended", 0.88, 0.2)]
     path = tmp_path / "g.json"

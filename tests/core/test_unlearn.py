@@ -319,12 +319,17 @@ def test_the_radius_is_calibrated_again_every_few_epochs_on_the_model_being_repa
     assert all(abs(r["radius"] - first * 0.5) <= 2e-4 for r in capped["recalibrated"])  # the cap: never above it
     # only on a linear layer: the first (a convolution, latent_depth 0) keeps its first radius, and says why
     on = dict(unlearn_latent=0.5, latent_reach=0.5, latent_recalibrate=1, latent_recalibrate_on="linear")
-    conv = repair(
+    skipped = repair(
         model, data, DEFENSES["gnft"](dataclasses.replace(quick(**on, latent_depth=0.0), epochs=3)),
         scan_config=QUICK_SCAN,
-    ).details["latent"]  # fmt: skip
+    )  # fmt: skip
+    conv = skipped.details["latent"]
     assert "recalibrated" not in conv and "Conv2d" in conv["recalibration_skipped"]
     assert round(conv["radius"], 4) == conv["calibrated"]["radius"]
+    first_only = dataclasses.replace(quick(unlearn_latent=0.5, latent_reach=0.5, latent_depth=0.0), epochs=3)
+    plain = repair(model, data, DEFENSES["gnft"](first_only), scan_config=QUICK_SCAN)
+    same = plain.model.state_dict()  # the run is the one that never asked to set the radius again, bit for bit
+    assert all(torch.equal(v, same[k]) for k, v in skipped.model.state_dict().items())
     fc = repair(
         model, data, DEFENSES["gnft"](dataclasses.replace(quick(**on), epochs=3)), scan_config=QUICK_SCAN
     ).details["latent"]

@@ -33,7 +33,11 @@ the ones its column declares now (a setting the cell lacks did not exist then an
 default; where and how fast it ran do not count: device, amp, compile, memory format, grad-norm
 logging, ``core.presets.RUN_FIELDS``; the seed does). Otherwise the grid stops before
 any work with one line naming the file and the settings that differ: delete that cell to run it
-again with the new settings, or give the new settings another variant name or ``--work``.
+again with the new settings, or give the new settings another variant name or ``--work``. So is a
+model the grid trained in its work folder: reused only when its checkpoint records the recipe this run
+asks for (the attack and every parameter, ``--attack-arg`` and the seed; the training settings, where
+and how fast aside; the sample rate and front end); a model put in with a ``reused_from`` note, or
+adopted by ``--reuse``, is taken as the user's choice.
 
 ``--defense-seeds 0,1,2`` runs every defense cell once per seed (the seed draws the clean subset,
 the batch order and dropout; on a clean set of a hundred clips one draw can decide the cell):
@@ -119,7 +123,7 @@ from torch import nn
 from core import models
 from core.allocator import release_free_memory
 from core.attacks import Attack, attack_from_dict, get_attack, list_attacks, parse_attack_args
-from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from core.cli.common import add_data_arguments, add_front_end_arguments, front_end_from_args, load_from_args
 from core.cli.defend import EVAL_SPLITS, SCAN_PREFIX, check_eval_split
 from core.cli.scan import add_scan_arguments, scan_config_from_args
@@ -453,6 +457,7 @@ def _train_cell(
     With ``--no-train`` a cell that has no model to adopt gets no report (None): not run."""
     path, report_path = work / f"train_{model_name}_{name}.safetensors", work / f"train_{model_name}_{name}.json"
     if path.is_file() and report_path.is_file():
+        _check_trained(path, args, model_name, attack_name, attack_args)
         log.info("reusing %s", path)
         return path, json.loads(report_path.read_text())
     if args.reuse:
@@ -462,11 +467,7 @@ def _train_cell(
     if args.no_train:
         log.info("not run: no model for %s/%s (--no-train)", model_name, name)
         return path, None
-    attack = None
-    if attack_name != CLEAN:
-        params = parse_attack_args(attack_args.get(attack_name, []))
-        params.setdefault("seed", str(args.seed))
-        attack = get_attack(attack_name, sample_rate=args.sample_rate, **params)
+    attack = _cell_attack(args, attack_name, attack_args)
     config = train_config(args, model_name)
     log.info("training %s (%s)", model_name, attack_name)
     result = train_model(
@@ -477,6 +478,70 @@ def _train_cell(
     report["ran_on"] = ran_on(machine_info(resolve_device(args.device)))
     write_json(report_path, report)
     return path, report
+
+
+def _cell_attack(args: argparse.Namespace, attack_name: str, attack_args: dict[str, list[str]]) -> Attack | None:
+    """The attack a cell's model is trained with (``--attack-arg``, its seed the grid's), None for a clean one."""
+    if attack_name == CLEAN:
+        return None
+    params = parse_attack_args(attack_args.get(attack_name, []))
+    params.setdefault("seed", str(args.seed))
+    return get_attack(attack_name, sample_rate=args.sample_rate, **params)
+
+
+#: Training settings that say where and how fast a model was trained, not which model: not compared on resuming.
+_TRAIN_RUN_FIELDS = frozenset({"device", "amp", "compile", "memory_format"})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists): a recorded setting and a live one compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _check_trained(
+    path: Path, args: argparse.Namespace, model_name: str, attack_name: str, attack_args: dict[str, list[str]]
+) -> None:
+    """Refuse a model the grid trained in its work folder with another recipe than this run asks for: the
+    attack or any of its parameters (target, poison rate, trigger, seed), a training setting (where and how
+    fast aside: :data:`_TRAIN_RUN_FIELDS`), the sample rate or the front end. Without this a changed
+    ``--attack-arg`` or ``--seed`` would silently reuse the old model, and the grid's command would not say
+    how its model was made. A model adopted by ``--reuse`` or put in with a ``reused_from`` note is the
+    user's choice and is not checked; a setting the checkpoint does not record is not checked."""
+    report = json.loads(path.with_suffix(".json").read_text())
+    if isinstance(report, dict) and "reused_from" in report:
+        return
+    meta = read_metadata(path)
+    provenance = meta.get("provenance") or {}
+    differ: list[str] = []
+    recorded, wanted = provenance.get("attack"), _cell_attack(args, attack_name, attack_args)
+    then_name, now_name = (recorded or {}).get("name", CLEAN), wanted.name if wanted else CLEAN
+    if then_name != now_name:
+        differ.append(f"attack {then_name!r} there, {now_name!r} now")
+    elif wanted is not None and recorded is not None:
+        then, now = _plain(recorded.get("params") or {}), _plain(wanted.to_dict()["params"])
+        differ += [
+            f"{attack_name}.{k} {then[k]!r} there, {v!r} now" for k, v in now.items() if k in then and then[k] != v
+        ]
+    training = _plain(provenance.get("training") or {})
+    now_training = _plain(dataclasses.asdict(train_config(args, model_name)))
+    differ += [
+        f"{k} {training[k]!r} there, {v!r} now"
+        for k, v in now_training.items()
+        if k not in _TRAIN_RUN_FIELDS and k in training and training[k] != v
+    ]
+    if meta.get("sample_rate") != args.sample_rate:
+        differ.append(f"sample rate {meta.get('sample_rate')!r} there, {args.sample_rate!r} now")
+    front_then, front_now = meta.get("front_end") or {}, _plain(dataclasses.asdict(front_end_from_args(args)))
+    differ += [
+        f"front end {k} {front_then[k]!r} there, {v!r} now"
+        for k, v in front_now.items()
+        if v is not None and k in front_then and front_then[k] != v
+    ]
+    if differ:
+        raise ConfigError(
+            f"{path} was trained with other settings than this run's ({'; '.join(differ)}); delete it and its "
+            ".json to train the cell again, or use another --work"
+        )
 
 
 def train_config(args: argparse.Namespace, model_name: str, config: type[TrainConfig] = TrainConfig) -> TrainConfig:
@@ -1276,6 +1341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if cell.is_file():
                         row = _read_cell(cell, c.defense)
                         _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, *_scan_of(scan_settings))
+    for m in model_names:  # and a trained model made with another recipe
+        for a in attacks + ([] if args.no_clean else [CLEAN]):
+            for r in [rates[a]] if a != CLEAN else sorted({args.sample_rate, *rates.values()}):
+                name = _cell_name(a, r, args.sample_rate)
+                path = work / f"train_{m}_{name}.safetensors"
+                if path.is_file() and path.with_suffix(".json").is_file():
+                    _check_trained(path, _args_at(args, r), m, a, attack_args)
     if args.backend == "local":  # a dataset without the split is refused before any work (Ray: in its tasks)
         checked = _load_data(args, keep_others=False)
         check_eval_split(checked, args.eval_split)

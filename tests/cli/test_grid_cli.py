@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,32 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
         and (work / "defend_smallcnn_badnets_fp.safetensors").is_file()
         and [r for r in again["rows"] if r["defense"] != "fp"] == result["rows"]
     )
+    # a model in the work folder is reused only for the recipe that made it: another target, seed or training
+    # setting is refused before any work, naming what differs (it was reused silently, and the table's command
+    # then did not say how its model was made)
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    for extra, named in (
+        (["--attack-arg", "badnets.target=3"], "badnets.target 2 there, 3 now"),
+        (["--seed", "5"], "badnets.seed 0 there, 5 now; seed 0 there, 5 now"),
+        (["--train-epochs", "4"], "epochs 3 there, 4 now"),
+        (["--n-coeffs", "13"], "front end n_coeffs 20 there, 13 now"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(named)) as refused:
+            main(
+                [
+                    "--data",
+                    str(tiny_sc),
+                    *TINY[: TINY.index("--defense-arg")],
+                    *extra,
+                    "--defenses",
+                    "none",
+                    "--out",
+                    str(out),
+                ]
+            )
+        assert str(refused.value).startswith(str(work / "train_smallcnn_badnets.safetensors"))
+        assert "delete it and its .json to train the cell again, or use another --work" in str(refused.value)
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     # --reuse: models trained elsewhere become a new grid's cells, checked and re-measured, not retrained
     other = tmp_path / "elsewhere"
     no_defense = TINY[: TINY.index("--defense-arg")]

@@ -1341,13 +1341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if cell.is_file():
                         row = _read_cell(cell, c.defense)
                         _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, *_scan_of(scan_settings))
-    for m in model_names:  # and a trained model made with another recipe
-        for a in attacks + ([] if args.no_clean else [CLEAN]):
-            for r in [rates[a]] if a != CLEAN else sorted({args.sample_rate, *rates.values()}):
-                name = _cell_name(a, r, args.sample_rate)
-                path = work / f"train_{m}_{name}.safetensors"
-                if path.is_file() and path.with_suffix(".json").is_file():
-                    _check_trained(path, _args_at(args, r), m, a, attack_args)
+    clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
+    trains = [
+        (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
+    ]
+    for m, a, r in trains:  # and a trained model made with another recipe
+        path = work / f"train_{m}_{_cell_name(a, r, args.sample_rate)}.safetensors"
+        if path.is_file() and path.with_suffix(".json").is_file():
+            _check_trained(path, _args_at(args, r), m, a, attack_args)
     if args.backend == "local":  # a dataset without the split is refused before any work (Ray: in its tasks)
         checked = _load_data(args, keep_others=False)
         check_eval_split(checked, args.eval_split)
@@ -1357,10 +1358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _DATA.clear()  # the workers load their own copies
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
-    trains = [
-        (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
-    ]
     failed: dict[tuple, str] = {}  # cells that raised (the local backends go on without them)
     if args.backend == "ray":
         trained, defended, data_summary = _run_on_ray(args, work, trains, runs, attack_args, seeds)

@@ -149,26 +149,17 @@ def test_grid_writes_cells_table_and_resumes(tiny_sc, tmp_path, capsys):
     # setting is refused before any work, naming what differs (it was reused silently, and the table's command
     # then did not say how its model was made)
     stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
-    for extra, named in (
-        (["--attack-arg", "badnets.target=3"], "badnets.target 2 there, 3 now"),
-        (["--seed", "5"], "badnets.seed 0 there, 5 now; seed 0 there, 5 now"),
-        (["--train-epochs", "4"], "epochs 3 there, 4 now"),
-        (["--n-coeffs", "13"], "front end n_coeffs 20 there, 13 now"),
+    for extra, model, named in (
+        (["--attack-arg", "badnets.target=3"], "badnets", "badnets.target 2 there, 3 now"),
+        (["--seed", "5"], "clean", "seed 0 there, 5 now"),  # the clean model is checked first
+        (["--seed", "5", "--no-clean"], "badnets", "badnets.seed 0 there, 5 now; seed 0 there, 5 now"),
+        (["--train-epochs", "4"], "clean", "epochs 3 there, 4 now"),
+        (["--n-coeffs", "13", "--no-clean"], "badnets", "front end n_coeffs 20 there, 13 now"),
     ):
+        run = ["--data", str(tiny_sc), *TINY[: TINY.index("--defense-arg")], *extra, "--defenses", "none"]
         with pytest.raises(ConfigError, match=re.escape(named)) as refused:
-            main(
-                [
-                    "--data",
-                    str(tiny_sc),
-                    *TINY[: TINY.index("--defense-arg")],
-                    *extra,
-                    "--defenses",
-                    "none",
-                    "--out",
-                    str(out),
-                ]
-            )
-        assert str(refused.value).startswith(str(work / "train_smallcnn_badnets.safetensors"))
+            main([*run, "--out", str(out)])
+        assert str(refused.value).startswith(f"{work / f'train_smallcnn_{model}.safetensors'} was trained with")
         assert "delete it and its .json to train the cell again, or use another --work" in str(refused.value)
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
     # --reuse: models trained elsewhere become a new grid's cells, checked and re-measured, not retrained

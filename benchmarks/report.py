@@ -36,6 +36,9 @@ REFERENCE = {
     "grid_asc10_round16_test_*": "ASC-10, today's Recommended (yes no up down left right stop start enable "
     "disable; 1,800 training clips, 18 speakers; models trained on this CPU with the per-clip floor, one per "
     "attack, their training seed beside it)",
+    "grid_asc10_round22_c05_*": "ASC-10, today's Recommended at a 5 % clean share (90 clips; the first table's "
+    "SmallCNNs made again from the same commands, the same models to the figure; on the ResNets the first table's "
+    "last column is today's Recommended at 5 %: its push's radius is not set again there)",
     "grid_asc10_round9_test": "ASC-10, the previous Recommended on seven attacks (the H200 table's models, repaired "
     "on this CPU)",
     "grid_asc10_h200": "ASC-10, every attack and defense (models and most cells on an H200 GPU; other models "
@@ -43,7 +46,11 @@ REFERENCE = {
     "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
 }
 #: Where a reference table's notes are, when not beside it.
-NOTES = {"grid_asc10_round9_test": "grid_asc10_validation", "grid_asc10_round16_test_*": "grid_asc10_validation"}
+NOTES = {
+    "grid_asc10_round9_test": "grid_asc10_validation",
+    "grid_asc10_round16_test_*": "grid_asc10_validation",
+    "grid_asc10_round22_c05_*": "grid_asc10_validation",
+}
 #: The column a ``gnft@recommended`` column becomes when its cells ran with another Recommended than today's.
 PREVIOUS = "gnft@recommended (previous)"
 COLUMN_TITLES = {
@@ -56,6 +63,7 @@ COLUMN_TITLES = {
     "gnft@recommended": "**Recommended**",
     "rec_c05": "Recommended at 5 % clean",
     "rec5": "previous Recommended at 5 % clean (its scan too)",
+    "r21c5": "**Recommended at 5 % clean** (its scan too)",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",
     "rec15": "earlier Recommended (no trigger pruning)",
     "tpu0": "Recommended with its pruning never undone (before b74f501)",

@@ -8,7 +8,8 @@ The model given is never modified; a cancelled run hands it back as it was.
 A defense with ``unlearn`` > 0 fine-tunes partly on clips carrying the suspected trigger with their true
 labels: the trigger given, or else the one a scan of the model reconstructs (:func:`core.scan.scan`, the
 most anomalous class's waveform pattern; the user rarely knows the real one), found here before the
-fine-tuning and reported in ``details["unlearn"]``.
+fine-tuning and reported in ``details["unlearn"]``. Every scan a repair makes reads at most the repair's own
+clean share (:func:`repair_scan_config`): a user with 90 clean clips has only those for both.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
     "record_repair",
     "unlearn_choice",
     "check_unlearn_scan",
+    "check_scan_share",
+    "repair_scan_config",
 ]
 
 #: The figures a report and a history entry keep of each evaluation.
@@ -183,7 +186,8 @@ def repair(
     evaluation, every step and evaluation, and may cancel; ``base_preset`` names the preset the
     config started from (see :func:`core.presets.preset_record`). With ``unlearn`` > 0 the
     trigger to unlearn is ``trigger`` (a waveform; ``trigger_record`` says where it came from) or,
-    when None, the one a scan with ``scan_config`` (default: the defense's seed and device)
+    when None, the one a scan with ``scan_config`` (default: the defense's clean share, seed and device; a larger
+    share than the defense's is refused, :func:`repair_scan_config`)
     reconstructs first; the observer sees the scan's steps (phases "scan ...") and may cancel it.
     ``unlearn_class`` names the suspected target when the user knows it: the scan's trigger of that class
     is unlearned instead of that of the class (or the ``unlearn_top`` classes) the scan points at, and a
@@ -198,8 +202,9 @@ def repair(
     started = time.perf_counter()
     config = defense.config
     found, unlearning = None, None
-    settings = scan_config or ScanConfig(seed=config.seed, device=config.device)  # every scan the repair makes
-    if config.unlearns() and (trigger is None or config.rescan_passes > 0):  # each must give a trigger
+    scans = config.unlearns() and (trigger is None or config.rescan_passes > 0)
+    settings = repair_scan_config(config, scan_config if scans else None)  # every scan the repair makes
+    if scans:  # each must give a trigger
         check_unlearn_scan(settings)
     if config.unlearns():
         if trigger is None:
@@ -388,6 +393,28 @@ def _repair_again(
     return run, None, passes
 
 
+def check_scan_share(
+    scan_share: float, clean_share: float, scan_option: str = "the scan's clean_ratio", option: str = "clean_ratio"
+) -> None:
+    """Refuse, in one line naming both options, a repair's scan that would read a larger share of the training
+    split than the repair's clean set: both draw the same seeded clips (:func:`core.defenses.base.clean_subset`),
+    so a share no larger reads only clips the repair has."""
+    if scan_share > clean_share:
+        raise ConfigError(
+            f"{scan_option} {scan_share:g} is larger than the repair's {option} {clean_share:g}: a repair's scan may "
+            "read only the clean clips the repair has; give a share no larger, or none to use the repair's"
+        )
+
+
+def repair_scan_config(config: DefenseConfig, scan_config: ScanConfig | None = None) -> ScanConfig:
+    """The settings of every scan a repair with ``config`` makes: ``scan_config`` (checked by
+    :func:`check_scan_share`), or by default the scan's defaults at the repair's clean share, seed and device."""
+    if scan_config is None:
+        return ScanConfig(clean_ratio=config.clean_ratio, seed=config.seed, device=config.device)
+    check_scan_share(scan_config.clean_ratio, config.clean_ratio)
+    return scan_config
+
+
 def check_unlearn_scan(config: ScanConfig, option: str = "domains") -> None:
     """Refuse, before any work, a scan that cannot give a trigger to unlearn (no audio domain)."""
     if not set(AUDIO_DOMAINS) & set(config.domain_list()):
@@ -417,6 +444,8 @@ def unlearn_choice(found: ScanResult, name: str | None = None, top: int = 1) -> 
         "anomaly_index": round(found.anomaly(chosen[0]), 3),
         "scan_seconds": found.seconds,
         "scan_domains": found.config.get("domains"),  # which searches the choice rests on (the cell's scan)
+        "scan_clean_ratio": found.config.get("clean_ratio"),  # and on how many clean clips
+        "scan_clean_clips": found.clean_clips,
     }
     if found.reference:  # the clean reference the scan was read against (its reports)
         record["scan_reference"] = found.reference["reports"]

@@ -812,7 +812,9 @@ class MainWindow(QMainWindow):
         scan_config = None
         if config.unlearns():  # the trigger to unlearn: this model's kept scan, or a scan first
             try:
-                scan_config = dataclasses.replace(self.scan_panel.config(), seed=config.seed, device=config.device)
+                dock = self.scan_panel.config()  # its clean share capped at the repair's: the repair has no more clips
+                share = min(dock.clean_ratio, config.clean_ratio)
+                scan_config = dataclasses.replace(dock, seed=config.seed, device=config.device, clean_ratio=share)
                 check_unlearn_scan(scan_config, "the Scan dock's domains")
                 session.scan_reference(scan_config, f"the Scan dock's {REFERENCE_LABEL}")
             except Exception as err:

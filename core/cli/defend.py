@@ -16,7 +16,9 @@ with ``testing_list.txt`` alone has no validation clips) is refused in one line 
 
 ``--rescan`` scans the input model and the repaired one by trigger inversion (:func:`core.scan.rescan`,
 without the attack record; the scan's settings are ``--scan-steps``, ``--scan-clean-ratio``, ... the
-fields of :class:`core.scan.ScanConfig`, with ``--seed`` and ``--device``) before anything is written,
+fields of :class:`core.scan.ScanConfig`, with ``--seed`` and ``--device``; ``--scan-clean-ratio`` defaults to the
+repair's ``--clean-ratio``, and a larger one is refused when the repair itself scans: its scan reads only the
+clean clips the repair has) before anything is written,
 and the report (JSON and Markdown) adds ``rescan``: whether the flag is gone, the suspected target
 before and after, and the before-scan's reconstructed waveform trigger of its most anomalous class
 replayed on the ``--eval-split`` clips of the other classes: its attack success rate on the input
@@ -61,7 +63,7 @@ from core.errors import ConfigError
 from core.events import ProgressObserver
 from core.options import add_arguments, fields_of, from_namespace
 from core.presets import DEFAULT_PRESET, PRESETS
-from core.repair import check_unlearn_scan, record_repair, repair
+from core.repair import check_scan_share, check_unlearn_scan, record_repair, repair
 from core.reports import repair_markdown, scan_verdicts
 from core.runtime import (
     add_common_arguments,
@@ -176,6 +178,7 @@ def build_parser(defenses: Mapping[str, type[Defense]] | None = None) -> argpars
             "the defense's)"
         ),
         prefix=SCAN_PREFIX,
+        share_default="the repair's --clean-ratio; no larger when the repair scans",
     )
     output_path(
         p, "--out", required=True, suffixes=(".safetensors",), help="repaired checkpoint to write (.safetensors)"
@@ -208,9 +211,13 @@ def choose_defense(args: argparse.Namespace) -> tuple[str, str | None]:
     return name, preset
 
 
-def scan_config(args: argparse.Namespace, scans_to_unlearn: bool = False) -> ScanConfig | None:
+def scan_config(
+    args: argparse.Namespace, scans_to_unlearn: bool = False, clean_ratio: float | None = None
+) -> ScanConfig | None:
     """The scan ``--rescan`` runs, and the repair when it scans for the trigger to unlearn
-    (``scans_to_unlearn``); None when neither scans. A ``--scan-*`` option then is refused."""
+    (``scans_to_unlearn``); None when neither scans. A ``--scan-*`` option then is refused. Without
+    ``--scan-clean-ratio`` the scan reads the repair's clean share (``clean_ratio``); a larger one given is
+    refused when the repair scans (:func:`core.repair.check_scan_share`)."""
     given = sorted(
         f"--{SCAN_PREFIX}{k.replace('_', '-')}" for k in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX)
     )
@@ -221,7 +228,14 @@ def scan_config(args: argparse.Namespace, scans_to_unlearn: bool = False) -> Sca
                 "or with --rescan-passes"
             )
         return None
-    return scan_config_from_args(args, prefix=SCAN_PREFIX)
+    config = scan_config_from_args(args, prefix=SCAN_PREFIX)
+    if clean_ratio is None:
+        return config
+    if "clean_ratio" not in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
+        return dataclasses.replace(config, clean_ratio=clean_ratio)
+    if scans_to_unlearn:
+        check_scan_share(config.clean_ratio, clean_ratio, f"--{SCAN_PREFIX}clean-ratio", "--clean-ratio")
+    return config
 
 
 def check_eval_split(data: AudioSet, split: str, option: str = "--eval-split") -> None:
@@ -258,7 +272,7 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             "unlearns the class a scan flags)"
         )
     scans = config.unlearns() and (not args.unlearn_trigger or config.rescan_passes > 0)
-    scan_settings = scan_config(args, scans_to_unlearn=scans)
+    scan_settings = scan_config(args, scans_to_unlearn=scans, clean_ratio=config.clean_ratio)
     if scans:
         assert scan_settings is not None
         check_unlearn_scan(scan_settings, "--scan-domains")

@@ -69,10 +69,12 @@ task, the driver need not see the data).
 
 A column that unlearns (``unlearn`` > 0, e.g. ``--variant unl=gnft@recommended:unlearn=0.3``) unlearns the
 trigger a scan of the cell's model reconstructs (:func:`core.repair.unlearn_choice`; the attack record is not
-read): one scan per model and defense seed, with the ``--scan-*`` settings, kept in ``--work`` as
-``scan_<model>_<attack>_seed<S>.json`` (the ``python -m core.scan`` report and the checkpoint's SHA-256)
-and ``.safetensors`` (its waveform triggers) and shared by every such column while the checkpoint and the
-settings are the same.
+read): one scan per model, defense seed and clean share, with the ``--scan-*`` settings at the column's clean
+share (the scan reads only the clips the repair has; an explicit ``--scan-clean-ratio`` larger than an unlearning
+column's share is refused before any work), kept in ``--work`` as ``scan_<model>_<attack>_seed<S>.json``
+(``..._clean<share>_seed<S>`` at another share than 0.1; the ``python -m core.scan`` report and the
+checkpoint's SHA-256) and ``.safetensors`` (its waveform triggers) and shared by every such column while the
+checkpoint and the settings are the same.
 
 A cell that fails (a GPU error, a bug one model meets; not wrong settings or data, which stop the grid
 before or at its first cell) is logged and left out, and the other cells go on: the table shows it as
@@ -143,7 +145,7 @@ from core.options import (
     split_key_values,
 )
 from core.presets import PRESETS, RUN_FIELDS, preset_record
-from core.repair import check_unlearn_scan, record_repair, repair, unlearn_choice
+from core.repair import check_scan_share, check_unlearn_scan, record_repair, repair, unlearn_choice
 from core.runtime import (
     add_common_arguments,
     machine_info,
@@ -361,6 +363,7 @@ def _check_cell(
     eval_split: str = "test",
     scan_domains: str | None = None,
     scan_reference: str = "",
+    scan_clean_ratio: float | None = None,
 ) -> None:
     """Refuse a finished cell measured on another split than ``eval_split`` (a cell without
     ``eval_split`` was measured on the test split) or made with other settings than ``column``
@@ -369,7 +372,8 @@ def _check_cell(
     unlearned a scanned trigger found by a scan of other domains than ``scan_domains`` (the run's
     ``--scan-domains``; cells from before the record, 2026-12-05, name none and are not checked) or read
     against another clean reference than ``scan_reference`` (``--scan-reference``; a cell that names none
-    had none)."""
+    had none) or on another clean share than ``scan_clean_ratio`` (cells from before the record, 2026-12-07,
+    name none and are not checked)."""
     then = row.get("eval_split", "test")
     if then != eval_split:
         raise ConfigError(
@@ -406,6 +410,13 @@ def _check_cell(
             f"{path} unlearned the trigger of a scan read against another clean reference than this run's "
             f"({','.join(then_reference) or 'none'} there, {scan_reference or 'none'} now: {_REFERENCE}); delete "
             "it to run the cell again, or use another --work"
+        )
+    then_share = unlearned.get("scan_clean_ratio") if unlearned.get("source") == "scan" else None
+    if scan_clean_ratio is not None and then_share is not None and then_share != scan_clean_ratio:
+        raise ConfigError(
+            f"{path} unlearned the trigger of a scan of another clean share than this run's ({then_share:g} there, "
+            f"{scan_clean_ratio:g} now: --{SCAN_PREFIX}clean-ratio, by default the column's clean_ratio); delete it "
+            "to run the cell again, or use another --work"
         )
 
 
@@ -692,8 +703,7 @@ def _defend_cell(
     config = column.config(seed, args.device)
     if cell.is_file():
         row = _read_cell(cell, column.defense)
-        scanning = _scan_of(scan_config_from_args(args, prefix=SCAN_PREFIX))
-        _check_cell(cell, row, column, config, args.eval_split, *scanning)
+        _check_cell(cell, row, column, config, args.eval_split, *_scan_of(_column_scan(args, config, seed)))
         return row
     if getattr(args, "no_defend", False):
         log.info("not run: %s on %s (%s), seed %d (--no-defend)", column.name, model_name, attack_name, seed)
@@ -704,7 +714,7 @@ def _defend_cell(
     attack = _recorded_attack(meta)
     trigger, record, settings = None, None, None
     if config.unlearns():  # one scan per model and seed, shared by every column that unlearns
-        settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
+        settings = _column_scan(args, config, seed)
         found = _scan_cell(work, model, _file_digest(model_path), data, model_name, attack_name, settings)
         trigger, record = unlearn_choice(found, top=config.unlearn_top)
     log.info("%s on %s (%s), seed %d", column.name, model_name, attack_name, seed)
@@ -737,11 +747,13 @@ def _scan_cell(
     config: ScanConfig,
 ) -> ScanResult:
     """The scan (``config``: the ``--scan-*`` settings and the defense seed) of a cell's model that its
-    unlearning columns share: read from ``scan_<model>_<attack>_seed<S>.json`` (+ ``.safetensors``, the
-    waveform triggers) in ``work`` when made of this checkpoint (``digest``, its SHA-256) with these
-    settings (:meth:`ScanConfig.searched`: how it ran aside), else made and written there. It reads the model
-    and the clean clips only, as ``python -m core.scan`` does."""
-    path = work / f"scan_{model_name}_{attack_name}_seed{config.seed}.json"
+    unlearning columns share: read from ``scan_<model>_<attack>_seed<S>.json`` (``..._clean<share>_seed<S>``
+    at another clean share than the scan's default, so that columns of two shares keep a scan each; +
+    ``.safetensors``, the waveform triggers) in ``work`` when made of this checkpoint (``digest``, its SHA-256)
+    with these settings (:meth:`ScanConfig.searched`: how it ran aside), else made and written there. It reads
+    the model and the clean clips only, as ``python -m core.scan`` does."""
+    share = "" if config.clean_ratio == ScanConfig().clean_ratio else f"_clean{config.clean_ratio:g}"
+    path = work / f"scan_{model_name}_{attack_name}{share}_seed{config.seed}.json"
     wanted = _searched_alike(dataclasses.asdict(config))
     reference = read_reference(
         config.reference,
@@ -770,9 +782,20 @@ def _scan_cell(
 _REFERENCE = f"--{SCAN_PREFIX}reference"
 
 
-def _scan_of(config: ScanConfig) -> tuple[str, str]:
-    """(domains, clean reference) of the scan a cell's unlearning rests on, as :func:`_check_cell` checks them."""
-    return config.domains, config.reference
+def _column_scan(args: argparse.Namespace, config: DefenseConfig, seed: int) -> ScanConfig:
+    """The scan a column's cells unlearn from: the ``--scan-*`` settings with the defense seed, at the column's
+    clean share unless ``--scan-clean-ratio`` gives one (no larger than any unlearning column's: refused before
+    any work), so that at 5 % clean the scan too reads only the column's clips."""
+    settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
+    if "clean_ratio" in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
+        return settings
+    return dataclasses.replace(settings, clean_ratio=config.clean_ratio)
+
+
+def _scan_of(config: ScanConfig) -> tuple[str, str, float]:
+    """(domains, clean reference, clean share) of the scan a cell's unlearning rests on, as :func:`_check_cell`
+    checks them."""
+    return config.domains, config.reference, config.clean_ratio
 
 
 def _searched_alike(config: dict[str, Any]) -> dict[str, Any]:
@@ -1179,6 +1202,7 @@ def build_parser(train_config: type[TrainConfig] = TrainConfig) -> argparse.Argu
             "scan settings (the scan of each model whose trigger unlearning columns unlearn; seed: the defense's)"
         ),
         prefix=SCAN_PREFIX,
+        share_default="each column's clean_ratio; no larger than any unlearning column's",
     )
     p.add_argument(
         "--attack-arg",
@@ -1323,6 +1347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan_settings = scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
     if any(config.unlearns() for config in configs.values()):
         check_unlearn_scan(scan_settings, "--scan-domains")
+    if "clean_ratio" in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
+        for name, config in configs.items():
+            if config.unlearns():
+                option = f"--{SCAN_PREFIX}clean-ratio"
+                check_scan_share(scan_settings.clean_ratio, config.clean_ratio, option, f"{name}'s clean_ratio")
     if comma_items(scan_settings.reference) and len(model_names) > 1:
         raise ConfigError(
             f"{_REFERENCE}: a clean reference is of one architecture; this grid has {len(model_names)} "
@@ -1340,7 +1369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cell = _cell_path(work, m, a, c.name, s, args.seed)
                     if cell.is_file():
                         row = _read_cell(cell, c.defense)
-                        _check_cell(cell, row, c, c.config(s, args.device), args.eval_split, *_scan_of(scan_settings))
+                        config = c.config(s, args.device)
+                        _check_cell(cell, row, c, config, args.eval_split, *_scan_of(_column_scan(args, config, s)))
     clean_rates = [] if args.no_clean else sorted({args.sample_rate, *rates.values()})
     trains = [
         (m, a, r) for m in model_names for a, r in [(CLEAN, r) for r in clean_rates] + [(a, rates[a]) for a in attacks]
@@ -1474,6 +1504,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scan_domains": scan_domains,
             # the clean reference the unlearning columns' scans were read against (their reports), if any
             "scan_reference": comma_items(scan_settings.reference) if scan_domains is not None else [],
+            # the clean share each unlearning column's scans read (the column's own unless --scan-clean-ratio)
+            "scan_clean_ratios": {
+                c.name: _column_scan(args, configs[c.name], args.seed).clean_ratio
+                for c in runs
+                if configs[c.name].unlearns()
+            },
             "variants": variants,
             "rows": rows,
         },

@@ -29,7 +29,7 @@ from core.cli.common import add_data_arguments, load_from_args
 from core.data import AudioSet
 from core.errors import CheckpointError, ConfigError
 from core.events import SCAN_PHASE, Cancelled, EvalInfo, NullObserver, Observer, StepInfo
-from core.options import add_arguments, fields_of, from_namespace
+from core.options import OptionSpec, add_arguments, fields_of, format_value, from_namespace
 from core.runtime import add_common_arguments, machine_info, parse_args, progress_bar, resolve_device, write_json
 from core.scan import ScanConfig, ScanResult, lead, pointed_class, scan
 from core.scan.reference import read_reference
@@ -74,10 +74,18 @@ class ScanProgress(NullObserver):
         return self.inner.should_stop()
 
 
-def add_scan_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "") -> None:
+def add_scan_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "", share_default: str | None = None
+) -> None:
     """One option per :class:`ScanConfig` field (``--{prefix}steps``, ...); seed and device come from the
-    common options. ``prefix`` keeps them apart from another command's (``core.defend --scan-steps``)."""
-    add_arguments(parser, ScanConfig, prefix=prefix, default_none=bool(prefix))
+    common options. ``prefix`` keeps them apart from another command's (``core.defend --scan-steps``);
+    ``share_default`` words the clean share's default where it follows the repair's."""
+
+    def describe(spec: OptionSpec) -> str:
+        return share_default if share_default and spec.name == "clean_ratio" else format_value(spec.default)
+
+    wording = describe if share_default else None
+    add_arguments(parser, ScanConfig, prefix=prefix, default_none=bool(prefix), describe_default=wording)
 
 
 def scan_config_from_args(args: argparse.Namespace, prefix: str = "") -> ScanConfig:

@@ -846,12 +846,12 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     tiny = TINY[: TINY.index("--defense-arg")]  # no plain columns to set
     base = ["--data", str(tiny_sc), *tiny, "--no-clean", "--defenses", "none,u3,u5", "--out", str(out), *scan]
     assert main([*base, *variants]) == 0
-    report = json.loads((work / "scan_smallcnn_badnets_seed0.json").read_text())
+    report = json.loads((work / "scan_smallcnn_badnets_clean0.5_seed0.json").read_text())
     assert report["config"]["steps"] == 4 and report["config"]["seed"] == 0
-    assert (work / "scan_smallcnn_badnets_seed0.safetensors").is_file()
+    assert (work / "scan_smallcnn_badnets_clean0.5_seed0.safetensors").is_file()
     assert sorted(p.name for p in work.glob("scan_*")) == [
-        "scan_smallcnn_badnets_seed0.json",
-        "scan_smallcnn_badnets_seed0.safetensors",
+        "scan_smallcnn_badnets_clean0.5_seed0.json",
+        "scan_smallcnn_badnets_clean0.5_seed0.safetensors",
     ]
     index = max(
         range(len(report["classes"])), key=lambda i: max(d["anomaly_index"][i] for d in report["domains"].values())
@@ -862,9 +862,9 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
         record = cell["defense_details"]["unlearn"]
         assert record["source"] == "scan" and record["class"] == target and record["flagged"] == report["backdoored"]
     (work / "defend_smallcnn_badnets_u5.json").unlink()
-    stamp = (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns
+    stamp = (work / "scan_smallcnn_badnets_clean0.5_seed0.json").stat().st_mtime_ns
     assert main([*base, *variants]) == 0  # u5 again, from the kept scan
-    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    assert (work / "scan_smallcnn_badnets_clean0.5_seed0.json").stat().st_mtime_ns == stamp
     again = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())
     assert again["defense_details"]["unlearn"]["class"] == target
     assert again["defense_details"]["unlearn"]["scan_domains"] == report["config"]["domains"]
@@ -887,7 +887,7 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     for column in ("u3", "u5"):
         (work / f"defend_smallcnn_badnets_{column}.json").unlink()
     assert main([*base, *variants, "--scan-reference", str(ref)]) == 0
-    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    assert (work / "scan_smallcnn_badnets_clean0.5_seed0.json").stat().st_mtime_ns == stamp
     relative = {
         d: {"anomaly_index": anomaly_index(relative_sizes(r["sizes"], sizes[d]))} for d, r in report["domains"].items()
     }
@@ -897,11 +897,47 @@ def test_unlearning_columns_share_one_scan_of_each_model_and_seed(tiny_sc, tmp_p
     # the kept scan is read by the run's rule too: nothing is flagged at a threshold of 100 (no second search)
     (work / "defend_smallcnn_badnets_u5.json").unlink()
     assert main([*base, *variants, "--scan-reference", str(ref), "--scan-threshold", "100"]) == 0
-    assert (work / "scan_smallcnn_badnets_seed0.json").stat().st_mtime_ns == stamp
+    assert (work / "scan_smallcnn_badnets_clean0.5_seed0.json").stat().st_mtime_ns == stamp
     high = json.loads((work / "defend_smallcnn_badnets_u5.json").read_text())["defense_details"]["unlearn"]
     assert high["flagged"] is False and high["class"] == read["class"]  # read against the reference: the pooled top
     with pytest.raises(ConfigError, match="--scan-reference: a clean reference is of one architecture; this grid"):
         main([*base, *variants, "--scan-reference", str(ref), "--models", "smallcnn,resnet"])
+
+
+def test_each_unlearning_column_scans_at_its_own_clean_share(tiny_sc, tmp_path):
+    """Without --scan-clean-ratio a column's scan reads the column's clean share (at 25 % the scan reads no clip
+    the repair lacks); an explicit share larger than a column's is refused before any work, and a kept cell
+    that unlearned a scan of another share is refused too."""
+    out, work = tmp_path / "shares", tmp_path / "shares_work"
+    variants = ["--variant", "half=gnft:clean_ratio=0.5,epochs=1,unlearn=0.3"]
+    variants += ["--variant", "quarter=gnft:clean_ratio=0.25,epochs=1,unlearn=0.3"]
+    tiny = TINY[: TINY.index("--defense-arg")]
+    scan = ["--scan-steps", "4", "--scan-batch-size", "2"]
+    base = ["--data", str(tiny_sc), *tiny, "--no-clean", "--defenses", "none,half,quarter", "--out", str(out), *scan]
+    assert main([*base, *variants]) == 0
+    assert sorted(p.name for p in work.glob("scan_*.json")) == [
+        "scan_smallcnn_badnets_clean0.25_seed0.json",
+        "scan_smallcnn_badnets_clean0.5_seed0.json",
+    ]
+    for column, share in (("half", 0.5), ("quarter", 0.25)):
+        cell = json.loads((work / f"defend_smallcnn_badnets_{column}.json").read_text())
+        scanned = json.loads((work / f"scan_smallcnn_badnets_clean{share:g}_seed0.json").read_text())
+        assert scanned["config"]["clean_ratio"] == share and scanned["clean_clips"] == cell["clean_clips"]
+        assert cell["defense_details"]["unlearn"]["scan_clean_ratio"] == share
+    assert json.loads(out.with_name(out.name + ".json").read_text())["scan_clean_ratios"] == {
+        "half": 0.5,
+        "quarter": 0.25,
+    }
+    stamps = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    with pytest.raises(ConfigError) as refused:
+        main([*base, *variants, "--scan-clean-ratio", "0.5"])
+    assert str(refused.value) == (
+        "--scan-clean-ratio 0.5 is larger than the repair's quarter's clean_ratio 0.25: a repair's scan may read "
+        "only the clean clips the repair has; give a share no larger, or none to use the repair's"
+    )
+    with pytest.raises(ConfigError, match=r"half\.json unlearned the trigger of a scan of another clean share"):
+        main([*base, *variants, "--scan-clean-ratio", "0.25"])
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == stamps
 
 
 def test_a_failing_cell_is_left_out_and_the_others_go_on(tiny_sc, tmp_path, monkeypatch, capsys):

@@ -500,3 +500,31 @@ def test_defend_rescan_passes_records_each_scan_and_reuses_the_last_as_the_after
     assert after["flagged_after"] and after["suspected_target_after"] == "down"
     assert after["after"]["seconds"] == last["scan"]["seconds"]
     assert "already unlearned: no further pass" in (tmp_path / "down.md").read_text()
+
+
+def test_defend_scans_at_the_repairs_clean_share_unless_told_and_refuses_a_larger_one(workspace, tmp_path, capsys):
+    _, data, model = workspace
+    out, report = tmp_path / "fixed.safetensors", tmp_path / "fixed.json"
+    argv = ["--model", str(model), "--data", str(data), "--defense", "ft", "--epochs", "1", "--clean-ratio", "0.5"]
+    argv += ["--unlearn", "0.3", "--device", "cpu", "--quiet", "--out", str(out), "--report", str(report)]
+    argv += ["--scan-steps", "4", "--scan-batch-size", "2"]  # no --scan-clean-ratio: the repair's 0.5, not 0.1
+    assert run_command(defend_main, argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    unlearned = json.loads(report.read_text())["defense_details"]["unlearn"]
+    repair_clips = json.loads(report.read_text())["clean_clips"]
+    assert unlearned["scan_clean_ratio"] == 0.5 != ScanConfig().clean_ratio
+    assert unlearned["scan_clean_clips"] == repair_clips  # the same seeded clips the repair fine-tunes on
+    # a scan that would read clips the repair does not have is refused before any work: one line, nothing written
+    for written in files_in(tmp_path):
+        written.unlink()
+    code = run_command(defend_main, [*argv, "--clean-ratio", "0.25", "--scan-clean-ratio", "0.5"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0] == (
+        "error: --scan-clean-ratio 0.5 is larger than the repair's --clean-ratio 0.25: a repair's scan may read only "
+        "the clean clips the repair has; give a share no larger, or none to use the repair's"
+    )
+    assert files_in(tmp_path) == []
+    # a smaller share is the user's choice, and is kept
+    assert run_command(defend_main, [*argv, "--scan-clean-ratio", "0.25"]) == 0, capsys.readouterr().err
+    assert json.loads(report.read_text())["defense_details"]["unlearn"]["scan_clean_ratio"] == 0.25

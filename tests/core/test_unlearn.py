@@ -16,7 +16,7 @@ from core.defenses.latent import LatentAdversary, goal_loss, latent_layer
 from core.errors import ConfigError
 from core.events import SCAN_PHASE, NullObserver, StepInfo
 from core.models import split_front_end
-from core.repair import repair, unlearn_choice
+from core.repair import repair, repair_scan_config, unlearn_choice
 from core.reports import repair_markdown
 from core.scan import ScanConfig, ScanResult, search_class, trigger_success
 from tests.conftest import TINY_WORDS, backdoored_workspace, model_and_data_of, open_session
@@ -592,3 +592,29 @@ def test_a_repair_searches_the_unlearned_class_again_deterministically_and_refus
         DEFENSES["gnft"](config).run(model, data, trigger=torch.zeros(100))
     assert "unlearn_refresh" in quick(unlearn_refresh=3).idle_fields()
     assert "unlearn_refresh" not in config.idle_fields()
+
+
+def test_a_repairs_scan_reads_the_repairs_clean_share_by_default_and_never_a_larger_one(model_and_data):
+    model, data = model_and_data
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    config = GNFTConfig(clean_ratio=0.25, epochs=1, batch_size=8, eval_every=1, device="cpu", unlearn=0.3)
+    assert repair_scan_config(config) == ScanConfig(clean_ratio=0.25, seed=config.seed, device="cpu")
+    with pytest.raises(ConfigError, match=r"^the scan's clean_ratio 0.5 is larger than the repair's clean_ratio 0.25"):
+        repair(model, data, DEFENSES["gnft"](config), scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5))
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # refused before any work
+    # with the defaults' share the scan reads the repair's own clips: as many as it fine-tunes on
+    quick_at_share = dataclasses.replace(QUICK_SCAN, clean_ratio=0.25)
+    result = repair(model, data, DEFENSES["gnft"](config), scan_config=quick_at_share)
+    assert result.scan is not None and result.scan.clean_clips == result.clean_clips
+    assert result.details["unlearn"]["scan_clean_ratio"] == 0.25
+    assert result.details["unlearn"]["scan_clean_clips"] == result.clean_clips
+    # a trigger handed over with no rescan makes no scan: the scan settings are not checked then
+    given = repair(
+        model,
+        data,
+        DEFENSES["gnft"](config),
+        trigger=result.scan.triggers[0],
+        unlearn_class=TINY_WORDS[0],
+        scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5),
+    )
+    assert given.scan is None and not given.cancelled

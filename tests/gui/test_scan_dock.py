@@ -342,6 +342,21 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
     assert panel.record is window.session.scan  # the dock shows the scan the repair made
 
 
+def test_a_repairs_scan_reads_no_more_clean_clips_than_the_repair(qtbot, window):
+    fill(window, QUICK)  # the dock scans half the training split; the repair has a quarter
+    defense = window.defense_panel
+    values = (("clean_ratio", "25"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1"), ("unlearn", "30"))
+    for name, value in values:
+        defense.fields[name].setText(value)
+    defense.run_button.click()
+    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    result = window.session.pending
+    assert result is not None and result.scan is not None
+    assert result.scan.config["clean_ratio"] == pytest.approx(0.25) and result.scan.config["steps"] == 10
+    assert result.scan.clean_clips == result.clean_clips  # the repair's own clips, the dock's other settings
+    assert window.scan_panel.config().clean_ratio == pytest.approx(0.5)  # the dock's field is left as the user set it
+
+
 def test_a_repair_searching_its_trigger_again_says_so_and_keeps_the_runs_bar(qtbot, window):
     fill(window, QUICK)  # the repair's scan, and its searches mid-run, take the Scan dock's settings
     defense = window.defense_panel

@@ -210,6 +210,13 @@ class DefenseConfig:
         "scan and a whole run more): a first scan that points at a wrong class without flagging it can flag the "
         "right one once its guess is unlearned (one ASC-10 SmallCNN: 70.7 -> 8.5 % ASR); 0 = off",
     )
+    rescan_keep: bool = option(
+        False,
+        label="Later passes keep unlearning",
+        help="with rescan_passes, a later pass unlearns the classes earlier passes unlearned too (their "
+        "triggers beside the new class's, the latent push drawn among them all), instead of the new class "
+        "alone: with the pressure gone a removed backdoor can come back during the later pass",
+    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -364,7 +371,9 @@ class DefenseConfig:
             idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
-        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes"}
+        if self.rescan_passes == 0:
+            idle.add("rescan_keep")
+        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes", "rescan_keep"}
 
     def unlearns(self) -> bool:
         """True when the run acts on a suspected backdoor (unlearns a trigger, pushes toward its class, or

@@ -105,6 +105,37 @@ def test_a_rescan_flagging_another_class_repairs_again_as_a_run_on_the_repaired_
     assert f"flagged {found.suspected_target} (anomaly index" in said and "pass 2 repaired again" in said
 
 
+def test_with_rescan_keep_the_second_pass_unlearns_the_first_pass_class_beside_the_new_one(
+    model_and_data, flagged_after
+):
+    model, data = model_and_data
+    once, found = flagged_after
+    config = quick(rescan_passes=1, rescan_keep=True)
+    result = repair(model, data, DEFENSES["gnft"](config), scan_config=FLAGGING_SCAN, unlearn_class="yes")
+    (record,) = result.details["rescan_passes"]
+    flagged = found.suspected_target
+    assert record["unlearn"]["classes"] == [flagged, "yes"] and record["unlearn"]["kept_from_earlier_passes"] == ["yes"]
+    assert [r["class"] for r in record["unlearn"]["asr_per_class"]] == [flagged, "yes"]
+    # the second pass is the defense run on the first pass's model with both triggers and both classes
+    first, _ = unlearn_choice(once.scan, "yes")
+    new, _ = unlearn_choice(found)
+    both = torch.stack([new, first])
+    targets = [TINY_WORDS.index(flagged), TINY_WORDS.index("yes")]
+    by_hand = DEFENSES["gnft"](quick()).run(once.model, data, trigger=both, target=targets, flagged=True)
+    assert weights_equal(result.model, by_hand.model)
+    alone = repair(
+        model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=FLAGGING_SCAN, unlearn_class="yes"
+    )
+    assert not weights_equal(result.model, alone.model)  # the option changes what the pass does
+    # without a second pass the option changes nothing
+    named = flagged
+    plain = repair(
+        model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=FLAGGING_SCAN, unlearn_class=named
+    )
+    keep = repair(model, data, DEFENSES["gnft"](config), scan_config=FLAGGING_SCAN, unlearn_class=named)
+    assert not keep.details["rescan_passes"][0]["repaired"] and weights_equal(keep.model, plain.model)
+
+
 def test_a_rescan_flagging_the_unlearned_class_changes_nothing_and_is_the_after_scan(model_and_data, flagged_after):
     model, data = model_and_data
     _, found = flagged_after

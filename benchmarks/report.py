@@ -61,7 +61,7 @@ COLUMN_TITLES = {
     "gnft@paper": "GN-FT (paper)",
     "gnft_best": "GN-FT (best)",
     "gnft@recommended": "**Recommended**",
-    "rec_c05": "Recommended at 5 % clean",
+    "rec_c05": "Recommended at 5 % clean (its scan at 10 %)",
     "rec5": "previous Recommended at 5 % clean (its scan too)",
     "r21c5": "**Recommended at 5 % clean** (its scan too)",
     "refresh40": "Recommended, re-search every 40 epochs (opt-in)",

@@ -30,6 +30,16 @@ def fill(window: MainWindow, values: dict[str, str]) -> None:
         panel.fields[name].setText(value)
 
 
+def repair_through_the_dock(qtbot, window: MainWindow, values: dict[str, str]):
+    """Set the Defense dock's fields, run the defense and wait for it: the pending result."""
+    defense = window.defense_panel
+    for name, value in values.items():
+        defense.fields[name].setText(value)
+    defense.run_button.click()
+    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    return window.session.pending
+
+
 def scan_through_the_dock(qtbot, window: MainWindow, **extra: str):
     fill(window, {**QUICK, **extra})
     with qtbot.waitSignal(window.scan_finished, timeout=120000) as done:
@@ -295,11 +305,8 @@ def test_rescan_after_an_accepted_repair_shows_before_and_after(qtbot, window):
     before = scan_through_the_dock(qtbot, window)
     defense = window.defense_panel
     # no scan of its own after the repair (rescan_passes 0; with it, that scan is shown: test_rescan_passes.py)
-    values = (("clean_ratio", "50"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1"), ("rescan_passes", "0"))
-    for name, value in values:
-        defense.fields[name].setText(value)
-    defense.run_button.click()
-    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
+    values = {"clean_ratio": "50", "epochs": "1", "batch_size": "32", "eval_every": "1", "rescan_passes": "0"}
+    repair_through_the_dock(qtbot, window, values)
     with qtbot.waitSignal(window.predictions_ready, timeout=60000):
         defense.accept_button.click()
     # the scan shown is of the model before the repair, and says so; nothing to compare yet
@@ -344,13 +351,8 @@ def test_a_repair_that_unlearns_scans_first_and_the_dock_shows_that_scan(qtbot, 
 
 def test_a_repairs_scan_reads_no_more_clean_clips_than_the_repair(qtbot, window):
     fill(window, QUICK)  # the dock scans half the training split; the repair has a quarter
-    defense = window.defense_panel
-    values = (("clean_ratio", "25"), ("epochs", "1"), ("batch_size", "32"), ("eval_every", "1"), ("unlearn", "30"))
-    for name, value in values:
-        defense.fields[name].setText(value)
-    defense.run_button.click()
-    qtbot.waitUntil(lambda: defense.state == "finished", timeout=120000)
-    result = window.session.pending
+    values = {"clean_ratio": "25", "epochs": "1", "batch_size": "32", "eval_every": "1", "unlearn": "30"}
+    result = repair_through_the_dock(qtbot, window, values)
     assert result is not None and result.scan is not None
     assert result.scan.config["clean_ratio"] == pytest.approx(0.25) and result.scan.config["steps"] == 10
     assert result.scan.clean_clips == result.clean_clips  # the repair's own clips, the dock's other settings

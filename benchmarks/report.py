@@ -36,9 +36,9 @@ REFERENCE = {
     "grid_asc10_round16_test_*": "ASC-10, today's Recommended (yes no up down left right stop start enable "
     "disable; 1,800 training clips, 18 speakers; models trained on this CPU with the per-clip floor, one per "
     "attack, their training seed beside it)",
-    "grid_asc10_round22_c05_*": "ASC-10, today's Recommended at a 5 % clean share (90 clips; the first table's "
-    "SmallCNNs made again from the same commands, the same models to the figure; on the ResNets the first table's "
-    "last column is today's Recommended at 5 %: its push's radius is not set again there)",
+    "grid_asc10_round23_c05_*": "ASC-10, today's Recommended at a 5 % clean share (90 clips, the scan's too; the "
+    "first table's SmallCNNs; on the ResNets the first table's last column is today's Recommended at 5 %: its "
+    "push's radius is not set again there)",
     "grid_asc10_round9_test": "ASC-10, the previous Recommended on seven attacks (the H200 table's models, repaired "
     "on this CPU)",
     "grid_asc10_h200": "ASC-10, every attack and defense (models and most cells on an H200 GPU; other models "
@@ -49,7 +49,7 @@ REFERENCE = {
 NOTES = {
     "grid_asc10_round9_test": "grid_asc10_validation",
     "grid_asc10_round16_test_*": "grid_asc10_validation",
-    "grid_asc10_round22_c05_*": "grid_asc10_validation",
+    "grid_asc10_round23_c05_*": "grid_asc10_validation",
 }
 #: The column a ``gnft@recommended`` column becomes when its cells ran with another Recommended than today's.
 PREVIOUS = "gnft@recommended (previous)"

@@ -203,7 +203,8 @@ def repair(
     config = defense.config
     found, unlearning = None, None
     scans = config.unlearns() and (trigger is None or config.rescan_passes > 0)
-    settings = repair_scan_config(config, scan_config if scans else None)  # every scan the repair makes
+    searches = scans or (config.unlearns() and config.unlearn > 0 and config.unlearn_refresh > 0)  # reads clips
+    settings = repair_scan_config(config, scan_config if searches else None)  # every scan or search it makes
     if scans:  # each must give a trigger
         check_unlearn_scan(settings)
     if config.unlearns():

@@ -618,3 +618,14 @@ def test_a_repairs_scan_reads_the_repairs_clean_share_by_default_and_never_a_lar
         scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5),
     )
     assert given.scan is None and not given.cancelled
+    # but a search again mid-run (unlearn_refresh) reads clean clips too: its share is checked
+    refreshing = dataclasses.replace(config, unlearn_refresh=1)
+    with pytest.raises(ConfigError, match="is larger than the repair's clean_ratio 0.25"):
+        repair(
+            model,
+            data,
+            DEFENSES["gnft"](refreshing),
+            trigger=result.scan.triggers[0],
+            unlearn_class=TINY_WORDS[0],
+            scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5),
+        )

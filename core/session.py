@@ -231,7 +231,8 @@ class Session:
         """Run ``defense`` (a name with ``config``, or a Defense) on a copy of the model; changes nothing.
 
         With ``unlearn`` > 0 the trigger unlearned is that of the kept scan of the current model
-        (:attr:`scan`), or else the one a scan with ``scan_config`` finds first (see :func:`core.repair.repair`).
+        (:attr:`scan`) when it read no larger a clean share than the repair's, or else the one a scan with
+        ``scan_config`` finds first (see :func:`core.repair.repair`).
         Safe in a worker thread: hand the result to :meth:`finish_repair` afterwards."""
         model, data, attack, source = self.model, self.data, self.attack, self.attack_source
         if model is None or data is None:
@@ -246,7 +247,9 @@ class Session:
         trigger, record = None, None
         kept = self.scan
         if defense.config.unlearns() and kept is not None and kept.version == self.model_version:
-            if kept.result.triggers is not None:  # this model's scan: its trigger, no second scan
+            share = kept.result.config.get("clean_ratio", 1.0)
+            fits = share <= defense.config.clean_ratio  # it read no clip the repair does not have
+            if kept.result.triggers is not None and fits:  # this model's scan: its trigger, no second scan
                 trigger, record = unlearn_choice(kept.result, top=defense.config.unlearn_top)
         return repair(
             copy.deepcopy(model).to(device),

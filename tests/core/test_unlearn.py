@@ -178,6 +178,13 @@ def test_the_session_unlearns_its_kept_scan_of_the_model_and_keeps_a_scan_its_re
     assert again.details["unlearn"]["class"] == kept.classes[kept.most_anomalous()]
     plain = session.run_repair("gnft", quick())
     assert plain.scan is None and "unlearn" not in plain.details
+    # a repair on a smaller clean share than the kept scan read scans afresh, at its own share
+    smaller = session.run_repair(
+        "gnft",
+        dataclasses.replace(quick(unlearn=0.3), clean_ratio=0.25),
+        scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.25),
+    )
+    assert smaller.scan is not None and smaller.scan.config["clean_ratio"] == 0.25
 
 
 # latent unlearning: pushes at a hidden layer toward the suspected class, trained to keep the true label

@@ -228,12 +228,8 @@ def scan_config(
                 "or with --rescan-passes"
             )
         return None
-    config = scan_config_from_args(args, prefix=SCAN_PREFIX)
-    if clean_ratio is None:
-        return config
-    if "clean_ratio" not in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
-        return dataclasses.replace(config, clean_ratio=clean_ratio)
-    if scans_to_unlearn:
+    config = scan_config_from_args(args, prefix=SCAN_PREFIX, share=clean_ratio)
+    if scans_to_unlearn and clean_ratio is not None:
         check_scan_share(config.clean_ratio, clean_ratio, f"--{SCAN_PREFIX}clean-ratio", "--clean-ratio")
     return config
 

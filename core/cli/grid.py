@@ -786,10 +786,7 @@ def _column_scan(args: argparse.Namespace, config: DefenseConfig, seed: int) -> 
     """The scan a column's cells unlearn from: the ``--scan-*`` settings with the defense seed, at the column's
     clean share unless ``--scan-clean-ratio`` gives one (no larger than any unlearning column's: refused before
     any work), so that at 5 % clean the scan too reads only the column's clips."""
-    settings = dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX), seed=seed)
-    if "clean_ratio" in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
-        return settings
-    return dataclasses.replace(settings, clean_ratio=config.clean_ratio)
+    return dataclasses.replace(scan_config_from_args(args, prefix=SCAN_PREFIX, share=config.clean_ratio), seed=seed)
 
 
 def _scan_of(config: ScanConfig) -> tuple[str, str, float]:
@@ -1347,11 +1344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan_settings = scan_config_from_args(args, prefix=SCAN_PREFIX)  # and bad --scan-* settings
     if any(config.unlearns() for config in configs.values()):
         check_unlearn_scan(scan_settings, "--scan-domains")
-    if "clean_ratio" in from_namespace(args, ScanConfig, prefix=SCAN_PREFIX):
-        for name, config in configs.items():
-            if config.unlearns():
-                option = f"--{SCAN_PREFIX}clean-ratio"
-                check_scan_share(scan_settings.clean_ratio, config.clean_ratio, option, f"{name}'s clean_ratio")
+    for name, config in configs.items():  # a given --scan-clean-ratio no larger than any unlearning column's
+        if config.unlearns():
+            share = _column_scan(args, config, args.seed).clean_ratio
+            check_scan_share(share, config.clean_ratio, f"--{SCAN_PREFIX}clean-ratio", f"{name}'s clean_ratio")
     if comma_items(scan_settings.reference) and len(model_names) > 1:
         raise ConfigError(
             f"{_REFERENCE}: a clean reference is of one architecture; this grid has {len(model_names)} "

@@ -88,10 +88,14 @@ def add_scan_arguments(
     add_arguments(parser, ScanConfig, prefix=prefix, default_none=bool(prefix), describe_default=wording)
 
 
-def scan_config_from_args(args: argparse.Namespace, prefix: str = "") -> ScanConfig:
+def scan_config_from_args(args: argparse.Namespace, prefix: str = "", share: float | None = None) -> ScanConfig:
     """The :class:`ScanConfig` the options of :func:`add_scan_arguments` describe, with the common
-    ``--seed`` and ``--device``, checked: what is wrong is one line naming the option."""
-    config = ScanConfig(**from_namespace(args, ScanConfig, prefix=prefix), seed=args.seed, device=args.device)
+    ``--seed`` and ``--device``, checked: what is wrong is one line naming the option. With ``share`` (a
+    repair's clean share) the clean share is that unless ``--{prefix}clean-ratio`` is given."""
+    given = from_namespace(args, ScanConfig, prefix=prefix)
+    if share is not None:
+        given.setdefault("clean_ratio", share)
+    config = ScanConfig(**given, seed=args.seed, device=args.device)
     try:
         config.validate()
     except ConfigError as err:

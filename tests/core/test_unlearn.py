@@ -615,24 +615,17 @@ def test_a_repairs_scan_reads_the_repairs_clean_share_by_default_and_never_a_lar
     assert result.scan is not None and result.scan.clean_clips == result.clean_clips
     assert result.details["unlearn"]["scan_clean_ratio"] == 0.25
     assert result.details["unlearn"]["scan_clean_clips"] == result.clean_clips
+    wider = dataclasses.replace(QUICK_SCAN, clean_ratio=0.5)
+
+    def with_trigger(c: GNFTConfig):
+        return repair(
+            model, data, DEFENSES["gnft"](c), trigger=result.scan.triggers[0], unlearn_class=TINY_WORDS[0],
+            scan_config=wider,
+        )  # fmt: skip
+
     # a trigger handed over with no rescan makes no scan: the scan settings are not checked then
-    given = repair(
-        model,
-        data,
-        DEFENSES["gnft"](config),
-        trigger=result.scan.triggers[0],
-        unlearn_class=TINY_WORDS[0],
-        scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5),
-    )
+    given = with_trigger(config)
     assert given.scan is None and not given.cancelled
     # but a search again mid-run (unlearn_refresh) reads clean clips too: its share is checked
-    refreshing = dataclasses.replace(config, unlearn_refresh=1)
     with pytest.raises(ConfigError, match="is larger than the repair's clean_ratio 0.25"):
-        repair(
-            model,
-            data,
-            DEFENSES["gnft"](refreshing),
-            trigger=result.scan.triggers[0],
-            unlearn_class=TINY_WORDS[0],
-            scan_config=dataclasses.replace(QUICK_SCAN, clean_ratio=0.5),
-        )
+        with_trigger(dataclasses.replace(config, unlearn_refresh=1))

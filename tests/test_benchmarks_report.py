@@ -187,7 +187,7 @@ def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_o
     older["rows"].append({**older["rows"][-1], "defense": "rec_c05", "attack_success_rate": 0.2})
     (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(older))
     second = _report().reference_section(tmp_path).split("### ")[2]
-    assert "| backdoored | previous Recommended | FT | previous Recommended at 5 % clean |" in second
+    assert "| backdoored | previous Recommended | FT | previous Recommended at 5 % clean (its scan at 10 %) |" in second
     assert "**Recommended**" not in second
 
 

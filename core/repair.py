@@ -337,8 +337,9 @@ def _repair_again(
     attack: Attack | None,
     kept: list[tuple[str, torch.Tensor]] | None = None,
 ) -> tuple[DefenseResult, ScanResult | None, list[dict[str, Any]]]:
-    """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet, run the
-    defense again on it, unlearning that class's reconstructed trigger (at most ``rescan_passes`` more runs);
+    """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet (with
+    ``rescan_same`` any class), run the defense again on it, unlearning that class's reconstructed trigger (at
+    most ``rescan_passes`` more runs);
     with ``rescan_keep`` also those of the classes unlearned before (``kept``: each class and its pattern; the
     new class first, the latent push drawn among them all).
 
@@ -368,7 +369,7 @@ def _repair_again(
                 "most_anomalous_index": round(found.anomaly(pointed), 3) if pointed is not None else None,
                 "seconds": found.seconds,
             },
-            "repaired": flagged is not None and flagged not in unlearned,
+            "repaired": flagged is not None and (flagged not in unlearned or c.rescan_same),
         }
         passes.append(record)
         if not record["repaired"]:

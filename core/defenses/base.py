@@ -217,6 +217,13 @@ class DefenseConfig:
         "triggers beside the new class's, the latent push drawn among them all), instead of the new class "
         "alone: with the pressure gone a removed backdoor can come back during the later pass",
     )
+    rescan_same: bool = option(
+        False,
+        label="Repair again a class still flagged",
+        help="with rescan_passes, a later pass also runs when the scan of the repaired model flags a class the "
+        "repair already unlearned (its new reconstruction then unlearned), not only a new class: the scan still "
+        "finding the class's trigger is evidence that its backdoor is back or was never gone",
+    )
     unlearn_match: float = option(
         0.0,
         label="Unlearn in features, weight",
@@ -391,8 +398,8 @@ class DefenseConfig:
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
         if self.rescan_passes == 0:
-            idle.add("rescan_keep")
-        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes", "rescan_keep"}
+            idle |= {"rescan_keep", "rescan_same"}
+        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes", "rescan_keep", "rescan_same"}
 
     def unlearns(self) -> bool:
         """True when the run acts on a suspected backdoor (unlearns a trigger, pushes toward its class, or

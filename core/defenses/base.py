@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from core.analysis.grad_norms import GradOf, neuron_grad_norms
 from core.data.audioset import AudioSet
-from core.defenses.latent import LatentAdversary, latent_layer
+from core.defenses.latent import LatentAdversary
 from core.errors import ConfigError
 from core.events import Cancelled, EvalInfo, NullObserver, Observer, StepInfo
 from core.features import clip_features
@@ -224,23 +224,6 @@ class DefenseConfig:
         "repair already unlearned (its new reconstruction then unlearned), not only a new class: the scan still "
         "finding the class's trigger is evidence that its backdoor is back or was never gone",
     )
-    unlearn_match: float = option(
-        0.0,
-        label="Unlearn in features, weight",
-        range="[0, inf)",
-        note="0: off; needs unlearn",
-        help="weight of a term that holds a hidden layer's output on the clips given the trigger (those not "
-        "pushed) to the same clips' clean output (squared distance over the clean one's, the clean output "
-        "taken in eval mode, not trained through): the layers before it must stop responding to the trigger, "
-        "where its true label alone can be met by the output layer and undone as the accuracy returns; 0 = off",
-    )
-    match_depth: float = option(
-        1.0,
-        label="Unlearn in features, depth",
-        range="[0, 1]",
-        help="with unlearn in features: which hidden layer, 0 the first conv or linear layer, 1 the last before "
-        "the output",
-    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -392,9 +375,7 @@ class DefenseConfig:
         if self.latent_reach == 0 or self.latent_recalibrate == 0:
             idle |= {"latent_growth", "latent_recalibrate_on"}
         if self.unlearn == 0:
-            idle |= {"unlearn_refresh", "unlearn_match"}
-        if self.unlearn == 0 or self.unlearn_match == 0:
-            idle.add("match_depth")
+            idle.add("unlearn_refresh")
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
         if self.rescan_passes == 0:
@@ -421,8 +402,6 @@ class DefenseConfig:
             raise ConfigError("trigger_prune needs fine-tuning to recover the pruned model: set epochs >= 1")
         if self.head_shift > 0 and self.epochs == 0:
             raise ConfigError("head_shift needs fine-tuning to turn the output layer in: set epochs >= 1")
-        if self.unlearn_match > 0 and self.unlearn == 0:
-            raise ConfigError("unlearn_match needs clips given the trigger to match: set unlearn > 0 too")
         if self.distill > 0 and self.epochs == 0:
             raise ConfigError("distill needs fine-tuning to act in: set epochs >= 1")
         if self.max_ca_drop > 0 and self.holdout == 0:
@@ -563,16 +542,11 @@ class Defense:
         #: with ``head_shift`` > 0: (the output layer being trained, its weight before the repair, that weight's
         #: norm), for :meth:`optimizer_step`
         self._shift: tuple[nn.Linear, torch.Tensor, torch.Tensor] | None = None
-        #: with ``unlearn_match`` > 0 during a run: the hidden layer held on the triggered clips
-        self._match: FeatureMatch | None = None
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training loss of a batch: cross-entropy to ``y``, plus, with ``unlearn_match`` > 0, that weight
-        times :meth:`FeatureMatch.term`, plus, with ``distill`` > 0, that weight times the KL divergence from
-        the model's own outputs before the repair on the batch's clean rows."""
+        """The training loss of a batch: cross-entropy to ``y``, plus, with ``distill`` > 0, that weight
+        times the KL divergence from the model's own outputs before the repair on the batch's clean rows."""
         ce = F.cross_entropy(logits, y)
-        if self._match is not None and self._match.holding():
-            ce = ce + self.config.unlearn_match * self._match.term()
         if self._kept is None:
             return ce
         before, clean_rows = self._kept
@@ -769,10 +743,6 @@ class Defense:
                 output_layer(work).reset_parameters()
                 keep_pruned(work, self._trigger_mask)
 
-        self._match = None
-        if triggered is not None and c.unlearn_match > 0:
-            self._match = FeatureMatch(body, c.match_depth)
-
         searches: list[dict[str, Any]] = []
 
         def search_again(epoch: int) -> None:
@@ -794,25 +764,18 @@ class Defense:
                     pattern = triggered[which.to(triggered.device), batch.to(triggered.device)]
                     x = torch.where(picked.to(x.device).view(-1, *[1] * (x.ndim - 1)), pattern, x)
                     clean_rows &= ~picked
-                    if self._match is not None:  # before the push: its held delta would join the clean pass
-                        self._match.aim(module, inputs[batch], picked)
-                        train_mode(work, c.batchnorm)
             if c.spec_augment > 0:
                 x = mask_bands(x, c.spec_augment, mask_gen)
             if adversary is not None:
                 adversary.perturb(module, x, labels[batch])
                 train_mode(work, c.batchnorm)
                 clean_rows &= ~adversary.pushed_rows(batch.numel())
-                if self._match is not None:
-                    self._match.spare(adversary.pushed_rows(batch.numel()))
             if before is not None:
                 self._kept = (before[batch.to(before.device)], clean_rows.to(before.device))
             try:
                 return self.train_step(module, x, labels[batch], optimizer)
             finally:
                 self._kept = None
-                if self._match is not None:
-                    self._match.clear()
                 if adversary is not None:
                     adversary.clear()
 
@@ -868,9 +831,6 @@ class Defense:
             )
         finally:
             self._shift = None
-            match, self._match = self._match, None
-            if match is not None:
-                match.remove()
             if adversary is not None:
                 adversary.remove()
         details = self.details()
@@ -878,8 +838,6 @@ class Defense:
             details["trigger_pruned"] = trigger_pruned
         if adversary is not None:
             details["latent"] = adversary.details()
-        if match is not None:
-            details["feature_match"] = match.details()
         if guard is not None:
             details["holdout"] = guard.finish(schedule.history)
         if searches:
@@ -893,79 +851,6 @@ class Defense:
             asdict(c),
             details,
         )
-
-
-class FeatureMatch:
-    """Holds a hidden layer's output on the clips given the trigger to the same clips' clean output.
-
-    :meth:`aim` records, for a batch's triggered rows, the layer's output on their clean clips (eval mode, no
-    gradient: a fixed aim); during the training passes that follow, a forward hook (run before any other on the
-    layer, so a latent push's delta is not in it) keeps the layer's output, and :meth:`term` is the mean over
-    those rows of ``||h(x + t) - h(x)||^2 / ||h(x)||^2``. Unlearning by the true label alone can be met at the
-    output layer; this asks the layers up to ``depth`` to stop responding to the trigger."""
-
-    def __init__(self, body: nn.Module, depth: float) -> None:
-        self.name, self.module = latent_layer(body, depth)
-        self._rows: torch.Tensor | None = None  # the batch rows held [m] (long, on the aim's device)
-        self._aim: torch.Tensor | None = None  # the clean output of those rows [m, ...]
-        self._capture = False
-        self._out: torch.Tensor | None = None
-        self.steps, self.total = 0, 0.0  # terms computed, and their sum (a lazy read: summed as tensors)
-        self._sum: torch.Tensor | None = None
-        self.handle = self.module.register_forward_hook(self._hook, prepend=True)
-
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if self._capture or self._rows is not None:
-            self._out = output
-
-    def aim(self, model: nn.Module, clean: torch.Tensor, picked: torch.Tensor) -> None:
-        """Record the clean output of the rows ``picked`` ([B] bool) of the batch ``clean`` (its inputs
-        before the trigger); the model is left in eval mode for the caller to restore."""
-        rows = picked.nonzero().flatten().to(clean.device)
-        model.eval()
-        self._capture = True
-        try:
-            with torch.no_grad():
-                model(clean.index_select(0, rows))
-            self._aim = self._out
-        finally:
-            self._capture, self._out = False, None
-        self._rows = rows
-
-    def spare(self, pushed: torch.Tensor) -> None:
-        """Leave out the rows a latent push moves ([B] bool): their layer output carries the push."""
-        if self._rows is None:
-            return
-        keep = ~pushed.to(self._rows.device).index_select(0, self._rows)
-        self._rows, self._aim = self._rows[keep], self._aim[keep]
-
-    def holding(self) -> bool:
-        """Whether the last forward pass has rows to hold."""
-        return self._rows is not None and self._rows.numel() > 0 and self._out is not None
-
-    def term(self) -> torch.Tensor:
-        """The mean relative squared distance of the held rows' output from their clean aim."""
-        out = self._out.index_select(0, self._rows).flatten(1)
-        aim = self._aim.flatten(1)
-        value = ((out - aim).pow(2).sum(1) / aim.pow(2).sum(1).clamp_min(1e-12)).mean()
-        if torch.is_grad_enabled():
-            self._sum = value.detach() if self._sum is None else self._sum + value.detach()
-            self.steps += 1
-        return value
-
-    def clear(self) -> None:
-        """Nothing held on the next passes."""
-        self._rows, self._aim, self._out = None, None, None
-
-    def remove(self) -> None:
-        """Take the hook off the layer."""
-        self.clear()
-        self.handle.remove()
-
-    def details(self) -> dict[str, Any]:
-        """The layer and the term's mean over the run's passes."""
-        mean = None if self._sum is None else round(float(self._sum) / self.steps, 6)
-        return {"layer": self.name, "passes": self.steps, "mean_term": mean}
 
 
 class _EveryEpochs(Callback):

@@ -214,3 +214,26 @@ def test_the_report_says_what_an_unflagged_rescan_pointed_at():
     assert rescan_passes_sentence([{**record, "repaired": False}]) == (
         "The scan of the repaired model flagged nothing (its most anomalous class stop, index 2.93): no further pass."
     )
+
+
+def test_with_rescan_same_a_rescan_flagging_the_unlearned_class_repairs_it_again(model_and_data, flagged_after):
+    model, data = model_and_data
+    _, found = flagged_after
+    named = found.suspected_target
+    once = repair(model, data, DEFENSES["gnft"](quick()), scan_config=FLAGGING_SCAN, unlearn_class=named)
+    again = scan(once.model, data, FLAGGING_SCAN)
+    assert again.backdoored and again.suspected_target == named  # the premise: the class is flagged still
+    result = repair(
+        model, data, DEFENSES["gnft"](quick(rescan_passes=1, rescan_same=True)), scan_config=FLAGGING_SCAN,
+        unlearn_class=named,
+    )  # fmt: skip
+    (record,) = result.details["rescan_passes"]
+    assert record["repaired"] and record["pass"] == 2 and record["unlearn"]["class"] == named
+    # the second pass is the defense run on the first pass's model with the new reconstruction of the same class
+    trigger, _ = unlearn_choice(again)
+    assert not torch.equal(trigger, unlearn_choice(once.scan, named)[0])
+    by_hand = DEFENSES["gnft"](quick()).run(
+        once.model, data, trigger=trigger, target=TINY_WORDS.index(named), flagged=True
+    )
+    assert weights_equal(result.model, by_hand.model) and not weights_equal(result.model, once.model)
+    assert "rescan_same" in quick().idle_fields() and "rescan_same" not in quick(rescan_passes=1).idle_fields()

@@ -286,6 +286,10 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --rescan-keep only applies with --rescan-passes above 0 (it shapes the later passes)"
     ]
+    code = run_command(defend_main, [*argv, "--rescan-passes", "0", "--rescan-same"])
+    assert code == 2 and capsys.readouterr().err.splitlines() == [
+        "error: --rescan-same only applies with --rescan-passes above 0 (it shapes the later passes)"
+    ]
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "cepstrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --scan-domains must be a comma list of features, waveform, latent, spectrum and mix, got 'cepstrum'"

@@ -502,7 +502,7 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
     idle = {"unlearn_refresh", "trigger_prune_when", "trigger_prune_gain"}  # no trigger unlearned nor pruned by
     idle |= {"latent_recalibrate", "latent_growth", "latent_recalibrate_on"}  # the radius is set: nothing to set again
-    idle |= {"rescan_keep"}  # no later pass to shape (rescan_passes 0)
+    idle |= {"rescan_keep", "rescan_same"}  # no later pass to shape (rescan_passes 0)
     assert config.idle_fields() == idle
     assert "latent_several" in quick(unlearn_latent=0.5).idle_fields()
 

@@ -338,8 +338,8 @@ def _repair_again(
     kept: list[tuple[str, torch.Tensor]] | None = None,
 ) -> tuple[DefenseResult, ScanResult | None, list[dict[str, Any]]]:
     """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet (with
-    ``rescan_same`` any class), run the defense again on it, unlearning that class's reconstructed trigger (at
-    most ``rescan_passes`` more runs);
+    ``rescan_same`` also while a class unlearned before is above the threshold again, flagged or not), run the
+    defense again on it, unlearning that class's new reconstructed trigger (at most ``rescan_passes`` more runs);
     with ``rescan_keep`` also those of the classes unlearned before (``kept``: each class and its pattern; the
     new class first, the latent push drawn among them all).
 
@@ -360,6 +360,10 @@ def _repair_again(
         seconds += found.seconds
         flagged = found.suspected_target if found.backdoored else None
         pointed = found.most_anomalous()
+        chosen = flagged if flagged is not None and flagged not in unlearned else None
+        above = found.above_threshold()
+        if chosen is None and c.rescan_same and above is not None and found.classes[above] in unlearned:
+            chosen = found.classes[above]  # a class unlearned before, above the threshold again
         record: dict[str, Any] = {
             "scan": {
                 "flagged": found.backdoored,
@@ -369,20 +373,22 @@ def _repair_again(
                 "most_anomalous_index": round(found.anomaly(pointed), 3) if pointed is not None else None,
                 "seconds": found.seconds,
             },
-            "repaired": flagged is not None and (flagged not in unlearned or c.rescan_same),
+            "repaired": chosen is not None,
         }
         passes.append(record)
         if not record["repaired"]:
             return dataclasses.replace(run, history=history, seconds=seconds), found, passes
-        trigger, unlearning = unlearn_choice(found)
-        target: int | list[int] = found.classes.index(flagged)
-        newest = (flagged, trigger)
+        trigger, unlearning = unlearn_choice(found)  # the chosen class: flagged, or above the threshold
+        target: int | list[int] = found.classes.index(chosen)
+        newest = (chosen, trigger)
         if c.rescan_keep and kept:
-            names = [flagged, *(name for name, _ in kept)]
+            names = [chosen, *(name for name, _ in kept)]
             trigger = _stacked([trigger, *(pattern for _, pattern in kept)])
             target = [found.classes.index(name) for name in names]
             unlearning.update(classes=names, kept_from_earlier_passes=names[1:])
         record["pass"] = number
+        if chosen in unlearned:
+            record["again"] = True  # rescan_same: a class unlearned before
         record["started_from"] = metrics_only(evaluate(run.model, data, split, attack, cache=cache))
         refresh = _refresher(c, data, target, settings, unlearning, observer)
         again = defense.run(
@@ -401,7 +407,7 @@ def _repair_again(
             return dataclasses.replace(run, cancelled=True, history=history, seconds=seconds), None, passes
         unlearning.update(_trigger_asrs(run.model, again.model, data, split, trigger, unlearning))
         record.update(unlearn=unlearning, details=again.details)
-        unlearned.add(flagged)
+        unlearned.add(chosen)
         if kept is not None:
             kept.append(newest)
         run = dataclasses.replace(again, history=history, seconds=seconds, details=run.details)

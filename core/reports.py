@@ -169,37 +169,47 @@ def trigger_pruned_sentence(pruned: dict[str, Any]) -> str:
 
 
 def rescan_passes_sentence(passes: list[dict[str, Any]]) -> str:
-    """A repair's scans of the repaired model (``rescan_passes``) in sentences: what each flagged, and for each
-    pass it started, the class unlearned, the figures it started from and its trigger's ASR before and after."""
+    """A repair's scans of the repaired model (``rescan_passes``) in sentences: what each flagged (or, with
+    ``rescan_same``, which class unlearned before is above the threshold again), and for each pass it started,
+    the class unlearned, the figures it started from and its trigger's ASR before and after."""
     out = []
     for p in passes:
         scanned = p["scan"]
-        if not scanned["flagged"]:
-            top = scanned.get("most_anomalous")
-            near = f" (its most anomalous class {top}, index {scanned['most_anomalous_index']:.2f})" if top else ""
-            out.append(f"The scan of the repaired model flagged nothing{near}: no further pass.")
-        elif not p["repaired"]:
-            out.append(
-                f"The scan of the repaired model flagged {scanned['class']}, already unlearned: no further pass."
+        top = scanned.get("most_anomalous")
+        if not p["repaired"]:
+            if not scanned["flagged"]:
+                near = f" (its most anomalous class {top}, index {scanned['most_anomalous_index']:.2f})" if top else ""
+                out.append(f"The scan of the repaired model flagged nothing{near}: no further pass.")
+            else:
+                out.append(
+                    f"The scan of the repaired model flagged {scanned['class']}, already unlearned: no further pass."
+                )
+            continue
+        start, unlearned = p.get("started_from", {}), p.get("unlearn", {})
+        figures = ", ".join(
+            f"{name} {100 * start[key]:.1f} %"
+            for key, name in (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"))
+            if start.get(key) is not None
+        )
+        asr = ""
+        if unlearned.get("asr_before") is not None:
+            asr = (
+                f"; its trigger's ASR {100 * unlearned['asr_before']:.1f} % -> "
+                f"{100 * unlearned['asr_after']:.1f} % over the pass"
+            )
+        if not scanned["flagged"]:  # rescan_same: a class unlearned before, above the threshold again
+            why = (
+                f"flagged nothing, but {unlearned.get('class', top)}, unlearned before, is above the threshold "
+                f"again (index {scanned['most_anomalous_index']:.2f})"
             )
         else:
-            start, unlearned = p.get("started_from", {}), p.get("unlearn", {})
-            figures = ", ".join(
-                f"{name} {100 * start[key]:.1f} %"
-                for key, name in (("clean_accuracy", "CA"), ("attack_success_rate", "ASR"))
-                if start.get(key) is not None
+            why = f"flagged {scanned['class']} (anomaly index {scanned['anomaly_index']:.2f}), " + (
+                "unlearned before" if p.get("again") else "which the repair had not unlearned"
             )
-            asr = ""
-            if unlearned.get("asr_before") is not None:
-                asr = (
-                    f"; its trigger's ASR {100 * unlearned['asr_before']:.1f} % -> "
-                    f"{100 * unlearned['asr_after']:.1f} % over the pass"
-                )
-            out.append(
-                f"The scan of the repaired model flagged {scanned['class']} (anomaly index "
-                f"{scanned['anomaly_index']:.2f}), which the repair had not unlearned: pass {p['pass']} repaired "
-                f"again, unlearning its trigger (from {figures}{asr})."
-            )
+        out.append(
+            f"The scan of the repaired model {why}: pass {p['pass']} repaired again, unlearning its trigger "
+            f"(from {figures}{asr})."
+        )
     return " ".join(out)
 
 

@@ -220,9 +220,10 @@ class DefenseConfig:
     rescan_same: bool = option(
         False,
         label="Repair again a class still flagged",
-        help="with rescan_passes, a later pass also runs when the scan of the repaired model flags a class the "
-        "repair already unlearned (its new reconstruction then unlearned), not only a new class: the scan still "
-        "finding the class's trigger is evidence that its backdoor is back or was never gone",
+        help="with rescan_passes, a later pass also runs when the class the repair unlearned is above the scan's "
+        "threshold again in the scan of the repaired model (flagged, or without standing out), its new "
+        "reconstruction then unlearned, not only when a new class is flagged: the class already suspected and its "
+        "trigger still easy to find are evidence that its backdoor is back or was never gone",
     )
     latent_radius: float = option(
         0.5,

@@ -5,6 +5,7 @@ class: these are the mechanics, the benchmark grids measure what a second pass d
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -216,24 +217,39 @@ def test_the_report_says_what_an_unflagged_rescan_pointed_at():
     )
 
 
-def test_with_rescan_same_a_rescan_flagging_the_unlearned_class_repairs_it_again(model_and_data, flagged_after):
+#: FLAGGING_SCAN whose verdict never flags (no class stands out that far): a class is only above the threshold
+ABOVE_ONLY_SCAN = dataclasses.replace(FLAGGING_SCAN, standout=1e6)
+
+
+@pytest.mark.parametrize("settings", [FLAGGING_SCAN, ABOVE_ONLY_SCAN], ids=["flagged", "above the threshold"])
+def test_with_rescan_same_the_unlearned_class_found_again_is_repaired_again(model_and_data, flagged_after, settings):
     model, data = model_and_data
     _, found = flagged_after
     named = found.suspected_target
-    once = repair(model, data, DEFENSES["gnft"](quick()), scan_config=FLAGGING_SCAN, unlearn_class=named)
-    again = scan(once.model, data, FLAGGING_SCAN)
-    assert again.backdoored and again.suspected_target == named  # the premise: the class is flagged still
+    once = repair(model, data, DEFENSES["gnft"](quick()), scan_config=settings, unlearn_class=named)
+    again = scan(once.model, data, settings)
+    # the premise: the class unlearned is found again (flagged, or above the threshold without standing out)
+    assert again.backdoored == (settings is FLAGGING_SCAN) and again.classes[again.above_threshold()] == named
+    plain = repair(model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=settings, unlearn_class=named)
+    assert not plain.details["rescan_passes"][0]["repaired"]  # without the option: no further pass
     result = repair(
-        model, data, DEFENSES["gnft"](quick(rescan_passes=1, rescan_same=True)), scan_config=FLAGGING_SCAN,
+        model, data, DEFENSES["gnft"](quick(rescan_passes=1, rescan_same=True)), scan_config=settings,
         unlearn_class=named,
     )  # fmt: skip
     (record,) = result.details["rescan_passes"]
-    assert record["repaired"] and record["pass"] == 2 and record["unlearn"]["class"] == named
+    assert record["repaired"] and record["again"] and record["pass"] == 2 and record["unlearn"]["class"] == named
     # the second pass is the defense run on the first pass's model with the new reconstruction of the same class
     trigger, _ = unlearn_choice(again)
     assert not torch.equal(trigger, unlearn_choice(once.scan, named)[0])
-    by_hand = DEFENSES["gnft"](quick()).run(
-        once.model, data, trigger=trigger, target=TINY_WORDS.index(named), flagged=True
-    )
+    target = TINY_WORDS.index(named)
+    by_hand = DEFENSES["gnft"](quick()).run(once.model, data, trigger=trigger, target=target, flagged=True)
     assert weights_equal(result.model, by_hand.model) and not weights_equal(result.model, once.model)
+    said = rescan_passes_sentence(result.details["rescan_passes"])
+    index = record["scan"]["anomaly_index"] if again.backdoored else record["scan"]["most_anomalous_index"]
+    why = (
+        f"flagged {named} (anomaly index {index:.2f}), unlearned before"
+        if again.backdoored
+        else (f"flagged nothing, but {named}, unlearned before, is above the threshold again (index {index:.2f})")
+    )
+    assert said.startswith(f"The scan of the repaired model {why}: pass 2 repaired again"), said
     assert "rescan_same" in quick().idle_fields() and "rescan_same" not in quick(rescan_passes=1).idle_fields()

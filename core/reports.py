@@ -134,6 +134,9 @@ def repair_markdown(report: dict[str, Any]) -> str:
     searched = (report.get("defense_details") or {}).get("searched_again")
     if searched:
         lines += ["", searched_again_sentence(searched, unlearned or {})]
+    not_searched = (report.get("defense_details") or {}).get("searched_again_skipped")
+    if not_searched:
+        lines += ["", f"The trigger was not searched again during the repair: {not_searched}."]
     passes = (report.get("defense_details") or {}).get("rescan_passes")
     if passes:
         lines += ["", rescan_passes_sentence(passes)]

@@ -200,6 +200,13 @@ class DefenseConfig:
         "repaired (the scan's search, that class alone) and unlearn it too: once the first reconstruction is "
         "unlearned, what still sends clips to the class is searched for; 0 = off",
     )
+    unlearn_refresh_when: Literal["always", "flagged"] = option(
+        "always",
+        label="Re-search trigger when",
+        help="always: search again whatever the scan said; flagged: only when the scan that found the trigger "
+        "flagged its class (a confident class: its backdoor, gone early, comes back as the accuracy does, and the "
+        "searches bring it down again; a guessed class's searches cost accuracy for nothing)",
+    )
     rescan_passes: int = option(
         0,
         label="Repair again if flagged, passes",
@@ -377,6 +384,8 @@ class DefenseConfig:
             idle |= {"latent_growth", "latent_recalibrate_on"}
         if self.unlearn == 0:
             idle.add("unlearn_refresh")
+        if self.unlearn == 0 or self.unlearn_refresh == 0:
+            idle.add("unlearn_refresh_when")
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
         if self.rescan_passes == 0:
@@ -645,7 +654,8 @@ class Defense:
         is called every that many epochs before the last and its trigger(s) (``[T]`` or ``[k, T]``) join those
         unlearned from the next epoch on; the dict it returns with them (what was found) goes into that search's
         entry of ``details["searched_again"]``. ``flagged`` says whether the scan that found ``trigger`` flagged
-        the model (None: the trigger was given); with ``trigger_prune_when`` "unflagged" only False prunes."""
+        the model (None: the trigger was given); with ``trigger_prune_when`` "unflagged" only False prunes, with
+        ``unlearn_refresh_when`` "flagged" only True searches again."""
         observer = observer or NullObserver()
         c = self.config
         if c.unlearn > 0 and trigger is None:
@@ -785,8 +795,13 @@ class Defense:
         if guard is not None:
             guard.start(body)  # after prepare: a pruned model is epoch 0's state
             callbacks.append(guard)
+        refresh_skipped = None
         if triggered is not None and c.unlearn_refresh > 0 and refresh is not None:
-            callbacks.append(_EveryEpochs(c.unlearn_refresh, search_again))
+            if c.unlearn_refresh_when == "flagged" and flagged is not True:
+                why = "the trigger was given, not scanned" if flagged is None else "the scan flagged no class"
+                refresh_skipped = why
+            else:
+                callbacks.append(_EveryEpochs(c.unlearn_refresh, search_again))
         if (
             adversary is not None
             and c.latent_reach > 0
@@ -843,6 +858,8 @@ class Defense:
             details["holdout"] = guard.finish(schedule.history)
         if searches:
             details["searched_again"] = searches
+        if refresh_skipped:
+            details["searched_again_skipped"] = refresh_skipped
         return DefenseResult(
             work.eval(),
             False,

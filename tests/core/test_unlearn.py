@@ -500,7 +500,8 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     result = repair(model, data, DEFENSES["gnft"](config), trigger=trigger, trigger_record=dict(record))
     latent = result.details["latent"]
     assert latent["target"] == [1, 0] and latent["several"] == "nearest" and latent["clips_pushed"] > 0
-    idle = {"unlearn_refresh", "trigger_prune_when", "trigger_prune_gain"}  # no trigger unlearned nor pruned by
+    idle = {"unlearn_refresh", "unlearn_refresh_when"}  # no trigger unlearned
+    idle |= {"trigger_prune_when", "trigger_prune_gain"}  # nor pruned by
     idle |= {"latent_recalibrate", "latent_growth", "latent_recalibrate_on"}  # the radius is set: nothing to set again
     idle |= {"rescan_keep", "rescan_same"}  # no later pass to shape (rescan_passes 0)
     assert config.idle_fields() == idle
@@ -600,6 +601,33 @@ def test_a_repair_searches_the_unlearned_class_again_deterministically_and_refus
         DEFENSES["gnft"](config).run(model, data, trigger=torch.zeros(100))
     assert "unlearn_refresh" in quick(unlearn_refresh=3).idle_fields()
     assert "unlearn_refresh" not in config.idle_fields()
+
+
+def test_with_refresh_when_flagged_only_a_flagging_scans_trigger_is_searched_again(model_and_data):
+    model, data = model_and_data
+    scan_config = dataclasses.replace(QUICK_SCAN, steps=4)
+    config = quick(unlearn=0.3, unlearn_refresh=1, unlearn_refresh_when="flagged")
+
+    def run(flagged, settings=config):
+        record = {"source": "scan", "class": TINY_WORDS[1], "trigger_domain": "waveform", "flagged": flagged}
+        return repair(model, data, DEFENSES["gnft"](settings), trigger=torch.zeros(100), trigger_record=record,
+                      scan_config=scan_config)  # fmt: skip
+
+    flagged = run(True)
+    assert [s["epoch"] for s in flagged.details["searched_again"]] == [1]
+    assert "searched_again_skipped" not in flagged.details
+    unsure = run(False)
+    assert "searched_again" not in unsure.details
+    assert unsure.details["searched_again_skipped"] == "the scan flagged no class"
+    said = repair_markdown(unsure.report(model="tiny"))
+    assert "The trigger was not searched again during the repair: the scan flagged no class." in said
+    # the unsure repair is the same repair without the searches, and "always" searches whatever the scan said
+    plain = run(False, dataclasses.replace(config, unlearn_refresh=0))
+    for (k, a), b in zip(unsure.model.state_dict().items(), plain.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert [s["epoch"] for s in run(False, quick(unlearn=0.3, unlearn_refresh=1)).details["searched_again"]] == [1]
+    assert "unlearn_refresh_when" in quick(unlearn=0.3).idle_fields()
+    assert "unlearn_refresh_when" not in config.idle_fields()
 
 
 def test_a_repairs_scan_reads_the_repairs_clean_share_by_default_and_never_a_larger_one(model_and_data):

@@ -226,7 +226,7 @@ class DefenseConfig:
     )
     rescan_same: bool = option(
         False,
-        label="Repair again a class still flagged",
+        label="Repair again a class found again",
         help="with rescan_passes, a later pass also runs when the class the repair unlearned is above the scan's "
         "threshold again in the scan of the repaired model (flagged, or without standing out), its new "
         "reconstruction then unlearned, not only when a new class is flagged: the class already suspected and its "

@@ -60,6 +60,8 @@ ERAS: dict[str, str] = {
     "grid_asc10_validation_round6": V3,
     "grid_asc10_validation_round7": V3,
 }
+#: options since removed, with the value that left them off: a grid recorded by their code lists them there
+REMOVED_OFF = {"unlearn_match": 0.0, "match_depth": 1.0}  # round 24 (d7936b9)
 MAX_DROP, MAX_ASR = 0.02, 0.05  # the target: every CA within 2 points, mean ASR <= 5 %
 
 
@@ -78,7 +80,7 @@ def effective(
         base = dict(PRESETS[preset].settings)
     config = DEFENSES[defense].Config
     defaults = dataclasses.asdict(config())
-    merged = {**base, **settings}
+    merged = {k: v for k, v in {**base, **settings}.items() if k not in REMOVED_OFF or REMOVED_OFF[k] != v}
     idle = config(**{k: v for k, v in merged.items() if k in defaults}).idle_fields()
     return {k: v for k, v in sorted(merged.items()) if k not in RUN_FIELDS and k not in idle and defaults.get(k) != v}
 
@@ -99,9 +101,10 @@ def label(defense: str, values: dict[str, Any]) -> str:
             return "the Recommended"
         config = DEFENSES[defense].Config
         defaults = dataclasses.asdict(config())
-        idle = config(**values).idle_fields()  # e.g. when to prune, where nothing is
+        # e.g. when to prune, where nothing is; a setting of an option since removed is shown, not checked
+        idle = config(**{k: v for k, v in values.items() if k in defaults}).idle_fields()
         diff = {
-            k: values.get(k, defaults[k])
+            k: values.get(k, defaults.get(k))
             for k in sorted({*rec, *values})
             if values.get(k) != rec.get(k) and k not in idle
         }

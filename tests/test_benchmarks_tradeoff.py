@@ -127,3 +127,13 @@ def test_the_command_writes_its_three_files_and_refuses_an_empty_glob(tmp_path, 
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert main(["--grids", str(tmp_path / "none*.json"), "--out", str(out)]) == 2
     assert "no table matches" in capsys.readouterr().err
+
+
+def test_a_removed_option_recorded_off_is_dropped_and_recorded_on_is_shown():
+    """A grid made by code that had an option since removed records it among its settings: at its off value the
+    column is what it would be without it, at another value the label still says what ran."""
+    recorded = {**PRESETS["recommended"].settings, "unlearn_match": 0.0, "match_depth": 1.0}
+    assert effective("gnft", "recommended", {}, "x", recorded) == effective("gnft", "recommended", {}, "x")
+    tried = effective("gnft", "recommended", {}, "x", {**recorded, "unlearn_match": 1.0, "match_depth": 0.5})
+    assert tried["unlearn_match"] == 1.0 and tried["match_depth"] == 0.5
+    assert label("gnft", tried) == "the Recommended with match_depth 0.5, unlearn_match 1"

@@ -381,9 +381,11 @@ def _repair_again(
         trigger, unlearning = unlearn_choice(found)  # the chosen class: flagged, or above the threshold
         target: int | list[int] = found.classes.index(chosen)
         newest = (chosen, trigger)
-        if c.rescan_keep and kept:
-            names = [chosen, *(name for name, _ in kept)]
-            trigger = _stacked([trigger, *(pattern for _, pattern in kept)])
+        # the classes unlearned before, but the one found again (rescan_same): its new pattern replaces the old
+        others = [(name, pattern) for name, pattern in kept or [] if name != chosen]
+        if c.rescan_keep and others:
+            names = [chosen, *(name for name, _ in others)]
+            trigger = _stacked([trigger, *(pattern for _, pattern in others)])
             target = [found.classes.index(name) for name in names]
             unlearning.update(classes=names, kept_from_earlier_passes=names[1:])
         record["pass"] = number
@@ -409,7 +411,7 @@ def _repair_again(
         record.update(unlearn=unlearning, details=again.details)
         unlearned.add(chosen)
         if kept is not None:
-            kept.append(newest)
+            kept[:] = [*others, newest]
         run = dataclasses.replace(again, history=history, seconds=seconds, details=run.details)
     return run, None, passes
 

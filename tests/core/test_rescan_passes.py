@@ -252,4 +252,8 @@ def test_with_rescan_same_the_unlearned_class_found_again_is_repaired_again(mode
         else (f"flagged nothing, but {named}, unlearned before, is above the threshold again (index {index:.2f})")
     )
     assert said.startswith(f"The scan of the repaired model {why}: pass 2 repaired again"), said
+    # with rescan_keep too, the class found again is unlearned once, by its new pattern: the same pass
+    config = quick(rescan_passes=1, rescan_same=True, rescan_keep=True)
+    kept = repair(model, data, DEFENSES["gnft"](config), scan_config=settings, unlearn_class=named)
+    assert "classes" not in kept.details["rescan_passes"][0]["unlearn"] and weights_equal(kept.model, result.model)
     assert "rescan_same" in quick().idle_fields() and "rescan_same" not in quick(rescan_passes=1).idle_fields()

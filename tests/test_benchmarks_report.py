@@ -156,6 +156,26 @@ def test_the_reference_tables_come_from_the_asc_grids_and_fill_the_product_readm
     assert report.product_readme("# no markers\n", tmp_path) == "# no markers\n"
 
 
+def test_the_product_page_shows_its_tables_and_columns_and_the_benchmarks_page_all(tmp_path):
+    """The product README keeps the tables of ``PRODUCT_TABLES`` with their columns (the per-model summary too);
+    ``benchmarks/README.md`` keeps every table and column."""
+    rows = [
+        {"model": "resnet", "attack": "badnets", "defense": d, "clean_accuracy": ca, "attack_success_rate": a}
+        for d, ca, a in (("none", 0.9, 0.99), ("ft", 0.89, 0.97), ("rec_c05", 0.8, 0.3), ("gnft_best", 0.88, 0.5))
+    ]
+    grid = {"command": "python -m core.grid", "eval_split": "test", "rows": rows}
+    (tmp_path / "grid_asc10_h200.json").write_text(json.dumps(grid))
+    (tmp_path / "grid_asc30.json").write_text(json.dumps(grid))
+    report = _report()
+    start, end = report.MARKERS
+    page = report.product_readme(f"# Product\n{start}\n{end}\n", tmp_path)
+    assert "#### ASC-10, every attack" in page and "#### ASC-30" not in page
+    assert "| backdoored | FT | GN-FT (best) |" in page and "at 5 % clean" not in page
+    assert "| resnet: mean ASR / worst CA drop (cells) | 97.0 / 1.0 (1) | 50.0 / 2.0 (1) |" in page
+    everything = report.reference_section(tmp_path)  # two tables, each naming the column twice
+    assert "### ASC-30" in everything and everything.count("Recommended at 5 % clean (its scan at 10 %)") == 4
+
+
 def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_one(tmp_path):
     """The README's Recommended column is today's preset: a table whose `gnft@recommended` cells recorded other
     settings (an earlier Recommended) shows them as the previous Recommended, and today's as the Recommended."""

@@ -61,7 +61,7 @@ ERAS: dict[str, str] = {
     "grid_asc10_validation_round7": V3,
 }
 #: options since removed, with the value that left them off: a grid recorded by their code lists them there
-REMOVED_OFF = {"unlearn_match": 0.0, "match_depth": 1.0}  # round 24 (d7936b9)
+REMOVED_OFF = {"unlearn_match": 0.0, "match_depth": 1.0, "rescan_keep": False, "rescan_same": False}  # rounds 24, 25
 MAX_DROP, MAX_ASR = 0.02, 0.05  # the target: every CA within 2 points, mean ASR <= 5 %
 
 

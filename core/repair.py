@@ -254,10 +254,8 @@ def repair(
     final_scan, passes = None, []
     if not run.cancelled and config.rescan_passes > 0 and config.unlearns():
         names = (unlearning or {}).get("classes", [(unlearning or {}).get("class")])
-        unlearned = set(names)
-        kept = _kept_patterns(names, trigger)
         run, final_scan, passes = _repair_again(
-            defense, run, data, split, settings, unlearned, observer, measure, cache, attack, kept
+            defense, run, data, split, settings, set(names), observer, measure, cache, attack
         )
         if run.cancelled:
             run = dataclasses.replace(run, model=model)
@@ -335,13 +333,9 @@ def _repair_again(
     measure: Callable[[nn.Module], dict[str, float]],
     cache: dict[str, torch.Tensor],
     attack: Attack | None,
-    kept: list[tuple[str, torch.Tensor]] | None = None,
 ) -> tuple[DefenseResult, ScanResult | None, list[dict[str, Any]]]:
-    """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet (with
-    ``rescan_same`` also while a class unlearned before is above the threshold again, flagged or not), run the
-    defense again on it, unlearning that class's new reconstructed trigger (at most ``rescan_passes`` more runs);
-    with ``rescan_keep`` also those of the classes unlearned before (``kept``: each class and its pattern; the
-    new class first, the latent push drawn among them all).
+    """``rescan_passes``: scan the repaired model and, while the scan flags a class not unlearned yet, run the
+    defense again on it, unlearning that class's reconstructed trigger (at most ``rescan_passes`` more runs).
 
     Returns the last run, with every pass's history (epochs counted on, each entry with its ``pass``) and
     seconds (scans included); the scan of the model returned when the last scan was of it (None when the
@@ -361,9 +355,6 @@ def _repair_again(
         flagged = found.suspected_target if found.backdoored else None
         pointed = found.most_anomalous()
         chosen = flagged if flagged is not None and flagged not in unlearned else None
-        above = found.above_threshold()
-        if chosen is None and c.rescan_same and above is not None and found.classes[above] in unlearned:
-            chosen = found.classes[above]  # a class unlearned before, above the threshold again
         record: dict[str, Any] = {
             "scan": {
                 "flagged": found.backdoored,
@@ -378,19 +369,9 @@ def _repair_again(
         passes.append(record)
         if not record["repaired"]:
             return dataclasses.replace(run, history=history, seconds=seconds), found, passes
-        trigger, unlearning = unlearn_choice(found)  # the chosen class: flagged, or above the threshold
-        target: int | list[int] = found.classes.index(chosen)
-        newest = (chosen, trigger)
-        # the classes unlearned before, but the one found again (rescan_same): its new pattern replaces the old
-        others = [(name, pattern) for name, pattern in kept or [] if name != chosen]
-        if c.rescan_keep and others:
-            names = [chosen, *(name for name, _ in others)]
-            trigger = _stacked([trigger, *(pattern for _, pattern in others)])
-            target = [found.classes.index(name) for name in names]
-            unlearning.update(classes=names, kept_from_earlier_passes=names[1:])
+        trigger, unlearning = unlearn_choice(found)  # the flagged class's
+        target = found.classes.index(chosen)
         record["pass"] = number
-        if chosen in unlearned:
-            record["again"] = True  # rescan_same: a class unlearned before
         record["started_from"] = metrics_only(evaluate(run.model, data, split, attack, cache=cache))
         refresh = _refresher(c, data, target, settings, unlearning, observer)
         again = defense.run(
@@ -410,27 +391,8 @@ def _repair_again(
         unlearning.update(_trigger_asrs(run.model, again.model, data, split, trigger, unlearning))
         record.update(unlearn=unlearning, details=again.details)
         unlearned.add(chosen)
-        if kept is not None:
-            kept[:] = [*others, newest]
         run = dataclasses.replace(again, history=history, seconds=seconds, details=run.details)
     return run, None, passes
-
-
-def _kept_patterns(names: list[str | None], trigger: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
-    """The first pass's unlearned classes with their patterns (``trigger``: ``[T]``, or ``[k, T]`` for k
-    classes), for a later pass that keeps unlearning them (``rescan_keep``); a class not named is left out."""
-    if trigger is None:
-        return []
-    patterns = trigger.reshape(len(names), -1) if len(names) > 1 else [trigger.reshape(-1)]
-    return [(name, pattern) for name, pattern in zip(names, patterns, strict=True) if name is not None]
-
-
-def _stacked(patterns: list[torch.Tensor]) -> torch.Tensor:
-    """Waveform patterns of any lengths as one ``[k, T]`` (zeros after the shorter ones: a trigger is added
-    from the clip's start, so the padding adds nothing)."""
-    flat = [p.reshape(-1).to(patterns[0].device) for p in patterns]
-    longest = max(p.numel() for p in flat)
-    return torch.stack([torch.nn.functional.pad(p, (0, longest - p.numel())) for p in flat])
 
 
 def check_scan_share(

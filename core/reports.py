@@ -172,9 +172,8 @@ def trigger_pruned_sentence(pruned: dict[str, Any]) -> str:
 
 
 def rescan_passes_sentence(passes: list[dict[str, Any]]) -> str:
-    """A repair's scans of the repaired model (``rescan_passes``) in sentences: what each flagged (or, with
-    ``rescan_same``, which class unlearned before is above the threshold again), and for each pass it started,
-    the class unlearned, the figures it started from and its trigger's ASR before and after."""
+    """A repair's scans of the repaired model (``rescan_passes``) in sentences: what each flagged, and for each
+    pass it started, the class unlearned, the figures it started from and its trigger's ASR before and after."""
     out = []
     for p in passes:
         scanned = p["scan"]
@@ -200,18 +199,10 @@ def rescan_passes_sentence(passes: list[dict[str, Any]]) -> str:
                 f"; its trigger's ASR {100 * unlearned['asr_before']:.1f} % -> "
                 f"{100 * unlearned['asr_after']:.1f} % over the pass"
             )
-        if not scanned["flagged"]:  # rescan_same: a class unlearned before, above the threshold again
-            why = (
-                f"flagged nothing, but {unlearned.get('class', top)}, unlearned before, is above the threshold "
-                f"again (index {scanned['most_anomalous_index']:.2f})"
-            )
-        else:
-            why = f"flagged {scanned['class']} (anomaly index {scanned['anomaly_index']:.2f}), " + (
-                "unlearned before" if p.get("again") else "which the repair had not unlearned"
-            )
         out.append(
-            f"The scan of the repaired model {why}: pass {p['pass']} repaired again, unlearning its trigger "
-            f"(from {figures}{asr})."
+            f"The scan of the repaired model flagged {scanned['class']} (anomaly index "
+            f"{scanned['anomaly_index']:.2f}), which the repair had not unlearned: pass {p['pass']} repaired again, "
+            f"unlearning its trigger (from {figures}{asr})."
         )
     return " ".join(out)
 

@@ -267,11 +267,6 @@ def defend(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
             "--rescan-passes only applies with --unlearn, --unlearn-latent or --trigger-prune above 0 (a pass "
             "unlearns the class a scan flags)"
         )
-    for flag in ("rescan_keep", "rescan_same"):
-        if getattr(args, flag, None) and config.rescan_passes == 0:
-            raise ConfigError(
-                f"--{flag.replace('_', '-')} only applies with --rescan-passes above 0 (it shapes the later passes)"
-            )
     scans = config.unlearns() and (not args.unlearn_trigger or config.rescan_passes > 0)
     scan_settings = scan_config(args, scans_to_unlearn=scans, clean_ratio=config.clean_ratio)
     if scans:

@@ -217,21 +217,6 @@ class DefenseConfig:
         "scan and a whole run more): a first scan that points at a wrong class without flagging it can flag the "
         "right one once its guess is unlearned (one ASC-10 SmallCNN: 70.7 -> 8.5 % ASR); 0 = off",
     )
-    rescan_keep: bool = option(
-        False,
-        label="Later passes keep unlearning",
-        help="with rescan_passes, a later pass unlearns the classes earlier passes unlearned too (their "
-        "triggers beside the new class's, the latent push drawn among them all), instead of the new class "
-        "alone: with the pressure gone a removed backdoor can come back during the later pass",
-    )
-    rescan_same: bool = option(
-        False,
-        label="Repair again a class found again",
-        help="with rescan_passes, a later pass also runs when the class the repair unlearned is above the scan's "
-        "threshold again in the scan of the repaired model (flagged, or without standing out), its new "
-        "reconstruction then unlearned, not only when a new class is flagged: the class already suspected and its "
-        "trigger still easy to find are evidence that its backdoor is back or was never gone",
-    )
     latent_radius: float = option(
         0.5,
         label="Latent push radius",
@@ -388,9 +373,7 @@ class DefenseConfig:
             idle.add("unlearn_refresh_when")
         if self.trigger_prune == 0:
             idle |= {"trigger_prune_when", "trigger_prune_gain"}
-        if self.rescan_passes == 0:
-            idle |= {"rescan_keep", "rescan_same"}
-        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes", "rescan_keep", "rescan_same"}
+        return idle if self.unlearns() else idle | {"unlearn_top", "rescan_passes"}
 
     def unlearns(self) -> bool:
         """True when the run acts on a suspected backdoor (unlearns a trigger, pushes toward its class, or

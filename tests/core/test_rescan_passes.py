@@ -5,7 +5,6 @@ class: these are the mechanics, the benchmark grids measure what a second pass d
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pytest
@@ -106,37 +105,6 @@ def test_a_rescan_flagging_another_class_repairs_again_as_a_run_on_the_repaired_
     assert f"flagged {found.suspected_target} (anomaly index" in said and "pass 2 repaired again" in said
 
 
-def test_with_rescan_keep_the_second_pass_unlearns_the_first_pass_class_beside_the_new_one(
-    model_and_data, flagged_after
-):
-    model, data = model_and_data
-    once, found = flagged_after
-    config = quick(rescan_passes=1, rescan_keep=True)
-    result = repair(model, data, DEFENSES["gnft"](config), scan_config=FLAGGING_SCAN, unlearn_class="yes")
-    (record,) = result.details["rescan_passes"]
-    flagged = found.suspected_target
-    assert record["unlearn"]["classes"] == [flagged, "yes"] and record["unlearn"]["kept_from_earlier_passes"] == ["yes"]
-    assert [r["class"] for r in record["unlearn"]["asr_per_class"]] == [flagged, "yes"]
-    # the second pass is the defense run on the first pass's model with both triggers and both classes
-    first, _ = unlearn_choice(once.scan, "yes")
-    new, _ = unlearn_choice(found)
-    both = torch.stack([new, first])
-    targets = [TINY_WORDS.index(flagged), TINY_WORDS.index("yes")]
-    by_hand = DEFENSES["gnft"](quick()).run(once.model, data, trigger=both, target=targets, flagged=True)
-    assert weights_equal(result.model, by_hand.model)
-    alone = repair(
-        model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=FLAGGING_SCAN, unlearn_class="yes"
-    )
-    assert not weights_equal(result.model, alone.model)  # the option changes what the pass does
-    # without a second pass the option changes nothing
-    named = flagged
-    plain = repair(
-        model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=FLAGGING_SCAN, unlearn_class=named
-    )
-    keep = repair(model, data, DEFENSES["gnft"](config), scan_config=FLAGGING_SCAN, unlearn_class=named)
-    assert not keep.details["rescan_passes"][0]["repaired"] and weights_equal(keep.model, plain.model)
-
-
 def test_a_rescan_flagging_the_unlearned_class_changes_nothing_and_is_the_after_scan(model_and_data, flagged_after):
     model, data = model_and_data
     _, found = flagged_after
@@ -215,45 +183,3 @@ def test_the_report_says_what_an_unflagged_rescan_pointed_at():
     assert rescan_passes_sentence([{**record, "repaired": False}]) == (
         "The scan of the repaired model flagged nothing (its most anomalous class stop, index 2.93): no further pass."
     )
-
-
-#: FLAGGING_SCAN whose verdict never flags (no class stands out that far): a class is only above the threshold
-ABOVE_ONLY_SCAN = dataclasses.replace(FLAGGING_SCAN, standout=1e6)
-
-
-@pytest.mark.parametrize("settings", [FLAGGING_SCAN, ABOVE_ONLY_SCAN], ids=["flagged", "above the threshold"])
-def test_with_rescan_same_the_unlearned_class_found_again_is_repaired_again(model_and_data, flagged_after, settings):
-    model, data = model_and_data
-    _, found = flagged_after
-    named = found.suspected_target
-    once = repair(model, data, DEFENSES["gnft"](quick()), scan_config=settings, unlearn_class=named)
-    again = scan(once.model, data, settings)
-    # the premise: the class unlearned is found again (flagged, or above the threshold without standing out)
-    assert again.backdoored == (settings is FLAGGING_SCAN) and again.classes[again.above_threshold()] == named
-    plain = repair(model, data, DEFENSES["gnft"](quick(rescan_passes=1)), scan_config=settings, unlearn_class=named)
-    assert not plain.details["rescan_passes"][0]["repaired"]  # without the option: no further pass
-    result = repair(
-        model, data, DEFENSES["gnft"](quick(rescan_passes=1, rescan_same=True)), scan_config=settings,
-        unlearn_class=named,
-    )  # fmt: skip
-    (record,) = result.details["rescan_passes"]
-    assert record["repaired"] and record["again"] and record["pass"] == 2 and record["unlearn"]["class"] == named
-    # the second pass is the defense run on the first pass's model with the new reconstruction of the same class
-    trigger, _ = unlearn_choice(again)
-    assert not torch.equal(trigger, unlearn_choice(once.scan, named)[0])
-    target = TINY_WORDS.index(named)
-    by_hand = DEFENSES["gnft"](quick()).run(once.model, data, trigger=trigger, target=target, flagged=True)
-    assert weights_equal(result.model, by_hand.model) and not weights_equal(result.model, once.model)
-    said = rescan_passes_sentence(result.details["rescan_passes"])
-    index = record["scan"]["anomaly_index"] if again.backdoored else record["scan"]["most_anomalous_index"]
-    why = (
-        f"flagged {named} (anomaly index {index:.2f}), unlearned before"
-        if again.backdoored
-        else (f"flagged nothing, but {named}, unlearned before, is above the threshold again (index {index:.2f})")
-    )
-    assert said.startswith(f"The scan of the repaired model {why}: pass 2 repaired again"), said
-    # with rescan_keep too, the class found again is unlearned once, by its new pattern: the same pass
-    config = quick(rescan_passes=1, rescan_same=True, rescan_keep=True)
-    kept = repair(model, data, DEFENSES["gnft"](config), scan_config=settings, unlearn_class=named)
-    assert "classes" not in kept.details["rescan_passes"][0]["unlearn"] and weights_equal(kept.model, result.model)
-    assert "rescan_same" in quick().idle_fields() and "rescan_same" not in quick(rescan_passes=1).idle_fields()

@@ -282,14 +282,6 @@ def test_scan_options_without_rescan_are_refused_and_nothing_is_loaded(workspace
         "error: --rescan-passes only applies with --unlearn, --unlearn-latent or --trigger-prune above 0 (a pass "
         "unlearns the class a scan flags)"
     ]
-    code = run_command(defend_main, [*argv, "--rescan-passes", "0", "--rescan-keep"])
-    assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --rescan-keep only applies with --rescan-passes above 0 (it shapes the later passes)"
-    ]
-    code = run_command(defend_main, [*argv, "--rescan-passes", "0", "--rescan-same"])
-    assert code == 2 and capsys.readouterr().err.splitlines() == [
-        "error: --rescan-same only applies with --rescan-passes above 0 (it shapes the later passes)"
-    ]
     code = run_command(defend_main, [*argv, "--rescan", "--scan-domains", "cepstrum"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         "error: --scan-domains must be a comma list of features, waveform, latent, spectrum and mix, got 'cepstrum'"

@@ -503,7 +503,6 @@ def test_a_repair_pushing_toward_the_nearest_of_two_classes_records_it(model_and
     idle = {"unlearn_refresh", "unlearn_refresh_when"}  # no trigger unlearned
     idle |= {"trigger_prune_when", "trigger_prune_gain"}  # nor pruned by
     idle |= {"latent_recalibrate", "latent_growth", "latent_recalibrate_on"}  # the radius is set: nothing to set again
-    idle |= {"rescan_keep", "rescan_same"}  # no later pass to shape (rescan_passes 0)
     assert config.idle_fields() == idle
     assert "latent_several" in quick(unlearn_latent=0.5).idle_fields()
 

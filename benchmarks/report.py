@@ -39,6 +39,8 @@ REFERENCE = {
     "grid_asc10_round23_c05_*": "ASC-10, today's Recommended at a 5 % clean share (90 clips, the scan's too; the "
     'SmallCNNs of today\'s Recommended table; on its ResNets the column "previous Recommended at 5 % clean" is '
     "today's Recommended at 5 %: their push's radius is not set again)",
+    "grid_asc10_round25_base_*": "ASC-10, the baselines on today's Recommended table's SmallCNNs (defense seed 0; "
+    "FT, Fine-Pruning, FT-SAM and CLP at their defaults, GN-FT at the paper's settings and at its best ASC-10 setting)",
     "grid_asc10_round9_test": "ASC-10, the previous Recommended on seven attacks (the H200 table's models, repaired "
     "on this CPU)",
     "grid_asc10_h200": "ASC-10, every attack and defense (models and most cells on an H200 GPU; other models "
@@ -50,6 +52,7 @@ REFERENCE = {
 PRODUCT_TABLES: dict[str, tuple[str, ...] | None] = {
     "grid_asc10_round16_test_*": ("none", "gnft@recommended", "rec5"),
     "grid_asc10_round23_c05_*": None,
+    "grid_asc10_round25_base_*": None,
     "grid_asc10_h200": (
         "none",
         "gnft@recommended",
@@ -62,11 +65,17 @@ PRODUCT_TABLES: dict[str, tuple[str, ...] | None] = {
         "clp",
     ),
 }
+#: Columns a reference table takes from another one's files, for the same models (stem -> (other stem, columns)):
+#: today's Recommended beside the baselines run on its models.
+BESIDE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grid_asc10_round25_base_*": ("grid_asc10_round16_test_*", ("gnft@recommended",)),
+}
 #: Where a reference table's notes are, when not beside it.
 NOTES = {
     "grid_asc10_round9_test": "grid_asc10_validation",
     "grid_asc10_round16_test_*": "grid_asc10_validation",
     "grid_asc10_round23_c05_*": "grid_asc10_validation",
+    "grid_asc10_round25_base_*": "grid_asc10_validation",
 }
 #: The column a ``gnft@recommended`` column becomes when its cells ran with another Recommended than today's.
 PREVIOUS = "gnft@recommended (previous)"
@@ -584,6 +593,15 @@ def reference_section(
         if loaded is None:
             continue
         d, rows, other_scan = loaded
+        joined = ""
+        if stem in BESIDE and (other := _reference_rows(results, BESIDE[stem][0])) is not None:
+            ours = {(r["model"], r["attack"]) for r in rows}
+            rows = rows + [r for r in other[1] if r["defense"] in BESIDE[stem][1] and (r["model"], r["attack"]) in ours]
+            joined = (
+                f" Beside them, from the `benchmarks/results/{BESIDE[stem][0]}.json` files: "
+                + ", ".join(COLUMN_TITLES.get(c, c).replace("*", "") for c in BESIDE[stem][1])
+                + "."
+            )
         columns = _columns(rows)
         kept = None if only is None else only[stem]
         if kept is not None:
@@ -605,7 +623,7 @@ def reference_section(
             "",
             f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
             f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet."
-            f"{machines_note(rows)} {source}command inside; notes in `{NOTES.get(stem, stem)}.notes.md`). "
+            f"{machines_note(rows)} {source}command inside; notes in `{NOTES.get(stem, stem)}.notes.md`).{joined} "
             f"{DATASET_CREDIT}",
             "",
             "| model | attack | clean model CA | " + " | ".join(names) + " |",

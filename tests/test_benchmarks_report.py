@@ -176,6 +176,40 @@ def test_the_product_page_shows_its_tables_and_columns_and_the_benchmarks_page_a
     assert "### ASC-30" in everything and everything.count("Recommended at 5 % clean (its scan at 10 %)") == 4
 
 
+def test_a_table_takes_the_recommended_column_beside_it_from_the_same_models_other_files(tmp_path):
+    """The baselines' table (``BESIDE``) shows today's Recommended from the Recommended table's files, on its own
+    models only (the same model seed and attack), and names where that column comes from."""
+    import dataclasses
+
+    from core.presets import PRESETS
+    from core.scan import ScanConfig
+
+    today = dataclasses.asdict(PRESETS["recommended"].config(seed=0, device="cpu"))
+
+    def grid(seed, attack, cells, settings=None):
+        rows = [
+            {"model": "smallcnn", "attack": attack, "defense": d, "clean_accuracy": ca, "attack_success_rate": a}
+            for d, ca, a in cells
+        ]
+        return {"command": f"python -m core.grid --seed {seed}", "eval_split": "test", "rows": rows,
+                "defense_settings": settings or {}, "scan_domains": ScanConfig().domains}  # fmt: skip
+
+    recommended = {"gnft@recommended": today}
+    for seed, attack in ((21, "piba"), (22, "daba")):
+        cells = [("none", 0.9, 0.99), ("gnft@recommended", 0.88, 0.05)]
+        (tmp_path / f"grid_asc10_round16_test_s{seed}_{attack}.json").write_text(
+            json.dumps(grid(seed, attack, cells, recommended))
+        )
+    base = grid(21, "piba", [("none", 0.9, 0.99), ("ft", 0.89, 0.97)])
+    (tmp_path / "grid_asc10_round25_base_s21_piba.json").write_text(json.dumps(base))
+    section = _report().reference_section(tmp_path)
+    table = section.split("### ")[2]
+    assert table.startswith("ASC-10, the baselines") and "| backdoored | **Recommended** | FT |" in table
+    assert "| smallcnn | piba, model seed 21 | – | 90.0 / 99.0 | 88.0 / 5.0 | 89.0 / 97.0 |" in table
+    assert "daba" not in table and "Beside them, from the `benchmarks/results/grid_asc10_round16_test_*" in table
+    assert "| smallcnn: mean ASR / worst CA drop (cells) | 5.0 / 2.0 (1) | 97.0 / 1.0 (1) |" in table
+
+
 def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_one(tmp_path):
     """The README's Recommended column is today's preset: a table whose `gnft@recommended` cells recorded other
     settings (an earlier Recommended) shows them as the previous Recommended, and today's as the Recommended."""

@@ -117,17 +117,41 @@ def defense_effectiveness_rating(before: dict[str, float], after: dict[str, floa
     return (max(0.0, d_asr) - max(0.0, d_ca) + 1.0) / 2.0
 
 
+def _backdoor_return(history: Sequence[dict], asr0: float | None, asr: float | None, details: dict) -> str | None:
+    """The finding that the backdoor was removed during the run and came back by its end (ASR at most
+    ``ASR_REMOVED`` at an evaluation before the last, above it after), with what to try: a repair that unlearns a
+    scanned trigger can search it again mid-run (``unlearn_refresh``); None when it did not happen."""
+    if asr0 is None or asr is None or asr0 <= ASR_REMOVED or asr <= ASR_REMOVED:
+        return None
+    seen = [h for h in history if h.get("attack_success_rate") is not None]
+    low = min(seen[:-1], key=lambda h: h["attack_success_rate"], default=None)
+    if low is None or low["attack_success_rate"] > ASR_REMOVED:
+        return None
+    said = (
+        f"the backdoor came back: its attack success rate was down to {100 * low['attack_success_rate']:.1f} % at "
+        f"epoch {low['epoch']} and is {100 * asr:.1f} % at the end, as the clean task was relearnt"
+    )
+    if "unlearn" in details and not details.get("searched_again"):
+        said += (
+            "; searching the trigger again during the repair (unlearn_refresh 40: --unlearn-refresh 40, "
+            '"Re-search trigger, epochs") removed such a return on real speech (ASC-10 PIBA: 15 % -> 0.4 %) at about '
+            "a point of clean accuracy"
+        )
+    return said
+
+
 def defense_findings(
     before: dict, after: dict, history: Sequence[dict], clean_clips: int, classes: int, details: dict | None = None
 ) -> list[str]:
     """What a user should know before trusting the repaired model: each finding one sentence.
 
     Says when clean accuracy fell more than ``CA_TOLERANCE``, when the backdoor was not removed
-    (ASR above ``ASR_REMOVED``), when clean accuracy collapsed during the run (the steps were too
-    large for the model: its clean task was wrecked and relearnt from the clean share), when the
-    clean share is thin and, from GN-FT's ``details``, when its first gradient was more than
-    ``PENALTY_DOMINATES`` times the clean gradient (the penalty, not the clean loss, sets the step,
-    as on a sharply converged model). An empty list means none of these was seen.
+    (ASR above ``ASR_REMOVED``) and when it was removed during the run but came back, when clean
+    accuracy collapsed during the run (the steps were too large for the model: its clean task was
+    wrecked and relearnt from the clean share), when the clean share is thin and, from GN-FT's
+    ``details``, when its first gradient was more than ``PENALTY_DOMINATES`` times the clean gradient
+    (the penalty, not the clean loss, sets the step, as on a sharply converged model). An empty list
+    means none of these was seen.
     """
     findings: list[str] = []
     ca0, ca1 = before["clean_accuracy"], after["clean_accuracy"]
@@ -147,6 +171,9 @@ def defense_findings(
             f"the backdoor is not removed: attack success rate {100 * asr:.1f} % after the defense "
             f"(removed means at most {100 * ASR_REMOVED:.0f} %)"
         )
+    came_back = _backdoor_return(history, asr0, asr, details or {})
+    if came_back:
+        findings.append(came_back)
     low = min(history, key=lambda h: h.get("clean_accuracy", 1.0), default=None)
     if low is not None and ca0 - low.get("clean_accuracy", ca0) > COLLAPSE_DROP:
         findings.append(

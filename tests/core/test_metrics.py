@@ -98,3 +98,29 @@ def test_findings_say_when_gnfts_penalty_dominates_the_step():
     assert defense_findings(BACKDOORED, after, [], 400, 10, {"pruned_inputs": 3}) == []
     zero = {"first_step_clean_gradient_norm": 0.0, "first_step_gradient_norm": 0.0}  # nothing to divide by
     assert defense_findings(BACKDOORED, after, [], 400, 10, zero) == []
+
+
+def test_findings_say_when_the_backdoor_came_back_and_what_to_try():
+    """Removed at an evaluation before the last, above the bar at the end: said with both figures; a repair that
+    unlearned a scanned trigger without searching it again is pointed at ``unlearn_refresh``."""
+    after = {"clean_accuracy": 0.975, "attack_success_rate": 0.143}
+    history = [
+        {"epoch": 10, "clean_accuracy": 0.81, "attack_success_rate": 0.009},
+        {"epoch": 20, "clean_accuracy": 0.935, "attack_success_rate": 0.21},
+        {"epoch": 30, "clean_accuracy": 0.975, "attack_success_rate": 0.143},
+    ]
+    found = defense_findings(BACKDOORED, after, history, 400, 10)
+    assert found[0] == (
+        "the backdoor is not removed: attack success rate 14.3 % after the defense (removed means at most 10 %)"
+    )
+    assert found[1].startswith("the backdoor came back: its attack success rate was down to 0.9 % at epoch 10 and")
+    assert "14.3 % at the end" in found[1] and "unlearn_refresh" not in found[1] and len(found) == 2
+    unlearned = defense_findings(BACKDOORED, after, history, 400, 10, {"unlearn": {"class": "up"}})
+    assert "--unlearn-refresh 40" in unlearned[1]
+    searched = {"unlearn": {"class": "up"}, "searched_again": [{"epoch": 40}]}
+    assert "unlearn_refresh" not in defense_findings(BACKDOORED, after, history, 400, 10, searched)[1]
+    # never under the bar before the end, or under it at the end, or only at the last evaluation: no return
+    never = [{**h, "attack_success_rate": 0.5} for h in history[:-1]] + history[-1:]
+    assert len(defense_findings(BACKDOORED, after, never, 400, 10)) == 1
+    assert defense_findings(BACKDOORED, {**after, "attack_success_rate": 0.05}, history, 400, 10) == []
+    assert len(defense_findings(BACKDOORED, after, history[-1:], 400, 10)) == 1

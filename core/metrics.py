@@ -128,14 +128,13 @@ def _backdoor_return(history: Sequence[dict], asr0: float | None, asr: float | N
     if low is None or low["attack_success_rate"] > ASR_REMOVED:
         return None
     said = (
-        f"the backdoor came back: its attack success rate was down to {100 * low['attack_success_rate']:.1f} % at "
-        f"epoch {low['epoch']} and is {100 * asr:.1f} % at the end, as the clean task was relearnt"
+        f"the backdoor came back: its attack success rate was {100 * low['attack_success_rate']:.1f} % at epoch "
+        f"{low['epoch']} and is {100 * asr:.1f} % at the end, as the clean task was relearnt"
     )
     if "unlearn" in details and not details.get("searched_again"):
         said += (
-            "; searching the trigger again during the repair (unlearn_refresh 40: --unlearn-refresh 40, "
-            '"Re-search trigger, epochs") removed such a return on real speech (ASC-10 PIBA: 15 % -> 0.4 %) at about '
-            "a point of clean accuracy"
+            '; searching the trigger again during the repair (--unlearn-refresh 40, "Re-search trigger, epochs") '
+            "removed such returns on real speech at about a point of clean accuracy"
         )
     return said
 

@@ -113,12 +113,12 @@ def test_findings_say_when_the_backdoor_came_back_and_what_to_try():
     assert found[0] == (
         "the backdoor is not removed: attack success rate 14.3 % after the defense (removed means at most 10 %)"
     )
-    assert found[1].startswith("the backdoor came back: its attack success rate was down to 0.9 % at epoch 10 and")
-    assert "14.3 % at the end" in found[1] and "unlearn_refresh" not in found[1] and len(found) == 2
+    assert found[1].startswith("the backdoor came back: its attack success rate was 0.9 % at epoch 10 and is 14.3 %")
+    assert "--unlearn-refresh" not in found[1] and len(found) == 2
     unlearned = defense_findings(BACKDOORED, after, history, 400, 10, {"unlearn": {"class": "up"}})
     assert "--unlearn-refresh 40" in unlearned[1]
     searched = {"unlearn": {"class": "up"}, "searched_again": [{"epoch": 40}]}
-    assert "unlearn_refresh" not in defense_findings(BACKDOORED, after, history, 400, 10, searched)[1]
+    assert "--unlearn-refresh" not in defense_findings(BACKDOORED, after, history, 400, 10, searched)[1]
     # never under the bar before the end, or under it at the end, or only at the last evaluation: no return
     never = [{**h, "attack_success_rate": 0.5} for h in history[:-1]] + history[-1:]
     assert len(defense_findings(BACKDOORED, after, never, 400, 10)) == 1

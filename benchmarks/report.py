@@ -48,7 +48,8 @@ REFERENCE = {
     "grid_asc30": "ASC-30 (all 30 words; 5,400 training clips, 18 speakers)",
 }
 #: The reference tables the product page shows (the rest are in ``benchmarks/README.md``), each with the columns it
-#: keeps there (None: all): today's Recommended (and at 5 %), then every defense on the H200 table's models.
+#: keeps there (None: all): today's Recommended (and at 5 %), the baselines on its models, then every defense on the
+#: H200 table's models (ResNets among them).
 PRODUCT_TABLES: dict[str, tuple[str, ...] | None] = {
     "grid_asc10_round16_test_*": ("none", "gnft@recommended", "rec5"),
     "grid_asc10_round23_c05_*": None,

@@ -27,6 +27,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bn_recalibration_probe import recalibrated  # noqa: E402
 
 from core.checkpoint import load_checkpoint  # noqa: E402
 from core.cli.grid import _recorded_attack  # noqa: E402
@@ -52,26 +55,14 @@ class Keep(RepairWatcher):
 
 def averaged(model: nn.Module, states: list[dict[str, torch.Tensor]], waves: torch.Tensor, batch: int) -> nn.Module:
     """``model`` with the mean of ``states`` (integer buffers from the last) and its BatchNorm statistics measured
-    again on ``waves`` (cumulative average, training mode for the BatchNorms only)."""
+    again on ``waves`` (:func:`bn_recalibration_probe.recalibrated`: a cumulative average)."""
     out = copy.deepcopy(model)
     mean = {
         k: (torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else states[-1][k])
         for k, v in states[-1].items()
     }
     out.load_state_dict(mean)
-    norms = [m for m in out.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    out.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-        m.train()
-    with torch.no_grad():
-        for i in range(0, waves.shape[0], batch):
-            out(waves[i : i + batch])
-    for m in norms:
-        m.momentum = 0.1
-    out.eval()
-    return out
+    return recalibrated(out, waves, batch)
 
 
 def main() -> int:

@@ -71,6 +71,13 @@ PRODUCT_TABLES: dict[str, tuple[str, ...] | None] = {
 BESIDE: dict[str, tuple[str, tuple[str, ...]]] = {
     "grid_asc10_round25_base_*": ("grid_asc10_round16_test_*", ("gnft@recommended",)),
 }
+#: Where a reference table's clean models are, when its own grids trained none (stem -> stem of grids that did,
+#: ``--seed`` for ``--seed``): the clean model of each backdoored one's architecture, training seed and rate.
+CLEAN_FROM: dict[str, str] = {
+    "grid_asc10_round16_test_*": "grid_asc10_round26_clean_*",
+    "grid_asc10_round23_c05_*": "grid_asc10_round26_clean_*",
+    "grid_asc10_round25_base_*": "grid_asc10_round26_clean_*",
+}
 #: Where a reference table's notes are, when not beside it.
 NOTES = {
     "grid_asc10_round9_test": "grid_asc10_validation",
@@ -570,8 +577,9 @@ def _reference_rows(results: Path, stem: str) -> tuple[dict, list[dict], bool] |
                 r = {**r, "defense": PREVIOUS}
             elif r["defense"] == today:
                 r = {**r, "defense": "gnft@recommended"}
+            r = {**r, "model_seed": int(seed.group(1)) if seed else 0}
             if stem.endswith("*") and r["attack"] != "clean":
-                r = {**r, "attack": f"{r['attack']}, model seed {seed.group(1) if seed else 0}"}
+                r = {**r, "attack": f"{r['attack']}, model seed {r['model_seed']}"}
             rows.append(r)
         other |= other_scan
     return first or {}, rows, other
@@ -603,12 +611,18 @@ def reference_section(
                 + ", ".join(COLUMN_TITLES.get(c, c).replace("*", "") for c in BESIDE[stem][1])
                 + "."
             )
+        clean_from = ""
+        if stem in CLEAN_FROM and not any(r["attack"] == "clean" for r in rows):
+            extra = _reference_rows(results, CLEAN_FROM[stem])
+            rows = rows + [r for r in (extra[1] if extra else []) if r["attack"] == "clean"]
+            clean_from = f" The clean models: the `benchmarks/results/{CLEAN_FROM[stem]}.json` files." if extra else ""
         columns = _columns(rows)
         kept = None if only is None else only[stem]
         if kept is not None:
             columns = [c for c in columns if c in kept]
         cells = {(r["model"], r["attack"], r["defense"]): r for r in rows if r["attack"] != "clean"}
-        clean = {(r["model"], r.get("sample_rate")): r for r in rows if r["attack"] == "clean"}  # by rate
+        # the clean model of each architecture, training seed and rate (Ultrasonic's: 44.1 kHz)
+        clean = {(r["model"], r["model_seed"], r.get("sample_rate")): r for r in rows if r["attack"] == "clean"}
         pairs = sorted({(m, a) for m, a, _ in cells})
         names = [COLUMN_TITLES.get(c, f"`{c}`") for c in columns]
         if other_scan:  # a variant of the Recommended (at 5 % clean) then was a variant of the previous one
@@ -624,15 +638,17 @@ def reference_section(
             "",
             f"CA / ASR in % on the {d.get('eval_split', 'test')} split; defense cells are the mean ± standard "
             f"deviation over {max(seeds, default=1)} defense seed(s) where more than one ran; `–` not run yet."
-            f"{machines_note(rows)} {source}command inside; notes in `{NOTES.get(stem, stem)}.notes.md`).{joined} "
+            f"{machines_note(rows)} {source}command inside; notes in `{NOTES.get(stem, stem)}.notes.md`).{joined}"
+            f"{clean_from} "
             f"{DATASET_CREDIT}",
             "",
             "| model | attack | clean model CA | " + " | ".join(names) + " |",
             "|---|---|---|" + "---|" * len(columns),
         ]
         for m, a in pairs:
-            rate = cells[(m, a, "none")].get("sample_rate") if (m, a, "none") in cells else None
-            reference = clean.get((m, rate))  # the clean model at the attack's own rate (Ultrasonic: 44.1 kHz)
+            backdoored = cells.get((m, a, "none")) or next(r for (mm, aa, _), r in cells.items() if (mm, aa) == (m, a))
+            rate = backdoored.get("sample_rate")
+            reference = clean.get((m, backdoored["model_seed"], rate))
             label = a if rate in (None, 16000) else f"{a} ({rate / 1000:g} kHz)"
             row = [m, label, _pct(reference["clean_accuracy"]).replace(" %", "") if reference else "–"]
             for c in columns:

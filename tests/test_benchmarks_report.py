@@ -210,6 +210,35 @@ def test_a_table_takes_the_recommended_column_beside_it_from_the_same_models_oth
     assert "| smallcnn: mean ASR / worst CA drop (cells) | 5.0 / 2.0 (1) | 97.0 / 1.0 (1) |" in table
 
 
+def test_the_clean_model_ca_comes_from_the_clean_grids_of_the_same_seed_and_rate(tmp_path):
+    """A table whose grids trained no clean model (``CLEAN_FROM``) takes each row's clean model from the clean
+    grids: the same architecture, training seed and rate (Ultrasonic's 44.1 kHz), never another seed's."""
+
+    def row(attack, defense, ca, asr, rate=16000):
+        return {"model": "smallcnn", "attack": attack, "defense": defense, "clean_accuracy": ca,
+                "attack_success_rate": asr, "sample_rate": rate}  # fmt: skip
+
+    def grid(seed, rows):
+        return {"command": f"python -m core.grid --seed {seed}", "eval_split": "test", "rows": rows}
+
+    tables = {
+        "grid_asc10_round16_test_s21_piba": grid(21, [row("piba", "none", 0.9, 0.99)]),
+        "grid_asc10_round16_test_s21_ultrasonic": grid(21, [row("ultrasonic", "none", 0.85, 1.0, 44100)]),
+        "grid_asc10_round16_test_s23_jingleback": grid(23, [row("jingleback", "none", 0.9, 0.99)]),
+        "grid_asc10_round26_clean_s21": grid(
+            21, [row("clean", "none", 0.911, None), row("clean", "none", 0.877, None, 44100)]
+        ),
+        "grid_asc10_round26_clean_s22": grid(22, [row("clean", "none", 0.5, None)]),
+    }
+    for stem, d in tables.items():
+        (tmp_path / f"{stem}.json").write_text(json.dumps(d))
+    table = _report().reference_section(tmp_path).split("### ")[1]
+    assert "| smallcnn | piba, model seed 21 | 91.1 | 90.0 / 99.0 |" in table
+    assert "| smallcnn | ultrasonic, model seed 21 (44.1 kHz) | 87.7 | 85.0 / 100.0 |" in table
+    assert "| smallcnn | jingleback, model seed 23 | – | 90.0 / 99.0 |" in table  # no clean model of seed 23
+    assert "50.0" not in table and "The clean models: the `benchmarks/results/grid_asc10_round26_clean_*" in table
+
+
 def test_a_recommended_column_run_with_another_preset_is_shown_as_the_previous_one(tmp_path):
     """The README's Recommended column is today's preset: a table whose `gnft@recommended` cells recorded other
     settings (an earlier Recommended) shows them as the previous Recommended, and today's as the Recommended."""

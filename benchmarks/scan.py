@@ -90,6 +90,7 @@ def truth(path: Path) -> dict[str, Any]:
     return {
         "architecture": meta["architecture"],
         "db_floor": meta["front_end"].get("db_floor", "batch"),
+        "sample_rate": meta["front_end"]["sample_rate"],
         "train_seed": meta["provenance"].get("seed"),
         "attack": attack["name"] if attack else "clean",
         "target": target,
@@ -226,9 +227,9 @@ def sized(row: dict[str, Any]) -> bool:
 
 def reference_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The clean rows ``row``'s scan is read against: the other clean, unrepaired models of its architecture,
-    classes and dB floor (``db_floor``: rows made before rows kept it are of batch-floor models) among ``rows``
-    whose scans searched with the same settings and every domain of its reading, never its own checkpoint nor one
-    trained with its training seed."""
+    classes, dB floor (``db_floor``: rows made before rows kept it are of batch-floor models) and sample rate
+    (:func:`rate_of`) among ``rows`` whose scans searched with the same settings and every domain of its reading,
+    never its own checkpoint nor one trained with its training seed."""
     from core.scan.reference import SIZE_FIELDS
 
     def settings(r: dict[str, Any]) -> dict[str, Any]:
@@ -244,11 +245,21 @@ def reference_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[s
         and Path(c["model"]).resolve() != Path(row["model"]).resolve()
         and c["architecture"] == row["architecture"]
         and c.get("db_floor", "batch") == row.get("db_floor", "batch")
+        and rate_of(c) == rate_of(row)
         and c["scan"]["classes"] == row["scan"]["classes"]
         and settings(c) == settings(row)
         and (own is None or c.get("train_seed") != own)
         and all(d in c["scan"]["domains"] for d in domains)
     ]
+
+
+def rate_of(row: dict[str, Any]) -> int:
+    """A row's model's sample rate, as ``python -m core.scan --reference`` compares it. Rows made before
+    2026-12-08 did not keep it; their grids trained Ultrasonic, and the clean model beside it (``*_44k``),
+    at 44.1 kHz and every other model at 16 kHz."""
+    if "sample_rate" in row:
+        return int(row["sample_rate"])
+    return 44100 if row["attack"] == "ultrasonic" or Path(row["model"]).stem.endswith("_44k") else 16000
 
 
 def _domains(row: dict[str, Any]) -> list[str]:

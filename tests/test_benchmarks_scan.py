@@ -290,11 +290,13 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
         "bd3": ("smallcnn", 3, {"name": "blend", "params": {"target": 2}}, backdoored),
         "resnet": ("resnet", 4, None, [0.5] * 8),  # another architecture: never a SmallCNN's reference
         "batch5": ("smallcnn", 5, None, [s * 0.9 for s in EASY_B]),  # another dB floor: never a per-clip one's
+        "rate6": ("smallcnn", 6, None, [s * 0.95 for s in EASY_B]),  # another sample rate: never a reference either
     }
     reports = tmp_path / "reports"
     reports.mkdir()
     for name, (arch, seed, attack, sizes) in made.items():
         fe = {**front.to_dict(), "db_floor": "batch"} if name == "batch5" else front.to_dict()
+        fe = {**fe, "sample_rate": 8000} if name == "rate6" else fe
         meta = make_metadata(arch, list("abcdefgh"), fe, attack=attack, seed=seed)
         save_checkpoint(tmp_path / f"{name}.safetensors", net, meta)
         (reports / f"{name}.json").write_text(json.dumps(_report(tmp_path / f"{name}.safetensors", sizes)))
@@ -323,9 +325,10 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
     assert rows["clean1"]["against_reference"]["reference_models"] == 2  # clean2, clean3
     assert "against_reference" not in rows["resnet"]  # no other clean ResNet
     assert rows["batch5"]["db_floor"] == "batch" and "against_reference" not in rows["batch5"]  # nor batch-floor one
+    assert rows["rate6"]["sample_rate"] == 8000 and "against_reference" not in rows["rate6"]  # nor another rate
     assert rows["resnet"]["standout"] == ScanConfig().standout and rows["resnet"]["source"].endswith("resnet.json")
     both = result["reference_reading"]
-    assert both["rows_without_reference"] == 2 and both["reference_models"] == {"2": 4}
+    assert both["rows_without_reference"] == 3 and both["reference_models"] == {"2": 4}
     assert both["plain"]["target_accuracy"] == 0.0 and both["reference"]["target_accuracy"] == 1.0
     # the clean model whose `c` is as easy as the backdoored one's is flagged against the other two: 1 of 3
     assert rows["clean3"]["against_reference"]["suspected_target"] == "c" and not rows["clean3"]["flagged"]
@@ -335,3 +338,14 @@ def test_a_row_is_read_against_the_other_clean_models_of_its_architecture_never_
     assert result["summary"]["backdoored_models"] == 1 and result["summary_before_sizes"]["backdoored_models"] == 1
     assert list(result["corpora"]) == ["t"]  # the old row kept no sizes: in no corpus
     assert result["corpora"]["t"] == result["summary"]
+
+
+def test_a_row_made_before_rows_kept_their_rate_has_its_grid_s_rate():
+    """Rows made before 2026-12-08 kept no sample rate: their grids trained Ultrasonic and its clean model
+    (``*_44k``) at 44.1 kHz, everything else at 16 kHz; a row that kept it is read as it says."""
+    from benchmarks.scan import rate_of
+
+    assert rate_of({"attack": "ultrasonic", "model": "runs/g/train_smallcnn_ultrasonic.safetensors"}) == 44100
+    assert rate_of({"attack": "clean", "model": "runs/g/train_smallcnn_clean_44k.safetensors"}) == 44100
+    assert rate_of({"attack": "clean", "model": "runs/g/train_smallcnn_clean.safetensors"}) == 16000
+    assert rate_of({"attack": "clean", "model": "m_44k.safetensors", "sample_rate": 22050}) == 22050

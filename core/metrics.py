@@ -134,7 +134,8 @@ def _backdoor_return(history: Sequence[dict], asr0: float | None, asr: float | N
     if "unlearn" in details and not details.get("searched_again"):
         said += (
             '; searching the trigger again during the repair (--unlearn-refresh 40, "Re-search trigger, epochs") '
-            "removed such returns on real speech at about a point of clean accuracy"
+            "removed most of such returns on real speech, at about 1 point of clean accuracy on a SmallCNN and 4 on "
+            "a ResNet"
         )
     return said
 

@@ -116,7 +116,7 @@ def test_findings_say_when_the_backdoor_came_back_and_what_to_try():
     assert found[1].startswith("the backdoor came back: its attack success rate was 0.9 % at epoch 10 and is 14.3 %")
     assert "--unlearn-refresh" not in found[1] and len(found) == 2
     unlearned = defense_findings(BACKDOORED, after, history, 400, 10, {"unlearn": {"class": "up"}})
-    assert "--unlearn-refresh 40" in unlearned[1]
+    assert "--unlearn-refresh 40" in unlearned[1] and "4 on a ResNet" in unlearned[1]  # what it costs, measured
     searched = {"unlearn": {"class": "up"}, "searched_again": [{"epoch": 40}]}
     assert "--unlearn-refresh" not in defense_findings(BACKDOORED, after, history, 400, 10, searched)[1]
     # never under the bar before the end, or under it at the end, or only at the last evaluation: no return
